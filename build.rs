@@ -1,0 +1,31 @@
+//! Embeds every Lua module of stdlib/runbook/ and stdlib/internal/ into the binary, so
+//! `require "runbook.x"` works with nothing installed.
+use std::fmt::Write;
+use std::path::Path;
+
+fn modules(dir: &str, prefix: &str, out: &mut String) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {dir}: {e}"))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lua"))
+        .collect();
+    files.sort();
+    for path in files {
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let abs = std::fs::canonicalize(&path).unwrap();
+        writeln!(out, "    (\"{prefix}{stem}\", include_str!({:?})),", abs.display().to_string()).unwrap();
+    }
+}
+
+fn main() {
+    let mut out = String::from("/// (module name, source) of every embedded Lua module.\npub static MODULES: &[(&str, &str)] = &[\n");
+    modules("stdlib/runbook", "runbook.", &mut out);
+    modules("stdlib/internal", "internal.", &mut out);
+    out.push_str("];\n");
+    let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("stdlib.rs");
+    std::fs::write(dest, out).unwrap();
+    println!("cargo:rerun-if-changed=stdlib/runbook");
+    println!("cargo:rerun-if-changed=stdlib/internal");
+    println!("cargo:rerun-if-changed=migrations");
+}

@@ -1,0 +1,50 @@
+-- quickstart: a tour of runbook with nothing installed.
+--   cargo run --release -- run examples/quickstart.lua
+-- Kill it at any moment (Ctrl-C, or kill -9) and `runbook resume --last`: completed steps are
+-- not run again. Approve the gate at the prompt, with --yes, or later with `runbook approve`.
+runbook {
+  name = "quickstart",
+  description = "Prepare a work folder, build a release, pass a flaky check, ship after approval",
+  params = {
+    release  = { type = "string", default = "v1.0.0", pattern = "v[0-9]+\\.[0-9]+\\.[0-9]+",
+                 description = "release to ship" },
+    workdir  = { type = "string", default = "/tmp/runbook-quickstart", description = "scratch folder" },
+    pause    = { type = "duration", default = "300ms", description = "how long the build takes" },
+  },
+  rollback = "auto",
+}
+
+local dir = params.workdir .. "/" .. params.release
+
+step("prepare work folder", {
+  description = "Create the release folder",
+  undo = function(r) exec{"rm", "-rf", r.dir} end,
+}, function()
+  exec{"mkdir", "-p", dir}
+  return { dir = dir }
+end)
+
+local build = step("build release", { description = "Write the release manifest", timeout = "1m" }, function()
+  sleep(params.pause)
+  local r = exec{shell = "echo 'release " .. params.release .. "' > manifest.txt && sha256sum manifest.txt", cwd = dir}
+  return { manifest = dir .. "/manifest.txt", sha256 = r.stdout:match("^(%x+)") }
+end)
+
+-- Fails on its first attempt, passes on the retry: the attempt number is the step's argument.
+step("flaky health check", { retries = 2, backoff = { base = "200ms", max = "1s" } }, function(attempt)
+  if attempt == 1 then
+    fail("service not ready yet (attempt " .. attempt .. ")")
+  end
+  log.info("healthy", { attempt = attempt })
+  return { healthy = true, attempts = attempt }
+end)
+
+approve("Ship " .. params.release .. " (" .. build.sha256:sub(1, 12) .. ")?")
+
+step("ship", {
+  description = "Mark the release current",
+  undo = function() exec{"rm", "-f", params.workdir .. "/current"} end,
+}, function()
+  exec{"ln", "-sfn", dir, params.workdir .. "/current"}
+  return { current = dir, at = now() }
+end)

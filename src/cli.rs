@@ -1,0 +1,283 @@
+//! The command line: definitions (clap) and dispatch. Each command's work is in `commands`.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::error::Error;
+use crate::output::Format;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    the run succeeded (or the command did what it was asked)
+  1    the run failed, was rolled back, or was cancelled
+  2    usage or bad input: command line, runbook, params, config
+  3    the run stopped at an approval gate: `runbook approve RUN`, then `runbook resume RUN`
+  4    the runbook's lock is held by another live run
+  130  interrupted by SIGINT/SIGTERM; resumable with `runbook resume`";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "runbook",
+    version,
+    about = "Run operational procedures written in Lua, step by step, checkpointed in a journal",
+    long_about = "Run operational procedures written in Lua, step by step. Every step is checkpointed in a \
+journal (SQLite at .runbook/state.db by default), so a run that failed, crashed or waits for approval \
+resumes where it stopped and never repeats a completed step.",
+    after_help = EXIT_CODES
+)]
+pub struct Cli {
+    /// The journal: a SQLite file path or sqlite://PATH [default: .runbook/state.db]
+    #[arg(long, env = "RUNBOOK_STATE", global = true, value_name = "URL")]
+    pub state: Option<String>,
+    /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Format of the diagnostics on stderr
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a runbook
+    #[command(after_help = "Examples:
+  runbook run examples/quickstart.lua
+  runbook run deploy.lua -p version=1.4.2 -p hosts=web-1,web-2
+  runbook run backup.lua --params-file prod.toml --yes
+  runbook run maintenance.lua --dry-run
+  runbook run deploy.lua --output json | jq .
+
+Exit codes: 0 succeeded, 1 failed/rolled back/cancelled, 2 bad input, 3 waiting for approval,
+4 lock held, 130 interrupted.")]
+    Run(RunArgs),
+    /// Resume a failed, interrupted or waiting run from where it stopped
+    #[command(after_help = "Examples:
+  runbook resume --last
+  runbook resume 20261122-031502-7f3a
+  runbook resume 20261122-0315 --allow-changed     # a unique prefix is enough
+  DATABASE_URL=... runbook resume --last           # secrets are never stored: give them again
+
+Completed steps are not run again: they return their recorded results. A step that was running
+when the run stopped runs again (at-least-once).")]
+    Resume(ResumeArgs),
+    /// List the steps a runbook will meet, without running anything
+    #[command(after_help = "Examples:
+  runbook plan runbooks/db_backup.lua
+  runbook plan deploy.lua -p version=1.4.2 --output json")]
+    Plan(PlanArgs),
+    /// Check a runbook's syntax, declaration and step definitions, without running anything
+    #[command(after_help = "Examples:
+  runbook check deploy.lua
+  for f in runbooks/*.lua; do runbook check \"$f\" || exit 1; done")]
+    Check {
+        /// The runbook file
+        file: PathBuf,
+    },
+    /// List recent runs, newest first
+    #[command(after_help = "Examples:
+  runbook history
+  runbook history --runbook postgres-backup --limit 50
+  runbook history --output json")]
+    History {
+        /// Only runs of this runbook (its declared name)
+        #[arg(long)]
+        runbook: Option<String>,
+        /// How many runs
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+    },
+    /// Show a run: its steps, statuses, attempts, durations, results and errors
+    #[command(after_help = "Examples:
+  runbook show last
+  runbook show 20261122-031502-7f3a --output json
+  runbook show last --events         # with every log line and output line")]
+    Show {
+        /// Run id, unique prefix, or `last`
+        run: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+        /// Also print the run's events (log lines, command output, approvals)
+        #[arg(long)]
+        events: bool,
+    },
+    /// Approve the approval gate a run is waiting at
+    #[command(after_help = "Examples:
+  runbook approve last && runbook resume last")]
+    Approve {
+        /// Run id, unique prefix, or `last`
+        run: String,
+    },
+    /// Cancel a run: a live one stops at once (its running step is abandoned), a stopped one is closed
+    #[command(after_help = "Examples:
+  runbook cancel 20261122-031502-7f3a")]
+    Cancel {
+        /// Run id, unique prefix, or `last`
+        run: String,
+    },
+    /// Print shell completions
+    #[command(after_help = "Examples:
+  runbook completions bash > /etc/bash_completion.d/runbook
+  runbook completions zsh > \"${fpath[1]}/_runbook\"")]
+    Completions {
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ParamArgs {
+    /// A param value, key=value (repeatable)
+    #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]
+    pub params: Vec<(String, String)>,
+    /// Param values from a TOML file (key = value)
+    #[arg(long, value_name = "FILE")]
+    pub params_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Pass every approval gate
+    #[arg(short = 'y', long)]
+    pub yes: bool,
+    /// Live progress and plain lines (text), or one JSON object per event (json)
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+    /// Memory limit for the Lua VM, e.g. 64MB
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook file
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+    /// Evaluate the runbook and its steps, but let no primitive change anything: each reports
+    /// what it would do. The run is journaled as a dry run.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id, unique prefix, or `last`
+    #[arg(required_unless_present = "last", conflicts_with = "last")]
+    pub run: Option<String>,
+    /// Resume the newest run
+    #[arg(long)]
+    pub last: bool,
+    /// Resume even though the runbook file changed since the run started
+    #[arg(long)]
+    pub allow_changed: bool,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[command(flatten)]
+    pub exec: ExecArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The runbook file
+    pub file: PathBuf,
+    #[command(flatten)]
+    pub params: ParamArgs,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+fn parse_kv(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got '{s}'")),
+    }
+}
+
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mult) = if let Some(n) = t.strip_suffix("GB").or_else(|| t.strip_suffix('G')) {
+        (n, 1usize << 30)
+    } else if let Some(n) = t.strip_suffix("MB").or_else(|| t.strip_suffix('M')) {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("KB").or_else(|| t.strip_suffix('K')) {
+        (n, 1 << 10)
+    } else {
+        (t.strip_suffix('B').unwrap_or(&t), 1)
+    };
+    let n: usize = num.trim().parse().map_err(|_| format!("expected a size such as 64MB, got '{s}'"))?;
+    let bytes = n.checked_mul(mult).ok_or("size too large")?;
+    if bytes < (1 << 20) {
+        return Err("the memory limit must be at least 1MB".into());
+    }
+    Ok(bytes)
+}
+
+fn init_tracing(verbose: u8, format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::new(f),
+        _ => EnvFilter::new(match verbose {
+            0 => "warn,runbook::lua=off,sqlx=off",
+            1 => "info,sqlx=warn",
+            2 => "debug,sqlx=info",
+            _ => "trace",
+        }),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { crate::error::exit::USAGE } else { 0 });
+        }
+    };
+    init_tracing(cli.verbose, cli.log_format);
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(shell, &mut Cli::command(), "runbook", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(crate::error::exit::FAILED);
+        }
+    };
+    let code = runtime.block_on(crate::commands::dispatch(cli));
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    match code {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            report(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// Prints an error to stderr: runbook errors as `FILE:LINE: ...`, others as `error: ...`.
+fn report(e: &Error) {
+    let text = crate::secret::redact(&e.to_string()).into_owned();
+    match e {
+        Error::Runbook(_) => eprintln!("{text}"),
+        _ => eprintln!("error: {text}"),
+    }
+}

@@ -1,0 +1,204 @@
+//! Commands that look without acting: plan, check, history, show.
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::cli::PlanArgs;
+use crate::engine::{self, Invocation, Mode, Outcome};
+use crate::error::{exit, Error, Result};
+use crate::journal::{self, RunFilter, RunRecord, StepRecord};
+use crate::output::Format;
+
+async fn evaluate(path: &Path, mode: Mode, params: Vec<(String, String)>, params_file: Option<std::path::PathBuf>) -> Result<Outcome> {
+    if !path.exists() {
+        return Err(Error::Usage(format!("runbook file {} does not exist", path.display())));
+    }
+    let inv = Invocation {
+        path: path.to_path_buf(),
+        mode,
+        params,
+        params_file,
+        yes: false,
+        trigger: "plan".into(),
+        max_memory: None,
+        resume: None,
+    };
+    engine::execute(inv, None, super::static_reporter()).await
+}
+
+pub async fn plan(args: PlanArgs) -> Result<u8> {
+    let outcome = evaluate(&args.file, Mode::Plan, args.params.params, args.params.params_file).await?;
+    let decl = outcome.decl.as_ref().ok_or_else(|| Error::Runbook("no declaration".into()))?;
+    if args.output == Format::Json {
+        println!("{}", json!({"runbook": decl, "path": args.file.display().to_string(), "steps": outcome.plan, "notes": outcome.notes}));
+        return Ok(exit::OK);
+    }
+    println!("{} ({})", decl.name, args.file.display());
+    if let Some(d) = &decl.description {
+        println!("  {d}");
+    }
+    let mut flags = Vec::new();
+    if let Some(l) = &decl.lock {
+        flags.push(format!("lock: {l}"));
+    }
+    flags.push(format!("rollback: {}", decl.rollback));
+    println!("  {}", flags.join(", "));
+    if !decl.params.is_empty() {
+        println!("\nParams:");
+        for p in &decl.params {
+            let default = p.default.as_ref().map(|d| format!(" default {d}")).unwrap_or_default();
+            let req = if p.required { " required" } else { "" };
+            let env = p.env.as_ref().map(|e| format!(" env ${e}")).unwrap_or_default();
+            let desc = p.description.as_ref().map(|d| format!("  {d}")).unwrap_or_default();
+            println!("  {:<16} {}{req}{default}{env}{desc}", p.name, p.ty.as_str());
+        }
+    }
+    println!("\nSteps:");
+    for (i, s) in outcome.plan.iter().enumerate() {
+        let opts = if s.options.is_empty() { String::new() } else { format!("  [{}]", s.options.join(", ")) };
+        match s.kind {
+            "approval" => println!("  {:>3}. approval: {}  (line {})", i + 1, s.name, s.line),
+            _ => println!("  {:>3}. {}  (line {}){opts}", i + 1, s.name, s.line),
+        }
+        if let Some(d) = &s.description {
+            println!("       {d}");
+        }
+    }
+    if outcome.plan.is_empty() {
+        println!("  (none)");
+    }
+    for n in &outcome.notes {
+        println!("\nnote: {n}");
+    }
+    Ok(exit::OK)
+}
+
+pub async fn check(file: &Path) -> Result<u8> {
+    let outcome = evaluate(file, Mode::Check, vec![], None).await?;
+    let steps = outcome.plan.iter().filter(|p| p.kind == "step").count();
+    let gates = outcome.plan.len() - steps;
+    let name = outcome.decl.as_ref().map(|d| d.name.as_str()).unwrap_or("?");
+    println!("{}: ok ({name}: {steps} step(s), {gates} approval gate(s))", file.display());
+    for n in &outcome.notes {
+        println!("note: {n}");
+    }
+    Ok(exit::OK)
+}
+
+fn duration_of(run: &RunRecord) -> String {
+    let end = run.finished_at.as_deref().and_then(|f| chrono::DateTime::parse_from_rfc3339(f).ok());
+    let start = chrono::DateTime::parse_from_rfc3339(&run.started_at).ok();
+    match (start, end) {
+        (Some(s), Some(e)) => crate::duration::human(e.signed_duration_since(s).to_std().unwrap_or_default()),
+        _ => "-".into(),
+    }
+}
+
+pub async fn history(state: Option<&str>, runbook: Option<String>, limit: i64, output: Format) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let runs = journal.runs(&RunFilter { runbook, limit }).await?;
+    if output == Format::Json {
+        let list: Vec<_> = runs
+            .iter()
+            .map(|r| {
+                json!({"run_id": r.id, "runbook": r.runbook, "path": r.path, "status": r.effective_status(), "started_at": r.started_at,
+                       "finished_at": r.finished_at, "trigger": r.trigger, "user": r.user, "host": r.owner.host, "dry_run": r.dry_run})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(list));
+    } else if runs.is_empty() {
+        println!("no runs yet in {}", journal.location());
+    } else {
+        println!("{:<21} {:<24} {:<17} {:<21} {:>8}  {}", "RUN", "RUNBOOK", "STATUS", "STARTED", "TOOK", "BY");
+        for r in &runs {
+            let started = r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " ");
+            let dry = if r.dry_run { " (dry run)" } else { "" };
+            println!(
+                "{:<21} {:<24} {:<17} {:<21} {:>8}  {}@{} ({}){dry}",
+                r.id,
+                truncate(&r.runbook, 24),
+                r.effective_status().as_str(),
+                started,
+                duration_of(r),
+                r.user,
+                r.owner.host,
+                r.trigger
+            );
+        }
+    }
+    journal.close().await;
+    Ok(exit::OK)
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
+
+fn step_json(s: &StepRecord) -> serde_json::Value {
+    json!({
+        "name": s.name, "kind": s.kind, "status": s.status, "attempts": s.attempts, "started_at": s.started_at,
+        "finished_at": s.finished_at, "duration_ms": s.duration_ms, "result": s.result, "error": s.error,
+        "line": s.line, "undo_status": s.undo_status, "undo_error": s.undo_error, "actor": s.actor,
+    })
+}
+
+pub async fn show(state: Option<&str>, reference: &str, output: Format, with_events: bool) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let run = journal.find_run(reference).await?;
+    let steps = journal.steps(&run.id).await?;
+    let events = if with_events { journal.events(&run.id).await? } else { vec![] };
+    journal.close().await;
+    let status = run.effective_status();
+    if output == Format::Json {
+        let mut obj = json!({
+            "run_id": run.id, "runbook": run.runbook, "path": run.path, "status": status, "params": run.params,
+            "started_at": run.started_at, "finished_at": run.finished_at, "error": run.error, "user": run.user,
+            "host": run.owner.host, "pid": run.owner.pid, "trigger": run.trigger, "dry_run": run.dry_run,
+            "content_hash": run.content_hash, "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
+        });
+        if with_events {
+            obj["events"] = events.iter().map(|e| json!({"ts": e.ts, "event": e.event, "step": e.step, "data": e.data})).collect();
+        }
+        println!("{obj}");
+        return Ok(exit::OK);
+    }
+    println!("run {}  {}  ({})", run.id, run.runbook, status);
+    println!("  file:     {}", run.path);
+    println!("  started:  {} by {}@{} (pid {}, {})", run.started_at, run.user, run.owner.host, run.owner.pid, run.trigger);
+    if let Some(f) = &run.finished_at {
+        println!("  finished: {f} (took {})", duration_of(&run));
+    }
+    if run.params.as_object().is_some_and(|p| !p.is_empty()) {
+        println!("  params:   {}", run.params);
+    }
+    if status == journal::RunStatus::Interrupted && run.status != status {
+        println!("  note:     its process is gone (pid {} on {}); resume with `runbook resume {}`", run.owner.pid, run.owner.host, run.id);
+    }
+    if let Some(e) = &run.error {
+        println!("  error:    {e}");
+    }
+    println!();
+    println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  {}", "#", "STEP", "STATUS", "ATTEMPTS", "TOOK", "RESULT / ERROR");
+    for (i, s) in steps.iter().enumerate() {
+        let took = s.duration_ms.map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64))).unwrap_or_else(|| "-".into());
+        let detail = match (&s.error, &s.result, &s.actor) {
+            (Some(e), _, _) if s.status != journal::StepStatus::Succeeded => e.clone(),
+            (_, _, Some(a)) => format!("by {a}"),
+            (_, Some(r), _) => truncate(&r.to_string(), 60),
+            _ => String::new(),
+        };
+        let undo = match s.undo_status.as_deref() {
+            Some(u) => format!("  [undo: {u}{}]", s.undo_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()),
+            None => String::new(),
+        };
+        println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  {detail}{undo}", i + 1, truncate(&s.name, 32), s.status.as_str(), s.attempts, took);
+    }
+    for e in &events {
+        println!("  {} {:<14} {} {}", e.ts, e.event, e.step.as_deref().unwrap_or("-"), e.data);
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,171 @@
+//! What each command does. The engine does the evaluating; these gather inputs and print.
+mod inspect;
+
+use std::path::{Path, PathBuf};
+
+use crate::cli::{Cli, Command, ExecArgs, ParamArgs, ResumeArgs, RunArgs};
+use crate::engine::{self, Invocation, Mode};
+use crate::error::{exit, Error, Result};
+use crate::journal::{self, RunStatus};
+use crate::output::{Format, Reporter};
+
+pub async fn dispatch(cli: Cli) -> Result<u8> {
+    let state = cli.state.as_deref();
+    match cli.command {
+        Command::Run(args) => run(state, args).await,
+        Command::Resume(args) => resume(state, args).await,
+        Command::Plan(args) => inspect::plan(args).await,
+        Command::Check { file } => inspect::check(&file).await,
+        Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
+        Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
+        Command::Approve { run } => approve(state, &run).await,
+        Command::Cancel { run } => cancel(state, &run).await,
+        Command::Completions { .. } => Ok(exit::OK),
+    }
+}
+
+fn invocation(path: PathBuf, mode: Mode, params: ParamArgs, exec: &ExecArgs) -> Invocation {
+    Invocation {
+        path,
+        mode,
+        params: params.params,
+        params_file: params.params_file,
+        yes: exec.yes,
+        trigger: trigger(),
+        max_memory: exec.max_memory,
+        resume: None,
+    }
+}
+
+/// How the run was started, as recorded in the journal.
+fn trigger() -> String {
+    std::env::var("RUNBOOK_TRIGGER").ok().filter(|t| !t.is_empty()).unwrap_or_else(|| "cli".into())
+}
+
+async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
+    if !args.file.exists() {
+        return Err(Error::Usage(format!("runbook file {} does not exist", args.file.display())));
+    }
+    let journal = journal::open(state).await?;
+    let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
+    let inv = invocation(args.file, mode, args.params, &args.exec);
+    let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
+    Ok(outcome.exit_code())
+}
+
+async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let reference = if args.last { "last".to_string() } else { args.run.clone().unwrap_or_default() };
+    let run = journal.find_run(&reference).await?;
+    let status = run.effective_status();
+    match status {
+        RunStatus::Running | RunStatus::RollingBack => {
+            return Err(Error::Usage(format!(
+                "run {} is still {} (pid {} on {}); wait for it, or `runbook cancel {}`",
+                run.id, status, run.owner.pid, run.owner.host, run.id
+            )))
+        }
+        s if s.is_final() => return Err(Error::Usage(format!("run {} already ended ({s}); there is nothing to resume", run.id))),
+        _ => {}
+    }
+    if run.dry_run {
+        return Err(Error::Usage(format!("run {} was a dry run; start a real one with `runbook run`", run.id)));
+    }
+    let path = PathBuf::from(&run.path);
+    let current = std::fs::read_to_string(&path)
+        .map_err(|e| Error::Usage(format!("cannot read the runbook of run {} at {}: {e}", run.id, path.display())))?;
+    if engine::content_hash(&current) != run.content_hash && !args.allow_changed {
+        return Err(Error::Usage(format!(
+            "runbook {} changed since run {} started ({}); resume anyway with --allow-changed",
+            path.display(),
+            run.id,
+            what_changed(&run.source, &current)
+        )));
+    }
+    let steps = journal.steps(&run.id).await?;
+    let mut inv = invocation(display_path(&path), Mode::Run, args.params, &args.exec);
+    inv.trigger = run.trigger.clone();
+    inv.resume = Some((run, steps));
+    let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
+    Ok(outcome.exit_code())
+}
+
+/// A path relative to the current directory when it is below it, for shorter messages.
+fn display_path(path: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(&cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Names the lines that differ between two versions of a runbook.
+pub fn what_changed(old: &str, new: &str) -> String {
+    let a: Vec<&str> = old.lines().collect();
+    let b: Vec<&str> = new.lines().collect();
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..].iter().rev().zip(b[prefix..].iter().rev()).take_while(|(x, y)| x == y).count();
+    let (old_n, new_n) = (a.len() - prefix - suffix, b.len() - prefix - suffix);
+    let first = prefix + 1;
+    match (old_n, new_n) {
+        (0, n) => format!("{n} line(s) added at line {first}"),
+        (n, 0) => format!("{n} line(s) removed at line {first}"),
+        (_, n) if n == 1 => format!("line {first} changed: now `{}`", b[prefix].trim()),
+        (_, n) => format!("lines {first}-{} changed", first + n - 1),
+    }
+}
+
+async fn approve(state: Option<&str>, reference: &str) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let run = journal.find_run(reference).await?;
+    if run.effective_status() != RunStatus::WaitingApproval {
+        return Err(Error::Usage(format!("run {} is not waiting for approval (it is {})", run.id, run.effective_status())));
+    }
+    let steps = journal.steps(&run.id).await?;
+    let Some(mut gate) = steps.into_iter().find(|s| s.status == journal::StepStatus::Waiting) else {
+        return Err(Error::Usage(format!("run {} has no gate waiting for approval", run.id)));
+    };
+    let user = crate::process::username();
+    gate.status = journal::StepStatus::Approved;
+    gate.actor = Some(user.clone());
+    gate.finished_at = Some(journal::now_ts());
+    journal.put_step(&run.id, &gate).await?;
+    journal
+        .append_events(&[journal::EventRecord {
+            run_id: run.id.clone(),
+            ts: journal::now_ts(),
+            event: "approval".into(),
+            step: Some(gate.name.clone()),
+            data: serde_json::json!({"status": "approved", "actor": user, "via": "runbook approve"}),
+        }])
+        .await?;
+    println!("approved: {} (run {})", gate.name.trim_start_matches("approve: "), run.id);
+    println!("continue with: runbook resume {}", run.id);
+    journal.close().await;
+    Ok(exit::OK)
+}
+
+async fn cancel(state: Option<&str>, reference: &str) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let run = journal.find_run(reference).await?;
+    let status = run.effective_status();
+    if status.is_final() {
+        return Err(Error::Usage(format!("run {} already ended ({status})", run.id)));
+    }
+    if status.is_active() {
+        journal.request_cancel(&run.id).await?;
+        println!("cancellation requested: run {} (pid {} on {}) stops at its next heartbeat", run.id, run.owner.pid, run.owner.host);
+    } else {
+        journal.finish_run(&run.id, RunStatus::Cancelled, Some(&format!("cancelled by {}", crate::process::username()))).await?;
+        if let Some(lock) = &run.lock_name {
+            journal.release_lock(lock, &run.id).await?;
+        }
+        println!("cancelled: run {} (was {status})", run.id);
+    }
+    journal.close().await;
+    Ok(exit::OK)
+}
+
+/// Used by `plan` and `check`, which never touch a journal.
+pub(crate) fn static_reporter() -> Reporter {
+    Reporter::new(Format::Text)
+}

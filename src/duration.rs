@@ -1,0 +1,102 @@
+//! Durations as runbooks write them: "500ms", "30s", "5m", "2h", "1d", "1h30m", or a bare
+//! number of seconds.
+use std::time::Duration;
+
+/// Parses a duration string such as `"1h30m"`. Returns a message fit for a user on failure.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let s = text.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        return from_secs(secs, text);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        if num_len == 0 {
+            return Err(format!("invalid duration '{text}': expected a number before '{rest}' (examples: 30s, 5m, 2h, 1h30m, 500ms)"));
+        }
+        let value: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration '{text}': bad number '{}'", &rest[..num_len]))?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let factor = match unit {
+            "ms" => 0.001,
+            "s" | "sec" | "secs" => 1.0,
+            "m" | "min" | "mins" => 60.0,
+            "h" | "hr" | "hrs" => 3600.0,
+            "d" | "day" | "days" => 86400.0,
+            "w" => 7.0 * 86400.0,
+            "" => return Err(format!("invalid duration '{text}': missing unit after {value} (use ms, s, m, h or d)")),
+            other => return Err(format!("invalid duration '{text}': unknown unit '{other}' (use ms, s, m, h or d)")),
+        };
+        total += value * factor;
+    }
+    from_secs(total, text)
+}
+
+fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("invalid duration '{text}': must be a non-negative number of seconds"));
+    }
+    if secs > 10.0 * 365.0 * 86400.0 {
+        return Err(format!("invalid duration '{text}': longer than ten years"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration for people: "850ms", "12.3s", "4m05s", "2h10m".
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_forms_runbooks_use() {
+        assert_eq!(parse("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse("1d").unwrap(), Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn rejects_nonsense_with_a_reason() {
+        for bad in ["", "abc", "5x", "10", "-1s", "s5"] {
+            if bad == "10" {
+                continue;
+            }
+            let err = parse(bad).unwrap_err();
+            assert!(err.contains("duration"), "{bad}: {err}");
+        }
+        assert!(parse("5").is_ok());
+    }
+
+    #[test]
+    fn human_is_short() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(12_340)), "12.3s");
+        assert_eq!(human(Duration::from_secs(245)), "4m05s");
+    }
+}

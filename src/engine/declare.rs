@@ -1,0 +1,218 @@
+//! `runbook { name, description, params, lock, rollback }`: the declaration that opens every
+//! runbook. Validates it and the params, then creates (or takes over) the run in the journal.
+use std::rc::Rc;
+use std::time::Instant;
+
+use mlua::{Lua, Table, Value};
+use serde::Serialize;
+use serde_json::json;
+
+use super::params::{self, ParamSpec, Sources};
+use super::{Ctx, Halt, Mode};
+use crate::journal::{LockOutcome, RunRecord, RunStatus};
+use crate::lua::errors::{self, Location};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Declaration {
+    pub name: String,
+    pub description: Option<String>,
+    pub params: Vec<ParamSpec>,
+    pub lock: Option<String>,
+    pub rollback: String,
+    pub line: u32,
+}
+
+impl Declaration {
+    pub fn rollback_auto(&self) -> bool {
+        self.rollback == "auto"
+    }
+}
+
+const KEYS: &[&str] = &["name", "description", "params", "lock", "rollback"];
+
+fn parse(lua: &Lua, v: Value, line: u32) -> Result<Declaration, String> {
+    let Value::Table(t) = v else {
+        return Err(format!("runbook expects a table: runbook {{ name = \"...\" }}, got a {}", v.type_name()));
+    };
+    for pair in t.pairs::<Value, Value>() {
+        let (k, _) = pair.map_err(|e| e.to_string())?;
+        let key = match &k {
+            Value::String(s) => s.to_string_lossy(),
+            other => return Err(format!("runbook{{}}: unexpected {} key", other.type_name())),
+        };
+        if !KEYS.contains(&key.as_str()) {
+            return Err(format!("runbook{{}}: unknown key '{key}' (known: {})", KEYS.join(", ")));
+        }
+    }
+    let name: String = match t.get::<Value>("name").map_err(|e| e.to_string())? {
+        Value::String(s) => s.to_string_lossy(),
+        Value::Nil => return Err("runbook{}: `name` is required".into()),
+        other => return Err(format!("runbook{{}}: `name` must be a string, got a {}", other.type_name())),
+    };
+    if name.trim().is_empty() || name.len() > 100 || name.chars().any(char::is_control) {
+        return Err("runbook{}: `name` must be 1 to 100 printable characters".into());
+    }
+    let description = opt_string(&t, "description")?;
+    let lock = opt_string(&t, "lock")?;
+    if lock.as_deref().is_some_and(|l| l.trim().is_empty()) {
+        return Err("runbook{}: `lock` must not be empty".into());
+    }
+    let rollback = opt_string(&t, "rollback")?.unwrap_or_else(|| "manual".into());
+    if rollback != "auto" && rollback != "manual" {
+        return Err(format!("runbook{{}}: `rollback` is \"auto\" or \"manual\", got \"{rollback}\""));
+    }
+    let params = match t.get::<Value>("params").map_err(|e| e.to_string())? {
+        Value::Nil => Vec::new(),
+        Value::Table(p) => params::parse_specs(lua, &p)?,
+        other => return Err(format!("runbook{{}}: `params` must be a table, got a {}", other.type_name())),
+    };
+    Ok(Declaration { name, description, params, lock, rollback, line })
+}
+
+fn opt_string(t: &Table, key: &str) -> Result<Option<String>, String> {
+    match t.get::<Value>(key).map_err(|e| e.to_string())? {
+        Value::Nil => Ok(None),
+        Value::String(s) => Ok(Some(s.to_string_lossy())),
+        other => Err(format!("runbook{{}}: `{key}` must be a string, got a {}", other.type_name())),
+    }
+}
+
+fn new_run_id() -> String {
+    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), rand::random::<u16>())
+}
+
+pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
+    let ctx = Ctx::from_lua(&lua)?;
+    let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
+    if let Some(first) = ctx.st.borrow().decl.as_ref() {
+        return Err(ctx.raise(Halt::Declaration(format!("{loc}: runbook{{}} is declared twice (first at line {})", first.line))));
+    }
+    let decl = parse(&lua, v, loc.line).map_err(|m| ctx.raise(Halt::Declaration(format!("{loc}: {m}"))))?;
+
+    let file_table = match &ctx.params_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ctx.raise(Halt::Params(vec![format!("params file {}: {e}", path.display())])))?;
+            let table: toml::Table = toml::from_str(&text).map_err(|e| {
+                let msg = e.to_string().replace('\n', " ");
+                ctx.raise(Halt::Params(vec![format!("params file {}: {}", path.display(), msg.trim())]))
+            })?;
+            Some(table)
+        }
+        None => None,
+    };
+    let sources = Sources {
+        cli: &ctx.inv_params,
+        file: file_table.as_ref(),
+        stored: ctx.resume.as_ref().map(|r| &r.params),
+        lenient: ctx.mode.is_static(),
+    };
+    let (values, warnings) = params::resolve(&decl.params, &sources).map_err(|p| ctx.raise(Halt::Params(p)))?;
+    let table = lua.create_table()?;
+    for spec in &decl.params {
+        match values.get(&spec.name) {
+            Some(v) => table.set(spec.name.as_str(), v.to_lua(&lua)?)?,
+            None if ctx.mode.is_static() => table.set(spec.name.as_str(), crate::lua::placeholder(&lua, &format!("params.{}", spec.name))?)?,
+            None => {}
+        }
+    }
+    lua.globals().set("params", table)?;
+    ctx.st.borrow_mut().decl = Some(decl.clone());
+    if ctx.mode.is_static() {
+        return Ok(());
+    }
+
+    let journal = ctx.journal.clone().ok_or_else(|| mlua::Error::runtime("no journal"))?;
+    let stored_params = serde_json::Value::Object(values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
+    let run_id = match &ctx.resume {
+        Some(run) => {
+            if run.runbook != decl.name {
+                return Err(ctx.raise(Halt::Declaration(format!(
+                    "{loc}: run {} is of runbook '{}', but this file declares '{}'",
+                    run.id, run.runbook, decl.name
+                ))));
+            }
+            run.id.clone()
+        }
+        None => new_run_id(),
+    };
+    if let (Some(lock), Mode::Run) = (&decl.lock, ctx.mode) {
+        match journal.acquire_lock(lock, &run_id, &ctx.me, super::lease_secs()).await.map_err(|e| ctx.raise(e.into()))? {
+            LockOutcome::Acquired => {}
+            LockOutcome::TakenOver(old) => ctx.out.emit(
+                "warning",
+                None,
+                json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), whose process is gone", old.run_id, old.owner.pid, old.owner.host)}),
+            ),
+            LockOutcome::Held(h) => {
+                return Err(ctx.raise(Halt::LockHeld { name: lock.clone(), run_id: h.run_id, host: h.owner.host, pid: h.owner.pid }));
+            }
+        }
+        ctx.st.borrow_mut().lock = Some(lock.clone());
+    }
+    let release_on_error = |ctx: &Rc<Ctx>| {
+        let lock = ctx.st.borrow_mut().lock.take();
+        let journal = journal.clone();
+        let run_id = run_id.clone();
+        async move {
+            if let Some(lock) = lock {
+                let _ = journal.release_lock(&lock, &run_id).await;
+            }
+        }
+    };
+    match &ctx.resume {
+        Some(run) => {
+            let next = if ctx.st.borrow().rollback_resume { RunStatus::RollingBack } else { RunStatus::Running };
+            let claimed = journal.claim_run(&run.id, run.status, &run.owner, next, &ctx.me).await.map_err(|e| ctx.raise(e.into()))?;
+            if !claimed {
+                release_on_error(&ctx).await;
+                return Err(ctx.raise(Halt::Declaration(format!("run {} was taken over by another process while starting; see `runbook show {}`", run.id, run.id))));
+            }
+        }
+        None => {
+            let now = crate::journal::now_ts();
+            let record = RunRecord {
+                id: run_id.clone(),
+                runbook: decl.name.clone(),
+                path: ctx.abs_path.display().to_string(),
+                content_hash: ctx.hash.clone(),
+                source: ctx.source.clone(),
+                params: stored_params,
+                user: crate::process::username(),
+                owner: ctx.me.clone(),
+                trigger: ctx.trigger.clone(),
+                dry_run: ctx.mode == Mode::DryRun,
+                rollback: decl.rollback.clone(),
+                lock_name: decl.lock.clone(),
+                status: RunStatus::Running,
+                error: None,
+                created_at: now.clone(),
+                started_at: now.clone(),
+                finished_at: None,
+                heartbeat_at: now,
+                lease_secs: super::lease_secs(),
+                cancel_requested: false,
+            };
+            if let Err(e) = journal.create_run(&record).await {
+                release_on_error(&ctx).await;
+                return Err(ctx.raise(e.into()));
+            }
+        }
+    }
+    {
+        let mut st = ctx.st.borrow_mut();
+        st.run_id = Some(run_id.clone());
+        st.run_started = Some(Instant::now());
+        st.heartbeat = Some(super::spawn_heartbeat(&ctx, run_id.clone(), journal.clone()));
+    }
+    ctx.out.attach(&run_id, journal);
+    let event = if ctx.resume.is_some() { "run_resumed" } else { "run_started" };
+    ctx.out.emit(
+        event,
+        None,
+        json!({"run_id": run_id, "runbook": decl.name, "path": ctx.file, "dry_run": ctx.mode == Mode::DryRun, "params": values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>()}),
+    );
+    for w in warnings {
+        ctx.out.emit("warning", None, json!({ "message": w }));
+    }
+    Ok(())
+}

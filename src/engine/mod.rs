@@ -1,0 +1,597 @@
+//! The engine: runs and steps. It knows the journal (to record) and the Lua layer (to evaluate),
+//! never a database driver or a remote session.
+//!
+//! A run evaluates the runbook from the top. `step(name, fn)` consults the journal: a step that
+//! completed earlier in this run returns its recorded result without running; any other step
+//! runs, with its retries, timeout and undo, and its outcome is recorded before the next line of
+//! the runbook executes. Code outside steps runs again on every resume.
+mod declare;
+mod params;
+mod step;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, LuaSerdeExt, Value, VmState};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+
+use crate::error::{exit, Error};
+use crate::journal::{Journal, Owner, RunRecord, RunStatus, StepRecord};
+use crate::lua::errors::{self, Location};
+use crate::output::Reporter;
+
+pub use declare::Declaration;
+pub use params::{ParamSpec, ParamType};
+pub use step::PlanEntry;
+
+/// What the engine does with the runbook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run for real (a new run, or a resumed one).
+    Run,
+    /// Evaluate step bodies, but every primitive that changes the world only says what it
+    /// would do.
+    DryRun,
+    /// List the steps without running any of them or any primitive.
+    Plan,
+    /// Syntax and declaration checks.
+    Check,
+}
+
+impl Mode {
+    /// Modes in which no primitive acts at all.
+    pub fn is_static(self) -> bool {
+        matches!(self, Mode::Plan | Mode::Check)
+    }
+}
+
+/// Everything the command line asks of one evaluation.
+pub struct Invocation {
+    pub path: PathBuf,
+    pub mode: Mode,
+    pub params: Vec<(String, String)>,
+    pub params_file: Option<PathBuf>,
+    pub yes: bool,
+    pub trigger: String,
+    pub max_memory: Option<usize>,
+    /// The run being resumed, with its steps.
+    pub resume: Option<(RunRecord, Vec<StepRecord>)>,
+}
+
+/// Why a run stops other than by finishing: raised as a Lua error and also kept in the context,
+/// so a runbook that catches it with `pcall` still stops at its next step.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Halt {
+    #[error("invalid parameters")]
+    Params(Vec<String>),
+    /// The runbook is wrong (a bad declaration, a duplicate step name, bad options).
+    #[error("{0}")]
+    Declaration(String),
+    #[error("{message}")]
+    StepFailed { step: String, message: String },
+    #[error("waiting for approval: {0}")]
+    WaitingApproval(String),
+    #[error("{0}")]
+    Cancelled(String),
+    #[error("lock '{name}' is held by run {run_id} on host {host} (pid {pid})")]
+    LockHeld { name: String, run_id: String, host: String, pid: i64 },
+    #[error("journal: {0}")]
+    Journal(String),
+    /// Resuming a rollback: the completed steps are replayed up to here, then the undos run.
+    #[error("rollback")]
+    RollbackNow,
+}
+
+impl Halt {
+    /// Halts that a `pcall` in the runbook must not be able to swallow.
+    fn is_hard(&self) -> bool {
+        !matches!(self, Halt::StepFailed { .. })
+    }
+}
+
+impl From<crate::journal::JournalError> for Halt {
+    fn from(e: crate::journal::JournalError) -> Self {
+        Halt::Journal(e.to_string())
+    }
+}
+
+/// Why the run is being stopped from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Signal(&'static str),
+    CancelRequested,
+}
+
+/// One undo to run on rollback.
+pub(crate) struct UndoEntry {
+    step: String,
+    func: Function,
+    result: serde_json::Value,
+}
+
+#[derive(Default)]
+pub(crate) struct Counts {
+    ok: usize,
+    failed: usize,
+    skipped: usize,
+    recorded: usize,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    decl: Option<Declaration>,
+    run_id: Option<String>,
+    seen: HashMap<String, Location>,
+    seq: i64,
+    current_step: Option<String>,
+    undo: Vec<UndoEntry>,
+    halt: Option<Halt>,
+    plan: Vec<PlanEntry>,
+    gates: HashMap<String, usize>,
+    counts: Counts,
+    /// Steps of this run as the journal knows them, updated as they change.
+    records: HashMap<String, StepRecord>,
+    rollback_resume: bool,
+    heartbeat: Option<tokio::task::JoinHandle<()>>,
+    lock: Option<String>,
+    run_started: Option<Instant>,
+}
+
+/// The engine's state for one evaluation, reachable from every Lua callback.
+pub struct Ctx {
+    pub mode: Mode,
+    /// The runbook path as given: chunk name and the FILE in `FILE:LINE` messages.
+    pub file: String,
+    pub abs_path: PathBuf,
+    pub source: String,
+    pub hash: String,
+    pub journal: Option<Arc<dyn Journal>>,
+    pub out: Reporter,
+    pub inv_params: Vec<(String, String)>,
+    pub params_file: Option<PathBuf>,
+    pub yes: bool,
+    pub trigger: String,
+    pub resume: Option<RunRecord>,
+    pub me: Owner,
+    pub(crate) st: RefCell<State>,
+    stop_tx: watch::Sender<Option<StopReason>>,
+    /// Deadline of the running step, checked by an instruction hook so that a step stuck in
+    /// a pure Lua loop still times out.
+    deadline: Rc<Cell<Option<Instant>>>,
+}
+
+impl Ctx {
+    pub fn from_lua(lua: &Lua) -> mlua::Result<Rc<Ctx>> {
+        lua.app_data_ref::<Rc<Ctx>>()
+            .map(|c| Rc::clone(&c))
+            .ok_or_else(|| mlua::Error::runtime("this function is only available inside a runbook"))
+    }
+
+    pub fn run_id(&self) -> Option<String> {
+        self.st.borrow().run_id.clone()
+    }
+
+    pub fn current_step(&self) -> Option<String> {
+        self.st.borrow().current_step.clone()
+    }
+
+    /// Emits an event attributed to the running step.
+    pub fn emit(&self, event: &str, fields: serde_json::Value) {
+        let step = self.current_step();
+        self.out.emit(event, step.as_deref(), fields);
+    }
+
+    /// Raises `halt` as a Lua error, remembering it if it must not be swallowed.
+    pub(crate) fn raise(&self, halt: Halt) -> mlua::Error {
+        if halt.is_hard() {
+            self.st.borrow_mut().halt = Some(halt.clone());
+        }
+        mlua::Error::external(halt)
+    }
+
+    /// Re-raises a hard halt that the runbook caught with pcall.
+    pub(crate) fn check_halt(&self) -> mlua::Result<()> {
+        match self.st.borrow().halt.clone() {
+            Some(h) => Err(mlua::Error::external(h)),
+            None => Ok(()),
+        }
+    }
+
+    /// In plan/check mode every primitive returns a placeholder; in a dry run, so does every
+    /// primitive call that would change the world. Returns the placeholder to hand back, or
+    /// `None` when the call should act.
+    pub fn guard(&self, lua: &Lua, primitive: &str, mutating: bool, action: impl FnOnce() -> String) -> mlua::Result<Option<Value>> {
+        match self.mode {
+            Mode::Plan | Mode::Check => Ok(Some(crate::lua::placeholder(lua, primitive)?)),
+            Mode::DryRun if mutating => {
+                self.emit("dry_run", json!({ "primitive": primitive, "action": action() }));
+                Ok(Some(crate::lua::placeholder(lua, primitive)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    pub fn stop_requested(&self) -> Option<StopReason> {
+        self.stop_tx.borrow().clone()
+    }
+}
+
+/// How an evaluation ended.
+#[derive(Debug)]
+pub struct Outcome {
+    pub run_id: Option<String>,
+    pub status: RunStatus,
+    pub plan: Vec<PlanEntry>,
+    pub decl: Option<Declaration>,
+    /// Problems found while evaluating in plan/check mode that do not make the runbook wrong.
+    pub notes: Vec<String>,
+}
+
+impl Outcome {
+    pub fn exit_code(&self) -> u8 {
+        match self.status {
+            RunStatus::Succeeded | RunStatus::DryRun => exit::OK,
+            RunStatus::WaitingApproval => exit::WAITING_APPROVAL,
+            RunStatus::Interrupted => exit::INTERRUPTED,
+            _ => exit::FAILED,
+        }
+    }
+}
+
+pub fn content_hash(source: &str) -> String {
+    let digest = Sha256::digest(source.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads, evaluates and journals one runbook.
+pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
+    let file = inv.path.display().to_string();
+    let source = std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?;
+    let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
+    let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let (stop_tx, _) = watch::channel(None);
+    let (resume, records) = match inv.resume {
+        Some((run, steps)) => {
+            let records = steps.into_iter().map(|s| (s.name.clone(), s)).collect();
+            (Some(run), records)
+        }
+        None => (None, HashMap::new()),
+    };
+    let rollback_resume = resume.as_ref().is_some_and(|r| matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed));
+    let ctx = Rc::new(Ctx {
+        mode: inv.mode,
+        file: file.clone(),
+        abs_path,
+        hash: content_hash(&source),
+        source,
+        journal,
+        out,
+        inv_params: inv.params,
+        params_file: inv.params_file,
+        yes: inv.yes,
+        trigger: inv.trigger,
+        resume,
+        me: Owner::current(),
+        st: RefCell::new(State { records, rollback_resume, ..State::default() }),
+        stop_tx,
+        deadline: Rc::new(Cell::new(None)),
+    });
+
+    let lua = crate::lua::new_sandbox(&dir, inv.max_memory).map_err(|e| Error::Io(format!("cannot start the Lua runtime: {e}")))?;
+    lua.set_app_data(Rc::clone(&ctx));
+    register(&lua, &ctx).map_err(|e| Error::Io(format!("cannot set up the runbook environment: {e}")))?;
+
+    let func = lua
+        .load(ctx.source.as_str())
+        .set_name(format!("@{file}"))
+        .set_mode(ChunkMode::Text)
+        .into_function()
+        .map_err(|e| {
+            let (msg, loc) = errors::describe(&e);
+            Error::Runbook(match loc {
+                Some(l) => format!("{l}: syntax error: {msg}"),
+                None => format!("{file}: syntax error: {msg}"),
+            })
+        })?;
+
+    let signals = spawn_signal_watch(&ctx);
+    let mut stop_rx = ctx.stop_tx.subscribe();
+    let result = tokio::select! {
+        r = func.call_async::<()>(()) => Some(r),
+        _ = stop_rx.wait_for(|r| r.is_some()) => None,
+    };
+    signals.abort();
+    let outcome = finish(&lua, &ctx, result).await;
+    ctx.out.flush().await;
+    if let Some(j) = &ctx.journal {
+        j.close().await;
+    }
+    outcome
+}
+
+fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
+    let g = lua.globals();
+    g.set("null", lua.null())?;
+    g.set("runbook", lua.create_async_function(declare::runbook)?)?;
+    g.set("step", lua.create_async_function(step::step)?)?;
+    g.set("approve", lua.create_async_function(step::approve)?)?;
+    crate::primitives::register_all(lua)?;
+    let deadline = Rc::clone(&ctx.deadline);
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(20_000), move |_lua, _debug| match deadline.get() {
+        Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
+        _ => Ok(VmState::Continue),
+    })?;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM stop the run gracefully: the running step is abandoned (its child
+/// processes killed), recorded as interrupted, and the run can be resumed.
+fn spawn_signal_watch(ctx: &Rc<Ctx>) -> tokio::task::JoinHandle<()> {
+    let tx = ctx.stop_tx.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tx.send_replace(Some(StopReason::Signal(name)));
+    })
+}
+
+/// Keeps the run's heartbeat (and its lock's) fresh, and notices `runbook cancel`.
+pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journal>) -> tokio::task::JoinHandle<()> {
+    let tx = ctx.stop_tx.clone();
+    let every = std::time::Duration::from_millis((lease_secs() as u64 * 1000 / 3).max(200));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            match journal.heartbeat(&run_id).await {
+                Ok(beat) if beat.cancel_requested => {
+                    tx.send_replace(Some(StopReason::CancelRequested));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("heartbeat of run {run_id} failed: {e}"),
+            }
+        }
+    })
+}
+
+/// Seconds after its last heartbeat that a run (or lock) on another host counts as abandoned.
+pub fn lease_secs() -> i64 {
+    std::env::var("RUNBOOK_LEASE_SECS").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(30)
+}
+
+/// Records how the evaluation ended, runs the rollback when due, and releases the lock.
+async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> Result<Outcome, Error> {
+    let halt_kept = ctx.st.borrow_mut().halt.take();
+    let (halt, failure): (Option<Halt>, Option<String>) = match result {
+        None => {
+            let reason = ctx.stop_requested().unwrap_or(StopReason::Signal("signal"));
+            (
+                Some(match reason {
+                    StopReason::Signal(s) => Halt::Cancelled(format!("interrupted by {s}")),
+                    StopReason::CancelRequested => Halt::Cancelled("cancelled by `runbook cancel`".into()),
+                }),
+                None,
+            )
+        }
+        Some(Ok(())) => (halt_kept, None),
+        Some(Err(e)) => match halt_kept.or_else(|| e.chain().find_map(|c| c.downcast_ref::<Halt>().cloned())) {
+            Some(h) => (Some(h), None),
+            None => {
+                let (msg, loc) = errors::describe(&e);
+                let loc = loc.or_else(|| errors::caller(lua));
+                (None, Some(match loc {
+                    Some(l) => format!("{l}: {msg}"),
+                    None => format!("{}: {msg}", ctx.file),
+                }))
+            }
+        },
+    };
+    let stopped_by = ctx.stop_requested();
+
+    // Errors that mean the runbook or its inputs are wrong, before or without a run.
+    let run_id = ctx.run_id();
+    match &halt {
+        Some(Halt::Params(problems)) => return Err(Error::Params(problems.clone())),
+        Some(Halt::LockHeld { name, run_id, host, pid }) => {
+            return Err(Error::LockHeld { name: name.clone(), run_id: run_id.clone(), host: host.clone(), pid: *pid })
+        }
+        Some(Halt::Declaration(msg)) if run_id.is_none() => return Err(Error::Runbook(msg.clone())),
+        _ => {}
+    }
+    if ctx.mode.is_static() {
+        let st = ctx.st.borrow();
+        let mut notes = Vec::new();
+        if let Some(Halt::Declaration(msg)) = &halt {
+            return Err(Error::Runbook(msg.clone()));
+        }
+        if let Some(f) = failure {
+            notes.push(format!("evaluation stopped at {f}; steps after it are not listed (expected when code depends on step results)"));
+        }
+        if st.decl.is_none() {
+            return Err(Error::Runbook(format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file)));
+        }
+        return Ok(Outcome { run_id: None, status: RunStatus::Succeeded, plan: st.plan.clone(), decl: st.decl.clone(), notes });
+    }
+    let Some(run_id) = run_id else {
+        // The runbook failed before declaring itself: nothing was journaled.
+        let msg = failure
+            .or_else(|| halt.as_ref().map(|h| h.to_string()))
+            .unwrap_or_else(|| format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file));
+        return Err(Error::Runbook(msg));
+    };
+    let journal = ctx.journal.clone().expect("a run has a journal");
+
+    // A step that was running when the run was stopped from outside.
+    let interrupted_step = ctx.st.borrow_mut().current_step.take();
+    if let (Some(step), Some(reason)) = (interrupted_step, &stopped_by) {
+        let rec = ctx.st.borrow().records.get(&step).cloned();
+        if let Some(mut rec) = rec {
+            rec.status = crate::journal::StepStatus::Failed;
+            rec.error = Some(match reason {
+                StopReason::Signal(s) => format!("interrupted by {s}"),
+                StopReason::CancelRequested => "cancelled".into(),
+            });
+            rec.finished_at = Some(crate::journal::now_ts());
+            let _ = journal.put_step(&run_id, &rec).await;
+            ctx.out.emit("step_finished", Some(&step), json!({"status": "failed", "error": rec.error, "attempt": rec.attempts}));
+        }
+    }
+
+    let rollback_auto = ctx.st.borrow().decl.as_ref().is_some_and(|d| d.rollback_auto());
+    let rollback_resume = ctx.st.borrow().rollback_resume;
+    let failure = match &halt {
+        Some(Halt::StepFailed { message, .. }) => Some(message.clone()),
+        _ => failure,
+    };
+    let (status, error, code_override) = match (&halt, failure) {
+        (Some(Halt::WaitingApproval(msg)), _) => (RunStatus::WaitingApproval, Some(format!("waiting for approval: {msg}")), None),
+        (Some(Halt::Cancelled(msg)), _) => match stopped_by {
+            Some(StopReason::Signal(_)) => (RunStatus::Interrupted, Some(msg.clone()), None),
+            _ => (RunStatus::Cancelled, Some(msg.clone()), None),
+        },
+        (Some(Halt::Journal(msg)), _) => (RunStatus::Failed, Some(format!("journal: {msg}")), None),
+        (Some(Halt::Declaration(msg)), _) => (RunStatus::Failed, Some(msg.clone()), Some(exit::USAGE)),
+        (Some(Halt::RollbackNow), _) => {
+            let st = rollback(lua, ctx, &journal, &run_id).await;
+            (st, None, None)
+        }
+        (Some(Halt::StepFailed { .. }) | None, Some(message)) => {
+            if rollback_auto || rollback_resume {
+                journal.set_run_status(&run_id, RunStatus::RollingBack, Some(&message)).await?;
+                let st = rollback(lua, ctx, &journal, &run_id).await;
+                (st, Some(message), None)
+            } else {
+                (RunStatus::Failed, Some(message), None)
+            }
+        }
+        (Some(h @ (Halt::Params(_) | Halt::LockHeld { .. })), _) => (RunStatus::Failed, Some(h.to_string()), None),
+        (Some(Halt::StepFailed { .. }), None) => (RunStatus::Failed, None, None),
+        (None, None) if rollback_resume => {
+            let st = rollback(lua, ctx, &journal, &run_id).await;
+            (st, None, None)
+        }
+        (None, None) if ctx.mode == Mode::DryRun => (RunStatus::DryRun, None, None),
+        (None, None) => (RunStatus::Succeeded, None, None),
+    };
+    let error = error.map(|e| crate::secret::redact(&e).into_owned());
+    if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
+        h.abort();
+    }
+    journal.finish_run(&run_id, status, error.as_deref()).await?;
+    let lock = ctx.st.borrow_mut().lock.take();
+    if let Some(lock) = lock {
+        journal.release_lock(&lock, &run_id).await?;
+    }
+    let elapsed = ctx.st.borrow().run_started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
+    let summary = {
+        let st = ctx.st.borrow();
+        let c = &st.counts;
+        json!({"status": status.as_str(), "duration_ms": elapsed, "error": error, "ok": c.ok, "failed": c.failed, "skipped": c.skipped, "recorded": c.recorded})
+    };
+    ctx.out.emit("run_finished", None, summary);
+    if !ctx.out.is_json() {
+        print_summary(ctx, &run_id, status, elapsed, error.as_deref());
+    }
+    if let Some(code) = code_override {
+        if let Some(e) = error {
+            return Err(match code {
+                exit::USAGE => Error::Runbook(e),
+                _ => Error::Io(e),
+            });
+        }
+    }
+    let (plan, decl) = {
+        let st = ctx.st.borrow();
+        (st.plan.clone(), st.decl.clone())
+    };
+    Ok(Outcome { run_id: Some(run_id), status, plan, decl, notes: Vec::new() })
+}
+
+fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, error: Option<&str>) {
+    let st = ctx.st.borrow();
+    let c = &st.counts;
+    let took = crate::duration::human(std::time::Duration::from_millis(elapsed_ms));
+    let mut parts = vec![format!("{} ok", c.ok)];
+    if c.recorded > 0 {
+        parts.push(format!("{} done earlier", c.recorded));
+    }
+    if c.skipped > 0 {
+        parts.push(format!("{} skipped", c.skipped));
+    }
+    if c.failed > 0 {
+        parts.push(format!("{} failed", c.failed));
+    }
+    ctx.out.line(&format!("run {run_id} {status} in {took}: {}", parts.join(", ")));
+    match status {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::RollbackFailed => {
+            ctx.out.line(&format!("resume with: runbook resume {run_id}"));
+        }
+        _ => {}
+    }
+    if let (Some(e), RunStatus::Failed | RunStatus::RolledBack | RunStatus::RollbackFailed | RunStatus::Cancelled | RunStatus::Interrupted) = (error, status) {
+        eprintln!("{}", crate::secret::redact(e));
+    }
+}
+
+/// Runs the undo of every completed step in reverse order, each journaled; an undo recorded as
+/// done is never run again.
+async fn rollback(lua: &Lua, ctx: &Rc<Ctx>, journal: &Arc<dyn Journal>, run_id: &str) -> RunStatus {
+    let entries = std::mem::take(&mut ctx.st.borrow_mut().undo);
+    let _ = journal.set_run_status(run_id, RunStatus::RollingBack, None).await;
+    ctx.out.emit("rollback_started", None, json!({"steps": entries.len()}));
+    for entry in entries.into_iter().rev() {
+        let rec = ctx.st.borrow().records.get(&entry.step).cloned();
+        let Some(mut rec) = rec else { continue };
+        if rec.undo_status.as_deref() == Some("done") {
+            ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "already_done"}));
+            continue;
+        }
+        rec.undo_status = Some("running".into());
+        if let Err(e) = journal.put_step(run_id, &rec).await {
+            tracing::error!("cannot journal undo of '{}': {e}", entry.step);
+            return RunStatus::RollbackFailed;
+        }
+        ctx.st.borrow_mut().current_step = Some(format!("undo {}", entry.step));
+        let arg = crate::lua::convert::from_json(lua, &entry.result).unwrap_or(Value::Nil);
+        let started = Instant::now();
+        let res = entry.func.call_async::<()>(arg).await;
+        ctx.st.borrow_mut().current_step = None;
+        match res {
+            Ok(()) => {
+                rec.undo_status = Some("done".into());
+                rec.undo_error = None;
+                let _ = journal.put_step(run_id, &rec).await;
+                ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
+                ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "done", "duration_ms": started.elapsed().as_millis() as u64}));
+            }
+            Err(e) => {
+                let (msg, loc) = errors::describe(&e);
+                let msg = match loc {
+                    Some(l) => format!("{l}: undo of step '{}': {msg}", entry.step),
+                    None => format!("undo of step '{}': {msg}", entry.step),
+                };
+                let msg = crate::secret::redact(&msg).into_owned();
+                rec.undo_status = Some("failed".into());
+                rec.undo_error = Some(msg.clone());
+                let _ = journal.put_step(run_id, &rec).await;
+                ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "failed", "error": msg}));
+                return RunStatus::RollbackFailed;
+            }
+        }
+    }
+    RunStatus::RolledBack
+}

@@ -1,0 +1,376 @@
+//! The journal: the only code that writes run state. One interface, one schema; SQLite is the
+//! embedded default, and a PostgreSQL backend can sit behind the same trait.
+//!
+//! Every write is a single statement (an upsert or a compare-and-swap update), so a SIGKILL at
+//! any instant leaves the journal consistent, and two processes sharing it never interleave
+//! half-done changes.
+mod sqlite;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+pub use sqlite::SqliteJournal;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("cannot open the journal at {location}: {reason}")]
+    Open { location: String, reason: String },
+    #[error("journal: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("journal migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("no run matches '{0}' (see `runbook history`)")]
+    NoSuchRun(String),
+    #[error("'{0}' matches several runs: {1}")]
+    Ambiguous(String, String),
+    #[error("journal row is not valid: {0}")]
+    Corrupt(String),
+}
+
+pub type JResult<T> = Result<T, JournalError>;
+
+/// Status of a run as stored. `Interrupted` is also what a `Running` run whose process is gone
+/// is reported as (see [`RunRecord::effective_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    RollingBack,
+    RolledBack,
+    RollbackFailed,
+    WaitingApproval,
+    Cancelled,
+    Interrupted,
+    DryRun,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 10] = [
+        RunStatus::Running,
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::RollingBack,
+        RunStatus::RolledBack,
+        RunStatus::RollbackFailed,
+        RunStatus::WaitingApproval,
+        RunStatus::Cancelled,
+        RunStatus::Interrupted,
+        RunStatus::DryRun,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::RollingBack => "rolling_back",
+            RunStatus::RolledBack => "rolled_back",
+            RunStatus::RollbackFailed => "rollback_failed",
+            RunStatus::WaitingApproval => "waiting_approval",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::DryRun => "dry_run",
+        }
+    }
+    pub fn parse(s: &str) -> JResult<RunStatus> {
+        RunStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| JournalError::Corrupt(format!("unknown run status '{s}'")))
+    }
+    /// A process is (or should be) working on the run.
+    pub fn is_active(self) -> bool {
+        matches!(self, RunStatus::Running | RunStatus::RollingBack)
+    }
+    /// The run ended for good: it cannot be resumed.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Succeeded | RunStatus::RolledBack | RunStatus::Cancelled | RunStatus::DryRun
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Running,
+    Retrying,
+    Succeeded,
+    Failed,
+    Skipped,
+    Waiting,
+    Approved,
+    Declined,
+    DryRun,
+}
+
+impl StepStatus {
+    const ALL: [StepStatus; 9] = [
+        StepStatus::Running,
+        StepStatus::Retrying,
+        StepStatus::Succeeded,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+        StepStatus::Waiting,
+        StepStatus::Approved,
+        StepStatus::Declined,
+        StepStatus::DryRun,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Running => "running",
+            StepStatus::Retrying => "retrying",
+            StepStatus::Succeeded => "succeeded",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Approved => "approved",
+            StepStatus::Declined => "declined",
+            StepStatus::DryRun => "dry_run",
+        }
+    }
+    pub fn parse(s: &str) -> JResult<StepStatus> {
+        StepStatus::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| JournalError::Corrupt(format!("unknown step status '{s}'")))
+    }
+    /// Completed: on resume the step is not run again.
+    pub fn is_done(self) -> bool {
+        matches!(self, StepStatus::Succeeded | StepStatus::Skipped | StepStatus::Approved)
+    }
+}
+
+impl fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    Step,
+    Approval,
+}
+
+/// The process that owns a run or a lock.
+#[derive(Debug, Clone, Serialize)]
+pub struct Owner {
+    pub host: String,
+    pub pid: i64,
+    /// Start time of the process (clock ticks since boot), to tell a reused pid apart.
+    pub pid_start: Option<i64>,
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        Owner {
+            host: crate::process::hostname(),
+            pid: std::process::id() as i64,
+            pid_start: crate::process::start_ticks(std::process::id() as i64),
+        }
+    }
+    /// Whether the owner is certainly gone: a process on this host that no longer exists.
+    pub fn is_dead_here(&self) -> bool {
+        self.host == crate::process::hostname() && !crate::process::alive(self.pid, self.pid_start)
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: String,
+    pub runbook: String,
+    pub path: String,
+    pub content_hash: String,
+    #[serde(skip)]
+    pub source: String,
+    pub params: serde_json::Value,
+    pub user: String,
+    #[serde(flatten)]
+    pub owner: Owner,
+    pub trigger: String,
+    pub dry_run: bool,
+    pub rollback: String,
+    pub lock_name: Option<String>,
+    pub status: RunStatus,
+    pub error: Option<String>,
+    pub created_at: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub heartbeat_at: String,
+    pub lease_secs: i64,
+    pub cancel_requested: bool,
+}
+
+impl RunRecord {
+    /// The status to report: an active run whose process is gone (dead pid on this host, or a
+    /// heartbeat older than its lease) is `interrupted`, and can be resumed.
+    pub fn effective_status(&self) -> RunStatus {
+        if self.status.is_active() && self.is_orphaned() {
+            RunStatus::Interrupted
+        } else {
+            self.status
+        }
+    }
+
+    pub fn is_orphaned(&self) -> bool {
+        if self.owner.is_dead_here() {
+            return true;
+        }
+        let Ok(beat) = chrono::DateTime::parse_from_rfc3339(&self.heartbeat_at) else {
+            return true;
+        };
+        let age = chrono::Utc::now().signed_duration_since(beat);
+        age.num_seconds() > self.lease_secs
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub name: String,
+    pub seq: i64,
+    pub kind: StepKind,
+    pub status: StepStatus,
+    pub attempts: i64,
+    /// Attempts made before the current round: a resumed step after a final failure gets a
+    /// fresh retry budget, an interrupted one continues its round.
+    #[serde(skip)]
+    pub budget_base: i64,
+    pub line: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub next_attempt_at: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub undo_status: Option<String>,
+    pub undo_error: Option<String>,
+    pub actor: Option<String>,
+}
+
+impl StepRecord {
+    pub fn new(name: &str, seq: i64, kind: StepKind, status: StepStatus, line: Option<i64>) -> Self {
+        StepRecord {
+            name: name.to_string(),
+            seq,
+            kind,
+            status,
+            attempts: 0,
+            budget_base: 0,
+            line,
+            started_at: None,
+            finished_at: None,
+            duration_ms: None,
+            next_attempt_at: None,
+            result: None,
+            error: None,
+            undo_status: None,
+            undo_error: None,
+            actor: None,
+        }
+    }
+}
+
+/// One line of the event stream, already redacted.
+#[derive(Debug, Clone)]
+pub struct EventRecord {
+    pub run_id: String,
+    pub ts: String,
+    pub event: String,
+    pub step: Option<String>,
+    pub data: serde_json::Value,
+}
+
+/// Who holds a lock, when it is refused.
+#[derive(Debug, Clone)]
+pub struct LockHolder {
+    pub run_id: String,
+    pub owner: Owner,
+    pub heartbeat_at: String,
+}
+
+#[derive(Debug)]
+pub enum LockOutcome {
+    Acquired,
+    /// Taken over from a holder that is gone.
+    TakenOver(LockHolder),
+    Held(LockHolder),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub runbook: Option<String>,
+    pub limit: i64,
+}
+
+/// What the heartbeat learns about its run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Beat {
+    pub cancel_requested: bool,
+}
+
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Where the journal lives, for messages (never with a password).
+    fn location(&self) -> String;
+    async fn create_run(&self, run: &RunRecord) -> JResult<()>;
+    async fn run(&self, id: &str) -> JResult<Option<RunRecord>>;
+    /// A run by full id, unique prefix, or `last`.
+    async fn find_run(&self, reference: &str) -> JResult<RunRecord>;
+    async fn runs(&self, filter: &RunFilter) -> JResult<Vec<RunRecord>>;
+    /// Takes over a run for this process, provided it is still in `expected` status and owned by
+    /// `previous` (compare-and-swap): two resumes of one run never both proceed.
+    async fn claim_run(&self, id: &str, expected: RunStatus, previous: &Owner, new_status: RunStatus, me: &Owner) -> JResult<bool>;
+    async fn set_run_status(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;
+    /// Finishes a run: status, error, finished_at.
+    async fn finish_run(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;
+    async fn heartbeat(&self, id: &str) -> JResult<Beat>;
+    async fn request_cancel(&self, id: &str) -> JResult<()>;
+    async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>>;
+    async fn put_step(&self, run_id: &str, step: &StepRecord) -> JResult<()>;
+    async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;
+    async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>>;
+    async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome>;
+    async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
+    /// Waits for every write to reach the database and closes it.
+    async fn close(&self);
+}
+
+/// Opens the journal named by `--state` / `RUNBOOK_STATE`, or the default
+/// `.runbook/state.db` in the current directory.
+pub async fn open(state: Option<&str>) -> JResult<Arc<dyn Journal>> {
+    match state {
+        None => Ok(Arc::new(SqliteJournal::open(Path::new(".runbook/state.db"), true).await?)),
+        Some(url) if url.starts_with("sqlite://") => {
+            let path = url.trim_start_matches("sqlite://");
+            Ok(Arc::new(SqliteJournal::open(Path::new(path), false).await?))
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(JournalError::Open {
+            location: "postgres://…".into(),
+            reason: "the PostgreSQL journal backend is not built yet (issue 8); use a SQLite path".into(),
+        }),
+        Some(url) if url.contains("://") => Err(JournalError::Open {
+            location: url.split("://").next().unwrap_or("").to_string() + "://…",
+            reason: "unknown journal scheme; use a file path or sqlite://PATH".into(),
+        }),
+        Some(path) => Ok(Arc::new(SqliteJournal::open(Path::new(path), false).await?)),
+    }
+}
+
+/// Current time as the journal writes it: RFC 3339, UTC, milliseconds.
+pub fn now_ts() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

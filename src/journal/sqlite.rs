@@ -1,0 +1,435 @@
+//! The embedded journal: one SQLite file, WAL, created 0600.
+//!
+//! Durability: `synchronous = NORMAL` in WAL mode. A process crash (SIGKILL included) loses
+//! nothing that was committed; a power loss may lose the last commits, which rolls the journal
+//! back to an earlier consistent state: a step whose completion was lost runs again, which is
+//! the at-least-once promise steps already make.
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::Row;
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+pub struct SqliteJournal {
+    pool: SqlitePool,
+    path: PathBuf,
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) the journal file. `default_dir` creates the parent directory
+    /// with mode 0700, as for `.runbook/`.
+    pub async fn open(path: &Path, default_dir: bool) -> JResult<SqliteJournal> {
+        let fail = |reason: String| JournalError::Open { location: path.display().to_string(), reason };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                if !default_dir {
+                    return Err(fail(format!("directory {} does not exist", dir.display())));
+                }
+                std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+        }
+        // Create the file ourselves so it is never readable by others, not even for an instant.
+        // SQLite gives the -wal and -shm files the same permissions.
+        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+                if meta.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(path = %path.display(), "journal file was readable by others; restricting it to its owner (0600)");
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|e| fail(e.to_string()))?
+            .filename(path)
+            .create_if_missing(false)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteJournal { pool, path: path.to_path_buf() })
+    }
+}
+
+const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, user, host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested";
+
+fn run_from_row(row: &SqliteRow) -> JResult<RunRecord> {
+    let params: String = row.try_get("params")?;
+    Ok(RunRecord {
+        id: row.try_get("id")?,
+        runbook: row.try_get("runbook")?,
+        path: row.try_get("path")?,
+        content_hash: row.try_get("content_hash")?,
+        source: row.try_get("source")?,
+        params: serde_json::from_str(&params).map_err(|e| JournalError::Corrupt(format!("run params: {e}")))?,
+        user: row.try_get("user")?,
+        owner: Owner { host: row.try_get("host")?, pid: row.try_get("pid")?, pid_start: row.try_get("pid_start")? },
+        trigger: row.try_get("trigger")?,
+        dry_run: row.try_get::<i64, _>("dry_run")? != 0,
+        rollback: row.try_get("rollback")?,
+        lock_name: row.try_get("lock_name")?,
+        status: RunStatus::parse(row.try_get::<&str, _>("status")?)?,
+        error: row.try_get("error")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        heartbeat_at: row.try_get("heartbeat_at")?,
+        lease_secs: row.try_get("lease_secs")?,
+        cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
+    })
+}
+
+fn step_from_row(row: &SqliteRow) -> JResult<StepRecord> {
+    let result: Option<String> = row.try_get("result")?;
+    let kind: &str = row.try_get("kind")?;
+    Ok(StepRecord {
+        name: row.try_get("name")?,
+        seq: row.try_get("seq")?,
+        kind: if kind == "approval" { StepKind::Approval } else { StepKind::Step },
+        status: StepStatus::parse(row.try_get::<&str, _>("status")?)?,
+        attempts: row.try_get("attempts")?,
+        budget_base: row.try_get("budget_base")?,
+        line: row.try_get("line")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        duration_ms: row.try_get("duration_ms")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        result: match result {
+            Some(text) => Some(serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("step result: {e}")))?),
+            None => None,
+        },
+        error: row.try_get("error")?,
+        undo_status: row.try_get("undo_status")?,
+        undo_error: row.try_get("undo_error")?,
+        actor: row.try_get("actor")?,
+    })
+}
+
+#[async_trait]
+impl Journal for SqliteJournal {
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    async fn create_run(&self, r: &RunRecord) -> JResult<()> {
+        sqlx::query(
+            "INSERT INTO runs (id, runbook, path, content_hash, source, params, user, host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+        )
+        .bind(&r.id)
+        .bind(&r.runbook)
+        .bind(&r.path)
+        .bind(&r.content_hash)
+        .bind(&r.source)
+        .bind(r.params.to_string())
+        .bind(&r.user)
+        .bind(&r.owner.host)
+        .bind(r.owner.pid)
+        .bind(r.owner.pid_start)
+        .bind(&r.trigger)
+        .bind(r.dry_run as i64)
+        .bind(&r.rollback)
+        .bind(&r.lock_name)
+        .bind(r.status.as_str())
+        .bind(&r.error)
+        .bind(&r.created_at)
+        .bind(&r.started_at)
+        .bind(&r.finished_at)
+        .bind(&r.heartbeat_at)
+        .bind(r.lease_secs)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn run(&self, id: &str) -> JResult<Option<RunRecord>> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    async fn find_run(&self, reference: &str) -> JResult<RunRecord> {
+        let reference = reference.trim();
+        if reference == "last" || reference == "--last" {
+            let sql = format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_optional(&self.pool).await?;
+            return row.as_ref().map(run_from_row).transpose()?.ok_or_else(|| JournalError::NoSuchRun("last".into()));
+        }
+        if reference.is_empty() {
+            return Err(JournalError::NoSuchRun(String::new()));
+        }
+        if let Some(run) = self.run(reference).await? {
+            return Ok(run);
+        }
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE substr(id, 1, ?) = ? ORDER BY created_at DESC LIMIT 6");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(reference.len() as i64)
+            .bind(reference)
+            .fetch_all(&self.pool)
+            .await?;
+        match rows.len() {
+            0 => Err(JournalError::NoSuchRun(reference.to_string())),
+            1 => run_from_row(&rows[0]),
+            _ => {
+                let ids: Vec<String> = rows.iter().filter_map(|r| r.try_get::<String, _>("id").ok()).collect();
+                Err(JournalError::Ambiguous(reference.to_string(), ids.join(", ")))
+            }
+        }
+    }
+
+    async fn runs(&self, filter: &RunFilter) -> JResult<Vec<RunRecord>> {
+        let limit = if filter.limit <= 0 { 20 } else { filter.limit };
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs WHERE (? IS NULL OR runbook = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.runbook)
+            .bind(&filter.runbook)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    async fn claim_run(&self, id: &str, expected: RunStatus, previous: &Owner, new_status: RunStatus, me: &Owner) -> JResult<bool> {
+        let now = now_ts();
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, host = ?, pid = ?, pid_start = ?, heartbeat_at = ?, finished_at = NULL, error = NULL, cancel_requested = 0
+             WHERE id = ? AND status = ? AND host = ? AND pid = ?",
+        )
+        .bind(new_status.as_str())
+        .bind(&me.host)
+        .bind(me.pid)
+        .bind(me.pid_start)
+        .bind(&now)
+        .bind(id)
+        .bind(expected.as_str())
+        .bind(&previous.host)
+        .bind(previous.pid)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_run_status(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        sqlx::query("UPDATE runs SET status = ?, error = COALESCE(?, error), heartbeat_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(error)
+            .bind(now_ts())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn finish_run(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        let now = now_ts();
+        sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, heartbeat_at = ? WHERE id = ?")
+            .bind(status.as_str())
+            .bind(error)
+            .bind(&now)
+            .bind(&now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn heartbeat(&self, id: &str) -> JResult<Beat> {
+        let now = now_ts();
+        let row = sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? RETURNING cancel_requested")
+            .bind(&now)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        sqlx::query("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?").bind(&now).bind(id).execute(&self.pool).await?;
+        let cancel_requested = match row {
+            Some(row) => row.try_get::<i64, _>(0)? != 0,
+            None => false,
+        };
+        Ok(Beat { cancel_requested })
+    }
+
+    async fn request_cancel(&self, id: &str) -> JResult<()> {
+        sqlx::query("UPDATE runs SET cancel_requested = 1 WHERE id = ?").bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>> {
+        let rows = sqlx::query("SELECT * FROM steps WHERE run_id = ? ORDER BY seq, rowid")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(step_from_row).collect()
+    }
+
+    async fn put_step(&self, run_id: &str, s: &StepRecord) -> JResult<()> {
+        sqlx::query(
+            "INSERT INTO steps (run_id, name, seq, kind, status, attempts, budget_base, line, started_at, finished_at, duration_ms, next_attempt_at, result, error, undo_status, undo_error, actor)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (run_id, name) DO UPDATE SET
+               seq = excluded.seq, kind = excluded.kind, status = excluded.status, attempts = excluded.attempts,
+               budget_base = excluded.budget_base, line = excluded.line, started_at = excluded.started_at,
+               finished_at = excluded.finished_at, duration_ms = excluded.duration_ms,
+               next_attempt_at = excluded.next_attempt_at, result = excluded.result, error = excluded.error,
+               undo_status = excluded.undo_status, undo_error = excluded.undo_error, actor = excluded.actor",
+        )
+        .bind(run_id)
+        .bind(&s.name)
+        .bind(s.seq)
+        .bind(match s.kind {
+            StepKind::Step => "step",
+            StepKind::Approval => "approval",
+        })
+        .bind(s.status.as_str())
+        .bind(s.attempts)
+        .bind(s.budget_base)
+        .bind(s.line)
+        .bind(&s.started_at)
+        .bind(&s.finished_at)
+        .bind(s.duration_ms)
+        .bind(&s.next_attempt_at)
+        .bind(s.result.as_ref().map(|r| r.to_string()))
+        .bind(&s.error)
+        .bind(&s.undo_status)
+        .bind(&s.undo_error)
+        .bind(&s.actor)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn append_events(&self, events: &[EventRecord]) -> JResult<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query("INSERT INTO events (run_id, ts, event, step, data) VALUES (?, ?, ?, ?, ?)")
+                .bind(&e.run_id)
+                .bind(&e.ts)
+                .bind(&e.event)
+                .bind(&e.step)
+                .bind(e.data.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT run_id, ts, event, step, data FROM events WHERE run_id = ? ORDER BY id")
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let data: String = row.try_get("data")?;
+                Ok(EventRecord {
+                    run_id: row.try_get("run_id")?,
+                    ts: row.try_get("ts")?,
+                    event: row.try_get("event")?,
+                    step: row.try_get("step")?,
+                    data: serde_json::from_str(&data).map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome> {
+        // Insert-or-nothing, then compare-and-swap over a holder that is gone: each statement is
+        // atomic, so two runners can never both believe they hold the lock.
+        for _ in 0..5 {
+            let now = now_ts();
+            let inserted = sqlx::query(
+                "INSERT INTO locks (name, run_id, host, pid, pid_start, acquired_at, heartbeat_at, lease_secs)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(run_id)
+            .bind(&me.host)
+            .bind(me.pid)
+            .bind(me.pid_start)
+            .bind(&now)
+            .bind(&now)
+            .bind(lease_secs)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() == 1 {
+                return Ok(LockOutcome::Acquired);
+            }
+            let Some(row) = sqlx::query("SELECT run_id, host, pid, pid_start, heartbeat_at, lease_secs FROM locks WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                continue; // released in between: try to insert again
+            };
+            let holder = LockHolder {
+                run_id: row.try_get("run_id")?,
+                owner: Owner { host: row.try_get("host")?, pid: row.try_get("pid")?, pid_start: row.try_get("pid_start")? },
+                heartbeat_at: row.try_get("heartbeat_at")?,
+            };
+            let held_lease: i64 = row.try_get("lease_secs")?;
+            if holder.run_id == run_id && holder.owner.host == me.host && holder.owner.pid == me.pid {
+                return Ok(LockOutcome::Acquired);
+            }
+            let stale = chrono::DateTime::parse_from_rfc3339(&holder.heartbeat_at)
+                .map(|beat| chrono::Utc::now().signed_duration_since(beat).num_seconds() > held_lease)
+                .unwrap_or(true);
+            if !(holder.owner.is_dead_here() || stale) {
+                return Ok(LockOutcome::Held(holder));
+            }
+            let swapped = sqlx::query(
+                "UPDATE locks SET run_id = ?, host = ?, pid = ?, pid_start = ?, acquired_at = ?, heartbeat_at = ?, lease_secs = ?
+                 WHERE name = ? AND run_id = ? AND host = ? AND pid = ?",
+            )
+            .bind(run_id)
+            .bind(&me.host)
+            .bind(me.pid)
+            .bind(me.pid_start)
+            .bind(&now)
+            .bind(&now)
+            .bind(lease_secs)
+            .bind(name)
+            .bind(&holder.run_id)
+            .bind(&holder.owner.host)
+            .bind(holder.owner.pid)
+            .execute(&self.pool)
+            .await?;
+            if swapped.rows_affected() == 1 {
+                return Ok(LockOutcome::TakenOver(holder));
+            }
+        }
+        Err(JournalError::Corrupt(format!("lock '{name}' changed hands too often to be acquired")))
+    }
+
+    async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()> {
+        sqlx::query("DELETE FROM locks WHERE name = ? AND run_id = ?").bind(name).bind(run_id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,13 @@
+//! `runbook`: operational procedures written in Lua, run step by step and checkpointed in a
+//! journal. See `docs/design.md` for the layers.
+pub mod cli;
+pub mod commands;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod journal;
+pub mod lua;
+pub mod output;
+pub mod primitives;
+pub mod process;
+pub mod secret;

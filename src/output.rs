@@ -1,0 +1,283 @@
+//! The run's event stream: live progress on a terminal, plain lines otherwise, or one JSON
+//! object per line. Every event is redacted once, here, before it is shown or journaled.
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::{json, Map, Value as Json};
+use tokio::sync::mpsc;
+
+use crate::journal::{now_ts, EventRecord, Journal};
+use crate::secret::{redact, redact_json};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+enum Style {
+    /// Spinners and a summary, for people at a terminal.
+    Tty { mp: MultiProgress, bars: RefCell<HashMap<String, ProgressBar>> },
+    /// One timestamped line per event, for logs and pipes.
+    Plain,
+    Json,
+}
+
+pub struct Reporter {
+    style: Style,
+    run_id: RefCell<Option<String>>,
+    tx: RefCell<Option<mpsc::UnboundedSender<EventRecord>>>,
+    writer: RefCell<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Reporter {
+    pub fn new(format: Format) -> Reporter {
+        use std::io::IsTerminal;
+        let style = match format {
+            Format::Json => Style::Json,
+            Format::Text if std::io::stdout().is_terminal() && std::env::var_os("RUNBOOK_NO_PROGRESS").is_none() => Style::Tty {
+                mp: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+                bars: RefCell::new(HashMap::new()),
+            },
+            Format::Text => Style::Plain,
+        };
+        Reporter { style, run_id: RefCell::new(None), tx: RefCell::new(None), writer: RefCell::new(None) }
+    }
+
+    pub fn is_json(&self) -> bool {
+        matches!(self.style, Style::Json)
+    }
+
+    pub fn is_tty(&self) -> bool {
+        matches!(self.style, Style::Tty { .. })
+    }
+
+    /// From now on events are also written to the journal, in batches, by a background task.
+    pub fn attach(&self, run_id: &str, journal: Arc<dyn Journal>) {
+        *self.run_id.borrow_mut() = Some(run_id.to_string());
+        let (tx, mut rx) = mpsc::unbounded_channel::<EventRecord>();
+        let handle = tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            while let Some(first) = rx.recv().await {
+                batch.push(first);
+                while batch.len() < 512 {
+                    match rx.try_recv() {
+                        Ok(e) => batch.push(e),
+                        Err(_) => break,
+                    }
+                }
+                if let Err(e) = journal.append_events(&batch).await {
+                    tracing::warn!("could not journal {} events: {e}", batch.len());
+                }
+                batch.clear();
+            }
+        });
+        *self.tx.borrow_mut() = Some(tx);
+        *self.writer.borrow_mut() = Some(handle);
+    }
+
+    /// Waits until every event emitted so far is in the journal.
+    pub async fn flush(&self) {
+        self.tx.borrow_mut().take();
+        let handle = self.writer.borrow_mut().take();
+        if let Some(h) = handle {
+            let _ = h.await;
+        }
+    }
+
+    /// Emits one event. `fields` must be a JSON object; it is redacted here.
+    pub fn emit(&self, event: &str, step: Option<&str>, fields: Json) {
+        let mut fields = match fields {
+            Json::Object(m) => m,
+            _ => Map::new(),
+        };
+        let mut value = Json::Object(std::mem::take(&mut fields));
+        redact_json(&mut value);
+        let Json::Object(fields) = value else { unreachable!() };
+        let step = step.map(|s| redact(s).into_owned());
+        let ts = now_ts();
+        self.render(event, step.as_deref(), &fields, &ts);
+        if event == "log" {
+            mirror_to_tracing(step.as_deref(), &fields);
+        }
+        let run_id = self.run_id.borrow().clone();
+        if let (Some(run_id), Some(tx)) = (run_id, self.tx.borrow().as_ref()) {
+            let _ = tx.send(EventRecord { run_id, ts, event: event.to_string(), step, data: Json::Object(fields) });
+        }
+    }
+
+    /// Prints a line that is not an event (plan listings, summaries), above any progress bars.
+    pub fn line(&self, text: &str) {
+        let text = redact(text);
+        match &self.style {
+            Style::Tty { mp, .. } => {
+                let _ = mp.println(text.as_ref());
+            }
+            _ => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+            }
+        }
+    }
+
+    /// Hides the progress display while a prompt reads from the terminal.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.style {
+            Style::Tty { mp, .. } => mp.suspend(f),
+            _ => f(),
+        }
+    }
+
+    fn render(&self, event: &str, step: Option<&str>, f: &Map<String, Json>, ts: &str) {
+        match &self.style {
+            Style::Json => {
+                let mut obj = Map::new();
+                obj.insert("event".into(), json!(event));
+                obj.insert("run_id".into(), json!(self.run_id.borrow().clone()));
+                obj.insert("step".into(), json!(step));
+                obj.insert("status".into(), f.get("status").cloned().unwrap_or(Json::Null));
+                obj.insert("ts".into(), json!(ts));
+                for (k, v) in f {
+                    obj.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{}", Json::Object(obj));
+            }
+            Style::Plain => {
+                if let Some(text) = describe(event, step, f, false) {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{ts} {text}");
+                }
+            }
+            Style::Tty { mp, bars } => match event {
+                "step_started" => {
+                    let name = step.unwrap_or("");
+                    let pb = mp.add(ProgressBar::new_spinner());
+                    pb.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    let attempt = f.get("attempt").and_then(Json::as_i64).unwrap_or(1);
+                    pb.set_message(if attempt > 1 { format!("{name} (attempt {attempt})") } else { name.to_string() });
+                    pb.enable_steady_tick(Duration::from_millis(100));
+                    if let Some(old) = bars.borrow_mut().insert(name.to_string(), pb) {
+                        old.finish_and_clear();
+                    }
+                }
+                _ => {
+                    if matches!(event, "step_finished" | "step_retry") {
+                        if let Some(pb) = bars.borrow_mut().remove(step.unwrap_or("")) {
+                            pb.finish_and_clear();
+                        }
+                    }
+                    if let Some(text) = describe(event, step, f, true) {
+                        let _ = mp.println(text);
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn fields_suffix(f: &Map<String, Json>) -> String {
+    match f.get("fields") {
+        Some(Json::Object(m)) if !m.is_empty() => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| match v {
+                    Json::String(s) => format!("{k}={s}"),
+                    other => format!("{k}={other}"),
+                })
+                .collect();
+            format!(" {}", parts.join(" "))
+        }
+        _ => String::new(),
+    }
+}
+
+fn s<'a>(f: &'a Map<String, Json>, key: &str) -> &'a str {
+    f.get(key).and_then(Json::as_str).unwrap_or("")
+}
+
+fn ms(f: &Map<String, Json>) -> String {
+    f.get("duration_ms").and_then(Json::as_u64).map(|m| crate::duration::human(Duration::from_millis(m))).unwrap_or_default()
+}
+
+/// The human line for an event; `tty` drops what the spinner already shows.
+fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -> Option<String> {
+    let name = step.unwrap_or("");
+    let tag = if name.is_empty() { String::new() } else { format!("[{name}] ") };
+    Some(match event {
+        "run_started" => format!("run {} started: {} ({})", s(f, "run_id"), s(f, "runbook"), s(f, "path")),
+        "run_resumed" => format!("run {} resumed: {} ({})", s(f, "run_id"), s(f, "runbook"), s(f, "path")),
+        "step_started" => {
+            if tty {
+                return None;
+            }
+            let attempt = f.get("attempt").and_then(Json::as_i64).unwrap_or(1);
+            if attempt > 1 {
+                format!("{tag}started (attempt {attempt})")
+            } else {
+                format!("{tag}started")
+            }
+        }
+        "step_finished" => match s(f, "status") {
+            "succeeded" if tty => format!("✓ {name}  {}", ms(f)),
+            "dry_run" if tty => format!("✓ {name}  (dry run) {}", ms(f)),
+            "skipped" if tty => format!("↷ {name}  skipped"),
+            "failed" if tty => format!("✗ {name}  {}\n    {}", ms(f), s(f, "error")),
+            "failed" => format!("{tag}failed after {}: {}", ms(f), s(f, "error")),
+            "skipped" => format!("{tag}skipped"),
+            status => format!("{tag}{status} in {}", ms(f)),
+        },
+        "step_recorded" => {
+            if tty {
+                format!("✓ {name}  (done earlier, not run again)")
+            } else {
+                format!("{tag}done earlier ({}), not run again", s(f, "status"))
+            }
+        }
+        "step_retry" => format!(
+            "{}{tag}attempt {} failed: {}; retrying in {}",
+            if tty { "↻ " } else { "" },
+            f.get("attempt").and_then(Json::as_i64).unwrap_or(0),
+            s(f, "error"),
+            crate::duration::human(Duration::from_millis(f.get("delay_ms").and_then(Json::as_u64).unwrap_or(0)))
+        ),
+        "log" => {
+            let level = s(f, "level");
+            let prefix = if tty { "  " } else { "" };
+            format!("{prefix}{tag}{level}: {}{}", s(f, "message"), fields_suffix(f))
+        }
+        "output" => format!("{}{tag}{} {}", if tty { "  " } else { "" }, if s(f, "stream") == "stderr" { "!" } else { "|" }, s(f, "line")),
+        "approval" => match s(f, "status") {
+            "waiting" => format!("? approval needed: {}\n  approve with: runbook approve {} && runbook resume {}", s(f, "message"), s(f, "run_id"), s(f, "run_id")),
+            "approved" => format!("✓ approved: {} (by {})", s(f, "message"), s(f, "actor")),
+            "declined" => format!("✗ declined: {} (by {})", s(f, "message"), s(f, "actor")),
+            "dry_run" => format!("? [dry run] would ask: {}", s(f, "message")),
+            other => format!("? {}: {other}", s(f, "message")),
+        },
+        "rollback_started" => format!("↶ rolling back: running undo of {} completed step(s) in reverse order", f.get("steps").and_then(Json::as_i64).unwrap_or(0)),
+        "undo_finished" => match s(f, "status") {
+            "done" => format!("↶ undo {name}: done"),
+            "already_done" => format!("↶ undo {name}: done earlier, not run again"),
+            _ => format!("↶ undo {name}: failed: {}", s(f, "error")),
+        },
+        "warning" => format!("warning: {tag}{}", s(f, "message")),
+        "dry_run" => format!("{tag}[dry run] would {}", s(f, "action")),
+        "run_finished" => return None,
+        _ => return None,
+    })
+}
+
+fn mirror_to_tracing(step: Option<&str>, f: &Map<String, Json>) {
+    let msg = s(f, "message");
+    let step = step.unwrap_or("");
+    match s(f, "level") {
+        "debug" => tracing::debug!(target: "runbook::lua", step, "{msg}"),
+        "warn" => tracing::warn!(target: "runbook::lua", step, "{msg}"),
+        "error" => tracing::error!(target: "runbook::lua", step, "{msg}"),
+        _ => tracing::info!(target: "runbook::lua", step, "{msg}"),
+    }
+}

@@ -1,0 +1,90 @@
+//! Lua bindings: `secret(name)` / `secret{env=, file=, name=}`, `env(name, default)`,
+//! `sleep(duration)`, `now()`, `fail(message)`.
+use std::path::Path;
+
+use mlua::{Lua, Value};
+
+use crate::engine::Ctx;
+use crate::primitives::error;
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let g = lua.globals();
+    g.set("secret", lua.create_function(secret)?)?;
+    g.set(
+        "env",
+        lua.create_function(|lua, (name, default): (String, Option<Value>)| {
+            Ok(match std::env::var(&name) {
+                Ok(v) if !v.is_empty() => Value::String(lua.create_string(v)?),
+                _ => default.unwrap_or(Value::Nil),
+            })
+        })?,
+    )?;
+    g.set("sleep", lua.create_async_function(sleep)?)?;
+    g.set("now", lua.create_function(|_, ()| Ok(super::now()))?)?;
+    g.set(
+        "fail",
+        lua.create_function(|_, message: Value| -> mlua::Result<()> {
+            let text = match message {
+                Value::String(s) => s.to_string_lossy(),
+                Value::Nil => "failed".to_string(),
+                other => other.to_string()?,
+            };
+            Err(mlua::Error::runtime(text))
+        })?,
+    )?;
+    Ok(())
+}
+
+fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
+    let ctx = Ctx::from_lua(lua)?;
+    let base = ctx.abs_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let made = match spec {
+        Value::String(s) => {
+            let var = s.to_string_lossy();
+            if ctx.mode.is_static() {
+                Ok(crate::secret::Secret::new(&var, ""))
+            } else {
+                super::secret_from_env(&var, &var)
+            }
+        }
+        Value::Table(t) => {
+            for pair in t.pairs::<String, Value>() {
+                let (k, _) = pair?;
+                if !["env", "file", "name"].contains(&k.as_str()) {
+                    return Err(error("secret", format!("unknown key '{k}' (known: env, file, name)")));
+                }
+            }
+            let env: Option<String> = t.get("env")?;
+            let file: Option<String> = t.get("file")?;
+            let name: Option<String> = t.get("name")?;
+            let name = name.or_else(|| env.clone()).or_else(|| file.as_deref().and_then(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().to_string())));
+            let Some(name) = name else { return Err(error("secret", "give env = \"VAR\" or file = \"path\"")) };
+            match (env, file) {
+                _ if ctx.mode.is_static() => Ok(crate::secret::Secret::new(&name, "")),
+                (Some(var), None) => super::secret_from_env(&var, &name),
+                (None, Some(file)) => super::secret_from_file(Path::new(&file), &base, &name),
+                _ => return Err(error("secret", "give exactly one of env = \"VAR\" or file = \"path\"")),
+            }
+        }
+        other => return Err(error("secret", format!("expects a name or {{env=..., file=...}}, got a {}", other.type_name()))),
+    };
+    match made {
+        Ok(s) => Ok(Value::UserData(lua.create_userdata(s)?)),
+        Err(e) => Err(mlua::Error::runtime(e)),
+    }
+}
+
+async fn sleep(lua: Lua, d: Value) -> mlua::Result<()> {
+    let ctx = Ctx::from_lua(&lua)?;
+    let d = match d {
+        Value::String(s) => crate::duration::parse(&s.to_string_lossy()).map_err(|e| error("sleep", e))?,
+        Value::Integer(i) if i >= 0 => std::time::Duration::from_secs(i as u64),
+        Value::Number(n) if n >= 0.0 && n.is_finite() => std::time::Duration::from_secs_f64(n),
+        other => return Err(error("sleep", format!("expects a duration such as \"5s\", got a {}", other.type_name()))),
+    };
+    if ctx.mode.is_static() {
+        return Ok(());
+    }
+    tokio::time::sleep(d).await;
+    Ok(())
+}

@@ -1,0 +1,172 @@
+//! Secrets: values that print as `<secret:NAME>` everywhere, and a process-wide redactor that
+//! scrubs their raw values from every log line, event, error and journal row, wherever the text
+//! came from (a command that echoes it, an error that quotes it, a step result that holds it).
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use mlua::{MetaMethod, UserData, UserDataMethods, Value};
+
+/// Values shorter than this are not scrubbed from free text: a two-letter secret would shred
+/// every log line. Such a secret still prints as `<secret:NAME>` when printed as itself.
+pub const MIN_SCRUB_LEN: usize = 4;
+
+#[derive(Clone)]
+pub struct Secret {
+    name: Arc<str>,
+    value: Arc<str>,
+}
+
+impl Secret {
+    /// Creates a secret and registers its value with the redactor.
+    pub fn new(name: &str, value: impl Into<String>) -> Secret {
+        let value: String = value.into();
+        register(&value, name);
+        Secret { name: name.into(), value: value.into() }
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The real value, for primitives that must use it (a password sent to a server, an env var
+    /// of a child process). Never format it into anything that is printed or stored.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+    pub fn label(&self) -> String {
+        format!("<secret:{}>", self.name)
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret:{}>", self.name)
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<secret:{}>", self.name)
+    }
+}
+
+/// The text of a concatenation operand, and the secret it carries if any.
+fn operand(v: &Value) -> mlua::Result<(String, Option<Secret>)> {
+    match v {
+        Value::UserData(ud) => match ud.borrow::<Secret>() {
+            Ok(s) => Ok((s.expose().to_string(), Some(s.clone()))),
+            Err(_) => Err(mlua::Error::runtime("attempt to concatenate a secret with a userdata value")),
+        },
+        Value::String(s) => Ok((s.to_string_lossy(), None)),
+        Value::Integer(i) => Ok((i.to_string(), None)),
+        Value::Number(n) => Ok((n.to_string(), None)),
+        other => Err(mlua::Error::runtime(format!("attempt to concatenate a secret with a {} value", other.type_name()))),
+    }
+}
+
+impl UserData for Secret {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| Ok(this.label()));
+        // Concatenation keeps the taint: `"postgres://u:" .. pw .. "@db"` is still a secret,
+        // named after the secret it came from, and its whole value is scrubbed from output.
+        methods.add_meta_function(MetaMethod::Concat, |_, (a, b): (Value, Value)| {
+            let (ta, sa) = operand(&a)?;
+            let (tb, sb) = operand(&b)?;
+            let name = match (&sa, &sb) {
+                (Some(x), Some(y)) if x.name() != y.name() => format!("{}+{}", x.name(), y.name()),
+                (Some(x), _) | (None, Some(x)) => x.name().to_string(),
+                (None, None) => unreachable_name(),
+            };
+            Ok(Secret::new(&name, ta + &tb))
+        });
+        methods.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
+            Ok(other.borrow::<Secret>().map(|o| o.value == this.value).unwrap_or(false))
+        });
+        methods.add_meta_method(MetaMethod::Len, |_, this, ()| Ok(this.value.len()));
+        methods.add_method("name", |_, this, ()| Ok(this.name.to_string()));
+    }
+}
+
+fn unreachable_name() -> String {
+    // __concat is only called when one operand is a secret.
+    "secret".to_string()
+}
+
+struct Entry {
+    value: String,
+    label: String,
+}
+
+static REDACTOR: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+
+/// Registers a value to be scrubbed from all output as `<secret:NAME>`.
+pub fn register(value: &str, name: &str) {
+    if value.len() < MIN_SCRUB_LEN {
+        return;
+    }
+    let Ok(mut entries) = REDACTOR.write() else { return };
+    if entries.iter().any(|e| e.value == value) {
+        return;
+    }
+    entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
+    // Longest first, so a secret that contains another is replaced whole.
+    entries.sort_by(|a, b| b.value.len().cmp(&a.value.len()));
+}
+
+/// Scrubs every registered secret value from `text`.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let Ok(entries) = REDACTOR.read() else { return Cow::Borrowed(text) };
+    let mut out: Cow<'_, str> = Cow::Borrowed(text);
+    for e in entries.iter() {
+        if out.contains(e.value.as_str()) {
+            out = Cow::Owned(out.replace(e.value.as_str(), &e.label));
+        }
+    }
+    out
+}
+
+/// Scrubs every string inside a JSON value (keys included).
+pub fn redact_json(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(s) => {
+            if let Cow::Owned(r) = redact(s) {
+                *s = r;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(redact_json),
+        serde_json::Value::Object(map) => {
+            let needs_key_scrub = map.keys().any(|k| matches!(redact(k), Cow::Owned(_)));
+            if needs_key_scrub {
+                let old = std::mem::take(map);
+                for (k, mut v) in old {
+                    redact_json(&mut v);
+                    map.insert(redact(&k).into_owned(), v);
+                }
+            } else {
+                map.values_mut().for_each(redact_json);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_values_are_scrubbed_longest_first() {
+        let _a = Secret::new("short", "hunter22");
+        let _b = Secret::new("long", "xx-hunter22-yy");
+        assert_eq!(redact("pw=xx-hunter22-yy and hunter22"), "pw=<secret:long> and <secret:short>");
+        let mut v = serde_json::json!({"a": ["hunter22"], "hunter22": 1});
+        redact_json(&mut v);
+        assert_eq!(v, serde_json::json!({"a": ["<secret:short>"], "<secret:short>": 1}));
+    }
+
+    #[test]
+    fn tiny_values_are_not_scrubbed_from_text() {
+        let s = Secret::new("pin", "ab");
+        assert_eq!(redact("abc"), "abc");
+        assert_eq!(s.to_string(), "<secret:pin>");
+    }
+}

@@ -1,0 +1,41 @@
+-- The engine's own Lua, run once in every sandbox before the runbook. Not a public module.
+local rawload = load
+local internal = {}
+
+-- `load` of text chunks only: binary chunks can break out of the VM's safety checks.
+function load(chunk, chunkname, mode, ...)
+  if mode ~= nil and mode ~= "t" then
+    error("load: only text chunks are allowed (mode 't'), got mode '" .. tostring(mode) .. "'", 2)
+  end
+  if select("#", ...) > 0 then
+    return rawload(chunk, chunkname, "t", ...)
+  end
+  return rawload(chunk, chunkname, "t")
+end
+
+-- Placeholders stand for values a primitive or a step would produce, in `plan` and
+-- `--dry-run`. They absorb field access, calls and arithmetic so the runbook can be evaluated
+-- without acting; integer indexing yields nil so loops over them end at once.
+local placeholder_mt = { __name = "runbook.placeholder" }
+local function placeholder(what)
+  return setmetatable({ __what = what }, placeholder_mt)
+end
+placeholder_mt.__index = function(self, key)
+  if type(key) == "number" then return nil end
+  return placeholder(rawget(self, "__what") .. "." .. tostring(key))
+end
+placeholder_mt.__call = function(self) return placeholder(rawget(self, "__what") .. "()") end
+placeholder_mt.__tostring = function(self) return "<" .. rawget(self, "__what") .. ">" end
+placeholder_mt.__concat = function(a, b) return tostring(a) .. tostring(b) end
+placeholder_mt.__len = function() return 0 end
+placeholder_mt.__pairs = function() return function() return nil end, nil, nil end
+for _, op in ipairs({ "__add", "__sub", "__mul", "__div", "__mod", "__pow", "__unm", "__idiv" }) do
+  placeholder_mt[op] = function(a, b)
+    return placeholder((type(a) == "table" and rawget(a, "__what")) or (type(b) == "table" and rawget(b, "__what")) or "value")
+  end
+end
+placeholder_mt.__lt = function() return false end
+placeholder_mt.__le = function() return false end
+internal.placeholder = placeholder
+
+return internal
