@@ -84,8 +84,9 @@ fn new_run_id() -> String {
 pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     let ctx = Ctx::from_lua(&lua)?;
     let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
-    if let Some(first) = ctx.st.borrow().decl.as_ref() {
-        return Err(ctx.raise(Halt::Declaration(format!("{loc}: runbook{{}} is declared twice (first at line {})", first.line))));
+    let first_line = ctx.st.borrow().decl.as_ref().map(|d| d.line);
+    if let Some(first_line) = first_line {
+        return Err(ctx.raise(Halt::Declaration(format!("{loc}: runbook{{}} is declared twice (first at line {first_line})"))));
     }
     let decl = parse(&lua, v, loc.line).map_err(|m| ctx.raise(Halt::Declaration(format!("{loc}: {m}"))))?;
 

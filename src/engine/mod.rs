@@ -198,7 +198,8 @@ impl Ctx {
 
     /// Re-raises a hard halt that the runbook caught with pcall.
     pub(crate) fn check_halt(&self) -> mlua::Result<()> {
-        match self.st.borrow().halt.clone() {
+        let halt = self.st.borrow().halt.clone();
+        match halt {
             Some(h) => Err(mlua::Error::external(h)),
             None => Ok(()),
         }
@@ -504,7 +505,9 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     };
     ctx.out.emit("run_finished", None, summary);
     if !ctx.out.is_json() {
-        print_summary(ctx, &run_id, status, elapsed, error.as_deref());
+        // An error returned to the caller is printed by it; print the others here.
+        let shown = if code_override.is_some() { None } else { error.as_deref() };
+        print_summary(ctx, &run_id, status, elapsed, shown);
     }
     if let Some(code) = code_override {
         if let Some(e) = error {

@@ -114,7 +114,9 @@ fn parse_spec(lua: &Lua, name: &str, v: Value) -> Result<ParamSpec, String> {
     if !v.is_table() {
         return Err(format!("expected a spec table such as {{ type = \"string\" }}, got a {}", v.type_name()));
     }
-    let raw: RawSpec = lua.from_value(v).map_err(|e| e.to_string().replace("unknown field", "unknown key"))?;
+    let raw: RawSpec = lua
+        .from_value(v)
+        .map_err(|e| e.to_string().trim_start_matches("deserialize error: ").replace("unknown field", "unknown key"))?;
     let ty_name = raw.ty.as_deref().unwrap_or("string");
     let ty = ParamType::parse(ty_name)
         .ok_or_else(|| format!("unknown type '{ty_name}' (string, integer, number, boolean, duration, enum, list, secret)"))?;

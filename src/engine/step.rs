@@ -197,7 +197,8 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ctx.raise(Halt::Declaration(format!("{loc}: a step name is 1 to 200 characters"))));
     }
-    if let Some(first) = ctx.st.borrow().seen.get(&name) {
+    let first = ctx.st.borrow().seen.get(&name).cloned();
+    if let Some(first) = first {
         return Err(ctx.raise(Halt::Declaration(format!(
             "{loc}: duplicate step name '{name}' (first at {first}); step names are unique in a run: a step made in a loop carries the loop key in its name, e.g. step(\"vacuum \" .. table, ...)"
         ))));

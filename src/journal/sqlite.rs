@@ -38,17 +38,21 @@ impl SqliteJournal {
         }
         // Create the file ourselves so it is never readable by others, not even for an instant.
         // SQLite gives the -wal and -shm files the same permissions.
-        match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-            Ok(_) => {}
+        let file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
                 if meta.permissions().mode() & 0o077 != 0 {
                     tracing::warn!(path = %path.display(), "journal file was readable by others; restricting it to its owner (0600)");
                     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
                 }
+                std::fs::File::open(path).map_err(|e| fail(e.to_string()))?
             }
             Err(e) => return Err(fail(e.to_string())),
-        }
+        };
+        // Two processes opening a new journal at once must not both create the schema: hold an
+        // exclusive flock (independent of SQLite's own fcntl locks) while migrating.
+        let guard = FileLock::exclusive(file).await.map_err(|e| fail(format!("cannot lock the journal for migration: {e}")))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| fail(e.to_string()))?
             .filename(path)
@@ -66,7 +70,38 @@ impl SqliteJournal {
             .await
             .map_err(|e| fail(e.to_string()))?;
         MIGRATOR.run(&pool).await?;
+        drop(guard);
         Ok(SqliteJournal { pool, path: path.to_path_buf() })
+    }
+}
+
+/// An exclusive `flock`, released on drop.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    async fn exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
+        use std::os::fd::AsRawFd;
+        tokio::task::spawn_blocking(move || {
+            // SAFETY: flock on a descriptor we own.
+            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
+            if rc == 0 {
+                Ok(FileLock(file))
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+}
+
+impl Drop for FileLock {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: unlocking a descriptor we own.
+        unsafe {
+            libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
+        }
     }
 }
 

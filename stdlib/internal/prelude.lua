@@ -13,6 +13,37 @@ function load(chunk, chunkname, mode, ...)
   return rawload(chunk, chunkname, "t")
 end
 
+-- Clear refusals for what the sandbox leaves out, instead of "attempt to index a nil value".
+local blocked = {
+  io = "files are not read or written from runbooks; use exec{} or a primitive (storage, backup)",
+  dofile = "runbooks load code only with require (runbook.* or files beside the runbook)",
+  loadfile = "runbooks load code only with require (runbook.* or files beside the runbook)",
+  package = "runbooks load code only with require (runbook.* or files beside the runbook)",
+  debug = "the debug library can break out of the sandbox",
+}
+setmetatable(_G, {
+  __index = function(_, key)
+    local why = blocked[key]
+    if why then error(key .. " is not available in a runbook (sandbox): " .. why, 2) end
+    return nil
+  end,
+})
+local os_blocked = { execute = "use exec{}", remove = "use exec{}", rename = "use exec{}", exit = "use fail(message)",
+                     tmpname = "use exec{}", setlocale = "not allowed" }
+setmetatable(os, {
+  __index = function(_, key)
+    local why = os_blocked[key]
+    if why then error("os." .. key .. " is not available in a runbook (sandbox): " .. why, 2) end
+    return nil
+  end,
+})
+setmetatable(string, {
+  __index = function(_, key)
+    if key == "dump" then error("string.dump is not available in a runbook (sandbox): binary chunks are refused", 2) end
+    return nil
+  end,
+})
+
 -- Placeholders stand for values a primitive or a step would produce, in `plan` and
 -- `--dry-run`. They absorb field access, calls and arithmetic so the runbook can be evaluated
 -- without acting; integer indexing yields nil so loops over them end at once.

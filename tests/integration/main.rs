@@ -1,1 +1,12 @@
-
+//! One integration-test binary: every test drives the real `runbook` binary over a temporary
+//! directory, as a user would.
+mod approval;
+mod cli;
+mod corpus;
+mod crash;
+mod harness;
+mod locks;
+mod params;
+mod run;
+mod sandbox;
+mod secrets;

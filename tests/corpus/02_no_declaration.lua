@@ -1,0 +1,3 @@
+-- exit: 2
+-- stderr: step 'a' before runbook{...}
+step("a", function() end)

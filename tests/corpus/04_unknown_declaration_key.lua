@@ -1,0 +1,3 @@
+-- exit: 2
+-- stderr: runbook{}: unknown key 'parms'
+runbook { name = "a", parms = {} }

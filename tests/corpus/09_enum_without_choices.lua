@@ -1,0 +1,3 @@
+-- exit: 2
+-- stderr: an enum needs `choices
+runbook { name = "a", params = { mode = { type = "enum" } } }

@@ -1,0 +1,3 @@
+-- args: launch {file}
+-- exit: 2
+-- stderr: unrecognized subcommand 'launch'

@@ -1,0 +1,4 @@
+-- args: run {file} --state redis://localhost/0
+-- exit: 1
+-- stderr: unknown journal scheme
+runbook { name = "a" }

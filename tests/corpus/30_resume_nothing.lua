@@ -1,0 +1,3 @@
+-- args: resume --last
+-- exit: 2
+-- stderr: no run matches 'last'
