@@ -19,7 +19,9 @@ fn modules(dir: &str, prefix: &str, out: &mut String) {
 }
 
 fn main() {
-    let mut out = String::from("/// (module name, source) of every embedded Lua module.\npub static MODULES: &[(&str, &str)] = &[\n");
+    let mut out = String::from(
+        "/// (module name, source) of every embedded Lua module.\npub static MODULES: &[(&str, &str)] = &[\n",
+    );
     modules("stdlib/runbook", "runbook.", &mut out);
     modules("stdlib/internal", "internal.", &mut out);
     out.push_str("];\n");

@@ -129,9 +129,7 @@ when the run stopped runs again (at-least-once).")]
     #[command(after_help = "Examples:
   runbook completions bash > /etc/bash_completion.d/runbook
   runbook completions zsh > \"${fpath[1]}/_runbook\"")]
-    Completions {
-        shell: clap_complete::Shell,
-    },
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Debug, Args)]

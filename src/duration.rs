@@ -14,11 +14,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     let mut total = 0f64;
     let mut rest = s;
     while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
         if num_len == 0 {
-            return Err(format!("invalid duration '{text}': expected a number before '{rest}' (examples: 30s, 5m, 2h, 1h30m, 500ms)"));
+            return Err(format!(
+                "invalid duration '{text}': expected a number before '{rest}' (examples: 30s, 5m, 2h, 1h30m, 500ms)"
+            ));
         }
         let value: f64 = rest[..num_len]
             .parse()

@@ -30,12 +30,7 @@ pub enum Error {
     #[error("{0}")]
     Runbook(String),
     #[error("lock '{name}' is held by run {run_id} on host {host} (pid {pid}); try again when it ends")]
-    LockHeld {
-        name: String,
-        run_id: String,
-        host: String,
-        pid: i64,
-    },
+    LockHeld { name: String, run_id: String, host: String, pid: i64 },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]

@@ -21,7 +21,10 @@ pub enum Format {
 
 enum Style {
     /// Spinners and a summary, for people at a terminal.
-    Tty { mp: MultiProgress, bars: RefCell<HashMap<String, ProgressBar>> },
+    Tty {
+        mp: MultiProgress,
+        bars: RefCell<HashMap<String, ProgressBar>>,
+    },
     /// One timestamped line per event, for logs and pipes.
     Plain,
     Json,
@@ -39,10 +42,12 @@ impl Reporter {
         use std::io::IsTerminal;
         let style = match format {
             Format::Json => Style::Json,
-            Format::Text if std::io::stdout().is_terminal() && std::env::var_os("RUNBOOK_NO_PROGRESS").is_none() => Style::Tty {
-                mp: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
-                bars: RefCell::new(HashMap::new()),
-            },
+            Format::Text if std::io::stdout().is_terminal() && std::env::var_os("RUNBOOK_NO_PROGRESS").is_none() => {
+                Style::Tty {
+                    mp: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
+                    bars: RefCell::new(HashMap::new()),
+                }
+            }
             Format::Text => Style::Plain,
         };
         Reporter { style, run_id: RefCell::new(None), tx: RefCell::new(None), writer: RefCell::new(None) }
@@ -157,7 +162,10 @@ impl Reporter {
                 "step_started" => {
                     let name = step.unwrap_or("");
                     let pb = mp.add(ProgressBar::new_spinner());
-                    pb.set_style(ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+                    pb.set_style(
+                        ProgressStyle::with_template("{spinner:.cyan} {msg} {elapsed:.dim}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
                     let attempt = f.get("attempt").and_then(Json::as_i64).unwrap_or(1);
                     pb.set_message(if attempt > 1 { format!("{name} (attempt {attempt})") } else { name.to_string() });
                     pb.enable_steady_tick(Duration::from_millis(100));
@@ -201,7 +209,10 @@ fn s<'a>(f: &'a Map<String, Json>, key: &str) -> &'a str {
 }
 
 fn ms(f: &Map<String, Json>) -> String {
-    f.get("duration_ms").and_then(Json::as_u64).map(|m| crate::duration::human(Duration::from_millis(m))).unwrap_or_default()
+    f.get("duration_ms")
+        .and_then(Json::as_u64)
+        .map(|m| crate::duration::human(Duration::from_millis(m)))
+        .unwrap_or_default()
 }
 
 /// The human line for an event; `tty` drops what the spinner already shows.
@@ -250,15 +261,28 @@ fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -
             let prefix = if tty { "  " } else { "" };
             format!("{prefix}{tag}{level}: {}{}", s(f, "message"), fields_suffix(f))
         }
-        "output" => format!("{}{tag}{} {}", if tty { "  " } else { "" }, if s(f, "stream") == "stderr" { "!" } else { "|" }, s(f, "line")),
+        "output" => format!(
+            "{}{tag}{} {}",
+            if tty { "  " } else { "" },
+            if s(f, "stream") == "stderr" { "!" } else { "|" },
+            s(f, "line")
+        ),
         "approval" => match s(f, "status") {
-            "waiting" => format!("? approval needed: {}\n  approve with: runbook approve {} && runbook resume {}", s(f, "message"), s(f, "run_id"), s(f, "run_id")),
+            "waiting" => format!(
+                "? approval needed: {}\n  approve with: runbook approve {} && runbook resume {}",
+                s(f, "message"),
+                s(f, "run_id"),
+                s(f, "run_id")
+            ),
             "approved" => format!("✓ approved: {} (by {})", s(f, "message"), s(f, "actor")),
             "declined" => format!("✗ declined: {} (by {})", s(f, "message"), s(f, "actor")),
             "dry_run" => format!("? [dry run] would ask: {}", s(f, "message")),
             other => format!("? {}: {other}", s(f, "message")),
         },
-        "rollback_started" => format!("↶ rolling back: running undo of {} completed step(s) in reverse order", f.get("steps").and_then(Json::as_i64).unwrap_or(0)),
+        "rollback_started" => format!(
+            "↶ rolling back: running undo of {} completed step(s) in reverse order",
+            f.get("steps").and_then(Json::as_i64).unwrap_or(0)
+        ),
         "undo_finished" => match s(f, "status") {
             "done" => format!("↶ undo {name}: done"),
             "already_done" => format!("↶ undo {name}: done earlier, not run again"),

@@ -59,7 +59,9 @@ fn operand(v: &Value) -> mlua::Result<(String, Option<Secret>)> {
         Value::String(s) => Ok((s.to_string_lossy(), None)),
         Value::Integer(i) => Ok((i.to_string(), None)),
         Value::Number(n) => Ok((n.to_string(), None)),
-        other => Err(mlua::Error::runtime(format!("attempt to concatenate a secret with a {} value", other.type_name()))),
+        other => {
+            Err(mlua::Error::runtime(format!("attempt to concatenate a secret with a {} value", other.type_name())))
+        }
     }
 }
 
@@ -103,18 +105,22 @@ pub fn register(value: &str, name: &str) {
     if value.len() < MIN_SCRUB_LEN {
         return;
     }
-    let Ok(mut entries) = REDACTOR.write() else { return };
+    let Ok(mut entries) = REDACTOR.write() else {
+        return;
+    };
     if entries.iter().any(|e| e.value == value) {
         return;
     }
     entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
     // Longest first, so a secret that contains another is replaced whole.
-    entries.sort_by(|a, b| b.value.len().cmp(&a.value.len()));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.value.len()));
 }
 
 /// Scrubs every registered secret value from `text`.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let Ok(entries) = REDACTOR.read() else { return Cow::Borrowed(text) };
+    let Ok(entries) = REDACTOR.read() else {
+        return Cow::Borrowed(text);
+    };
     let mut out: Cow<'_, str> = Cow::Borrowed(text);
     for e in entries.iter() {
         if out.contains(e.value.as_str()) {

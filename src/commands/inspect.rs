@@ -9,7 +9,12 @@ use crate::error::{exit, Error, Result};
 use crate::journal::{self, RunFilter, RunRecord, StepRecord};
 use crate::output::Format;
 
-async fn evaluate(path: &Path, mode: Mode, params: Vec<(String, String)>, params_file: Option<std::path::PathBuf>) -> Result<Outcome> {
+async fn evaluate(
+    path: &Path,
+    mode: Mode,
+    params: Vec<(String, String)>,
+    params_file: Option<std::path::PathBuf>,
+) -> Result<Outcome> {
     if !path.exists() {
         return Err(Error::Usage(format!("runbook file {} does not exist", path.display())));
     }
@@ -30,7 +35,10 @@ pub async fn plan(args: PlanArgs) -> Result<u8> {
     let outcome = evaluate(&args.file, Mode::Plan, args.params.params, args.params.params_file).await?;
     let decl = outcome.decl.as_ref().ok_or_else(|| Error::Runbook("no declaration".into()))?;
     if args.output == Format::Json {
-        println!("{}", json!({"runbook": decl, "path": args.file.display().to_string(), "steps": outcome.plan, "notes": outcome.notes}));
+        println!(
+            "{}",
+            json!({"runbook": decl, "path": args.file.display().to_string(), "steps": outcome.plan, "notes": outcome.notes})
+        );
         return Ok(exit::OK);
     }
     println!("{} ({})", decl.name, args.file.display());
@@ -109,7 +117,7 @@ pub async fn history(state: Option<&str>, runbook: Option<String>, limit: i64, o
     } else if runs.is_empty() {
         println!("no runs yet in {}", journal.location());
     } else {
-        println!("{:<21} {:<24} {:<17} {:<21} {:>8}  {}", "RUN", "RUNBOOK", "STATUS", "STARTED", "TOOK", "BY");
+        println!("{:<21} {:<24} {:<17} {:<21} {:>8}  BY", "RUN", "RUNBOOK", "STATUS", "STARTED", "TOOK");
         for r in &runs {
             let started = r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " ");
             let dry = if r.dry_run { " (dry run)" } else { "" };
@@ -161,14 +169,18 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             "content_hash": run.content_hash, "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
         });
         if with_events {
-            obj["events"] = events.iter().map(|e| json!({"ts": e.ts, "event": e.event, "step": e.step, "data": e.data})).collect();
+            obj["events"] =
+                events.iter().map(|e| json!({"ts": e.ts, "event": e.event, "step": e.step, "data": e.data})).collect();
         }
         println!("{obj}");
         return Ok(exit::OK);
     }
     println!("run {}  {}  ({})", run.id, run.runbook, status);
     println!("  file:     {}", run.path);
-    println!("  started:  {} by {}@{} (pid {}, {})", run.started_at, run.user, run.owner.host, run.owner.pid, run.trigger);
+    println!(
+        "  started:  {} by {}@{} (pid {}, {})",
+        run.started_at, run.user, run.owner.host, run.owner.pid, run.trigger
+    );
     if let Some(f) = &run.finished_at {
         println!("  finished: {f} (took {})", duration_of(&run));
     }
@@ -176,15 +188,21 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
         println!("  params:   {}", run.params);
     }
     if status == journal::RunStatus::Interrupted && run.status != status {
-        println!("  note:     its process is gone (pid {} on {}); resume with `runbook resume {}`", run.owner.pid, run.owner.host, run.id);
+        println!(
+            "  note:     its process is gone (pid {} on {}); resume with `runbook resume {}`",
+            run.owner.pid, run.owner.host, run.id
+        );
     }
     if let Some(e) = &run.error {
         println!("  error:    {e}");
     }
     println!();
-    println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  {}", "#", "STEP", "STATUS", "ATTEMPTS", "TOOK", "RESULT / ERROR");
+    println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  RESULT / ERROR", "#", "STEP", "STATUS", "ATTEMPTS", "TOOK");
     for (i, s) in steps.iter().enumerate() {
-        let took = s.duration_ms.map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64))).unwrap_or_else(|| "-".into());
+        let took = s
+            .duration_ms
+            .map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64)))
+            .unwrap_or_else(|| "-".into());
         let detail = match (&s.error, &s.result, &s.actor) {
             (Some(e), _, _) if s.status != journal::StepStatus::Succeeded => e.clone(),
             (_, _, Some(a)) => format!("by {a}"),
@@ -192,10 +210,19 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             _ => String::new(),
         };
         let undo = match s.undo_status.as_deref() {
-            Some(u) => format!("  [undo: {u}{}]", s.undo_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default()),
+            Some(u) => {
+                format!("  [undo: {u}{}]", s.undo_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())
+            }
             None => String::new(),
         };
-        println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  {detail}{undo}", i + 1, truncate(&s.name, 32), s.status.as_str(), s.attempts, took);
+        println!(
+            "  {:<3} {:<32} {:<10} {:>8} {:>9}  {detail}{undo}",
+            i + 1,
+            truncate(&s.name, 32),
+            s.status.as_str(),
+            s.attempts,
+            took
+        );
     }
     for e in &events {
         println!("  {} {:<14} {} {}", e.ts, e.event, e.step.as_deref().unwrap_or("-"), e.data);

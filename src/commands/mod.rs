@@ -65,7 +65,9 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
                 run.id, status, run.owner.pid, run.owner.host, run.id
             )))
         }
-        s if s.is_final() => return Err(Error::Usage(format!("run {} already ended ({s}); there is nothing to resume", run.id))),
+        s if s.is_final() => {
+            return Err(Error::Usage(format!("run {} already ended ({s}); there is nothing to resume", run.id)))
+        }
         _ => {}
     }
     if run.dry_run {
@@ -109,7 +111,7 @@ pub fn what_changed(old: &str, new: &str) -> String {
     match (old_n, new_n) {
         (0, n) => format!("{n} line(s) added at line {first}"),
         (n, 0) => format!("{n} line(s) removed at line {first}"),
-        (_, n) if n == 1 => format!("line {first} changed: now `{}`", b[prefix].trim()),
+        (_, 1) => format!("line {first} changed: now `{}`", b[prefix].trim()),
         (_, n) => format!("lines {first}-{} changed", first + n - 1),
     }
 }
@@ -118,7 +120,11 @@ async fn approve(state: Option<&str>, reference: &str) -> Result<u8> {
     let journal = journal::open(state).await?;
     let run = journal.find_run(reference).await?;
     if run.effective_status() != RunStatus::WaitingApproval {
-        return Err(Error::Usage(format!("run {} is not waiting for approval (it is {})", run.id, run.effective_status())));
+        return Err(Error::Usage(format!(
+            "run {} is not waiting for approval (it is {})",
+            run.id,
+            run.effective_status()
+        )));
     }
     let steps = journal.steps(&run.id).await?;
     let Some(mut gate) = steps.into_iter().find(|s| s.status == journal::StepStatus::Waiting) else {
@@ -153,9 +159,14 @@ async fn cancel(state: Option<&str>, reference: &str) -> Result<u8> {
     }
     if status.is_active() {
         journal.request_cancel(&run.id).await?;
-        println!("cancellation requested: run {} (pid {} on {}) stops at its next heartbeat", run.id, run.owner.pid, run.owner.host);
+        println!(
+            "cancellation requested: run {} (pid {} on {}) stops at its next heartbeat",
+            run.id, run.owner.pid, run.owner.host
+        );
     } else {
-        journal.finish_run(&run.id, RunStatus::Cancelled, Some(&format!("cancelled by {}", crate::process::username()))).await?;
+        journal
+            .finish_run(&run.id, RunStatus::Cancelled, Some(&format!("cancelled by {}", crate::process::username())))
+            .await?;
         if let Some(lock) = &run.lock_name {
             journal.release_lock(lock, &run.id).await?;
         }

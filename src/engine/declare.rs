@@ -86,13 +86,16 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
     let first_line = ctx.st.borrow().decl.as_ref().map(|d| d.line);
     if let Some(first_line) = first_line {
-        return Err(ctx.raise(Halt::Declaration(format!("{loc}: runbook{{}} is declared twice (first at line {first_line})"))));
+        return Err(
+            ctx.raise(Halt::Declaration(format!("{loc}: runbook{{}} is declared twice (first at line {first_line})")))
+        );
     }
     let decl = parse(&lua, v, loc.line).map_err(|m| ctx.raise(Halt::Declaration(format!("{loc}: {m}"))))?;
 
     let file_table = match &ctx.params_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| ctx.raise(Halt::Params(vec![format!("params file {}: {e}", path.display())])))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ctx.raise(Halt::Params(vec![format!("params file {}: {e}", path.display())])))?;
             let table: toml::Table = toml::from_str(&text).map_err(|e| {
                 let msg = e.to_string().replace('\n', " ");
                 ctx.raise(Halt::Params(vec![format!("params file {}: {}", path.display(), msg.trim())]))
@@ -112,7 +115,9 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     for spec in &decl.params {
         match values.get(&spec.name) {
             Some(v) => table.set(spec.name.as_str(), v.to_lua(&lua)?)?,
-            None if ctx.mode.is_static() => table.set(spec.name.as_str(), crate::lua::placeholder(&lua, &format!("params.{}", spec.name))?)?,
+            None if ctx.mode.is_static() => {
+                table.set(spec.name.as_str(), crate::lua::placeholder(&lua, &format!("params.{}", spec.name))?)?
+            }
             None => {}
         }
     }
@@ -163,10 +168,16 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     match &ctx.resume {
         Some(run) => {
             let next = if ctx.st.borrow().rollback_resume { RunStatus::RollingBack } else { RunStatus::Running };
-            let claimed = journal.claim_run(&run.id, run.status, &run.owner, next, &ctx.me).await.map_err(|e| ctx.raise(e.into()))?;
+            let claimed = journal
+                .claim_run(&run.id, run.status, &run.owner, next, &ctx.me)
+                .await
+                .map_err(|e| ctx.raise(e.into()))?;
             if !claimed {
                 release_on_error(&ctx).await;
-                return Err(ctx.raise(Halt::Declaration(format!("run {} was taken over by another process while starting; see `runbook show {}`", run.id, run.id))));
+                return Err(ctx.raise(Halt::Declaration(format!(
+                    "run {} was taken over by another process while starting; see `runbook show {}`",
+                    run.id, run.id
+                ))));
             }
         }
         None => {

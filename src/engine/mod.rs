@@ -208,7 +208,13 @@ impl Ctx {
     /// In plan/check mode every primitive returns a placeholder; in a dry run, so does every
     /// primitive call that would change the world. Returns the placeholder to hand back, or
     /// `None` when the call should act.
-    pub fn guard(&self, lua: &Lua, primitive: &str, mutating: bool, action: impl FnOnce() -> String) -> mlua::Result<Option<Value>> {
+    pub fn guard(
+        &self,
+        lua: &Lua,
+        primitive: &str,
+        mutating: bool,
+        action: impl FnOnce() -> String,
+    ) -> mlua::Result<Option<Value>> {
         match self.mode {
             Mode::Plan | Mode::Check => Ok(Some(crate::lua::placeholder(lua, primitive)?)),
             Mode::DryRun if mutating => {
@@ -254,7 +260,8 @@ pub fn content_hash(source: &str) -> String {
 /// Reads, evaluates and journals one runbook.
 pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
     let file = inv.path.display().to_string();
-    let source = std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?;
+    let source =
+        std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?;
     let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
     let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let (stop_tx, _) = watch::channel(None);
@@ -265,7 +272,8 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         }
         None => (None, HashMap::new()),
     };
-    let rollback_resume = resume.as_ref().is_some_and(|r| matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed));
+    let rollback_resume =
+        resume.as_ref().is_some_and(|r| matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed));
     let ctx = Rc::new(Ctx {
         mode: inv.mode,
         file: file.clone(),
@@ -285,22 +293,21 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         deadline: Rc::new(Cell::new(None)),
     });
 
-    let lua = crate::lua::new_sandbox(&dir, inv.max_memory).map_err(|e| Error::Io(format!("cannot start the Lua runtime: {e}")))?;
+    let lua = crate::lua::new_sandbox(&dir, inv.max_memory)
+        .map_err(|e| Error::Io(format!("cannot start the Lua runtime: {e}")))?;
     lua.set_app_data(Rc::clone(&ctx));
     register(&lua, &ctx).map_err(|e| Error::Io(format!("cannot set up the runbook environment: {e}")))?;
 
-    let func = lua
-        .load(ctx.source.as_str())
-        .set_name(format!("@{file}"))
-        .set_mode(ChunkMode::Text)
-        .into_function()
-        .map_err(|e| {
-            let (msg, loc) = errors::describe(&e);
-            Error::Runbook(match loc {
-                Some(l) => format!("{l}: syntax error: {msg}"),
-                None => format!("{file}: syntax error: {msg}"),
-            })
-        })?;
+    let func =
+        lua.load(ctx.source.as_str()).set_name(format!("@{file}")).set_mode(ChunkMode::Text).into_function().map_err(
+            |e| {
+                let (msg, loc) = errors::describe(&e);
+                Error::Runbook(match loc {
+                    Some(l) => format!("{l}: syntax error: {msg}"),
+                    None => format!("{file}: syntax error: {msg}"),
+                })
+            },
+        )?;
 
     let signals = spawn_signal_watch(&ctx);
     let mut stop_rx = ctx.stop_tx.subscribe();
@@ -317,13 +324,18 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     outcome
 }
 
-fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
+/// Installs the engine's globals (`runbook`, `step`, `approve`, `null`) and every primitive.
+pub fn register_globals(lua: &Lua) -> mlua::Result<()> {
     let g = lua.globals();
     g.set("null", lua.null())?;
     g.set("runbook", lua.create_async_function(declare::runbook)?)?;
     g.set("step", lua.create_async_function(step::step)?)?;
     g.set("approve", lua.create_async_function(step::approve)?)?;
-    crate::primitives::register_all(lua)?;
+    crate::primitives::register_all(lua)
+}
+
+fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
+    register_globals(lua)?;
     let deadline = Rc::clone(&ctx.deadline);
     lua.set_global_hook(HookTriggers::new().every_nth_instruction(20_000), move |_lua, _debug| match deadline.get() {
         Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
@@ -394,10 +406,13 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
             None => {
                 let (msg, loc) = errors::describe(&e);
                 let loc = loc.or_else(|| errors::caller(lua));
-                (None, Some(match loc {
-                    Some(l) => format!("{l}: {msg}"),
-                    None => format!("{}: {msg}", ctx.file),
-                }))
+                (
+                    None,
+                    Some(match loc {
+                        Some(l) => format!("{l}: {msg}"),
+                        None => format!("{}: {msg}", ctx.file),
+                    }),
+                )
             }
         },
     };
@@ -420,18 +435,29 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
             return Err(Error::Runbook(msg.clone()));
         }
         if let Some(f) = failure {
-            notes.push(format!("evaluation stopped at {f}; steps after it are not listed (expected when code depends on step results)"));
+            notes.push(format!(
+                "evaluation stopped at {f}; steps after it are not listed (expected when code depends on step results)"
+            ));
         }
         if st.decl.is_none() {
-            return Err(Error::Runbook(format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file)));
+            return Err(Error::Runbook(format!(
+                "{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}",
+                ctx.file
+            )));
         }
-        return Ok(Outcome { run_id: None, status: RunStatus::Succeeded, plan: st.plan.clone(), decl: st.decl.clone(), notes });
+        return Ok(Outcome {
+            run_id: None,
+            status: RunStatus::Succeeded,
+            plan: st.plan.clone(),
+            decl: st.decl.clone(),
+            notes,
+        });
     }
     let Some(run_id) = run_id else {
         // The runbook failed before declaring itself: nothing was journaled.
-        let msg = failure
-            .or_else(|| halt.as_ref().map(|h| h.to_string()))
-            .unwrap_or_else(|| format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file));
+        let msg = failure.or_else(|| halt.as_ref().map(|h| h.to_string())).unwrap_or_else(|| {
+            format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file)
+        });
         return Err(Error::Runbook(msg));
     };
     let journal = ctx.journal.clone().expect("a run has a journal");
@@ -448,7 +474,11 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
             });
             rec.finished_at = Some(crate::journal::now_ts());
             let _ = journal.put_step(&run_id, &rec).await;
-            ctx.out.emit("step_finished", Some(&step), json!({"status": "failed", "error": rec.error, "attempt": rec.attempts}));
+            ctx.out.emit(
+                "step_finished",
+                Some(&step),
+                json!({"status": "failed", "error": rec.error, "attempt": rec.attempts}),
+            );
         }
     }
 
@@ -459,7 +489,9 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         _ => failure,
     };
     let (status, error, code_override) = match (&halt, failure) {
-        (Some(Halt::WaitingApproval(msg)), _) => (RunStatus::WaitingApproval, Some(format!("waiting for approval: {msg}")), None),
+        (Some(Halt::WaitingApproval(msg)), _) => {
+            (RunStatus::WaitingApproval, Some(format!("waiting for approval: {msg}")), None)
+        }
         (Some(Halt::Cancelled(msg)), _) => match stopped_by {
             Some(StopReason::Signal(_)) => (RunStatus::Interrupted, Some(msg.clone()), None),
             _ => (RunStatus::Cancelled, Some(msg.clone()), None),
@@ -545,7 +577,15 @@ fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, er
         }
         _ => {}
     }
-    if let (Some(e), RunStatus::Failed | RunStatus::RolledBack | RunStatus::RollbackFailed | RunStatus::Cancelled | RunStatus::Interrupted) = (error, status) {
+    if let (
+        Some(e),
+        RunStatus::Failed
+        | RunStatus::RolledBack
+        | RunStatus::RollbackFailed
+        | RunStatus::Cancelled
+        | RunStatus::Interrupted,
+    ) = (error, status)
+    {
         eprintln!("{}", crate::secret::redact(e));
     }
 }
@@ -579,7 +619,11 @@ async fn rollback(lua: &Lua, ctx: &Rc<Ctx>, journal: &Arc<dyn Journal>, run_id: 
                 rec.undo_error = None;
                 let _ = journal.put_step(run_id, &rec).await;
                 ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
-                ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "done", "duration_ms": started.elapsed().as_millis() as u64}));
+                ctx.out.emit(
+                    "undo_finished",
+                    Some(&entry.step),
+                    json!({"status": "done", "duration_ms": started.elapsed().as_millis() as u64}),
+                );
             }
             Err(e) => {
                 let (msg, loc) = errors::describe(&e);

@@ -118,8 +118,9 @@ fn parse_spec(lua: &Lua, name: &str, v: Value) -> Result<ParamSpec, String> {
         .from_value(v)
         .map_err(|e| e.to_string().trim_start_matches("deserialize error: ").replace("unknown field", "unknown key"))?;
     let ty_name = raw.ty.as_deref().unwrap_or("string");
-    let ty = ParamType::parse(ty_name)
-        .ok_or_else(|| format!("unknown type '{ty_name}' (string, integer, number, boolean, duration, enum, list, secret)"))?;
+    let ty = ParamType::parse(ty_name).ok_or_else(|| {
+        format!("unknown type '{ty_name}' (string, integer, number, boolean, duration, enum, list, secret)")
+    })?;
     let choices: Vec<String> = raw
         .choices
         .unwrap_or_default()
@@ -153,7 +154,10 @@ fn parse_spec(lua: &Lua, name: &str, v: Value) -> Result<ParamSpec, String> {
         }
     }
     let regex = match &raw.pattern {
-        Some(p) => Some(regex_lite::Regex::new(&format!("^(?:{p})$")).map_err(|e| format!("pattern is not a valid regular expression: {e}"))?),
+        Some(p) => Some(
+            regex_lite::Regex::new(&format!("^(?:{p})$"))
+                .map_err(|e| format!("pattern is not a valid regular expression: {e}"))?,
+        ),
         None => None,
     };
     if raw.required && raw.default.is_some() {
@@ -183,7 +187,9 @@ fn parse_spec(lua: &Lua, name: &str, v: Value) -> Result<ParamSpec, String> {
 
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic()) && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') && name.len() <= 64
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 64
 }
 
 /// A param value as it arrives, before its type is checked.
@@ -226,8 +232,11 @@ pub struct Sources<'a> {
     pub lenient: bool,
 }
 
+/// Resolved values by name, and warnings to show.
+pub type Resolved = (BTreeMap<String, ParamValue>, Vec<String>);
+
 /// Resolves every param, or returns every problem.
-pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<(BTreeMap<String, ParamValue>, Vec<String>), Vec<String>> {
+pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<String>> {
     let mut problems = Vec::new();
     let mut warnings = Vec::new();
     let mut values = BTreeMap::new();
@@ -244,11 +253,7 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<(BTreeMap<Strin
         }
     }
     for spec in specs {
-        let stored = src
-            .stored
-            .and_then(|s| s.get(&spec.name))
-            .filter(|_| spec.ty != ParamType::Secret)
-            .cloned();
+        let stored = src.stored.and_then(|s| s.get(&spec.name)).filter(|_| spec.ty != ParamType::Secret).cloned();
         let cli = src.cli.iter().rev().find(|(k, _)| k == &spec.name).map(|(_, v)| v.clone());
         let file = src.file.and_then(|f| f.get(&spec.name)).cloned();
         if let (Some(stored), true) = (&stored, cli.is_some() || file.is_some()) {
@@ -258,7 +263,8 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<(BTreeMap<Strin
                 _ => unreachable!(),
             };
             if !matches!(given, Ok(ParamValue::Plain(ref j)) if j == stored) {
-                problems.push(format!("param '{}' cannot change when resuming (the run started with {stored})", spec.name));
+                problems
+                    .push(format!("param '{}' cannot change when resuming (the run started with {stored})", spec.name));
                 continue;
             }
         }
@@ -286,8 +292,16 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<(BTreeMap<Strin
                     Some(var) => format!("-p {}=... or the environment variable {var}", spec.name),
                     None => format!("-p {}=...", spec.name),
                 };
-                let resumed = if src.stored.is_some() && spec.ty == ParamType::Secret { " (secrets are not stored in the journal: give it again to resume)" } else { "" };
-                problems.push(format!("param '{}' ({}) is required: give it with {how}{resumed}", spec.name, spec.ty.as_str()));
+                let resumed = if src.stored.is_some() && spec.ty == ParamType::Secret {
+                    " (secrets are not stored in the journal: give it again to resume)"
+                } else {
+                    ""
+                };
+                problems.push(format!(
+                    "param '{}' ({}) is required: give it with {how}{resumed}",
+                    spec.name,
+                    spec.ty.as_str()
+                ));
             }
             continue;
         };
@@ -353,7 +367,12 @@ fn coerce(spec: &ParamSpec, raw: Raw) -> Result<ParamValue, String> {
         }
         T::Number => {
             let f = match raw {
-                Raw::Text(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()).ok_or_else(|| format!("expected a number, got {shown}"))?,
+                Raw::Text(s) => s
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .ok_or_else(|| format!("expected a number, got {shown}"))?,
                 Raw::Toml(toml::Value::Integer(i)) => i as f64,
                 Raw::Toml(toml::Value::Float(f)) => f,
                 Raw::Json(Json::Number(n)) => n.as_f64().unwrap_or_default(),
@@ -374,11 +393,16 @@ fn coerce(spec: &ParamSpec, raw: Raw) -> Result<ParamValue, String> {
         T::List => {
             let items: Vec<String> = match raw {
                 Raw::Text(s) => s.split(',').map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect(),
-                Raw::Toml(toml::Value::Array(a)) => a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
-                Raw::Json(Json::Array(a)) => a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect(),
+                Raw::Toml(toml::Value::Array(a)) => {
+                    a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+                }
+                Raw::Json(Json::Array(a)) => {
+                    a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
+                }
                 _ => return Err(format!("expected a list (a,b,c on the command line, an array in TOML), got {shown}")),
             };
-            check_bounds(spec, items.len() as f64, "the number of items").map_err(|e| e.replace("value", "item count"))?;
+            check_bounds(spec, items.len() as f64, "the number of items")
+                .map_err(|e| e.replace("value", "item count"))?;
             for item in &items {
                 check_pattern(spec, item)?;
             }

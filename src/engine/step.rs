@@ -86,14 +86,18 @@ fn parse_opts(t: Option<Table>) -> Result<StepOpts, String> {
             ("description", Value::String(s)) => o.description = Some(s.to_string_lossy()),
             ("retries", Value::Integer(i)) if (0..=100).contains(&i) => o.retries = i,
             ("retries", Value::Number(n)) if n.fract() == 0.0 && (0.0..=100.0).contains(&n) => o.retries = n as i64,
-            ("retries", other) => return Err(format!("step option `retries` is a whole number from 0 to 100, got {}", show(&other))),
+            ("retries", other) => {
+                return Err(format!("step option `retries` is a whole number from 0 to 100, got {}", show(&other)))
+            }
             ("backoff", Value::Table(b)) => {
                 for pair in b.pairs::<Value, Value>() {
                     let (bk, bv) = pair.map_err(|e| e.to_string())?;
                     match bk.to_string().unwrap_or_default().as_str() {
                         "base" => o.backoff.base = duration_value(&bv, "backoff.base")?,
                         "max" => o.backoff.max = duration_value(&bv, "backoff.max")?,
-                        other => return Err(format!("step option `backoff`: unknown key '{other}' (known: base, max)")),
+                        other => {
+                            return Err(format!("step option `backoff`: unknown key '{other}' (known: base, max)"))
+                        }
                     }
                 }
                 if o.backoff.max < o.backoff.base {
@@ -144,7 +148,12 @@ fn show(v: &Value) -> String {
 fn option_summary(o: &StepOpts) -> Vec<String> {
     let mut v = Vec::new();
     if o.retries > 0 {
-        v.push(format!("retries={} (backoff {}..{})", o.retries, crate::duration::human(o.backoff.base), crate::duration::human(o.backoff.max)));
+        v.push(format!(
+            "retries={} (backoff {}..{})",
+            o.retries,
+            crate::duration::human(o.backoff.base),
+            crate::duration::human(o.backoff.max)
+        ));
     }
     if let Some(t) = o.timeout {
         v.push(format!("timeout={}", crate::duration::human(t)));
@@ -168,10 +177,14 @@ fn option_summary(o: &StepOpts) -> Vec<String> {
 fn enter(ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
     ctx.check_halt()?;
     if ctx.st.borrow().decl.is_none() {
-        return Err(ctx.raise(Halt::Declaration(format!("{loc}: {what} before runbook{{...}}: declare the runbook first"))));
+        return Err(
+            ctx.raise(Halt::Declaration(format!("{loc}: {what} before runbook{{...}}: declare the runbook first")))
+        );
     }
     if let Some(outer) = ctx.current_step() {
-        return Err(ctx.raise(Halt::Declaration(format!("{loc}: {what} inside step '{outer}': steps and approvals cannot be nested"))));
+        return Err(ctx.raise(Halt::Declaration(format!(
+            "{loc}: {what} inside step '{outer}': steps and approvals cannot be nested"
+        ))));
     }
     Ok(())
 }
@@ -184,14 +197,20 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         Some(Value::String(s)) => s.to_string_lossy(),
         other => {
             let got = other.map(|v| v.type_name()).unwrap_or("nothing");
-            return Err(ctx.raise(Halt::Declaration(format!("{loc}: step expects a name: step(\"name\", [options], function() ... end), got {got}"))));
+            return Err(ctx.raise(Halt::Declaration(format!(
+                "{loc}: step expects a name: step(\"name\", [options], function() ... end), got {got}"
+            ))));
         }
     };
     let (opts_table, func) = match (args.next(), args.next()) {
         (Some(Value::Function(f)), None) => (None, f),
         (Some(Value::Table(t)), Some(Value::Function(f))) => (Some(t), f),
         (Some(Value::Nil), Some(Value::Function(f))) => (None, f),
-        _ => return Err(ctx.raise(Halt::Declaration(format!("{loc}: step '{name}': expected step(name, [options], function() ... end)")))),
+        _ => {
+            return Err(ctx.raise(Halt::Declaration(format!(
+                "{loc}: step '{name}': expected step(name, [options], function() ... end)"
+            ))))
+        }
     };
     enter(&ctx, &format!("step '{name}'"), &loc)?;
     if name.trim().is_empty() || name.len() > 200 {
@@ -204,7 +223,8 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         ))));
     }
     ctx.st.borrow_mut().seen.insert(name.clone(), loc.clone());
-    let opts = parse_opts(opts_table).map_err(|m| ctx.raise(Halt::Declaration(format!("{loc}: step '{name}': {m}"))))?;
+    let opts =
+        parse_opts(opts_table).map_err(|m| ctx.raise(Halt::Declaration(format!("{loc}: step '{name}': {m}"))))?;
     let seq = {
         let mut st = ctx.st.borrow_mut();
         st.seq += 1;
@@ -240,7 +260,9 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         return Err(ctx.raise(Halt::RollbackNow));
     }
 
-    let mut rec = prior.clone().unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Step, StepStatus::Running, Some(loc.line as i64)));
+    let mut rec = prior
+        .clone()
+        .unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Step, StepStatus::Running, Some(loc.line as i64)));
     rec.seq = seq;
     rec.line = Some(loc.line as i64);
     let put = |rec: &StepRecord| {
@@ -269,7 +291,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         rec.result = None;
         put(&rec).await?;
         ctx.st.borrow_mut().counts.skipped += 1;
-        ctx.out.emit("step_finished", Some(&name), json!({"status": "skipped", "attempt": rec.attempts, "duration_ms": 0}));
+        ctx.out.emit(
+            "step_finished",
+            Some(&name),
+            json!({"status": "skipped", "attempt": rec.attempts, "duration_ms": 0}),
+        );
         return Ok(Value::Nil);
     }
 
@@ -329,7 +355,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
                         json!({"status": rec.status.as_str(), "attempt": attempt, "duration_ms": elapsed.as_millis() as u64, "result": json}),
                     );
                     if let Some(undo) = &opts.undo {
-                        ctx.st.borrow_mut().undo.push(UndoEntry { step: name.clone(), func: undo.clone(), result: json.clone() });
+                        ctx.st.borrow_mut().undo.push(UndoEntry {
+                            step: name.clone(),
+                            func: undo.clone(),
+                            result: json.clone(),
+                        });
                     }
                     // Later code sees exactly what a resumed run would: the recorded value.
                     return convert::from_json(&lua, &json);
@@ -350,7 +380,10 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         if retryable && attempt < max_attempts {
             let delay = opts.backoff.delay(attempt);
             rec.status = StepStatus::Retrying;
-            rec.next_attempt_at = Some((chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default()).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+            rec.next_attempt_at = Some(
+                (chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            );
             put(&rec).await?;
             ctx.out.emit(
                 "step_retry",
@@ -396,7 +429,12 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
     let message = match message {
         Value::String(s) => s.to_string_lossy(),
-        other => return Err(ctx.raise(Halt::Declaration(format!("{loc}: approve expects a message string, got a {}", other.type_name())))),
+        other => {
+            return Err(ctx.raise(Halt::Declaration(format!(
+                "{loc}: approve expects a message string, got a {}",
+                other.type_name()
+            ))))
+        }
     };
     enter(&ctx, "approve()", &loc)?;
     let name = {
@@ -416,7 +454,13 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     };
     match ctx.mode {
         Mode::Plan | Mode::Check => {
-            ctx.st.borrow_mut().plan.push(PlanEntry { kind: "approval", name: message, line: loc.line, description: None, options: vec![] });
+            ctx.st.borrow_mut().plan.push(PlanEntry {
+                kind: "approval",
+                name: message,
+                line: loc.line,
+                description: None,
+                options: vec![],
+            });
             return Ok(true);
         }
         Mode::DryRun => {
@@ -430,10 +474,15 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     let prior = ctx.st.borrow().records.get(&name).cloned();
     if let Some(p) = prior.as_ref().filter(|p| p.status == StepStatus::Approved) {
         ctx.st.borrow_mut().counts.recorded += 1;
-        ctx.out.emit("approval", Some(&name), json!({"status": "approved", "message": message, "actor": p.actor, "run_id": run_id}));
+        ctx.out.emit(
+            "approval",
+            Some(&name),
+            json!({"status": "approved", "message": message, "actor": p.actor, "run_id": run_id}),
+        );
         return Ok(true);
     }
-    let mut rec = prior.unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Approval, StepStatus::Waiting, Some(loc.line as i64)));
+    let mut rec = prior
+        .unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Approval, StepStatus::Waiting, Some(loc.line as i64)));
     rec.seq = seq;
     rec.started_at.get_or_insert_with(now_ts);
     let user = crate::process::username();
@@ -454,7 +503,11 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
             journal.put_step(&run_id, &rec).await.map_err(|e| ctx.raise(e.into()))?;
             ctx.st.borrow_mut().records.insert(name.clone(), rec);
             let status = if approved { "approved" } else { "declined" };
-            ctx.out.emit("approval", Some(&name), json!({"status": status, "message": message, "actor": actor, "run_id": run_id}));
+            ctx.out.emit(
+                "approval",
+                Some(&name),
+                json!({"status": status, "message": message, "actor": actor, "run_id": run_id}),
+            );
             if approved {
                 Ok(true)
             } else {
@@ -474,7 +527,9 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
 /// Gates ask only when a person is at the terminal, and never under cron or `--cron`.
 fn interactive() -> bool {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal() && std::io::stderr().is_terminal() && std::env::var_os("RUNBOOK_NONINTERACTIVE").is_none()
+    std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal()
+        && std::env::var_os("RUNBOOK_NONINTERACTIVE").is_none()
 }
 
 fn ask(prompt: &str) -> Option<bool> {

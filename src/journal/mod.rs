@@ -89,10 +89,7 @@ impl RunStatus {
     }
     /// The run ended for good: it cannot be resumed.
     pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            RunStatus::Succeeded | RunStatus::RolledBack | RunStatus::Cancelled | RunStatus::DryRun
-        )
+        matches!(self, RunStatus::Succeeded | RunStatus::RolledBack | RunStatus::Cancelled | RunStatus::DryRun)
     }
 }
 
@@ -333,7 +330,14 @@ pub trait Journal: Send + Sync {
     async fn runs(&self, filter: &RunFilter) -> JResult<Vec<RunRecord>>;
     /// Takes over a run for this process, provided it is still in `expected` status and owned by
     /// `previous` (compare-and-swap): two resumes of one run never both proceed.
-    async fn claim_run(&self, id: &str, expected: RunStatus, previous: &Owner, new_status: RunStatus, me: &Owner) -> JResult<bool>;
+    async fn claim_run(
+        &self,
+        id: &str,
+        expected: RunStatus,
+        previous: &Owner,
+        new_status: RunStatus,
+        me: &Owner,
+    ) -> JResult<bool>;
     async fn set_run_status(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;
     /// Finishes a run: status, error, finished_at.
     async fn finish_run(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;

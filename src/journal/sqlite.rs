@@ -10,7 +10,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
 use sqlx::Row;
 
 use super::*;
@@ -44,7 +46,8 @@ impl SqliteJournal {
                 let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
                 if meta.permissions().mode() & 0o077 != 0 {
                     tracing::warn!(path = %path.display(), "journal file was readable by others; restricting it to its owner (0600)");
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
+                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| fail(e.to_string()))?;
                 }
                 std::fs::File::open(path).map_err(|e| fail(e.to_string()))?
             }
@@ -52,7 +55,8 @@ impl SqliteJournal {
         };
         // Two processes opening a new journal at once must not both create the schema: hold an
         // exclusive flock (independent of SQLite's own fcntl locks) while migrating.
-        let guard = FileLock::exclusive(file).await.map_err(|e| fail(format!("cannot lock the journal for migration: {e}")))?;
+        let guard =
+            FileLock::exclusive(file).await.map_err(|e| fail(format!("cannot lock the journal for migration: {e}")))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|e| fail(e.to_string()))?
             .filename(path)
@@ -149,7 +153,9 @@ fn step_from_row(row: &SqliteRow) -> JResult<StepRecord> {
         duration_ms: row.try_get("duration_ms")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         result: match result {
-            Some(text) => Some(serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("step result: {e}")))?),
+            Some(text) => {
+                Some(serde_json::from_str(&text).map_err(|e| JournalError::Corrupt(format!("step result: {e}")))?)
+            }
             None => None,
         },
         error: row.try_get("error")?,
@@ -245,7 +251,14 @@ impl Journal for SqliteJournal {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn claim_run(&self, id: &str, expected: RunStatus, previous: &Owner, new_status: RunStatus, me: &Owner) -> JResult<bool> {
+    async fn claim_run(
+        &self,
+        id: &str,
+        expected: RunStatus,
+        previous: &Owner,
+        new_status: RunStatus,
+        me: &Owner,
+    ) -> JResult<bool> {
         let now = now_ts();
         let done = sqlx::query(
             "UPDATE runs SET status = ?, host = ?, pid = ?, pid_start = ?, heartbeat_at = ?, finished_at = NULL, error = NULL, cancel_requested = 0
@@ -296,7 +309,11 @@ impl Journal for SqliteJournal {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        sqlx::query("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?").bind(&now).bind(id).execute(&self.pool).await?;
+        sqlx::query("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?")
+            .bind(&now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
         let cancel_requested = match row {
             Some(row) => row.try_get::<i64, _>(0)? != 0,
             None => false,
@@ -413,16 +430,21 @@ impl Journal for SqliteJournal {
             if inserted.rows_affected() == 1 {
                 return Ok(LockOutcome::Acquired);
             }
-            let Some(row) = sqlx::query("SELECT run_id, host, pid, pid_start, heartbeat_at, lease_secs FROM locks WHERE name = ?")
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?
+            let Some(row) =
+                sqlx::query("SELECT run_id, host, pid, pid_start, heartbeat_at, lease_secs FROM locks WHERE name = ?")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await?
             else {
                 continue; // released in between: try to insert again
             };
             let holder = LockHolder {
                 run_id: row.try_get("run_id")?,
-                owner: Owner { host: row.try_get("host")?, pid: row.try_get("pid")?, pid_start: row.try_get("pid_start")? },
+                owner: Owner {
+                    host: row.try_get("host")?,
+                    pid: row.try_get("pid")?,
+                    pid_start: row.try_get("pid_start")?,
+                },
                 heartbeat_at: row.try_get("heartbeat_at")?,
             };
             let held_lease: i64 = row.try_get("lease_secs")?;
@@ -460,7 +482,11 @@ impl Journal for SqliteJournal {
     }
 
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()> {
-        sqlx::query("DELETE FROM locks WHERE name = ? AND run_id = ?").bind(name).bind(run_id).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM locks WHERE name = ? AND run_id = ?")
+            .bind(name)
+            .bind(run_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 

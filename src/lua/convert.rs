@@ -63,7 +63,12 @@ fn table(t: &Table, path: &str, depth: usize) -> Result<Json, String> {
                 let child = convert(&v, &format!("{path}.{key}"), depth + 1)?;
                 map.insert(key, child);
             }
-            other => return Err(format!("{path} has a {} key; only string keys and array positions are allowed", other.type_name())),
+            other => {
+                return Err(format!(
+                    "{path} has a {} key; only string keys and array positions are allowed",
+                    other.type_name()
+                ))
+            }
         }
     }
     if ints.is_empty() {

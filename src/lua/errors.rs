@@ -35,7 +35,9 @@ pub fn describe(err: &Error) -> (String, Option<Location>) {
             }
             Error::RuntimeError(msg) => break msg.clone(),
             Error::SyntaxError { message, .. } => break message.clone(),
-            Error::MemoryError(_) => break "out of memory: the runbook passed its memory limit (--max-memory)".to_string(),
+            Error::MemoryError(_) => {
+                break "out of memory: the runbook passed its memory limit (--max-memory)".to_string()
+            }
             Error::ExternalError(e) => break e.to_string(),
             Error::BadArgument { to, pos, name, cause } => {
                 let inner = describe(cause).0;
@@ -46,7 +48,10 @@ pub fn describe(err: &Error) -> (String, Option<Location>) {
                 };
             }
             Error::FromLuaConversionError { from, to, message } => {
-                break format!("expected {to}, got {from}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())
+                break format!(
+                    "expected {to}, got {from}{}",
+                    message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default()
+                )
             }
             other => break other.to_string(),
         }
@@ -72,7 +77,9 @@ pub fn describe(err: &Error) -> (String, Option<Location>) {
 
 /// Splits a leading `file.lua:LINE: ` off a message.
 pub fn split_location(message: &str) -> (Option<Location>, &str) {
-    let Some(lua_at) = message.find(".lua:") else { return (None, message) };
+    let Some(lua_at) = message.find(".lua:") else {
+        return (None, message);
+    };
     let file = &message[..lua_at + 4];
     if file.contains(char::is_whitespace) && !file.starts_with('/') && !file.starts_with('.') {
         return (None, message);

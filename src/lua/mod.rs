@@ -6,6 +6,8 @@
 //! of text chunks only.
 pub mod convert;
 pub mod errors;
+#[cfg(test)]
+mod stubs_test;
 
 use std::path::{Component, Path, PathBuf};
 
@@ -86,7 +88,8 @@ fn require(lua: &Lua, name: String) -> mlua::Result<Value> {
         }
     } else {
         let path = module_path(lua, &name)?;
-        let src = std::fs::read_to_string(&path).map_err(|e| mlua::Error::runtime(format!("require '{name}': {}: {e}", path.display())))?;
+        let src = std::fs::read_to_string(&path)
+            .map_err(|e| mlua::Error::runtime(format!("require '{name}': {}: {e}", path.display())))?;
         (src, format!("@{}", path.display()))
     };
     let func: Function = lua.load(source).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?;
@@ -103,7 +106,9 @@ fn module_path(lua: &Lua, name: &str) -> mlua::Result<PathBuf> {
         .app_data_ref::<RequireRoot>()
         .map(|r| r.0.clone())
         .ok_or_else(|| mlua::Error::runtime("require is not available here"))?;
-    let refuse = |why: &str| mlua::Error::runtime(format!("require '{name}' refused: {why}; modules are `runbook.*` (embedded) or Lua files inside the runbook's folder, named with dots (require \"lib.helpers\")"));
+    let refuse = |why: &str| {
+        mlua::Error::runtime(format!("require '{name}' refused: {why}; modules are `runbook.*` (embedded) or Lua files inside the runbook's folder, named with dots (require \"lib.helpers\")"))
+    };
     if name.is_empty() || name.len() > 200 {
         return Err(refuse("not a module name"));
     }

@@ -10,11 +10,8 @@ use mlua::Lua;
 pub type Register = fn(&Lua) -> mlua::Result<()>;
 
 /// Every primitive, by the global it installs.
-pub const PRIMITIVES: &[(&str, Register)] = &[
-    ("exec", exec::lua::register),
-    ("log", log::lua::register),
-    ("builtins", builtins::lua::register),
-];
+pub const PRIMITIVES: &[(&str, Register)] =
+    &[("exec", exec::lua::register), ("log", log::lua::register), ("builtins", builtins::lua::register)];
 
 pub fn register_all(lua: &Lua) -> mlua::Result<()> {
     for (_, register) in PRIMITIVES {

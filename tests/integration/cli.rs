@@ -74,7 +74,10 @@ fn show_json_has_the_documented_shape() {
 #[test]
 fn json_output_is_one_event_per_line() {
     let env = Env::new();
-    env.write("rb.lua", "runbook { name = \"ev\" }\nstep(\"a\", function() log.warn(\"careful\", { n = 1 }) return 5 end)\n");
+    env.write(
+        "rb.lua",
+        "runbook { name = \"ev\" }\nstep(\"a\", function() log.warn(\"careful\", { n = 1 }) return 5 end)\n",
+    );
     let r = env.run(&["run", "rb.lua", "--output", "json"]);
     r.assert_code(0);
     let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
@@ -110,7 +113,10 @@ fn history_lists_newest_first_and_filters() {
 #[test]
 fn a_run_whose_process_died_shows_as_interrupted() {
     let env = Env::new();
-    env.write("rb.lua", "runbook { name = \"dies\" }\nstep(\"hang\", function() exec{\"touch\", \"up\"}; sleep(\"60s\") end)\n");
+    env.write(
+        "rb.lua",
+        "runbook { name = \"dies\" }\nstep(\"hang\", function() exec{\"touch\", \"up\"}; sleep(\"60s\") end)\n",
+    );
     let child = env.spawn(&["run", "rb.lua"]);
     crate::run::wait_for(|| env.path("up").exists());
     assert_eq!(env.status("last"), "running");

@@ -8,7 +8,12 @@ use crate::harness::Env;
 #[test]
 fn every_malformed_input_gets_its_clear_error_and_no_panic() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
-    let mut cases: Vec<_> = std::fs::read_dir(&corpus).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "lua")).collect();
+    let mut cases: Vec<_> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "lua"))
+        .collect();
     cases.sort();
     assert!(cases.len() >= 20, "the corpus has {} cases", cases.len());
     let mut failures = Vec::new();
@@ -20,7 +25,10 @@ fn every_malformed_input_gets_its_clear_error_and_no_panic() {
         let env = Env::new();
         let file = case.display().to_string();
         let args_line = header("args").pop().unwrap_or_else(|| "run {file}".into());
-        let args: Vec<String> = args_line.split_whitespace().map(|a| a.replace("{file}", &file).replace("{dir}", &corpus.display().to_string())).collect();
+        let args: Vec<String> = args_line
+            .split_whitespace()
+            .map(|a| a.replace("{file}", &file).replace("{dir}", &corpus.display().to_string()))
+            .collect();
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = env.run(&args);
         let want: i32 = header("exit").pop().map(|c| c.parse().unwrap()).unwrap_or(2);

@@ -49,7 +49,8 @@ fn fifty_sigkills_leave_every_step_done_once_and_the_journal_sound() {
                 Some(id) => vec!["resume".into(), id.clone()],
             };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut child = env.cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+            let mut child =
+                env.cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
             lives += 1;
             if kills < KILLS {
                 std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(150)));
@@ -84,7 +85,10 @@ fn fifty_sigkills_leave_every_step_done_once_and_the_journal_sound() {
         for i in 1..=STEPS {
             let n = ledger.lines().filter(|l| *l == format!("step-{i}")).count();
             let kills_in_step = killed_in.get(&format!("step {i}")).copied().unwrap_or(0);
-            assert!(n >= 1 && n - 1 <= kills_in_step, "round {round}: step {i} ran {n} times with {kills_in_step} kill(s) while it ran\n{ledger}");
+            assert!(
+                n >= 1 && n - 1 <= kills_in_step,
+                "round {round}: step {i} ran {n} times with {kills_in_step} kill(s) while it ran\n{ledger}"
+            );
             extra += n - 1;
         }
         assert!(extra <= kills_this_round, "round {round}: {extra} repeats for {kills_this_round} kills");

@@ -96,7 +96,12 @@ impl Env {
     }
 
     pub fn step<'a>(show: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-        show["steps"].as_array().unwrap().iter().find(|s| s["name"] == name).unwrap_or_else(|| panic!("no step {name} in {show}"))
+        show["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step {name} in {show}"))
     }
 
     pub fn journal_path(&self) -> PathBuf {
@@ -125,10 +130,9 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn seeded() -> Rng {
-        let seed = std::env::var("RUNBOOK_TEST_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        let seed = std::env::var("RUNBOOK_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+        });
         eprintln!("seed: RUNBOOK_TEST_SEED={seed}");
         Rng(seed | 1)
     }

@@ -26,7 +26,20 @@ end)
 fn every_wrong_or_missing_param_is_reported_together_before_any_step() {
     let env = Env::new();
     env.write("rb.lua", RB);
-    let r = env.run(&["run", "rb.lua", "-p", "count=50", "-p", "ratio=x", "-p", "wait=5y", "-p", "force=maybe", "-p", "nope=1"]);
+    let r = env.run(&[
+        "run",
+        "rb.lua",
+        "-p",
+        "count=50",
+        "-p",
+        "ratio=x",
+        "-p",
+        "wait=5y",
+        "-p",
+        "force=maybe",
+        "-p",
+        "nope=1",
+    ]);
     r.assert_code(2);
     for expected in [
         "param 'count' from -p: value 50 is above the maximum 10",

@@ -118,8 +118,12 @@ step("report", function() return seen end)
     );
     let r = env.run(&["run", "rb.lua", "--output", "json"]);
     r.assert_code(0);
-    let retries: Vec<serde_json::Value> =
-        r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).filter(|e: &serde_json::Value| e["event"] == "step_retry").collect();
+    let retries: Vec<serde_json::Value> = r
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "step_retry")
+        .collect();
     assert_eq!(retries.len(), 2);
     assert!(retries[0]["error"].as_str().unwrap().contains("not yet 1"));
     assert!(retries[0]["delay_ms"].as_u64().unwrap() <= 50);
@@ -210,7 +214,10 @@ end)
     let produced = &Env::step(&show, "produce")["result"];
     assert_eq!(produced["nested"], serde_json::json!({"gone": null}));
     assert_eq!(produced["float"], 1.5);
-    assert_eq!(Env::step(&show, "consume")["result"], serde_json::json!({"keys": 1, "sum": 6, "big": 9007199254740993i64}));
+    assert_eq!(
+        Env::step(&show, "consume")["result"],
+        serde_json::json!({"keys": 1, "sum": 6, "big": 9007199254740993i64})
+    );
 }
 
 #[test]
@@ -303,7 +310,10 @@ step("last", function() mark("last") end)
 #[test]
 fn cancel_stops_a_live_run_and_closes_a_stopped_one() {
     let env = Env::new();
-    env.write("rb.lua", "runbook { name = \"c\" }\nstep(\"wait\", function() exec{\"touch\", \"started\"}; sleep(\"30s\") end)\n");
+    env.write(
+        "rb.lua",
+        "runbook { name = \"c\" }\nstep(\"wait\", function() exec{\"touch\", \"started\"}; sleep(\"30s\") end)\n",
+    );
     let mut c = env.cmd(&["run", "rb.lua"]);
     c.env("RUNBOOK_LEASE_SECS", "1");
     let child = c.stdout(std::process::Stdio::null()).spawn().unwrap();
@@ -327,7 +337,10 @@ fn resume_refuses_a_changed_runbook_unless_allowed() {
     let env = Env::new();
     env.write("rb.lua", "runbook { name = \"ch\" }\nstep(\"a\", function() end)\nstep(\"b\", function() exec{\"test\", \"-f\", \"ok\"} end)\n");
     env.run(&["run", "rb.lua"]).assert_code(1);
-    env.write("rb.lua", "runbook { name = \"ch\" }\nstep(\"a\", function() end)\nstep(\"b\", function() return 'fixed' end)\n");
+    env.write(
+        "rb.lua",
+        "runbook { name = \"ch\" }\nstep(\"a\", function() end)\nstep(\"b\", function() return 'fixed' end)\n",
+    );
     let r = env.run(&["resume", "last"]);
     r.assert_code(2);
     assert!(r.stderr.contains("changed since run") && r.stderr.contains("line 3 changed"), "{}", r.stderr);

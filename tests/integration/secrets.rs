@@ -29,7 +29,7 @@ step("error quoting it", { continue_on_error = true }, function()
 end)
 "#,
     );
-    let envs = [("API_TOKEN", "tok-" ), ("DB_PASSWORD", VALUE)];
+    let envs = [("API_TOKEN", "tok-"), ("DB_PASSWORD", VALUE)];
     let token = format!("{}{}", envs[0].1, "0123456789abcdef");
     for format in ["text", "json"] {
         let r = env.run_env(&["run", "rb.lua", "--output", format], &[("API_TOKEN", &token), ("DB_PASSWORD", VALUE)]);

@@ -57,8 +57,12 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
             let env: Option<String> = t.get("env")?;
             let file: Option<String> = t.get("file")?;
             let name: Option<String> = t.get("name")?;
-            let name = name.or_else(|| env.clone()).or_else(|| file.as_deref().and_then(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().to_string())));
-            let Some(name) = name else { return Err(error("secret", "give env = \"VAR\" or file = \"path\"")) };
+            let name = name.or_else(|| env.clone()).or_else(|| {
+                file.as_deref().and_then(|f| Path::new(f).file_name().map(|n| n.to_string_lossy().to_string()))
+            });
+            let Some(name) = name else {
+                return Err(error("secret", "give env = \"VAR\" or file = \"path\""));
+            };
             match (env, file) {
                 _ if ctx.mode.is_static() => Ok(crate::secret::Secret::new(&name, "")),
                 (Some(var), None) => super::secret_from_env(&var, &name),
@@ -66,7 +70,12 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
                 _ => return Err(error("secret", "give exactly one of env = \"VAR\" or file = \"path\"")),
             }
         }
-        other => return Err(error("secret", format!("expects a name or {{env=..., file=...}}, got a {}", other.type_name()))),
+        other => {
+            return Err(error(
+                "secret",
+                format!("expects a name or {{env=..., file=...}}, got a {}", other.type_name()),
+            ))
+        }
     };
     match made {
         Ok(s) => Ok(Value::UserData(lua.create_userdata(s)?)),

@@ -18,7 +18,8 @@ pub fn secret_from_env(var: &str, name: &str) -> Result<Secret, String> {
 /// runbook's folder.
 pub fn secret_from_file(path: &Path, base: &Path, name: &str) -> Result<Secret, String> {
     let full = if path.is_absolute() { path.to_path_buf() } else { base.join(path) };
-    let text = std::fs::read_to_string(&full).map_err(|e| format!("secret '{name}': cannot read {}: {e}", full.display()))?;
+    let text =
+        std::fs::read_to_string(&full).map_err(|e| format!("secret '{name}': cannot read {}: {e}", full.display()))?;
     let value = text.strip_suffix('\n').map(|t| t.strip_suffix('\r').unwrap_or(t)).unwrap_or(&text);
     if value.is_empty() {
         return Err(format!("secret '{name}': {} is empty", full.display()));

@@ -60,7 +60,8 @@ struct Parsed {
 
 fn parse(t: Table) -> mlua::Result<Parsed> {
     let mut argv = Vec::new();
-    let mut spec = ExecSpec { program: Program::Argv(vec![]), env: vec![], cwd: None, stdin: None, timeout: None, check: true };
+    let mut spec =
+        ExecSpec { program: Program::Argv(vec![]), env: vec![], cwd: None, stdin: None, timeout: None, check: true };
     let mut shell = None;
     let mut readonly = false;
     let mut echo = true;
@@ -71,7 +72,10 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
             Value::String(key) => match (key.to_string_lossy().as_str(), v) {
                 ("shell", v) => {
                     if let Value::UserData(_) = v {
-                        return Err(error("exec", "shell: a secret cannot be part of a command line; pass it through env or stdin"));
+                        return Err(error(
+                            "exec",
+                            "shell: a secret cannot be part of a command line; pass it through env or stdin",
+                        ));
                     }
                     let s = argv_item(v, 0).map_err(|_| error("exec", "shell: expected a string without secrets"))?;
                     shell = Some(s);
@@ -88,13 +92,19 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
                 }
                 ("cwd", Value::String(s)) => spec.cwd = Some(s.to_string_lossy().into()),
                 ("stdin", v) => spec.stdin = Some(text_or_secret(v, "stdin")?.into_bytes()),
-                ("timeout", Value::String(s)) => spec.timeout = Some(crate::duration::parse(&s.to_string_lossy()).map_err(|e| error("exec", e))?),
-                ("timeout", Value::Integer(i)) if i > 0 => spec.timeout = Some(std::time::Duration::from_secs(i as u64)),
+                ("timeout", Value::String(s)) => {
+                    spec.timeout = Some(crate::duration::parse(&s.to_string_lossy()).map_err(|e| error("exec", e))?)
+                }
+                ("timeout", Value::Integer(i)) if i > 0 => {
+                    spec.timeout = Some(std::time::Duration::from_secs(i as u64))
+                }
                 ("timeout", Value::Number(n)) if n > 0.0 => spec.timeout = Some(std::time::Duration::from_secs_f64(n)),
                 ("check", Value::Boolean(b)) => spec.check = b,
                 ("readonly", Value::Boolean(b)) => readonly = b,
                 ("echo", Value::Boolean(b)) => echo = b,
-                (k, v) if KEYS.contains(&k) => return Err(error("exec", format!("option `{k}` has the wrong type ({})", v.type_name()))),
+                (k, v) if KEYS.contains(&k) => {
+                    return Err(error("exec", format!("option `{k}` has the wrong type ({})", v.type_name())))
+                }
                 (k, _) => return Err(error("exec", format!("unknown option '{k}' (known: {})", KEYS.join(", ")))),
             },
             other => return Err(error("exec", format!("unexpected {} key", other.type_name()))),
@@ -111,7 +121,9 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
     spec.program = match (shell, items.is_empty()) {
         (Some(s), true) => Program::Shell(s),
         (Some(_), false) => return Err(error("exec", "give either a command list or shell = \"...\", not both")),
-        (None, true) => return Err(error("exec", "no command: exec{\"prog\", \"arg\", ...} or exec{shell = \"a | b\"}")),
+        (None, true) => {
+            return Err(error("exec", "no command: exec{\"prog\", \"arg\", ...} or exec{shell = \"a | b\"}"))
+        }
         (None, false) => Program::Argv(items),
     };
     Ok(Parsed { spec, readonly, echo })
@@ -134,7 +146,10 @@ async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
     let echo = parsed.echo;
     let result = super::run(&parsed.spec, |stream, line| {
         if echo {
-            ctx.emit("output", json!({"stream": if stream == Stream::Stderr { "stderr" } else { "stdout" }, "line": line}));
+            ctx.emit(
+                "output",
+                json!({"stream": if stream == Stream::Stderr { "stderr" } else { "stdout" }, "line": line}),
+            );
         }
     })
     .await

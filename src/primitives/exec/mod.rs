@@ -174,8 +174,16 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
     if spec.check && code != 0 {
         let tail = String::from_utf8_lossy(&stderr);
         let tail = tail.trim();
-        let tail: String = if tail.len() > 500 { format!("…{}", &tail[tail.floor_char_boundary(tail.len() - 500)..]) } else { tail.to_string() };
-        return Err(ExecError::Failed { command, code, stderr: if tail.is_empty() { String::new() } else { format!(": {tail}") } });
+        let tail: String = if tail.len() > 500 {
+            format!("…{}", &tail[tail.floor_char_boundary(tail.len() - 500)..])
+        } else {
+            tail.to_string()
+        };
+        return Err(ExecError::Failed {
+            command,
+            code,
+            stderr: if tail.is_empty() { String::new() } else { format!(": {tail}") },
+        });
     }
     Ok(ExecOutput { code, stdout, stderr, ms: started.elapsed().as_millis() as u64 })
 }

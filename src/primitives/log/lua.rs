@@ -14,7 +14,9 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
                 let ctx = Ctx::from_lua(lua)?;
                 let fields = match fields {
                     None | Some(Value::Nil) => Json::Null,
-                    Some(v) => crate::lua::convert::to_json(&v).unwrap_or_else(|e| Json::String(format!("<fields: {e}>"))),
+                    Some(v) => {
+                        crate::lua::convert::to_json(&v).unwrap_or_else(|e| Json::String(format!("<fields: {e}>")))
+                    }
                 };
                 log(&ctx, level, &to_text(lua, message)?, fields);
                 Ok(())

@@ -35,5 +35,7 @@ pub fn log(ctx: &Ctx, level: Level, message: &str, fields: Json) {
 
 fn debug_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| tracing::enabled!(target: "runbook::lua", tracing::Level::DEBUG) || std::env::var_os("RUNBOOK_DEBUG").is_some())
+    *ON.get_or_init(|| {
+        tracing::enabled!(target: "runbook::lua", tracing::Level::DEBUG) || std::env::var_os("RUNBOOK_DEBUG").is_some()
+    })
 }

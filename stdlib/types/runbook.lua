@@ -1,0 +1,151 @@
+---@meta
+-- LuaLS type stubs for the globals every runbook has. Point your editor at stdlib/types/
+-- (e.g. .luarc.json: { "workspace.library": ["path/to/runbook/stdlib/types"] }).
+
+---@alias Duration string|number A duration such as "500ms", "30s", "5m", "2h", "1h30m", or seconds.
+
+---@class ParamSpec
+---@field type? "string"|"integer"|"number"|"boolean"|"duration"|"enum"|"list"|"secret" Defaults to "string".
+---@field required? boolean The run does not start without it.
+---@field default? any Used when no value is given (not for secrets).
+---@field env? string Environment variable to read the value from.
+---@field min? number|Duration Lower bound (number, duration, string length, list length).
+---@field max? number|Duration Upper bound.
+---@field pattern? string Regular expression the whole value must match.
+---@field choices? string[] The allowed values of an enum.
+---@field description? string Shown by `runbook plan`.
+
+---@class RunbookDeclaration
+---@field name string The runbook's name, as `runbook history --runbook` filters it.
+---@field description? string
+---@field params? table<string, ParamSpec>
+---@field lock? string One run at a time holding this name, across every runner of the journal.
+---@field rollback? "auto"|"manual" "auto" runs the undo of completed steps, newest first, when a step fails.
+
+--- Declares the runbook. Must come before the first step. Validates every param at once.
+---@param decl RunbookDeclaration
+function runbook(decl) end
+
+--- The validated param values, by name. Secrets are `Secret` values.
+---@type table<string, any>
+params = {}
+
+--- JSON null: a table keeps a key whose value is `null` (db rows, step results).
+---@type lightuserdata
+null = nil
+
+---@class StepBackoff
+---@field base? Duration First delay (default 1s); doubles per attempt, with jitter.
+---@field max? Duration Longest delay (default 60s).
+
+---@class StepOptions
+---@field description? string Shown by `runbook plan` and in the docs.
+---@field retries? integer Extra attempts after a failure (0 to 100).
+---@field backoff? Duration|StepBackoff Delay between attempts.
+---@field timeout? Duration Each attempt is stopped after this long.
+---@field when? boolean|fun(): boolean false records the step as skipped.
+---@field continue_on_error? boolean A final failure is recorded and the run goes on (step returns nil).
+---@field undo? fun(result: any) Run on rollback with the step's recorded result.
+
+--- Runs `fn` as a checkpointed step and returns its result. On resume a completed step does not
+--- run again: `step` returns the recorded result. Results must be plain data (nil, boolean,
+--- number, string, `null`, tables of those). `fn` receives the attempt number (1, 2, ...).
+---@generic T
+---@param name string Unique in the run; steps made in a loop carry the loop key.
+---@param opts_or_fn StepOptions|fun(attempt: integer): T
+---@param fn? fun(attempt: integer): T
+---@return T
+function step(name, opts_or_fn, fn) end
+
+--- An approval gate: asks y/N on a terminal, passes with --yes, and otherwise stops the run in
+--- `waiting_approval` until `runbook approve RUN` and `runbook resume RUN`. A "no" cancels.
+---@param message string
+---@return boolean approved
+function approve(message) end
+
+---@class Secret
+--- A value that prints as `<secret:NAME>` everywhere; primitives receive the real value.
+--- Concatenating a secret with a string gives a secret.
+local Secret = {}
+
+--- The secret's name.
+---@return string
+function Secret:name() end
+
+---@class SecretSpec
+---@field env? string Environment variable holding the value.
+---@field file? string File holding the value (relative to the runbook's folder).
+---@field name? string Name shown as `<secret:NAME>`.
+
+--- Reads a secret from an environment variable (`secret("DB_PASSWORD")`) or a file
+--- (`secret{file = "pw.txt", name = "db"}`).
+---@param spec string|SecretSpec
+---@return Secret
+function secret(spec) end
+
+--- An environment variable, or `default` when it is unset or empty.
+---@param name string
+---@param default? any
+---@return string|any
+function env(name, default) end
+
+--- Waits for a duration.
+---@param d Duration
+function sleep(d) end
+
+--- The current time, UTC, RFC 3339 ("2026-11-22T03:15:02Z").
+---@return string
+function now() end
+
+--- Fails the running step (or the run) with a message.
+---@param message string
+function fail(message) end
+
+--- Logs a line into the run's event stream (same as log.info).
+---@param ... any
+function print(...) end
+
+---@class ExecOptions
+---@field [integer] string The command and its arguments (argv form, no shell). Never a secret.
+---@field shell? string An explicit shell command line, run with /bin/sh -c. Never a secret.
+---@field env? table<string, string|Secret> Extra environment variables (secrets allowed).
+---@field cwd? string Working directory.
+---@field stdin? string|Secret Bytes written to the command's standard input.
+---@field timeout? Duration Kill the command's process group after this long.
+---@field check? boolean Raise on a non-zero exit (default true).
+---@field readonly? boolean The command changes nothing: it runs under --dry-run too.
+---@field echo? boolean Stream output lines to the log (default true).
+
+---@class ExecResult
+---@field code integer
+---@field stdout string
+---@field stderr string
+---@field ms integer
+
+--- Runs a local command: `exec{"pg_dump", "-Fc", "app"}` or `exec{shell = "a | b"}`.
+---@param opts ExecOptions
+---@return ExecResult
+function exec(opts) end
+
+---@class log
+log = {}
+
+--- Logs at debug level (shown with -v or RUNBOOK_DEBUG=1).
+---@param message string
+---@param fields? table
+function log.debug(message, fields) end
+
+--- Logs at info level.
+---@param message string
+---@param fields? table
+function log.info(message, fields) end
+
+--- Logs at warn level.
+---@param message string
+---@param fields? table
+function log.warn(message, fields) end
+
+--- Logs at error level.
+---@param message string
+---@param fields? table
+function log.error(message, fields) end
