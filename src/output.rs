@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Map, Value as Json};
-use tokio::sync::mpsc;
 
 use crate::journal::{now_ts, EventRecord, Journal};
 use crate::secret::{redact, redact_json};
@@ -30,10 +29,17 @@ enum Style {
     Json,
 }
 
+/// Events waiting to be journaled.
+#[derive(Default)]
+struct EventBuffer {
+    events: std::sync::Mutex<Vec<EventRecord>>,
+    closed: tokio::sync::Notify,
+}
+
 pub struct Reporter {
     style: Style,
     run_id: RefCell<Option<String>>,
-    tx: RefCell<Option<mpsc::UnboundedSender<EventRecord>>>,
+    buffer: RefCell<Option<Arc<EventBuffer>>>,
     writer: RefCell<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -50,7 +56,7 @@ impl Reporter {
             }
             Format::Text => Style::Plain,
         };
-        Reporter { style, run_id: RefCell::new(None), tx: RefCell::new(None), writer: RefCell::new(None) }
+        Reporter { style, run_id: RefCell::new(None), buffer: RefCell::new(None), writer: RefCell::new(None) }
     }
 
     pub fn is_json(&self) -> bool {
@@ -61,33 +67,42 @@ impl Reporter {
         matches!(self.style, Style::Tty { .. })
     }
 
-    /// From now on events are also written to the journal, in batches, by a background task.
+    /// From now on events are also written to the journal: emitting only appends to a buffer
+    /// (no thread is woken), and a background task writes what gathered every 50ms, in one
+    /// statement, so that events never compete with step records for the journal. Step records
+    /// are written at once and awaited; events are the run's log and may lag by that window.
     pub fn attach(&self, run_id: &str, journal: Arc<dyn Journal>) {
         *self.run_id.borrow_mut() = Some(run_id.to_string());
-        let (tx, mut rx) = mpsc::unbounded_channel::<EventRecord>();
+        let buffer = Arc::new(EventBuffer::default());
+        let shared = Arc::clone(&buffer);
         let handle = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while let Some(first) = rx.recv().await {
-                batch.push(first);
-                while batch.len() < 512 {
-                    match rx.try_recv() {
-                        Ok(e) => batch.push(e),
-                        Err(_) => break,
+            let mut tick = tokio::time::interval(Duration::from_millis(50));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let closing = tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = shared.closed.notified() => true,
+                };
+                let batch = std::mem::take(&mut *shared.events.lock().unwrap_or_else(|p| p.into_inner()));
+                if !batch.is_empty() {
+                    if let Err(e) = journal.append_events(&batch).await {
+                        tracing::warn!("could not journal {} events: {e}", batch.len());
                     }
                 }
-                if let Err(e) = journal.append_events(&batch).await {
-                    tracing::warn!("could not journal {} events: {e}", batch.len());
+                if closing {
+                    break;
                 }
-                batch.clear();
             }
         });
-        *self.tx.borrow_mut() = Some(tx);
+        *self.buffer.borrow_mut() = Some(buffer);
         *self.writer.borrow_mut() = Some(handle);
     }
 
     /// Waits until every event emitted so far is in the journal.
     pub async fn flush(&self) {
-        self.tx.borrow_mut().take();
+        if let Some(buffer) = self.buffer.borrow_mut().take() {
+            buffer.closed.notify_one();
+        }
         let handle = self.writer.borrow_mut().take();
         if let Some(h) = handle {
             let _ = h.await;
@@ -110,8 +125,9 @@ impl Reporter {
             mirror_to_tracing(step.as_deref(), &fields);
         }
         let run_id = self.run_id.borrow().clone();
-        if let (Some(run_id), Some(tx)) = (run_id, self.tx.borrow().as_ref()) {
-            let _ = tx.send(EventRecord { run_id, ts, event: event.to_string(), step, data: Json::Object(fields) });
+        if let (Some(run_id), Some(buffer)) = (run_id, self.buffer.borrow().as_ref()) {
+            let record = EventRecord { run_id, ts, event: event.to_string(), step, data: Json::Object(fields) };
+            buffer.events.lock().unwrap_or_else(|p| p.into_inner()).push(record);
         }
     }
 
