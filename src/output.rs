@@ -122,7 +122,7 @@ impl Reporter {
         let ts = now_ts();
         self.render(event, step.as_deref(), &fields, &ts);
         if event == "log" {
-            mirror_to_tracing(step.as_deref(), &fields);
+            mirror_to_tracing(self.run_id.borrow().as_deref(), step.as_deref(), &fields);
         }
         let run_id = self.run_id.borrow().clone();
         if let (Some(run_id), Some(buffer)) = (run_id, self.buffer.borrow().as_ref()) {
@@ -311,13 +311,14 @@ fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -
     })
 }
 
-fn mirror_to_tracing(step: Option<&str>, f: &Map<String, Json>) {
+fn mirror_to_tracing(run_id: Option<&str>, step: Option<&str>, f: &Map<String, Json>) {
     let msg = s(f, "message");
-    let step = step.unwrap_or("");
+    let span = tracing::info_span!("run", id = run_id.unwrap_or("-"), step = step.unwrap_or("-"));
+    let _entered = span.enter();
     match s(f, "level") {
-        "debug" => tracing::debug!(target: "runbook::lua", step, "{msg}"),
-        "warn" => tracing::warn!(target: "runbook::lua", step, "{msg}"),
-        "error" => tracing::error!(target: "runbook::lua", step, "{msg}"),
-        _ => tracing::info!(target: "runbook::lua", step, "{msg}"),
+        "debug" => tracing::debug!(target: "runbook::lua", "{msg}"),
+        "warn" => tracing::warn!(target: "runbook::lua", "{msg}"),
+        "error" => tracing::error!(target: "runbook::lua", "{msg}"),
+        _ => tracing::info!(target: "runbook::lua", "{msg}"),
     }
 }

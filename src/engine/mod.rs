@@ -460,7 +460,9 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         });
         return Err(Error::Runbook(msg));
     };
-    let journal = ctx.journal.clone().expect("a run has a journal");
+    let Some(journal) = ctx.journal.clone() else {
+        return Err(Error::Io("internal: a run without a journal".into()));
+    };
 
     // A step that was running when the run was stopped from outside.
     let interrupted_step = ctx.st.borrow_mut().current_step.take();
