@@ -383,3 +383,19 @@ pub fn wait_for(cond: impl Fn() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_chatty_command_is_echoed_up_to_a_cap_and_returned_whole() {
+    let env = Env::new();
+    env.write("rb.lua", "runbook { name = \"chatty\" }\nstep(\"seq\", function() local r = exec{\"seq\", \"1\", \"5000\"}; return #r.stdout end)\n");
+    let r = env.run(&["run", "rb.lua"]);
+    r.assert_code(0);
+    assert_eq!(r.stdout.matches("[seq] | ").count(), 2000);
+    assert!(
+        r.stdout.contains("3000 more output line(s) of `seq 1 5000` not shown"),
+        "{}",
+        &r.stdout[r.stdout.len() - 500..]
+    );
+    let expected: usize = (1..=5000).map(|i: usize| i.to_string().len() + 1).sum();
+    assert_eq!(Env::step(&env.show("last"), "seq")["result"], expected);
+}

@@ -9,6 +9,10 @@ use crate::engine::Ctx;
 use crate::primitives::error;
 use crate::secret::Secret;
 
+/// Output lines of one command streamed to the log (and journaled as events); the rest are
+/// counted, not shown, so a chatty command cannot flood the journal.
+const MAX_ECHO_LINES: usize = 2000;
+
 const KEYS: &[&str] = &["shell", "env", "cwd", "stdin", "timeout", "check", "readonly", "echo"];
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
@@ -139,21 +143,28 @@ async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
     };
     let parsed = parse(t)?;
     let ctx = Ctx::from_lua(&lua)?;
-    let shown = parsed.spec.display();
-    if let Some(p) = ctx.guard(&lua, "exec", !parsed.readonly, || format!("run `{shown}`"))? {
+    let shown_cmd = parsed.spec.display();
+    if let Some(p) = ctx.guard(&lua, "exec", !parsed.readonly, || format!("run `{shown_cmd}`"))? {
         return Ok(p);
     }
     let echo = parsed.echo;
+    let mut shown = 0usize;
     let result = super::run(&parsed.spec, |stream, line| {
         if echo {
-            ctx.emit(
-                "output",
-                json!({"stream": if stream == Stream::Stderr { "stderr" } else { "stdout" }, "line": line}),
-            );
+            shown += 1;
+            if shown <= MAX_ECHO_LINES {
+                let stream = if stream == Stream::Stderr { "stderr" } else { "stdout" };
+                ctx.emit("output", json!({"stream": stream, "line": line}));
+            }
         }
     })
     .await
     .map_err(|e| error("exec", e))?;
+    if shown > MAX_ECHO_LINES {
+        let hidden = shown - MAX_ECHO_LINES;
+        let message = format!("{hidden} more output line(s) of `{shown_cmd}` not shown; the result holds all of them");
+        ctx.emit("log", json!({"level": "info", "message": message}));
+    }
     let t = lua.create_table()?;
     t.set("code", result.code)?;
     t.set("stdout", lua.create_string(&result.stdout)?)?;
