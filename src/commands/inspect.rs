@@ -209,6 +209,11 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             (_, Some(r), _) => truncate(&r.to_string(), 60),
             _ => String::new(),
         };
+        // A step still marked running in a run whose process is gone was cut off mid-flight.
+        let step_status = match (s.status, status) {
+            (journal::StepStatus::Running, journal::RunStatus::Interrupted) => "interrupted",
+            (st, _) => st.as_str(),
+        };
         let undo = match s.undo_status.as_deref() {
             Some(u) => {
                 format!("  [undo: {u}{}]", s.undo_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())
@@ -219,7 +224,7 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             "  {:<3} {:<32} {:<10} {:>8} {:>9}  {detail}{undo}",
             i + 1,
             truncate(&s.name, 32),
-            s.status.as_str(),
+            step_status,
             s.attempts,
             took
         );
