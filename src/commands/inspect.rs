@@ -197,7 +197,7 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
         println!("  error:    {e}");
     }
     println!();
-    println!("  {:<3} {:<32} {:<10} {:>8} {:>9}  RESULT / ERROR", "#", "STEP", "STATUS", "ATTEMPTS", "TOOK");
+    println!("  {:<3} {:<32} {:<12} {:>8} {:>9}  RESULT / ERROR", "#", "STEP", "STATUS", "ATTEMPTS", "TOOK");
     for (i, s) in steps.iter().enumerate() {
         let took = s
             .duration_ms
@@ -221,7 +221,7 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             None => String::new(),
         };
         println!(
-            "  {:<3} {:<32} {:<10} {:>8} {:>9}  {detail}{undo}",
+            "  {:<3} {:<32} {:<12} {:>8} {:>9}  {detail}{undo}",
             i + 1,
             truncate(&s.name, 32),
             step_status,
