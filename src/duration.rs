@@ -42,7 +42,18 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     from_secs(total, text)
 }
 
-fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
+/// A duration from a Lua value: a string such as "30s", or a number of seconds.
+pub fn from_lua(v: &mlua::Value) -> Result<Duration, String> {
+    match v {
+        mlua::Value::String(s) => parse(&s.to_string_lossy()),
+        mlua::Value::Integer(i) => from_secs(*i as f64, &i.to_string()),
+        mlua::Value::Number(n) => from_secs(*n, &n.to_string()),
+        other => Err(format!("expected a duration such as \"30s\", got a {}", other.type_name())),
+    }
+}
+
+/// Seconds to a duration, refusing negative, non-finite and absurd (over ten years) values.
+pub fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("invalid duration '{text}': must be a non-negative number of seconds"));
     }
@@ -91,6 +102,9 @@ mod tests {
             assert!(err.contains("duration"), "{bad}: {err}");
         }
         assert!(parse("5").is_ok());
+        for absurd in [1e20, f64::INFINITY, f64::NAN, -1.0] {
+            assert!(from_secs(absurd, "x").is_err(), "{absurd}");
+        }
     }
 
     #[test]

@@ -83,7 +83,14 @@ impl Reporter {
                     _ = tick.tick() => false,
                     _ = shared.closed.notified() => true,
                 };
-                let batch = std::mem::take(&mut *shared.events.lock().unwrap_or_else(|p| p.into_inner()));
+                let mut batch = std::mem::take(&mut *shared.events.lock().unwrap_or_else(|p| p.into_inner()));
+                // Redacted again: a secret may have become known since the event was emitted.
+                for e in &mut batch {
+                    redact_json(&mut e.data);
+                    if let Some(step) = &mut e.step {
+                        *step = redact(step).into_owned();
+                    }
+                }
                 if !batch.is_empty() {
                     if let Err(e) = journal.append_events(&batch).await {
                         tracing::warn!("could not journal {} events: {e}", batch.len());

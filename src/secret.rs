@@ -99,9 +99,26 @@ struct Entry {
 }
 
 static REDACTOR: RwLock<Vec<Entry>> = RwLock::new(Vec::new());
+static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Registers a value to be scrubbed from all output as `<secret:NAME>`.
+/// Changes whenever a new secret value is registered: text written before may hold it, and
+/// the engine scrubs what it already journaled when this moves.
+pub fn generation() -> u64 {
+    GENERATION.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Registers a value to be scrubbed from all output as `<secret:NAME>`. Each line of a
+/// multi-line value is registered too: output is redacted line by line as it streams.
 pub fn register(value: &str, name: &str) {
+    if value.contains('\n') {
+        for line in value.lines().map(str::trim).filter(|l| l.len() >= MIN_SCRUB_LEN) {
+            register_one(line, name);
+        }
+    }
+    register_one(value, name);
+}
+
+fn register_one(value: &str, name: &str) {
     if value.len() < MIN_SCRUB_LEN {
         return;
     }
@@ -112,6 +129,7 @@ pub fn register(value: &str, name: &str) {
         return;
     }
     entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     // Longest first, so a secret that contains another is replaced whole.
     entries.sort_by_key(|e| std::cmp::Reverse(e.value.len()));
 }
@@ -167,6 +185,12 @@ mod tests {
         let mut v = serde_json::json!({"a": ["hunter22"], "hunter22": 1});
         redact_json(&mut v);
         assert_eq!(v, serde_json::json!({"a": ["<secret:short>"], "<secret:short>": 1}));
+    }
+
+    #[test]
+    fn each_line_of_a_multi_line_secret_is_scrubbed() {
+        let _k = Secret::new("key", "-----BEGIN KEY-----\nAAAAB3NzaC1yc2E\n-----END KEY-----\n");
+        assert_eq!(redact("line: AAAAB3NzaC1yc2E"), "line: <secret:key>");
     }
 
     #[test]

@@ -127,14 +127,16 @@ async fn approve(state: Option<&str>, reference: &str) -> Result<u8> {
         )));
     }
     let steps = journal.steps(&run.id).await?;
-    let Some(mut gate) = steps.into_iter().find(|s| s.status == journal::StepStatus::Waiting) else {
+    let Some(gate) = steps.into_iter().find(|s| s.status == journal::StepStatus::Waiting) else {
         return Err(Error::Usage(format!("run {} has no gate waiting for approval", run.id)));
     };
     let user = crate::process::username();
-    gate.status = journal::StepStatus::Approved;
-    gate.actor = Some(user.clone());
-    gate.finished_at = Some(journal::now_ts());
-    journal.put_step(&run.id, &gate).await?;
+    if !journal.approve_gate(&run.id, &gate.name, &user).await? {
+        return Err(Error::Usage(format!(
+            "run {} changed while approving (resumed or cancelled meanwhile); see `runbook show {}`",
+            run.id, run.id
+        )));
+    }
     journal
         .append_events(&[journal::EventRecord {
             run_id: run.id.clone(),
@@ -164,9 +166,14 @@ async fn cancel(state: Option<&str>, reference: &str) -> Result<u8> {
             run.id, run.owner.pid, run.owner.host
         );
     } else {
-        journal
-            .finish_run(&run.id, RunStatus::Cancelled, Some(&format!("cancelled by {}", crate::process::username())))
-            .await?;
+        // Only if nobody resumed it meanwhile (compare-and-swap on status and owner).
+        let why = format!("cancelled by {}", crate::process::username());
+        if !journal.close_stopped_run(&run.id, run.status, &run.owner, RunStatus::Cancelled, &why).await? {
+            return Err(Error::Usage(format!(
+                "run {} changed while cancelling (it was resumed?); see `runbook show {}`",
+                run.id, run.id
+            )));
+        }
         if let Some(lock) = &run.lock_name {
             journal.release_lock(lock, &run.id).await?;
         }

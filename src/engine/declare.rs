@@ -1,6 +1,5 @@
 //! `runbook { name, description, params, lock, rollback }`: the declaration that opens every
 //! runbook. Validates it and the params, then creates (or takes over) the run in the journal.
-use std::rc::Rc;
 use std::time::Instant;
 
 use mlua::{Lua, Table, Value};
@@ -9,7 +8,7 @@ use serde_json::json;
 
 use super::params::{self, ParamSpec, Sources};
 use super::{Ctx, Halt, Mode};
-use crate::journal::{LockOutcome, RunRecord, RunStatus};
+use crate::journal::{Claim, LockOutcome, RunRecord, RunStatus};
 use crate::lua::errors::{self, Location};
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,6 +82,8 @@ fn new_run_id() -> String {
 
 pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     let ctx = Ctx::from_lua(&lua)?;
+    ctx.check_halt()?;
+    ctx.refuse_in_coroutine(&lua, "runbook{}")?;
     let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
     let first_line = ctx.st.borrow().decl.as_ref().map(|d| d.line);
     if let Some(first_line) = first_line {
@@ -128,7 +129,10 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     }
 
     let journal = ctx.journal.clone().ok_or_else(|| mlua::Error::runtime("no journal"))?;
-    let stored_params = serde_json::Value::Object(values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
+    // Stored params are redacted like everything else; a plain param that carried a secret's
+    // value is stored redacted and must be given again on resume (see params::resolve).
+    let mut stored_params = serde_json::Value::Object(values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect());
+    crate::secret::redact_json(&mut stored_params);
     let run_id = match &ctx.resume {
         Some(run) => {
             if run.runbook != decl.name {
@@ -142,6 +146,8 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         None => new_run_id(),
     };
     if let (Some(lock), Mode::Run) = (&decl.lock, ctx.mode) {
+        // Recorded before the write is awaited, so that a signal landing meanwhile still releases it.
+        ctx.st.borrow_mut().lock = Some((lock.clone(), run_id.clone()));
         match journal.acquire_lock(lock, &run_id, &ctx.me, super::lease_secs()).await.map_err(|e| ctx.raise(e.into()))? {
             LockOutcome::Acquired => {}
             LockOutcome::TakenOver(old) => ctx.out.emit(
@@ -150,34 +156,31 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), whose process is gone", old.run_id, old.owner.pid, old.owner.host)}),
             ),
             LockOutcome::Held(h) => {
+                ctx.st.borrow_mut().lock = None;
                 return Err(ctx.raise(Halt::LockHeld { name: lock.clone(), run_id: h.run_id, host: h.owner.host, pid: h.owner.pid }));
             }
         }
-        ctx.st.borrow_mut().lock = Some(lock.clone());
     }
-    let release_on_error = |ctx: &Rc<Ctx>| {
-        let lock = ctx.st.borrow_mut().lock.take();
-        let journal = journal.clone();
-        let run_id = run_id.clone();
-        async move {
-            if let Some(lock) = lock {
-                let _ = journal.release_lock(&lock, &run_id).await;
-            }
-        }
-    };
-    match &ctx.resume {
+    // Also recorded before the write is awaited: `finish` closes what this process owns.
+    ctx.st.borrow_mut().run_id = Some(run_id.clone());
+    let recorded = match &ctx.resume {
         Some(run) => {
             let next = if ctx.st.borrow().rollback_resume { RunStatus::RollingBack } else { RunStatus::Running };
-            let claimed = journal
-                .claim_run(&run.id, run.status, &run.owner, next, &ctx.me)
-                .await
-                .map_err(|e| ctx.raise(e.into()))?;
-            if !claimed {
-                release_on_error(&ctx).await;
-                return Err(ctx.raise(Halt::Declaration(format!(
+            let claim = Claim {
+                id: &run.id,
+                expected: run.status,
+                previous: &run.owner,
+                new_status: next,
+                me: &ctx.me,
+                lease_secs: super::lease_secs(),
+            };
+            match journal.claim_run(&claim).await {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(Halt::Declaration(format!(
                     "run {} was taken over by another process while starting; see `runbook show {}`",
                     run.id, run.id
-                ))));
+                ))),
+                Err(e) => Err(e.into()),
             }
         }
         None => {
@@ -204,16 +207,17 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 lease_secs: super::lease_secs(),
                 cancel_requested: false,
             };
-            if let Err(e) = journal.create_run(&record).await {
-                release_on_error(&ctx).await;
-                return Err(ctx.raise(e.into()));
-            }
+            journal.create_run(&record).await.map_err(Halt::from)
         }
+    };
+    if let Err(halt) = recorded {
+        ctx.st.borrow_mut().run_id = None;
+        return Err(ctx.raise(halt));
     }
     {
         let mut st = ctx.st.borrow_mut();
-        st.run_id = Some(run_id.clone());
         st.run_started = Some(Instant::now());
+        st.scrubbed_at = crate::secret::generation();
         st.heartbeat = Some(super::spawn_heartbeat(&ctx, run_id.clone(), journal.clone()));
     }
     ctx.out.attach(&run_id, journal);

@@ -107,6 +107,18 @@ impl From<crate::journal::JournalError> for Halt {
 pub enum StopReason {
     Signal(&'static str),
     CancelRequested,
+    /// Another process took the run over: this runner must stop without writing.
+    Lost,
+}
+
+impl StopReason {
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::Signal(s) => format!("interrupted by {s}"),
+            StopReason::CancelRequested => "cancelled by `runbook cancel`".into(),
+            StopReason::Lost => "taken over by another process".into(),
+        }
+    }
 }
 
 /// One undo to run on rollback.
@@ -139,9 +151,14 @@ pub(crate) struct State {
     /// Steps of this run as the journal knows them, updated as they change.
     records: HashMap<String, StepRecord>,
     rollback_resume: bool,
+    /// While resuming a rollback: completed steps whose undo is not registered yet.
+    replay_pending: std::collections::HashSet<String>,
     heartbeat: Option<tokio::task::JoinHandle<()>>,
-    lock: Option<String>,
+    /// The lock taken, and the run id it was taken for.
+    lock: Option<(String, String)>,
     run_started: Option<Instant>,
+    /// The redactor's generation when this run's journal rows were last known clean.
+    scrubbed_at: u64,
 }
 
 /// The engine's state for one evaluation, reachable from every Lua callback.
@@ -225,6 +242,30 @@ impl Ctx {
         }
     }
 
+    /// Steps, gates and primitives that wait (async) cannot run inside a coroutine the runbook
+    /// made itself: the engine could not resume it. Refused with a clear error.
+    pub fn refuse_in_coroutine(&self, lua: &Lua, what: &str) -> mlua::Result<()> {
+        let internal: mlua::Table = lua.named_registry_value("runbook.internal")?;
+        if internal.get::<i64>("coroutine_depth").unwrap_or(0) > 0 {
+            return Err(mlua::Error::runtime(format!(
+                "{what} cannot be called inside a coroutine; call it from the runbook's top level or a step"
+            )));
+        }
+        Ok(())
+    }
+
+    /// When a secret became known after the run started, scrubs what the run journaled so far.
+    pub(crate) async fn scrub_if_needed(&self) -> Result<(), crate::journal::JournalError> {
+        let generation = crate::secret::generation();
+        let (Some(run_id), Some(journal)) = (self.run_id(), self.journal.clone()) else { return Ok(()) };
+        if self.st.borrow().scrubbed_at == generation {
+            return Ok(());
+        }
+        journal.scrub_run(&run_id, crate::secret::redact_json).await?;
+        self.st.borrow_mut().scrubbed_at = generation;
+        Ok(())
+    }
+
     pub fn stop_requested(&self) -> Option<StopReason> {
         self.stop_tx.borrow().clone()
     }
@@ -239,10 +280,16 @@ pub struct Outcome {
     pub decl: Option<Declaration>,
     /// Problems found while evaluating in plan/check mode that do not make the runbook wrong.
     pub notes: Vec<String>,
+    /// An exit code other than the status's own (a lock refused inside a run, a rollback
+    /// interrupted by a signal).
+    pub exit: Option<u8>,
 }
 
 impl Outcome {
     pub fn exit_code(&self) -> u8 {
+        if let Some(code) = self.exit {
+            return code;
+        }
         match self.status {
             RunStatus::Succeeded | RunStatus::DryRun => exit::OK,
             RunStatus::WaitingApproval => exit::WAITING_APPROVAL,
@@ -274,6 +321,17 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     };
     let rollback_resume =
         resume.as_ref().is_some_and(|r| matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed));
+    let replay_pending = if rollback_resume {
+        records
+            .values()
+            .filter(|r: &&StepRecord| {
+                r.kind == crate::journal::StepKind::Step && r.status == crate::journal::StepStatus::Succeeded
+            })
+            .map(|r| r.name.clone())
+            .collect()
+    } else {
+        Default::default()
+    };
     let ctx = Rc::new(Ctx {
         mode: inv.mode,
         file: file.clone(),
@@ -288,7 +346,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         trigger: inv.trigger,
         resume,
         me: Owner::current(),
-        st: RefCell::new(State { records, rollback_resume, ..State::default() }),
+        st: RefCell::new(State { records, rollback_resume, replay_pending, ..State::default() }),
         stop_tx,
         deadline: Rc::new(Cell::new(None)),
     });
@@ -315,8 +373,8 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         r = func.call_async::<()>(()) => Some(r),
         _ = stop_rx.wait_for(|r| r.is_some()) => None,
     };
-    signals.abort();
     let outcome = finish(&lua, &ctx, result).await;
+    signals.abort();
     ctx.out.flush().await;
     if let Some(j) = &ctx.journal {
         j.close().await;
@@ -336,16 +394,24 @@ pub fn register_globals(lua: &Lua) -> mlua::Result<()> {
 
 fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     register_globals(lua)?;
+    // Checked every 20,000 instructions: a step's deadline, and a stop (signal, cancel), so that
+    // a runbook spinning in pure Lua still times out and still stops.
     let deadline = Rc::clone(&ctx.deadline);
-    lua.set_global_hook(HookTriggers::new().every_nth_instruction(20_000), move |_lua, _debug| match deadline.get() {
-        Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
-        _ => Ok(VmState::Continue),
+    let stop = ctx.stop_tx.subscribe();
+    lua.set_global_hook(HookTriggers::new().every_nth_instruction(20_000), move |_lua, _debug| {
+        if let Some(reason) = stop.borrow().clone() {
+            return Err(mlua::Error::external(Halt::Cancelled(reason.describe())));
+        }
+        match deadline.get() {
+            Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
+            _ => Ok(VmState::Continue),
+        }
     })?;
     Ok(())
 }
 
-/// SIGINT and SIGTERM stop the run gracefully: the running step is abandoned (its child
-/// processes killed), recorded as interrupted, and the run can be resumed.
+/// SIGINT and SIGTERM stop the run gracefully: the running step (or undo) is abandoned, its
+/// child processes killed, its record left as interrupted, and the run can be resumed.
 fn spawn_signal_watch(ctx: &Rc<Ctx>) -> tokio::task::JoinHandle<()> {
     let tx = ctx.stop_tx.clone();
     tokio::spawn(async move {
@@ -361,16 +427,22 @@ fn spawn_signal_watch(ctx: &Rc<Ctx>) -> tokio::task::JoinHandle<()> {
     })
 }
 
-/// Keeps the run's heartbeat (and its lock's) fresh, and notices `runbook cancel`.
+/// Keeps the run's heartbeat (and its lock's) fresh, notices `runbook cancel`, and stops the
+/// runner at once if another process took the run over.
 pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journal>) -> tokio::task::JoinHandle<()> {
     let tx = ctx.stop_tx.clone();
+    let me = ctx.me.clone();
     let every = std::time::Duration::from_millis((lease_secs() as u64 * 1000 / 3).max(200));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {
             tick.tick().await;
-            match journal.heartbeat(&run_id).await {
+            match journal.heartbeat(&run_id, &me).await {
+                Ok(beat) if !beat.owned => {
+                    tx.send_replace(Some(StopReason::Lost));
+                    return;
+                }
                 Ok(beat) if beat.cancel_requested => {
                     tx.send_replace(Some(StopReason::CancelRequested));
                 }
@@ -386,20 +458,22 @@ pub fn lease_secs() -> i64 {
     std::env::var("RUNBOOK_LEASE_SECS").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(30)
 }
 
+/// Releases the lock this evaluation took, if any (also when no run was recorded).
+async fn release_lock(ctx: &Ctx) {
+    let lock = ctx.st.borrow_mut().lock.take();
+    if let (Some((name, run_id)), Some(journal)) = (lock, &ctx.journal) {
+        if let Err(e) = journal.release_lock(&name, &run_id).await {
+            tracing::warn!("could not release lock '{name}': {e}");
+        }
+    }
+}
+
 /// Records how the evaluation ended, runs the rollback when due, and releases the lock.
 async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> Result<Outcome, Error> {
+    let stopped_by = ctx.stop_requested();
     let halt_kept = ctx.st.borrow_mut().halt.take();
     let (halt, failure): (Option<Halt>, Option<String>) = match result {
-        None => {
-            let reason = ctx.stop_requested().unwrap_or(StopReason::Signal("signal"));
-            (
-                Some(match reason {
-                    StopReason::Signal(s) => Halt::Cancelled(format!("interrupted by {s}")),
-                    StopReason::CancelRequested => Halt::Cancelled("cancelled by `runbook cancel`".into()),
-                }),
-                None,
-            )
-        }
+        None => (Some(Halt::Cancelled(stopped_by.clone().unwrap_or(StopReason::Signal("signal")).describe())), None),
         Some(Ok(())) => (halt_kept, None),
         Some(Err(e)) => match halt_kept.or_else(|| e.chain().find_map(|c| c.downcast_ref::<Halt>().cloned())) {
             Some(h) => (Some(h), None),
@@ -416,17 +490,17 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
             }
         },
     };
-    let stopped_by = ctx.stop_requested();
+    // Redacted before anything is written or printed.
+    let failure = match &halt {
+        Some(Halt::StepFailed { message, .. }) => Some(message.clone()),
+        _ => failure,
+    }
+    .map(|m| crate::secret::redact(&m).into_owned());
+    let interrupted = matches!(stopped_by, Some(StopReason::Signal(_)));
 
-    // Errors that mean the runbook or its inputs are wrong, before or without a run.
-    let run_id = ctx.run_id();
-    match &halt {
-        Some(Halt::Params(problems)) => return Err(Error::Params(problems.clone())),
-        Some(Halt::LockHeld { name, run_id, host, pid }) => {
-            return Err(Error::LockHeld { name: name.clone(), run_id: run_id.clone(), host: host.clone(), pid: *pid })
-        }
-        Some(Halt::Declaration(msg)) if run_id.is_none() => return Err(Error::Runbook(msg.clone())),
-        _ => {}
+    if matches!(stopped_by, Some(StopReason::Lost)) {
+        let id = ctx.run_id().unwrap_or_default();
+        return Err(Error::Io(format!("run {id} was taken over by another process (this runner looked dead); this runner stopped without recording more")));
     }
     if ctx.mode.is_static() {
         let st = ctx.st.borrow();
@@ -451,86 +525,112 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
             plan: st.plan.clone(),
             decl: st.decl.clone(),
             notes,
+            exit: None,
         });
     }
-    let Some(run_id) = run_id else {
-        // The runbook failed before declaring itself: nothing was journaled.
-        let msg = failure.or_else(|| halt.as_ref().map(|h| h.to_string())).unwrap_or_else(|| {
-            format!("{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}", ctx.file)
+    let Some(run_id) = ctx.run_id() else {
+        // Nothing was journaled for this run: report why.
+        release_lock(ctx).await;
+        if interrupted {
+            let why = stopped_by.map(|r| r.describe()).unwrap_or_default();
+            eprintln!("{}: {why} before the run started", ctx.file);
+            return Ok(Outcome {
+                run_id: None,
+                status: RunStatus::Interrupted,
+                plan: vec![],
+                decl: None,
+                notes: vec![],
+                exit: None,
+            });
+        }
+        return Err(match halt {
+            Some(Halt::Params(problems)) => Error::Params(problems),
+            Some(Halt::LockHeld { name, run_id, host, pid }) => Error::LockHeld { name, run_id, host, pid },
+            Some(Halt::Journal(msg)) => Error::Io(format!("journal: {msg}")),
+            Some(h) => Error::Runbook(failure.unwrap_or_else(|| h.to_string())),
+            None => Error::Runbook(failure.unwrap_or_else(|| {
+                format!(
+                    "{}: no runbook{{...}} declaration: a runbook starts with runbook {{ name = \"...\" }}",
+                    ctx.file
+                )
+            })),
         });
-        return Err(Error::Runbook(msg));
     };
     let Some(journal) = ctx.journal.clone() else {
         return Err(Error::Io("internal: a run without a journal".into()));
     };
+    let taken_over = |e: crate::journal::JournalError| match e {
+        crate::journal::JournalError::NotOwner(_) => Error::Io(e.to_string()),
+        other => Error::Journal(other),
+    };
 
-    // A step that was running when the run was stopped from outside.
-    let interrupted_step = ctx.st.borrow_mut().current_step.take();
-    if let (Some(step), Some(reason)) = (interrupted_step, &stopped_by) {
+    // A step that was running when the run was stopped from outside stays `running` (so a
+    // resume continues its retry budget), with the reason.
+    let cut_off = ctx.st.borrow_mut().current_step.take();
+    if let (Some(step), Some(reason)) = (cut_off, &stopped_by) {
         let rec = ctx.st.borrow().records.get(&step).cloned();
         if let Some(mut rec) = rec {
-            rec.status = crate::journal::StepStatus::Failed;
-            rec.error = Some(match reason {
-                StopReason::Signal(s) => format!("interrupted by {s}"),
-                StopReason::CancelRequested => "cancelled".into(),
-            });
-            rec.finished_at = Some(crate::journal::now_ts());
-            let _ = journal.put_step(&run_id, &rec).await;
+            let ms = rec
+                .started_at
+                .as_deref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| chrono::Utc::now().signed_duration_since(t).num_milliseconds().max(0));
+            rec.status = crate::journal::StepStatus::Running;
+            rec.error = Some(reason.describe());
+            rec.duration_ms = ms;
+            journal.put_step(&run_id, &ctx.me, &rec).await.map_err(taken_over)?;
             ctx.out.emit(
                 "step_finished",
                 Some(&step),
-                json!({"status": "failed", "error": rec.error, "attempt": rec.attempts}),
+                json!({"status": "interrupted", "error": rec.error, "attempt": rec.attempts, "duration_ms": ms}),
             );
         }
     }
 
     let rollback_auto = ctx.st.borrow().decl.as_ref().is_some_and(|d| d.rollback_auto());
     let rollback_resume = ctx.st.borrow().rollback_resume;
-    let failure = match &halt {
-        Some(Halt::StepFailed { message, .. }) => Some(message.clone()),
-        _ => failure,
-    };
-    let (status, error, code_override) = match (&halt, failure) {
+    let (status, error, exit_override) = match (&halt, failure) {
         (Some(Halt::WaitingApproval(msg)), _) => {
             (RunStatus::WaitingApproval, Some(format!("waiting for approval: {msg}")), None)
         }
-        (Some(Halt::Cancelled(msg)), _) => match stopped_by {
-            Some(StopReason::Signal(_)) => (RunStatus::Interrupted, Some(msg.clone()), None),
-            _ => (RunStatus::Cancelled, Some(msg.clone()), None),
-        },
+        (Some(Halt::Cancelled(msg)), _) if interrupted => (RunStatus::Interrupted, Some(msg.clone()), None),
+        (Some(Halt::Cancelled(msg)), _) => (RunStatus::Cancelled, Some(msg.clone()), None),
         (Some(Halt::Journal(msg)), _) => (RunStatus::Failed, Some(format!("journal: {msg}")), None),
         (Some(Halt::Declaration(msg)), _) => (RunStatus::Failed, Some(msg.clone()), Some(exit::USAGE)),
-        (Some(Halt::RollbackNow), _) => {
-            let st = rollback(lua, ctx, &journal, &run_id).await;
-            (st, None, None)
-        }
+        (Some(h @ Halt::Params(_)), _) => (RunStatus::Failed, Some(h.to_string()), Some(exit::USAGE)),
+        (Some(h @ Halt::LockHeld { .. }), _) => (RunStatus::Failed, Some(h.to_string()), Some(exit::LOCK_HELD)),
+        (Some(Halt::RollbackNow), _) => (rollback(lua, ctx, &journal, &run_id).await.map_err(taken_over)?, None, None),
         (Some(Halt::StepFailed { .. }) | None, Some(message)) => {
             if rollback_auto || rollback_resume {
-                journal.set_run_status(&run_id, RunStatus::RollingBack, Some(&message)).await?;
-                let st = rollback(lua, ctx, &journal, &run_id).await;
-                (st, Some(message), None)
+                journal
+                    .set_run_status(&run_id, &ctx.me, RunStatus::RollingBack, Some(&message))
+                    .await
+                    .map_err(taken_over)?;
+                (rollback(lua, ctx, &journal, &run_id).await.map_err(taken_over)?, Some(message), None)
             } else {
                 (RunStatus::Failed, Some(message), None)
             }
         }
-        (Some(h @ (Halt::Params(_) | Halt::LockHeld { .. })), _) => (RunStatus::Failed, Some(h.to_string()), None),
         (Some(Halt::StepFailed { .. }), None) => (RunStatus::Failed, None, None),
         (None, None) if rollback_resume => {
-            let st = rollback(lua, ctx, &journal, &run_id).await;
-            (st, None, None)
+            (rollback(lua, ctx, &journal, &run_id).await.map_err(taken_over)?, None, None)
         }
         (None, None) if ctx.mode == Mode::DryRun => (RunStatus::DryRun, None, None),
         (None, None) => (RunStatus::Succeeded, None, None),
     };
-    let error = error.map(|e| crate::secret::redact(&e).into_owned());
+    // A rollback stopped by a signal stays `rolling_back`: resuming continues it.
+    let exit_override = if status == RunStatus::RollingBack { Some(exit::INTERRUPTED) } else { exit_override };
+    // A resumed rollback keeps the failure that started it.
+    let error = error
+        .or_else(|| if rollback_resume { ctx.resume.as_ref().and_then(|r| r.error.clone()) } else { None })
+        .map(|e| crate::secret::redact(&e).into_owned());
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
     }
-    journal.finish_run(&run_id, status, error.as_deref()).await?;
-    let lock = ctx.st.borrow_mut().lock.take();
-    if let Some(lock) = lock {
-        journal.release_lock(&lock, &run_id).await?;
-    }
+    ctx.out.flush().await;
+    ctx.scrub_if_needed().await.map_err(taken_over)?;
+    journal.finish_run(&run_id, &ctx.me, status, error.as_deref()).await.map_err(taken_over)?;
+    release_lock(ctx).await;
     let elapsed = ctx.st.borrow().run_started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
     let summary = {
         let st = ctx.st.borrow();
@@ -540,22 +640,17 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     ctx.out.emit("run_finished", None, summary);
     if !ctx.out.is_json() {
         // An error returned to the caller is printed by it; print the others here.
-        let shown = if code_override.is_some() { None } else { error.as_deref() };
+        let shown = if exit_override == Some(exit::USAGE) { None } else { error.as_deref() };
         print_summary(ctx, &run_id, status, elapsed, shown);
     }
-    if let Some(code) = code_override {
-        if let Some(e) = error {
-            return Err(match code {
-                exit::USAGE => Error::Runbook(e),
-                _ => Error::Io(e),
-            });
-        }
+    if let (Some(exit::USAGE), Some(e)) = (exit_override, &error) {
+        return Err(Error::Runbook(e.clone()));
     }
     let (plan, decl) = {
         let st = ctx.st.borrow();
         (st.plan.clone(), st.decl.clone())
     };
-    Ok(Outcome { run_id: Some(run_id), status, plan, decl, notes: Vec::new() })
+    Ok(Outcome { run_id: Some(run_id), status, plan, decl, notes: Vec::new(), exit: exit_override })
 }
 
 fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, error: Option<&str>) {
@@ -593,12 +688,22 @@ fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, er
 }
 
 /// Runs the undo of every completed step in reverse order, each journaled; an undo recorded as
-/// done is never run again.
-async fn rollback(lua: &Lua, ctx: &Rc<Ctx>, journal: &Arc<dyn Journal>, run_id: &str) -> RunStatus {
+/// done is never run again. A signal or a cancel stops it between or during undos: the run
+/// stays `rolling_back` and a resume continues it (an undo cut off midway runs again).
+async fn rollback(
+    lua: &Lua,
+    ctx: &Rc<Ctx>,
+    journal: &Arc<dyn Journal>,
+    run_id: &str,
+) -> Result<RunStatus, crate::journal::JournalError> {
     let entries = std::mem::take(&mut ctx.st.borrow_mut().undo);
-    let _ = journal.set_run_status(run_id, RunStatus::RollingBack, None).await;
+    journal.set_run_status(run_id, &ctx.me, RunStatus::RollingBack, None).await?;
     ctx.out.emit("rollback_started", None, json!({"steps": entries.len()}));
+    let mut stop = ctx.stop_tx.subscribe();
     for entry in entries.into_iter().rev() {
+        if ctx.stop_requested().is_some() {
+            return Ok(RunStatus::RollingBack);
+        }
         let rec = ctx.st.borrow().records.get(&entry.step).cloned();
         let Some(mut rec) = rec else { continue };
         if rec.undo_status.as_deref() == Some("done") {
@@ -606,28 +711,37 @@ async fn rollback(lua: &Lua, ctx: &Rc<Ctx>, journal: &Arc<dyn Journal>, run_id: 
             continue;
         }
         rec.undo_status = Some("running".into());
-        if let Err(e) = journal.put_step(run_id, &rec).await {
-            tracing::error!("cannot journal undo of '{}': {e}", entry.step);
-            return RunStatus::RollbackFailed;
-        }
+        journal.put_step(run_id, &ctx.me, &rec).await?;
         ctx.st.borrow_mut().current_step = Some(format!("undo {}", entry.step));
         let arg = crate::lua::convert::from_json(lua, &entry.result).unwrap_or(Value::Nil);
         let started = Instant::now();
-        let res = entry.func.call_async::<()>(arg).await;
+        let res = tokio::select! {
+            r = entry.func.call_async::<()>(arg) => Some(r),
+            _ = stop.wait_for(|r| r.is_some()) => None,
+        };
         ctx.st.borrow_mut().current_step = None;
+        let ms = started.elapsed().as_millis() as u64;
         match res {
-            Ok(()) => {
-                rec.undo_status = Some("done".into());
-                rec.undo_error = None;
-                let _ = journal.put_step(run_id, &rec).await;
-                ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
+            None => {
+                let why = ctx.stop_requested().map(|r| r.describe()).unwrap_or_default();
                 ctx.out.emit(
                     "undo_finished",
                     Some(&entry.step),
-                    json!({"status": "done", "duration_ms": started.elapsed().as_millis() as u64}),
+                    json!({"status": "interrupted", "error": why, "duration_ms": ms}),
                 );
+                return Ok(RunStatus::RollingBack);
             }
-            Err(e) => {
+            Some(Ok(())) => {
+                rec.undo_status = Some("done".into());
+                rec.undo_error = None;
+                journal.put_step(run_id, &ctx.me, &rec).await?;
+                ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
+                ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "done", "duration_ms": ms}));
+            }
+            Some(Err(e)) => {
+                if e.chain().any(|c| matches!(c.downcast_ref::<Halt>(), Some(Halt::Cancelled(_)))) {
+                    return Ok(RunStatus::RollingBack);
+                }
                 let (msg, loc) = errors::describe(&e);
                 let msg = match loc {
                     Some(l) => format!("{l}: undo of step '{}': {msg}", entry.step),
@@ -636,11 +750,16 @@ async fn rollback(lua: &Lua, ctx: &Rc<Ctx>, journal: &Arc<dyn Journal>, run_id: 
                 let msg = crate::secret::redact(&msg).into_owned();
                 rec.undo_status = Some("failed".into());
                 rec.undo_error = Some(msg.clone());
-                let _ = journal.put_step(run_id, &rec).await;
-                ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "failed", "error": msg}));
-                return RunStatus::RollbackFailed;
+                journal.put_step(run_id, &ctx.me, &rec).await?;
+                ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
+                ctx.out.emit(
+                    "undo_finished",
+                    Some(&entry.step),
+                    json!({"status": "failed", "error": msg, "duration_ms": ms}),
+                );
+                return Ok(RunStatus::RollbackFailed);
             }
         }
     }
-    RunStatus::RolledBack
+    Ok(RunStatus::RolledBack)
 }

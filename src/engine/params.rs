@@ -253,7 +253,13 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
         }
     }
     for spec in specs {
-        let stored = src.stored.and_then(|s| s.get(&spec.name)).filter(|_| spec.ty != ParamType::Secret).cloned();
+        // Secrets are never stored; a plain value that held a secret's value was stored
+        // redacted: both must be given again.
+        let stored = src
+            .stored
+            .and_then(|s| s.get(&spec.name))
+            .filter(|v| spec.ty != ParamType::Secret && !v.to_string().contains("<secret:"))
+            .cloned();
         let cli = src.cli.iter().rev().find(|(k, _)| k == &spec.name).map(|(_, v)| v.clone());
         let file = src.file.and_then(|f| f.get(&spec.name)).cloned();
         if let (Some(stored), true) = (&stored, cli.is_some() || file.is_some()) {
@@ -292,7 +298,7 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
                     Some(var) => format!("-p {}=... or the environment variable {var}", spec.name),
                     None => format!("-p {}=...", spec.name),
                 };
-                let resumed = if src.stored.is_some() && spec.ty == ParamType::Secret {
+                let resumed = if src.stored.is_some() {
                     " (secrets are not stored in the journal: give it again to resume)"
                 } else {
                     ""

@@ -11,6 +11,9 @@ use crate::lua::convert;
 use crate::lua::errors::{self, Location};
 use crate::secret::{redact, redact_json};
 
+/// Approval gates are journaled as rows named `approve: MESSAGE`; steps may not use the prefix.
+const GATE_PREFIX: &str = "approve: ";
+
 /// A step or gate as `plan` lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanEntry {
@@ -57,12 +60,7 @@ struct StepOpts {
 const OPTION_KEYS: &[&str] = &["description", "retries", "backoff", "timeout", "when", "continue_on_error", "undo"];
 
 fn duration_value(v: &Value, what: &str) -> Result<Duration, String> {
-    match v {
-        Value::String(s) => crate::duration::parse(&s.to_string_lossy()).map_err(|e| format!("{what}: {e}")),
-        Value::Integer(i) if *i >= 0 => Ok(Duration::from_secs(*i as u64)),
-        Value::Number(n) if *n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(*n)),
-        other => Err(format!("{what}: expected a duration such as \"30s\", got a {}", other.type_name())),
-    }
+    crate::duration::from_lua(v).map_err(|e| format!("{what}: {e}"))
 }
 
 fn parse_opts(t: Option<Table>) -> Result<StepOpts, String> {
@@ -174,8 +172,9 @@ fn option_summary(o: &StepOpts) -> Vec<String> {
 
 /// Common checks before a step or a gate: the runbook is declared, nothing is nested, the run
 /// has not been halted.
-fn enter(ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
+fn enter(lua: &Lua, ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
     ctx.check_halt()?;
+    ctx.refuse_in_coroutine(lua, what)?;
     if ctx.st.borrow().decl.is_none() {
         return Err(
             ctx.raise(Halt::Declaration(format!("{loc}: {what} before runbook{{...}}: declare the runbook first")))
@@ -212,9 +211,19 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             ))))
         }
     };
-    enter(&ctx, &format!("step '{name}'"), &loc)?;
+    enter(&lua, &ctx, &format!("step '{name}'"), &loc)?;
     if name.trim().is_empty() || name.len() > 200 {
         return Err(ctx.raise(Halt::Declaration(format!("{loc}: a step name is 1 to 200 characters"))));
+    }
+    if name.starts_with(GATE_PREFIX) {
+        return Err(ctx.raise(Halt::Declaration(format!(
+            "{loc}: step names cannot start with \"{GATE_PREFIX}\" (approval gates are journaled under it)"
+        ))));
+    }
+    if crate::secret::redact(&name) != name {
+        return Err(ctx.raise(Halt::Declaration(format!(
+            "{loc}: a step name contains the value of a secret; names are shown and stored in clear: name the step without it"
+        ))));
     }
     let first = ctx.st.borrow().seen.get(&name).cloned();
     if let Some(first) = first {
@@ -252,14 +261,26 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         if let (Some(undo), StepStatus::Succeeded) = (&opts.undo, prior.status) {
             ctx.st.borrow_mut().undo.push(UndoEntry { step: name.clone(), func: undo.clone(), result });
         }
-        ctx.st.borrow_mut().counts.recorded += 1;
+        {
+            let mut st = ctx.st.borrow_mut();
+            st.counts.recorded += 1;
+            st.replay_pending.remove(&name);
+        }
         ctx.out.emit("step_recorded", Some(&name), json!({"status": prior.status.as_str(), "attempt": prior.attempts}));
         return Ok(value);
     }
     if ctx.st.borrow().rollback_resume {
-        return Err(ctx.raise(Halt::RollbackNow));
+        // Resuming a rollback: replay until every step recorded as completed has registered its
+        // undo (steps that failed or never ran in between are passed over, returning nil), then
+        // roll back.
+        if ctx.st.borrow().replay_pending.is_empty() {
+            return Err(ctx.raise(Halt::RollbackNow));
+        }
+        ctx.out.emit("step_recorded", Some(&name), json!({"status": "not_run", "note": "rolling back: not run"}));
+        return Ok(Value::Nil);
     }
 
+    ctx.scrub_if_needed().await.map_err(|e| ctx.raise(e.into()))?;
     let mut rec = prior
         .clone()
         .unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Step, StepStatus::Running, Some(loc.line as i64)));
@@ -271,7 +292,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         let rec = rec.clone();
         let ctx = ctx.clone();
         async move {
-            journal.put_step(&run_id, &rec).await.map_err(|e| ctx.raise(e.into()))?;
+            journal.put_step(&run_id, &ctx.me, &rec).await.map_err(|e| ctx.raise(e.into()))?;
             ctx.st.borrow_mut().records.insert(rec.name.clone(), rec);
             Ok::<(), mlua::Error>(())
         }
@@ -281,8 +302,19 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         When::Always => true,
         When::Flag(b) => *b,
         When::Func(f) => {
-            let v: Value = f.call_async(()).await.map_err(|e| step_error(&ctx, &name, &loc, &e, "when"))?;
-            !matches!(v, Value::Nil | Value::Boolean(false))
+            // Nothing may nest inside `when` either: it decides, it does not act.
+            ctx.st.borrow_mut().current_step = Some(name.clone());
+            let v = f.call_async::<Value>(()).await;
+            ctx.st.borrow_mut().current_step = None;
+            match v {
+                Ok(v) => !matches!(v, Value::Nil | Value::Boolean(false)),
+                Err(e) => {
+                    if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<Halt>()).filter(|h| h.is_hard()) {
+                        return Err(ctx.raise(h.clone()));
+                    }
+                    return Err(step_error(&ctx, &name, &loc, &e, "when"));
+                }
+            }
         }
     };
     if !run_it {
@@ -326,7 +358,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         let started = Instant::now();
         let outcome = match opts.timeout {
             Some(limit) => {
-                ctx.deadline.set(Some(started + limit));
+                ctx.deadline.set(started.checked_add(limit));
                 let r = tokio::time::timeout(limit, func.call_async::<Value>(attempt)).await;
                 ctx.deadline.set(None);
                 match r {
@@ -369,6 +401,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             },
             Err(e) => {
                 if let Some(h) = e.chain().find_map(|c| c.downcast_ref::<Halt>()).filter(|h| h.is_hard()) {
+                    ctx.st.borrow_mut().current_step = Some(name.clone());
                     return Err(ctx.raise(h.clone()));
                 }
                 (format_failure(&ctx, &name, &loc, &e), true)
@@ -436,15 +469,17 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
             ))))
         }
     };
-    enter(&ctx, "approve()", &loc)?;
+    enter(&lua, &ctx, "approve()", &loc)?;
+    // Gate messages are shown and stored: never with a secret's value in them.
+    let message = crate::secret::redact(&message).into_owned();
     let name = {
         let mut st = ctx.st.borrow_mut();
         let n = st.gates.entry(message.clone()).or_insert(0);
         *n += 1;
         if *n == 1 {
-            format!("approve: {message}")
+            format!("{GATE_PREFIX}{message}")
         } else {
-            format!("approve: {message} ({n})")
+            format!("{GATE_PREFIX}{message} ({n})")
         }
     };
     let seq = {
@@ -472,6 +507,13 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     let run_id = ctx.run_id().ok_or_else(|| mlua::Error::runtime("no run"))?;
     let journal = ctx.journal.clone().ok_or_else(|| mlua::Error::runtime("no journal"))?;
     let prior = ctx.st.borrow().records.get(&name).cloned();
+    if ctx.st.borrow().rollback_resume && prior.as_ref().is_none_or(|p| p.status != StepStatus::Approved) {
+        // Resuming a rollback never asks: replay on while completed steps remain, else roll back.
+        if ctx.st.borrow().replay_pending.is_empty() {
+            return Err(ctx.raise(Halt::RollbackNow));
+        }
+        return Ok(true);
+    }
     if let Some(p) = prior.as_ref().filter(|p| p.status == StepStatus::Approved) {
         ctx.st.borrow_mut().counts.recorded += 1;
         ctx.out.emit(
@@ -500,7 +542,7 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
             rec.status = if approved { StepStatus::Approved } else { StepStatus::Declined };
             rec.actor = Some(actor.clone());
             rec.finished_at = Some(now_ts());
-            journal.put_step(&run_id, &rec).await.map_err(|e| ctx.raise(e.into()))?;
+            journal.put_step(&run_id, &ctx.me, &rec).await.map_err(|e| ctx.raise(e.into()))?;
             ctx.st.borrow_mut().records.insert(name.clone(), rec);
             let status = if approved { "approved" } else { "declined" };
             ctx.out.emit(
@@ -516,7 +558,7 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
         }
         None => {
             rec.status = StepStatus::Waiting;
-            journal.put_step(&run_id, &rec).await.map_err(|e| ctx.raise(e.into()))?;
+            journal.put_step(&run_id, &ctx.me, &rec).await.map_err(|e| ctx.raise(e.into()))?;
             ctx.st.borrow_mut().records.insert(name.clone(), rec);
             ctx.out.emit("approval", Some(&name), json!({"status": "waiting", "message": message, "run_id": run_id}));
             Err(ctx.raise(Halt::WaitingApproval(message)))

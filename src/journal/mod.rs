@@ -29,6 +29,9 @@ pub enum JournalError {
     Ambiguous(String, String),
     #[error("journal row is not valid: {0}")]
     Corrupt(String),
+    /// Another process took the run over (its runner looked dead); this one must stop.
+    #[error("run {0} was taken over by another process; this runner stops")]
+    NotOwner(String),
 }
 
 pub type JResult<T> = Result<T, JournalError>;
@@ -223,15 +226,17 @@ impl RunRecord {
         }
     }
 
+    /// Whether the run's process is gone. On this host only the pid decides (a stopped or
+    /// overloaded runner with a late heartbeat is still alive); on another host, the heartbeat.
     pub fn is_orphaned(&self) -> bool {
-        if self.owner.is_dead_here() {
-            return true;
+        if self.owner.host == crate::process::hostname() {
+            return self.owner.is_dead_here();
         }
         let Ok(beat) = chrono::DateTime::parse_from_rfc3339(&self.heartbeat_at) else {
             return true;
         };
         let age = chrono::Utc::now().signed_duration_since(beat);
-        age.num_seconds() > self.lease_secs
+        age.num_milliseconds() > self.lease_secs * 1000
     }
 }
 
@@ -291,6 +296,16 @@ pub struct EventRecord {
     pub data: serde_json::Value,
 }
 
+/// A compare-and-swap takeover of a run by a resuming process.
+pub struct Claim<'a> {
+    pub id: &'a str,
+    pub expected: RunStatus,
+    pub previous: &'a Owner,
+    pub new_status: RunStatus,
+    pub me: &'a Owner,
+    pub lease_secs: i64,
+}
+
 /// Who holds a lock, when it is refused.
 #[derive(Debug, Clone)]
 pub struct LockHolder {
@@ -317,6 +332,8 @@ pub struct RunFilter {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Beat {
     pub cancel_requested: bool,
+    /// False when another process took the run over: the runner must stop at once.
+    pub owned: bool,
 }
 
 #[async_trait]
@@ -330,25 +347,35 @@ pub trait Journal: Send + Sync {
     async fn runs(&self, filter: &RunFilter) -> JResult<Vec<RunRecord>>;
     /// Takes over a run for this process, provided it is still in `expected` status and owned by
     /// `previous` (compare-and-swap): two resumes of one run never both proceed.
-    async fn claim_run(
+    async fn claim_run(&self, claim: &Claim<'_>) -> JResult<bool>;
+    /// Sets the status of a run this process owns (else [`JournalError::NotOwner`]).
+    async fn set_run_status(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()>;
+    /// Finishes a run this process owns: status, error, finished_at.
+    async fn finish_run(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()>;
+    /// Closes a run no process is working on (cancel), if it is still in `expected` status and
+    /// owned by `previous`.
+    async fn close_stopped_run(
         &self,
         id: &str,
         expected: RunStatus,
         previous: &Owner,
-        new_status: RunStatus,
-        me: &Owner,
+        status: RunStatus,
+        error: &str,
     ) -> JResult<bool>;
-    async fn set_run_status(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;
-    /// Finishes a run: status, error, finished_at.
-    async fn finish_run(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()>;
-    async fn heartbeat(&self, id: &str) -> JResult<Beat>;
+    async fn heartbeat(&self, id: &str, me: &Owner) -> JResult<Beat>;
     async fn request_cancel(&self, id: &str) -> JResult<()>;
     async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>>;
-    async fn put_step(&self, run_id: &str, step: &StepRecord) -> JResult<()>;
+    /// Writes a step of a run this process owns (else [`JournalError::NotOwner`]).
+    async fn put_step(&self, run_id: &str, me: &Owner, step: &StepRecord) -> JResult<()>;
+    /// Approves the gate a waiting run stopped at (compare-and-swap on both).
+    async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool>;
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;
     async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>>;
     async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome>;
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
+    /// Re-applies `scrub` to what a run already journaled (its params, error, events), after a
+    /// secret became known midway through the run.
+    async fn scrub_run(&self, run_id: &str, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()>;
     /// Waits for every write to reach the database and closes it.
     async fn close(&self);
 }

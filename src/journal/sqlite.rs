@@ -72,6 +72,9 @@ impl SqliteJournal {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(30))
+            // Overwritten and deleted content is zeroed, so a value scrubbed after the fact
+            // (a secret that became known midway) does not linger in free pages.
+            .pragma("secure_delete", "ON")
             .foreign_keys(true);
         let mut conn = options.connect().await.map_err(|e| fail(e.to_string()))?;
         MIGRATOR.run(&mut conn).await?;
@@ -107,6 +110,14 @@ impl Drop for FileLock {
         unsafe {
             libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
         }
+    }
+}
+
+fn owned(rows: u64, run_id: &str) -> JResult<()> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(JournalError::NotOwner(run_id.to_string()))
     }
 }
 
@@ -252,23 +263,74 @@ impl Journal for SqliteJournal {
         rows.iter().map(run_from_row).collect()
     }
 
-    async fn claim_run(
+    async fn claim_run(&self, c: &Claim<'_>) -> JResult<bool> {
+        let now = now_ts();
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, host = ?, pid = ?, pid_start = ?, heartbeat_at = ?, lease_secs = ?,
+                    finished_at = NULL, cancel_requested = 0
+             WHERE id = ? AND status = ? AND host = ? AND pid = ?",
+        )
+        .bind(c.new_status.as_str())
+        .bind(&c.me.host)
+        .bind(c.me.pid)
+        .bind(c.me.pid_start)
+        .bind(&now)
+        .bind(c.lease_secs)
+        .bind(c.id)
+        .bind(c.expected.as_str())
+        .bind(&c.previous.host)
+        .bind(c.previous.pid)
+        .execute(&mut *self.db().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_run_status(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, error = COALESCE(?, error), heartbeat_at = ? WHERE id = ? AND host = ? AND pid = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(now_ts())
+        .bind(id)
+        .bind(&me.host)
+        .bind(me.pid)
+        .execute(&mut *self.db().await?)
+        .await?;
+        owned(done.rows_affected(), id)
+    }
+
+    async fn finish_run(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        let now = now_ts();
+        let done = sqlx::query(
+            "UPDATE runs SET status = ?, error = ?, finished_at = ?, heartbeat_at = ? WHERE id = ? AND host = ? AND pid = ?",
+        )
+        .bind(status.as_str())
+        .bind(error)
+        .bind(&now)
+        .bind(&now)
+        .bind(id)
+        .bind(&me.host)
+        .bind(me.pid)
+        .execute(&mut *self.db().await?)
+        .await?;
+        owned(done.rows_affected(), id)
+    }
+
+    async fn close_stopped_run(
         &self,
         id: &str,
         expected: RunStatus,
         previous: &Owner,
-        new_status: RunStatus,
-        me: &Owner,
+        status: RunStatus,
+        error: &str,
     ) -> JResult<bool> {
         let now = now_ts();
         let done = sqlx::query(
-            "UPDATE runs SET status = ?, host = ?, pid = ?, pid_start = ?, heartbeat_at = ?, finished_at = NULL, error = NULL, cancel_requested = 0
-             WHERE id = ? AND status = ? AND host = ? AND pid = ?",
+            "UPDATE runs SET status = ?, error = ?, finished_at = ? WHERE id = ? AND status = ? AND host = ? AND pid = ?",
         )
-        .bind(new_status.as_str())
-        .bind(&me.host)
-        .bind(me.pid)
-        .bind(me.pid_start)
+        .bind(status.as_str())
+        .bind(error)
         .bind(&now)
         .bind(id)
         .bind(expected.as_str())
@@ -279,47 +341,26 @@ impl Journal for SqliteJournal {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn set_run_status(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()> {
-        sqlx::query("UPDATE runs SET status = ?, error = COALESCE(?, error), heartbeat_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(now_ts())
-            .bind(id)
-            .execute(&mut *self.db().await?)
-            .await?;
-        Ok(())
-    }
-
-    async fn finish_run(&self, id: &str, status: RunStatus, error: Option<&str>) -> JResult<()> {
+    async fn heartbeat(&self, id: &str, me: &Owner) -> JResult<Beat> {
         let now = now_ts();
-        sqlx::query("UPDATE runs SET status = ?, error = ?, finished_at = ?, heartbeat_at = ? WHERE id = ?")
-            .bind(status.as_str())
-            .bind(error)
-            .bind(&now)
+        let row = sqlx::query(
+            "UPDATE runs SET heartbeat_at = ? WHERE id = ? AND host = ? AND pid = ? RETURNING cancel_requested",
+        )
+        .bind(&now)
+        .bind(id)
+        .bind(&me.host)
+        .bind(me.pid)
+        .fetch_optional(&mut *self.db().await?)
+        .await?;
+        let Some(row) = row else { return Ok(Beat { cancel_requested: false, owned: false }) };
+        sqlx::query("UPDATE locks SET heartbeat_at = ? WHERE run_id = ? AND host = ? AND pid = ?")
             .bind(&now)
             .bind(id)
+            .bind(&me.host)
+            .bind(me.pid)
             .execute(&mut *self.db().await?)
             .await?;
-        Ok(())
-    }
-
-    async fn heartbeat(&self, id: &str) -> JResult<Beat> {
-        let now = now_ts();
-        let row = sqlx::query("UPDATE runs SET heartbeat_at = ? WHERE id = ? RETURNING cancel_requested")
-            .bind(&now)
-            .bind(id)
-            .fetch_optional(&mut *self.db().await?)
-            .await?;
-        sqlx::query("UPDATE locks SET heartbeat_at = ? WHERE run_id = ?")
-            .bind(&now)
-            .bind(id)
-            .execute(&mut *self.db().await?)
-            .await?;
-        let cancel_requested = match row {
-            Some(row) => row.try_get::<i64, _>(0)? != 0,
-            None => false,
-        };
-        Ok(Beat { cancel_requested })
+        Ok(Beat { cancel_requested: row.try_get::<i64, _>(0)? != 0, owned: true })
     }
 
     async fn request_cancel(&self, id: &str) -> JResult<()> {
@@ -338,10 +379,13 @@ impl Journal for SqliteJournal {
         rows.iter().map(step_from_row).collect()
     }
 
-    async fn put_step(&self, run_id: &str, s: &StepRecord) -> JResult<()> {
-        sqlx::query(
+    async fn put_step(&self, run_id: &str, me: &Owner, s: &StepRecord) -> JResult<()> {
+        // Written only while this process owns the run: a runner that was taken over (it looked
+        // dead) cannot record anything after the new owner started.
+        let done = sqlx::query(
             "INSERT INTO steps (run_id, name, seq, kind, status, attempts, budget_base, line, started_at, finished_at, duration_ms, next_attempt_at, result, error, undo_status, undo_error, actor)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND host = ? AND pid = ?)
              ON CONFLICT (run_id, name) DO UPDATE SET
                seq = excluded.seq, kind = excluded.kind, status = excluded.status, attempts = excluded.attempts,
                budget_base = excluded.budget_base, line = excluded.line, started_at = excluded.started_at,
@@ -369,9 +413,28 @@ impl Journal for SqliteJournal {
         .bind(&s.undo_status)
         .bind(&s.undo_error)
         .bind(&s.actor)
+        .bind(run_id)
+        .bind(&me.host)
+        .bind(me.pid)
         .execute(&mut *self.db().await?)
         .await?;
-        Ok(())
+        owned(done.rows_affected(), run_id)
+    }
+
+    async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool> {
+        let done = sqlx::query(
+            "UPDATE steps SET status = 'approved', actor = ?, finished_at = ?
+             WHERE run_id = ? AND name = ? AND kind = 'approval' AND status = 'waiting'
+               AND EXISTS (SELECT 1 FROM runs WHERE id = ? AND status = 'waiting_approval')",
+        )
+        .bind(actor)
+        .bind(now_ts())
+        .bind(run_id)
+        .bind(gate)
+        .bind(run_id)
+        .execute(&mut *self.db().await?)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()> {
@@ -452,15 +515,20 @@ impl Journal for SqliteJournal {
             if holder.run_id == run_id && holder.owner.host == me.host && holder.owner.pid == me.pid {
                 return Ok(LockOutcome::Acquired);
             }
-            let stale = chrono::DateTime::parse_from_rfc3339(&holder.heartbeat_at)
-                .map(|beat| chrono::Utc::now().signed_duration_since(beat).num_seconds() > held_lease)
-                .unwrap_or(true);
-            if !(holder.owner.is_dead_here() || stale) {
+            // On this host the pid decides; across hosts, the heartbeat.
+            let gone = if holder.owner.host == me.host {
+                holder.owner.is_dead_here()
+            } else {
+                chrono::DateTime::parse_from_rfc3339(&holder.heartbeat_at)
+                    .map(|beat| chrono::Utc::now().signed_duration_since(beat).num_milliseconds() > held_lease * 1000)
+                    .unwrap_or(true)
+            };
+            if !gone {
                 return Ok(LockOutcome::Held(holder));
             }
             let swapped = sqlx::query(
                 "UPDATE locks SET run_id = ?, host = ?, pid = ?, pid_start = ?, acquired_at = ?, heartbeat_at = ?, lease_secs = ?
-                 WHERE name = ? AND run_id = ? AND host = ? AND pid = ?",
+                 WHERE name = ? AND run_id = ? AND host = ? AND pid = ? AND heartbeat_at = ?",
             )
             .bind(run_id)
             .bind(&me.host)
@@ -473,6 +541,7 @@ impl Journal for SqliteJournal {
             .bind(&holder.run_id)
             .bind(&holder.owner.host)
             .bind(holder.owner.pid)
+            .bind(&holder.heartbeat_at)
             .execute(&mut *self.db().await?)
             .await?;
             if swapped.rows_affected() == 1 {
@@ -488,6 +557,46 @@ impl Journal for SqliteJournal {
             .bind(run_id)
             .execute(&mut *self.db().await?)
             .await?;
+        Ok(())
+    }
+
+    async fn scrub_run(&self, run_id: &str, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()> {
+        let mut db = self.db().await?;
+        let row =
+            sqlx::query("SELECT params, error FROM runs WHERE id = ?").bind(run_id).fetch_optional(&mut *db).await?;
+        if let Some(row) = row {
+            let params: String = row.try_get("params")?;
+            let error: Option<String> = row.try_get("error")?;
+            let mut p: serde_json::Value = serde_json::from_str(&params).unwrap_or_default();
+            scrub(&mut p);
+            let mut e = serde_json::Value::from(error.clone());
+            scrub(&mut e);
+            sqlx::query("UPDATE runs SET params = ?, error = ? WHERE id = ?")
+                .bind(p.to_string())
+                .bind(e.as_str().map(str::to_string))
+                .bind(run_id)
+                .execute(&mut *db)
+                .await?;
+        }
+        let rows =
+            sqlx::query("SELECT id, step, data FROM events WHERE run_id = ?").bind(run_id).fetch_all(&mut *db).await?;
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let step: Option<String> = row.try_get("step")?;
+            let data: String = row.try_get("data")?;
+            let mut both =
+                serde_json::json!([step, serde_json::from_str::<serde_json::Value>(&data).unwrap_or_default()]);
+            let before = both.clone();
+            scrub(&mut both);
+            if both != before {
+                sqlx::query("UPDATE events SET step = ?, data = ? WHERE id = ?")
+                    .bind(both[0].as_str().map(str::to_string))
+                    .bind(both[1].to_string())
+                    .bind(id)
+                    .execute(&mut *db)
+                    .await?;
+            }
+        }
         Ok(())
     }
 

@@ -44,6 +44,29 @@ setmetatable(string, {
   end,
 })
 
+-- Coroutines the runbook makes itself are fine for computing, but steps and primitives that
+-- wait cannot run inside them (the engine could not resume them): track the depth so those
+-- calls are refused with a clear error instead of hanging.
+internal.coroutine_depth = 0
+local raw_resume = coroutine.resume
+local function leave(...)
+  internal.coroutine_depth = internal.coroutine_depth - 1
+  return ...
+end
+coroutine.resume = function(co, ...)
+  internal.coroutine_depth = internal.coroutine_depth + 1
+  return leave(raw_resume(co, ...))
+end
+coroutine.wrap = function(fn)
+  local co = coroutine.create(fn)
+  return function(...)
+    internal.coroutine_depth = internal.coroutine_depth + 1
+    local results = table.pack(leave(raw_resume(co, ...)))
+    if not results[1] then error(results[2], 2) end
+    return table.unpack(results, 2, results.n)
+  end
+end
+
 -- Placeholders stand for values a primitive or a step would produce, in `plan` and
 -- `--dry-run`. They absorb field access, calls and arithmetic so the runbook can be evaluated
 -- without acting; integer indexing yields nil so loops over them end at once.

@@ -7,6 +7,7 @@ mod crash;
 mod harness;
 mod locks;
 mod params;
+mod review;
 mod run;
 mod sandbox;
 mod secrets;

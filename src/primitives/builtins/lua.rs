@@ -85,12 +85,8 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
 
 async fn sleep(lua: Lua, d: Value) -> mlua::Result<()> {
     let ctx = Ctx::from_lua(&lua)?;
-    let d = match d {
-        Value::String(s) => crate::duration::parse(&s.to_string_lossy()).map_err(|e| error("sleep", e))?,
-        Value::Integer(i) if i >= 0 => std::time::Duration::from_secs(i as u64),
-        Value::Number(n) if n >= 0.0 && n.is_finite() => std::time::Duration::from_secs_f64(n),
-        other => return Err(error("sleep", format!("expects a duration such as \"5s\", got a {}", other.type_name()))),
-    };
+    ctx.refuse_in_coroutine(&lua, "sleep()")?;
+    let d = crate::duration::from_lua(&d).map_err(|e| error("sleep", e))?;
     if ctx.mode.is_static() {
         return Ok(());
     }

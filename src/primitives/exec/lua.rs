@@ -96,13 +96,10 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
                 }
                 ("cwd", Value::String(s)) => spec.cwd = Some(s.to_string_lossy().into()),
                 ("stdin", v) => spec.stdin = Some(text_or_secret(v, "stdin")?.into_bytes()),
-                ("timeout", Value::String(s)) => {
-                    spec.timeout = Some(crate::duration::parse(&s.to_string_lossy()).map_err(|e| error("exec", e))?)
+                ("timeout", v) => {
+                    let d = crate::duration::from_lua(&v).map_err(|e| error("exec", format!("timeout: {e}")))?;
+                    spec.timeout = Some(d).filter(|d| !d.is_zero());
                 }
-                ("timeout", Value::Integer(i)) if i > 0 => {
-                    spec.timeout = Some(std::time::Duration::from_secs(i as u64))
-                }
-                ("timeout", Value::Number(n)) if n > 0.0 => spec.timeout = Some(std::time::Duration::from_secs_f64(n)),
                 ("check", Value::Boolean(b)) => spec.check = b,
                 ("readonly", Value::Boolean(b)) => readonly = b,
                 ("echo", Value::Boolean(b)) => echo = b,
@@ -143,6 +140,7 @@ async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
     };
     let parsed = parse(t)?;
     let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "exec{}")?;
     let shown_cmd = parsed.spec.display();
     if let Some(p) = ctx.guard(&lua, "exec", !parsed.readonly, || format!("run `{shown_cmd}`"))? {
         return Ok(p);

@@ -172,7 +172,8 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
         128 + status.signal().unwrap_or(0)
     });
     if spec.check && code != 0 {
-        let tail = String::from_utf8_lossy(&stderr);
+        // Redacted before it is cut, so that no end of a secret survives the cut.
+        let tail = crate::secret::redact(&String::from_utf8_lossy(&stderr)).into_owned();
         let tail = tail.trim();
         let tail: String = if tail.len() > 500 {
             format!("…{}", &tail[tail.floor_char_boundary(tail.len() - 500)..])

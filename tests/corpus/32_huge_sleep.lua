@@ -1,0 +1,4 @@
+-- exit: 1
+-- stderr: sleep: invalid duration
+runbook { name = "a" }
+step("a", function() sleep(1e20) end)

@@ -1,0 +1,4 @@
+-- exit: 1
+-- stderr: exec: timeout: invalid duration
+runbook { name = "a" }
+step("a", function() exec{"true", timeout = math.huge} end)

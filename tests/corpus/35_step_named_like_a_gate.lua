@@ -1,0 +1,4 @@
+-- exit: 2
+-- stderr: step names cannot start with "approve: "
+runbook { name = "a" }
+step("approve: X", function() end)
