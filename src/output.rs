@@ -105,6 +105,14 @@ impl Reporter {
         *self.writer.borrow_mut() = Some(handle);
     }
 
+    /// Drops buffered events unwritten (the run belongs to another process now).
+    pub fn discard(&self) {
+        if let Some(buffer) = self.buffer.borrow_mut().take() {
+            buffer.events.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            buffer.closed.notify_one();
+        }
+    }
+
     /// Waits until every event emitted so far is in the journal.
     pub async fn flush(&self) {
         if let Some(buffer) = self.buffer.borrow_mut().take() {

@@ -24,6 +24,11 @@ impl Secret {
         register(&value, name);
         Secret { name: name.into(), value: value.into() }
     }
+    /// A secret made from another by concatenation.
+    fn derived(name: &str, value: String) -> Secret {
+        register_one(&value, name, true);
+        Secret { name: name.into(), value: value.into() }
+    }
     pub fn name(&self) -> &str {
         &self.name
     }
@@ -78,7 +83,7 @@ impl UserData for Secret {
                 (Some(x), _) | (None, Some(x)) => x.name().to_string(),
                 (None, None) => unreachable_name(),
             };
-            Ok(Secret::new(&name, ta + &tb))
+            Ok(Secret::derived(&name, ta + &tb))
         });
         methods.add_meta_method(MetaMethod::Eq, |_, this, other: mlua::AnyUserData| {
             Ok(other.borrow::<Secret>().map(|o| o.value == this.value).unwrap_or(false))
@@ -107,25 +112,31 @@ pub fn generation() -> u64 {
     GENERATION.load(std::sync::atomic::Ordering::SeqCst)
 }
 
-/// Registers a value to be scrubbed from all output as `<secret:NAME>`. Each line of a
-/// multi-line value is registered too: output is redacted line by line as it streams.
+/// Registers a value to be scrubbed from all output as `<secret:NAME>`. For a multi-line value
+/// (a key, a kubeconfig), each long whitespace-free token of it is registered too, because
+/// output is redacted line by line as it streams; short tokens ("apiVersion:", "v1") are not,
+/// so ordinary text that shares them is left alone.
 pub fn register(value: &str, name: &str) {
     if value.contains('\n') {
-        for line in value.lines().map(str::trim).filter(|l| l.len() >= MIN_SCRUB_LEN) {
-            register_one(line, name);
+        for token in value.split_whitespace().filter(|t| t.len() >= MIN_TOKEN_LEN && !t.starts_with("-----")) {
+            register_one(token, name, false);
         }
     }
-    register_one(value, name);
+    register_one(value, name, false);
 }
 
-fn register_one(value: &str, name: &str) {
+/// Tokens of multi-line secrets registered on their own: base64 key lines are 64 characters.
+const MIN_TOKEN_LEN: usize = 16;
+
+fn register_one(value: &str, name: &str, derived: bool) {
     if value.len() < MIN_SCRUB_LEN {
         return;
     }
-    let Ok(mut entries) = REDACTOR.write() else {
-        return;
-    };
-    if entries.iter().any(|e| e.value == value) {
+    let Ok(mut entries) = REDACTOR.write() else { return };
+    // A concatenation (`"pg://u:" .. pw .. "@h"`) contains a registered value, which is scrubbed
+    // wherever the concatenation appears: registering it too would add nothing but cost (a loop
+    // of concatenations would otherwise register thousands of values).
+    if derived && entries.iter().any(|e| value.contains(e.value.as_str())) {
         return;
     }
     entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
@@ -189,8 +200,19 @@ mod tests {
 
     #[test]
     fn each_line_of_a_multi_line_secret_is_scrubbed() {
-        let _k = Secret::new("key", "-----BEGIN KEY-----\nAAAAB3NzaC1yc2E\n-----END KEY-----\n");
-        assert_eq!(redact("line: AAAAB3NzaC1yc2E"), "line: <secret:key>");
+        let _k =
+            Secret::new("key", "-----BEGIN KEY-----\nAAAAB3NzaC1yc2EAAAADAQAB\n-----END KEY-----\napiVersion: v1\n");
+        assert_eq!(redact("line: AAAAB3NzaC1yc2EAAAADAQAB"), "line: <secret:key>");
+        assert_eq!(redact("apiVersion: v1"), "apiVersion: v1", "short tokens of a multi-line secret are left alone");
+    }
+
+    #[test]
+    fn concatenations_do_not_grow_the_redactor() {
+        let pw = Secret::new("cc", "concat-secret-value");
+        let before = generation();
+        let derived = Secret::derived("cc", format!("pg://u:{}@h/db1", pw.expose()));
+        assert_eq!(generation(), before, "a concatenation registers nothing new");
+        assert_eq!(redact(derived.expose()), "pg://u:<secret:cc>@h/db1");
     }
 
     #[test]

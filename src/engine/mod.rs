@@ -261,7 +261,15 @@ impl Ctx {
         if self.st.borrow().scrubbed_at == generation {
             return Ok(());
         }
-        journal.scrub_run(&run_id, crate::secret::redact_json).await?;
+        journal.scrub_run(&run_id, &self.me, crate::secret::redact_json).await?;
+        for rec in self.st.borrow_mut().records.values_mut() {
+            for text in [&mut rec.error, &mut rec.undo_error].into_iter().flatten() {
+                *text = crate::secret::redact(text).into_owned();
+            }
+            if let Some(result) = &mut rec.result {
+                crate::secret::redact_json(result);
+            }
+        }
         self.st.borrow_mut().scrubbed_at = generation;
         Ok(())
     }
@@ -325,7 +333,9 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         records
             .values()
             .filter(|r: &&StepRecord| {
-                r.kind == crate::journal::StepKind::Step && r.status == crate::journal::StepStatus::Succeeded
+                r.kind == crate::journal::StepKind::Step
+                    && r.status == crate::journal::StepStatus::Succeeded
+                    && matches!(r.undo_status.as_deref(), Some("pending" | "running" | "failed"))
             })
             .map(|r| r.name.clone())
             .collect()
@@ -455,7 +465,11 @@ pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journa
 
 /// Seconds after its last heartbeat that a run (or lock) on another host counts as abandoned.
 pub fn lease_secs() -> i64 {
-    std::env::var("RUNBOOK_LEASE_SECS").ok().and_then(|v| v.parse().ok()).filter(|v| *v > 0).unwrap_or(30)
+    std::env::var("RUNBOOK_LEASE_SECS")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .map(|v| v.clamp(1, 86_400))
+        .unwrap_or(30)
 }
 
 /// Releases the lock this evaluation took, if any (also when no run was recorded).
@@ -499,6 +513,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     let interrupted = matches!(stopped_by, Some(StopReason::Signal(_)));
 
     if matches!(stopped_by, Some(StopReason::Lost)) {
+        ctx.out.discard();
         let id = ctx.run_id().unwrap_or_default();
         return Err(Error::Io(format!("run {id} was taken over by another process (this runner looked dead); this runner stopped without recording more")));
     }
@@ -569,7 +584,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     let cut_off = ctx.st.borrow_mut().current_step.take();
     if let (Some(step), Some(reason)) = (cut_off, &stopped_by) {
         let rec = ctx.st.borrow().records.get(&step).cloned();
-        if let Some(mut rec) = rec {
+        if let Some(mut rec) = rec.filter(|r| r.status == crate::journal::StepStatus::Running) {
             let ms = rec
                 .started_at
                 .as_deref()
@@ -589,7 +604,21 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
 
     let rollback_auto = ctx.st.borrow().decl.as_ref().is_some_and(|d| d.rollback_auto());
     let rollback_resume = ctx.st.borrow().rollback_resume;
+    let cancelled = matches!(stopped_by, Some(StopReason::CancelRequested));
     let (status, error, exit_override) = match (&halt, failure) {
+        // Resuming a rollback never records a forward status: a signal leaves it rolling back,
+        // anything that stops the replay other than a failure is a failed rollback.
+        (Some(Halt::Cancelled(_)), _) if rollback_resume && interrupted => (RunStatus::RollingBack, None, None),
+        (
+            Some(
+                h @ (Halt::Declaration(_)
+                | Halt::Journal(_)
+                | Halt::Params(_)
+                | Halt::LockHeld { .. }
+                | Halt::WaitingApproval(_)),
+            ),
+            _,
+        ) if rollback_resume => (RunStatus::RollbackFailed, Some(format!("rollback stopped: {h}")), None),
         (Some(Halt::WaitingApproval(msg)), _) => {
             (RunStatus::WaitingApproval, Some(format!("waiting for approval: {msg}")), None)
         }
@@ -618,6 +647,26 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         (None, None) if ctx.mode == Mode::DryRun => (RunStatus::DryRun, None, None),
         (None, None) => (RunStatus::Succeeded, None, None),
     };
+    // A rollback stopped by `runbook cancel` is cancelled; by a signal, it stays rolling back.
+    // (Read again: the cancel may have arrived during the rollback itself.)
+    let cancelled = cancelled || matches!(ctx.stop_requested(), Some(StopReason::CancelRequested));
+    let status = if status == RunStatus::RollingBack && cancelled { RunStatus::Cancelled } else { status };
+    // Undos that the replay never reached cannot have run: the rollback is not complete.
+    let unreached: Vec<String> = {
+        let st = ctx.st.borrow();
+        let mut v: Vec<String> = st.replay_pending.iter().cloned().collect();
+        v.sort();
+        v
+    };
+    let (status, error) = if rollback_resume && status == RunStatus::RolledBack && !unreached.is_empty() {
+        let why = format!(
+            "the undo of step(s) {} did not run: replaying the runbook did not reach them (did its control flow change?)",
+            unreached.iter().map(|n| format!("'{n}'")).collect::<Vec<_>>().join(", ")
+        );
+        (RunStatus::RollbackFailed, Some(why))
+    } else {
+        (status, error)
+    };
     // A rollback stopped by a signal stays `rolling_back`: resuming continues it.
     let exit_override = if status == RunStatus::RollingBack { Some(exit::INTERRUPTED) } else { exit_override };
     // A resumed rollback keeps the failure that started it.
@@ -627,10 +676,6 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
     }
-    ctx.out.flush().await;
-    ctx.scrub_if_needed().await.map_err(taken_over)?;
-    journal.finish_run(&run_id, &ctx.me, status, error.as_deref()).await.map_err(taken_over)?;
-    release_lock(ctx).await;
     let elapsed = ctx.st.borrow().run_started.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0);
     let summary = {
         let st = ctx.st.borrow();
@@ -638,6 +683,10 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         json!({"status": status.as_str(), "duration_ms": elapsed, "error": error, "ok": c.ok, "failed": c.failed, "skipped": c.skipped, "recorded": c.recorded})
     };
     ctx.out.emit("run_finished", None, summary);
+    ctx.out.flush().await;
+    ctx.scrub_if_needed().await.map_err(taken_over)?;
+    journal.finish_run(&run_id, &ctx.me, status, error.as_deref()).await.map_err(taken_over)?;
+    release_lock(ctx).await;
     if !ctx.out.is_json() {
         // An error returned to the caller is printed by it; print the others here.
         let shown = if exit_override == Some(exit::USAGE) { None } else { error.as_deref() };
@@ -669,7 +718,7 @@ fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, er
     }
     ctx.out.line(&format!("run {run_id} {status} in {took}: {}", parts.join(", ")));
     match status {
-        RunStatus::Failed | RunStatus::Interrupted | RunStatus::RollbackFailed => {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::RollbackFailed | RunStatus::RollingBack => {
             ctx.out.line(&format!("resume with: runbook resume {run_id}"));
         }
         _ => {}
@@ -739,7 +788,8 @@ async fn rollback(
                 ctx.out.emit("undo_finished", Some(&entry.step), json!({"status": "done", "duration_ms": ms}));
             }
             Some(Err(e)) => {
-                if e.chain().any(|c| matches!(c.downcast_ref::<Halt>(), Some(Halt::Cancelled(_)))) {
+                let stopping = ctx.stop_requested().is_some();
+                if stopping || e.chain().any(|c| matches!(c.downcast_ref::<Halt>(), Some(Halt::Cancelled(_)))) {
                     return Ok(RunStatus::RollingBack);
                 }
                 let (msg, loc) = errors::describe(&e);

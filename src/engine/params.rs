@@ -254,14 +254,20 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
     }
     for spec in specs {
         // Secrets are never stored; a plain value that held a secret's value was stored
-        // redacted: both must be given again.
-        let stored = src
-            .stored
-            .and_then(|s| s.get(&spec.name))
-            .filter(|v| spec.ty != ParamType::Secret && !v.to_string().contains("<secret:"))
-            .cloned();
+        // redacted: both must be given again, on the command line or in the params file (never
+        // silently replaced by the environment or the default).
+        let stored_raw = src.stored.and_then(|s| s.get(&spec.name));
+        let redacted = spec.ty != ParamType::Secret && stored_raw.is_some_and(|v| v.to_string().contains("<secret:"));
+        let stored = stored_raw.filter(|_| spec.ty != ParamType::Secret && !redacted).cloned();
         let cli = src.cli.iter().rev().find(|(k, _)| k == &spec.name).map(|(_, v)| v.clone());
         let file = src.file.and_then(|f| f.get(&spec.name)).cloned();
+        if redacted && cli.is_none() && file.is_none() && !src.lenient {
+            problems.push(format!(
+                "param '{}' held the value of a secret when the run started, so it was not stored: give it again with -p {}=... or --params-file",
+                spec.name, spec.name
+            ));
+            continue;
+        }
         if let (Some(stored), true) = (&stored, cli.is_some() || file.is_some()) {
             let given = match (&cli, &file) {
                 (Some(c), _) => coerce(spec, Raw::Text(c.clone())),

@@ -276,6 +276,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         if ctx.st.borrow().replay_pending.is_empty() {
             return Err(ctx.raise(Halt::RollbackNow));
         }
+        if let Some(p) = prior.as_ref().filter(|p| p.status == StepStatus::Failed && !opts.continue_on_error) {
+            // What the original run saw: a `pcall` around it takes the same branch.
+            let message = p.error.clone().unwrap_or_else(|| format!("step '{name}' failed"));
+            return Err(ctx.raise(Halt::StepFailed { step: name, message }));
+        }
         ctx.out.emit("step_recorded", Some(&name), json!({"status": "not_run", "note": "rolling back: not run"}));
         return Ok(Value::Nil);
     }
@@ -379,6 +384,8 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
                     rec.finished_at = Some(now_ts());
                     rec.result = Some(json.clone());
                     rec.error = None;
+                    // Journaled with the step: a resumed rollback knows which undos are due.
+                    rec.undo_status = opts.undo.as_ref().map(|_| "pending".to_string());
                     put(&rec).await?;
                     ctx.st.borrow_mut().counts.ok += 1;
                     ctx.out.emit(

@@ -236,7 +236,7 @@ impl RunRecord {
             return true;
         };
         let age = chrono::Utc::now().signed_duration_since(beat);
-        age.num_milliseconds() > self.lease_secs * 1000
+        age.num_milliseconds() > self.lease_secs.saturating_mul(1000)
     }
 }
 
@@ -375,7 +375,7 @@ pub trait Journal: Send + Sync {
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
     /// Re-applies `scrub` to what a run already journaled (its params, error, events), after a
     /// secret became known midway through the run.
-    async fn scrub_run(&self, run_id: &str, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()>;
+    async fn scrub_run(&self, run_id: &str, me: &Owner, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()>;
     /// Waits for every write to reach the database and closes it.
     async fn close(&self);
 }

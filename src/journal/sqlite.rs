@@ -520,7 +520,10 @@ impl Journal for SqliteJournal {
                 holder.owner.is_dead_here()
             } else {
                 chrono::DateTime::parse_from_rfc3339(&holder.heartbeat_at)
-                    .map(|beat| chrono::Utc::now().signed_duration_since(beat).num_milliseconds() > held_lease * 1000)
+                    .map(|beat| {
+                        chrono::Utc::now().signed_duration_since(beat).num_milliseconds()
+                            > held_lease.saturating_mul(1000)
+                    })
                     .unwrap_or(true)
             };
             if !gone {
@@ -560,26 +563,55 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    async fn scrub_run(&self, run_id: &str, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()> {
+    async fn scrub_run(&self, run_id: &str, me: &Owner, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()> {
+        // One transaction, and only while this process owns the run.
         let mut db = self.db().await?;
-        let row =
-            sqlx::query("SELECT params, error FROM runs WHERE id = ?").bind(run_id).fetch_optional(&mut *db).await?;
-        if let Some(row) = row {
-            let params: String = row.try_get("params")?;
+        let mut tx = db.begin().await?;
+        let row = sqlx::query("SELECT params, error FROM runs WHERE id = ? AND host = ? AND pid = ?")
+            .bind(run_id)
+            .bind(&me.host)
+            .bind(me.pid)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else { return Err(JournalError::NotOwner(run_id.to_string())) };
+        let params: String = row.try_get("params")?;
+        let error: Option<String> = row.try_get("error")?;
+        let mut p: serde_json::Value = serde_json::from_str(&params).unwrap_or_default();
+        scrub(&mut p);
+        let mut e = serde_json::Value::from(error);
+        scrub(&mut e);
+        sqlx::query("UPDATE runs SET params = ?, error = ? WHERE id = ?")
+            .bind(p.to_string())
+            .bind(e.as_str().map(str::to_string))
+            .bind(run_id)
+            .execute(&mut *tx)
+            .await?;
+        let steps = sqlx::query("SELECT name, result, error, undo_error FROM steps WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in steps {
+            let name: String = row.try_get("name")?;
+            let result: Option<String> = row.try_get("result")?;
             let error: Option<String> = row.try_get("error")?;
-            let mut p: serde_json::Value = serde_json::from_str(&params).unwrap_or_default();
-            scrub(&mut p);
-            let mut e = serde_json::Value::from(error.clone());
-            scrub(&mut e);
-            sqlx::query("UPDATE runs SET params = ?, error = ? WHERE id = ?")
-                .bind(p.to_string())
-                .bind(e.as_str().map(str::to_string))
-                .bind(run_id)
-                .execute(&mut *db)
-                .await?;
+            let undo_error: Option<String> = row.try_get("undo_error")?;
+            let parsed = result.as_deref().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or_default());
+            let mut all = serde_json::json!([parsed, error, undo_error]);
+            let before = all.clone();
+            scrub(&mut all);
+            if all != before {
+                sqlx::query("UPDATE steps SET result = ?, error = ?, undo_error = ? WHERE run_id = ? AND name = ?")
+                    .bind(result.as_ref().map(|_| all[0].to_string()))
+                    .bind(all[1].as_str().map(str::to_string))
+                    .bind(all[2].as_str().map(str::to_string))
+                    .bind(run_id)
+                    .bind(&name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
         let rows =
-            sqlx::query("SELECT id, step, data FROM events WHERE run_id = ?").bind(run_id).fetch_all(&mut *db).await?;
+            sqlx::query("SELECT id, step, data FROM events WHERE run_id = ?").bind(run_id).fetch_all(&mut *tx).await?;
         for row in rows {
             let id: i64 = row.try_get("id")?;
             let step: Option<String> = row.try_get("step")?;
@@ -593,10 +625,11 @@ impl Journal for SqliteJournal {
                     .bind(both[0].as_str().map(str::to_string))
                     .bind(both[1].to_string())
                     .bind(id)
-                    .execute(&mut *db)
+                    .execute(&mut *tx)
                     .await?;
             }
         }
+        tx.commit().await?;
         Ok(())
     }
 

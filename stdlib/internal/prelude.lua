@@ -54,6 +54,9 @@ local function leave(...)
   return ...
 end
 coroutine.resume = function(co, ...)
+  if type(co) ~= "thread" then
+    error("bad argument #1 to 'resume' (coroutine expected, got " .. type(co) .. ")", 2)
+  end
   internal.coroutine_depth = internal.coroutine_depth + 1
   return leave(raw_resume(co, ...))
 end

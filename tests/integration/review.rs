@@ -240,3 +240,168 @@ step("after", function() return "the run goes on" end)
     assert!(report["exec"].as_str().unwrap().contains("exec{} cannot be called inside a coroutine"), "{report}");
     assert_eq!(Env::step(&show, "after")["result"], "the run goes on");
 }
+
+// Second review.
+
+const ROLLBACK_TWICE: &str = r#"runbook { name = "rr", rollback = "auto" }
+step("A", { undo = function() exec{shell = "echo undo-A >> log"} end }, function() end)
+step("B", { undo = function()
+  exec{shell = "if [ -e undo-b-tried ]; then echo undo-B >> log; else touch undo-b-tried; exit 1; fi"}
+end }, function() end)
+if env("SLOW") then exec{"touch", "replaying"}; sleep("30s") end
+step("C", function() if not env("FIXED") then fail("boom") end end)
+step("D", function() exec{shell = "echo D-ran >> log"} end)
+"#;
+
+#[test]
+fn a_signal_while_replaying_a_rollback_keeps_it_a_rollback() {
+    let env = Env::new();
+    env.write("rb.lua", ROLLBACK_TWICE);
+    env.run(&["run", "rb.lua"]).assert_code(1);
+    assert_eq!(env.status("last"), "rollback_failed");
+    let mut cmd = env.cmd(&["resume", "last"]);
+    cmd.env("SLOW", "1");
+    let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for(|| env.path("replaying").exists());
+    signal(child.id(), 2);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    assert_eq!(env.status("last"), "interrupted");
+    env.run_env(&["resume", "last"], &[("FIXED", "1")]).assert_code(1);
+    assert_eq!(env.status("last"), "rolled_back");
+    assert_eq!(env.read("log"), "undo-B\nundo-A\n", "D never runs while rolling back");
+}
+
+#[test]
+fn replay_gives_pcall_the_same_failure_so_undos_on_that_branch_are_reached() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "branch", rollback = "auto" }
+local ok = pcall(step, "primary", function() fail("primary is down") end)
+if not ok then
+  step("fallback", { undo = function()
+    exec{shell = "if [ -e tried ]; then echo undo-fallback >> log; else touch tried; exit 1; fi"}
+  end }, function() end)
+end
+step("C", function() fail("boom") end)
+"#,
+    );
+    env.run(&["run", "rb.lua"]).assert_code(1);
+    assert_eq!(env.status("last"), "rollback_failed");
+    env.run(&["resume", "last"]).assert_code(1);
+    assert_eq!(env.status("last"), "rolled_back");
+    assert_eq!(env.read("log"), "undo-fallback\n");
+}
+
+#[test]
+fn an_undo_the_replay_cannot_reach_makes_the_rollback_fail_loudly() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "gone", rollback = "auto" }
+if not env("SKIP") then
+  step("A", { undo = function() exec{"test", "-e", "never"} end }, function() end)
+end
+step("C", function() fail("boom") end)
+"#,
+    );
+    env.run(&["run", "rb.lua"]).assert_code(1);
+    assert_eq!(env.status("last"), "rollback_failed");
+    let r = env.run_env(&["resume", "last"], &[("SKIP", "1")]);
+    r.assert_code(1);
+    let show = env.show("last");
+    assert_eq!(show["status"], "rollback_failed");
+    assert!(show["error"].as_str().unwrap().contains("the undo of step(s) 'A' did not run"), "{show}");
+}
+
+#[test]
+fn a_value_that_becomes_secret_later_is_scrubbed_from_step_results_and_errors() {
+    let env = Env::new();
+    let token = "S3cr3tTokenValue-abc";
+    env.write("pw.txt", &format!("{token}\n"));
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "late" }
+local t = step("read", function() return { token = exec{"cat", "pw.txt", echo = false}.stdout } end)
+step("use", { continue_on_error = true }, function() fail("bad token " .. t.token) end)
+local s = secret{file = "pw.txt", name = "token"}
+step("after", function() return "done" end)
+"#,
+    );
+    env.run(&["run", "rb.lua", "--output", "json"]).assert_code(0);
+    let show = env.run(&["show", "last", "--output", "json", "--events"]);
+    assert!(!show.stdout.contains(token), "{}", show.stdout);
+    assert!(!contains_bytes(&journal_bytes(&env.journal_path()), token.as_bytes()), "the journal file still holds it");
+    let events: serde_json::Value = serde_json::from_str(&show.stdout).unwrap();
+    assert!(
+        events["events"].as_array().unwrap().iter().any(|e| e["event"] == "run_finished"),
+        "run_finished is journaled"
+    );
+}
+
+#[test]
+fn a_param_that_held_a_secret_must_be_given_again_never_defaulted() {
+    let env = Env::new();
+    env.write("pw.txt", "S3cr3tTokenValue\n");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "p", params = { url = { type = "string", default = "pg://localhost/test" } } }
+local s = secret{file = "pw.txt", name = "pw"}
+step("a", function() exec{"test", "-e", "go"}; return params.url end)
+"#,
+    );
+    env.run(&["run", "rb.lua", "-p", "url=pg://u:S3cr3tTokenValue@prod"]).assert_code(1);
+    env.write("go", "");
+    let r = env.run(&["resume", "last"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("param 'url' held the value of a secret"), "{}", r.stderr);
+    env.run(&["resume", "last", "-p", "url=pg://u:S3cr3tTokenValue@prod"]).assert_code(0);
+    assert_eq!(Env::step(&env.show("last"), "a")["result"], "pg://u:<secret:pw>@prod");
+}
+
+#[test]
+fn an_absurd_lease_is_clamped_and_a_live_run_is_not_taken_over() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        "runbook { name = \"lease\" }\nstep(\"a\", function() exec{\"touch\", \"up\"}; sleep(\"2s\") end)\n",
+    );
+    let mut cmd = env.cmd(&["run", "rb.lua"]);
+    cmd.env("RUNBOOK_LEASE_SECS", "10000000000000000").env("RUNBOOK_HOSTNAME", "h1");
+    let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for(|| env.path("up").exists());
+    let h = env.run_env(&["history", "--output", "json"], &[("RUNBOOK_HOSTNAME", "h2")]);
+    h.assert_code(0);
+    assert!(h.stdout.contains("\"status\":\"running\""), "{}", h.stdout);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+}
+
+#[test]
+fn a_failed_resume_of_a_non_coroutine_leaves_steps_usable() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        "runbook { name = \"co\" }\nlocal ok, err = pcall(coroutine.resume, nil)\nstep(\"a\", function() return tostring(err) end)\n",
+    );
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    assert!(Env::step(&env.show("last"), "a")["result"].as_str().unwrap().contains("coroutine expected"));
+}
+
+#[test]
+fn cancel_during_a_rollback_cancels() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "cr", rollback = "auto" }
+step("A", { undo = function() exec{"touch", "undoing"}; sleep("30s") end }, function() end)
+step("B", function() fail("boom") end)
+"#,
+    );
+    let mut cmd = env.cmd(&["run", "rb.lua"]);
+    cmd.env("RUNBOOK_LEASE_SECS", "1");
+    let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for(|| env.path("undoing").exists());
+    env.run(&["cancel", "last"]).assert_code(0);
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(1));
+    assert_eq!(env.status("last"), "cancelled");
+}
