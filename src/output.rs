@@ -246,6 +246,25 @@ fn ms(f: &Map<String, Json>) -> String {
         .unwrap_or_default()
 }
 
+/// The human line for a journaled event, as the live plain output showed it.
+pub fn describe_event(event: &str, step: Option<&str>, data: &Json) -> Option<String> {
+    match data {
+        // Live, the summary line says this; in the journal it is the last event.
+        Json::Object(f) if event == "run_finished" => Some(format!(
+            "run {} after {}: {} ok, {} failed, {} skipped, {} done earlier{}",
+            s(f, "status"),
+            ms(f),
+            f.get("ok").and_then(Json::as_u64).unwrap_or(0),
+            f.get("failed").and_then(Json::as_u64).unwrap_or(0),
+            f.get("skipped").and_then(Json::as_u64).unwrap_or(0),
+            f.get("recorded").and_then(Json::as_u64).unwrap_or(0),
+            f.get("error").and_then(Json::as_str).map(|e| format!(" ({e})")).unwrap_or_default()
+        )),
+        Json::Object(f) => describe(event, step, f, false),
+        _ => None,
+    }
+}
+
 /// The human line for an event; `tty` drops what the spinner already shows.
 fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -> Option<String> {
     let name = step.unwrap_or("");

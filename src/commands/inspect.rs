@@ -229,8 +229,14 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             took
         );
     }
+    if !events.is_empty() {
+        println!("\n  events:");
+    }
     for e in &events {
-        println!("  {} {:<14} {} {}", e.ts, e.event, e.step.as_deref().unwrap_or("-"), e.data);
+        match crate::output::describe_event(&e.event, e.step.as_deref(), &e.data) {
+            Some(text) => println!("  {} {text}", e.ts),
+            None => println!("  {} {} {}", e.ts, e.event, e.data),
+        }
     }
     Ok(exit::OK)
 }

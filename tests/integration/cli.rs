@@ -159,3 +159,14 @@ fn unknown_runs_and_missing_files_are_usage_errors() {
     let r = env.run(&["resume"]);
     r.assert_code(2);
 }
+
+#[test]
+fn show_events_reads_like_the_live_output() {
+    let env = Env::new();
+    env.write("rb.lua", "runbook { name = \"ev\" }\nstep(\"a\", function() log.info(\"hello\", { n = 1 }) end)\n");
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    let r = env.run(&["show", "last", "--events"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("[a] info: hello n=1"), "{}", r.stdout);
+    assert!(r.stdout.contains("run succeeded after"), "{}", r.stdout);
+}
