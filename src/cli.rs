@@ -71,13 +71,16 @@ when the run stopped runs again (at-least-once).")]
     Resume(ResumeArgs),
     /// List the steps a runbook will meet, without running anything
     #[command(after_help = "Examples:
-  runbook plan runbooks/db_backup.lua
+  runbook plan examples/quickstart.lua
   runbook plan deploy.lua -p version=1.4.2 --output json")]
     Plan(PlanArgs),
     /// Check a runbook's syntax, declaration and step definitions, without running anything
     #[command(after_help = "Examples:
-  runbook check deploy.lua
-  for f in runbooks/*.lua; do runbook check \"$f\" || exit 1; done")]
+  runbook check examples/quickstart.lua
+  for f in examples/*.lua; do runbook check \"$f\" || exit 1; done
+
+Only the steps the evaluation reaches are checked: code that needs a step's real result stops
+it, and a note says where.")]
     Check {
         /// The runbook file
         file: PathBuf,
@@ -118,7 +121,7 @@ when the run stopped runs again (at-least-once).")]
         /// Run id, unique prefix, or `last`
         run: String,
     },
-    /// Cancel a run: a live one stops at once (its running step is abandoned), a stopped one is closed
+    /// Cancel a run: a live one stops within one heartbeat (10 s by default; its running step is abandoned), a stopped one is closed
     #[command(after_help = "Examples:
   runbook cancel 20261122-031502-7f3a")]
     Cancel {

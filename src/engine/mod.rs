@@ -143,6 +143,9 @@ pub(crate) struct State {
     seen: HashMap<String, Location>,
     seq: i64,
     current_step: Option<String>,
+    /// Where the running step (or its `when`) was called, for errors raised inside it that Lua
+    /// cannot locate.
+    current_loc: Option<Location>,
     undo: Vec<UndoEntry>,
     halt: Option<Halt>,
     plan: Vec<PlanEntry>,
@@ -520,8 +523,10 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     if ctx.mode.is_static() {
         let st = ctx.st.borrow();
         let mut notes = Vec::new();
-        if let Some(Halt::Declaration(msg)) = &halt {
-            return Err(Error::Runbook(msg.clone()));
+        match &halt {
+            Some(Halt::Declaration(msg)) => return Err(Error::Runbook(msg.clone())),
+            Some(Halt::Params(problems)) => return Err(Error::Params(problems.clone())),
+            _ => {}
         }
         if let Some(f) = failure {
             notes.push(format!(
@@ -689,8 +694,9 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     release_lock(ctx).await;
     if !ctx.out.is_json() {
         // An error returned to the caller is printed by it; print the others here.
-        let shown = if exit_override == Some(exit::USAGE) { None } else { error.as_deref() };
-        print_summary(ctx, &run_id, status, elapsed, shown);
+        let wrong_runbook = exit_override == Some(exit::USAGE);
+        let shown = if wrong_runbook { None } else { error.as_deref() };
+        print_summary(ctx, &run_id, status, elapsed, shown, !wrong_runbook);
     }
     if let (Some(exit::USAGE), Some(e)) = (exit_override, &error) {
         return Err(Error::Runbook(e.clone()));
@@ -702,7 +708,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     Ok(Outcome { run_id: Some(run_id), status, plan, decl, notes: Vec::new(), exit: exit_override })
 }
 
-fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, error: Option<&str>) {
+fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, error: Option<&str>, resumable: bool) {
     let st = ctx.st.borrow();
     let c = &st.counts;
     let took = crate::duration::human(std::time::Duration::from_millis(elapsed_ms));
@@ -718,7 +724,9 @@ fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, er
     }
     ctx.out.line(&format!("run {run_id} {status} in {took}: {}", parts.join(", ")));
     match status {
-        RunStatus::Failed | RunStatus::Interrupted | RunStatus::RollbackFailed | RunStatus::RollingBack => {
+        RunStatus::Failed | RunStatus::Interrupted | RunStatus::RollbackFailed | RunStatus::RollingBack
+            if resumable =>
+        {
             ctx.out.line(&format!("resume with: runbook resume {run_id}"));
         }
         _ => {}

@@ -321,7 +321,10 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
             Ok(v) => {
                 values.insert(spec.name.clone(), v);
             }
-            Err(e) if !src.lenient => problems.push(format!("param '{}' from {origin}: {e}", spec.name)),
+            // In plan and check a missing value is fine, but a value given wrong is still wrong.
+            Err(e) if !src.lenient || origin == "-p" || origin == "the params file" => {
+                problems.push(format!("param '{}' from {origin}: {e}", spec.name))
+            }
             Err(_) => {}
         }
     }

@@ -188,9 +188,16 @@ fn enter(lua: &Lua, ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
     Ok(())
 }
 
+/// Where a step or gate was called: Lua's stack, else the step it runs inside, else the file.
+fn location(lua: &Lua, ctx: &Ctx) -> Location {
+    errors::caller(lua)
+        .or_else(|| ctx.st.borrow().current_loc.clone())
+        .unwrap_or(Location { file: ctx.file.clone(), line: 0 })
+}
+
 pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
     let ctx = Ctx::from_lua(&lua)?;
-    let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
+    let loc = location(&lua, &ctx);
     let mut args = args.into_iter();
     let name = match args.next() {
         Some(Value::String(s)) => s.to_string_lossy(),
@@ -308,9 +315,17 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         When::Flag(b) => *b,
         When::Func(f) => {
             // Nothing may nest inside `when` either: it decides, it does not act.
-            ctx.st.borrow_mut().current_step = Some(name.clone());
+            {
+                let mut st = ctx.st.borrow_mut();
+                st.current_step = Some(name.clone());
+                st.current_loc = Some(loc.clone());
+            }
             let v = f.call_async::<Value>(()).await;
-            ctx.st.borrow_mut().current_step = None;
+            {
+                let mut st = ctx.st.borrow_mut();
+                st.current_step = None;
+                st.current_loc = None;
+            }
             match v {
                 Ok(v) => !matches!(v, Value::Nil | Value::Boolean(false)),
                 Err(e) => {
@@ -331,7 +346,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         ctx.out.emit(
             "step_finished",
             Some(&name),
-            json!({"status": "skipped", "attempt": rec.attempts, "duration_ms": 0}),
+            json!({"status": "skipped", "attempt": rec.attempts, "duration_ms": 0, "result": null, "error": null}),
         );
         return Ok(Value::Nil);
     }
@@ -358,7 +373,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         rec.finished_at = None;
         rec.next_attempt_at = None;
         put(&rec).await?;
-        ctx.st.borrow_mut().current_step = Some(name.clone());
+        {
+            let mut st = ctx.st.borrow_mut();
+            st.current_step = Some(name.clone());
+            st.current_loc = Some(loc.clone());
+        }
         ctx.out.emit("step_started", Some(&name), json!({"status": "running", "attempt": attempt}));
         let started = Instant::now();
         let outcome = match opts.timeout {
@@ -373,7 +392,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             }
             None => func.call_async::<Value>(attempt).await,
         };
-        ctx.st.borrow_mut().current_step = None;
+        {
+            let mut st = ctx.st.borrow_mut();
+            st.current_step = None;
+            st.current_loc = None;
+        }
         let elapsed = started.elapsed();
         rec.duration_ms = Some(elapsed.as_millis() as i64);
         let failure = match outcome {
@@ -391,7 +414,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
                     ctx.out.emit(
                         "step_finished",
                         Some(&name),
-                        json!({"status": rec.status.as_str(), "attempt": attempt, "duration_ms": elapsed.as_millis() as u64, "result": json}),
+                        json!({"status": rec.status.as_str(), "attempt": attempt, "duration_ms": elapsed.as_millis() as u64, "result": json, "error": null}),
                     );
                     if let Some(undo) = &opts.undo {
                         ctx.st.borrow_mut().undo.push(UndoEntry {
@@ -440,7 +463,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         ctx.out.emit(
             "step_finished",
             Some(&name),
-            json!({"status": "failed", "attempt": attempt, "duration_ms": elapsed.as_millis() as u64, "error": message}),
+            json!({"status": "failed", "attempt": attempt, "duration_ms": elapsed.as_millis() as u64, "error": message, "result": null}),
         );
         if opts.continue_on_error {
             ctx.out.emit("warning", Some(&name), json!({"message": "step failed; continuing (continue_on_error)"}));
@@ -466,7 +489,7 @@ fn step_error(ctx: &Ctx, name: &str, loc: &Location, e: &mlua::Error, what: &str
 
 pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     let ctx = Ctx::from_lua(&lua)?;
-    let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });
+    let loc = location(&lua, &ctx);
     let message = match message {
         Value::String(s) => s.to_string_lossy(),
         other => {

@@ -1,3 +1,3 @@
 -- exit: 2
--- stderr: runbook{}: unknown key 'parms'
+-- stderr: 04_unknown_declaration_key.lua:3: runbook{}: unknown key 'parms'
 runbook { name = "a", parms = {} }

@@ -1,5 +1,5 @@
 -- args: run {file} --params-file {dir}/does-not-exist.toml
 -- exit: 2
 -- stderr: params file
--- stderr: does-not-exist.toml
+-- stderr: No such file or directory
 runbook { name = "a" }

@@ -1,4 +1,4 @@
 -- exit: 2
--- stderr: unknown step option 'retry' (known: description, retries
+-- stderr: 19_unknown_step_option.lua:4: step 'a': unknown step option 'retry' (known: description, retries
 runbook { name = "a" }
 step("a", { retry = 3 }, function() end)

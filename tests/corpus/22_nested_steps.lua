@@ -1,5 +1,5 @@
 -- exit: 2
--- stderr: step 'inner' inside step 'outer': steps and approvals cannot be nested
+-- stderr: 22_nested_steps.lua:5: step 'inner' inside step 'outer': steps and approvals cannot be nested
 runbook { name = "a" }
 step("outer", function()
   step("inner", function() end)

@@ -1,4 +1,4 @@
 -- exit: 2
--- stderr: approve() inside step 'a'
+-- stderr: 34_approve_inside_when.lua:4: approve() inside step 'a'
 runbook { name = "a" }
 step("a", { when = function() return approve("go?") end }, function() end)

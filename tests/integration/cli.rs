@@ -67,8 +67,19 @@ fn show_json_has_the_documented_shape() {
         assert!(step.get(key).is_some(), "missing steps[].{key} in {step}");
     }
     assert!(v["started_at"].as_str().unwrap().ends_with('Z'), "RFC 3339 UTC");
-    let id = v["run_id"].as_str().unwrap();
-    assert_eq!(env.show(&id[..12])["run_id"], id, "a unique prefix names the run");
+    for key in ["run_id", "runbook", "path", "status", "started_at", "finished_at"] {
+        assert!(v[key].is_string(), "{key} is not a string in {v}");
+    }
+    assert!(
+        step["duration_ms"].is_u64() && step["started_at"].is_string() && step["finished_at"].is_string(),
+        "{step}"
+    );
+    let id = v["run_id"].as_str().unwrap().to_string();
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    assert_eq!(env.show(&id)["run_id"], id.as_str(), "a full id names the run");
+    let r = env.run(&["show", &id[..8]]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("matches several runs"), "{}", r.stderr);
 }
 
 #[test]

@@ -54,13 +54,18 @@ fn fifty_sigkills_leave_every_step_done_once_and_the_journal_sound() {
             lives += 1;
             if kills < KILLS {
                 std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(150)));
-                if child.try_wait().unwrap().is_none() {
-                    signal(child.id(), 9);
+                signal(child.id(), 9);
+            }
+            let status = child.wait().unwrap();
+            {
+                use std::os::unix::process::ExitStatusExt;
+                if status.signal() == Some(9) {
                     kills += 1;
                     kills_this_round += 1;
+                } else {
+                    assert_eq!(status.code(), Some(0), "a life that was not killed must finish the run");
                 }
             }
-            let _ = child.wait();
             if let Some(id) = &run_id {
                 let show = env.show(id);
                 for s in show["steps"].as_array().unwrap().iter().filter(|s| s["status"] == "running") {

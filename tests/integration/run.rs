@@ -126,10 +126,21 @@ step("report", function() return seen end)
         .collect();
     assert_eq!(retries.len(), 2);
     assert!(retries[0]["error"].as_str().unwrap().contains("not yet 1"));
-    assert!(retries[0]["delay_ms"].as_u64().unwrap() <= 50);
+    // Equal jitter: attempt n waits between half and all of min(base * 2^(n-1), max).
+    let d1 = retries[0]["delay_ms"].as_u64().unwrap();
+    let d2 = retries[1]["delay_ms"].as_u64().unwrap();
+    assert!((5..=10).contains(&d1), "first delay {d1}ms");
+    assert!((10..=20).contains(&d2), "second delay {d2}ms");
     let show = env.show("last");
     assert_eq!(Env::step(&show, "flaky")["attempts"], 3);
     assert_eq!(Env::step(&show, "report")["result"], serde_json::json!([1, 2, 3]));
+    // The delay is waited, not only reported: the next attempt starts after it.
+    let events: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let ts = |e: &serde_json::Value| chrono_ms(e["ts"].as_str().unwrap());
+    for (i, e) in events.iter().enumerate().filter(|(_, e)| e["event"] == "step_retry") {
+        let next = events[i + 1..].iter().find(|n| n["event"] == "step_started").unwrap();
+        assert!(ts(next) - ts(e) + 1 >= e["delay_ms"].as_i64().unwrap(), "{e} then {next}");
+    }
 }
 
 #[test]
@@ -157,6 +168,8 @@ step("sleepy", { timeout = "200ms", continue_on_error = true }, function() sleep
 step("command", { timeout = "200ms", continue_on_error = true }, function() exec{"sleep", "10"} end)
 step("spin", { timeout = "200ms", continue_on_error = true }, function() while true do end end)
 step("exec timeout", { continue_on_error = true }, function() exec{"sleep", "10", timeout = "100ms"} end)
+step("group a", { timeout = "200ms", continue_on_error = true }, function() exec{"sh", "-c", "sleep 1; touch leaked-a"} end)
+step("group b", { continue_on_error = true }, function() exec{"sh", "-c", "sleep 1; touch leaked-b", timeout = "200ms"} end)
 "#,
     );
     let started = std::time::Instant::now();
@@ -170,6 +183,12 @@ step("exec timeout", { continue_on_error = true }, function() exec{"sleep", "10"
     assert!(Env::step(&show, "exec timeout")["error"].as_str().unwrap().contains("timed out after 100ms"));
     // Not a timing assertion on the product, only a guard that nothing waited its full 10s.
     assert!(started.elapsed() < std::time::Duration::from_secs(9));
+    // The whole process group died with the timeout: nothing it started finishes later.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        !env.path("leaked-a").exists() && !env.path("leaked-b").exists(),
+        "a timed-out command's children outlived it"
+    );
 }
 
 #[test]
@@ -180,6 +199,7 @@ fn when_skips_and_continue_on_error_goes_on() {
         r#"runbook { name = "w" }
 local a = step("skipped", { when = false }, function() return 1 end)
 local b = step("by function", { when = function() return a == nil end }, function() return "ran" end)
+step("false by function", { when = function() return false end }, function() exec{"touch", "must-not-exist"} end)
 local c = step("fails", { continue_on_error = true }, function() error("ignored") end)
 step("after", function() return { b = b, c_is_nil = c == nil } end)
 "#,
@@ -187,6 +207,8 @@ step("after", function() return { b = b, c_is_nil = c == nil } end)
     env.run(&["run", "rb.lua"]).assert_code(0);
     let show = env.show("last");
     assert_eq!(Env::step(&show, "skipped")["status"], "skipped");
+    assert_eq!(Env::step(&show, "false by function")["status"], "skipped");
+    assert!(!env.path("must-not-exist").exists(), "a `when` returning false must not run the step");
     assert_eq!(Env::step(&show, "fails")["status"], "failed");
     assert_eq!(Env::step(&show, "after")["result"], serde_json::json!({"b": "ran", "c_is_nil": true}));
 }
@@ -398,4 +420,12 @@ fn a_chatty_command_is_echoed_up_to_a_cap_and_returned_whole() {
     );
     let expected: usize = (1..=5000).map(|i: usize| i.to_string().len() + 1).sum();
     assert_eq!(Env::step(&env.show("last"), "seq")["result"], expected);
+}
+
+/// Milliseconds of an RFC 3339 UTC timestamp with milliseconds ("...T03:15:02.123Z"), within the day.
+fn chrono_ms(ts: &str) -> i64 {
+    let time = &ts[11..23];
+    let (h, m, s) = (&time[0..2], &time[3..5], &time[6..]);
+    let secs: f64 = s.parse().unwrap();
+    h.parse::<i64>().unwrap() * 3_600_000 + m.parse::<i64>().unwrap() * 60_000 + (secs * 1000.0).round() as i64
 }

@@ -48,6 +48,12 @@ end)
     assert_eq!(echoed["out"], "token=<secret:token>\n");
     assert_eq!(echoed["url"], "<secret:DB_PASSWORD>");
     let events = env.run(&["show", "last", "--events", "--output", "json"]);
+    events.assert_code(0);
+    assert!(
+        events.stdout.contains("\"event\":\"log\"") && events.stdout.contains("<secret:DB_PASSWORD>"),
+        "{}",
+        events.stdout
+    );
     assert!(!events.stdout.contains(VALUE) && !events.stdout.contains(&token));
     let bytes = journal_bytes(&env.journal_path());
     assert!(!bytes.is_empty());

@@ -77,6 +77,17 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
             ))
         }
     };
+    if let Ok(s) = &made {
+        if !ctx.mode.is_static() && s.expose().len() < crate::secret::MIN_SCRUB_LEN {
+            let message = format!(
+                "secret '{}' is shorter than {} characters: it prints as <secret:{}>, but its value is not scrubbed from other text",
+                s.name(),
+                crate::secret::MIN_SCRUB_LEN,
+                s.name()
+            );
+            ctx.emit("warning", serde_json::json!({ "message": message }));
+        }
+    }
     match made {
         Ok(s) => Ok(Value::UserData(lua.create_userdata(s)?)),
         Err(e) => Err(mlua::Error::runtime(e)),
