@@ -59,7 +59,7 @@ fn at_terminal(env: &Env, answer: &str) -> (i32, String) {
         std::thread::sleep(std::time::Duration::from_millis(200));
         stdin.write_all(answer.as_bytes()).unwrap();
     }
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -135,7 +135,7 @@ fn a_run_whose_process_died_shows_as_interrupted() {
     r.assert_code(2);
     assert!(r.stderr.contains("is still running"), "{}", r.stderr);
     crate::harness::signal(child.id(), 9);
-    let _ = child.wait_with_output();
+    let _ = crate::harness::finish(child, 60);
     assert_eq!(env.status("last"), "interrupted");
     assert!(env.run(&["history"]).stdout.contains("interrupted"));
 }

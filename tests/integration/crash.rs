@@ -56,7 +56,7 @@ fn fifty_sigkills_leave_every_step_done_once_and_the_journal_sound() {
                 std::thread::sleep(std::time::Duration::from_millis(5 + rng.below(150)));
                 signal(child.id(), 9);
             }
-            let status = child.wait().unwrap();
+            let status = crate::harness::finish(child, 60).status;
             {
                 use std::os::unix::process::ExitStatusExt;
                 if status.signal() == Some(9) {

@@ -155,3 +155,24 @@ pub fn signal(pid: u32, sig: i32) {
         kill(pid as i32, sig);
     }
 }
+
+/// Waits for a spawned process, at most `secs` seconds: a regression that hangs fails the test
+/// (and kills the process) instead of hanging the suite.
+pub fn finish(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
+            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let out = child.wait_with_output().expect("collect output");
+                panic!(
+                    "process did not exit within {secs}s\n--- stdout\n{}\n--- stderr\n{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        }
+    }
+}

@@ -20,7 +20,7 @@ fn a_second_run_is_refused_with_the_holder_then_takes_over_from_a_dead_one() {
     assert!(second.stderr.contains(&format!("pid {}", first.id())), "{}", second.stderr);
 
     signal(first.id(), 9);
-    let _ = first.wait_with_output();
+    let _ = crate::harness::finish(first, 60);
     env.write("release", "");
     let third = env.run(&["run", "rb.lua"]);
     third.assert_code(0);
@@ -43,8 +43,8 @@ step("critical", function() exec{shell = "echo in >> ledger; sleep 0.3; echo out
     for _ in 0..5 {
         let a = env.spawn(&["run", "rb.lua"]);
         let b = env.spawn(&["run", "rb.lua"]);
-        let ca = a.wait_with_output().unwrap().status.code();
-        let cb = b.wait_with_output().unwrap().status.code();
+        let ca = crate::harness::finish(a, 60).status.code();
+        let cb = crate::harness::finish(b, 60).status.code();
         let mut codes = [ca, cb];
         codes.sort();
         assert!(codes == [Some(0), Some(4)] || codes == [Some(0), Some(0)], "{codes:?}");

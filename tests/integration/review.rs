@@ -64,7 +64,7 @@ fn a_live_runner_on_this_host_is_never_taken_over_even_with_a_late_heartbeat() {
     signal(child.id(), 18); // SIGCONT
     r.assert_code(2);
     assert!(r.stderr.contains("is still running"), "{}", r.stderr);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(env.status("last"), "succeeded");
 }
@@ -86,7 +86,7 @@ fn a_runner_taken_over_from_another_host_stops_without_recording() {
     let b = env.run_env(&["resume", "last"], &[("RUNBOOK_HOSTNAME", "host-b"), ("RUNBOOK_LEASE_SECS", "1")]);
     signal(a.id(), 18);
     b.assert_code(0);
-    let out = a.wait_with_output().unwrap();
+    let out = crate::harness::finish(a, 60);
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("taken over by another process"));
     let show = env.show("last");
@@ -109,7 +109,7 @@ step("C", function() fail("boom") end)
     let child = env.spawn(&["run", "rb.lua"]);
     wait_for(|| env.read("log").contains("undo-B-start"));
     signal(child.id(), 2);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(env.status("last"), "interrupted");
     env.write("fast", "");
@@ -128,7 +128,7 @@ fn a_signal_stops_a_step_spinning_in_pure_lua() {
     let child = env.spawn(&["run", "rb.lua"]);
     wait_for(|| env.path("up").exists());
     signal(child.id(), 15);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     assert_eq!(out.status.code(), Some(130));
     assert_eq!(env.status("last"), "interrupted");
 }
@@ -149,7 +149,7 @@ end)
     let child = env.spawn(&["run", "rb.lua"]);
     wait_for(|| env.read("attempts").lines().count() == 2);
     signal(child.id(), 2);
-    let _ = child.wait_with_output();
+    let _ = crate::harness::finish(child, 60);
     env.run_env(&["resume", "last"], &[("FAST", "1")]).assert_code(1);
     assert_eq!(env.read("attempts"), "1\n2\n3\n", "one attempt after the interruption, not a fresh budget");
 }
@@ -161,7 +161,7 @@ fn a_signal_before_the_declaration_exits_130() {
     let child = env.spawn(&["run", "rb.lua"]);
     wait_for(|| env.path("up").exists());
     signal(child.id(), 2);
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    assert_eq!(crate::harness::finish(child, 60).status.code(), Some(130));
 }
 
 #[test]
@@ -262,7 +262,7 @@ fn a_signal_while_replaying_a_rollback_keeps_it_a_rollback() {
     let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
     wait_for(|| env.path("replaying").exists());
     signal(child.id(), 2);
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(130));
+    assert_eq!(crate::harness::finish(child, 60).status.code(), Some(130));
     assert_eq!(env.status("last"), "interrupted");
     env.run_env(&["resume", "last"], &[("FIXED", "1")]).assert_code(1);
     assert_eq!(env.status("last"), "rolled_back");
@@ -375,7 +375,7 @@ fn an_absurd_lease_is_clamped_and_a_live_run_is_not_taken_over() {
     let h = env.run_env(&["history", "--output", "json"], &[("RUNBOOK_HOSTNAME", "h2")]);
     h.assert_code(0);
     assert!(h.stdout.contains("\"status\":\"running\""), "{}", h.stdout);
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+    assert_eq!(crate::harness::finish(child, 60).status.code(), Some(0));
 }
 
 #[test]
@@ -404,6 +404,6 @@ step("B", function() fail("boom") end)
     let child = cmd.stdout(std::process::Stdio::null()).spawn().unwrap();
     wait_for(|| env.path("undoing").exists());
     env.run(&["cancel", "last"]).assert_code(0);
-    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(1));
+    assert_eq!(crate::harness::finish(child, 60).status.code(), Some(1));
     assert_eq!(env.status("last"), "cancelled");
 }

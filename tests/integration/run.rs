@@ -319,7 +319,7 @@ step("last", function() mark("last") end)
     let child = env.spawn(&["run", "rb.lua"]);
     wait_for(|| env.read("ledger").contains("long"));
     crate::harness::signal(child.id(), 15);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     let show = env.show("last");
     assert_eq!(show["status"], "interrupted");
@@ -343,7 +343,7 @@ fn cancel_stops_a_live_run_and_closes_a_stopped_one() {
     let r = env.run(&["cancel", "last"]);
     r.assert_code(0);
     assert!(r.stdout.contains("cancellation requested"), "{}", r.stdout);
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::finish(child, 60);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(env.status("last"), "cancelled");
 
