@@ -163,7 +163,9 @@ pub fn finish(mut child: std::process::Child, secs: u64) -> std::process::Output
     loop {
         match child.try_wait() {
             Ok(Some(_)) => return child.wait_with_output().expect("collect output"),
-            Ok(None) if std::time::Instant::now() < deadline => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Ok(None) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
             _ => {
                 let _ = child.kill();
                 let out = child.wait_with_output().expect("collect output");
