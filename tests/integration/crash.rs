@@ -49,7 +49,7 @@ fn fifty_sigkills_leave_every_step_done_once_and_the_journal_sound() {
                 Some(id) => vec!["resume".into(), id.clone()],
             };
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let mut child =
+            let child =
                 env.cmd(&args).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
             lives += 1;
             if kills < KILLS {
