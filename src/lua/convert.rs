@@ -117,6 +117,11 @@ pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
     })
 }
 
+/// Marks a table as an array, so that an empty one stores as `[]`.
+pub fn mark_array(lua: &Lua, t: &Table) -> mlua::Result<()> {
+    t.set_metatable(Some(array_marker(lua)?))
+}
+
 fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     if let Ok(t) = lua.named_registry_value::<Table>("runbook.array_mt") {
         return Ok(t);

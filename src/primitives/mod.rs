@@ -1,6 +1,7 @@
 //! Primitives: plain async Rust, each in its own room beside its Lua binding, all registered
 //! from the one list below. Adding a primitive touches its room and one line here.
 pub mod builtins;
+pub mod db;
 pub mod exec;
 pub mod log;
 
@@ -10,8 +11,12 @@ use mlua::Lua;
 pub type Register = fn(&Lua) -> mlua::Result<()>;
 
 /// Every primitive, by the global it installs.
-pub const PRIMITIVES: &[(&str, Register)] =
-    &[("exec", exec::lua::register), ("log", log::lua::register), ("builtins", builtins::lua::register)];
+pub const PRIMITIVES: &[(&str, Register)] = &[
+    ("builtins", builtins::lua::register),
+    ("db", db::lua::register),
+    ("exec", exec::lua::register),
+    ("log", log::lua::register),
+];
 
 pub fn register_all(lua: &Lua) -> mlua::Result<()> {
     for (_, register) in PRIMITIVES {

@@ -149,3 +149,62 @@ function log.warn(message, fields) end
 ---@param message string
 ---@param fields? table
 function log.error(message, fields) end
+
+---@class DbOptions
+---@field pool_size? integer Connections in the pool (default 4; 1 for sqlite::memory:).
+---@field connect_timeout? Duration Give up connecting after this long (default 10s).
+---@field statement_timeout? Duration PostgreSQL: cancel statements running longer.
+---@field ssl_mode? "disable"|"allow"|"prefer"|"require"|"verify-ca"|"verify-full" PostgreSQL TLS mode.
+---@field ssl_root_cert? string PostgreSQL: CA certificate file for verify-ca / verify-full.
+
+---@class DbConnection
+--- A database connection (a pool underneath), or a transaction on one. Parameters are bound
+--- ($1, $2 ... for PostgreSQL, ? for SQLite), never interpolated.
+local DbConnection = {}
+
+--- Runs a statement and returns its rows, each a table keyed by column name (NULL is `null`).
+---@param sql string
+---@param ... any parameters
+---@return table[]
+function DbConnection:query(sql, ...) end
+
+--- Exactly one row, or an error saying how many there were.
+---@param sql string
+---@param ... any parameters
+---@return table
+function DbConnection:query_one(sql, ...) end
+
+--- The first column of the one row.
+---@param sql string
+---@param ... any parameters
+---@return any
+function DbConnection:scalar(sql, ...) end
+
+--- Runs a statement and returns the number of rows it affected. Under --dry-run it does nothing.
+---@param sql string
+---@param ... any parameters
+---@return integer
+function DbConnection:execute(sql, ...) end
+
+--- Runs fn(tx) in a transaction: committed when fn returns, rolled back when it raises.
+---@generic T
+---@param fn fun(tx: DbConnection): T
+---@return T
+function DbConnection:transaction(fn) end
+
+--- Closes the pool.
+function DbConnection:close() end
+
+---@class db
+db = {}
+
+--- JSON null, as in rows (same as the global `null`).
+---@type lightuserdata
+db.null = nil
+
+--- Connects to postgres://user:pw@host:port/db, sqlite://PATH or sqlite::memory:.
+--- The URL may be a secret; connection errors name host, port and database, never the password.
+---@param url string|Secret
+---@param opts? DbOptions
+---@return DbConnection
+function db.connect(url, opts) end

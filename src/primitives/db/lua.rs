@@ -1,0 +1,247 @@
+//! Lua binding of `db`: `db.connect(url_or_secret, [opts])` returns a connection with
+//! `query`, `query_one`, `scalar`, `execute`, `transaction` and `close`; `db.null` is the
+//! engine's `null`.
+use std::sync::Arc;
+
+use mlua::{Function, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
+use tokio::sync::Mutex;
+
+use super::{Db, DbValue, Options, Rows, Tx};
+use crate::engine::Ctx;
+use crate::primitives::error;
+use crate::secret::Secret;
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set("connect", lua.create_async_function(connect)?)?;
+    t.set("null", lua.null())?;
+    lua.globals().set("db", t)
+}
+
+/// A connection (a pool), or a transaction on one.
+pub struct Conn {
+    db: Arc<Db>,
+    tx: Option<Arc<Mutex<Option<Tx>>>>,
+}
+
+async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
+    let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "db.connect")?;
+    let url = match &target {
+        Value::String(s) => s.to_string_lossy(),
+        Value::UserData(ud) => match ud.borrow::<Secret>() {
+            Ok(s) => s.expose().to_string(),
+            Err(_) => return Err(error("db", "connect expects a URL string or a secret")),
+        },
+        other => {
+            return Err(error("db", format!("connect expects a URL string or a secret, got a {}", other.type_name())))
+        }
+    };
+    let opts: Options = match opts {
+        None | Some(Value::Nil) => Options::default(),
+        Some(v) => lua.from_value(v).map_err(|e| {
+            error(
+                "db",
+                format!(
+                    "connect options: {}",
+                    e.to_string().trim_start_matches("deserialize error: ").replace("unknown field", "unknown key")
+                ),
+            )
+        })?,
+    };
+    if let Some(p) = ctx.guard(&lua, "db", false, String::new)? {
+        return Ok(p);
+    }
+    let db = Db::connect(&url, &opts).await.map_err(|e| error("db", e))?;
+    Ok(Value::UserData(lua.create_userdata(Conn { db: Arc::new(db), tx: None })?))
+}
+
+/// Lua arguments to database values: nil/null, booleans, numbers, strings (binary strings as
+/// bytes), secrets (their value), arrays, and tables (JSON).
+fn to_db(v: Value) -> mlua::Result<DbValue> {
+    Ok(match v {
+        Value::Nil => DbValue::Null,
+        Value::LightUserData(p) if p.0.is_null() => DbValue::Null,
+        Value::Boolean(b) => DbValue::Bool(b),
+        Value::Integer(i) => DbValue::Int(i),
+        Value::Number(n) => DbValue::Float(n),
+        Value::String(s) => match s.to_str() {
+            Ok(t) => DbValue::Text(t.to_string()),
+            Err(_) => DbValue::Bytes(s.as_bytes().to_vec()),
+        },
+        Value::UserData(ud) => match ud.borrow::<Secret>() {
+            Ok(s) => DbValue::Text(s.expose().to_string()),
+            Err(_) => return Err(error("db", "a parameter is a userdata value; pass plain data")),
+        },
+        Value::Table(t) => {
+            let json =
+                crate::lua::convert::to_json(&Value::Table(t)).map_err(|e| error("db", format!("parameter: {e}")))?;
+            match json {
+                serde_json::Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
+                    DbValue::Array(
+                        items
+                            .into_iter()
+                            .map(|i| match i {
+                                serde_json::Value::Null => DbValue::Null,
+                                serde_json::Value::Bool(b) => DbValue::Bool(b),
+                                serde_json::Value::Number(n) => n
+                                    .as_i64()
+                                    .map(DbValue::Int)
+                                    .unwrap_or(DbValue::Float(n.as_f64().unwrap_or_default())),
+                                serde_json::Value::String(s) => DbValue::Text(s),
+                                other => DbValue::Json(other),
+                            })
+                            .collect(),
+                    )
+                }
+                other => DbValue::Json(other),
+            }
+        }
+        other => return Err(error("db", format!("a parameter is a {}; pass plain data", other.type_name()))),
+    })
+}
+
+fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
+    Ok(match v {
+        DbValue::Null => lua.null(),
+        DbValue::Bool(b) => Value::Boolean(b),
+        DbValue::Int(i) => Value::Integer(i),
+        DbValue::Float(f) => Value::Number(f),
+        DbValue::Text(s) => Value::String(lua.create_string(s)?),
+        DbValue::Bytes(b) => Value::String(lua.create_string(b)?),
+        DbValue::Json(j) => crate::lua::convert::from_json(lua, &j)?,
+        DbValue::Array(items) => {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, item) in items.into_iter().enumerate() {
+                t.raw_set(i + 1, to_lua(lua, item)?)?;
+            }
+            crate::lua::convert::mark_array(lua, &t)?;
+            Value::Table(t)
+        }
+    })
+}
+
+fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
+    let out = lua.create_table_with_capacity(rows.rows.len(), 0)?;
+    for (n, row) in rows.rows.into_iter().enumerate() {
+        let t = lua.create_table_with_capacity(0, rows.columns.len())?;
+        for (col, v) in rows.columns.iter().zip(row) {
+            t.raw_set(col.as_str(), to_lua(lua, v)?)?;
+        }
+        out.raw_set(n + 1, t)?;
+    }
+    crate::lua::convert::mark_array(lua, &out)?;
+    Ok(out)
+}
+
+/// `(sql, params...)` from a method's arguments.
+fn sql_and_params(args: MultiValue) -> mlua::Result<(String, Vec<DbValue>)> {
+    let mut it = args.into_iter();
+    let sql = match it.next() {
+        Some(Value::String(s)) => s.to_string_lossy(),
+        _ => return Err(error("db", "expected the SQL text as the first argument")),
+    };
+    let params = it.map(to_db).collect::<mlua::Result<Vec<_>>>()?;
+    Ok((sql, params))
+}
+
+impl Conn {
+    async fn fetch(&self, sql: &str, params: &[DbValue]) -> mlua::Result<Rows> {
+        match &self.tx {
+            Some(tx) => {
+                let mut guard = tx.lock().await;
+                let t = guard.as_mut().ok_or_else(|| error("db", "the transaction is over"))?;
+                self.db.fetch(Some(t), sql, params).await
+            }
+            None => self.db.fetch(None, sql, params).await,
+        }
+        .map_err(|e| error("db", e))
+    }
+
+    async fn execute(&self, sql: &str, params: &[DbValue]) -> mlua::Result<u64> {
+        match &self.tx {
+            Some(tx) => {
+                let mut guard = tx.lock().await;
+                let t = guard.as_mut().ok_or_else(|| error("db", "the transaction is over"))?;
+                self.db.execute(Some(t), sql, params).await
+            }
+            None => self.db.execute(None, sql, params).await,
+        }
+        .map_err(|e| error("db", e))
+    }
+}
+
+fn one_row(rows: Rows, sql: &str) -> mlua::Result<Rows> {
+    match rows.rows.len() {
+        1 => Ok(rows),
+        n => {
+            let short: String = sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect();
+            Err(error("db", format!("expected exactly one row, got {n} from `{short}`")))
+        }
+    }
+}
+
+impl UserData for Conn {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_meta_method(MetaMethod::ToString, |_, this, ()| {
+            Ok(format!("db {} ({})", if this.tx.is_some() { "transaction" } else { "connection" }, this.db.target))
+        });
+        methods.add_async_method("query", |lua, this, args: MultiValue| async move {
+            Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query")?;
+            let (sql, params) = sql_and_params(args)?;
+            let rows = this.fetch(&sql, &params).await?;
+            rows_to_lua(&lua, rows)
+        });
+        methods.add_async_method("query_one", |lua, this, args: MultiValue| async move {
+            Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query_one")?;
+            let (sql, params) = sql_and_params(args)?;
+            let rows = one_row(this.fetch(&sql, &params).await?, &sql)?;
+            let t: Table = rows_to_lua(&lua, rows)?.get(1)?;
+            Ok(t)
+        });
+        methods.add_async_method("scalar", |lua, this, args: MultiValue| async move {
+            Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db scalar")?;
+            let (sql, params) = sql_and_params(args)?;
+            let mut rows = one_row(this.fetch(&sql, &params).await?, &sql)?;
+            let value = rows.rows.pop().and_then(|r| r.into_iter().next()).unwrap_or(DbValue::Null);
+            to_lua(&lua, value)
+        });
+        methods.add_async_method("execute", |lua, this, args: MultiValue| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db execute")?;
+            let (sql, params) = sql_and_params(args)?;
+            let short: String = sql.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(80).collect();
+            if ctx.guard(&lua, "db", true, || format!("execute `{short}` on {}", this.db.target))?.is_some() {
+                return Ok(Value::Integer(0));
+            }
+            Ok(Value::Integer(this.execute(&sql, &params).await? as i64))
+        });
+        methods.add_async_method("transaction", |lua, this, f: Function| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db transaction")?;
+            if this.tx.is_some() {
+                return Err(error("db", "a transaction cannot be nested"));
+            }
+            let tx = this.db.begin().await.map_err(|e| error("db", e))?;
+            let shared = Arc::new(Mutex::new(Some(tx)));
+            let handle = lua.create_userdata(Conn { db: Arc::clone(&this.db), tx: Some(Arc::clone(&shared)) })?;
+            let result = f.call_async::<MultiValue>(handle).await;
+            let tx = shared.lock().await.take();
+            match (result, tx) {
+                (Ok(values), Some(tx)) => {
+                    tx.commit().await.map_err(|e| error("db", format!("commit failed: {e}")))?;
+                    Ok(values)
+                }
+                (Err(e), Some(tx)) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+                (r, None) => r,
+            }
+        });
+        methods.add_async_method("close", |_, this, ()| async move {
+            this.db.close().await;
+            Ok(())
+        });
+    }
+}

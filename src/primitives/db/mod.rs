@@ -1,0 +1,561 @@
+//! `db`: SQL databases through sqlx: PostgreSQL and SQLite (MySQL next). A connection is a pool;
+//! parameters are always bound, never interpolated.
+//!
+//! PostgreSQL receives parameters typed and in binary form, so a Lua value is converted to the
+//! Rust type of the parameter as the server inferred it (the statement is prepared once and its
+//! parameter types cached): an RFC 3339 string binds to a `timestamptz`, a string to a `uuid` or
+//! a `numeric`, a table to `jsonb`. Values come back the same way: numeric as a string (no
+//! precision lost), timestamps as RFC 3339 with their offset, dates as `YYYY-MM-DD`, json as
+//! tables, bytea as strings, arrays as arrays, NULL as `null`.
+pub mod lua;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Deserialize;
+use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
+use sqlx::query::Query;
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Column, Either, Executor, Postgres, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("unsupported database URL '{0}': use postgres://, sqlite://PATH or sqlite::memory: (mysql:// comes next)")]
+    Scheme(String),
+    #[error("cannot connect to {target}: {cause}")]
+    Connect { target: String, cause: String },
+    #[error("{message}{}", .code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())]
+    Server { message: String, code: Option<String> },
+    #[error("{0}")]
+    Bind(String),
+    #[error("{0}")]
+    Decode(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) => {
+                DbError::Server { message: d.message().to_string(), code: d.code().map(|c| c.to_string()) }
+            }
+            _ => DbError::Server { message: e.to_string(), code: None },
+        }
+    }
+}
+
+/// A value going to or coming from a database.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DbValue {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bytes(Vec<u8>),
+    Json(serde_json::Value),
+    Array(Vec<DbValue>),
+}
+
+impl DbValue {
+    fn text(&self) -> Option<String> {
+        match self {
+            DbValue::Text(s) => Some(s.clone()),
+            DbValue::Int(i) => Some(i.to_string()),
+            DbValue::Float(f) => Some(f.to_string()),
+            DbValue::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+    fn kind(&self) -> &'static str {
+        match self {
+            DbValue::Null => "null",
+            DbValue::Bool(_) => "boolean",
+            DbValue::Int(_) => "integer",
+            DbValue::Float(_) => "number",
+            DbValue::Text(_) => "string",
+            DbValue::Bytes(_) => "binary string",
+            DbValue::Json(_) => "table",
+            DbValue::Array(_) => "array",
+        }
+    }
+}
+
+/// Result rows: column names, then one value per column.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<DbValue>>,
+}
+
+/// The options table of `db.connect`; unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub statement_timeout: Option<String>,
+    pub ssl_mode: Option<String>,
+    pub ssl_root_cert: Option<String>,
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// An open transaction.
+pub enum Tx {
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+    Postgres(sqlx::Transaction<'static, Postgres>),
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(t) => t.commit().await?,
+            Tx::Postgres(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+    pub async fn rollback(self) -> Result<(), DbError> {
+        match self {
+            Tx::Sqlite(t) => t.rollback().await?,
+            Tx::Postgres(t) => t.rollback().await?,
+        }
+        Ok(())
+    }
+}
+
+pub struct Db {
+    pool: Pool,
+    /// Where it points, without credentials: `postgres 127.0.0.1:5432/app`.
+    pub target: String,
+    /// Parameter types PostgreSQL inferred, per statement text.
+    pg_params: Mutex<HashMap<String, Vec<PgTypeInfo>>>,
+}
+
+fn duration(opt: &Option<String>, what: &str) -> Result<Option<Duration>, DbError> {
+    opt.as_deref().map(|d| crate::duration::parse(d).map_err(|e| DbError::Usage(format!("{what}: {e}")))).transpose()
+}
+
+impl Db {
+    pub async fn connect(url: &str, opts: &Options) -> Result<Db, DbError> {
+        let connect_timeout = duration(&opts.connect_timeout, "connect_timeout")?.unwrap_or(Duration::from_secs(10));
+        let statement_timeout = duration(&opts.statement_timeout, "statement_timeout")?;
+        let size = opts.pool_size.unwrap_or(4).clamp(1, 100);
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut o = PgConnectOptions::from_str(url)
+                .map_err(|e| DbError::Usage(format!("invalid PostgreSQL URL: {}", strip(e.to_string()))))?;
+            let target =
+                format!("postgres {}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(o.get_username()));
+            if let Some(mode) = &opts.ssl_mode {
+                o = o.ssl_mode(mode.parse().map_err(|_| {
+                    DbError::Usage(format!(
+                        "ssl_mode: unknown mode '{mode}' (disable, allow, prefer, require, verify-ca, verify-full)"
+                    ))
+                })?);
+            }
+            if let Some(cert) = &opts.ssl_root_cert {
+                o = o.ssl_root_cert(cert.as_str());
+            }
+            if let Some(t) = statement_timeout {
+                o = o.options([("statement_timeout", format!("{}", t.as_millis()))]);
+            }
+            let pool = PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(connect_timeout)
+                .connect_with(o)
+                .await
+                .map_err(|e| DbError::Connect { target: target.clone(), cause: strip(cause(&e)) })?;
+            return Ok(Db { pool: Pool::Postgres(pool), target, pg_params: Mutex::new(HashMap::new()) });
+        }
+        if url.starts_with("sqlite:") {
+            if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
+                return Err(DbError::Usage(
+                    "ssl_mode, ssl_root_cert and statement_timeout apply to PostgreSQL only".into(),
+                ));
+            }
+            let o = SqliteConnectOptions::from_str(url)
+                .map_err(|e| DbError::Usage(format!("invalid SQLite URL: {e}")))?
+                .create_if_missing(true);
+            let memory = url.contains(":memory:");
+            let target = format!(
+                "sqlite {}",
+                if memory { ":memory:".to_string() } else { o.get_filename().display().to_string() }
+            );
+            // An in-memory database lives in one connection: a pool of one keeps it whole.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(if memory { 1 } else { size })
+                .acquire_timeout(connect_timeout)
+                .connect_with(o)
+                .await
+                .map_err(|e| DbError::Connect { target: target.clone(), cause: cause(&e) })?;
+            return Ok(Db { pool: Pool::Sqlite(pool), target, pg_params: Mutex::new(HashMap::new()) });
+        }
+        let scheme = url.split("://").next().unwrap_or(url);
+        Err(DbError::Scheme(if url.contains("://") { format!("{scheme}://…") } else { "…".into() }))
+    }
+
+    pub async fn begin(&self) -> Result<Tx, DbError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
+            Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+        })
+    }
+
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(p) => p.close().await,
+            Pool::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// Runs a statement and returns its rows.
+    pub async fn fetch(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<Rows, DbError> {
+        match (&self.pool, tx) {
+            (Pool::Sqlite(p), None) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(p).await?),
+            (_, Some(Tx::Sqlite(t))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(&mut **t).await?),
+            (Pool::Postgres(p), None) => {
+                let types = self.pg_types(sql, None).await?;
+                pg_rows(pg_query(sql, &types, params)?.fetch_all(p).await?)
+            }
+            (_, Some(Tx::Postgres(t))) => {
+                let types = self.pg_types(sql, Some(t)).await?;
+                pg_rows(pg_query(sql, &types, params)?.fetch_all(&mut **t).await?)
+            }
+        }
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
+        Ok(match (&self.pool, tx) {
+            (Pool::Sqlite(p), None) => sqlite_query(sql, params)?.execute(p).await?.rows_affected(),
+            (_, Some(Tx::Sqlite(t))) => sqlite_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
+            (Pool::Postgres(p), None) => {
+                let types = self.pg_types(sql, None).await?;
+                pg_query(sql, &types, params)?.execute(p).await?.rows_affected()
+            }
+            (_, Some(Tx::Postgres(t))) => {
+                let types = self.pg_types(sql, Some(t)).await?;
+                pg_query(sql, &types, params)?.execute(&mut **t).await?.rows_affected()
+            }
+        })
+    }
+
+    /// The parameter types of a statement, as PostgreSQL inferred them (prepared once).
+    async fn pg_types(
+        &self,
+        sql: &str,
+        tx: Option<&mut sqlx::Transaction<'static, Postgres>>,
+    ) -> Result<Vec<PgTypeInfo>, DbError> {
+        if let Some(t) = self.pg_params.lock().ok().and_then(|m| m.get(sql).cloned()) {
+            return Ok(t);
+        }
+        let statement = match (tx, &self.pool) {
+            (Some(t), _) => (&mut **t).prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
+            (None, Pool::Postgres(p)) => p.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
+            (None, Pool::Sqlite(_)) => return Ok(vec![]),
+        };
+        let types = match statement.parameters() {
+            Some(Either::Left(types)) => types.to_vec(),
+            _ => vec![],
+        };
+        if let Ok(mut m) = self.pg_params.lock() {
+            if m.len() > 1000 {
+                m.clear();
+            }
+            m.insert(sql.to_string(), types.clone());
+        }
+        Ok(types)
+    }
+}
+
+/// The cause of a connection error, without anything that could hold a password.
+fn cause(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Database(d) => {
+            format!("{}{}", d.message(), d.code().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default())
+        }
+        sqlx::Error::PoolTimedOut => "timed out".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Drops anything after '@' that looks like credentials in a URL quoted by an error.
+fn strip(text: String) -> String {
+    match (text.find("://"), text.find('@')) {
+        (Some(a), Some(b)) if a < b => format!("{}://…{}", &text[..a], &text[b..]),
+        _ => text,
+    }
+}
+
+fn sqlite_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, Sqlite, SqliteArguments>, DbError> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for v in params {
+        q = match v {
+            DbValue::Null => q.bind(None::<String>),
+            DbValue::Bool(b) => q.bind(*b),
+            DbValue::Int(i) => q.bind(*i),
+            DbValue::Float(f) => q.bind(*f),
+            DbValue::Text(s) => q.bind(s.clone()),
+            DbValue::Bytes(b) => q.bind(b.clone()),
+            DbValue::Json(j) => q.bind(j.to_string()),
+            DbValue::Array(_) => {
+                return Err(DbError::Bind("arrays are not supported by SQLite; pass JSON text".into()))
+            }
+        };
+    }
+    Ok(q)
+}
+
+fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
+    let mut out = Rows::default();
+    if let Some(first) = rows.first() {
+        out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+    }
+    for row in &rows {
+        let mut values = Vec::with_capacity(row.len());
+        for (i, col) in row.columns().iter().enumerate() {
+            let raw = row.try_get_raw(i)?;
+            let v = if raw.is_null() {
+                DbValue::Null
+            } else {
+                let declared = col.type_info().name().to_ascii_uppercase();
+                match raw.type_info().name() {
+                    "INTEGER" if declared == "BOOLEAN" || declared == "BOOL" => {
+                        DbValue::Bool(row.try_get::<bool, _>(i)?)
+                    }
+                    "INTEGER" => DbValue::Int(row.try_get::<i64, _>(i)?),
+                    "REAL" => DbValue::Float(row.try_get::<f64, _>(i)?),
+                    "BLOB" => DbValue::Bytes(row.try_get::<Vec<u8>, _>(i)?),
+                    _ => DbValue::Text(row.try_get::<String, _>(i)?),
+                }
+            };
+            values.push(v);
+        }
+        out.rows.push(values);
+    }
+    Ok(out)
+}
+
+macro_rules! bind_as {
+    ($q:expr, $v:expr, $t:ty, $convert:expr) => {
+        match $v {
+            DbValue::Null => $q.bind(None::<$t>),
+            v => {
+                let converted: Result<$t, String> = $convert(v);
+                $q.bind(Some(converted?))
+            }
+        }
+    };
+}
+
+fn want(v: &DbValue, what: &str) -> String {
+    format!("expected {what}, got a {}", v.kind())
+}
+
+fn pg_query<'q>(
+    sql: &'q str,
+    types: &[PgTypeInfo],
+    params: &[DbValue],
+) -> Result<Query<'q, Postgres, PgArguments>, DbError> {
+    if !types.is_empty() && types.len() != params.len() {
+        return Err(DbError::Bind(format!("the statement takes {} parameter(s), {} given", types.len(), params.len())));
+    }
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for (n, v) in params.iter().enumerate() {
+        let ty = types.get(n).map(|t| t.name().to_string()).unwrap_or_else(|| "TEXT".into());
+        let bound: Result<_, String> = (|| {
+            Ok(match ty.as_str() {
+                "BOOL" => bind_as!(q, v, bool, |v: &DbValue| match v {
+                    DbValue::Bool(b) => Ok(*b),
+                    other => Err(want(other, "a boolean")),
+                }),
+                "INT2" => bind_as!(q, v, i16, |v: &DbValue| int(v)
+                    .and_then(|i| i16::try_from(i).map_err(|_| format!("{i} does not fit a smallint")))),
+                "INT4" => bind_as!(q, v, i32, |v: &DbValue| int(v)
+                    .and_then(|i| i32::try_from(i).map_err(|_| format!("{i} does not fit an integer")))),
+                "INT8" => bind_as!(q, v, i64, int),
+                "FLOAT4" => bind_as!(q, v, f32, |v: &DbValue| float(v).map(|f| f as f32)),
+                "FLOAT8" => bind_as!(q, v, f64, float),
+                "NUMERIC" => bind_as!(q, v, bigdecimal::BigDecimal, |v: &DbValue| {
+                    let t = v.text().ok_or_else(|| want(v, "a number or a numeric string"))?;
+                    bigdecimal::BigDecimal::from_str(&t).map_err(|_| format!("'{t}' is not a number"))
+                }),
+                "UUID" => bind_as!(q, v, uuid::Uuid, |v: &DbValue| {
+                    let t = v.text().ok_or_else(|| want(v, "a uuid string"))?;
+                    uuid::Uuid::parse_str(&t).map_err(|_| format!("'{t}' is not a uuid"))
+                }),
+                "TIMESTAMPTZ" => bind_as!(q, v, chrono::DateTime<chrono::Utc>, |v: &DbValue| {
+                    let t = v.text().ok_or_else(|| want(v, "an RFC 3339 timestamp"))?;
+                    chrono::DateTime::parse_from_rfc3339(&t)
+                        .map(|d| d.with_timezone(&chrono::Utc))
+                        .map_err(|_| format!("'{t}' is not an RFC 3339 timestamp with offset (2026-11-22T03:15:00Z)"))
+                }),
+                "TIMESTAMP" => bind_as!(q, v, chrono::NaiveDateTime, |v: &DbValue| {
+                    let t = v.text().ok_or_else(|| want(v, "a timestamp"))?;
+                    chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
+                        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f"))
+                        .map_err(|_| format!("'{t}' is not a timestamp (2026-11-22T03:15:00)"))
+                }),
+                "DATE" => bind_as!(q, v, chrono::NaiveDate, |v: &DbValue| {
+                    let t = v.text().ok_or_else(|| want(v, "a date"))?;
+                    chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                        .map_err(|_| format!("'{t}' is not a date (YYYY-MM-DD)"))
+                }),
+                "JSON" | "JSONB" => bind_as!(q, v, sqlx::types::Json<serde_json::Value>, |v: &DbValue| match v {
+                    DbValue::Json(j) => Ok(sqlx::types::Json(j.clone())),
+                    DbValue::Array(_) => Err("arrays go to json as tables: pass a table".to_string()),
+                    DbValue::Text(t) =>
+                        serde_json::from_str(t).map(sqlx::types::Json).map_err(|e| format!("not JSON text: {e}")),
+                    DbValue::Int(i) => Ok(sqlx::types::Json(serde_json::Value::from(*i))),
+                    DbValue::Float(f) => Ok(sqlx::types::Json(serde_json::Value::from(*f))),
+                    DbValue::Bool(b) => Ok(sqlx::types::Json(serde_json::Value::from(*b))),
+                    other => Err(want(other, "a table or JSON text")),
+                }),
+                "BYTEA" => bind_as!(q, v, Vec<u8>, |v: &DbValue| match v {
+                    DbValue::Bytes(b) => Ok(b.clone()),
+                    DbValue::Text(t) => Ok(t.clone().into_bytes()),
+                    other => Err(want(other, "a string")),
+                }),
+                "INT4[]" => bind_as!(q, v, Vec<i32>, |v: &DbValue| array(v, |x| int(x)
+                    .and_then(|i| i32::try_from(i).map_err(|e| e.to_string())))),
+                "INT8[]" => bind_as!(q, v, Vec<i64>, |v: &DbValue| array(v, int)),
+                "FLOAT8[]" => bind_as!(q, v, Vec<f64>, |v: &DbValue| array(v, float)),
+                "BOOL[]" => bind_as!(q, v, Vec<bool>, |v: &DbValue| array(v, |x| match x {
+                    DbValue::Bool(b) => Ok(*b),
+                    other => Err(want(other, "a boolean")),
+                })),
+                "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
+                    bind_as!(q, v, Vec<String>, |v: &DbValue| array(v, |x| x.text().ok_or_else(|| want(x, "a string"))))
+                }
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
+                    bind_as!(q, v, String, |v: &DbValue| v.text().ok_or_else(|| want(v, "a string")))
+                }
+                other => {
+                    return Err(format!(
+                        "type {other} is not bound by db yet; cast the parameter in SQL, e.g. ${}::text",
+                        n + 1
+                    ))
+                }
+            })
+        })();
+        q = bound.map_err(|e| DbError::Bind(format!("parameter ${} ({}): {e}", n + 1, ty.to_lowercase())))?;
+    }
+    Ok(q)
+}
+
+fn int(v: &DbValue) -> Result<i64, String> {
+    match v {
+        DbValue::Int(i) => Ok(*i),
+        DbValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(*f as i64),
+        DbValue::Text(t) => t.trim().parse().map_err(|_| format!("'{t}' is not an integer")),
+        other => Err(want(other, "an integer")),
+    }
+}
+
+fn float(v: &DbValue) -> Result<f64, String> {
+    match v {
+        DbValue::Int(i) => Ok(*i as f64),
+        DbValue::Float(f) => Ok(*f),
+        DbValue::Text(t) => t.trim().parse().map_err(|_| format!("'{t}' is not a number")),
+        other => Err(want(other, "a number")),
+    }
+}
+
+fn array<T>(v: &DbValue, item: impl Fn(&DbValue) -> Result<T, String>) -> Result<Vec<T>, String> {
+    match v {
+        DbValue::Array(items) => items.iter().map(item).collect(),
+        DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => Ok(vec![]),
+        other => Err(want(other, "an array")),
+    }
+}
+
+fn pg_rows(rows: Vec<PgRow>) -> Result<Rows, DbError> {
+    let mut out = Rows::default();
+    if let Some(first) = rows.first() {
+        out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+    }
+    for row in &rows {
+        let mut values = Vec::with_capacity(row.len());
+        for (i, col) in row.columns().iter().enumerate() {
+            values.push(pg_value(row, i, col.type_info().name(), col.name())?);
+        }
+        out.rows.push(values);
+    }
+    Ok(out)
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> DbValue) -> DbValue {
+    v.map(f).unwrap_or(DbValue::Null)
+}
+
+fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbError> {
+    Ok(match ty {
+        "BOOL" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
+        "INT2" => opt(row.try_get::<Option<i16>, _>(i)?, |v| DbValue::Int(v.into())),
+        "INT4" => opt(row.try_get::<Option<i32>, _>(i)?, |v| DbValue::Int(v.into())),
+        "INT8" => opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int),
+        "OID" => opt(row.try_get::<Option<sqlx::postgres::types::Oid>, _>(i)?, |v| DbValue::Int(v.0.into())),
+        "FLOAT4" => opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.into())),
+        "FLOAT8" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
+        "NUMERIC" => {
+            // The display scale (dscale, bytes 6..8 of the binary form) keeps "1.50" as written.
+            let raw = row.try_get_raw(i)?;
+            let dscale = if raw.is_null() {
+                None
+            } else {
+                raw.as_bytes().ok().and_then(|b| b.get(6..8)).map(|b| i64::from(u16::from_be_bytes([b[0], b[1]])))
+            };
+            opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| {
+                let v = match dscale {
+                    Some(scale) => v.with_scale(scale),
+                    None => v,
+                };
+                DbValue::Text(v.to_plain_string())
+            })
+        }
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
+            opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text)
+        }
+        "UUID" => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |v| DbValue::Text(v.to_string())),
+        "TIMESTAMPTZ" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
+            DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+        }),
+        "TIMESTAMP" => opt(row.try_get::<Option<chrono::NaiveDateTime>, _>(i)?, |v| {
+            DbValue::Text(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }),
+        "DATE" => {
+            opt(row.try_get::<Option<chrono::NaiveDate>, _>(i)?, |v| DbValue::Text(v.format("%Y-%m-%d").to_string()))
+        }
+        "JSON" | "JSONB" => {
+            opt(row.try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?, |v| DbValue::Json(v.0))
+        }
+        "BYTEA" => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes),
+        "VOID" => DbValue::Null,
+        "INT4[]" => opt(row.try_get::<Option<Vec<i32>>, _>(i)?, |v| {
+            DbValue::Array(v.into_iter().map(|x| DbValue::Int(x.into())).collect())
+        }),
+        "INT8[]" => {
+            opt(row.try_get::<Option<Vec<i64>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Int).collect()))
+        }
+        "FLOAT8[]" => {
+            opt(row.try_get::<Option<Vec<f64>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Float).collect()))
+        }
+        "BOOL[]" => {
+            opt(row.try_get::<Option<Vec<bool>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Bool).collect()))
+        }
+        "TEXT[]" | "VARCHAR[]" | "NAME[]" => opt(row.try_get::<Option<Vec<String>>, _>(i)?, |v| {
+            DbValue::Array(v.into_iter().map(DbValue::Text).collect())
+        }),
+        other => {
+            return Err(DbError::Decode(format!(
+                "column '{name}' has type {other}, which db does not read yet; cast it in SQL, e.g. {name}::text"
+            )))
+        }
+    })
+}

@@ -1,0 +1,142 @@
+//! The db primitive against SQLite files and a real PostgreSQL.
+use crate::harness::Env;
+use crate::servers::postgres;
+
+fn result(env: &Env, step: &str) -> serde_json::Value {
+    Env::step(&env.show("last"), step)["result"].clone()
+}
+
+#[test]
+fn sqlite_round_trip_with_hostile_strings_null_and_a_rolled_back_transaction() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "sqlite" }
+local c = db.connect("sqlite://" .. env("PWD") .. "/app.db")
+step("schema", function()
+  c:execute("create table t (id integer primary key, name text, score real, ok boolean, data blob, note text)")
+  return c:execute("insert into t (name, score, ok, data, note) values (?, ?, ?, ?, ?), (?, ?, ?, ?, ?)",
+    "o'brien'); drop table t; --", 1.5, true, "bin\0ary", null, "b", 2, false, "x", "n")
+end)
+step("read", function()
+  local rows = c:query("select * from t order by id")
+  return { n = #rows, first = rows[1], second_score = rows[2].score }
+end)
+step("rollback", { continue_on_error = true }, function()
+  c:transaction(function(tx) tx:execute("delete from t"); error("abort") end)
+end)
+step("commit", function()
+  return c:transaction(function(tx) tx:execute("update t set note = ? where id = ?", "set", 2); return tx:scalar("select note from t where id = 2") end)
+end)
+step("count", function() return c:scalar("select count(*) from t") end)
+step("one row", { continue_on_error = true }, function() return c:query_one("select * from t") end)
+step("bad sql", { continue_on_error = true }, function() return c:query("selec 1") end)
+"#,
+    );
+    let mut cmd = env.cmd(&["run", "rb.lua"]);
+    cmd.env("PWD", env.dir.path());
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(result(&env, "schema"), 2);
+    assert_eq!(
+        result(&env, "read"),
+        serde_json::json!({"n": 2, "second_score": 2.0, "first": {"id": 1, "name": "o'brien'); drop table t; --", "score": 1.5, "ok": true, "data": "bin\u{0}ary", "note": null}})
+    );
+    assert_eq!(result(&env, "commit"), "set");
+    assert_eq!(result(&env, "count"), 2, "the failed transaction was rolled back");
+    let show = env.show("last");
+    assert!(Env::step(&show, "one row")["error"].as_str().unwrap().contains("expected exactly one row, got 2"));
+    assert!(Env::step(&show, "bad sql")["error"].as_str().unwrap().contains("syntax error"));
+}
+
+#[test]
+fn bad_connections_and_options_are_clear_errors() {
+    let env = Env::new();
+    let pg = postgres();
+    let closed = crate::servers::free_port();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "bad" }}
+local function try(f) local ok, e = pcall(f) return tostring(e) end
+step("errors", function()
+  return {{
+    scheme = try(function() return db.connect("oracle://scott:tiger@db/x") end),
+    option = try(function() return db.connect("sqlite::memory:", {{ pool_sise = 2 }}) end),
+    refused = try(function() return db.connect("postgres://app:sekrit-pw@127.0.0.1:{closed}/app", {{ connect_timeout = "2s" }}) end),
+    password = try(function() return db.connect("postgres://runbook:wrong-pw-123@127.0.0.1:{port}/postgres") end),
+  }}
+end)
+"#,
+            port = pg.port
+        ),
+    );
+    let r = env.run(&["run", "rb.lua"]);
+    r.assert_code(0);
+    let e = result(&env, "errors");
+    assert!(e["scheme"].as_str().unwrap().contains("unsupported database URL 'oracle://…'"), "{e}");
+    assert!(e["option"].as_str().unwrap().contains("unknown key `pool_sise`"), "{e}");
+    assert!(
+        e["refused"].as_str().unwrap().contains(&format!("cannot connect to postgres 127.0.0.1:{closed}/app")),
+        "{e}"
+    );
+    assert!(e["password"].as_str().unwrap().contains("password authentication failed"), "{e}");
+    assert!(e["password"].as_str().unwrap().contains("SQLSTATE 28P01"), "{e}");
+    for secret in ["sekrit-pw", "wrong-pw-123", "tiger"] {
+        assert!(!r.all().contains(secret) && !e.to_string().contains(secret), "{secret} leaked: {e}");
+    }
+}
+
+#[test]
+fn postgres_types_round_trip_both_ways() {
+    let env = Env::new();
+    let pg = postgres();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "pgtypes", params = { url = { type = "secret", env = "PG_URL", required = true } } }
+local c = db.connect(params.url)
+step("round trip", function()
+  c:execute([[create table types_rt (i2 smallint, i4 integer, i8 bigint, f8 double precision, n numeric, t text,
+    b boolean, ts timestamptz, tsl timestamp, d date, j jsonb, by bytea, u uuid, ai int4[], at text[], nothing text)]])
+  c:execute("insert into types_rt values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    7, 70000, 9007199254740993, 1.25, "12345678901234567890.123456789", "it's; drop table x",
+    true, "2026-11-22T03:15:00.5+02:00", "2026-11-22T03:15:00", "2026-11-22", { a = { 1, 2 }, k = null },
+    "\0\255raw", "1b4e28ba-2fa1-11d2-883f-0016d3cca427", { 1, 2, 3 }, { "x", "y" }, null)
+  return c:query_one("select * from types_rt")
+end)
+step("scalar and count", function()
+  return { n = c:scalar("select count(*) from types_rt"), v = c:scalar("select version()"):match("^PostgreSQL") }
+end)
+step("errors", function()
+  local function try(f) local ok, e = pcall(f) return tostring(e) end
+  return {
+    syntax = try(function() return c:query("selec 1") end),
+    count = try(function() return c:query("select $1::int", 1, 2) end),
+    type = try(function() return c:query("select $1::int", "ten") end),
+  }
+end)
+step("transaction", function()
+  pcall(function() c:transaction(function(tx) tx:execute("delete from types_rt"); error("no") end) end)
+  return c:scalar("select count(*) from types_rt")
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", pg.url.as_str())]);
+    r.assert_code(0);
+    assert!(!r.all().contains(pg.password));
+    assert_eq!(
+        result(&env, "round trip"),
+        serde_json::json!({
+            "i2": 7, "i4": 70000, "i8": 9007199254740993i64, "f8": 1.25, "n": "12345678901234567890.123456789",
+            "t": "it's; drop table x", "b": true, "ts": "2026-11-22T01:15:00.500+00:00", "tsl": "2026-11-22T03:15:00",
+            "d": "2026-11-22", "j": {"a": [1, 2], "k": null}, "by": "\u{0}\u{fffd}raw", "u": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "ai": [1, 2, 3], "at": ["x", "y"], "nothing": null
+        })
+    );
+    assert_eq!(result(&env, "scalar and count"), serde_json::json!({"n": 1, "v": "PostgreSQL"}));
+    let e = result(&env, "errors");
+    assert!(e["syntax"].as_str().unwrap().contains("SQLSTATE 42601"), "{e}");
+    assert!(e["count"].as_str().unwrap().contains("takes 1 parameter(s), 2 given"), "{e}");
+    assert!(e["type"].as_str().unwrap().contains("parameter $1 (int4): 'ten' is not an integer"), "{e}");
+    assert_eq!(result(&env, "transaction"), 1);
+}
