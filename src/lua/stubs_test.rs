@@ -107,6 +107,8 @@ const USERDATA_METHODS: &[&str] = &[
     "DbConnection.execute",
     "DbConnection.transaction",
     "DbConnection.close",
+    "DbConnection.each",
+    "DbConnection.execute_file",
 ];
 
 #[test]

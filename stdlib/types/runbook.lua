@@ -192,6 +192,20 @@ function DbConnection:execute(sql, ...) end
 ---@return T
 function DbConnection:transaction(fn) end
 
+--- Streams the rows of a statement to fn, one at a time, without holding the result set;
+--- fn returning false stops early. Returns the number of rows seen. The callback must not use
+--- the same transaction (or a one-connection sqlite::memory: pool).
+---@param sql string
+---@param ... any parameters, then fun(row: table): boolean|nil
+---@return integer
+function DbConnection:each(sql, ...) end
+
+--- Runs a file of SQL statements (a migration) in one transaction; relative paths are from
+--- the runbook's folder. An error names the failing statement's line and nothing is applied.
+---@param path string
+---@return integer statements
+function DbConnection:execute_file(path) end
+
 --- Closes the pool.
 function DbConnection:close() end
 

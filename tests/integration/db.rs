@@ -140,3 +140,57 @@ end)
     assert!(e["type"].as_str().unwrap().contains("parameter $1 (int4): 'ten' is not an integer"), "{e}");
     assert_eq!(result(&env, "transaction"), 1);
 }
+
+#[test]
+fn each_streams_rows_and_execute_file_applies_a_migration_whole_or_not_at_all() {
+    let env = Env::new();
+    let pg = postgres();
+    env.write(
+        "migrations/001_ok.sql",
+        "-- media tables\ncreate table media_ok (id serial primary key, name text not null default 'a;b');\ncreate index media_ok_name on media_ok (name);\ncreate function media_ok_f() returns int as $$ select 1; $$ language sql;\n",
+    );
+    env.write(
+        "migrations/002_broken.sql",
+        "create table media_broken (id int);\n\ninsert into media_broken values (1);\ninsert into nowhere values (2);\n",
+    );
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "pgeach", params = { url = { type = "secret", env = "PG_URL", required = true } } }
+local c = db.connect(params.url)
+step("migrate", function() return c:execute_file("migrations/001_ok.sql") end)
+step("broken migration", { continue_on_error = true }, function() return c:execute_file("migrations/002_broken.sql") end)
+step("after", function()
+  return {
+    ok = c:scalar("select count(*) from pg_indexes where indexname = 'media_ok_name'"),
+    broken = c:scalar("select count(*) from information_schema.tables where table_name = 'media_broken'"),
+  }
+end)
+step("each", function()
+  local n, sum = 0, 0
+  local seen = c:each("select g as v from generate_series(1, $1) g", 10000, function(row) n = n + 1; sum = sum + row.v end)
+  local stopped = c:each("select g from generate_series(1, 100) g", function(row) return row.g < 5 end)
+  return { n = n, sum = sum, seen = seen, stopped = stopped }
+end)
+step("busy", function()
+  local ok, err = pcall(function()
+    c:transaction(function(tx) tx:each("select 1 as x", function() tx:query("select 2") end) end)
+  end)
+  return tostring(err)
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", pg.url.as_str())]);
+    r.assert_code(0);
+    assert_eq!(result(&env, "migrate"), 3);
+    let show = env.show("last");
+    let broken = Env::step(&show, "broken migration")["error"].as_str().unwrap().to_string();
+    assert!(
+        broken.contains("migrations/002_broken.sql:4:")
+            && broken.contains("SQLSTATE 42P01")
+            && broken.contains("rolled back"),
+        "{broken}"
+    );
+    assert_eq!(result(&env, "after"), serde_json::json!({"ok": 1, "broken": 0}));
+    assert_eq!(result(&env, "each"), serde_json::json!({"n": 10000, "sum": 50005000, "seen": 10000, "stopped": 5}));
+    assert!(result(&env, "busy").as_str().unwrap().contains("cannot be used inside each() over itself"));
+}

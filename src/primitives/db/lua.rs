@@ -149,7 +149,7 @@ impl Conn {
     async fn fetch(&self, sql: &str, params: &[DbValue]) -> mlua::Result<Rows> {
         match &self.tx {
             Some(tx) => {
-                let mut guard = tx.lock().await;
+                let mut guard = busy(tx)?;
                 let t = guard.as_mut().ok_or_else(|| error("db", "the transaction is over"))?;
                 self.db.fetch(Some(t), sql, params).await
             }
@@ -161,7 +161,7 @@ impl Conn {
     async fn execute(&self, sql: &str, params: &[DbValue]) -> mlua::Result<u64> {
         match &self.tx {
             Some(tx) => {
-                let mut guard = tx.lock().await;
+                let mut guard = busy(tx)?;
                 let t = guard.as_mut().ok_or_else(|| error("db", "the transaction is over"))?;
                 self.db.execute(Some(t), sql, params).await
             }
@@ -169,6 +169,20 @@ impl Conn {
         }
         .map_err(|e| error("db", e))
     }
+}
+
+/// A transaction is used by one call at a time; a call from inside `each` over it would wait
+/// for itself forever, so it is refused.
+fn busy(tx: &Mutex<Option<Tx>>) -> mlua::Result<tokio::sync::MutexGuard<'_, Option<Tx>>> {
+    tx.try_lock().map_err(|_| error("db", "the transaction is busy: it cannot be used inside each() over itself"))
+}
+
+fn row_table(lua: &Lua, row: Vec<(String, DbValue)>) -> mlua::Result<Table> {
+    let t = lua.create_table_with_capacity(0, row.len())?;
+    for (col, v) in row {
+        t.raw_set(col, to_lua(lua, v)?)?;
+    }
+    Ok(t)
 }
 
 fn one_row(rows: Rows, sql: &str) -> mlua::Result<Rows> {
@@ -237,6 +251,55 @@ impl UserData for Conn {
                     Err(e)
                 }
                 (r, None) => r,
+            }
+        });
+        methods.add_async_method("each", |lua, this, args: MultiValue| async move {
+            Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db each")?;
+            let mut args: Vec<Value> = args.into_iter().collect();
+            let Some(Value::Function(f)) = args.pop() else {
+                return Err(error(
+                    "db",
+                    "each expects the callback last: conn:each(sql, params..., function(row) ... end)",
+                ));
+            };
+            let (sql, params) = sql_and_params(args.into_iter().collect())?;
+            let mut count = 0i64;
+            let mut guard = match &this.tx {
+                Some(tx) => Some(busy(tx)?),
+                None => None,
+            };
+            let tx = match guard.as_mut() {
+                Some(g) => Some(g.as_mut().ok_or_else(|| error("db", "the transaction is over"))?),
+                None => None,
+            };
+            let mut rows = this.db.stream(tx, &sql, &params).await.map_err(|e| error("db", e))?;
+            // One row at a time; the callback returning false stops early.
+            while let Some(row) = rows.next().await.map_err(|e| error("db", e))? {
+                count += 1;
+                let table = row_table(&lua, row)?;
+                if let Value::Boolean(false) = f.call_async::<Value>(table).await? {
+                    break;
+                }
+            }
+            Ok(count)
+        });
+        methods.add_async_method("execute_file", |lua, this, path: String| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db execute_file")?;
+            if this.tx.is_some() {
+                return Err(error("db", "execute_file runs in a transaction of its own; call it on the connection"));
+            }
+            let base = ctx.abs_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+            let full = if std::path::Path::new(&path).is_absolute() { path.clone().into() } else { base.join(&path) };
+            let script = std::fs::read_to_string(&full)
+                .map_err(|e| error("db", format!("execute_file {}: {e}", full.display())))?;
+            if ctx.guard(&lua, "db", true, || format!("run the SQL file {path} on {}", this.db.target))?.is_some() {
+                return Ok(0);
+            }
+            match this.db.execute_script(&script).await {
+                Ok(n) => Ok(n as i64),
+                Err((0, e)) => Err(error("db", format!("{path}: {e}"))),
+                Err((line, e)) => Err(error("db", format!("{path}:{line}: {e} (the whole file was rolled back)"))),
             }
         });
         methods.add_async_method("close", |_, this, ()| async move {

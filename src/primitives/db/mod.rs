@@ -274,6 +274,182 @@ impl Db {
     }
 }
 
+/// Rows arriving one at a time, for `each`: nothing is held but the row in hand.
+pub enum RowStream<'a> {
+    Sqlite(futures_util::stream::BoxStream<'a, Result<SqliteRow, sqlx::Error>>),
+    Postgres(futures_util::stream::BoxStream<'a, Result<PgRow, sqlx::Error>>),
+}
+
+impl RowStream<'_> {
+    /// The next row as (column, value) pairs, or None at the end.
+    pub async fn next(&mut self) -> Result<Option<Vec<(String, DbValue)>>, DbError> {
+        use futures_util::TryStreamExt;
+        Ok(match self {
+            RowStream::Sqlite(s) => match s.try_next().await? {
+                Some(row) => Some(named(sqlite_rows(vec![row])?)),
+                None => None,
+            },
+            RowStream::Postgres(s) => match s.try_next().await? {
+                Some(row) => Some(named(pg_rows(vec![row])?)),
+                None => None,
+            },
+        })
+    }
+}
+
+fn named(rows: Rows) -> Vec<(String, DbValue)> {
+    rows.columns.into_iter().zip(rows.rows.into_iter().next().unwrap_or_default()).collect()
+}
+
+impl Db {
+    /// Streams the rows of a statement.
+    pub async fn stream<'a>(
+        &'a self,
+        tx: Option<&'a mut Tx>,
+        sql: &'a str,
+        params: &[DbValue],
+    ) -> Result<RowStream<'a>, DbError> {
+        Ok(match (&self.pool, tx) {
+            (Pool::Sqlite(p), None) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(p)),
+            (_, Some(Tx::Sqlite(t))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(&mut **t)),
+            (Pool::Postgres(p), None) => {
+                let types = self.pg_types(sql, None).await?;
+                RowStream::Postgres(pg_query(sql, &types, params)?.fetch(p))
+            }
+            (_, Some(Tx::Postgres(t))) => {
+                let types = self.pg_types(sql, Some(&mut *t)).await?;
+                RowStream::Postgres(pg_query(sql, &types, params)?.fetch(&mut **t))
+            }
+        })
+    }
+
+    /// Runs a file of statements (a migration) in one transaction. An error names the line the
+    /// failing statement starts on.
+    pub async fn execute_script(&self, script: &str) -> Result<usize, (usize, DbError)> {
+        let statements = split_statements(script);
+        let mut tx = self.begin().await.map_err(|e| (0, e))?;
+        for (line, sql) in &statements {
+            let done = match &mut tx {
+                Tx::Sqlite(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
+                Tx::Postgres(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
+            };
+            if let Err(e) = done {
+                let _ = tx.rollback().await;
+                return Err((*line, e.into()));
+            }
+        }
+        tx.commit().await.map_err(|e| (0, e))?;
+        Ok(statements.len())
+    }
+}
+
+/// Splits SQL text into statements at `;`, outside quotes ('...', "..."), comments (--, /* */)
+/// and PostgreSQL dollar quotes ($tag$...$tag$). Returns each statement with the line it
+/// starts on (1-based), empty ones dropped.
+pub fn split_statements(script: &str) -> Vec<(usize, String)> {
+    let chars: Vec<char> = script.chars().collect();
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut line = 1;
+    let mut start_line = None::<usize>;
+    let mut i = 0;
+    let mut push = |current: &mut String, start: &mut Option<usize>| {
+        let text = current.trim();
+        if !text.is_empty() && !text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with("--")) {
+            out.push((start.unwrap_or(1), text.to_string()));
+        }
+        current.clear();
+        *start = None;
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let rest: String = chars[i..chars.len().min(i + 2)].iter().collect();
+        let begin = |start: &mut Option<usize>, line: usize| {
+            if start.is_none() {
+                *start = Some(line);
+            }
+        };
+        if rest == "--" {
+            while i < chars.len() && chars[i] != '\n' {
+                current.push(chars[i]);
+                i += 1;
+            }
+            continue;
+        }
+        if rest == "/*" {
+            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+                if chars[i] == '\n' {
+                    line += 1;
+                }
+                current.push(chars[i]);
+                i += 1;
+            }
+            current.push_str("*/");
+            i += 2;
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            begin(&mut start_line, line);
+            current.push(c);
+            i += 1;
+            while i < chars.len() {
+                current.push(chars[i]);
+                if chars[i] == '\n' {
+                    line += 1;
+                }
+                if chars[i] == c {
+                    if chars.get(i + 1) == Some(&c) {
+                        current.push(c);
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                i += 1;
+            }
+            continue;
+        }
+        if c == '$' {
+            // $tag$ ... $tag$ (tag may be empty)
+            let tag_end = chars[i + 1..].iter().position(|ch| !(ch.is_alphanumeric() || *ch == '_')).map(|p| i + 1 + p);
+            if let Some(end) = tag_end.filter(|e| chars.get(*e) == Some(&'$')) {
+                let tag: String = chars[i..=end].iter().collect();
+                begin(&mut start_line, line);
+                current.push_str(&tag);
+                i = end + 1;
+                let tag_chars: Vec<char> = tag.chars().collect();
+                while i < chars.len() && chars[i..].iter().take(tag_chars.len()).ne(tag_chars.iter()) {
+                    if chars[i] == '\n' {
+                        line += 1;
+                    }
+                    current.push(chars[i]);
+                    i += 1;
+                }
+                if i < chars.len() {
+                    current.push_str(&tag);
+                    i += tag_chars.len();
+                }
+                continue;
+            }
+        }
+        if c == ';' {
+            push(&mut current, &mut start_line);
+            i += 1;
+            continue;
+        }
+        if c == '\n' {
+            line += 1;
+        } else if !c.is_whitespace() {
+            begin(&mut start_line, line);
+        }
+        current.push(c);
+        i += 1;
+    }
+    push(&mut current, &mut start_line);
+    out
+}
+
 /// The cause of a connection error, without anything that could hold a password.
 fn cause(e: &sqlx::Error) -> String {
     match e {
@@ -558,4 +734,20 @@ fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbEr
             )))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_statements;
+
+    #[test]
+    fn statements_split_outside_quotes_comments_and_dollar_quotes() {
+        let sql = "-- header; not a statement\ncreate table a (x text default 'a;b');\n\n/* block; */ insert into a values ('it''s; fine');\ncreate function f() returns int as $body$ select 1; $body$ language sql;\nselect \"odd;name\" from a";
+        let got = split_statements(sql);
+        let lines: Vec<usize> = got.iter().map(|(l, _)| *l).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(lines, vec![2, 4, 5, 6]);
+        assert!(got[1].1.contains("'it''s; fine'"));
+        assert!(got[2].1.ends_with("$body$ language sql"));
+    }
 }
