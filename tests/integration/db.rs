@@ -194,3 +194,66 @@ end)
     assert_eq!(result(&env, "each"), serde_json::json!({"n": 10000, "sum": 50005000, "seen": 10000, "stopped": 5}));
     assert!(result(&env, "busy").as_str().unwrap().contains("cannot be used inside each() over itself"));
 }
+
+#[test]
+fn runbook_pg_checks_and_maintenance_of_the_guides() {
+    let env = Env::new();
+    let pg = postgres();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "pgstd", params = { url = { type = "secret", env = "PG_URL", required = true } } }
+local pg = require "runbook.pg"
+local c = db.connect(params.url)
+step("migrate", function()
+  c:execute("create table storage_quotas (id serial primary key, brand text, used bigint)")
+  c:execute("create index idx_storage_quotas_brand on storage_quotas (brand)")
+  c:execute("alter table storage_quotas enable row level security")
+  c:execute("create policy brand_isolation on storage_quotas using (brand = current_user)")
+  c:execute("insert into storage_quotas (brand, used) select 'b' || g, g from generate_series(1, 1000) g")
+end)
+step("checks", function()
+  local rls = pg.rls(c, { "storage_quotas", "media_assets" })
+  local sizes = pg.table_sizes(c, { limit = 5 })
+  local idx = pg.indexes(c, { "storage_quotas" })
+  local conns = pg.connections(c)
+  local slow, why = pg.slow_queries(c)
+  return {
+    missing = pg.missing_tables(c, { "storage_quotas", "media_assets", "media_usage_logs" }),
+    rls_enabled = rls.storage_quotas.enabled, policy = rls.storage_quotas.policies[1].name,
+    media_exists = rls.media_assets.exists,
+    largest = sizes[1].table, largest_bytes_positive = sizes[1].bytes > 0,
+    indexes = #idx, db = pg.database_size(c).database,
+    conns_ok = conns.total >= 1 and conns.max > 0,
+    lag = #pg.replication_lag(c), slow = slow == nil and why:match("not installed") ~= nil,
+  }
+end)
+step("maintenance", function()
+  return { vacuumed = pg.vacuum_analyze(c, { "storage_quotas", "public.storage_quotas" }),
+           reindexed = pg.reindex(c, { "idx_storage_quotas_brand" }) }
+end)
+step("kill idle", function()
+  -- Only this test's own connection, tagged: other tests share the cluster.
+  local other = db.connect(params.url .. "?application_name=kill-idle-victim", { pool_size = 1 })
+  other:scalar("select 1")
+  sleep("1100ms")
+  local killed = pg.kill_idle(c, { older_than = "1 second", application = "kill-idle-victim" })
+  return #killed == 1 and killed[1].application == "kill-idle-victim"
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", pg.url.as_str())]);
+    r.assert_code(0);
+    assert_eq!(
+        result(&env, "checks"),
+        serde_json::json!({
+            "missing": ["media_assets", "media_usage_logs"], "rls_enabled": true, "policy": "brand_isolation",
+            "media_exists": false, "largest": "storage_quotas", "largest_bytes_positive": true, "indexes": 2,
+            "db": "postgres", "conns_ok": true, "lag": 0, "slow": true
+        })
+    );
+    assert_eq!(
+        result(&env, "maintenance"),
+        serde_json::json!({"vacuumed": ["storage_quotas", "public.storage_quotas"], "reindexed": ["idx_storage_quotas_brand"]})
+    );
+    assert_eq!(result(&env, "kill idle"), true);
+}
