@@ -1,4 +1,5 @@
--- quickstart: a tour of runbook with nothing installed.
+-- quickstart: a tour of runbook with nothing installed (commands, a SQLite database, retries,
+-- an approval gate, undo).
 --   cargo run --release -- run examples/quickstart.lua
 -- Kill it at any moment (Ctrl-C, or kill -9) and `runbook resume --last`: completed steps are
 -- not run again. Approve the gate at the prompt, with --yes, or later with `runbook approve`.
@@ -30,6 +31,24 @@ local build = step("build release", { description = "Write the release manifest"
   return { manifest = dir .. "/manifest.txt", sha256 = r.stdout:match("^(%x+)") }
 end)
 
+-- A SQLite database beside the release (nothing to install): record the build, verify it.
+local function releases() return db.connect("sqlite://" .. params.workdir .. "/releases.db") end
+
+step("record release", {
+  description = "Record the build in the releases database and read it back",
+  undo = function() local c = releases(); c:execute("delete from releases where version = ?", params.release); c:close() end,
+}, function()
+  local c = releases()
+  c:execute("create table if not exists releases (version text primary key, sha256 text not null, shipped_at text)")
+  c:execute([[insert into releases (version, sha256) values (?, ?)
+              on conflict (version) do update set sha256 = excluded.sha256, shipped_at = null]],
+            params.release, build.sha256)
+  local row = c:query_one("select version, sha256, shipped_at from releases where version = ?", params.release)
+  c:close()
+  if row.sha256 ~= build.sha256 then fail("the release was not recorded") end
+  return row
+end)
+
 -- Fails on its first attempt, passes on the retry: the attempt number is the step's argument.
 step("flaky health check", { retries = 2, backoff = { base = "200ms", max = "1s" } }, function(attempt)
   if attempt == 1 then
@@ -46,5 +65,9 @@ step("ship", {
   undo = function() exec{"rm", "-f", params.workdir .. "/current"} end,
 }, function()
   exec{"ln", "-sfn", dir, params.workdir .. "/current"}
-  return { current = dir, at = now() }
+  local c = releases()
+  local at = now()
+  c:execute("update releases set shipped_at = ? where version = ?", at, params.release)
+  c:close()
+  return { current = dir, at = at }
 end)

@@ -214,7 +214,8 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             (journal::StepStatus::Running, journal::RunStatus::Interrupted) => "interrupted",
             (st, _) => st.as_str(),
         };
-        let undo = match s.undo_status.as_deref() {
+        // "pending" is the normal state of a completed step with an undo: not worth a column.
+        let undo = match s.undo_status.as_deref().filter(|u| *u != "pending") {
             Some(u) => {
                 format!("  [undo: {u}{}]", s.undo_error.as_deref().map(|e| format!(": {e}")).unwrap_or_default())
             }

@@ -181,3 +181,22 @@ fn show_events_reads_like_the_live_output() {
     assert!(r.stdout.contains("[a] info: hello n=1"), "{}", r.stdout);
     assert!(r.stdout.contains("run succeeded after"), "{}", r.stdout);
 }
+
+#[test]
+fn the_quickstart_runs_waits_for_approval_and_resumes_with_nothing_installed() {
+    let env = Env::new();
+    let quickstart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/quickstart.lua");
+    let quickstart = quickstart.to_str().unwrap();
+    let workdir = env.path("work");
+    let workdir_param = format!("workdir={}", workdir.display());
+    let r = env.run(&["run", quickstart, "-p", &workdir_param, "-p", "pause=10ms"]);
+    r.assert_code(3);
+    assert!(r.stdout.contains("approval needed: Ship v1.0.0"), "{}", r.stdout);
+    env.run(&["approve", "last"]).assert_code(0);
+    env.run(&["resume", "last"]).assert_code(0);
+    let show = env.show("last");
+    assert_eq!(show["status"], "succeeded");
+    assert_eq!(Env::step(&show, "flaky health check")["attempts"], 2);
+    assert_eq!(Env::step(&show, "record release")["result"]["version"], "v1.0.0");
+    assert!(workdir.join("current").exists() && workdir.join("releases.db").exists());
+}
