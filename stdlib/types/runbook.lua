@@ -216,7 +216,8 @@ db = {}
 ---@type lightuserdata
 db.null = nil
 
---- Connects to postgres://user:pw@host:port/db, sqlite://PATH or sqlite::memory:.
+--- Connects to postgres://user:pw@host:port/db, mysql://user:pw@host:port/db, sqlite://PATH
+--- or sqlite::memory:.
 --- The URL may be a secret; connection errors name host, port and database, never the password.
 ---@param url string|Secret
 ---@param opts? DbOptions

@@ -257,3 +257,60 @@ end)
     );
     assert_eq!(result(&env, "kill idle"), true);
 }
+
+#[test]
+fn mysql_round_trip_errors_and_transactions_against_mariadb() {
+    let env = Env::new();
+    let my = crate::servers::mariadb();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "mysql", params = { url = { type = "secret", env = "MY_URL", required = true } } }
+local c = db.connect(params.url)
+step("round trip", function()
+  c:execute([[create table my_types (id int auto_increment primary key, b boolean, i bigint, f double, d decimal(30,9),
+    t varchar(200), dt datetime, dd date, bin varbinary(20), nothing text)]])
+  c:execute("insert into my_types (b, i, f, d, t, dt, dd, bin, nothing) values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    true, 9007199254740993, 1.25, "123456789012345678901.123456789", "it's'); drop table my_types; --",
+    "2026-11-22 03:15:00", "2026-11-22", "\0\1raw", null)
+  return c:query_one("select * from my_types")
+end)
+step("errors", function()
+  local function try(f) local ok, e = pcall(f) return tostring(e) end
+  return { syntax = try(function() return c:query("selec 1") end) }
+end)
+step("transaction", function()
+  pcall(function() c:transaction(function(tx) tx:execute("delete from my_types"); error("no") end) end)
+  local n = 0
+  c:each("select id from my_types", function() n = n + 1 end)
+  return { count = c:scalar("select count(*) from my_types"), streamed = n }
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("MY_URL", my.url.as_str())]);
+    r.assert_code(0);
+    assert!(!r.all().contains(my.password));
+    assert_eq!(
+        result(&env, "round trip"),
+        serde_json::json!({
+            "id": 1, "b": true, "i": 9007199254740993i64, "f": 1.25, "d": "123456789012345678901.123456789",
+            "t": "it's'); drop table my_types; --", "dt": "2026-11-22T03:15:00", "dd": "2026-11-22", "bin": "\u{0}\u{1}raw",
+            "nothing": null
+        })
+    );
+    assert!(
+        result(&env, "errors")["syntax"].as_str().unwrap().contains("SQLSTATE 42000"),
+        "{}",
+        result(&env, "errors")
+    );
+    assert_eq!(result(&env, "transaction"), serde_json::json!({"count": 1, "streamed": 1}));
+    let bad = env.write("bad.lua", &format!("runbook {{ name = \"b\" }}\nstep(\"x\", function() db.connect(\"mysql://runbook:nope-pw-1@127.0.0.1:{}/app\") end)\n", my.port));
+    let r = env.run(&["run", bad.to_str().unwrap()]);
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains(&format!("cannot connect to mysql 127.0.0.1:{}/app", my.port))
+            && r.stderr.contains("Access denied"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.all().contains("nope-pw-1"));
+}

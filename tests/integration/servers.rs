@@ -123,3 +123,103 @@ fn start_postgres() -> Result<Postgres, String> {
         .map_err(|e| format!("{e}\nlog: {}", std::fs::read_to_string(root.join("log")).unwrap_or_default()))?;
     Ok(Postgres { url: format!("postgres://runbook:{password}@127.0.0.1:{port}/postgres"), port, password })
 }
+
+pub struct MariaDb {
+    /// `mysql://runbook:PASSWORD@127.0.0.1:PORT/app`
+    pub url: String,
+    pub port: u16,
+    pub password: &'static str,
+}
+
+struct MariaCleanup {
+    pid_file: PathBuf,
+    root: PathBuf,
+}
+
+static MARIA: OnceLock<MariaDb> = OnceLock::new();
+static MARIA_CLEANUP: OnceLock<MariaCleanup> = OnceLock::new();
+
+extern "C" fn stop_mariadb() {
+    if let Some(c) = MARIA_CLEANUP.get() {
+        if let Ok(pid) = std::fs::read_to_string(&c.pid_file) {
+            let _ = Command::new("kill").arg("-9").arg(pid.trim()).output();
+        }
+        let _ = std::fs::remove_dir_all(&c.root);
+    }
+}
+
+/// The shared MariaDB server (for mysql:// URLs).
+pub fn mariadb() -> &'static MariaDb {
+    MARIA.get_or_init(|| {
+        start_mariadb().unwrap_or_else(|e| {
+            panic!("cannot start MariaDB for the tests: {e}\ninstall it with: apt-get install mariadb-server (scripts/test does this)")
+        })
+    })
+}
+
+fn start_mariadb() -> Result<MariaDb, String> {
+    let mariadbd = ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no mariadbd")?;
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { geteuid() } == 0;
+    let root = std::env::temp_dir().join(format!("runbook-test-maria-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    if as_root {
+        let mut c = Command::new("chown");
+        c.args(["-R", "mysql:mysql"]).arg(&root);
+        run(c, "chown")?;
+    }
+    let data = root.join("data");
+    let user: &[&str] = if as_root { &["--user=mysql"] } else { &[] };
+    let mut install = Command::new("mariadb-install-db");
+    install
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+        .args(user);
+    run(install, "mariadb-install-db")?;
+    let port = free_port();
+    let socket = root.join("sock");
+    let pid_file = root.join("pid");
+    let _ = MARIA_CLEANUP.set(MariaCleanup { pid_file: pid_file.clone(), root: root.clone() });
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        atexit(stop_mariadb);
+    }
+    let log = std::fs::File::create(root.join("log")).map_err(|e| e.to_string())?;
+    Command::new(&mariadbd)
+        .arg("--no-defaults")
+        .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", socket.display()))
+        .arg(format!("--pid-file={}", pid_file.display()))
+        .args(["--skip-log-bin", "--innodb-buffer-pool-size=16M", "--innodb-log-file-size=8M", "--skip-name-resolve"])
+        .args(user)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("mariadbd: {e}"))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "mariadbd did not listen on {port}: {}",
+                std::fs::read_to_string(root.join("log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let password = "runbook-maria-pw";
+    let mut setup = Command::new("mariadb");
+    setup.arg("--no-defaults").arg(format!("--socket={}", socket.display())).args(["-u", "root", "-e"]);
+    setup.arg(format!(
+        "create user 'runbook'@'%' identified by '{password}'; grant all on *.* to 'runbook'@'%'; create database app;"
+    ));
+    run(setup, "create the test user")?;
+    Ok(MariaDb { url: format!("mysql://runbook:{password}@127.0.0.1:{port}/app"), port, password })
+}

@@ -1,4 +1,4 @@
-//! `db`: SQL databases through sqlx: PostgreSQL and SQLite (MySQL next). A connection is a pool;
+//! `db`: SQL databases through sqlx: PostgreSQL, MySQL/MariaDB and SQLite. A connection is a pool;
 //! parameters are always bound, never interpolated.
 //!
 //! PostgreSQL receives parameters typed and in binary form, so a Lua value is converted to the
@@ -15,14 +15,17 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
-use sqlx::{AssertSqlSafe, Column, Either, Executor, Postgres, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef};
+use sqlx::{
+    AssertSqlSafe, Column, Either, Executor, MySql, Postgres, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("unsupported database URL '{0}': use postgres://, sqlite://PATH or sqlite::memory: (mysql:// comes next)")]
+    #[error("unsupported database URL '{0}': use postgres://, mysql://, sqlite://PATH or sqlite::memory:")]
     Scheme(String),
     #[error("cannot connect to {target}: {cause}")]
     Connect { target: String, cause: String },
@@ -105,12 +108,14 @@ pub struct Options {
 enum Pool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+    MySql(MySqlPool),
 }
 
 /// An open transaction.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
+    MySql(sqlx::Transaction<'static, MySql>),
 }
 
 impl Tx {
@@ -118,6 +123,7 @@ impl Tx {
         match self {
             Tx::Sqlite(t) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
+            Tx::MySql(t) => t.commit().await?,
         }
         Ok(())
     }
@@ -125,6 +131,7 @@ impl Tx {
         match self {
             Tx::Sqlite(t) => t.rollback().await?,
             Tx::Postgres(t) => t.rollback().await?,
+            Tx::MySql(t) => t.rollback().await?,
         }
         Ok(())
     }
@@ -173,6 +180,24 @@ impl Db {
                 .map_err(|e| DbError::Connect { target: target.clone(), cause: strip(cause(&e)) })?;
             return Ok(Db { pool: Pool::Postgres(pool), target, pg_params: Mutex::new(HashMap::new()) });
         }
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
+                return Err(DbError::Usage(
+                    "ssl_mode, ssl_root_cert and statement_timeout apply to PostgreSQL only".into(),
+                ));
+            }
+            let url = url.replacen("mariadb://", "mysql://", 1);
+            let o = MySqlConnectOptions::from_str(&url)
+                .map_err(|e| DbError::Usage(format!("invalid MySQL URL: {}", strip(e.to_string()))))?;
+            let target = format!("mysql {}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(""));
+            let pool = MySqlPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(connect_timeout)
+                .connect_with(o)
+                .await
+                .map_err(|e| DbError::Connect { target: target.clone(), cause: strip(cause(&e)) })?;
+            return Ok(Db { pool: Pool::MySql(pool), target, pg_params: Mutex::new(HashMap::new()) });
+        }
         if url.starts_with("sqlite:") {
             if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
                 return Err(DbError::Usage(
@@ -204,6 +229,7 @@ impl Db {
         Ok(match &self.pool {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
             Pool::Postgres(p) => Tx::Postgres(p.begin().await?),
+            Pool::MySql(p) => Tx::MySql(p.begin().await?),
         })
     }
 
@@ -211,6 +237,7 @@ impl Db {
         match &self.pool {
             Pool::Sqlite(p) => p.close().await,
             Pool::Postgres(p) => p.close().await,
+            Pool::MySql(p) => p.close().await,
         }
     }
 
@@ -218,6 +245,8 @@ impl Db {
     pub async fn fetch(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<Rows, DbError> {
         match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(p).await?),
+            (Pool::MySql(p), None) => mysql_rows(mysql_query(sql, params)?.fetch_all(p).await?),
+            (_, Some(Tx::MySql(t))) => mysql_rows(mysql_query(sql, params)?.fetch_all(&mut **t).await?),
             (_, Some(Tx::Sqlite(t))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(&mut **t).await?),
             (Pool::Postgres(p), None) => {
                 let types = self.pg_types(sql, None).await?;
@@ -234,6 +263,8 @@ impl Db {
     pub async fn execute(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
         Ok(match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => sqlite_query(sql, params)?.execute(p).await?.rows_affected(),
+            (Pool::MySql(p), None) => mysql_query(sql, params)?.execute(p).await?.rows_affected(),
+            (_, Some(Tx::MySql(t))) => mysql_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
             (_, Some(Tx::Sqlite(t))) => sqlite_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
             (Pool::Postgres(p), None) => {
                 let types = self.pg_types(sql, None).await?;
@@ -258,7 +289,7 @@ impl Db {
         let statement = match (tx, &self.pool) {
             (Some(t), _) => (&mut **t).prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
             (None, Pool::Postgres(p)) => p.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
-            (None, Pool::Sqlite(_)) => return Ok(vec![]),
+            (None, Pool::Sqlite(_) | Pool::MySql(_)) => return Ok(vec![]),
         };
         let types = match statement.parameters() {
             Some(Either::Left(types)) => types.to_vec(),
@@ -277,6 +308,7 @@ impl Db {
 /// Rows arriving one at a time, for `each`: nothing is held but the row in hand.
 pub enum RowStream<'a> {
     Sqlite(futures_util::stream::BoxStream<'a, Result<SqliteRow, sqlx::Error>>),
+    MySql(futures_util::stream::BoxStream<'a, Result<MySqlRow, sqlx::Error>>),
     Postgres(futures_util::stream::BoxStream<'a, Result<PgRow, sqlx::Error>>),
 }
 
@@ -287,6 +319,10 @@ impl RowStream<'_> {
         Ok(match self {
             RowStream::Sqlite(s) => match s.try_next().await? {
                 Some(row) => Some(named(sqlite_rows(vec![row])?)),
+                None => None,
+            },
+            RowStream::MySql(s) => match s.try_next().await? {
+                Some(row) => Some(named(mysql_rows(vec![row])?)),
                 None => None,
             },
             RowStream::Postgres(s) => match s.try_next().await? {
@@ -311,6 +347,8 @@ impl Db {
     ) -> Result<RowStream<'a>, DbError> {
         Ok(match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(p)),
+            (Pool::MySql(p), None) => RowStream::MySql(mysql_query(sql, params)?.fetch(p)),
+            (_, Some(Tx::MySql(t))) => RowStream::MySql(mysql_query(sql, params)?.fetch(&mut **t)),
             (_, Some(Tx::Sqlite(t))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(&mut **t)),
             (Pool::Postgres(p), None) => {
                 let types = self.pg_types(sql, None).await?;
@@ -332,6 +370,7 @@ impl Db {
             let done = match &mut tx {
                 Tx::Sqlite(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
                 Tx::Postgres(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
+                Tx::MySql(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
             };
             if let Err(e) = done {
                 let _ = tx.rollback().await;
@@ -510,6 +549,75 @@ fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
                     "BLOB" => DbValue::Bytes(row.try_get::<Vec<u8>, _>(i)?),
                     _ => DbValue::Text(row.try_get::<String, _>(i)?),
                 }
+            };
+            values.push(v);
+        }
+        out.rows.push(values);
+    }
+    Ok(out)
+}
+
+fn mysql_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, MySql, MySqlArguments>, DbError> {
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for v in params {
+        q = match v {
+            DbValue::Null => q.bind(None::<String>),
+            DbValue::Bool(b) => q.bind(*b),
+            DbValue::Int(i) => q.bind(*i),
+            DbValue::Float(f) => q.bind(*f),
+            DbValue::Text(s) => q.bind(s.clone()),
+            DbValue::Bytes(b) => q.bind(b.clone()),
+            DbValue::Json(j) => q.bind(j.to_string()),
+            DbValue::Array(_) => return Err(DbError::Bind("arrays are not supported by MySQL; pass JSON text".into())),
+        };
+    }
+    Ok(q)
+}
+
+fn mysql_rows(rows: Vec<MySqlRow>) -> Result<Rows, DbError> {
+    let mut out = Rows::default();
+    if let Some(first) = rows.first() {
+        out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
+    }
+    for row in &rows {
+        let mut values = Vec::with_capacity(row.len());
+        for (i, col) in row.columns().iter().enumerate() {
+            let ty = col.type_info().name();
+            let v = match ty {
+                "BOOLEAN" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
+                "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" | "YEAR" => {
+                    opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int)
+                }
+                "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" => {
+                    opt(row.try_get::<Option<u64>, _>(i)?, |v| DbValue::Int(v as i64))
+                }
+                // Above i64 it would lose nothing as a string, but Lua integers are 64-bit signed.
+                "BIGINT UNSIGNED" => opt(row.try_get::<Option<u64>, _>(i)?, |v| match i64::try_from(v) {
+                    Ok(i) => DbValue::Int(i),
+                    Err(_) => DbValue::Text(v.to_string()),
+                }),
+                "FLOAT" => opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.into())),
+                "DOUBLE" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
+                "DECIMAL" => {
+                    opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| DbValue::Text(v.to_plain_string()))
+                }
+                "DATE" => opt(row.try_get::<Option<chrono::NaiveDate>, _>(i)?, |v| {
+                    DbValue::Text(v.format("%Y-%m-%d").to_string())
+                }),
+                "DATETIME" => opt(row.try_get::<Option<chrono::NaiveDateTime>, _>(i)?, |v| {
+                    DbValue::Text(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+                }),
+                "TIMESTAMP" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
+                    DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+                }),
+                "JSON" => {
+                    opt(row.try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?, |v| DbValue::Json(v.0))
+                }
+                "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" | "GEOMETRY" => {
+                    opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes)
+                }
+                "NULL" => DbValue::Null,
+                _ => opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text),
             };
             values.push(v);
         }
