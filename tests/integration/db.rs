@@ -362,3 +362,25 @@ end)
     let peak_mib = peak_kib / 1024;
     assert!(peak_mib <= 60, "peak RSS {peak_mib} MiB while streaming a million rows");
 }
+
+#[test]
+fn statement_timeout_cancels_a_slow_statement() {
+    let env = Env::new();
+    let pg = postgres();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "slow", params = { url = { type = "secret", env = "PG_URL", required = true } } }
+local c = db.connect(params.url, { statement_timeout = "200ms" })
+step("slow", { continue_on_error = true }, function() return c:scalar("select pg_sleep(5)") end)
+step("fast", function() return c:scalar("select 41 + 1") end)
+"#,
+    );
+    let started = std::time::Instant::now();
+    env.run_env(&["run", "rb.lua"], &[("PG_URL", pg.url.as_str())]).assert_code(0);
+    let show = env.show("last");
+    let err = Env::step(&show, "slow")["error"].as_str().unwrap().to_string();
+    assert!(err.contains("statement timeout") && err.contains("SQLSTATE 57014"), "{err}");
+    assert_eq!(result(&env, "fast"), 42);
+    // A guard that the statement was cancelled, not waited out (pg_sleep(5)).
+    assert!(started.elapsed() < std::time::Duration::from_secs(4));
+}
