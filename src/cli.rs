@@ -270,6 +270,9 @@ pub fn main() -> ExitCode {
     };
     let code = runtime.block_on(crate::commands::dispatch(cli));
     runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    if let Some(kib) = crate::process::peak_rss_kib() {
+        tracing::debug!("peak RSS {kib} KiB");
+    }
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {

@@ -84,6 +84,13 @@ fn is_zombie(pid: i64) -> bool {
         .unwrap_or(false)
 }
 
+/// This process's peak resident set size in KiB (VmHWM), when /proc tells.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

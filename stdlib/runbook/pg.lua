@@ -55,15 +55,16 @@ function M.rls(c, tables)
   return out
 end
 
---- The tables of `expected` that do not exist (in `schema`, default public).
+--- The tables of `expected` ("table" in `schema`, default public, or "schema.table") that do
+--- not exist.
 function M.missing_tables(c, expected, schema)
-  local rows = c:query([[select table_name as name from information_schema.tables
-                         where table_schema = $1::text and table_name = any($2::text[])]], schema or "public", expected)
-  local present = {}
-  for _, r in ipairs(rows) do present[r.name] = true end
   local missing = {}
   for _, name in ipairs(expected) do
-    if not present[name] then missing[#missing + 1] = name end
+    local s, t = split_name(name)
+    if not name:find(".", 1, true) then s = schema or "public" end
+    local n = c:scalar([[select count(*) from information_schema.tables
+                         where table_schema = $1::text and table_name = $2::text]], s, t)
+    if n == 0 then missing[#missing + 1] = name end
   end
   return missing
 end

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData, UserDataMethods, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 
 use super::{Db, DbValue, Options, Rows, Tx};
@@ -22,6 +23,18 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
 pub struct Conn {
     db: Arc<Db>,
     tx: Option<Arc<Mutex<Option<Tx>>>>,
+    /// Shared by a connection and its transaction handles.
+    state: Arc<ConnState>,
+}
+
+#[derive(Default)]
+pub struct ConnState {
+    /// A transaction is open on this connection: calls go through its handle.
+    in_transaction: AtomicBool,
+    /// A statement inside the open transaction failed (even if the runbook caught the error).
+    tx_failed: AtomicBool,
+    /// each() loops running on this connection.
+    streams: AtomicUsize,
 }
 
 async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
@@ -53,7 +66,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Resu
         return Ok(p);
     }
     let db = Db::connect(&url, &opts).await.map_err(|e| error("db", e))?;
-    Ok(Value::UserData(lua.create_userdata(Conn { db: Arc::new(db), tx: None })?))
+    Ok(Value::UserData(lua.create_userdata(Conn { db: Arc::new(db), tx: None, state: Arc::default() })?))
 }
 
 /// Lua arguments to database values: nil/null, booleans, numbers, strings (binary strings as
@@ -74,6 +87,9 @@ fn to_db(v: Value) -> mlua::Result<DbValue> {
             Err(_) => return Err(error("db", "a parameter is a userdata value; pass plain data")),
         },
         Value::Table(t) => {
+            if let Some(what) = hidden_value(&t, 0) {
+                return Err(error("db", format!("a table parameter holds {what}; pass it as a parameter of its own")));
+            }
             let json =
                 crate::lua::convert::to_json(&Value::Table(t)).map_err(|e| error("db", format!("parameter: {e}")))?;
             match json {
@@ -101,6 +117,28 @@ fn to_db(v: Value) -> mlua::Result<DbValue> {
     })
 }
 
+/// A secret or a placeholder inside a table would be bound as its label: find one.
+fn hidden_value(t: &Table, depth: usize) -> Option<&'static str> {
+    if depth > 32 {
+        return None;
+    }
+    if crate::lua::is_placeholder(t) {
+        return Some("a dry-run placeholder");
+    }
+    for (_, v) in t.pairs::<Value, Value>().flatten() {
+        match v {
+            Value::UserData(ud) if ud.borrow::<Secret>().is_ok() => return Some("a secret"),
+            Value::Table(inner) => {
+                if let Some(w) = hidden_value(&inner, depth + 1) {
+                    return Some(w);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
     Ok(match v {
         DbValue::Null => lua.null(),
@@ -121,7 +159,20 @@ fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
     })
 }
 
+fn unique_columns(columns: &[String]) -> mlua::Result<()> {
+    for (i, c) in columns.iter().enumerate() {
+        if columns[..i].contains(c) {
+            return Err(error(
+                "db",
+                format!("the column name '{c}' appears twice in the result; give the columns distinct aliases"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
+    unique_columns(&rows.columns)?;
     let out = lua.create_table_with_capacity(rows.rows.len(), 0)?;
     for (n, row) in rows.rows.into_iter().enumerate() {
         let t = lua.create_table_with_capacity(0, rows.columns.len())?;
@@ -146,7 +197,33 @@ fn sql_and_params(args: MultiValue) -> mlua::Result<(String, Vec<DbValue>)> {
 }
 
 impl Conn {
+    /// While a transaction is open, its handle is the way in: the connection itself would run
+    /// outside it (and may wait forever on the transaction's own locks).
+    fn usable(&self) -> mlua::Result<()> {
+        if self.tx.is_none() && self.state.in_transaction.load(Ordering::SeqCst) {
+            return Err(error(
+                "db",
+                "a transaction is open on this connection: use the handle transaction() passes to its function",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Notes a failed statement inside a transaction: it will not be committed.
+    fn track<T>(&self, r: mlua::Result<T>) -> mlua::Result<T> {
+        if r.is_err() && self.tx.is_some() {
+            self.state.tx_failed.store(true, Ordering::SeqCst);
+        }
+        r
+    }
+
     async fn fetch(&self, sql: &str, params: &[DbValue]) -> mlua::Result<Rows> {
+        self.usable()?;
+        let r = self.fetch_inner(sql, params).await;
+        self.track(r)
+    }
+
+    async fn fetch_inner(&self, sql: &str, params: &[DbValue]) -> mlua::Result<Rows> {
         match &self.tx {
             Some(tx) => {
                 let mut guard = busy(tx)?;
@@ -159,6 +236,12 @@ impl Conn {
     }
 
     async fn execute(&self, sql: &str, params: &[DbValue]) -> mlua::Result<u64> {
+        self.usable()?;
+        let r = self.execute_inner(sql, params).await;
+        self.track(r)
+    }
+
+    async fn execute_inner(&self, sql: &str, params: &[DbValue]) -> mlua::Result<u64> {
         match &self.tx {
             Some(tx) => {
                 let mut guard = busy(tx)?;
@@ -178,6 +261,8 @@ fn busy(tx: &Mutex<Option<Tx>>) -> mlua::Result<tokio::sync::MutexGuard<'_, Opti
 }
 
 fn row_table(lua: &Lua, row: Vec<(String, DbValue)>) -> mlua::Result<Table> {
+    let names: Vec<String> = row.iter().map(|(c, _)| c.clone()).collect();
+    unique_columns(&names)?;
     let t = lua.create_table_with_capacity(0, row.len())?;
     for (col, v) in row {
         t.raw_set(col, to_lua(lua, v)?)?;
@@ -236,11 +321,24 @@ impl UserData for Conn {
             if this.tx.is_some() {
                 return Err(error("db", "a transaction cannot be nested"));
             }
+                        this.usable()?;
             let tx = this.db.begin().await.map_err(|e| error("db", e))?;
             let shared = Arc::new(Mutex::new(Some(tx)));
-            let handle = lua.create_userdata(Conn { db: Arc::clone(&this.db), tx: Some(Arc::clone(&shared)) })?;
+            let handle =
+                lua.create_userdata(Conn { db: Arc::clone(&this.db), tx: Some(Arc::clone(&shared)), state: Arc::clone(&this.state) })?;
+            this.state.in_transaction.store(true, Ordering::SeqCst);
+            this.state.tx_failed.store(false, Ordering::SeqCst);
             let result = f.call_async::<MultiValue>(handle).await;
+            this.state.in_transaction.store(false, Ordering::SeqCst);
             let tx = shared.lock().await.take();
+            // PostgreSQL answers COMMIT on a transaction that had an error with a silent
+            // ROLLBACK: a statement that failed inside (even one the runbook caught) rolls back.
+            let result = match result {
+                Ok(_) if this.state.tx_failed.swap(false, Ordering::SeqCst) => {
+                    Err(error("db", "a statement inside the transaction failed (its error was caught), so the transaction was rolled back"))
+                }
+                other => other,
+            };
             match (result, tx) {
                 (Ok(values), Some(tx)) => {
                     tx.commit().await.map_err(|e| error("db", format!("commit failed: {e}")))?;
@@ -263,25 +361,11 @@ impl UserData for Conn {
                 ));
             };
             let (sql, params) = sql_and_params(args.into_iter().collect())?;
-            let mut count = 0i64;
-            let mut guard = match &this.tx {
-                Some(tx) => Some(busy(tx)?),
-                None => None,
-            };
-            let tx = match guard.as_mut() {
-                Some(g) => Some(g.as_mut().ok_or_else(|| error("db", "the transaction is over"))?),
-                None => None,
-            };
-            let mut rows = this.db.stream(tx, &sql, &params).await.map_err(|e| error("db", e))?;
-            // One row at a time; the callback returning false stops early.
-            while let Some(row) = rows.next().await.map_err(|e| error("db", e))? {
-                count += 1;
-                let table = row_table(&lua, row)?;
-                if let Value::Boolean(false) = f.call_async::<Value>(table).await? {
-                    break;
-                }
-            }
-            Ok(count)
+            this.usable()?;
+            this.state.streams.fetch_add(1, Ordering::SeqCst);
+            let r = each_rows(&lua, &this, &sql, &params, f).await;
+            this.state.streams.fetch_sub(1, Ordering::SeqCst);
+            this.track(r)
         });
         methods.add_async_method("execute_file", |lua, this, path: String| async move {
             let ctx = Ctx::from_lua(&lua)?;
@@ -303,8 +387,36 @@ impl UserData for Conn {
             }
         });
         methods.add_async_method("close", |_, this, ()| async move {
+            if this.tx.is_some() {
+                return Err(error("db", "close the connection, not the transaction handle"));
+            }
+            if this.state.in_transaction.load(Ordering::SeqCst) || this.state.streams.load(Ordering::SeqCst) > 0 {
+                return Err(error("db", "cannot close the connection while a transaction or each() is running on it"));
+            }
             this.db.close().await;
             Ok(())
         });
     }
+}
+
+/// The rows of `each`, one at a time; the callback returning false stops early.
+async fn each_rows(lua: &Lua, this: &Conn, sql: &str, params: &[DbValue], f: Function) -> mlua::Result<i64> {
+    let mut count = 0i64;
+    let mut guard = match &this.tx {
+        Some(tx) => Some(busy(tx)?),
+        None => None,
+    };
+    let tx = match guard.as_mut() {
+        Some(g) => Some(g.as_mut().ok_or_else(|| error("db", "the transaction is over"))?),
+        None => None,
+    };
+    let mut rows = this.db.stream(tx, sql, params).await.map_err(|e| error("db", e))?;
+    while let Some(row) = rows.next().await.map_err(|e| error("db", e))? {
+        count += 1;
+        let table = row_table(lua, row)?;
+        if let Value::Boolean(false) = f.call_async::<Value>(table).await? {
+            break;
+        }
+    }
+    Ok(count)
 }

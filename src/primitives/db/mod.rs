@@ -259,8 +259,19 @@ impl Db {
         }
     }
 
+    /// Forgets the cached parameter types (after DDL, a statement may mean something else).
+    pub fn forget_types(&self) {
+        if let Ok(mut m) = self.pg_params.lock() {
+            m.clear();
+        }
+    }
+
     /// Runs a statement and returns the number of rows it affected.
     pub async fn execute(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
+        let first = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+        if matches!(first.as_str(), "create" | "alter" | "drop" | "truncate" | "comment") {
+            self.forget_types();
+        }
         Ok(match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => sqlite_query(sql, params)?.execute(p).await?.rows_affected(),
             (Pool::MySql(p), None) => mysql_query(sql, params)?.execute(p).await?.rows_affected(),
@@ -364,7 +375,14 @@ impl Db {
     /// Runs a file of statements (a migration) in one transaction. An error names the line the
     /// failing statement starts on.
     pub async fn execute_script(&self, script: &str) -> Result<usize, (usize, DbError)> {
-        let statements = split_statements(script);
+        let statements = split_statements(script, matches!(self.pool, Pool::MySql(_)));
+        for (line, sql) in &statements {
+            let first = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
+            if matches!(first.as_str(), "begin" | "commit" | "rollback" | "start" | "end" | "savepoint" | "release") {
+                return Err((*line, DbError::Usage(format!("`{first}` in a SQL file: execute_file runs the whole file in one transaction itself; remove the transaction statements"))));
+            }
+        }
+        self.forget_types();
         let mut tx = self.begin().await.map_err(|e| (0, e))?;
         for (line, sql) in &statements {
             let done = match &mut tx {
@@ -385,7 +403,7 @@ impl Db {
 /// Splits SQL text into statements at `;`, outside quotes ('...', "..."), comments (--, /* */)
 /// and PostgreSQL dollar quotes ($tag$...$tag$). Returns each statement with the line it
 /// starts on (1-based), empty ones dropped.
-pub fn split_statements(script: &str) -> Vec<(usize, String)> {
+pub fn split_statements(script: &str, mysql: bool) -> Vec<(usize, String)> {
     let chars: Vec<char> = script.chars().collect();
     let mut out = Vec::new();
     let mut current = String::new();
@@ -408,7 +426,7 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
                 *start = Some(line);
             }
         };
-        if rest == "--" {
+        if rest == "--" || (mysql && c == '#') {
             while i < chars.len() && chars[i] != '\n' {
                 current.push(chars[i]);
                 i += 1;
@@ -416,22 +434,49 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
             continue;
         }
         if rest == "/*" {
-            while i < chars.len() && !(chars[i] == '*' && chars.get(i + 1) == Some(&'/')) {
+            // Comments nest in PostgreSQL.
+            let mut depth = 0;
+            while i < chars.len() {
+                if chars[i] == '/' && chars.get(i + 1) == Some(&'*') {
+                    depth += 1;
+                    current.push_str("/*");
+                    i += 2;
+                    continue;
+                }
+                if chars[i] == '*' && chars.get(i + 1) == Some(&'/') {
+                    depth -= 1;
+                    current.push_str("*/");
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                    continue;
+                }
                 if chars[i] == '\n' {
                     line += 1;
                 }
                 current.push(chars[i]);
                 i += 1;
             }
-            current.push_str("*/");
-            i += 2;
             continue;
         }
         if c == '\'' || c == '"' {
+            // Backslash escapes: PostgreSQL E'...' strings, and every string in MySQL.
+            let escapes = mysql
+                || (c == '\''
+                    && i > 0
+                    && matches!(chars[i - 1], 'E' | 'e')
+                    && (i < 2 || !chars[i - 2].is_alphanumeric()));
             begin(&mut start_line, line);
             current.push(c);
             i += 1;
             while i < chars.len() {
+                if escapes && chars[i] == '\\' && i + 1 < chars.len() {
+                    current.push(chars[i]);
+                    current.push(chars[i + 1]);
+                    i += 2;
+                    continue;
+                }
                 current.push(chars[i]);
                 if chars[i] == '\n' {
                     line += 1;
@@ -449,7 +494,7 @@ pub fn split_statements(script: &str) -> Vec<(usize, String)> {
             }
             continue;
         }
-        if c == '$' {
+        if c == '$' && (i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')) {
             // $tag$ ... $tag$ (tag may be empty)
             let tag_end = chars[i + 1..].iter().position(|ch| !(ch.is_alphanumeric() || *ch == '_')).map(|p| i + 1 + p);
             if let Some(end) = tag_end.filter(|e| chars.get(*e) == Some(&'$')) {
@@ -585,9 +630,13 @@ fn mysql_rows(rows: Vec<MySqlRow>) -> Result<Rows, DbError> {
             let ty = col.type_info().name();
             let v = match ty {
                 "BOOLEAN" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
-                "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" | "YEAR" => {
+                "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" => {
                     opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int)
                 }
+                "YEAR" => opt(row.try_get::<Option<u16>, _>(i)?, |v| DbValue::Int(v.into())),
+                "TIME" => opt(row.try_get::<Option<chrono::NaiveTime>, _>(i)?, |v| {
+                    DbValue::Text(v.format("%H:%M:%S%.f").to_string())
+                }),
                 "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" => {
                     opt(row.try_get::<Option<u64>, _>(i)?, |v| DbValue::Int(v as i64))
                 }
@@ -596,7 +645,10 @@ fn mysql_rows(rows: Vec<MySqlRow>) -> Result<Rows, DbError> {
                     Ok(i) => DbValue::Int(i),
                     Err(_) => DbValue::Text(v.to_string()),
                 }),
-                "FLOAT" => opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.into())),
+                // Through its shortest decimal form, so 1.1 reads back as 1.1, not 1.100000023841858.
+                "FLOAT" => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
+                    DbValue::Float(v.to_string().parse().unwrap_or(v.into()))
+                }),
                 "DOUBLE" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
                 "DECIMAL" => {
                     opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| DbValue::Text(v.to_plain_string()))
@@ -693,7 +745,8 @@ fn pg_query<'q>(
                 }),
                 "JSON" | "JSONB" => bind_as!(q, v, sqlx::types::Json<serde_json::Value>, |v: &DbValue| match v {
                     DbValue::Json(j) => Ok(sqlx::types::Json(j.clone())),
-                    DbValue::Array(_) => Err("arrays go to json as tables: pass a table".to_string()),
+                    DbValue::Array(items) =>
+                        Ok(sqlx::types::Json(serde_json::Value::Array(items.iter().map(to_json_value).collect()))),
                     DbValue::Text(t) =>
                         serde_json::from_str(t).map(sqlx::types::Json).map_err(|e| format!("not JSON text: {e}")),
                     DbValue::Int(i) => Ok(sqlx::types::Json(serde_json::Value::from(*i))),
@@ -706,16 +759,18 @@ fn pg_query<'q>(
                     DbValue::Text(t) => Ok(t.clone().into_bytes()),
                     other => Err(want(other, "a string")),
                 }),
-                "INT4[]" => bind_as!(q, v, Vec<i32>, |v: &DbValue| array(v, |x| int(x)
+                "INT4[]" => bind_as!(q, v, Vec<Option<i32>>, |v: &DbValue| array(v, |x| int(x)
                     .and_then(|i| i32::try_from(i).map_err(|e| e.to_string())))),
-                "INT8[]" => bind_as!(q, v, Vec<i64>, |v: &DbValue| array(v, int)),
-                "FLOAT8[]" => bind_as!(q, v, Vec<f64>, |v: &DbValue| array(v, float)),
-                "BOOL[]" => bind_as!(q, v, Vec<bool>, |v: &DbValue| array(v, |x| match x {
+                "INT8[]" => bind_as!(q, v, Vec<Option<i64>>, |v: &DbValue| array(v, int)),
+                "FLOAT8[]" => bind_as!(q, v, Vec<Option<f64>>, |v: &DbValue| array(v, float)),
+                "BOOL[]" => bind_as!(q, v, Vec<Option<bool>>, |v: &DbValue| array(v, |x| match x {
                     DbValue::Bool(b) => Ok(*b),
                     other => Err(want(other, "a boolean")),
                 })),
                 "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
-                    bind_as!(q, v, Vec<String>, |v: &DbValue| array(v, |x| x.text().ok_or_else(|| want(x, "a string"))))
+                    bind_as!(q, v, Vec<Option<String>>, |v: &DbValue| array(v, |x| x
+                        .text()
+                        .ok_or_else(|| want(x, "a string"))))
                 }
                 "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
                     bind_as!(q, v, String, |v: &DbValue| v.text().ok_or_else(|| want(v, "a string")))
@@ -731,6 +786,21 @@ fn pg_query<'q>(
         q = bound.map_err(|e| DbError::Bind(format!("parameter ${} ({}): {e}", n + 1, ty.to_lowercase())))?;
     }
     Ok(q)
+}
+
+fn to_json_value(v: &DbValue) -> serde_json::Value {
+    match v {
+        DbValue::Null => serde_json::Value::Null,
+        DbValue::Bool(b) => (*b).into(),
+        DbValue::Int(i) => (*i).into(),
+        DbValue::Float(f) => {
+            serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+        }
+        DbValue::Text(t) => t.clone().into(),
+        DbValue::Bytes(b) => String::from_utf8_lossy(b).into_owned().into(),
+        DbValue::Json(j) => j.clone(),
+        DbValue::Array(items) => serde_json::Value::Array(items.iter().map(to_json_value).collect()),
+    }
 }
 
 fn int(v: &DbValue) -> Result<i64, String> {
@@ -751,9 +821,11 @@ fn float(v: &DbValue) -> Result<f64, String> {
     }
 }
 
-fn array<T>(v: &DbValue, item: impl Fn(&DbValue) -> Result<T, String>) -> Result<Vec<T>, String> {
+fn array<T>(v: &DbValue, item: impl Fn(&DbValue) -> Result<T, String>) -> Result<Vec<Option<T>>, String> {
     match v {
-        DbValue::Array(items) => items.iter().map(item).collect(),
+        DbValue::Array(items) => {
+            items.iter().map(|x| if *x == DbValue::Null { Ok(None) } else { item(x).map(Some) }).collect()
+        }
         DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => Ok(vec![]),
         other => Err(want(other, "an array")),
     }
@@ -774,8 +846,35 @@ fn pg_rows(rows: Vec<PgRow>) -> Result<Rows, DbError> {
     Ok(out)
 }
 
+/// An array whose items may be NULL.
+fn items<T>(v: Vec<Option<T>>, f: impl Fn(T) -> DbValue) -> DbValue {
+    DbValue::Array(v.into_iter().map(|x| x.map(&f).unwrap_or(DbValue::Null)).collect())
+}
+
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> DbValue) -> DbValue {
     v.map(f).unwrap_or(DbValue::Null)
+}
+
+/// "infinity" / "-infinity" for PostgreSQL's special date and timestamp values.
+fn infinity(row: &PgRow, i: usize, ty: &str) -> Result<Option<String>, DbError> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(None);
+    }
+    let Ok(bytes) = raw.as_bytes() else { return Ok(None) };
+    Ok(match (ty, bytes.len()) {
+        ("DATE", 4) => match i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
+            i32::MAX => Some("infinity".into()),
+            i32::MIN => Some("-infinity".into()),
+            _ => None,
+        },
+        (_, 8) => match i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])) {
+            i64::MAX => Some("infinity".into()),
+            i64::MIN => Some("-infinity".into()),
+            _ => None,
+        },
+        _ => None,
+    })
 }
 
 fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbError> {
@@ -785,16 +884,19 @@ fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbEr
         "INT4" => opt(row.try_get::<Option<i32>, _>(i)?, |v| DbValue::Int(v.into())),
         "INT8" => opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int),
         "OID" => opt(row.try_get::<Option<sqlx::postgres::types::Oid>, _>(i)?, |v| DbValue::Int(v.0.into())),
-        "FLOAT4" => opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.into())),
+        "FLOAT4" => {
+            opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.to_string().parse().unwrap_or(v.into())))
+        }
         "FLOAT8" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
         "NUMERIC" => {
             // The display scale (dscale, bytes 6..8 of the binary form) keeps "1.50" as written.
             let raw = row.try_get_raw(i)?;
-            let dscale = if raw.is_null() {
-                None
-            } else {
-                raw.as_bytes().ok().and_then(|b| b.get(6..8)).map(|b| i64::from(u16::from_be_bytes([b[0], b[1]])))
-            };
+            let bytes = if raw.is_null() { None } else { raw.as_bytes().ok() };
+            // sign 0xC000 is NaN, which BigDecimal cannot hold.
+            if bytes.and_then(|b| b.get(4..6)).is_some_and(|s| s == [0xC0, 0x00]) {
+                return Ok(DbValue::Text("NaN".into()));
+            }
+            let dscale = bytes.and_then(|b| b.get(6..8)).map(|b| i64::from(u16::from_be_bytes([b[0], b[1]])));
             opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| {
                 let v = match dscale {
                     Some(scale) => v.with_scale(scale),
@@ -807,6 +909,11 @@ fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbEr
             opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text)
         }
         "UUID" => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |v| DbValue::Text(v.to_string())),
+        // PostgreSQL's 'infinity' is the extreme value of the binary form; decoding it as a
+        // chrono value overflows (a panic inside sqlx), so it is recognised first.
+        "TIMESTAMPTZ" | "TIMESTAMP" | "DATE" if infinity(row, i, ty)?.is_some() => {
+            DbValue::Text(infinity(row, i, ty)?.unwrap_or_default())
+        }
         "TIMESTAMPTZ" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
             DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
         }),
@@ -821,21 +928,13 @@ fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbEr
         }
         "BYTEA" => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes),
         "VOID" => DbValue::Null,
-        "INT4[]" => opt(row.try_get::<Option<Vec<i32>>, _>(i)?, |v| {
-            DbValue::Array(v.into_iter().map(|x| DbValue::Int(x.into())).collect())
-        }),
-        "INT8[]" => {
-            opt(row.try_get::<Option<Vec<i64>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Int).collect()))
+        "INT4[]" => opt(row.try_get::<Option<Vec<Option<i32>>>, _>(i)?, |v| items(v, |x| DbValue::Int(x.into()))),
+        "INT8[]" => opt(row.try_get::<Option<Vec<Option<i64>>>, _>(i)?, |v| items(v, DbValue::Int)),
+        "FLOAT8[]" => opt(row.try_get::<Option<Vec<Option<f64>>>, _>(i)?, |v| items(v, DbValue::Float)),
+        "BOOL[]" => opt(row.try_get::<Option<Vec<Option<bool>>>, _>(i)?, |v| items(v, DbValue::Bool)),
+        "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
+            opt(row.try_get::<Option<Vec<Option<String>>>, _>(i)?, |v| items(v, DbValue::Text))
         }
-        "FLOAT8[]" => {
-            opt(row.try_get::<Option<Vec<f64>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Float).collect()))
-        }
-        "BOOL[]" => {
-            opt(row.try_get::<Option<Vec<bool>>, _>(i)?, |v| DbValue::Array(v.into_iter().map(DbValue::Bool).collect()))
-        }
-        "TEXT[]" | "VARCHAR[]" | "NAME[]" => opt(row.try_get::<Option<Vec<String>>, _>(i)?, |v| {
-            DbValue::Array(v.into_iter().map(DbValue::Text).collect())
-        }),
         other => {
             return Err(DbError::Decode(format!(
                 "column '{name}' has type {other}, which db does not read yet; cast it in SQL, e.g. {name}::text"
@@ -851,11 +950,15 @@ mod tests {
     #[test]
     fn statements_split_outside_quotes_comments_and_dollar_quotes() {
         let sql = "-- header; not a statement\ncreate table a (x text default 'a;b');\n\n/* block; */ insert into a values ('it''s; fine');\ncreate function f() returns int as $body$ select 1; $body$ language sql;\nselect \"odd;name\" from a";
-        let got = split_statements(sql);
+        let got = split_statements(sql, false);
         let lines: Vec<usize> = got.iter().map(|(l, _)| *l).collect();
         assert_eq!(got.len(), 4, "{got:?}");
         assert_eq!(lines, vec![2, 4, 5, 6]);
         assert!(got[1].1.contains("'it''s; fine'"));
         assert!(got[2].1.ends_with("$body$ language sql"));
+        let tricky = "insert into e values (E'it\\'s; fine'); /* a /* b; */ c; */ select a$b from t; select 1";
+        assert_eq!(split_statements(tricky, false).len(), 3, "{:?}", split_statements(tricky, false));
+        let mysql = "insert into m values ('it\\'s; ok'); # don't split here; please\nselect 2";
+        assert_eq!(split_statements(mysql, true).len(), 2, "{:?}", split_statements(mysql, true));
     }
 }
