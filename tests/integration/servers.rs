@@ -102,6 +102,12 @@ fn start_postgres() -> Result<Postgres, String> {
         )?;
     }
     let data = root.join("data");
+    // Registered before anything is created, so a failure midway still cleans up.
+    let _ = CLEANUP.set(Cleanup { pg_ctl: bin.join("pg_ctl"), data: data.clone(), root: root.clone(), as_postgres });
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        atexit(stop_servers);
+    }
     let mut initdb = as_user(as_postgres, &bin.join("initdb"));
     initdb.arg("-D").arg(&data).args(["-U", "runbook", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "-N"]);
     initdb.arg(format!("--pwfile={}", root.join("pw").display()));
@@ -114,11 +120,6 @@ fn start_postgres() -> Result<Postgres, String> {
         root.display()
     ));
     start.arg("start");
-    let _ = CLEANUP.set(Cleanup { pg_ctl: bin.join("pg_ctl"), data, root: root.clone(), as_postgres });
-    // SAFETY: registering a plain extern "C" function.
-    unsafe {
-        atexit(stop_servers);
-    }
     run(start, "pg_ctl start")
         .map_err(|e| format!("{e}\nlog: {}", std::fs::read_to_string(root.join("log")).unwrap_or_default()))?;
     Ok(Postgres { url: format!("postgres://runbook:{password}@127.0.0.1:{port}/postgres"), port, password })
@@ -132,7 +133,7 @@ pub struct MariaDb {
 }
 
 struct MariaCleanup {
-    pid_file: PathBuf,
+    pid: std::sync::atomic::AtomicU32,
     root: PathBuf,
 }
 
@@ -141,8 +142,9 @@ static MARIA_CLEANUP: OnceLock<MariaCleanup> = OnceLock::new();
 
 extern "C" fn stop_mariadb() {
     if let Some(c) = MARIA_CLEANUP.get() {
-        if let Ok(pid) = std::fs::read_to_string(&c.pid_file) {
-            let _ = Command::new("kill").arg("-9").arg(pid.trim()).output();
+        let pid = c.pid.load(std::sync::atomic::Ordering::SeqCst);
+        if pid != 0 {
+            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).output();
         }
         let _ = std::fs::remove_dir_all(&c.root);
     }
@@ -167,6 +169,12 @@ fn start_mariadb() -> Result<MariaDb, String> {
     let as_root = unsafe { geteuid() } == 0;
     let root = std::env::temp_dir().join(format!("runbook-test-maria-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
+    // Registered before anything is created, so a failure midway still cleans up.
+    let _ = MARIA_CLEANUP.set(MariaCleanup { pid: std::sync::atomic::AtomicU32::new(0), root: root.clone() });
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        atexit(stop_mariadb);
+    }
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     if as_root {
         let mut c = Command::new("chown");
@@ -185,13 +193,9 @@ fn start_mariadb() -> Result<MariaDb, String> {
     let port = free_port();
     let socket = root.join("sock");
     let pid_file = root.join("pid");
-    let _ = MARIA_CLEANUP.set(MariaCleanup { pid_file: pid_file.clone(), root: root.clone() });
-    // SAFETY: registering a plain extern "C" function.
-    unsafe {
-        atexit(stop_mariadb);
-    }
+
     let log = std::fs::File::create(root.join("log")).map_err(|e| e.to_string())?;
-    Command::new(&mariadbd)
+    let server = Command::new(&mariadbd)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .arg(format!("--port={port}"))
@@ -204,6 +208,9 @@ fn start_mariadb() -> Result<MariaDb, String> {
         .stderr(log)
         .spawn()
         .map_err(|e| format!("mariadbd: {e}"))?;
+    if let Some(c) = MARIA_CLEANUP.get() {
+        c.pid.store(server.id(), std::sync::atomic::Ordering::SeqCst);
+    }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if std::time::Instant::now() > deadline {
