@@ -553,7 +553,17 @@ fn strip(text: String) -> String {
     }
 }
 
-fn sqlite_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, Sqlite, SqliteArguments>, DbError> {
+/// SQLite and MySQL convert values on the server: parameters bind by their own Lua type.
+fn plain_query<'q, DB>(sql: &'q str, params: &[DbValue], engine: &str) -> Result<Query<'q, DB, DB::Arguments>, DbError>
+where
+    DB: sqlx::Database,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    f64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     let mut q = sqlx::query(AssertSqlSafe(sql));
     for v in params {
         q = match v {
@@ -565,11 +575,15 @@ fn sqlite_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, Sqlite
             DbValue::Bytes(b) => q.bind(b.clone()),
             DbValue::Json(j) => q.bind(j.to_string()),
             DbValue::Array(_) => {
-                return Err(DbError::Bind("arrays are not supported by SQLite; pass JSON text".into()))
+                return Err(DbError::Bind(format!("arrays are not supported by {engine}; pass JSON text")))
             }
         };
     }
     Ok(q)
+}
+
+fn sqlite_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, Sqlite, SqliteArguments>, DbError> {
+    plain_query(sql, params, "SQLite")
 }
 
 fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
@@ -603,20 +617,7 @@ fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
 }
 
 fn mysql_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, MySql, MySqlArguments>, DbError> {
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for v in params {
-        q = match v {
-            DbValue::Null => q.bind(None::<String>),
-            DbValue::Bool(b) => q.bind(*b),
-            DbValue::Int(i) => q.bind(*i),
-            DbValue::Float(f) => q.bind(*f),
-            DbValue::Text(s) => q.bind(s.clone()),
-            DbValue::Bytes(b) => q.bind(b.clone()),
-            DbValue::Json(j) => q.bind(j.to_string()),
-            DbValue::Array(_) => return Err(DbError::Bind("arrays are not supported by MySQL; pass JSON text".into())),
-        };
-    }
-    Ok(q)
+    plain_query(sql, params, "MySQL")
 }
 
 fn mysql_rows(rows: Vec<MySqlRow>) -> Result<Rows, DbError> {
