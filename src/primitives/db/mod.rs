@@ -586,34 +586,40 @@ fn sqlite_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, Sqlite
     plain_query(sql, params, "SQLite")
 }
 
-fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
+/// Rows as column names and decoded values; `value` decodes one column of one row.
+fn collect_rows<R: Row>(
+    rows: Vec<R>,
+    value: impl Fn(&R, usize, &<R::Database as sqlx::Database>::Column) -> Result<DbValue, DbError>,
+) -> Result<Rows, DbError> {
     let mut out = Rows::default();
     if let Some(first) = rows.first() {
         out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
     }
     for row in &rows {
-        let mut values = Vec::with_capacity(row.len());
-        for (i, col) in row.columns().iter().enumerate() {
-            let raw = row.try_get_raw(i)?;
-            let v = if raw.is_null() {
-                DbValue::Null
-            } else {
-                let declared = col.type_info().name().to_ascii_uppercase();
-                match raw.type_info().name() {
-                    "INTEGER" if declared == "BOOLEAN" || declared == "BOOL" => {
-                        DbValue::Bool(row.try_get::<bool, _>(i)?)
-                    }
-                    "INTEGER" => DbValue::Int(row.try_get::<i64, _>(i)?),
-                    "REAL" => DbValue::Float(row.try_get::<f64, _>(i)?),
-                    "BLOB" => DbValue::Bytes(row.try_get::<Vec<u8>, _>(i)?),
-                    _ => DbValue::Text(row.try_get::<String, _>(i)?),
-                }
-            };
-            values.push(v);
-        }
+        let values =
+            row.columns().iter().enumerate().map(|(i, col)| value(row, i, col)).collect::<Result<Vec<_>, _>>()?;
         out.rows.push(values);
     }
     Ok(out)
+}
+
+fn sqlite_rows(rows: Vec<SqliteRow>) -> Result<Rows, DbError> {
+    collect_rows(rows, sqlite_value)
+}
+
+fn sqlite_value(row: &SqliteRow, i: usize, col: &sqlx::sqlite::SqliteColumn) -> Result<DbValue, DbError> {
+    let raw = row.try_get_raw(i)?;
+    if raw.is_null() {
+        return Ok(DbValue::Null);
+    }
+    let declared = col.type_info().name().to_ascii_uppercase();
+    Ok(match raw.type_info().name() {
+        "INTEGER" if declared == "BOOLEAN" || declared == "BOOL" => DbValue::Bool(row.try_get::<bool, _>(i)?),
+        "INTEGER" => DbValue::Int(row.try_get::<i64, _>(i)?),
+        "REAL" => DbValue::Float(row.try_get::<f64, _>(i)?),
+        "BLOB" => DbValue::Bytes(row.try_get::<Vec<u8>, _>(i)?),
+        _ => DbValue::Text(row.try_get::<String, _>(i)?),
+    })
 }
 
 fn mysql_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, MySql, MySqlArguments>, DbError> {
@@ -621,62 +627,47 @@ fn mysql_query<'q>(sql: &'q str, params: &[DbValue]) -> Result<Query<'q, MySql, 
 }
 
 fn mysql_rows(rows: Vec<MySqlRow>) -> Result<Rows, DbError> {
-    let mut out = Rows::default();
-    if let Some(first) = rows.first() {
-        out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
-    }
-    for row in &rows {
-        let mut values = Vec::with_capacity(row.len());
-        for (i, col) in row.columns().iter().enumerate() {
-            let ty = col.type_info().name();
-            let v = match ty {
-                "BOOLEAN" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
-                "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" => {
-                    opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int)
-                }
-                "YEAR" => opt(row.try_get::<Option<u16>, _>(i)?, |v| DbValue::Int(v.into())),
-                "TIME" => opt(row.try_get::<Option<chrono::NaiveTime>, _>(i)?, |v| {
-                    DbValue::Text(v.format("%H:%M:%S%.f").to_string())
-                }),
-                "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" => {
-                    opt(row.try_get::<Option<u64>, _>(i)?, |v| DbValue::Int(v as i64))
-                }
-                // Above i64 it would lose nothing as a string, but Lua integers are 64-bit signed.
-                "BIGINT UNSIGNED" => opt(row.try_get::<Option<u64>, _>(i)?, |v| match i64::try_from(v) {
-                    Ok(i) => DbValue::Int(i),
-                    Err(_) => DbValue::Text(v.to_string()),
-                }),
-                // Through its shortest decimal form, so 1.1 reads back as 1.1, not 1.100000023841858.
-                "FLOAT" => opt(row.try_get::<Option<f32>, _>(i)?, |v| {
-                    DbValue::Float(v.to_string().parse().unwrap_or(v.into()))
-                }),
-                "DOUBLE" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
-                "DECIMAL" => {
-                    opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| DbValue::Text(v.to_plain_string()))
-                }
-                "DATE" => opt(row.try_get::<Option<chrono::NaiveDate>, _>(i)?, |v| {
-                    DbValue::Text(v.format("%Y-%m-%d").to_string())
-                }),
-                "DATETIME" => opt(row.try_get::<Option<chrono::NaiveDateTime>, _>(i)?, |v| {
-                    DbValue::Text(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
-                }),
-                "TIMESTAMP" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
-                    DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-                }),
-                "JSON" => {
-                    opt(row.try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?, |v| DbValue::Json(v.0))
-                }
-                "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" | "GEOMETRY" => {
-                    opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes)
-                }
-                "NULL" => DbValue::Null,
-                _ => opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text),
-            };
-            values.push(v);
+    collect_rows(rows, mysql_value)
+}
+
+fn mysql_value(row: &MySqlRow, i: usize, col: &sqlx::mysql::MySqlColumn) -> Result<DbValue, DbError> {
+    Ok(match col.type_info().name() {
+        "BOOLEAN" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
+        "TINYINT" | "SMALLINT" | "INT" | "MEDIUMINT" | "BIGINT" => opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int),
+        "YEAR" => opt(row.try_get::<Option<u16>, _>(i)?, |v| DbValue::Int(v.into())),
+        "TIME" => {
+            opt(row.try_get::<Option<chrono::NaiveTime>, _>(i)?, |v| DbValue::Text(v.format("%H:%M:%S%.f").to_string()))
         }
-        out.rows.push(values);
-    }
-    Ok(out)
+        "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "INT UNSIGNED" | "MEDIUMINT UNSIGNED" => {
+            opt(row.try_get::<Option<u64>, _>(i)?, |v| DbValue::Int(v as i64))
+        }
+        // Above i64 it would lose nothing as a string, but Lua integers are 64-bit signed.
+        "BIGINT UNSIGNED" => opt(row.try_get::<Option<u64>, _>(i)?, |v| match i64::try_from(v) {
+            Ok(i) => DbValue::Int(i),
+            Err(_) => DbValue::Text(v.to_string()),
+        }),
+        // Through its shortest decimal form, so 1.1 reads back as 1.1, not 1.100000023841858.
+        "FLOAT" => {
+            opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.to_string().parse().unwrap_or(v.into())))
+        }
+        "DOUBLE" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
+        "DECIMAL" => opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| DbValue::Text(v.to_plain_string())),
+        "DATE" => {
+            opt(row.try_get::<Option<chrono::NaiveDate>, _>(i)?, |v| DbValue::Text(v.format("%Y-%m-%d").to_string()))
+        }
+        "DATETIME" => opt(row.try_get::<Option<chrono::NaiveDateTime>, _>(i)?, |v| {
+            DbValue::Text(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+        }),
+        "TIMESTAMP" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
+            DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+        }),
+        "JSON" => opt(row.try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?, |v| DbValue::Json(v.0)),
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT" | "GEOMETRY" => {
+            opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes)
+        }
+        "NULL" => DbValue::Null,
+        _ => opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text),
+    })
 }
 
 macro_rules! bind_as {
@@ -833,18 +824,7 @@ fn array<T>(v: &DbValue, item: impl Fn(&DbValue) -> Result<T, String>) -> Result
 }
 
 fn pg_rows(rows: Vec<PgRow>) -> Result<Rows, DbError> {
-    let mut out = Rows::default();
-    if let Some(first) = rows.first() {
-        out.columns = first.columns().iter().map(|c| c.name().to_string()).collect();
-    }
-    for row in &rows {
-        let mut values = Vec::with_capacity(row.len());
-        for (i, col) in row.columns().iter().enumerate() {
-            values.push(pg_value(row, i, col.type_info().name(), col.name())?);
-        }
-        out.rows.push(values);
-    }
-    Ok(out)
+    collect_rows(rows, |row, i, col| pg_value(row, i, col.type_info().name(), col.name()))
 }
 
 /// An array whose items may be NULL.
@@ -879,6 +859,11 @@ fn infinity(row: &PgRow, i: usize, ty: &str) -> Result<Option<String>, DbError> 
 }
 
 fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbError> {
+    if matches!(ty, "TIMESTAMPTZ" | "TIMESTAMP" | "DATE") {
+        if let Some(text) = infinity(row, i, ty)? {
+            return Ok(DbValue::Text(text));
+        }
+    }
     Ok(match ty {
         "BOOL" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
         "INT2" => opt(row.try_get::<Option<i16>, _>(i)?, |v| DbValue::Int(v.into())),
@@ -912,9 +897,6 @@ fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbEr
         "UUID" => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |v| DbValue::Text(v.to_string())),
         // PostgreSQL's 'infinity' is the extreme value of the binary form; decoding it as a
         // chrono value overflows (a panic inside sqlx), so it is recognised first.
-        "TIMESTAMPTZ" | "TIMESTAMP" | "DATE" if infinity(row, i, ty)?.is_some() => {
-            DbValue::Text(infinity(row, i, ty)?.unwrap_or_default())
-        }
         "TIMESTAMPTZ" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
             DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
         }),
