@@ -13,8 +13,12 @@ fn modules(dir: &str, prefix: &str, out: &mut String) {
     files.sort();
     for path in files {
         let stem = path.file_stem().unwrap().to_string_lossy().to_string();
-        let abs = std::fs::canonicalize(&path).unwrap();
-        writeln!(out, "    (\"{prefix}{stem}\", include_str!({:?})),", abs.display().to_string()).unwrap();
+        // Relative to the crate's own directory at compile time, not where the build script ran:
+        // two checkouts sharing one target directory (CI's clone and a work tree) reuse the
+        // script's output, and an absolute path would embed the other checkout's files.
+        let rel = path.display().to_string();
+        writeln!(out, "    (\"{prefix}{stem}\", include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{rel}\"))),")
+            .unwrap();
     }
 }
 
