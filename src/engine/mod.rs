@@ -194,6 +194,15 @@ impl Ctx {
             .ok_or_else(|| mlua::Error::runtime("this function is only available inside a runbook"))
     }
 
+    /// A path as a runbook wrote it: relative ones are from the runbook's folder.
+    pub fn resolve_path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        match self.abs_path.parent() {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        }
+    }
+
     pub fn run_id(&self) -> Option<String> {
         self.st.borrow().run_id.clone()
     }

@@ -111,12 +111,25 @@ const USERDATA_METHODS: &[&str] = &[
     "DbConnection.execute_file",
 ];
 
+/// Classes of plain tables whose methods come from a metatable kept in the registry.
+const TABLE_CLASSES: &[(&str, &str)] = &[("HttpResponse", "runbook.http.response")];
+
 #[test]
 fn stubs_declare_nothing_that_does_not_exist() {
     let lua = crate::lua::new_sandbox(Path::new("."), None).unwrap();
     crate::engine::register_globals(&lua).unwrap();
     for (path, text) in stub_files().iter().filter(|(_, t)| t.starts_with("---@meta\n")) {
         for name in declared(text) {
+            if let Some((_, key)) = TABLE_CLASSES.iter().find(|(class, _)| name.starts_with(&format!("{class}."))) {
+                let mt: mlua::Table = lua.named_registry_value(key).unwrap();
+                let methods: mlua::Table = mt.get("__index").unwrap();
+                let method = name.split_once('.').unwrap().1;
+                assert!(
+                    methods.get::<Value>(method).unwrap().is_function(),
+                    "{path} declares `{name}`, which the runtime does not have"
+                );
+                continue;
+            }
             let mut parts = name.split('.');
             let mut v: Value = lua.globals().get(parts.next().unwrap()).unwrap();
             for p in parts {
@@ -130,5 +143,21 @@ fn stubs_declare_nothing_that_does_not_exist() {
             let ok = !v.is_nil() || USERDATA_METHODS.contains(&name.as_str()) || name == "params";
             assert!(ok, "{path} declares `{name}`, which the runtime does not have");
         }
+    }
+}
+
+#[test]
+fn methods_of_table_classes_have_stubs() {
+    let lua = crate::lua::new_sandbox(Path::new("."), None).unwrap();
+    crate::engine::register_globals(&lua).unwrap();
+    let declared: BTreeSet<String> = stub_files().iter().flat_map(|(_, t)| declared(t)).collect();
+    for (class, key) in TABLE_CLASSES {
+        let mt: mlua::Table = lua.named_registry_value(key).unwrap();
+        let methods: mlua::Table = mt.get("__index").unwrap();
+        let mut found = BTreeSet::new();
+        functions_of(&format!("{class}."), &methods, &mut found);
+        assert!(!found.is_empty(), "{class} has methods");
+        let missing: Vec<_> = found.iter().filter(|m| !declared.contains(*m)).collect();
+        assert!(missing.is_empty(), "methods without a stub: {missing:?}");
     }
 }

@@ -3,9 +3,11 @@
 pub mod builtins;
 pub mod db;
 pub mod exec;
+pub mod http;
 pub mod log;
+pub mod tls;
 
-use mlua::Lua;
+use mlua::{Lua, Value};
 
 /// A primitive's Lua registration: installs its globals into the runbook environment.
 pub type Register = fn(&Lua) -> mlua::Result<()>;
@@ -15,7 +17,9 @@ pub const PRIMITIVES: &[(&str, Register)] = &[
     ("builtins", builtins::lua::register),
     ("db", db::lua::register),
     ("exec", exec::lua::register),
+    ("http", http::lua::register),
     ("log", log::lua::register),
+    ("tls", tls::lua::register),
 ];
 
 pub fn register_all(lua: &Lua) -> mlua::Result<()> {
@@ -28,4 +32,31 @@ pub fn register_all(lua: &Lua) -> mlua::Result<()> {
 /// The error a primitive raises into Lua: `primitive: cause`, located by the engine.
 pub fn error(primitive: &str, cause: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(crate::secret::redact(&format!("{primitive}: {cause}")).into_owned())
+}
+
+/// An options table (or nil) as the serde struct `T`, whose `deny_unknown_fields` turns a
+/// misspelt key into an error naming it: `primitive: what: unknown key `x`, expected one of ...`.
+pub fn options<T: serde::de::DeserializeOwned + Default>(
+    lua: &Lua,
+    primitive: &str,
+    what: &str,
+    v: Option<Value>,
+) -> mlua::Result<T> {
+    match v {
+        None | Some(Value::Nil) => Ok(T::default()),
+        Some(v @ Value::Table(_)) => {
+            let _ = lua;
+            serde_path_to_error::deserialize(mlua::serde::Deserializer::new(v)).map_err(|e| {
+                let path = e.path().to_string();
+                let text = e.inner().to_string();
+                let text = text.trim_start_matches("deserialize error: ").replace("unknown field", "unknown key");
+                match path.as_str() {
+                    "." | "" => error(primitive, format!("{what}: {text}")),
+                    _ if text.starts_with("unknown key") => error(primitive, format!("{what}: {text}")),
+                    _ => error(primitive, format!("{what}: {path}: {text}")),
+                }
+            })
+        }
+        Some(other) => Err(error(primitive, format!("{what}: expected a table, got a {}", other.type_name()))),
+    }
 }

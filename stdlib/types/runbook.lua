@@ -223,3 +223,120 @@ db.null = nil
 ---@param opts? DbOptions
 ---@return DbConnection
 function db.connect(url, opts) end
+
+---@class HttpOptions
+---@field method? string "GET" (default), "POST", ... (`http.request` only).
+---@field url? string|Secret The URL (`http.request` only; the shorthands take it first).
+---@field headers? table<string, string|Secret> Secret values never show in logs or errors.
+---@field bearer? string|Secret Sends `Authorization: Bearer <token>`.
+---@field query? table<string, string|number|boolean|Secret> Appended to the URL, encoded.
+---@field json? any A body sent as JSON (Content-Type: application/json); secrets inside are sent as their values.
+---@field body? string|Secret A raw body.
+---@field form? table<string, string|number|Secret> A form-encoded body.
+---@field timeout? Duration The whole request, each attempt (default 30s).
+---@field retries? integer More attempts after a transport error or a 429/502/503/504 (default 0).
+---@field retry_delay? Duration First delay between attempts, doubling (default 1s, at most 30s).
+---@field expect? integer|integer[]|"any" Accepted statuses (default: 2xx, and 3xx without redirects); another raises.
+---@field follow_redirects? boolean Default true (at most 10; not to another host with secret headers).
+---@field insecure? boolean Do not verify the TLS certificate (logged as a warning).
+---@field ca? string A PEM file of a private CA to trust besides the system's (relative to the runbook).
+---@field readonly? boolean The request changes nothing: it runs in --dry-run even when not GET/HEAD/OPTIONS.
+
+---@class HttpResponse
+---@field status integer
+---@field headers table<string, string> Lowercase names; repeated headers joined with ", ".
+---@field body string
+---@field ms integer Time of the final attempt, in milliseconds.
+---@field url string The final URL, after redirects, without credentials.
+local HttpResponse = {}
+
+--- The body parsed as JSON (null as `null`, arrays as arrays); an error if it is not JSON.
+---@return any
+function HttpResponse:json() end
+
+---@class HealthOptions: HttpOptions
+---@field timeout? Duration Give up after this long (default 2m).
+---@field interval? Duration Between attempts (default 5s).
+---@field attempt_timeout? Duration Each attempt (default 10s).
+---@field body_contains? string The body must contain this text.
+---@field json_path? string Dotted path into a JSON body: "status", "checks.db.status", "items.1.state" (1-based).
+---@field equals? any The value at json_path; without it the value must exist and be neither false nor null.
+
+---@class http
+http = {}
+
+--- Sends a request. Verifies TLS; raises on a transport error or an unexpected status, with the
+--- method, URL (credentials stripped), status and the start of the body. Under --dry-run only
+--- GET, HEAD, OPTIONS and `readonly` requests are sent.
+---@param opts HttpOptions
+---@return HttpResponse
+function http.request(opts) end
+
+---@param url string|Secret
+---@param opts? HttpOptions
+---@return HttpResponse
+function http.get(url, opts) end
+
+---@param url string|Secret
+---@param opts? HttpOptions
+---@return HttpResponse
+function http.post(url, opts) end
+
+---@param url string|Secret
+---@param opts? HttpOptions
+---@return HttpResponse
+function http.put(url, opts) end
+
+---@param url string|Secret
+---@param opts? HttpOptions
+---@return HttpResponse
+function http.patch(url, opts) end
+
+---@param url string|Secret
+---@param opts? HttpOptions
+---@return HttpResponse
+function http.delete(url, opts) end
+
+--- Polls `url` until it answers with an expected status (default 2xx) and the body checks hold,
+--- logging each attempt; returns the healthy response, or raises after `timeout` with the last
+--- answer.
+---@param url string|Secret
+---@param opts? HealthOptions
+---@return HttpResponse
+function http.wait_healthy(url, opts) end
+
+---@class TlsCertificate
+---@field host string "host:port" as connected to.
+---@field subject string e.g. "CN=db.example.com, O=Example"
+---@field issuer string
+---@field sans string[] DNS names and IP addresses the certificate is for.
+---@field not_before string RFC 3339, UTC.
+---@field not_after string RFC 3339, UTC.
+---@field days_left integer Whole days until not_after; negative once expired.
+---@field serial string Lowercase hex.
+---@field chain_length integer Certificates the server sent, its own included.
+---@field valid boolean The chain verifies against the trusted roots, for this name, now.
+---@field error? string Why not, when `valid` is false.
+
+---@class TlsOptions
+---@field timeout? Duration Connect and handshake (default 10s).
+---@field server_name? string The name to ask for (SNI) and verify, when it differs from the host.
+---@field ca? string A PEM file of a private CA to trust besides the system's.
+---@field warn_days? integer `check_expiry` only: the horizon (default 30).
+
+---@class tls
+tls = {}
+
+--- Connects to "host:port" (or "host", port 443) and describes its certificate, whether or not
+--- it validates: an expired or self-signed certificate is reported with `valid = false`.
+---@param target string
+---@param opts? TlsOptions
+---@return TlsCertificate
+function tls.certificate(target, opts) end
+
+--- The certificates of `hosts` that expire within `warn_days` (expired ones included), soonest
+--- first; empty when none. A host that cannot be reached is an error naming it.
+---@param hosts string[]
+---@param opts? TlsOptions
+---@return {host: string, days_left: integer, not_after: string}[]
+function tls.check_expiry(hosts, opts) end

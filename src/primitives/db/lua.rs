@@ -50,18 +50,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Resu
             return Err(error("db", format!("connect expects a URL string or a secret, got a {}", other.type_name())))
         }
     };
-    let opts: Options = match opts {
-        None | Some(Value::Nil) => Options::default(),
-        Some(v) => lua.from_value(v).map_err(|e| {
-            error(
-                "db",
-                format!(
-                    "connect options: {}",
-                    e.to_string().trim_start_matches("deserialize error: ").replace("unknown field", "unknown key")
-                ),
-            )
-        })?,
-    };
+    let opts: Options = crate::primitives::options(&lua, "db", "connect options", opts)?;
     if let Some(p) = ctx.guard(&lua, "db", false, String::new)? {
         return Ok(p);
     }
@@ -373,8 +362,7 @@ impl UserData for Conn {
             if this.tx.is_some() {
                 return Err(error("db", "execute_file runs in a transaction of its own; call it on the connection"));
             }
-            let base = ctx.abs_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-            let full = if std::path::Path::new(&path).is_absolute() { path.clone().into() } else { base.join(&path) };
+            let full = ctx.resolve_path(&path);
             let script = std::fs::read_to_string(&full)
                 .map_err(|e| error("db", format!("execute_file {}: {e}", full.display())))?;
             if ctx.guard(&lua, "db", true, || format!("run the SQL file {path} on {}", this.db.target))?.is_some() {

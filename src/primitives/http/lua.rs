@@ -1,0 +1,401 @@
+//! Lua binding of `http`: `http.request{method, url, headers, bearer, query, json, body, form,
+//! timeout, retries, retry_delay, expect, follow_redirects, insecure, ca, readonly}`, the
+//! shorthands `http.get/post/put/patch/delete(url, [opts])`, and
+//! `http.wait_healthy(url, {timeout, interval, expect, body_contains, json_path, equals, ...})`.
+//! A response is `{status, headers, body, ms, url}` with `resp:json()`.
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mlua::{Lua, Table, Value};
+use serde::de::IgnoredAny;
+use serde_json::json;
+
+use super::{Attempt, Body, ClientKey, Expect, Health, Request, Response};
+use crate::engine::Ctx;
+use crate::primitives::error;
+use crate::primitives::log::{log, Level};
+use crate::secret::Secret;
+
+const RESPONSE_METHODS: &str = "runbook.http.response";
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set(
+        "request",
+        lua.create_async_function(|lua, opts: Value| async move { request(lua, None, None, opts).await })?,
+    )?;
+    for method in ["get", "post", "put", "patch", "delete"] {
+        let f = lua.create_async_function(move |lua, (url, opts): (Value, Option<Value>)| async move {
+            request(lua, Some(method), Some(url), opts.unwrap_or(Value::Nil)).await
+        })?;
+        t.set(method, f)?;
+    }
+    t.set("wait_healthy", lua.create_async_function(wait_healthy)?)?;
+    let methods = lua.create_table()?;
+    methods.set("json", lua.create_function(response_json)?)?;
+    let mt = lua.create_table()?;
+    mt.set("__index", methods)?;
+    mt.set("__name", "http.response")?;
+    lua.set_named_registry_value(RESPONSE_METHODS, mt)?;
+    lua.globals().set("http", t)
+}
+
+/// The options that serde reads. The keys whose values may be Lua data or secrets (`url`,
+/// `headers`, `bearer`, `query`, `json`, `body`, `form`) are read by hand and only named here,
+/// so that an unknown key's error lists every known one.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Options {
+    method: Option<String>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    timeout: Option<Duration>,
+    retries: Option<u32>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    retry_delay: Option<Duration>,
+    expect: Option<serde_json::Value>,
+    follow_redirects: Option<bool>,
+    insecure: Option<bool>,
+    ca: Option<PathBuf>,
+    readonly: Option<bool>,
+    // wait_healthy only
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    interval: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    attempt_timeout: Option<Duration>,
+    body_contains: Option<String>,
+    json_path: Option<String>,
+    equals: Option<serde_json::Value>,
+    // read by hand
+    #[allow(dead_code)]
+    url: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    headers: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    bearer: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    query: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    json: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    body: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    form: Option<IgnoredAny>,
+}
+
+const BY_HAND: &[&str] = &["url", "headers", "bearer", "query", "json", "body", "form"];
+const WAIT_ONLY: &[&str] = &["interval", "attempt_timeout", "body_contains", "json_path", "equals"];
+const REQUEST_ONLY: &[&str] = &["retries", "retry_delay", "json", "body", "form", "readonly"];
+
+/// The options table split in two: what serde reads, and the Lua-valued keys.
+struct Parsed {
+    opts: Options,
+    lua_keys: Table,
+}
+
+fn parse(lua: &Lua, what: &str, v: Value, forbidden: &[&str], forbidden_why: &str) -> mlua::Result<Parsed> {
+    let t = match v {
+        Value::Nil => lua.create_table()?,
+        Value::Table(t) => t,
+        other => return Err(error("http", format!("{what}: expected an options table, got a {}", other.type_name()))),
+    };
+    let plain = lua.create_table()?;
+    let lua_keys = lua.create_table()?;
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Value::String(name) = &k else {
+            return Err(error("http", format!("{what}: unexpected {} key (options are named)", k.type_name())));
+        };
+        let name = name.to_string_lossy();
+        if forbidden.contains(&name.as_str()) {
+            return Err(error("http", format!("{what}: `{name}` {forbidden_why}")));
+        }
+        if BY_HAND.contains(&name.as_str()) {
+            lua_keys.set(name, v)?;
+        } else {
+            plain.set(k, v)?;
+        }
+    }
+    let opts: Options = crate::primitives::options(lua, "http", what, Some(Value::Table(plain)))?;
+    Ok(Parsed { opts, lua_keys })
+}
+
+/// A string or a secret; the flag says whether it must be kept out of sight.
+fn text(v: Value, what: &str) -> mlua::Result<(String, bool)> {
+    match v {
+        Value::String(s) => {
+            let s = s.to_string_lossy();
+            let secret = crate::secret::redact(&s) != s;
+            Ok((s, secret))
+        }
+        Value::Integer(i) => Ok((i.to_string(), false)),
+        Value::Number(n) => Ok((n.to_string(), false)),
+        Value::Boolean(b) => Ok((b.to_string(), false)),
+        Value::UserData(ud) => match ud.borrow::<Secret>() {
+            Ok(s) => Ok((s.expose().to_string(), true)),
+            Err(_) => Err(error("http", format!("{what}: expected a string or a secret"))),
+        },
+        other => Err(error("http", format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
+    }
+}
+
+/// `{name = value}` as sorted pairs of strings (or secrets).
+fn pairs(v: Value, what: &str) -> mlua::Result<Vec<(String, String, bool)>> {
+    let Value::Table(t) = v else {
+        return Err(error("http", format!("{what}: expected a table of name = value, got a {}", v.type_name())));
+    };
+    let mut out = Vec::new();
+    for pair in t.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        let Value::String(k) = k else {
+            return Err(error("http", format!("{what}: names must be strings")));
+        };
+        let k = k.to_string_lossy();
+        let (value, secret) = text(v, &format!("{what}.{k}"))?;
+        out.push((k, value, secret));
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A deep copy of a Lua value with every secret replaced by its value, for a JSON body.
+fn expose_secrets(lua: &Lua, v: Value, depth: usize) -> mlua::Result<Value> {
+    if depth > 64 {
+        return Err(error("http", "json: nested more than 64 levels (a cycle?)"));
+    }
+    match v {
+        Value::UserData(ud) if ud.borrow::<Secret>().is_ok() => {
+            let s = ud.borrow::<Secret>()?;
+            Ok(Value::String(lua.create_string(s.expose())?))
+        }
+        Value::Table(t) => {
+            let copy = lua.create_table()?;
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                copy.raw_set(k, expose_secrets(lua, v, depth + 1)?)?;
+            }
+            copy.set_metatable(t.metatable())?;
+            Ok(Value::Table(copy))
+        }
+        other => Ok(other),
+    }
+}
+
+fn expect(v: Option<serde_json::Value>) -> mlua::Result<Expect> {
+    let bad = || error("http", "expect: a status (200), a list of statuses ({200, 204}) or \"any\"");
+    let code = |v: &serde_json::Value| v.as_u64().filter(|c| (100..=599).contains(c)).map(|c| c as u16);
+    Ok(match v {
+        None => Expect::Success,
+        Some(serde_json::Value::String(s)) if s == "any" => Expect::Any,
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => {
+            Expect::Codes(items.iter().map(|i| code(i).ok_or_else(bad)).collect::<mlua::Result<_>>()?)
+        }
+        Some(v) => Expect::Codes(vec![code(&v).ok_or_else(bad)?]),
+    })
+}
+
+/// The request the options describe.
+fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlua::Result<Request> {
+    let o = &p.opts;
+    let method = match (method, &o.method) {
+        (Some(_), Some(_)) => return Err(error("http", "the method is given twice (by the function and by `method`)")),
+        (Some(m), None) => m.to_uppercase(),
+        (None, Some(m)) => m.to_uppercase(),
+        (None, None) => "GET".into(),
+    };
+    let method = reqwest::Method::from_bytes(method.as_bytes())
+        .map_err(|_| error("http", format!("invalid method '{method}'")))?;
+    let url = match (url, p.lua_keys.get::<Value>("url")?) {
+        (Some(_), v) if !v.is_nil() => {
+            return Err(error("http", "the URL is given twice (as an argument and as `url`)"))
+        }
+        (Some(u), _) => u,
+        (None, Value::Nil) => return Err(error("http", "no URL: http.request{url = \"https://...\", ...}")),
+        (None, u) => u,
+    };
+    let (url_text, url_secret) = text(url, "url")?;
+    let url = super::parse_url(&url_text).map_err(|e| error("http", e))?;
+    let mut headers = match p.lua_keys.get::<Value>("headers")? {
+        Value::Nil => vec![],
+        v => pairs(v, "headers")?,
+    };
+    match p.lua_keys.get::<Value>("bearer")? {
+        Value::Nil => {}
+        v => {
+            let (token, _) = text(v, "bearer")?;
+            if headers.iter().any(|(n, _, _)| n.eq_ignore_ascii_case("authorization")) {
+                return Err(error("http", "both `bearer` and an Authorization header: give one"));
+            }
+            headers.push(("authorization".into(), format!("Bearer {token}"), true));
+        }
+    }
+    let custom_secret_headers = headers.iter().any(|(n, _, secret)| {
+        *secret && !["authorization", "cookie", "proxy-authorization"].contains(&n.to_ascii_lowercase().as_str())
+    }) || url_secret;
+    let query = match p.lua_keys.get::<Value>("query")? {
+        Value::Nil => vec![],
+        v => pairs(v, "query")?.into_iter().map(|(k, v, _)| (k, v)).collect(),
+    };
+    let mut bodies = Vec::new();
+    match p.lua_keys.get::<Value>("json")? {
+        Value::Nil => {}
+        v => {
+            let exposed = expose_secrets(lua, v, 0)?;
+            let json = crate::lua::convert::to_json(&exposed).map_err(|e| error("http", format!("json: {e}")))?;
+            bodies.push(Body::Json(json));
+        }
+    }
+    match p.lua_keys.get::<Value>("body")? {
+        Value::Nil => {}
+        Value::String(s) => bodies.push(Body::Bytes(s.as_bytes().to_vec())),
+        v => bodies.push(Body::Bytes(text(v, "body")?.0.into_bytes())),
+    }
+    match p.lua_keys.get::<Value>("form")? {
+        Value::Nil => {}
+        v => bodies.push(Body::Form(pairs(v, "form")?.into_iter().map(|(k, v, _)| (k, v)).collect())),
+    }
+    if bodies.len() > 1 {
+        return Err(error("http", "give one of json, body and form"));
+    }
+    let follow_redirects = o.follow_redirects.unwrap_or(true);
+    let expect = expect(o.expect.clone())?;
+    let retries = o.retries.unwrap_or(0);
+    if retries > 100 {
+        return Err(error("http", "retries: at most 100"));
+    }
+    Ok(Request {
+        method,
+        url,
+        headers,
+        query,
+        body: bodies.pop().unwrap_or(Body::None),
+        timeout: o.timeout.filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(30)),
+        retries,
+        retry_delay: o.retry_delay.unwrap_or(Duration::from_secs(1)),
+        expect,
+        client: ClientKey {
+            insecure: o.insecure.unwrap_or(false),
+            ca: match &o.ca {
+                Some(c) => Some(Ctx::from_lua(lua)?.resolve_path(c)),
+                None => None,
+            },
+            follow_redirects,
+            custom_secret_headers,
+        },
+    })
+}
+
+fn warn_insecure(ctx: &Ctx, req: &Request) {
+    if req.client.insecure && req.url.scheme() == "https" {
+        let host = req.url.host_str().unwrap_or("?");
+        log(
+            ctx,
+            Level::Warn,
+            &format!("TLS certificate of {host} not verified (insecure = true)"),
+            serde_json::Value::Null,
+        );
+    }
+}
+
+fn response_to_lua(lua: &Lua, resp: &Response) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.set("status", resp.status)?;
+    let headers = lua.create_table()?;
+    for (name, value) in &resp.headers {
+        let joined = match headers.get::<Option<String>>(name.as_str())? {
+            Some(prev) => format!("{prev}, {value}"),
+            None => value.clone(),
+        };
+        headers.set(name.as_str(), joined)?;
+    }
+    t.set("headers", headers)?;
+    t.set("body", lua.create_string(&resp.body)?)?;
+    t.set("ms", resp.ms)?;
+    t.set("url", resp.url.as_str())?;
+    t.set_metatable(Some(lua.named_registry_value::<Table>(RESPONSE_METHODS)?))?;
+    Ok(Value::Table(t))
+}
+
+/// `resp:json()`: the body as Lua data.
+fn response_json(lua: &Lua, this: Value) -> mlua::Result<Value> {
+    let Value::Table(t) = this else {
+        return Err(error("http", "json() is a method: resp:json()"));
+    };
+    let body: mlua::LuaString = t.get("body")?;
+    let bytes = body.as_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        let url: String = t.get("url").unwrap_or_default();
+        error("http", format!("the body of {url} is not JSON ({e}); it starts: {}", super::body_start(&bytes)))
+    })?;
+    crate::lua::convert::from_json(lua, &json)
+}
+
+async fn request(lua: Lua, method: Option<&'static str>, url: Option<Value>, opts: Value) -> mlua::Result<Value> {
+    let what = match method {
+        Some(m) => format!("{m} options"),
+        None => "request options".into(),
+    };
+    let parsed = parse(&lua, &what, opts, WAIT_ONLY, "belongs to http.wait_healthy")?;
+    let req = build(&lua, method, url, &parsed)?;
+    let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "http")?;
+    let reads = matches!(req.method, reqwest::Method::GET | reqwest::Method::HEAD | reqwest::Method::OPTIONS);
+    let mutating = !reads && !parsed.opts.readonly.unwrap_or(false);
+    let shown = super::shown_url(&req.url);
+    if let Some(p) = ctx.guard(&lua, "http", mutating, || format!("{} {shown}", req.method))? {
+        return Ok(p);
+    }
+    warn_insecure(&ctx, &req);
+    let resp = super::send(&req, |a| match a {
+        Attempt::Retrying { attempt, of, cause, delay } => log(
+            &ctx,
+            Level::Warn,
+            &format!(
+                "{} {shown}: attempt {attempt} of {of} failed ({cause}); retrying in {}",
+                req.method,
+                crate::duration::human(delay)
+            ),
+            serde_json::Value::Null,
+        ),
+        Attempt::Done(r) => log(
+            &ctx,
+            Level::Debug,
+            &format!("{} {shown} -> {} ({} ms)", req.method, r.status_line(), r.ms),
+            serde_json::Value::Null,
+        ),
+    })
+    .await
+    .map_err(|e| error("http", e))?;
+    response_to_lua(&lua, &resp)
+}
+
+async fn wait_healthy(lua: Lua, (url, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
+    let parsed =
+        parse(&lua, "wait_healthy options", opts.unwrap_or(Value::Nil), REQUEST_ONLY, "belongs to http.request")?;
+    if !parsed.lua_keys.get::<Value>("url")?.is_nil() {
+        return Err(error("http", "wait_healthy takes the URL as its first argument"));
+    }
+    let o = &parsed.opts;
+    let timeout = o.timeout.unwrap_or(Duration::from_secs(120));
+    let interval = o.interval.unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(10));
+    let health =
+        Health { body_contains: o.body_contains.clone(), json_path: o.json_path.clone(), equals: o.equals.clone() };
+    if health.equals.is_some() && health.json_path.is_none() {
+        return Err(error("http", "wait_healthy: `equals` needs `json_path` (the value to compare)"));
+    }
+    let mut req = build(&lua, None, Some(url), &parsed)?;
+    req.timeout = o.attempt_timeout.unwrap_or(Duration::from_secs(10));
+    let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "http.wait_healthy")?;
+    if let Some(p) = ctx.guard(&lua, "http", false, String::new)? {
+        return Ok(p);
+    }
+    warn_insecure(&ctx, &req);
+    let shown = super::shown_url(&req.url);
+    let resp = super::wait_healthy(&req, &health, timeout, interval, |attempt, state| {
+        let message = format!("waiting for {shown}: attempt {attempt}: {state}");
+        log(&ctx, Level::Info, &message, json!({"attempt": attempt}));
+    })
+    .await
+    .map_err(|e| error("http", e))?;
+    response_to_lua(&lua, &resp)
+}

@@ -1,0 +1,65 @@
+//! Lua binding of `tls`: `tls.certificate("host:port", [opts])` and
+//! `tls.check_expiry(hosts, {warn_days = 30})`.
+use mlua::{Lua, LuaSerdeExt, Value};
+
+use super::CertOptions;
+use crate::engine::Ctx;
+use crate::primitives::error;
+
+pub fn register(lua: &Lua) -> mlua::Result<()> {
+    let t = lua.create_table()?;
+    t.set("certificate", lua.create_async_function(certificate)?)?;
+    t.set("check_expiry", lua.create_async_function(check_expiry)?)?;
+    lua.globals().set("tls", t)
+}
+
+fn to_lua(lua: &Lua, v: &impl serde::Serialize) -> mlua::Result<Value> {
+    let json = serde_json::to_value(v).map_err(|e| error("tls", e))?;
+    crate::lua::convert::from_json(lua, &json)
+}
+
+async fn certificate(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
+    let Value::String(target) = target else {
+        return Err(error("tls", format!("certificate expects \"host:port\", got a {}", target.type_name())));
+    };
+    let mut opts: CertOptions = crate::primitives::options(&lua, "tls", "certificate options", opts)?;
+    if opts.warn_days.is_some() {
+        return Err(error("tls", "certificate options: warn_days belongs to tls.check_expiry"));
+    }
+    let ctx = Ctx::from_lua(&lua)?;
+    opts.ca = opts.ca.map(|c| ctx.resolve_path(c));
+    ctx.refuse_in_coroutine(&lua, "tls.certificate")?;
+    if let Some(p) = ctx.guard(&lua, "tls", false, String::new)? {
+        return Ok(p);
+    }
+    let info = super::certificate(&target.to_string_lossy(), &opts).await.map_err(|e| error("tls", e))?;
+    to_lua(&lua, &info)
+}
+
+async fn check_expiry(lua: Lua, (hosts, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
+    let hosts: Vec<String> = match &hosts {
+        Value::Table(_) => {
+            lua.from_value(hosts).map_err(|_| error("tls", "check_expiry expects an array of \"host:port\" strings"))?
+        }
+        Value::String(s) => vec![s.to_string_lossy()],
+        other => {
+            return Err(error(
+                "tls",
+                format!("check_expiry expects an array of \"host:port\", got a {}", other.type_name()),
+            ))
+        }
+    };
+    let mut opts: CertOptions = crate::primitives::options(&lua, "tls", "check_expiry options", opts)?;
+    let ctx = Ctx::from_lua(&lua)?;
+    opts.ca = opts.ca.map(|c| ctx.resolve_path(c));
+    ctx.refuse_in_coroutine(&lua, "tls.check_expiry")?;
+    if let Some(p) = ctx.guard(&lua, "tls", false, String::new)? {
+        return Ok(p);
+    }
+    let expiring = super::check_expiry(&hosts, &opts).await.map_err(|e| error("tls", e))?;
+    let list: Vec<_> = expiring
+        .iter()
+        .map(|i| serde_json::json!({"host": i.host, "days_left": i.days_left, "not_after": i.not_after}))
+        .collect();
+    to_lua(&lua, &list)
+}
