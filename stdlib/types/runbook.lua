@@ -234,10 +234,10 @@ function db.connect(url, opts) end
 ---@field body? string|Secret A raw body.
 ---@field form? table<string, string|number|Secret> A form-encoded body.
 ---@field timeout? Duration The whole request, each attempt (default 30s).
----@field retries? integer More attempts after a transport error or a 429/502/503/504 (default 0).
+---@field retries? integer More attempts after a transport error or a 429/502/503/504 (default 0). POST and PATCH are repeated only when they were not sent, or after a 429/503.
 ---@field retry_delay? Duration First delay between attempts, doubling (default 1s, at most 30s).
----@field expect? integer|integer[]|"any" Accepted statuses (default: 2xx, and 3xx without redirects); another raises.
----@field follow_redirects? boolean Default true (at most 10; not to another host with secret headers).
+---@field expect? integer|integer[]|"any" Accepted statuses (default: 2xx, and 3xx when follow_redirects = false); another raises.
+---@field follow_redirects? boolean Default true (at most 10; never to another origin when the request carries secrets other than Authorization).
 ---@field insecure? boolean Do not verify the TLS certificate (logged as a warning).
 ---@field ca? string A PEM file of a private CA to trust besides the system's (relative to the runbook).
 ---@field readonly? boolean The request changes nothing: it runs in --dry-run even when not GET/HEAD/OPTIONS.
@@ -254,13 +254,20 @@ local HttpResponse = {}
 ---@return any
 function HttpResponse:json() end
 
----@class HealthOptions: HttpOptions
----@field timeout? Duration Give up after this long (default 2m).
+---@class HealthOptions
+---@field timeout? Duration Give up after this long (default 2m); the last attempt lands on it.
 ---@field interval? Duration Between attempts (default 5s).
 ---@field attempt_timeout? Duration Each attempt (default 10s).
+---@field expect? integer|integer[]|"any" Healthy statuses (default 2xx).
 ---@field body_contains? string The body must contain this text.
 ---@field json_path? string Dotted path into a JSON body: "status", "checks.db.status", "items.1.state" (1-based).
 ---@field equals? any The value at json_path; without it the value must exist and be neither false nor null.
+---@field headers? table<string, string|Secret>
+---@field bearer? string|Secret
+---@field query? table<string, string|number|boolean|Secret>
+---@field follow_redirects? boolean
+---@field insecure? boolean
+---@field ca? string
 
 ---@class http
 http = {}

@@ -175,6 +175,10 @@ fn handle<S: Read + Write>(
             extra.push(("Location".into(), format!("http://{}:{port}/{}", addr.ip(), rest.join("/"))));
             (302, "text/plain", Vec::new())
         }
+        ["redirect307-to", port, rest @ ..] => {
+            extra.push(("Location".into(), format!("http://{}:{port}/{}", addr.ip(), rest.join("/"))));
+            (307, "text/plain", Vec::new())
+        }
         _ => (404, "text/plain", b"no such fixture".to_vec()),
     };
     let mut head = format!(
@@ -245,11 +249,25 @@ fn leaf_params(cn: &str, from_days: f64, to_days: f64, serial: u64) -> (Certific
     (params, key)
 }
 
-/// A self-signed certificate for localhost and 127.0.0.1.
+/// A self-signed certificate for localhost and 127.0.0.1; `ca` marks it CA:TRUE, as
+/// `openssl req -x509` does.
 pub fn self_signed(cn: &str, serial: u64) -> ServerCert {
-    let (params, key) = leaf_params(cn, -1.0, 90.0, serial);
+    self_signed_as(cn, serial, false).0
+}
+
+/// A self-signed CA:TRUE certificate, and its PEM.
+pub fn self_signed_ca(cn: &str, serial: u64) -> (ServerCert, String) {
+    self_signed_as(cn, serial, true)
+}
+
+fn self_signed_as(cn: &str, serial: u64, ca: bool) -> (ServerCert, String) {
+    let (mut params, key) = leaf_params(cn, -1.0, 90.0, serial);
+    if ca {
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    }
     let cert = params.self_signed(&key).unwrap();
-    server_cert(vec![cert.der().clone()], key)
+    let pem = cert.pem();
+    (server_cert(vec![cert.der().clone()], key), pem)
 }
 
 fn server_cert(chain: Vec<rustls::pki_types::CertificateDer<'static>>, key: KeyPair) -> ServerCert {

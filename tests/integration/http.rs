@@ -85,7 +85,10 @@ end)
         json!({"followed": 200, "final": base.clone() + "/echo", "stopped": 302, "location": "/redirect/2"})
     );
     let refused = Env::step(&show, "secret header not carried to another host");
-    assert!(refused["error"].as_str().unwrap().contains("refusing to follow a redirect to another host"), "{refused}");
+    assert!(
+        refused["error"].as_str().unwrap().contains("refusing to follow a redirect to another origin"),
+        "{refused}"
+    );
 
     // What the server received: the secret values themselves, bound where they belong.
     let recorded = srv.recorded();
@@ -144,6 +147,12 @@ step("errors", function()
     not_json = err(function() return http.get(BASE .. "/notjson"):json() end),
     no_url = err(http.request, {{ method = "GET" }}),
     exhausted = err(http.get, BASE .. "/flaky/k2/5", {{ retries = 1, retry_delay = "10ms" }}),
+    post_502 = err(http.post, BASE .. "/status/502", {{ retries = 2, retry_delay = "10ms" }}),
+    get_502 = err(http.get, BASE .. "/status/502", {{ retries = 2, retry_delay = "10ms" }}),
+    insecure_and_ca = err(http.get, BASE .. "/ok", {{ insecure = true, ca = "ca.pem" }}),
+    zero_timeout = err(http.get, BASE .. "/ok", {{ timeout = 0 }}),
+    health_method = err(http.wait_healthy, BASE .. "/ok", {{ method = "DELETE" }}),
+    refused_redirect = err(http.get, BASE .. "/redirect/50"),
   }}
 end)
 step("retried", function()
@@ -188,6 +197,21 @@ end)
     assert!(get("not_json").contains("is not JSON") && get("not_json").contains("<html>"), "{}", get("not_json"));
     assert!(get("no_url").contains("no URL"), "{}", get("no_url"));
     assert!(get("exhausted").contains("returned 503 Service Unavailable"), "{}", get("exhausted"));
+    assert!(get("post_502").contains("returned 502"), "{}", get("post_502"));
+    assert!(get("get_502").contains("returned 502"), "{}", get("get_502"));
+    let hits =
+        |path: &str, method: &str| srv.recorded().iter().filter(|r| r.path == path && r.method == method).count();
+    assert_eq!(hits("/status/502", "POST"), 1, "a POST is not repeated after a 502: it may have been processed");
+    assert_eq!(hits("/status/502", "GET"), 3, "a GET is");
+    assert!(get("insecure_and_ca").contains("give either `insecure = true`"), "{}", get("insecure_and_ca"));
+    assert!(get("zero_timeout").contains("timeout: must be more than 0"), "{}", get("zero_timeout"));
+    assert!(get("health_method").contains("`method` belongs to http.request"), "{}", get("health_method"));
+    assert!(get("refused_redirect").contains("more than 10 redirects"), "{}", get("refused_redirect"));
+    assert_eq!(
+        (hits("/redirect/50", "GET"), hits("/redirect/40", "GET"), hits("/redirect/39", "GET")),
+        (1, 1, 0),
+        "ten redirects followed, the eleventh refused, and not retried"
+    );
     assert_eq!(result(&show, "retried"), "recovered");
     assert_eq!(srv.recorded().iter().filter(|r| r.path == "/flaky/k1/2").count(), 3, "two failures, then success");
     assert_eq!(srv.recorded().iter().filter(|r| r.path == "/flaky/k2/5").count(), 2, "one retry");
@@ -254,6 +278,9 @@ fn tls_is_verified_by_default_with_a_private_ca_or_explicitly_not() {
     let good = HttpServer::start_tls(&ca.leaf("good.test", -1.0, 90.0, 0x1001));
     let expired = HttpServer::start_tls(&ca.leaf("expired.test", -30.0, -1.0, 0x1002));
     let selfsigned = HttpServer::start_tls(&self_signed("self.test", 0x1003));
+    let (ca_cert, ca_cert_pem) = crate::fixtures::self_signed_ca("openssl-style.test", 0x1004);
+    let ca_server = HttpServer::start_tls(&ca_cert);
+    env.write("certs/own-ca.pem", &ca_cert_pem);
     env.write("certs/ca.pem", &ca.pem);
     env.write("certs/not-a-cert.pem", "hello");
     env.write(
@@ -272,6 +299,8 @@ step("https", function()
     expired = err(http.get, "{expired}", {{ ca = "certs/ca.pem" }}),
     self_signed = err(http.get, "{selfsigned}"),
     insecure = http.get("{selfsigned}", {{ insecure = true }}).body,
+    verified_after_insecure = err(http.get, "{selfsigned}"),
+    ca_as_server = err(http.get, "{ca_server}", {{ ca = "certs/own-ca.pem" }}),
     bad_ca = err(http.get, "{good}", {{ ca = "certs/not-a-cert.pem" }}),
     missing_ca = err(http.get, "{good}", {{ ca = "certs/missing.pem" }}),
   }}
@@ -280,6 +309,7 @@ end)
             good = good.url("/ok"),
             expired = expired.url("/ok"),
             selfsigned = selfsigned.url("/ok"),
+            ca_server = ca_server.url("/ok"),
         ),
     );
     let out = env.run(&["run", "rb.lua"]);
@@ -295,6 +325,8 @@ end)
     assert!(get("expired").contains("certificate expired"), "{}", get("expired"));
     assert!(get("self_signed").contains("issuer not trusted"), "{}", get("self_signed"));
     assert_eq!(get("insecure"), "ok");
+    assert!(get("verified_after_insecure").contains("issuer not trusted"), "an insecure client is never reused");
+    assert!(get("ca_as_server").contains("presents a CA certificate as its own"), "{}", get("ca_as_server"));
     assert!(get("bad_ca").contains("not-a-cert.pem': no certificate in the file"), "{}", get("bad_ca"));
     assert!(get("missing_ca").contains("missing.pem'"), "{}", get("missing_ca"));
     assert!(out.all().contains("TLS certificate of 127.0.0.1 not verified (insecure = true)"), "{}", out.all());
@@ -325,4 +357,76 @@ end)
     let methods: Vec<String> = srv.recorded().iter().map(|r| r.method.clone()).collect();
     assert_eq!(methods, ["GET", "POST"], "the GET and the readonly POST only");
     assert!(out.all().contains(&format!("DELETE {}/echo", srv.url(""))), "{}", out.all());
+}
+
+#[test]
+fn secrets_in_urls_and_bodies_stay_out_of_sight_and_off_other_origins() {
+    let env = Env::new();
+    let srv = HttpServer::start();
+    let other = HttpServer::start();
+    let leak = "tok-LEAKME-5c1d";
+    let hook = srv.url(&format!("/status/500?token={leak}")).replace("http://", "http://svc:pw-9f3@");
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "http-secret-url" }}
+local hook = secret("HOOK_URL")
+local password = secret("DB_PASSWORD")
+step("hook", {{ continue_on_error = true }}, function() return http.get(hook) end)
+step("health", {{ continue_on_error = true }}, function()
+  return http.wait_healthy(hook, {{ timeout = "200ms", interval = "50ms" }})
+end)
+step("307", {{ continue_on_error = true }}, function()
+  return http.post("{base}/redirect307-to/{port}/echo", {{ json = {{ password = password }} }})
+end)
+step("307 form", {{ continue_on_error = true }}, function()
+  return http.post("{base}/redirect307-to/{port}/echo", {{ form = {{ password = password }} }})
+end)
+"#,
+            base = srv.url(""),
+            port = other.addr.port()
+        ),
+    );
+    let out = env.run_env(&["run", "rb.lua"], &[("HOOK_URL", &hook), ("DB_PASSWORD", "pw-LEAKME-77")]);
+    out.assert_code(0);
+    let show = env.show("last");
+    let hook_err = Env::step(&show, "hook")["error"].as_str().unwrap().to_string();
+    assert!(hook_err.contains("<secret:HOOK_URL> returned 500"), "{hook_err}");
+    let health_err = Env::step(&show, "health")["error"].as_str().unwrap().to_string();
+    assert!(health_err.contains("<secret:HOOK_URL> not healthy after"), "{health_err}");
+    for step in ["307", "307 form"] {
+        let e = Env::step(&show, step)["error"].as_str().unwrap().to_string();
+        assert!(e.contains("refusing to follow a redirect to another origin"), "{e}");
+    }
+    assert!(other.recorded().is_empty(), "the password never reached the other origin");
+    let verbose = env.run_env(&["show", "last", "--json"], &[]);
+    for text in [out.all(), verbose.all()] {
+        assert!(!text.contains(leak) && !text.contains("pw-9f3") && !text.contains("pw-LEAKME"), "{text}");
+    }
+    let journal = crate::harness::journal_bytes(&env.journal_path());
+    assert!(!crate::harness::contains_bytes(&journal, leak.as_bytes()));
+    assert!(!crate::harness::contains_bytes(&journal, b"pw-LEAKME"));
+}
+
+#[test]
+fn wait_healthy_makes_its_last_attempt_at_the_deadline() {
+    let env = Env::new();
+    let srv = HttpServer::start();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "deadline" }}
+step("wait", {{ continue_on_error = true }}, function()
+  return http.wait_healthy("{url}", {{ timeout = "1s", interval = "600ms" }})
+end)
+"#,
+            url = srv.url("/health/never/1000000")
+        ),
+    );
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    // t=0, t=0.6s, and the deadline (1s): an interval longer than what is left is cut short.
+    let calls = srv.recorded().len();
+    assert!(calls >= 3, "{calls} attempts");
+    let e = Env::step(&env.show("last"), "wait")["error"].as_str().unwrap().to_string();
+    assert!(e.contains(&format!("({calls} attempts)")), "{e}");
 }

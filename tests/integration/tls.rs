@@ -12,7 +12,10 @@ fn certificates_are_described_whether_or_not_they_validate() {
     let valid = HttpServer::start_tls(&ca.leaf("valid.test", -1.0, 90.5, 0xabc001));
     let expired = HttpServer::start_tls(&ca.leaf("expired.test", -30.0, -1.5, 0xabc002));
     let soon = HttpServer::start_tls(&ca.leaf("soon.test", -1.0, 5.5, 0xabc003));
-    let own = HttpServer::start_tls(&self_signed("self.test", 0xabc004));
+    let own = HttpServer::start_tls(&self_signed("self.test", 0x0a0b));
+    let (ca_cert, ca_pem) = crate::fixtures::self_signed_ca("ca-as-server.test", 0x77);
+    let ca_server = HttpServer::start_tls(&ca_cert);
+    env.write("own-ca.pem", &ca_pem);
     let closed = crate::servers::free_port();
     env.write("ca.pem", &ca.pem);
     env.write(
@@ -35,6 +38,7 @@ step("soon", function()
   return {{ valid = c.valid, days_left = c.days_left, error_is_nil = c.error == nil }}
 end)
 step("self-signed", function() return tls.certificate("{own}") end)
+step("ca as server", function() return tls.certificate("{ca_server}", {{ ca = "own-ca.pem" }}).error end)
 step("wrong name", function()
   local c = tls.certificate("{valid}", {{ ca = "ca.pem", server_name = "db.example.com" }})
   return {{ valid = c.valid, error = c.error }}
@@ -55,6 +59,8 @@ step("errors", function()
     unknown_key = err(tls.certificate, "{valid}", {{ warn = 3 }}),
     misplaced = err(tls.certificate, "{valid}", {{ warn_days = 3 }}),
     not_a_list = err(tls.check_expiry, 42),
+    holes = err(tls.check_expiry, {{ [1] = "{valid}", [3] = "127.0.0.1:{closed}" }}),
+    named = err(tls.check_expiry, {{ a = "{valid}" }}),
   }}
 end)
 "#,
@@ -62,6 +68,7 @@ end)
             expired = expired.target(),
             soon = soon.target(),
             own = own.target(),
+            ca_server = ca_server.target(),
             plain = HttpServer::start().target(),
         ),
     );
@@ -104,6 +111,11 @@ end)
     assert_eq!(s["error"], "self-signed certificate (not trusted)");
     assert_eq!(s["chain_length"], 1);
     assert_eq!(s["subject"], s["issuer"]);
+    assert_eq!(s["serial"], "0a0b", "whole bytes, as openssl shows it");
+    assert!(result("ca as server")
+        .as_str()
+        .unwrap()
+        .starts_with("self-signed CA certificate used as the server's own"));
 
     let w = result("wrong name");
     assert_eq!(w["valid"], false);
@@ -135,4 +147,6 @@ end)
     assert!(get("unknown_key").contains("unknown key `warn`"), "{}", get("unknown_key"));
     assert!(get("misplaced").contains("warn_days belongs to tls.check_expiry"), "{}", get("misplaced"));
     assert!(get("not_a_list").contains("check_expiry expects an array"), "{}", get("not_a_list"));
+    assert!(get("holes").contains("keys other than 1..n"), "{}", get("holes"));
+    assert!(get("named").contains("keys other than 1..n"), "{}", get("named"));
 }

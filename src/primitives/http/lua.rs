@@ -84,7 +84,8 @@ struct Options {
 
 const BY_HAND: &[&str] = &["url", "headers", "bearer", "query", "json", "body", "form"];
 const WAIT_ONLY: &[&str] = &["interval", "attempt_timeout", "body_contains", "json_path", "equals"];
-const REQUEST_ONLY: &[&str] = &["retries", "retry_delay", "json", "body", "form", "readonly"];
+/// A health check is a GET: nothing that could change the server, even under --dry-run.
+const REQUEST_ONLY: &[&str] = &["method", "retries", "retry_delay", "json", "body", "form", "readonly"];
 
 /// The options table split in two: what serde reads, and the Lua-valued keys.
 struct Parsed {
@@ -157,13 +158,15 @@ fn pairs(v: Value, what: &str) -> mlua::Result<Vec<(String, String, bool)>> {
     Ok(out)
 }
 
-/// A deep copy of a Lua value with every secret replaced by its value, for a JSON body.
-fn expose_secrets(lua: &Lua, v: Value, depth: usize) -> mlua::Result<Value> {
+/// A deep copy of a Lua value with every secret replaced by its value, for a JSON body; `found`
+/// is set when there was one.
+fn expose_secrets(lua: &Lua, v: Value, depth: usize, found: &mut bool) -> mlua::Result<Value> {
     if depth > 64 {
         return Err(error("http", "json: nested more than 64 levels (a cycle?)"));
     }
     match v {
         Value::UserData(ud) if ud.borrow::<Secret>().is_ok() => {
+            *found = true;
             let s = ud.borrow::<Secret>()?;
             Ok(Value::String(lua.create_string(s.expose())?))
         }
@@ -171,20 +174,25 @@ fn expose_secrets(lua: &Lua, v: Value, depth: usize) -> mlua::Result<Value> {
             let copy = lua.create_table()?;
             for pair in t.pairs::<Value, Value>() {
                 let (k, v) = pair?;
-                copy.raw_set(k, expose_secrets(lua, v, depth + 1)?)?;
+                copy.raw_set(k, expose_secrets(lua, v, depth + 1, found)?)?;
             }
             copy.set_metatable(t.metatable())?;
             Ok(Value::Table(copy))
+        }
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            *found |= crate::secret::redact(&text) != text;
+            Ok(Value::String(s))
         }
         other => Ok(other),
     }
 }
 
-fn expect(v: Option<serde_json::Value>) -> mlua::Result<Expect> {
+fn expect(v: Option<serde_json::Value>, follow_redirects: bool) -> mlua::Result<Expect> {
     let bad = || error("http", "expect: a status (200), a list of statuses ({200, 204}) or \"any\"");
     let code = |v: &serde_json::Value| v.as_u64().filter(|c| (100..=599).contains(c)).map(|c| c as u16);
     Ok(match v {
-        None => Expect::Success,
+        None => Expect::Success { redirects: !follow_redirects },
         Some(serde_json::Value::String(s)) if s == "any" => Expect::Any,
         Some(serde_json::Value::Array(items)) if !items.is_empty() => {
             Expect::Codes(items.iter().map(|i| code(i).ok_or_else(bad)).collect::<mlua::Result<_>>()?)
@@ -212,8 +220,18 @@ fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlu
         (None, Value::Nil) => return Err(error("http", "no URL: http.request{url = \"https://...\", ...}")),
         (None, u) => u,
     };
+    let secret_name = match &url {
+        Value::UserData(ud) => ud.borrow::<Secret>().ok().map(|s| s.name().to_string()),
+        _ => None,
+    };
     let (url_text, url_secret) = text(url, "url")?;
     let url = super::parse_url(&url_text).map_err(|e| error("http", e))?;
+    if let Some(name) = secret_name {
+        // The URL as shown (normalised, credentials stripped) no longer matches the secret's
+        // text: both forms are secret too.
+        crate::secret::register(url.as_str(), &name);
+        crate::secret::register(&super::shown_url(&url), &name);
+    }
     let mut headers = match p.lua_keys.get::<Value>("headers")? {
         Value::Nil => vec![],
         v => pairs(v, "headers")?,
@@ -228,9 +246,10 @@ fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlu
             headers.push(("authorization".into(), format!("Bearer {token}"), true));
         }
     }
-    let custom_secret_headers = headers.iter().any(|(n, _, secret)| {
-        *secret && !["authorization", "cookie", "proxy-authorization"].contains(&n.to_ascii_lowercase().as_str())
-    }) || url_secret;
+    let mut carries_secrets = url_secret
+        || headers.iter().any(|(n, _, secret)| {
+            *secret && !["authorization", "cookie", "proxy-authorization"].contains(&n.to_ascii_lowercase().as_str())
+        });
     let query = match p.lua_keys.get::<Value>("query")? {
         Value::Nil => vec![],
         v => pairs(v, "query")?.into_iter().map(|(k, v, _)| (k, v)).collect(),
@@ -239,25 +258,46 @@ fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlu
     match p.lua_keys.get::<Value>("json")? {
         Value::Nil => {}
         v => {
-            let exposed = expose_secrets(lua, v, 0)?;
+            let exposed = expose_secrets(lua, v, 0, &mut carries_secrets)?;
             let json = crate::lua::convert::to_json(&exposed).map_err(|e| error("http", format!("json: {e}")))?;
             bodies.push(Body::Json(json));
         }
     }
     match p.lua_keys.get::<Value>("body")? {
         Value::Nil => {}
-        Value::String(s) => bodies.push(Body::Bytes(s.as_bytes().to_vec())),
-        v => bodies.push(Body::Bytes(text(v, "body")?.0.into_bytes())),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            carries_secrets |= crate::secret::redact(&text) != text;
+            bodies.push(Body::Bytes(s.as_bytes().to_vec()))
+        }
+        v => {
+            let (body, secret) = text(v, "body")?;
+            carries_secrets |= secret;
+            bodies.push(Body::Bytes(body.into_bytes()))
+        }
     }
     match p.lua_keys.get::<Value>("form")? {
         Value::Nil => {}
-        v => bodies.push(Body::Form(pairs(v, "form")?.into_iter().map(|(k, v, _)| (k, v)).collect())),
+        v => {
+            let form = pairs(v, "form")?;
+            carries_secrets |= form.iter().any(|(_, _, secret)| *secret);
+            bodies.push(Body::Form(form.into_iter().map(|(k, v, _)| (k, v)).collect()))
+        }
     }
     if bodies.len() > 1 {
         return Err(error("http", "give one of json, body and form"));
     }
     let follow_redirects = o.follow_redirects.unwrap_or(true);
-    let expect = expect(o.expect.clone())?;
+    let expect = expect(o.expect.clone(), follow_redirects)?;
+    if o.insecure == Some(true) && o.ca.is_some() {
+        return Err(error(
+            "http",
+            "give either `insecure = true` (no verification) or `ca` (verify with a private CA)",
+        ));
+    }
+    if o.timeout.is_some_and(|d| d.is_zero()) {
+        return Err(error("http", "timeout: must be more than 0"));
+    }
     let retries = o.retries.unwrap_or(0);
     if retries > 100 {
         return Err(error("http", "retries: at most 100"));
@@ -268,7 +308,7 @@ fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlu
         headers,
         query,
         body: bodies.pop().unwrap_or(Body::None),
-        timeout: o.timeout.filter(|d| !d.is_zero()).unwrap_or(Duration::from_secs(30)),
+        timeout: o.timeout.unwrap_or(Duration::from_secs(30)),
         retries,
         retry_delay: o.retry_delay.unwrap_or(Duration::from_secs(1)),
         expect,
@@ -279,7 +319,7 @@ fn build(lua: &Lua, method: Option<&str>, url: Option<Value>, p: &Parsed) -> mlu
                 None => None,
             },
             follow_redirects,
-            custom_secret_headers,
+            carries_secrets,
         },
     })
 }

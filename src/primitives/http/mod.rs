@@ -37,8 +37,10 @@ fn body_suffix(body: &str) -> String {
 /// The statuses a request accepts.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expect {
-    /// 2xx, and 3xx when redirects are not followed.
-    Success,
+    /// 2xx; and 3xx too when the flag says redirects are not followed (the caller wants them).
+    Success {
+        redirects: bool,
+    },
     Any,
     Codes(Vec<u16>),
 }
@@ -46,14 +48,16 @@ pub enum Expect {
 impl Expect {
     pub fn accepts(&self, status: u16) -> bool {
         match self {
-            Expect::Success => (200..400).contains(&status),
+            Expect::Success { redirects: false } => (200..300).contains(&status),
+            Expect::Success { redirects: true } => (200..400).contains(&status),
             Expect::Any => true,
             Expect::Codes(c) => c.contains(&status),
         }
     }
     fn describe(&self) -> String {
         match self {
-            Expect::Success => "2xx".into(),
+            Expect::Success { redirects: false } => "2xx".into(),
+            Expect::Success { redirects: true } => "2xx or 3xx".into(),
             Expect::Any => "any".into(),
             Expect::Codes(c) => c.iter().map(u16::to_string).collect::<Vec<_>>().join(" or "),
         }
@@ -74,9 +78,10 @@ pub struct ClientKey {
     pub insecure: bool,
     pub ca: Option<PathBuf>,
     pub follow_redirects: bool,
-    /// Secret headers that reqwest does not strip on a redirect to another host: such a
-    /// redirect is refused instead of carrying them along.
-    pub custom_secret_headers: bool,
+    /// The request carries secrets that reqwest does not strip on a redirect to another origin
+    /// (headers other than Authorization/Cookie, a body resent on 307/308): such a redirect is
+    /// refused instead.
+    pub carries_secrets: bool,
 }
 
 /// One request, as the Lua binding assembled it.
@@ -146,42 +151,55 @@ pub fn parse_url(text: &str) -> Result<Url, HttpError> {
     }
 }
 
-/// The client for a key, built once: connection pools are reused across requests.
-fn client(key: &ClientKey) -> Result<reqwest::Client, HttpError> {
+/// The client for a key, built once (off the async runtime: it reads the CA files): connection
+/// pools are reused across requests, and an `insecure` request never shares a verified one's.
+async fn client(key: &ClientKey) -> Result<reqwest::Client, HttpError> {
     static CLIENTS: OnceLock<Mutex<HashMap<ClientKey, reqwest::Client>>> = OnceLock::new();
-    let mut clients = CLIENTS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(c) = clients.get(key) {
+    let clients = CLIENTS.get_or_init(Default::default);
+    if let Some(c) = clients.lock().unwrap_or_else(|p| p.into_inner()).get(key) {
         return Ok(c.clone());
     }
+    let owned = key.clone();
+    let c = tokio::task::spawn_blocking(move || build_client(&owned))
+        .await
+        .map_err(|e| HttpError::Usage(format!("cannot build the HTTP client: {e}")))??;
+    clients.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), c.clone());
+    Ok(c)
+}
+
+fn build_client(key: &ClientKey) -> Result<reqwest::Client, HttpError> {
     let tls = crate::primitives::tls::client_config(key.insecure, key.ca.as_deref())?;
-    let custom_secret_headers = key.custom_secret_headers;
+    let carries_secrets = key.carries_secrets;
     let redirect = if !key.follow_redirects {
         reqwest::redirect::Policy::none()
     } else {
         reqwest::redirect::Policy::custom(move |attempt| {
-            let cross_host = attempt.previous().last().is_some_and(|prev| {
-                prev.host_str() != attempt.url().host_str()
+            let other_origin = attempt.previous().last().is_some_and(|prev| {
+                prev.scheme() != attempt.url().scheme()
+                    || prev.host_str() != attempt.url().host_str()
                     || prev.port_or_known_default() != attempt.url().port_or_known_default()
             });
             if attempt.previous().len() > 10 {
                 attempt.error("more than 10 redirects")
-            } else if cross_host && custom_secret_headers {
+            } else if other_origin && carries_secrets {
                 let to = shown_url(attempt.url());
-                attempt.error(format!("refusing to follow a redirect to another host ({to}) with secret headers"))
+                attempt.error(format!(
+                    "refusing to follow a redirect to another origin ({to}) with secrets in the request"
+                ))
             } else {
                 attempt.follow()
             }
         })
     };
-    let c = reqwest::Client::builder()
+    reqwest::Client::builder()
         .tls_backend_preconfigured(tls)
         .redirect(redirect)
         .connect_timeout(Duration::from_secs(10))
+        // A Referer would hand the previous URL, query tokens and all, to the next origin.
+        .referer(false)
         .user_agent(concat!("runbook/", env!("CARGO_PKG_VERSION")))
         .build()
-        .map_err(|e| HttpError::Usage(format!("cannot build the HTTP client: {}", chain(&e))))?;
-    clients.insert(key.clone(), c.clone());
-    Ok(c)
+        .map_err(|e| HttpError::Usage(format!("cannot build the HTTP client: {}", chain(&e))))
 }
 
 /// An error and its causes, "a: b: c", without the repetitions reqwest and hyper produce.
@@ -198,16 +216,30 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// A transport error for people: what failed, with the certificate problem spelt out.
-fn transport_cause(e: &reqwest::Error, timeout: Duration) -> String {
+/// A failed attempt: what to tell people, and whether another attempt may help.
+struct Failure {
+    cause: String,
+    /// The request never reached the server (safe to repeat whatever the method).
+    unsent: bool,
+    /// Trying again cannot help (a certificate, a redirect refused, a bad request).
+    permanent: bool,
+}
+
+/// A transport error for people: what failed, with the certificate problem spelt out. The error
+/// comes without its URL (`without_url`), whose query may hold a token.
+fn transport_failure(e: reqwest::Error, timeout: Duration) -> Failure {
+    let e = e.without_url();
+    let permanent = e.is_redirect() || e.is_builder();
     if e.is_timeout() {
-        return format!("no response within {}", crate::duration::human(timeout));
+        let cause = format!("no response within {}", crate::duration::human(timeout));
+        return Failure { cause, unsent: false, permanent };
     }
     let mut connect_io = None;
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = cur {
         if let Some(rustls::Error::InvalidCertificate(c)) = err.downcast_ref::<rustls::Error>() {
-            return format!("TLS certificate verification failed: {}", crate::primitives::tls::problem(c));
+            let cause = format!("TLS certificate verification failed: {}", crate::primitives::tls::problem(c));
+            return Failure { cause, unsent: true, permanent: true };
         }
         // io::Error's source() skips the error it wraps (rustls' arrives wrapped twice).
         cur = match err.downcast_ref::<std::io::Error>() {
@@ -219,26 +251,38 @@ fn transport_cause(e: &reqwest::Error, timeout: Duration) -> String {
         };
     }
     if let (true, Some(io)) = (e.is_connect(), connect_io) {
-        return format!("cannot connect: {io}");
+        return Failure { cause: format!("cannot connect: {io}"), unsent: true, permanent };
     }
-    let text = chain(e);
-    let text = text
-        .strip_prefix("error sending request for url")
-        .map_or(text.as_str(), |t| t.split_once("): ").map_or(t, |(_, rest)| rest));
-    text.to_string()
+    let text = chain(&e);
+    let cause = text.strip_prefix("error sending request: ").unwrap_or(&text).to_string();
+    Failure { cause, unsent: e.is_connect(), permanent }
 }
 
-/// Statuses worth another attempt: the server is overloaded or a proxy could not reach it.
-fn retryable(status: u16) -> bool {
-    matches!(status, 429 | 502 | 503 | 504)
+/// Statuses worth another attempt: the server is overloaded or a proxy could not reach it. A
+/// request that is not idempotent (POST, PATCH) is repeated only on 429 and 503, which say the
+/// request was not processed, or when it never left.
+fn retryable(status: u16, idempotent: bool) -> bool {
+    match status {
+        429 | 503 => true,
+        502 | 504 => idempotent,
+        _ => false,
+    }
 }
 
-/// Sends a request, with up to `retries` more attempts after a transport error or a
-/// retryable status, doubling `retry_delay` each time (capped at 30s).
+/// The delay a 429/503 asks for (`Retry-After: SECONDS`), at most a minute.
+fn retry_after(resp: &Response) -> Option<Duration> {
+    let (_, v) = resp.headers.iter().find(|(k, _)| k == "retry-after")?;
+    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(60)))
+}
+
+/// Sends a request, with up to `retries` more attempts after a transport error or a retryable
+/// status (see [`retryable`]), doubling `retry_delay` each time (at most 30s) unless the server
+/// says how long to wait.
 pub async fn send(req: &Request, mut on_attempt: impl FnMut(Attempt)) -> Result<Response, HttpError> {
-    let client = client(&req.client)?;
+    let client = client(&req.client).await?;
     let method = req.method.to_string();
     let url = shown_url(&req.url);
+    let idempotent = !matches!(req.method, Method::POST | Method::PATCH);
     let mut headers = HeaderMap::new();
     for (name, value, secret) in &req.headers {
         let n = HeaderName::from_bytes(name.as_bytes())
@@ -250,7 +294,9 @@ pub async fn send(req: &Request, mut on_attempt: impl FnMut(Attempt)) -> Result<
     }
     let attempts = req.retries + 1;
     let mut delay = req.retry_delay;
-    for attempt in 1..=attempts {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
         let mut rb = client.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
         if !req.query.is_empty() {
             rb = rb.query(&req.query);
@@ -281,36 +327,49 @@ pub async fn send(req: &Request, mut on_attempt: impl FnMut(Attempt)) -> Result<
                         ms: started.elapsed().as_millis() as u64,
                         url: final_url,
                     }),
-                    Err(e) => Err(format!("reading the body: {}", transport_cause(&e, req.timeout))),
+                    Err(e) => {
+                        let f = transport_failure(e, req.timeout);
+                        Err(Failure { cause: format!("reading the body: {}", f.cause), unsent: false, ..f })
+                    }
                 }
             }
-            Err(e) => Err(transport_cause(&e, req.timeout)),
+            Err(e) => Err(transport_failure(e, req.timeout)),
         };
-        let cause = match &outcome {
-            Ok(r) if retryable(r.status) && !req.expect.accepts(r.status) => r.status_line(),
-            Ok(_) => String::new(),
-            Err(cause) => cause.clone(),
-        };
-        if cause.is_empty() || attempt == attempts {
-            let resp =
-                outcome.map_err(|cause| HttpError::Transport { method: method.clone(), url: url.clone(), cause })?;
-            on_attempt(Attempt::Done(&resp));
-            if !req.expect.accepts(resp.status) {
-                return Err(HttpError::Status {
-                    method,
-                    url,
-                    status: resp.status_line(),
-                    expected: req.expect.describe(),
-                    body: body_start(&resp.body),
-                });
+        let again = match &outcome {
+            Ok(r) if !req.expect.accepts(r.status) && retryable(r.status, idempotent) => {
+                Some((r.status_line(), retry_after(r)))
             }
-            return Ok(resp);
+            Ok(_) => None,
+            Err(f) if !f.permanent && (f.unsent || idempotent) => Some((f.cause.clone(), None)),
+            Err(_) => None,
+        };
+        match again {
+            Some((cause, asked)) if attempt < attempts => {
+                let wait = asked.map_or(delay, |a| a.max(delay));
+                on_attempt(Attempt::Retrying { attempt, of: attempts, cause, delay: wait });
+                tokio::time::sleep(wait).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            _ => {
+                let resp = outcome.map_err(|f| HttpError::Transport {
+                    method: method.clone(),
+                    url: url.clone(),
+                    cause: f.cause,
+                })?;
+                on_attempt(Attempt::Done(&resp));
+                if !req.expect.accepts(resp.status) {
+                    return Err(HttpError::Status {
+                        method,
+                        url,
+                        status: resp.status_line(),
+                        expected: req.expect.describe(),
+                        body: body_start(&resp.body),
+                    });
+                }
+                return Ok(resp);
+            }
         }
-        on_attempt(Attempt::Retrying { attempt, of: attempts, cause, delay });
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
-    unreachable!("the last attempt returns")
 }
 
 /// The first 200 characters of a body, on one line, for an error message.
@@ -414,7 +473,8 @@ pub async fn wait_healthy(
             Err(e) => return Err(e),
         };
         on_attempt(attempt, &why);
-        if Instant::now() + interval >= deadline {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Err(HttpError::Unhealthy {
                 url: shown_url(&req.url),
                 after: crate::duration::human(started.elapsed()),
@@ -422,6 +482,7 @@ pub async fn wait_healthy(
                 last: why,
             });
         }
-        tokio::time::sleep(interval).await;
+        // The last wait is cut short so that one attempt lands on the deadline itself.
+        tokio::time::sleep(interval.min(left)).await;
     }
 }

@@ -1,6 +1,6 @@
 //! Lua binding of `tls`: `tls.certificate("host:port", [opts])` and
 //! `tls.check_expiry(hosts, {warn_days = 30})`.
-use mlua::{Lua, LuaSerdeExt, Value};
+use mlua::{Lua, Value};
 
 use super::CertOptions;
 use crate::engine::Ctx;
@@ -37,18 +37,7 @@ async fn certificate(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::
 }
 
 async fn check_expiry(lua: Lua, (hosts, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
-    let hosts: Vec<String> = match &hosts {
-        Value::Table(_) => {
-            lua.from_value(hosts).map_err(|_| error("tls", "check_expiry expects an array of \"host:port\" strings"))?
-        }
-        Value::String(s) => vec![s.to_string_lossy()],
-        other => {
-            return Err(error(
-                "tls",
-                format!("check_expiry expects an array of \"host:port\", got a {}", other.type_name()),
-            ))
-        }
-    };
+    let hosts = host_list(hosts)?;
     let mut opts: CertOptions = crate::primitives::options(&lua, "tls", "check_expiry options", opts)?;
     let ctx = Ctx::from_lua(&lua)?;
     opts.ca = opts.ca.map(|c| ctx.resolve_path(c));
@@ -62,4 +51,28 @@ async fn check_expiry(lua: Lua, (hosts, opts): (Value, Option<Value>)) -> mlua::
         .map(|i| serde_json::json!({"host": i.host, "days_left": i.days_left, "not_after": i.not_after}))
         .collect();
     to_lua(&lua, &list)
+}
+
+/// An array of "host:port" strings (or one string): a table with other keys or holes is an
+/// error, so that no host is silently left unchecked.
+fn host_list(v: Value) -> mlua::Result<Vec<String>> {
+    let bad = |why: &str| error("tls", format!("check_expiry expects an array of \"host:port\" strings: {why}"));
+    match v {
+        Value::String(s) => Ok(vec![s.to_string_lossy()]),
+        Value::Table(t) => {
+            let n = t.raw_len();
+            let mut hosts = Vec::with_capacity(n);
+            for i in 1..=n {
+                match t.raw_get::<Value>(i)? {
+                    Value::String(s) => hosts.push(s.to_string_lossy()),
+                    other => return Err(bad(&format!("item {i} is a {}", other.type_name()))),
+                }
+            }
+            if t.pairs::<Value, Value>().count() != n {
+                return Err(bad("the table has keys other than 1..n (a hole, or named keys)"));
+            }
+            Ok(hosts)
+        }
+        other => Err(bad(&format!("got a {}", other.type_name()))),
+    }
 }

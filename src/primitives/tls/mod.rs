@@ -233,7 +233,10 @@ pub async fn certificate(target: &str, opts: &CertOptions) -> Result<CertInfo, T
     let name = opts.server_name.clone().unwrap_or_else(|| host.clone());
     let server_name = ServerName::try_from(name.clone())
         .map_err(|_| TlsError::Certificate { target: shown.clone(), cause: format!("invalid server name '{name}'") })?;
-    let roots = roots(opts.ca.as_deref())?;
+    let ca = opts.ca.clone();
+    let roots = tokio::task::spawn_blocking(move || roots(ca.as_deref()))
+        .await
+        .map_err(|e| TlsError::Config(e.to_string()))??;
     let inner = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider()).build().ok();
     let recorder = Arc::new(Recorder::new(inner));
     let config = ClientConfig::builder_with_provider(provider())
@@ -328,11 +331,26 @@ fn describe(target: &str, name: &str, seen: &Seen, no_roots: bool) -> Result<Cer
         not_before: rfc3339(not_before),
         not_after: rfc3339(not_after),
         days_left: (not_after - now).div_euclid(86400),
-        serial: cert.tbs_certificate.serial.to_str_radix(16),
+        serial: serial_hex(cert.raw_serial()),
         chain_length: seen.chain.len(),
         valid: error.is_none(),
         error,
     })
+}
+
+/// The serial as `openssl x509 -serial` shows it (whole bytes, leading zeros kept), lowercase,
+/// without DER's sign byte.
+fn serial_hex(raw: &[u8]) -> String {
+    let bytes = match raw {
+        [0, next, ..] if next & 0x80 != 0 => &raw[1..],
+        _ => raw,
+    };
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A CA certificate presented as a server's own (what `openssl req -x509` makes by default).
+fn ca_as_end_entity(c: &CertificateError) -> bool {
+    matches!(c, CertificateError::Other(o) if format!("{o:?}").contains("CaUsedAsEndEntity"))
 }
 
 /// What is wrong with a certificate, in general terms.
@@ -345,6 +363,9 @@ pub fn problem(c: &CertificateError) -> String {
         C::NotValidForName | C::NotValidForNameContext { .. } => "certificate not valid for this host name".into(),
         C::Revoked => "certificate revoked".into(),
         C::BadSignature => "bad certificate signature".into(),
+        c if ca_as_end_entity(c) => "the server presents a CA certificate as its own (as `openssl req -x509` makes by \
+             default): trusting it with `ca` does not work; issue a server certificate from a CA, or use insecure = true"
+            .into(),
         other => format!("invalid certificate: {other:?}"),
     }
 }
@@ -363,6 +384,9 @@ fn explain(
         rustls::Error::InvalidCertificate(c) => match c {
             C::Expired | C::ExpiredContext { .. } => format!("certificate expired (not after {not_after})"),
             C::UnknownIssuer if self_signed => "self-signed certificate (not trusted)".into(),
+            c if self_signed && ca_as_end_entity(c) => {
+                "self-signed CA certificate used as the server's own (not trusted; `ca` cannot make it valid)".into()
+            }
             C::UnknownIssuer if no_roots => {
                 "issuer not trusted: no CA certificates on this system (install ca-certificates, or pass ca = path)"
                     .into()
