@@ -30,6 +30,9 @@ pub struct Cli {
     /// The journal: a SQLite file path or sqlite://PATH [default: .runbook/state.db]
     #[arg(long, env = "RUNBOOK_STATE", global = true, value_name = "URL")]
     pub state: Option<String>,
+    /// The project configuration (SSH inventory) [default: runbook.toml here or in a folder above]
+    #[arg(long, env = "RUNBOOK_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
     /// More diagnostics on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,

@@ -2,6 +2,7 @@
 //! journal. See `docs/design.md` for the layers.
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod error;

@@ -312,8 +312,12 @@ fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -
             format!("{prefix}{tag}{level}: {}{}", s(f, "message"), fields_suffix(f))
         }
         "output" => format!(
-            "{}{tag}{} {}",
+            "{}{tag}{}{} {}",
             if tty { "  " } else { "" },
+            match f.get("host").and_then(Json::as_str) {
+                Some(h) => format!("{h} "),
+                None => String::new(),
+            },
             if s(f, "stream") == "stderr" { "!" } else { "|" },
             s(f, "line")
         ),

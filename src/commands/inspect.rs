@@ -158,15 +158,26 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
     let journal = journal::open(state).await?;
     let run = journal.find_run(reference).await?;
     let steps = journal.steps(&run.id).await?;
+    let items = journal.items(&run.id, None).await?;
     let events = if with_events { journal.events(&run.id).await? } else { vec![] };
     journal.close().await;
     let status = run.effective_status();
+    let items_of = |step: &str| items.iter().filter(|i| i.step == step).collect::<Vec<_>>();
     if output == Format::Json {
         let mut obj = json!({
             "run_id": run.id, "runbook": run.runbook, "path": run.path, "status": status, "params": run.params,
             "started_at": run.started_at, "finished_at": run.finished_at, "error": run.error, "user": run.user,
             "host": run.owner.host, "pid": run.owner.pid, "trigger": run.trigger, "dry_run": run.dry_run,
-            "content_hash": run.content_hash, "steps": steps.iter().map(step_json).collect::<Vec<_>>(),
+            "content_hash": run.content_hash,
+            "steps": steps.iter().map(|s| {
+                let mut j = step_json(s);
+                let its = items_of(&s.name);
+                if !its.is_empty() {
+                    j["items"] = its.iter().map(|i| json!({"item": i.item, "status": i.status, "result": i.result,
+                        "error": i.error, "updated_at": i.updated_at})).collect();
+                }
+                j
+            }).collect::<Vec<_>>(),
         });
         if with_events {
             obj["events"] =
@@ -229,6 +240,14 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             s.attempts,
             took
         );
+        for item in items_of(&s.name) {
+            let detail = match (&item.error, &item.result) {
+                (Some(e), _) => truncate(e, 80),
+                (None, Some(r)) => truncate(&r.to_string(), 60),
+                _ => String::new(),
+            };
+            println!("        - {:<34} {:<8} {detail}", truncate(&item.item, 34), item.status);
+        }
     }
     if !events.is_empty() {
         println!("\n  events:");

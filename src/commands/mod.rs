@@ -11,6 +11,7 @@ use crate::output::{Format, Reporter};
 
 pub async fn dispatch(cli: Cli) -> Result<u8> {
     let state = cli.state.as_deref();
+    crate::config::init(cli.config.clone());
     match cli.command {
         Command::Run(args) => run(state, args).await,
         Command::Resume(args) => resume(state, args).await,
@@ -46,6 +47,7 @@ async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
     if !args.file.exists() {
         return Err(Error::Usage(format!("runbook file {} does not exist", args.file.display())));
     }
+    crate::config::get().map_err(Error::Usage)?;
     let journal = journal::open(state).await?;
     let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
     let inv = invocation(args.file, mode, args.params, &args.exec);
@@ -54,6 +56,7 @@ async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
 }
 
 async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
+    crate::config::get().map_err(Error::Usage)?;
     let journal = journal::open(state).await?;
     let reference = if args.last { "last".to_string() } else { args.run.clone().unwrap_or_default() };
     let run = journal.find_run(&reference).await?;

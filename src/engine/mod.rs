@@ -162,6 +162,9 @@ pub(crate) struct State {
     run_started: Option<Instant>,
     /// The redactor's generation when this run's journal rows were last known clean.
     scrubbed_at: u64,
+    /// Fan-outs (ssh.each/rolling) made so far by the running step attempt: their ordinal keys
+    /// the items they journal, the same on every attempt and replay.
+    pub(crate) fanouts: u32,
 }
 
 /// The engine's state for one evaluation, reachable from every Lua callback.
@@ -201,6 +204,13 @@ impl Ctx {
             Some(dir) if path.is_relative() => dir.join(path),
             _ => path.to_path_buf(),
         }
+    }
+
+    /// The ordinal (1, 2, ...) of a new fan-out within the running step attempt.
+    pub fn next_fanout(&self) -> u32 {
+        let mut st = self.st.borrow_mut();
+        st.fanouts += 1;
+        st.fanouts
     }
 
     pub fn run_id(&self) -> Option<String> {
@@ -778,7 +788,11 @@ async fn rollback(
         }
         rec.undo_status = Some("running".into());
         journal.put_step(run_id, &ctx.me, &rec).await?;
-        ctx.st.borrow_mut().current_step = Some(format!("undo {}", entry.step));
+        {
+            let mut st = ctx.st.borrow_mut();
+            st.current_step = Some(format!("undo {}", entry.step));
+            st.fanouts = 0;
+        }
         let arg = crate::lua::convert::from_json(lua, &entry.result).unwrap_or(Value::Nil);
         let started = Instant::now();
         let res = tokio::select! {

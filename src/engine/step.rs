@@ -377,6 +377,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             let mut st = ctx.st.borrow_mut();
             st.current_step = Some(name.clone());
             st.current_loc = Some(loc.clone());
+            st.fanouts = 0;
         }
         ctx.out.emit("step_started", Some(&name), json!({"status": "running", "attempt": attempt}));
         let started = Instant::now();

@@ -336,6 +336,19 @@ pub struct Beat {
     pub owned: bool,
 }
 
+/// The outcome of one item of a step (a host of an ssh fan-out).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ItemRecord {
+    pub step: String,
+    /// Unique within the step: the fan-out's ordinal in the step and the item ("each#1/web-2").
+    pub item: String,
+    /// "ok", "failed" or "not_run".
+    pub status: String,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub updated_at: String,
+}
+
 #[async_trait]
 pub trait Journal: Send + Sync {
     /// Where the journal lives, for messages (never with a password).
@@ -367,6 +380,10 @@ pub trait Journal: Send + Sync {
     async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>>;
     /// Writes a step of a run this process owns (else [`JournalError::NotOwner`]).
     async fn put_step(&self, run_id: &str, me: &Owner, step: &StepRecord) -> JResult<()>;
+    /// The recorded items of a run's step (all of its steps when `step` is None).
+    async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>>;
+    /// Records an item's outcome; only while `me` owns the run.
+    async fn put_item(&self, run_id: &str, me: &Owner, item: &ItemRecord) -> JResult<()>;
     /// Approves the gate a waiting run stopped at (compare-and-swap on both).
     async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool>;
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;

@@ -379,6 +379,55 @@ impl Journal for SqliteJournal {
         rows.iter().map(step_from_row).collect()
     }
 
+    async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>> {
+        let rows = sqlx::query(
+            "SELECT step, item, status, result, error, updated_at FROM step_items
+             WHERE run_id = ? AND (? IS NULL OR step = ?) ORDER BY step, updated_at, item",
+        )
+        .bind(run_id)
+        .bind(step)
+        .bind(step)
+        .fetch_all(&mut *self.db().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let result: Option<String> = r.try_get("result")?;
+                Ok(ItemRecord {
+                    step: r.try_get("step")?,
+                    item: r.try_get("item")?,
+                    status: r.try_get("status")?,
+                    result: result.as_deref().map(|t| serde_json::from_str(t).unwrap_or(serde_json::Value::Null)),
+                    error: r.try_get("error")?,
+                    updated_at: r.try_get("updated_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_item(&self, run_id: &str, me: &Owner, i: &ItemRecord) -> JResult<()> {
+        let done = sqlx::query(
+            "INSERT INTO step_items (run_id, step, item, status, result, error, updated_at)
+             SELECT ?, ?, ?, ?, ?, ?, ?
+             WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND host = ? AND pid = ?)
+             ON CONFLICT (run_id, step, item) DO UPDATE SET
+               status = excluded.status, result = excluded.result, error = excluded.error,
+               updated_at = excluded.updated_at",
+        )
+        .bind(run_id)
+        .bind(&i.step)
+        .bind(&i.item)
+        .bind(&i.status)
+        .bind(i.result.as_ref().map(|r| r.to_string()))
+        .bind(&i.error)
+        .bind(&i.updated_at)
+        .bind(run_id)
+        .bind(&me.host)
+        .bind(me.pid)
+        .execute(&mut *self.db().await?)
+        .await?;
+        owned(done.rows_affected(), run_id)
+    }
+
     async fn put_step(&self, run_id: &str, me: &Owner, s: &StepRecord) -> JResult<()> {
         // Written only while this process owns the run: a runner that was taken over (it looked
         // dead) cannot record anything after the new owner started.
@@ -606,6 +655,30 @@ impl Journal for SqliteJournal {
                     .bind(all[2].as_str().map(str::to_string))
                     .bind(run_id)
                     .bind(&name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        let items = sqlx::query("SELECT step, item, result, error FROM step_items WHERE run_id = ?")
+            .bind(run_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in items {
+            let step: String = row.try_get("step")?;
+            let item: String = row.try_get("item")?;
+            let result: Option<String> = row.try_get("result")?;
+            let error: Option<String> = row.try_get("error")?;
+            let parsed = result.as_deref().map(|r| serde_json::from_str::<serde_json::Value>(r).unwrap_or_default());
+            let mut all = serde_json::json!([parsed, error]);
+            let before = all.clone();
+            scrub(&mut all);
+            if all != before {
+                sqlx::query("UPDATE step_items SET result = ?, error = ? WHERE run_id = ? AND step = ? AND item = ?")
+                    .bind(result.as_ref().map(|_| all[0].to_string()))
+                    .bind(all[1].as_str().map(str::to_string))
+                    .bind(run_id)
+                    .bind(&step)
+                    .bind(&item)
                     .execute(&mut *tx)
                     .await?;
             }

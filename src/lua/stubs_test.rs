@@ -109,6 +109,10 @@ const USERDATA_METHODS: &[&str] = &[
     "DbConnection.close",
     "DbConnection.each",
     "DbConnection.execute_file",
+    "SshSession.exec",
+    "SshSession.upload",
+    "SshSession.download",
+    "SshSession.close",
 ];
 
 /// Classes of plain tables whose methods come from a metatable kept in the registry.

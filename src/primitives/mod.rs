@@ -5,6 +5,7 @@ pub mod db;
 pub mod exec;
 pub mod http;
 pub mod log;
+pub mod ssh;
 pub mod tls;
 
 use mlua::{Lua, Value};
@@ -19,6 +20,7 @@ pub const PRIMITIVES: &[(&str, Register)] = &[
     ("exec", exec::lua::register),
     ("http", http::lua::register),
     ("log", log::lua::register),
+    ("ssh", ssh::lua::register),
     ("tls", tls::lua::register),
 ];
 

@@ -347,3 +347,116 @@ function tls.certificate(target, opts) end
 ---@param opts? TlsOptions
 ---@return {host: string, days_left: integer, not_after: string}[]
 function tls.check_expiry(hosts, opts) end
+
+---@class SshConnectOptions
+---@field host? string "host", "host:port" or "user@host:port" (or give it as the first argument).
+---@field user? string Default: the inventory's, else $USER.
+---@field port? integer Default 22.
+---@field key? string|Secret A private key file (relative to the runbook, `~` expands), or a key's text as a secret.
+---@field passphrase? string|Secret The key's passphrase.
+---@field password? string|Secret Password authentication.
+---@field agent? boolean Try the ssh-agent (also tried when no key or password is given).
+---@field known_hosts? string Default ~/.ssh/known_hosts.
+---@field host_key? "strict"|"accept-new"|"off" Default "strict": only keys known_hosts vouches for.
+---@field timeout? Duration Connecting and authenticating (default 10s).
+
+---@class SshExecOptions
+---@field timeout? Duration Kill the remote command's process group after this long.
+---@field env? table<string, string|Secret> Sent through the channel's stdin, not the protocol: works with any sshd.
+---@field cwd? string Remote working directory.
+---@field stdin? string|Secret
+---@field sudo? boolean Run through `sudo -n` (fails rather than prompting).
+---@field check? boolean A non-zero exit raises (default true).
+---@field readonly? boolean The command changes nothing: it runs under --dry-run.
+---@field echo? boolean Stream output lines to the log with the host (default true).
+
+---@class SshExecResult
+---@field code integer
+---@field stdout string
+---@field stderr string
+---@field ms integer
+---@field host string
+
+---@class SshTransfer
+---@field bytes integer
+---@field sha256 string Of what was sent or received.
+---@field ms integer
+
+---@class SshSession
+---@field host string The host spec as given.
+local SshSession = {}
+
+--- Runs a shell command on the host. Secrets go through `env` or `stdin`, never in the command.
+---@param command string
+---@param opts? SshExecOptions
+---@return SshExecResult
+function SshSession:exec(command, opts) end
+
+--- Uploads a file over SFTP (streamed), to a temporary name moved into place once its SHA-256
+--- matches (`verify`, default true; needs sha256sum on the host).
+---@param local_path string
+---@param remote_path string
+---@param opts? {mode?: string|integer, verify?: boolean} mode: octal text such as "0644".
+---@return SshTransfer
+function SshSession:upload(local_path, remote_path, opts) end
+
+--- Downloads a file over SFTP (streamed) to a temporary name renamed once complete (and its
+--- SHA-256 checked when `verify`, default true).
+---@param remote_path string
+---@param local_path string
+---@param opts? {verify?: boolean}
+---@return SshTransfer
+function SshSession:download(remote_path, local_path, opts) end
+
+--- Forgets the session (the next connect to the host opens a new one).
+function SshSession:close() end
+
+---@class SshHostOutcome
+---@field ok boolean
+---@field status "ok"|"failed"|"not_run"
+---@field result? any What fn returned.
+---@field error? string
+
+---@class SshEachOptions
+---@field concurrency? integer Hosts at a time (default 20).
+---@field max_failures? integer|string Failures tolerated, a count or "10%" (default 0); past it no host starts and the call raises.
+---@field connect? SshConnectOptions Options for every host's connection.
+
+---@class SshRollingOptions
+---@field batch? integer|string Hosts per batch, a count or "25%" (default 1).
+---@field first? integer A canary: this many hosts alone first, with their health check, before the rest.
+---@field pause? Duration Between batches.
+---@field health? fun(host: string): boolean? Run for each host after its batch; raising or returning false fails the host.
+---@field max_failures? integer|string As for ssh.each; past it the rollout halts.
+---@field connect? SshConnectOptions
+
+---@class ssh
+ssh = {}
+
+--- Opens (or reuses, within the run) a session: host key checked, then authenticated.
+---@param opts_or_host SshConnectOptions|string
+---@param opts? SshConnectOptions
+---@return SshSession
+function ssh.connect(opts_or_host, opts) end
+
+--- The host specs of an inventory group of runbook.toml (`[hosts.NAME]`).
+---@param name string
+---@return string[]
+function ssh.group(name) end
+
+--- Runs fn(session, host) on every host, `concurrency` at a time. Inside a step each host's
+--- outcome is journaled: a resumed or retried step runs only the hosts without a success.
+--- Returns {[host] = SshHostOutcome}; raises when failures pass max_failures.
+---@param hosts string[]|string Host specs, or an inventory group's name.
+---@param fn fun(session: SshSession, host: string): any
+---@param opts? SshEachOptions
+---@return table<string, SshHostOutcome>
+function ssh.each(hosts, fn, opts) end
+
+--- Runs fn(session, host) batch by batch (a canary first with `first`), then `health(host)` for
+--- each host of the batch; halts, with what was done per host, when failures pass max_failures.
+---@param hosts string[]|string
+---@param fn fun(session: SshSession, host: string): any
+---@param opts? SshRollingOptions
+---@return table<string, SshHostOutcome>
+function ssh.rolling(hosts, fn, opts) end

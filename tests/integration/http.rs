@@ -109,7 +109,8 @@ end)
 
     // ... and the secret shows nowhere on our side.
     assert!(!out.all().contains(TOKEN), "{}", out.all());
-    let verbose = env.run_env(&["show", "last", "--json"], &[]);
+    let verbose = env.run_env(&["show", "last", "--events", "--output", "json"], &[]);
+    verbose.assert_code(0);
     assert!(!verbose.all().contains(TOKEN));
     assert!(!crate::harness::contains_bytes(&crate::harness::journal_bytes(&env.journal_path()), TOKEN.as_bytes()));
 }
@@ -399,7 +400,8 @@ end)
         assert!(e.contains("refusing to follow a redirect to another origin"), "{e}");
     }
     assert!(other.recorded().is_empty(), "the password never reached the other origin");
-    let verbose = env.run_env(&["show", "last", "--json"], &[]);
+    let verbose = env.run_env(&["show", "last", "--events", "--output", "json"], &[]);
+    verbose.assert_code(0);
     for text in [out.all(), verbose.all()] {
         assert!(!text.contains(leak) && !text.contains("pw-9f3") && !text.contains("pw-LEAKME"), "{text}");
     }

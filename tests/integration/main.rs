@@ -15,4 +15,5 @@ mod run;
 mod sandbox;
 mod secrets;
 mod servers;
+mod ssh;
 mod tls;

@@ -230,3 +230,161 @@ fn start_mariadb() -> Result<MariaDb, String> {
     run(setup, "create the test user")?;
     Ok(MariaDb { url: format!("mysql://runbook:{password}@127.0.0.1:{port}/app"), port, password })
 }
+
+/// OpenSSH servers, one per loopback address (127.0.0.2, 127.0.0.3, ...), each with its own
+/// host key: as many hosts. They share a port, the client keys and an authorized_keys file.
+pub struct Sshd {
+    pub port: u16,
+    /// "127.0.0.N:PORT", one per server.
+    pub hosts: Vec<String>,
+    /// A host spec where nothing listens (a host that is down).
+    pub down: String,
+    pub user: String,
+    /// Client key without a passphrase, in authorized_keys.
+    pub key: PathBuf,
+    /// Client key with the passphrase below, in authorized_keys.
+    pub key_pass: PathBuf,
+    pub passphrase: &'static str,
+    /// A key that is not authorized.
+    pub stranger_key: PathBuf,
+    /// known_hosts with every server's key.
+    pub known_hosts: PathBuf,
+    /// The public host key line (type and base64) of each server.
+    pub host_keys: Vec<String>,
+}
+
+pub const SSH_HOSTS: usize = 4;
+
+struct SshCleanup {
+    pids: std::sync::Mutex<Vec<u32>>,
+    root: PathBuf,
+}
+
+static SSHD: OnceLock<Sshd> = OnceLock::new();
+static SSHD_CLEANUP: OnceLock<SshCleanup> = OnceLock::new();
+
+extern "C" fn stop_sshd() {
+    if let Some(c) = SSHD_CLEANUP.get() {
+        for pid in c.pids.lock().map(|p| p.clone()).unwrap_or_default() {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
+        }
+        let _ = std::fs::remove_dir_all(&c.root);
+    }
+}
+
+/// The shared SSH servers.
+pub fn sshd() -> &'static Sshd {
+    SSHD.get_or_init(|| {
+        start_sshd().unwrap_or_else(|e| {
+            panic!("cannot start sshd for the tests: {e}\ninstall it with: apt-get install openssh-server (scripts/test does this)")
+        })
+    })
+}
+
+fn keygen(path: &Path, passphrase: &str, comment: &str) -> Result<(), String> {
+    let mut c = Command::new("ssh-keygen");
+    c.args(["-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f"]).arg(path);
+    run(c, "ssh-keygen")
+}
+
+fn start_sshd() -> Result<Sshd, String> {
+    let sshd = PathBuf::from("/usr/sbin/sshd");
+    if !sshd.exists() {
+        return Err("no /usr/sbin/sshd".into());
+    }
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { geteuid() } == 0;
+    let root = std::env::temp_dir().join(format!("runbook-test-ssh-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = SSHD_CLEANUP.set(SshCleanup { pids: Default::default(), root: root.clone() });
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        atexit(stop_sshd);
+    }
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    if root_user {
+        // sshd's privilege separation directory.
+        std::fs::create_dir_all("/run/sshd").map_err(|e| format!("/run/sshd: {e}"))?;
+    }
+    let user = String::from_utf8_lossy(&Command::new("id").arg("-un").output().map_err(|e| e.to_string())?.stdout)
+        .trim()
+        .to_string();
+    let passphrase = "runbook-key-pass";
+    keygen(&root.join("client"), "", "runbook-test")?;
+    keygen(&root.join("client_pass"), passphrase, "runbook-test-pass")?;
+    keygen(&root.join("stranger"), "", "stranger")?;
+    let authorized = format!(
+        "{}{}",
+        std::fs::read_to_string(root.join("client.pub")).map_err(|e| e.to_string())?,
+        std::fs::read_to_string(root.join("client_pass.pub")).map_err(|e| e.to_string())?
+    );
+    std::fs::write(root.join("authorized_keys"), authorized).map_err(|e| e.to_string())?;
+    let addr = |i: usize| format!("127.0.0.{}", i + 2);
+    // One port free on every address (and on the one left down).
+    let port = (0..50)
+        .map(|_| free_port())
+        .find(|p| (0..=SSH_HOSTS).all(|i| std::net::TcpListener::bind((addr(i).as_str(), *p)).is_ok()))
+        .ok_or("no port free on every loopback address")?;
+    let mut hosts = Vec::new();
+    let mut host_keys = Vec::new();
+    let mut known = String::new();
+    for i in 0..SSH_HOSTS {
+        let key = root.join(format!("host{i}"));
+        keygen(&key, "", &format!("host{i}"))?;
+        let public = std::fs::read_to_string(key.with_extension("pub")).map_err(|e| e.to_string())?;
+        let line: Vec<&str> = public.split_whitespace().take(2).collect();
+        let line = line.join(" ");
+        known.push_str(&format!("[{}]:{port} {line}\n", addr(i)));
+        host_keys.push(line);
+        let config = root.join(format!("sshd{i}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress {}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\n\
+                 UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPermitRootLogin yes\n\
+                 Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 500\nMaxSessions 100\n",
+                addr(i),
+                key.display(),
+                root.join(format!("sshd{i}.pid")).display(),
+                root.join("authorized_keys").display()
+            ),
+        )
+        .map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(root.join(format!("sshd{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new(&sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("sshd: {e}"))?;
+        if let Some(c) = SSHD_CLEANUP.get() {
+            c.pids.lock().map_err(|e| e.to_string())?.push(child.id());
+        }
+        hosts.push(format!("{}:{port}", addr(i)));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    for (i, h) in hosts.iter().enumerate() {
+        while std::net::TcpStream::connect(h.as_str()).is_err() {
+            if std::time::Instant::now() > deadline {
+                let log = std::fs::read_to_string(root.join(format!("sshd{i}.log"))).unwrap_or_default();
+                return Err(format!("sshd on {h} did not listen: {log}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+    let known_hosts = root.join("known_hosts");
+    std::fs::write(&known_hosts, known).map_err(|e| e.to_string())?;
+    Ok(Sshd {
+        port,
+        down: format!("{}:{port}", addr(SSH_HOSTS)),
+        hosts,
+        user,
+        key: root.join("client"),
+        key_pass: root.join("client_pass"),
+        passphrase,
+        stranger_key: root.join("stranger"),
+        known_hosts,
+        host_keys,
+    })
+}

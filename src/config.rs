@@ -1,0 +1,77 @@
+//! `runbook.toml`: the project's configuration (today the SSH inventory). Found in the current
+//! directory or the nearest one above it, or given with `--config` / `RUNBOOK_CONFIG`; read once
+//! per process, and a bad file is reported with its line before anything runs.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use serde::Deserialize;
+
+use crate::primitives::ssh::inventory::Group;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// SSH host groups: `[hosts.web] hosts = ["10.0.0.5", "web-2:2222"], user = "deploy"`.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Group>,
+    /// The file it came from (None: no file).
+    #[serde(skip)]
+    pub path: Option<PathBuf>,
+}
+
+static EXPLICIT: OnceLock<Option<PathBuf>> = OnceLock::new();
+static LOADED: OnceLock<Result<Arc<Config>, String>> = OnceLock::new();
+
+/// Sets the file given on the command line (before the first `get`).
+pub fn init(explicit: Option<PathBuf>) {
+    let _ = EXPLICIT.set(explicit);
+}
+
+/// The configuration: the explicit file, else `runbook.toml` here or above, else empty.
+pub fn get() -> Result<Arc<Config>, String> {
+    LOADED
+        .get_or_init(|| {
+            let path = match EXPLICIT.get().cloned().flatten() {
+                Some(p) if !p.exists() => return Err(format!("config file {} does not exist", p.display())),
+                Some(p) => Some(p),
+                None => find(&std::env::current_dir().unwrap_or_default()),
+            };
+            match path {
+                None => Ok(Arc::new(Config::default())),
+                Some(p) => load(&p).map(Arc::new),
+            }
+        })
+        .clone()
+}
+
+fn find(start: &Path) -> Option<PathBuf> {
+    start.ancestors().map(|d| d.join("runbook.toml")).find(|p| p.is_file())
+}
+
+/// Reads and checks one file; errors name the file and line.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut config: Config = toml::from_str(&text).map_err(|e| {
+        let mut line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+        // An unknown key is reported at its table: point at the key's own line.
+        if let (Some(l), Some(key)) =
+            (line, e.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()))
+        {
+            let own =
+                text.lines().enumerate().skip(l.saturating_sub(1)).find(|(_, t)| {
+                    t.trim_start().strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with('='))
+                });
+            line = own.map(|(i, _)| i + 1).or(line);
+        }
+        match line {
+            Some(l) => format!("{}:{l}: {}", path.display(), e.message()),
+            None => format!("{}: {}", path.display(), e.message()),
+        }
+    })?;
+    for (name, group) in &config.hosts {
+        group.check().map_err(|e| format!("{}: [hosts.{name}]: {e}", path.display()))?;
+    }
+    config.path = Some(path.to_path_buf());
+    Ok(config)
+}
