@@ -71,6 +71,8 @@ def run_runbook(work, body, url):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    # The target directory the scripts read from, whatever the caller's environment says.
+    os.environ["CARGO_TARGET_DIR"] = TARGET
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "bench", "--no-run", "--quiet", "--bench", "db_baseline"], cwd=ROOT, check=True, capture_output=True)
     bindir, root, data, url = start_postgres()

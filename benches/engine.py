@@ -109,7 +109,7 @@ def ansible():
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True, env=dict(os.environ, CARGO_TARGET_DIR=TARGET))
     r = bench_runbook()
     a = ansible()
     result = {"runbook": r, "ansible": a}

@@ -162,7 +162,9 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
     let events = if with_events { journal.events(&run.id).await? } else { vec![] };
     journal.close().await;
     let status = run.effective_status();
-    let items_of = |step: &str| items.iter().filter(|i| i.step == step).collect::<Vec<_>>();
+    // A step's items, and those of its undo.
+    let items_of =
+        |step: &str| items.iter().filter(|i| i.step == step || i.step == format!("undo {step}")).collect::<Vec<_>>();
     if output == Format::Json {
         let mut obj = json!({
             "run_id": run.id, "runbook": run.runbook, "path": run.path, "status": status, "params": run.params,

@@ -251,6 +251,8 @@ pub struct Sshd {
     pub known_hosts: PathBuf,
     /// The public host key line (type and base64) of each server.
     pub host_keys: Vec<String>,
+    /// The last server also has an ECDSA host key: its line.
+    pub ecdsa_host_key: String,
 }
 
 pub const SSH_HOSTS: usize = 4;
@@ -282,8 +284,12 @@ pub fn sshd() -> &'static Sshd {
 }
 
 fn keygen(path: &Path, passphrase: &str, comment: &str) -> Result<(), String> {
+    keygen_type(path, "ed25519", passphrase, comment)
+}
+
+fn keygen_type(path: &Path, kind: &str, passphrase: &str, comment: &str) -> Result<(), String> {
     let mut c = Command::new("ssh-keygen");
-    c.args(["-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f"]).arg(path);
+    c.args(["-q", "-t", kind, "-N", passphrase, "-C", comment, "-f"]).arg(path);
     run(c, "ssh-keygen")
 }
 
@@ -327,6 +333,14 @@ fn start_sshd() -> Result<Sshd, String> {
         .ok_or("no port free on every loopback address")?;
     let mut hosts = Vec::new();
     let mut host_keys = Vec::new();
+    let ecdsa = root.join("host_ecdsa");
+    keygen_type(&ecdsa, "ecdsa", "", "host-ecdsa")?;
+    let ecdsa_host_key = std::fs::read_to_string(ecdsa.with_extension("pub"))
+        .map_err(|e| e.to_string())?
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut known = String::new();
     for i in 0..SSH_HOSTS {
         let key = root.join(format!("host{i}"));
@@ -340,11 +354,12 @@ fn start_sshd() -> Result<Sshd, String> {
         std::fs::write(
             &config,
             format!(
-                "Port {port}\nListenAddress {}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nStrictModes no\n\
+                "Port {port}\nListenAddress {}\nHostKey {}\n{}PidFile {}\nAuthorizedKeysFile {}\nStrictModes no\n\
                  UsePAM no\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPermitRootLogin yes\n\
                  Subsystem sftp internal-sftp\nLogLevel ERROR\nMaxStartups 500\nMaxSessions 100\n",
                 addr(i),
                 key.display(),
+                if i == SSH_HOSTS - 1 { format!("HostKey {}\n", ecdsa.display()) } else { String::new() },
                 root.join(format!("sshd{i}.pid")).display(),
                 root.join("authorized_keys").display()
             ),
@@ -386,5 +401,6 @@ fn start_sshd() -> Result<Sshd, String> {
         stranger_key: root.join("stranger"),
         known_hosts,
         host_keys,
+        ecdsa_host_key,
     })
 }

@@ -36,9 +36,10 @@ step("exec", function()
   local r = host:exec("echo out; echo err >&2; exit 3", {{ check = false }})
   local e = host:exec('printf "%s|%s|%s" "$GREETING" "$TOKEN" "$(pwd)"', {{ env = {{ GREETING = "hi there's", TOKEN = token }}, cwd = "/tmp" }})
   local i = host:exec("wc -c; cat", {{ stdin = "line one\nline two\n" }})
+  local own = host:exec('printf "%s%s" "$e" "$n"', {{ env = {{ e = "E", n = "N" }} }}).stdout
   local same = ssh.connect(opts)
   return {{ code = r.code, stdout = r.stdout, stderr = r.stderr, host = r.host, ms_ok = r.ms >= 0,
-           env = e.stdout, stdin = i.stdout }}
+           env = e.stdout, stdin = i.stdout, own = own }}
 end)
 step("errors", function()
   return {{
@@ -46,6 +47,7 @@ step("errors", function()
     secret_cmd = err(host.exec, host, "echo " .. token),
     unknown = err(host.exec, host, "true", {{ tiemout = 1 }}),
     bad_env = err(host.exec, host, "true", {{ env = {{ ["A-B"] = "x" }} }}),
+    reserved_env = err(host.exec, host, "true", {{ env = {{ __RB_CMD = "x" }} }}),
   }}
 end)
 "#,
@@ -64,12 +66,14 @@ end)
     // The token reached the remote command; on its way back into the journal it is redacted.
     assert_eq!(r["env"], "hi there's|<secret:DEPLOY_TOKEN>|/tmp");
     assert_eq!(r["stdin"], "18\n");
+    assert_eq!(r["own"], "EN", "the wrapper's own variables do not clobber the command's env");
     let e = result(&show, "errors");
     let exit = e["exit"].as_str().unwrap();
     assert!(exit.contains("`echo bad thing >&2; exit 4` exited with code 4: bad thing"), "{exit}");
     assert!(e["secret_cmd"].as_str().unwrap().contains("the command is a secret"), "{e}");
     assert!(e["unknown"].as_str().unwrap().contains("unknown key `tiemout`"), "{e}");
     assert!(e["bad_env"].as_str().unwrap().contains("invalid variable name 'A-B'"), "{e}");
+    assert!(e["reserved_env"].as_str().unwrap().contains("invalid variable name '__RB_CMD'"), "{e}");
     assert!(out.all().contains(&format!("{} | out", s.hosts[0])), "output streamed with the host: {}", out.all());
     assert!(!out.all().contains("tok-ssh-4e1d9a"));
     let journal = crate::harness::journal_bytes(&env.journal_path());
@@ -80,7 +84,8 @@ end)
 fn a_timeout_kills_the_remote_process_group_and_big_output_streams() {
     let s = sshd();
     let env = Env::new();
-    let marker = format!("31.{}", std::process::id());
+    let marker = format!("301.{}", std::process::id());
+    let step_marker = format!("302.{}", std::process::id());
     env.write(
         "rb.lua",
         &format!(
@@ -91,6 +96,10 @@ local host = ssh.connect(opts)
 step("slow", {{ continue_on_error = true }}, function()
   return host:exec("sleep {marker} & sleep {marker}; echo never", {{ timeout = "1s" }})
 end)
+step("step timeout", {{ continue_on_error = true, timeout = "1s" }}, function()
+  return host:exec("sleep {step_marker} & sleep {step_marker}")
+end)
+step("after", function() return host:exec("echo still usable").stdout end)
 step("big", function()
   local r = host:exec("head -c 100000000 /dev/zero | tr '\\0' x | fold -w 100; echo", {{ echo = false }})
   return {{ bytes = #r.stdout, last = r.stdout:sub(-3) }}
@@ -100,13 +109,19 @@ end)
             host = s.hosts[1],
         ),
     );
-    let out = env.run(&["run", "rb.lua"]);
-    out.assert_code(0);
+    // Without the kill, the run would wait for the 301-second sleeps: the deadline fails it.
+    let out = crate::harness::finish(env.spawn(&["run", "rb.lua"]), 90);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let show = env.show("last");
     let slow = Env::step(&show, "slow")["error"].as_str().unwrap().to_string();
     assert!(slow.contains("still running after 1.0s; its process group was killed"), "{slow}");
-    let left = std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
-    assert!(left.stdout.is_empty(), "no sleep left behind: {}", String::from_utf8_lossy(&left.stdout));
+    let stopped = Env::step(&show, "step timeout")["error"].as_str().unwrap().to_string();
+    assert!(stopped.contains("timed out after 1.0s"), "{stopped}");
+    for m in [&marker, &step_marker] {
+        let left = std::process::Command::new("pgrep").args(["-f", &format!("sleep {m}")]).output().unwrap();
+        assert!(left.stdout.is_empty(), "no `sleep {m}` left behind: {}", String::from_utf8_lossy(&left.stdout));
+    }
+    assert_eq!(result(&show, "after"), "still usable\n");
     assert_eq!(result(&show, "big"), json!({"bytes": 101_000_000, "last": "xx\n"}));
 }
 
@@ -171,6 +186,8 @@ fn host_keys_are_verified_and_bad_credentials_refused() {
     let swapped = env.write("swapped_known_hosts", &format!("[127.0.0.2]:{} {}\n", s.port, s.host_keys[1]));
     let empty = env.write("empty_known_hosts", "");
     let tofu = env.path("tofu/known_hosts");
+    // Host 3 has an ed25519 and an ECDSA key; known_hosts records only the ECDSA one.
+    let ecdsa_only = env.write("ecdsa_known_hosts", &format!("[127.0.0.5]:{} {}\n", s.port, s.ecdsa_host_key));
     env.write(
         "rb.lua",
         &format!(
@@ -198,6 +215,9 @@ step("keys", function()
     password = err(ssh.connect, {{ host = "{h3}", user = "{user}", known_hosts = "{kh}", password = secret("SSH_PASSWORD") }}),
     down = err(ssh.connect, with {{ host = "{down}", known_hosts = "{kh}", timeout = "2s" }}),
     policy = err(ssh.connect, with {{ known_hosts = "{kh}", host_key = "sometimes" }}),
+    off = ssh.connect(with {{ host = "{h2}", known_hosts = "{empty}", host_key = "off" }}):exec("echo off").stdout,
+    key_text = err(ssh.connect, with {{ known_hosts = "{kh}", key = "-----BEGIN OPENSSH PRIVATE KEY-----\nabc" }}),
+    other_type = ssh.connect(with {{ host = "{h3}", known_hosts = "{ecdsa_only}" }}):exec("echo ecdsa").stdout,
   }}
 end)
 "#,
@@ -214,6 +234,7 @@ end)
             swapped = swapped.display(),
             empty = empty.display(),
             tofu = tofu.display(),
+            ecdsa_only = ecdsa_only.display(),
         ),
     );
     let out = env.run_env(&["run", "rb.lua"], &[("KEY_PASS", s.passphrase), ("SSH_PASSWORD", "wrong-pw-8c2f1b")]);
@@ -242,6 +263,10 @@ end)
     );
     assert!(get("down").contains(&format!("cannot connect to {}@{}", s.user, s.down)), "{}", get("down"));
     assert!(get("policy").contains("unknown variant `sometimes`"), "{}", get("policy"));
+    assert_eq!(get("off"), "off\n");
+    assert!(out.all().contains("NOT verified (host_key = \"off\")"), "{}", out.all());
+    assert!(get("key_text").contains("pass it as a secret") && !get("key_text").contains("abc"), "{}", get("key_text"));
+    assert_eq!(get("other_type"), "ecdsa\n", "the key type known_hosts holds is asked for");
     for secret in ["wrong-pw-8c2f1b", s.passphrase] {
         assert!(!out.all().contains(secret));
         assert!(!crate::harness::contains_bytes(
@@ -391,7 +416,7 @@ end)
             gate = gate.display(),
         ),
     );
-    let child = env.spawn(&["run", "rb.lua"]);
+    let child = KillOnDrop(Some(env.spawn(&["run", "rb.lua"])));
     // Wait until three hosts are recorded done and the fourth is stuck.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
@@ -410,6 +435,8 @@ end)
         assert!(std::time::Instant::now() < deadline, "three hosts never finished: {}", show.all());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let mut child = child;
+    let child = child.0.take().unwrap();
     crate::harness::signal(child.id(), 9);
     let _ = crate::harness::finish(child, 30);
     std::fs::write(&gate, "").unwrap();
@@ -424,5 +451,17 @@ end)
     let r = result(&env.show("last"), "fan out");
     for h in &s.hosts {
         assert_eq!(r[h]["result"], json!(h), "{r}");
+    }
+}
+
+/// A spawned runbook killed if the test fails before it does (no runner left behind).
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

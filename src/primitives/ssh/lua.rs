@@ -104,6 +104,12 @@ fn parse_connect(lua: &Lua, t: &Table) -> mlua::Result<(ConnectOpts, Credentials
                 creds.key = Some(match v {
                     Value::String(s) => {
                         let p = s.to_string_lossy();
+                        if p.contains("-----BEGIN") || p.contains('\n') {
+                            return Err(error(
+                                "ssh",
+                                "key: this is a key's text, not a file: pass it as a secret (secret(\"DEPLOY_KEY\")) so it never shows",
+                            ));
+                        }
                         let ctx = Ctx::from_lua(lua)?;
                         Key::File(ctx.resolve_path(expand_home(&p)))
                     }
@@ -132,10 +138,26 @@ fn settle(ctx: &Ctx, spec: &str, opts: &ConnectOpts, creds: &Credentials) -> mlu
         timeout: opts.timeout,
         agent: opts.agent,
     };
-    let s = call.or(&settings_for(&config, spec));
+    // Paths of the call are relative to the runbook; those of runbook.toml, to its folder.
+    let mut inventory = settings_for(&config, spec);
+    let config_dir = config.path.as_deref().and_then(std::path::Path::parent).map(std::path::Path::to_path_buf);
+    let from_config = |p: &str| {
+        let p = expand_home(p);
+        match &config_dir {
+            Some(d) if p.is_relative() => d.join(p),
+            _ => p,
+        }
+    };
+    inventory.key = inventory.key.as_deref().map(|k| from_config(k).display().to_string());
+    inventory.known_hosts = inventory.known_hosts.as_deref().map(|k| from_config(k).display().to_string());
+    let call = HostSettings {
+        known_hosts: call.known_hosts.as_deref().map(|k| ctx.resolve_path(expand_home(k)).display().to_string()),
+        ..call
+    };
+    let s = call.or(&inventory);
     let key = match (&creds.key, &s.key) {
         (Some(k), _) => Some(k.clone()),
-        (None, Some(path)) => Some(Key::File(ctx.resolve_path(expand_home(path)))),
+        (None, Some(path)) => Some(Key::File(path.into())),
         (None, None) => None,
     };
     let user = spec_user
@@ -150,19 +172,43 @@ fn settle(ctx: &Ctx, spec: &str, opts: &ConnectOpts, creds: &Credentials) -> mlu
         key,
         passphrase: creds.passphrase.clone(),
         password: creds.password.clone(),
-        agent: s.agent.unwrap_or(false),
+        agent: s.agent.unwrap_or(true),
         known_hosts: expand_home(s.known_hosts.as_deref().unwrap_or("~/.ssh/known_hosts")),
         host_key: s.host_key.unwrap_or_default(),
         timeout: s.timeout.unwrap_or(Duration::from_secs(10)),
     })
 }
 
-/// A session for `spec`, reused when this run already has one to the same target.
+/// What makes two connections interchangeable: the target, how its key is checked, and the
+/// credentials (hashed: the map is in memory, but a digest is all it needs).
+fn cache_key(cs: &ConnectSpec) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    match &cs.key {
+        Some(Key::File(p)) => h.update(format!("file:{}", p.display())),
+        Some(Key::Text(t)) => h.update(format!("text:{t}")),
+        None => h.update("none"),
+    }
+    h.update(format!("|{:?}|{:?}|{}", cs.passphrase, cs.password, cs.agent));
+    let digest: String = h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{}|{:?}|{}|{digest}", cs.target(), cs.host_key, cs.known_hosts.display())
+}
+
+/// Forgets a session whose connection failed, so the next call reconnects.
+fn evict(lua: &Lua, session: &Arc<Session>) {
+    if let Some(s) = lua.app_data_ref::<Sessions>() {
+        s.0.borrow_mut().retain(|_, v| !Arc::ptr_eq(v, session));
+    }
+}
+
+/// A session for `spec`, reused when this run already has one to the same target with the
+/// same checks and credentials.
 async fn open(lua: &Lua, spec: &str, opts: &ConnectOpts, creds: &Credentials) -> mlua::Result<Arc<Session>> {
     let ctx = Ctx::from_lua(lua)?;
     let cs = settle(&ctx, spec, opts, creds)?;
     let target = cs.target();
-    if let Some(s) = lua.app_data_ref::<Sessions>().and_then(|s| s.0.borrow().get(&target).cloned()) {
+    let key = cache_key(&cs);
+    if let Some(s) = lua.app_data_ref::<Sessions>().and_then(|s| s.0.borrow().get(&key).cloned()) {
         return Ok(s);
     }
     let (session, note) = Session::connect(cs).await.map_err(err)?;
@@ -186,7 +232,7 @@ async fn open(lua: &Lua, spec: &str, opts: &ConnectOpts, creds: &Credentials) ->
     }
     let session = Arc::new(session);
     if let Some(s) = lua.app_data_ref::<Sessions>() {
-        s.0.borrow_mut().insert(target, Arc::clone(&session));
+        s.0.borrow_mut().insert(key, Arc::clone(&session));
     }
     Ok(session)
 }
@@ -355,6 +401,9 @@ async fn exec(lua: Lua, this: &SshSession, cmd: Value, opts: Option<Value>) -> m
             serde_json::Value::Null,
         );
     }
+    if let Err(SshError::Remote { .. }) = &result {
+        evict(&lua, &this.session);
+    }
     let r = result.map_err(err)?;
     if r.code != 0 && o.check.unwrap_or(true) {
         return Err(err(SshError::Exit {
@@ -450,9 +499,7 @@ impl UserData for SshSession {
             },
         );
         methods.add_method("close", |lua, this, ()| {
-            if let Some(s) = lua.app_data_ref::<Sessions>() {
-                s.0.borrow_mut().retain(|_, v| !Arc::ptr_eq(v, &this.session));
-            }
+            evict(lua, &this.session);
             Ok(())
         });
     }
@@ -597,15 +644,17 @@ impl Fan {
         })
     }
 
-    async fn record(&mut self, host: &str, outcome: Outcome) -> mlua::Result<()> {
+    /// Records a host's outcome. Its result is kept as the journal stores it (redacted), so
+    /// that a first run and a resumed one return the same values.
+    async fn record(&mut self, host: &str, mut outcome: Outcome) -> mlua::Result<()> {
         if outcome.status == "failed" {
             self.failures += 1;
         }
+        if let Some(r) = &mut outcome.result {
+            crate::secret::redact_json(r);
+        }
         if let (Some((run, step)), Some(j)) = (&self.journal, &self.ctx.journal) {
-            let mut result = outcome.result.clone();
-            if let Some(r) = &mut result {
-                crate::secret::redact_json(r);
-            }
+            let result = outcome.result.clone();
             let item = ItemRecord {
                 step: step.clone(),
                 item: format!("{}/{host}", self.prefix),

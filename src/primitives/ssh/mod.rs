@@ -13,6 +13,7 @@ pub mod lua;
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,8 @@ pub enum SshError {
     Auth { target: String, user: String, tried: String },
     #[error("{target}: {cause}")]
     Remote { target: String, cause: String },
-    #[error("{target}: `{command}` still running after {after}; its process group was killed")]
-    Timeout { target: String, command: String, after: String },
+    #[error("{target}: `{command}` still running after {after}; {fate}")]
+    Timeout { target: String, command: String, after: String, fate: String },
     #[error("{target}: `{command}` exited with code {code}{}", stderr_suffix(.stderr))]
     Exit { target: String, command: String, code: i32, stderr: String },
     #[error("{target}: {what}: checksum mismatch (sent {local}, remote has {remote})")]
@@ -140,7 +141,7 @@ pub struct Session {
     fd: std::os::unix::io::RawFd,
     pub target: String,
     /// One operation at a time: libssh2's blocking mode is per session.
-    busy: tokio::sync::Mutex<()>,
+    busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// OpenSSH's `SHA256:<base64, no padding>` fingerprint of a raw public key.
@@ -199,13 +200,19 @@ impl Session {
         let mut sess = ssh2::Session::new().map_err(|e| conn_err(e.to_string()))?;
         sess.set_tcp_stream(tcp);
         sess.set_timeout(spec.timeout.as_millis().min(u32::MAX as u128) as u32);
+        // Ask for a key of a type known_hosts holds for this host (as OpenSSH does): a server
+        // with several host keys would otherwise offer one we cannot check.
+        let known = recorded_key_types(&spec.known_hosts, &spec.known_hosts_name());
+        if spec.host_key != HostKeyPolicy::Off && !known.is_empty() {
+            let _ = sess.method_pref(ssh2::MethodType::HostKey, &known.join(","));
+        }
         sess.handshake().map_err(|e| conn_err(format!("SSH handshake: {}", e.message())))?;
         let note = check_host_key(&sess, spec)?;
         authenticate(&sess, spec)?;
         sess.set_keepalive(true, 30);
         // Commands may run for hours: no libssh2 timeout once connected (ours are per call).
         sess.set_timeout(0);
-        Ok((Session { sess, fd, target, busy: tokio::sync::Mutex::new(()) }, note))
+        Ok((Session { sess, fd, target, busy: Arc::new(tokio::sync::Mutex::new(())) }, note))
     }
 }
 
@@ -259,6 +266,23 @@ fn check_host_key(sess: &ssh2::Session, spec: &ConnectSpec) -> Result<HostKeyNot
     }
 }
 
+/// The key types known_hosts records (in plain text) for a host name, in file order.
+fn recorded_key_types(path: &Path, name: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut types = Vec::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(kind)) = (fields.next(), fields.next()) else { continue };
+        if hosts.starts_with('#') || hosts.starts_with('@') {
+            continue;
+        }
+        if hosts.split(',').any(|h| h == name) && !types.iter().any(|t| t == kind) {
+            types.push(kind.to_string());
+        }
+    }
+    types
+}
+
 fn recorded_fingerprint(kh: &ssh2::KnownHosts, name: &str) -> Option<String> {
     let hosts = kh.hosts().ok()?;
     let entry = hosts.iter().find(|h| h.name().is_some_and(|n| n.split(',').any(|n| n == name)))?;
@@ -305,7 +329,7 @@ fn authenticate(sess: &ssh2::Session, spec: &ConnectSpec) -> Result<(), SshError
             return Ok(());
         }
     }
-    if (spec.agent || !explicit) && std::env::var_os("SSH_AUTH_SOCK").is_some() {
+    if spec.agent && std::env::var_os("SSH_AUTH_SOCK").is_some() {
         tried.push("agent".into());
         if sess.userauth_agent(user).is_ok() && sess.authenticated() {
             return Ok(());
@@ -360,13 +384,44 @@ pub enum Stream {
 }
 
 /// The wrapper: reads `n` (a line), then `n` bytes of shell assignments, evaluates them, and
-/// runs `$RB_CMD` in a new session with the rest of stdin, recording its pid in `$RB_PIDFILE`.
-const WRAPPER: &str = r#"exec 3<&0; IFS= read -r n || exit 125; e=$(dd bs=1 count="$n" 2>/dev/null); eval "$e" || exit 125; unset e n; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$RB_CMD" <&3 3<&- & else sh -c "$RB_CMD" <&3 3<&- & fi; p=$!; echo "$p" > "$RB_PIDFILE"; wait "$p"; s=$?; rm -f "$RB_PIDFILE"; exit "$s""#;
+/// runs `$__RB_CMD` in a new session with the rest of stdin, recording its pid in
+/// `$__RB_PIDFILE`. Its own names start with `__rb`/`__RB`, which `env` may not use.
+const WRAPPER: &str = r#"exec 3<&0; IFS= read -r __rb_n || exit 125; __rb_e=$(dd bs=1 count="$__rb_n" 2>/dev/null); eval "$__rb_e" || exit 125; unset __rb_e __rb_n; if command -v setsid >/dev/null 2>&1; then setsid sh -c "$__RB_CMD" <&3 3<&- & else sh -c "$__RB_CMD" <&3 3<&- & fi; __rb_p=$!; echo "$__rb_p" > "$__RB_PIDFILE"; wait "$__rb_p"; __rb_s=$?; rm -f "$__RB_PIDFILE"; exit "$__rb_s""#;
 
 fn valid_env_name(name: &str) -> bool {
     !name.is_empty()
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         && !name.starts_with(|c: char| c.is_ascii_digit())
+        && !name.to_ascii_lowercase().starts_with("__rb")
+}
+
+/// Sets its flag when dropped: an exec future dropped midway (a step timeout, an interrupt)
+/// tells the blocking loop to kill the remote command and let go of the session.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The exit status a signal stands for (128 + its number), as a shell reports it.
+fn signal_code(name: &str) -> i32 {
+    let n = match name.trim_start_matches("SIG") {
+        "HUP" => 1,
+        "INT" => 2,
+        "QUIT" => 3,
+        "ILL" => 4,
+        "ABRT" => 6,
+        "FPE" => 8,
+        "KILL" => 9,
+        "SEGV" => 11,
+        "PIPE" => 13,
+        "ALRM" => 14,
+        "TERM" => 15,
+        _ => 0,
+    };
+    128 + n
 }
 
 impl Session {
@@ -380,32 +435,41 @@ impl Session {
         spec: ExecSpec,
         lines: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
     ) -> Result<ExecResult, SshError> {
-        for (name, _) in &spec.env {
+        for (name, value) in &spec.env {
             if !valid_env_name(name) {
-                return Err(SshError::Usage(format!("env: invalid variable name '{name}'")));
+                return Err(SshError::Usage(format!(
+                    "env: invalid variable name '{name}' (letters, digits and _, not starting with a digit or __rb)"
+                )));
+            }
+            if value.contains('\0') {
+                return Err(SshError::Usage(format!("env.{name}: a value cannot hold a NUL byte")));
             }
         }
-        let _busy = self.busy.lock().await;
+        if spec.command.contains('\0') || spec.cwd.as_deref().is_some_and(|c| c.contains('\0')) {
+            return Err(SshError::Usage("a command or cwd cannot hold a NUL byte".into()));
+        }
+        // The lock travels into the blocking task: dropping this future does not free the
+        // session while the task still uses it.
+        let busy = Arc::clone(&self.busy).lock_owned().await;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let _on_drop = CancelOnDrop(Arc::clone(&cancel));
         let this = Arc::clone(self);
         let nonce = format!("{:016x}", rand::random::<u64>());
-        let (result, timed_out) = tokio::task::spawn_blocking(move || this.exec_blocking(&spec, &nonce, lines))
-            .await
-            .map_err(|e| SshError::Usage(format!("ssh exec: {e}")))??;
-        if let Some((command, after, nonce, sudo)) = timed_out {
-            let this = Arc::clone(self);
-            let _ = tokio::task::spawn_blocking(move || this.kill_blocking(&nonce, sudo)).await;
-            return Err(SshError::Timeout { target: self.target.clone(), command, after });
-        }
-        Ok(result)
+        tokio::task::spawn_blocking(move || {
+            let _busy = busy;
+            this.exec_blocking(&spec, &nonce, lines, &cancel)
+        })
+        .await
+        .map_err(|e| SshError::Usage(format!("ssh exec: {e}")))?
     }
 
-    #[allow(clippy::type_complexity)]
     fn exec_blocking(
         &self,
         spec: &ExecSpec,
         nonce: &str,
         lines: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
-    ) -> Result<(ExecResult, Option<(String, String, String, bool)>), SshError> {
+        cancel: &AtomicBool,
+    ) -> Result<ExecResult, SshError> {
         let remote = |e: ssh2::Error| SshError::Remote { target: self.target.clone(), cause: e.message().to_string() };
         let mut block = String::new();
         for (k, v) in &spec.env {
@@ -415,7 +479,7 @@ impl Session {
             block.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
         }
         block.push_str(&format!(
-            "RB_CMD={}\nRB_PIDFILE={}\n",
+            "__RB_CMD={}\n__RB_PIDFILE={}\n",
             sh_quote(&spec.command),
             sh_quote(&Self::pidfile(nonce))
         ));
@@ -434,12 +498,10 @@ impl Session {
         self.sess.set_blocking(false);
         let started = Instant::now();
         let deadline = spec.timeout.map(|t| started + t);
-        let (mut out, mut err) = (Vec::new(), Vec::new());
-        let (mut out_line, mut err_line) = (Vec::new(), Vec::new());
+        let mut io = ChannelIo::default();
         let mut sent = 0usize;
         let mut eof_sent = false;
-        let mut buf = vec![0u8; 64 * 1024];
-        let result = loop {
+        let stop = loop {
             let mut progress = false;
             if sent < input.len() {
                 match ch.write(&input[sent..]) {
@@ -457,71 +519,73 @@ impl Session {
                     Err(_) => eof_sent = true,
                 }
             }
-            for (stream, acc, line) in
-                [(Stream::Stdout, &mut out, &mut out_line), (Stream::Stderr, &mut err, &mut err_line)]
-            {
-                let r = match stream {
-                    Stream::Stdout => ch.read(&mut buf),
-                    Stream::Stderr => ch.stderr().read(&mut buf),
-                };
-                match r {
-                    Ok(0) => {}
-                    Ok(n) => {
-                        progress = true;
-                        acc.extend_from_slice(&buf[..n]);
-                        for &b in &buf[..n] {
-                            if b == b'\n' {
-                                let _ = lines.send((stream, String::from_utf8_lossy(line).into_owned()));
-                                line.clear();
-                            } else if line.len() < 16 * 1024 {
-                                line.push(b);
-                            }
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(e) => {
-                        self.sess.set_blocking(true);
-                        return Err(SshError::Remote { target: self.target.clone(), cause: e.to_string() });
-                    }
+            match io.pump(&mut ch, &lines) {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    self.sess.set_blocking(true);
+                    return Err(SshError::Remote { target: self.target.clone(), cause: e.to_string() });
                 }
             }
             if ch.eof() && !progress {
                 break None;
             }
-            if let Some(d) = deadline {
-                if Instant::now() >= d {
-                    let after = crate::duration::human(spec.timeout.unwrap_or_default());
-                    break Some((spec.command.clone(), after, nonce.to_string(), spec.sudo));
-                }
+            if cancel.load(Ordering::SeqCst) {
+                break Some(None);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break Some(spec.timeout);
             }
             if !progress {
                 self.wait_socket(Duration::from_millis(50));
             }
         };
-        for (stream, line) in [(Stream::Stdout, out_line), (Stream::Stderr, err_line)] {
-            if !line.is_empty() {
-                let _ = lines.send((stream, String::from_utf8_lossy(&line).into_owned()));
+        if let Some(timeout) = stop {
+            // Kill first (from a second channel), then let the channel go: closing it first
+            // would wait for the command to end on its own.
+            self.sess.set_blocking(true);
+            let killed = self.kill_blocking(nonce, spec.sudo);
+            self.sess.set_blocking(false);
+            let grace = Instant::now() + Duration::from_secs(5);
+            while !ch.eof() && Instant::now() < grace {
+                if !io.pump(&mut ch, &lines).unwrap_or(false) {
+                    self.wait_socket(Duration::from_millis(50));
+                }
             }
+            if ch.eof() {
+                self.sess.set_blocking(true);
+                let _ = ch.wait_close();
+            }
+            drop(ch);
+            self.sess.set_blocking(true);
+            io.flush(&lines);
+            let fate = if killed {
+                "its process group was killed"
+            } else {
+                "it could not be killed (no pid recorded): it may still be running"
+            };
+            return Err(match timeout {
+                Some(t) => SshError::Timeout {
+                    target: self.target.clone(),
+                    command: spec.command.clone(),
+                    after: crate::duration::human(t),
+                    fate: fate.into(),
+                },
+                None => SshError::Remote {
+                    target: self.target.clone(),
+                    cause: format!("`{}` was interrupted; {fate}", spec.command),
+                },
+            });
         }
+        io.flush(&lines);
         self.sess.set_blocking(true);
-        if result.is_some() {
-            let _ = ch.close();
-            return Ok((
-                ExecResult { code: -1, stdout: out, stderr: err, ms: started.elapsed().as_millis() as u64 },
-                result,
-            ));
-        }
         let _ = ch.wait_close();
         let code = ch.exit_status().map_err(remote)?;
-        let code = if code == 0 {
-            match ch.exit_signal() {
-                Ok(sig) if sig.exit_signal.is_some() => 128 + 9,
-                _ => 0,
-            }
-        } else {
-            code
+        let code = match ch.exit_signal() {
+            Ok(sig) if code == 0 => sig.exit_signal.as_deref().map(signal_code).unwrap_or(0),
+            _ => code,
         };
-        Ok((ExecResult { code, stdout: out, stderr: err, ms: started.elapsed().as_millis() as u64 }, None))
+        let ms = started.elapsed().as_millis() as u64;
+        Ok(ExecResult { code, stdout: io.out, stderr: io.err, ms })
     }
 
     /// Waits until the socket is ready in the direction libssh2 is blocked on.
@@ -539,28 +603,33 @@ impl Session {
         }
     }
 
-    /// Kills the process group of a timed-out command, from a second channel.
-    fn kill_blocking(&self, nonce: &str, sudo: bool) {
+    /// Kills the process group of a command, from a second channel: waits briefly for its pid
+    /// (a command stopped right after it started), TERM, then KILL after two seconds. Works
+    /// with dash (`kill -SIG -PGID`, no `--`). True when a pid was found.
+    fn kill_blocking(&self, nonce: &str, sudo: bool) -> bool {
         let f = sh_quote(&Self::pidfile(nonce));
         let script = format!(
-            "p=$(cat {f} 2>/dev/null) && {{ kill -TERM -- -$p 2>/dev/null || kill -TERM $p 2>/dev/null; sleep 1; \
-             kill -KILL -- -$p 2>/dev/null || kill -KILL $p 2>/dev/null; }}; rm -f {f}; true"
+            "i=0; while [ ! -s {f} ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done; \
+             p=$(cat {f} 2>/dev/null) || {{ echo nopid; exit 0; }}; \
+             kill -TERM -\"$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; \
+             i=0; while kill -0 -\"$p\" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; \
+             kill -KILL -\"$p\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null; rm -f {f}; echo killed"
         );
         let cmd = if sudo {
             format!("sudo -n -- sh -c {}", sh_quote(&script))
         } else {
             format!("sh -c {}", sh_quote(&script))
         };
-        self.sess.set_blocking(true);
-        self.sess.set_timeout(10_000);
+        self.sess.set_timeout(15_000);
+        let mut said = String::new();
         if let Ok(mut ch) = self.sess.channel_session() {
             if ch.exec(&cmd).is_ok() {
-                let mut sink = Vec::new();
-                let _ = ch.read_to_end(&mut sink);
+                let _ = ch.read_to_string(&mut said);
                 let _ = ch.wait_close();
             }
         }
         self.sess.set_timeout(0);
+        said.contains("killed")
     }
 
     /// A command whose output is wanted whole (checksums, mv): runs and returns stdout.
@@ -589,6 +658,66 @@ impl Session {
     }
 }
 
+/// Output of a running command: whole streams, and the partial line of each.
+#[derive(Default)]
+struct ChannelIo {
+    out: Vec<u8>,
+    err: Vec<u8>,
+    out_line: Vec<u8>,
+    err_line: Vec<u8>,
+}
+
+impl ChannelIo {
+    /// Reads what is there on stdout and stderr (non-blocking); sends complete lines. True when
+    /// something arrived.
+    fn pump(
+        &mut self,
+        ch: &mut ssh2::Channel,
+        lines: &tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
+    ) -> std::io::Result<bool> {
+        let mut buf = [0u8; 32 * 1024];
+        let mut progress = false;
+        for stream in [Stream::Stdout, Stream::Stderr] {
+            let r = match stream {
+                Stream::Stdout => ch.read(&mut buf),
+                Stream::Stderr => ch.stderr().read(&mut buf),
+            };
+            let (acc, line) = match stream {
+                Stream::Stdout => (&mut self.out, &mut self.out_line),
+                Stream::Stderr => (&mut self.err, &mut self.err_line),
+            };
+            match r {
+                Ok(0) => {}
+                Ok(n) => {
+                    progress = true;
+                    acc.extend_from_slice(&buf[..n]);
+                    for &b in &buf[..n] {
+                        if b == b'\n' {
+                            let _ = lines.send((stream, String::from_utf8_lossy(line).into_owned()));
+                            line.clear();
+                        } else if line.len() < 16 * 1024 {
+                            line.push(b);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Sends the last lines that had no newline.
+    fn flush(&mut self, lines: &tokio::sync::mpsc::UnboundedSender<(Stream, String)>) {
+        for (stream, line) in [(Stream::Stdout, &mut self.out_line), (Stream::Stderr, &mut self.err_line)] {
+            if !line.is_empty() {
+                let _ = lines.send((stream, String::from_utf8_lossy(line).into_owned()));
+                line.clear();
+            }
+        }
+    }
+}
+
 /// What a transfer moved.
 pub struct Transfer {
     pub bytes: u64,
@@ -609,12 +738,15 @@ impl Session {
         let tmp = format!("{remote}.runbook-{:08x}", rand::random::<u32>());
         let started = Instant::now();
         let sent = {
-            let _busy = self.busy.lock().await;
+            let busy = Arc::clone(&self.busy).lock_owned().await;
             let this = Arc::clone(self);
-            let (local, tmp2) = (local.to_path_buf(), tmp.clone());
-            tokio::task::spawn_blocking(move || this.upload_blocking(&local, &tmp2, mode.unwrap_or(0o644)))
-                .await
-                .map_err(|e| SshError::Usage(format!("ssh upload: {e}")))??
+            let (local, tmp2, final_path) = (local.to_path_buf(), tmp.clone(), remote.to_string());
+            tokio::task::spawn_blocking(move || {
+                let _busy = busy;
+                this.upload_blocking(&local, &tmp2, &final_path, mode)
+            })
+            .await
+            .map_err(|e| SshError::Usage(format!("ssh upload: {e}")))??
         };
         let (bytes, sha256) = sent;
         if verify {
@@ -633,7 +765,15 @@ impl Session {
         Ok(Transfer { bytes, sha256, ms: started.elapsed().as_millis() as u64 })
     }
 
-    fn upload_blocking(&self, local: &Path, remote: &str, mode: i32) -> Result<(u64, String), SshError> {
+    /// Writes `local` to `remote` (a temporary name); the mode is the one asked for, else the
+    /// mode of the file it will replace, else 0644.
+    fn upload_blocking(
+        &self,
+        local: &Path,
+        remote: &str,
+        replaces: &str,
+        mode: Option<i32>,
+    ) -> Result<(u64, String), SshError> {
         let rerr = |what: &str, e: ssh2::Error| SshError::Remote {
             target: self.target.clone(),
             cause: format!("{what}: {}", e.message()),
@@ -642,6 +782,9 @@ impl Session {
             .map_err(|e| SshError::Usage(format!("upload: cannot read {}: {e}", local.display())))?;
         self.sess.set_blocking(true);
         let sftp = self.sess.sftp().map_err(|e| rerr("starting SFTP", e))?;
+        let mode = mode.unwrap_or_else(|| {
+            sftp.stat(Path::new(replaces)).ok().and_then(|st| st.perm).map_or(0o644, |p| (p & 0o7777) as i32)
+        });
         let mut dst = sftp
             .open_mode(
                 Path::new(remote),
@@ -685,13 +828,19 @@ impl Session {
             local.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
             rand::random::<u32>()
         ));
+        if local.is_dir() || local.as_os_str().to_string_lossy().ends_with('/') {
+            return Err(SshError::Usage(format!("download: {} is a folder; give the file's path", local.display())));
+        }
         let (bytes, sha256) = {
-            let _busy = self.busy.lock().await;
+            let busy = Arc::clone(&self.busy).lock_owned().await;
             let this = Arc::clone(self);
             let (remote2, tmp2) = (remote.to_string(), tmp.clone());
-            tokio::task::spawn_blocking(move || this.download_blocking(&remote2, &tmp2))
-                .await
-                .map_err(|e| SshError::Usage(format!("ssh download: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                let _busy = busy;
+                this.download_blocking(&remote2, &tmp2)
+            })
+            .await
+            .map_err(|e| SshError::Usage(format!("ssh download: {e}")))??
         };
         if verify {
             let remote_sum = match self.remote_sha256(remote).await {
@@ -711,9 +860,10 @@ impl Session {
                 });
             }
         }
-        tokio::fs::rename(&tmp, local)
-            .await
-            .map_err(|e| SshError::Usage(format!("download: cannot write {}: {e}", local.display())))?;
+        if let Err(e) = tokio::fs::rename(&tmp, local).await {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(SshError::Usage(format!("download: cannot write {}: {e}", local.display())));
+        }
         Ok(Transfer { bytes, sha256, ms: started.elapsed().as_millis() as u64 })
     }
 
