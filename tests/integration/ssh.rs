@@ -465,3 +465,51 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn the_inventory_is_found_above_or_given_and_overrides_apply_per_host() {
+    let s = sshd();
+    let env = Env::new();
+    // runbook.toml one folder up, with paths relative to itself; one host overridden.
+    std::fs::copy(&s.key, env.path("deploy_key")).unwrap();
+    std::fs::copy(&s.known_hosts, env.path("known_hosts")).unwrap();
+    env.write(
+        "runbook.toml",
+        &format!(
+            "[hosts.web]\nhosts = [\"{a}\", \"{b}\"]\nuser = \"{user}\"\nkey = \"deploy_key\"\nknown_hosts = \"known_hosts\"\n\n\
+             [hosts.web.overrides.\"{b}\"]\nkey = \"no_such_key\"\n",
+            a = s.hosts[0],
+            b = s.hosts[1],
+            user = s.user
+        ),
+    );
+    env.write(
+        "ops/rb.lua",
+        r#"runbook { name = "inventory" }
+step("hosts", function()
+  local web = ssh.group("web")
+  local r = ssh.each(web, function(h) return h:exec("echo hi").stdout end, { max_failures = 1 })
+  return { n = #web, first = r[web[1]].result, second = r[web[2]].error }
+end)
+"#,
+    );
+    std::fs::create_dir_all(env.path(".runbook")).unwrap();
+    let mut cmd = env.cmd(&["run", "rb.lua"]);
+    cmd.current_dir(env.path("ops")).env("RUNBOOK_STATE", env.journal_path());
+    let out: crate::harness::Run = cmd.output().unwrap().into();
+    out.assert_code(0);
+    let r = result(&env.show("last"), "hosts");
+    assert_eq!(r["n"], 2);
+    assert_eq!(r["first"], "hi\n");
+    let second = r["second"].as_str().unwrap();
+    assert!(second.contains(&format!("key file {} does not exist", env.path("no_such_key").display())), "{second}");
+
+    // --config names another file; a missing one is refused before anything runs.
+    env.write("other.toml", &format!("[hosts.db]\nhosts = [\"{}\"]\n", s.hosts[2]));
+    env.write("db.lua", "runbook { name = \"db-hosts\" }\nstep(\"g\", function() return ssh.group(\"db\") end)\n");
+    env.run(&["--config", "other.toml", "run", "db.lua"]).assert_code(0);
+    assert_eq!(result(&env.show("last"), "g"), json!([s.hosts[2]]));
+    let missing = env.run(&["--config", "nope.toml", "run", "db.lua"]);
+    missing.assert_code(2);
+    assert!(missing.stderr.contains("config file nope.toml does not exist"), "{}", missing.stderr);
+}
