@@ -260,6 +260,8 @@ pub fn main() -> ExitCode {
         }
     };
     init_tracing(cli.verbose, cli.log_format);
+    // Every TLS client of the process (reqwest inside object_store included) uses ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     if let Command::Completions { shell } = cli.command {
         clap_complete::generate(shell, &mut Cli::command(), "runbook", &mut std::io::stdout());
         return ExitCode::SUCCESS;

@@ -113,6 +113,13 @@ const USERDATA_METHODS: &[&str] = &[
     "SshSession.upload",
     "SshSession.download",
     "SshSession.close",
+    "Store.put",
+    "Store.get",
+    "Store.list",
+    "Store.stat",
+    "Store.exists",
+    "Store.delete",
+    "Store.copy",
 ];
 
 /// Classes of plain tables whose methods come from a metatable kept in the registry.

@@ -6,6 +6,7 @@ pub mod exec;
 pub mod http;
 pub mod log;
 pub mod ssh;
+pub mod storage;
 pub mod tls;
 
 use mlua::{Lua, Value};
@@ -21,6 +22,7 @@ pub const PRIMITIVES: &[(&str, Register)] = &[
     ("http", http::lua::register),
     ("log", log::lua::register),
     ("ssh", ssh::lua::register),
+    ("storage", storage::lua::register),
     ("tls", tls::lua::register),
 ];
 

@@ -460,3 +460,69 @@ function ssh.each(hosts, fn, opts) end
 ---@param opts? SshRollingOptions
 ---@return table<string, SshHostOutcome>
 function ssh.rolling(hosts, fn, opts) end
+
+---@class StorageOpenOptions
+---@field endpoint? string An S3-compatible service, e.g. "http://127.0.0.1:9000" (AWS itself without it).
+---@field region? string
+---@field path_style? boolean `endpoint/bucket/key` requests (default: true with an endpoint).
+---@field allow_http? boolean Allow a plain-HTTP endpoint.
+---@field access_key_id? string|Secret Default: AWS_ACCESS_KEY_ID and the usual AWS environment.
+---@field secret_access_key? string|Secret Default: AWS_SECRET_ACCESS_KEY.
+
+---@class StorageObject
+---@field key string Relative to the store's prefix.
+---@field size integer Bytes.
+---@field modified string RFC 3339, UTC.
+---@field etag? string
+
+---@class Store
+---@field url string The store's URL as given.
+local Store = {}
+
+--- Stores a string, or a file streamed in 8 MiB parts (`{file = "path"}`, relative to the runbook).
+---@param key string
+---@param data string|{file: string}
+---@return StorageObject
+function Store:put(key, data) end
+
+--- An object's bytes as a string, or streamed into a file with `{to = "path"}` (written to a
+--- temporary name, renamed when complete; folders created).
+---@param key string
+---@param opts? {to?: string}
+---@return string|StorageObject
+function Store:get(key, opts) end
+
+--- The objects under a prefix (all of them without one), sorted by key.
+---@param prefix? string
+---@return StorageObject[]
+function Store:list(prefix) end
+
+--- An object's size and time, or nil when there is none.
+---@param key string
+---@return StorageObject?
+function Store:stat(key) end
+
+---@param key string
+---@return boolean
+function Store:exists(key) end
+
+--- Deletes an object (no error when it is already gone).
+---@param key string
+---@return boolean
+function Store:delete(key) end
+
+--- Copies an object within the store.
+---@param from string
+---@param to string
+---@return boolean
+function Store:copy(from, to) end
+
+---@class storage
+storage = {}
+
+--- Opens `file:///abs/path`, `file://./relative` (to the runbook; created when missing) or
+--- `s3://bucket/prefix`.
+---@param url string
+---@param opts? StorageOpenOptions
+---@return Store
+function storage.open(url, opts) end

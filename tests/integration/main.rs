@@ -16,4 +16,5 @@ mod sandbox;
 mod secrets;
 mod servers;
 mod ssh;
+mod storage;
 mod tls;

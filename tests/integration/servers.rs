@@ -404,3 +404,95 @@ fn start_sshd() -> Result<Sshd, String> {
         ecdsa_host_key,
     })
 }
+
+/// An S3-compatible server (s3s-fs, a real S3 protocol server on files; scripts/test installs
+/// it with cargo into /var/tmp/runbook-tools) with one bucket, `runbook-test`.
+pub struct S3 {
+    pub endpoint: String,
+    pub bucket: &'static str,
+    pub access_key: &'static str,
+    pub secret_key: &'static str,
+    /// Where the server keeps the bucket's objects, as files.
+    pub root: PathBuf,
+}
+
+struct S3Cleanup {
+    pid: std::sync::atomic::AtomicU32,
+    root: PathBuf,
+}
+
+static S3_SERVER: OnceLock<S3> = OnceLock::new();
+static S3_CLEANUP: OnceLock<S3Cleanup> = OnceLock::new();
+
+extern "C" fn stop_s3() {
+    if let Some(c) = S3_CLEANUP.get() {
+        let pid = c.pid.load(std::sync::atomic::Ordering::SeqCst);
+        if pid != 0 {
+            let _ = Command::new("kill").arg(pid.to_string()).output();
+        }
+        let _ = std::fs::remove_dir_all(&c.root);
+    }
+}
+
+pub fn s3() -> &'static S3 {
+    S3_SERVER.get_or_init(|| {
+        start_s3().unwrap_or_else(|e| {
+            panic!("cannot start the S3 server for the tests: {e}\ninstall it with: cargo install s3s-fs@0.14.1 --features binary --root /var/tmp/runbook-tools (scripts/test does this)")
+        })
+    })
+}
+
+fn s3s_fs() -> Option<PathBuf> {
+    let tools = std::env::var_os("RUNBOOK_TOOLS").map(PathBuf::from).unwrap_or_else(|| "/var/tmp/runbook-tools".into());
+    let candidates = [tools.join("bin/s3s-fs")];
+    candidates.into_iter().find(|p| p.exists()).or_else(|| {
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join("s3s-fs")).find(|p| p.exists()))
+    })
+}
+
+fn start_s3() -> Result<S3, String> {
+    let bin = s3s_fs().ok_or("no s3s-fs binary")?;
+    let root = std::env::temp_dir().join(format!("runbook-test-s3-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let _ = S3_CLEANUP.set(S3Cleanup { pid: std::sync::atomic::AtomicU32::new(0), root: root.clone() });
+    // SAFETY: registering a plain extern "C" function.
+    unsafe {
+        atexit(stop_s3);
+    }
+    let bucket = "runbook-test";
+    std::fs::create_dir_all(root.join(bucket)).map_err(|e| e.to_string())?;
+    let (access_key, secret_key) = ("RUNBOOKTESTKEY", "runbook-test-s3-secret-5d1e");
+    let port = free_port();
+    let log = std::fs::File::create(root.join("s3.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--access-key",
+            access_key,
+            "--secret-key",
+            secret_key,
+        ])
+        .arg(&root)
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if let Some(c) = S3_CLEANUP.get() {
+        c.pid.store(child.id(), std::sync::atomic::Ordering::SeqCst);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "s3s-fs did not listen: {}",
+                std::fs::read_to_string(root.join("s3.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(S3 { endpoint: format!("http://127.0.0.1:{port}"), bucket, access_key, secret_key, root })
+}
