@@ -1,5 +1,6 @@
 //! Primitives: plain async Rust, each in its own room beside its Lua binding, all registered
 //! from the one list below. Adding a primitive touches its room and one line here.
+pub mod backup;
 pub mod builtins;
 pub mod db;
 pub mod exec;
@@ -16,6 +17,7 @@ pub type Register = fn(&Lua) -> mlua::Result<()>;
 
 /// Every primitive, by the global it installs.
 pub const PRIMITIVES: &[(&str, Register)] = &[
+    ("backup", backup::lua::register),
     ("builtins", builtins::lua::register),
     ("db", db::lua::register),
     ("exec", exec::lua::register),

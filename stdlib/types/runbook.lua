@@ -526,3 +526,101 @@ storage = {}
 ---@param opts? StorageOpenOptions
 ---@return Store
 function storage.open(url, opts) end
+
+---@class BackupManifest
+---@field id string
+---@field store string The store's URL (no credentials).
+---@field key string The object's key; its manifest is `key .. ".manifest.json"`, written last.
+---@field created_at string RFC 3339, UTC.
+---@field engine "postgres"|"mysql"|"sqlite"
+---@field server_version string
+---@field tool string pg_dump, mysqldump, or sqlite vacuum into.
+---@field tool_version string
+---@field source string The database, without its password.
+---@field format "custom"|"plain"|"sqlite"
+---@field compress "zstd"|"gzip"|"none"
+---@field bytes_raw integer The dump's size.
+---@field bytes_stored integer The object's size.
+---@field sha256 string Of the stored object.
+---@field duration_ms integer
+---@field label? string
+---@field tables table<string, integer> Rows per table, counted in the dump's snapshot (PostgreSQL).
+---@field verified_at? string
+---@field verification? table {ok, tables, checks, problems, duration_ms, scratch}
+
+---@class BackupCreateOptions
+---@field source string|Secret postgres://, mysql:// or sqlite://PATH.
+---@field to Store Where the object and its manifest go.
+---@field prefix? string Folder of the object in the store.
+---@field compress? "zstd"|"gzip"|"none" Default "zstd".
+---@field level? integer Compression level.
+---@field format? "custom"|"plain" PostgreSQL: pg_restore's custom format (default) or SQL.
+---@field tables? string[] Only these tables.
+---@field label? string Shown by backup.list and usable as a filter.
+
+---@class BackupCheck
+---@field sql string A query returning one value.
+---@field expect any
+
+---@class BackupVerifyOptions
+---@field store? Store Needed when the backup is given by key (or its store was not opened in this run).
+---@field server? string|Secret The server for the scratch database (created, then dropped); credentials are never in the manifest.
+---@field into? string|Secret Restore into this database instead of a scratch one.
+---@field checks? BackupCheck[]
+
+---@class BackupRestoreOptions
+---@field into string|Secret The target database (SQLite: the file).
+---@field store? Store
+---@field clean? boolean Replace a database that has tables (refused otherwise).
+
+---@class BackupPruneOptions
+---@field keep_last? integer
+---@field keep_daily? integer The newest backup of each of the last N days that have one.
+---@field keep_weekly? integer Per ISO week.
+---@field keep_monthly? integer
+---@field keep_within? Duration Everything within this long of the newest backup.
+---@field dry_run? boolean Report only.
+---@field prefix? string
+---@field label? string
+
+---@class backup
+backup = {}
+
+--- Dumps a database, streamed through compression and SHA-256 into a store (never staged whole),
+--- then writes its manifest beside it, last. Passwords reach the tools by environment, never argv.
+---@param opts BackupCreateOptions
+---@return BackupManifest
+function backup.create(opts) end
+
+--- The complete backups (with a manifest) in a store, newest first.
+---@param store Store
+---@param opts? {prefix?: string, label?: string}
+---@return BackupManifest[]
+function backup.list(store, opts) end
+
+--- The newest complete backup, or nil.
+---@param store Store
+---@param opts? {prefix?: string, label?: string}
+---@return BackupManifest?
+function backup.latest(store, opts) end
+
+--- Checks the SHA-256, restores into a scratch database, compares every table's rows with the
+--- manifest, runs the checks, and records the outcome in the manifest. Raises when anything differs.
+---@param manifest_or_key BackupManifest|string
+---@param opts? BackupVerifyOptions
+---@return table verification {ok, tables, checks, problems, duration_ms, scratch}
+function backup.verify(manifest_or_key, opts) end
+
+--- Restores a backup (checksum first); refuses a database that has tables unless clean = true.
+---@param manifest_or_key BackupManifest|string
+---@param opts BackupRestoreOptions
+---@return table report {key, into, tables, duration_ms}
+function backup.restore(manifest_or_key, opts) end
+
+--- Applies a retention policy: returns what it kept (with the reasons), removed, and the
+--- incomplete backups (no manifest) older than a day it removed. Never removes the newest
+--- verified backup.
+---@param store Store
+---@param policy BackupPruneOptions
+---@return table report {kept, removed, incomplete_removed, dry_run}
+function backup.prune(store, policy) end

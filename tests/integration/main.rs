@@ -1,6 +1,7 @@
 //! One integration-test binary: every test drives the real `runbook` binary over a temporary
 //! directory, as a user would.
 mod approval;
+mod backup;
 mod cli;
 mod corpus;
 mod crash;

@@ -780,6 +780,13 @@ fn pg_query<'q>(
     Ok(q)
 }
 
+impl DbValue {
+    /// The value as JSON (numeric as its text, bytes as lossy UTF-8).
+    pub fn to_json(&self) -> serde_json::Value {
+        to_json_value(self)
+    }
+}
+
 fn to_json_value(v: &DbValue) -> serde_json::Value {
     match v {
         DbValue::Null => serde_json::Value::Null,

@@ -9,9 +9,20 @@ use crate::primitives::error;
 use crate::secret::Secret;
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
+    lua.set_app_data(Opened::default());
     let t = lua.create_table()?;
     t.set("open", lua.create_async_function(open)?)?;
     lua.globals().set("storage", t)
+}
+
+/// The stores this run opened, by URL: a backup manifest names its store by URL, and finds it
+/// here with its credentials.
+#[derive(Default)]
+struct Opened(std::cell::RefCell<std::collections::HashMap<String, Store>>);
+
+/// A store this run opened with `url`.
+pub fn opened(lua: &Lua, url: &str) -> Option<Store> {
+    lua.app_data_ref::<Opened>().and_then(|o| o.0.borrow().get(url).cloned())
 }
 
 fn err(e: StorageError) -> mlua::Error {
@@ -81,6 +92,9 @@ async fn open(lua: Lua, (url, opts): (String, Option<Table>)) -> mlua::Result<Va
         .await
         .map_err(|e| error("storage", e))?
         .map_err(err)?;
+    if let Some(o) = lua.app_data_ref::<Opened>() {
+        o.0.borrow_mut().insert(store.url.clone(), store.clone());
+    }
     Ok(Value::UserData(lua.create_userdata(store)?))
 }
 

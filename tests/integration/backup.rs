@@ -1,0 +1,253 @@
+//! backup: create, verify, restore and prune against real PostgreSQL, MariaDB and SQLite, to
+//! local disk and to a real S3 server.
+use serde_json::json;
+
+use crate::harness::Env;
+use crate::servers::{mariadb, postgres, s3};
+
+fn result(show: &serde_json::Value, step: &str) -> serde_json::Value {
+    let s = Env::step(show, step);
+    assert_eq!(s["status"], "succeeded", "step {step}: {s}");
+    s["result"].clone()
+}
+
+/// A fresh database on the test PostgreSQL server; its URL.
+fn pg_database(name: &str) -> String {
+    let pg = postgres();
+    let env = Env::new();
+    env.write(
+        "mk.lua",
+        &format!(
+            "runbook {{ name = \"mk\" }}\nlocal c = db.connect(\"{}\")\nc:execute(\"drop database if exists {name} with (force)\")\nc:execute(\"create database {name}\")\n",
+            pg.url
+        ),
+    );
+    env.run(&["run", "mk.lua"]).assert_code(0);
+    pg.url.replace("/postgres", &format!("/{name}"))
+}
+
+fn s3_store_lua(prefix: &str) -> String {
+    let s = s3();
+    format!(
+        r#"storage.open("s3://{}/{prefix}", {{ endpoint = "{}", allow_http = true, region = "us-east-1", access_key_id = "{}", secret_access_key = "{}" }})"#,
+        s.bucket, s.endpoint, s.access_key, s.secret_key
+    )
+}
+
+#[test]
+fn postgres_round_trip_to_s3_and_disk_with_the_password_out_of_sight() {
+    let pg = postgres();
+    let source = pg_database(&format!("bk_src_{}", std::process::id()));
+    let target = pg_database(&format!("bk_dst_{}", std::process::id()));
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "pg-backup" }}
+local src = db.connect(secret("SOURCE_URL"))
+step("seed", function()
+  src:execute("create table accounts (id bigserial primary key, owner text not null, balance numeric(12,2), tags text[], meta jsonb)")
+  src:execute("insert into accounts (owner, balance, tags, meta) select 'owner ' || g, g * 1.5, array['a', 'b'], jsonb_build_object('n', g) from generate_series(1, 300000) g")
+  src:execute("create table audit (id serial primary key, at timestamptz default now(), note text)")
+  src:execute("insert into audit (note) values ('it''s; drop table audit'), (null)")
+  src:execute("create index accounts_owner on accounts (owner)")
+  return src:scalar("select count(*) from accounts")
+end)
+local s3 = {s3}
+local disk = storage.open("file://./backups")
+local m = step("backup to s3", function()
+  return backup.create{{ source = secret("SOURCE_URL"), to = s3, prefix = "pg/nightly", label = "nightly" }}
+end)
+local plain = step("plain gzip to disk", function()
+  return backup.create{{ source = secret("SOURCE_URL"), to = disk, format = "plain", compress = "gzip", tables = {{ "audit" }} }}
+end)
+step("verify", function()
+  return backup.verify(m, {{ server = secret("SOURCE_URL"), checks = {{
+    {{ sql = "select count(*) from accounts where balance > 1000", expect = 299334 }},
+    {{ sql = "select note from audit where id = 1", expect = "it's; drop table audit" }} }} }})
+end)
+step("restore", function() return backup.restore(m, {{ into = secret("TARGET_URL") }}) end)
+step("restore again refused", {{ continue_on_error = true }}, function() return backup.restore(m, {{ into = secret("TARGET_URL") }}) end)
+step("restore clean", function() return backup.restore(m.key, {{ store = s3, into = secret("TARGET_URL"), clean = true }}).tables end)
+step("compare", function()
+  local dst = db.connect(secret("TARGET_URL"))
+  return {{ sum = dst:scalar("select sum(balance)::text from accounts"), want = src:scalar("select sum(balance)::text from accounts"),
+           note = dst:scalar("select note from audit where id = 1"),
+           idx = dst:scalar("select count(*) from pg_indexes where indexname = 'accounts_owner'") }}
+end)
+step("plain verify", function() return backup.verify(plain, {{ server = secret("SOURCE_URL") }}).tables end)
+step("listed", function()
+  local l = backup.list(s3, {{ label = "nightly" }})
+  return {{ n = #l, verified = l[1].verified_at ~= nil, ok = l[1].verification.ok }}
+end)
+"#,
+            s3 = s3_store_lua(&format!("pg-{}", std::process::id())),
+        ),
+    );
+    // Watch the process list while the run goes: no pg_dump may show the password.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = std::thread::spawn({
+        let password = pg.password.to_string();
+        let stop = stop.clone();
+        move || {
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for e in std::fs::read_dir("/proc").unwrap().flatten() {
+                    let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { continue };
+                    let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                    if cmd.contains("pg_dump") || cmd.contains("pg_restore") {
+                        seen += 1;
+                        assert!(!cmd.contains(&password), "password in the process list: {cmd}");
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            seen
+        }
+    });
+    let out = env.run_env(&["run", "rb.lua"], &[("SOURCE_URL", &source), ("TARGET_URL", &target)]);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    out.assert_code(0);
+    assert!(seen > 0, "the process list was watched while pg_dump/pg_restore ran");
+    let show = env.show("last");
+    let m = result(&show, "backup to s3");
+    assert_eq!(m["engine"], "postgres");
+    assert_eq!(m["tool"], "pg_dump");
+    assert_eq!(m["format"], "custom");
+    assert_eq!(m["label"], "nightly");
+    assert_eq!(m["tables"], json!({"accounts": 300000, "audit": 2}));
+    assert!(m["key"].as_str().unwrap().starts_with("pg/nightly/postgres-bk_src_"), "{m}");
+    assert!(m["key"].as_str().unwrap().ends_with(".dump.zst"), "{m}");
+    assert!(m["bytes_stored"].as_u64().unwrap() < m["bytes_raw"].as_u64().unwrap() / 2, "compressed: {m}");
+    assert!(!m["source"].as_str().unwrap().contains(pg.password), "{m}");
+    assert_eq!(m["sha256"].as_str().unwrap().len(), 64);
+    let plain = result(&show, "plain gzip to disk");
+    assert_eq!(plain["tables"], json!({"audit": 2}));
+    assert!(plain["key"].as_str().unwrap().ends_with(".sql.gz"));
+    let v = result(&show, "verify");
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["tables"], json!({"accounts": 300000, "audit": 2}));
+    assert!(v["scratch"].as_str().unwrap().starts_with("runbook_verify_"));
+    assert_eq!(result(&show, "restore")["tables"], json!({"accounts": 300000, "audit": 2}));
+    let again = Env::step(&show, "restore again refused")["error"].as_str().unwrap().to_string();
+    assert!(again.contains("already has 2 table(s)") && again.contains("clean = true"), "{again}");
+    assert_eq!(result(&show, "restore clean"), json!({"accounts": 300000, "audit": 2}));
+    let c = result(&show, "compare");
+    assert_eq!(c["sum"], c["want"]);
+    assert_eq!(c["note"], "it's; drop table audit");
+    assert_eq!(c["idx"], 1);
+    assert_eq!(result(&show, "plain verify"), json!({"audit": 2}));
+    assert_eq!(result(&show, "listed"), json!({"n": 1, "verified": true, "ok": true}));
+    // The scratch database is gone.
+    let scratch = v["scratch"].as_str().unwrap().to_string();
+    env.write(
+        "check.lua",
+        &format!("runbook {{ name = \"c\" }}\nstep(\"n\", function() return db.connect(secret(\"PG_URL\")):scalar(\"select count(*) from pg_database where datname = $1\", \"{scratch}\") end)\n"),
+    );
+    env.run_env(&["run", "check.lua"], &[("PG_URL", &pg.url)]).assert_code(0);
+    assert_eq!(result(&env.show("last"), "n"), 0);
+    for text in [out.all(), env.run(&["show", "last", "--events"]).all()] {
+        assert!(!text.contains(pg.password), "{text}");
+    }
+    assert!(!crate::harness::contains_bytes(
+        &crate::harness::journal_bytes(&env.journal_path()),
+        pg.password.as_bytes()
+    ));
+}
+
+#[test]
+fn a_flipped_byte_or_a_truncated_object_is_caught_before_anything_is_restored() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "corrupt" }
+local app = db.connect("sqlite://app.db?mode=rwc")
+app:execute("create table if not exists t (id integer primary key, v text)")
+app:execute("insert into t (v) values ('a'), ('b'), ('c')")
+local store = storage.open("file://./bk")
+local m = step("backup", function() return backup.create{ source = "sqlite://app.db", to = store, compress = "none" } end)
+step("corrupt", function()
+  local bytes = store:get(m.key)
+  local i = #bytes // 2
+  store:put(m.key, bytes:sub(1, i - 1) .. string.char((bytes:byte(i) + 1) % 256) .. bytes:sub(i + 1))
+  return #bytes
+end)
+step("verify flipped", { continue_on_error = true }, function() return backup.verify(m) end)
+step("restore flipped", { continue_on_error = true }, function() return backup.restore(m, { into = "sqlite://restored.db" }) end)
+step("truncate", function()
+  local bytes = store:get(m.key)
+  store:put(m.key, bytes:sub(1, 1000))
+  return true
+end)
+step("restore truncated", { continue_on_error = true }, function() return backup.restore(m, { into = "sqlite://restored.db" }) end)
+"#,
+    );
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    let show = env.show("last");
+    for step in ["verify flipped", "restore flipped", "restore truncated"] {
+        let e = Env::step(&show, step)["error"].as_str().unwrap().to_string();
+        assert!(
+            e.contains("checksum mismatch, the object is corrupted or truncated") && e.contains("nothing was restored"),
+            "{step}: {e}"
+        );
+    }
+    assert!(Env::step(&show, "restore truncated")["error"].as_str().unwrap().contains("1000 bytes read"));
+    assert!(!env.path("restored.db").exists(), "nothing restored");
+}
+
+#[test]
+fn sqlite_and_mysql_round_trips_and_a_pruned_history() {
+    let maria = mariadb();
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "sqlite-mysql" }}
+local store = {s3}
+local app = db.connect("sqlite://app.db?mode=rwc")
+step("seed sqlite", function()
+  app:execute("create table items (id integer primary key, name text, price real, data blob)")
+  for i = 1, 500 do app:execute("insert into items (name, price, data) values (?, ?, ?)", "item " .. i, i / 4, "b\0" .. i) end
+  return true
+end)
+local sm = step("sqlite backup", function() return backup.create{{ source = "sqlite://app.db", to = store, prefix = "sqlite" }} end)
+step("sqlite verify", function() return backup.verify(sm, {{ checks = {{ {{ sql = "select sum(price) from items", expect = 31312.5 }} }} }}) end)
+step("sqlite restore", function() return backup.restore(sm, {{ into = "sqlite://restored/app.db" }}).tables end)
+local my = db.connect(secret("MYSQL_URL"))
+step("seed mysql", function()
+  my:execute("drop table if exists orders")
+  my:execute("create table orders (id int auto_increment primary key, customer varchar(100), total decimal(10,2), note text)")
+  for i = 1, 200 do my:execute("insert into orders (customer, total, note) values (?, ?, ?)", "c" .. i, i * 2.5, "it's; --" .. i) end
+  return true
+end)
+local mm = step("mysql backup", function() return backup.create{{ source = secret("MYSQL_URL"), to = store, prefix = "mysql" }} end)
+step("mysql verify", function() return backup.verify(mm, {{ server = secret("MYSQL_URL"), checks = {{ {{ sql = "select count(*) from orders where note like 'it''s%'", expect = 200 }} }} }}) end)
+step("prune dry", function() return backup.prune(store, {{ keep_last = 1, dry_run = true }}) end)
+step("prune none", {{ continue_on_error = true }}, function() return backup.prune(store, {{}}) end)
+"#,
+            s3 = s3_store_lua(&format!("mixed-{}", std::process::id())),
+        ),
+    );
+    let out = env.run_env(&["run", "rb.lua"], &[("MYSQL_URL", &maria.url)]);
+    out.assert_code(0);
+    let show = env.show("last");
+    let sm = result(&show, "sqlite backup");
+    assert_eq!(sm["tables"], json!({"items": 500}));
+    assert_eq!(result(&show, "sqlite verify")["ok"], true);
+    assert_eq!(result(&show, "sqlite restore"), json!({"items": 500}));
+    let mm = result(&show, "mysql backup");
+    assert_eq!(mm["engine"], "mysql");
+    assert_eq!(mm["tables"]["orders"], 200);
+    let mv = result(&show, "mysql verify");
+    assert_eq!(mv["ok"], true, "{mv}");
+    let prune = result(&show, "prune dry");
+    assert_eq!(prune["dry_run"], true);
+    let kept: Vec<&str> = prune["kept"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();
+    assert_eq!(kept, [mm["key"].as_str().unwrap()], "{prune}");
+    assert_eq!(prune["kept"][0]["reasons"], json!(["last 1", "newest verified"]));
+    assert_eq!(prune["removed"][0]["key"], sm["key"]);
+    let none = Env::step(&show, "prune none")["error"].as_str().unwrap().to_string();
+    assert!(none.contains("give at least one rule"), "{none}");
+    assert!(!out.all().contains(maria.password));
+}
