@@ -1,5 +1,5 @@
 -- quickstart: a tour of runbook with nothing installed (commands, a SQLite database, retries,
--- an approval gate, undo).
+-- a backup verified by restoring it, an approval gate, undo).
 --   cargo run --release -- run examples/quickstart.lua
 -- Kill it at any moment (Ctrl-C, or kill -9) and `runbook resume --last`: completed steps are
 -- not run again. Approve the gate at the prompt, with --yes, or later with `runbook approve`.
@@ -56,6 +56,19 @@ step("flaky health check", { retries = 2, backoff = { base = "200ms", max = "1s"
   end
   log.info("healthy", { attempt = attempt })
   return { healthy = true, attempts = attempt }
+end)
+
+-- Back the database up to a local folder before shipping, and prove the backup restores.
+local backups = storage.open("file://" .. params.workdir .. "/backups")
+local snapshot = step("back up releases database", { description = "zstd-compressed, checksummed, with a manifest" }, function()
+  return backup.create{ source = "sqlite://" .. params.workdir .. "/releases.db", to = backups, label = "pre-ship" }
+end)
+
+step("verify backup", { description = "Restore into a scratch copy and compare every table's rows" }, function()
+  local v = backup.verify(snapshot, { checks = {
+    { sql = "select count(*) from releases where version = ?", params = { params.release }, expect = 1 } } })
+  local restored = backup.restore(snapshot, { into = "sqlite://" .. params.workdir .. "/restore-drill/releases.db", clean = true })
+  return { verified = v.ok, rows = restored.tables.releases, bytes = snapshot.bytes_stored }
 end)
 
 approve("Ship " .. params.release .. " (" .. build.sha256:sub(1, 12) .. ")?")

@@ -560,6 +560,7 @@ function storage.open(url, opts) end
 
 ---@class BackupCheck
 ---@field sql string A query returning one value.
+---@field params? any[] Bound parameters ($1 or ?).
 ---@field expect any
 
 ---@class BackupVerifyOptions

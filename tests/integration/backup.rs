@@ -251,3 +251,69 @@ step("prune none", {{ continue_on_error = true }}, function() return backup.prun
     assert!(none.contains("give at least one rule"), "{none}");
     assert!(!out.all().contains(maria.password));
 }
+
+#[test]
+fn a_backup_killed_midway_is_never_listed_and_resume_makes_one() {
+    let source = pg_database(&format!("bk_kill_{}", std::process::id()));
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "pg-kill" }
+local src = db.connect(secret("SOURCE_URL"))
+step("seed", function()
+  src:execute("create table big (id bigserial primary key, pad text)")
+  src:execute("insert into big (pad) select repeat(md5(g::text), 8) from generate_series(1, 600000) g")
+  return true
+end)
+local store = storage.open("file://./backups")
+step("backup", function() return backup.create{ source = secret("SOURCE_URL"), to = store, compress = "none" } end)
+step("listed", function() return #backup.list(store) end)
+"#,
+    );
+    let mut child = env
+        .cmd(&["run", "rb.lua"])
+        .env("SOURCE_URL", &source)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the runner as soon as its pg_dump runs.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let found = loop {
+        let dumping = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.split_whitespace().collect();
+            stat.contains("(pg_dump)") && fields.get(3) == Some(&child.id().to_string().as_str())
+        });
+        if dumping {
+            break true;
+        }
+        if std::time::Instant::now() > deadline || child.try_wait().unwrap().is_some() {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    assert!(found, "pg_dump was seen running");
+    crate::harness::signal(child.id(), 9);
+    let _ = child.wait();
+    let objects: Vec<_> = walk(&env.path("backups"));
+    assert!(objects.iter().all(|p| !p.ends_with(".manifest.json")), "no manifest, so no listed backup: {objects:?}");
+    let out = env.run_env(&["resume", "--last"], &[("SOURCE_URL", &source)]);
+    out.assert_code(0);
+    assert_eq!(result(&env.show("last"), "listed"), 1);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.display().to_string());
+            }
+        }
+    }
+    out
+}

@@ -199,4 +199,8 @@ fn the_quickstart_runs_waits_for_approval_and_resumes_with_nothing_installed() {
     assert_eq!(Env::step(&show, "flaky health check")["attempts"], 2);
     assert_eq!(Env::step(&show, "record release")["result"]["version"], "v1.0.0");
     assert!(workdir.join("current").exists() && workdir.join("releases.db").exists());
+    let verified = &Env::step(&show, "verify backup")["result"];
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["rows"], 1);
+    assert!(workdir.join("restore-drill/releases.db").exists());
 }

@@ -760,14 +760,30 @@ async fn restore_into(
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub sql: String,
+    /// Bound parameters ($1 or ?), never interpolated.
+    #[serde(default)]
+    pub params: Vec<serde_json::Value>,
     pub expect: serde_json::Value,
 }
 
-async fn scalar(target: &Source, sql: &str) -> Result<serde_json::Value, BackupError> {
+async fn scalar(target: &Source, sql: &str, params: &[serde_json::Value]) -> Result<serde_json::Value, BackupError> {
+    use crate::primitives::db::DbValue;
+    let params: Vec<DbValue> = params
+        .iter()
+        .map(|p| match p {
+            serde_json::Value::Null => DbValue::Null,
+            serde_json::Value::Bool(b) => DbValue::Bool(*b),
+            serde_json::Value::Number(n) => {
+                n.as_i64().map(DbValue::Int).unwrap_or(DbValue::Float(n.as_f64().unwrap_or_default()))
+            }
+            serde_json::Value::String(s) => DbValue::Text(s.clone()),
+            other => DbValue::Json(other.clone()),
+        })
+        .collect();
     let db = crate::primitives::db::Db::connect(&target.url(), &Default::default())
         .await
         .map_err(|e| BackupError::Database(e.to_string()))?;
-    let rows = db.fetch(None, sql, &[]).await.map_err(|e| BackupError::Database(format!("check `{sql}`: {e}")))?;
+    let rows = db.fetch(None, sql, &params).await.map_err(|e| BackupError::Database(format!("check `{sql}`: {e}")))?;
     db.close().await;
     let v = rows.rows.into_iter().next().and_then(|r| r.into_iter().next());
     Ok(v.map(|v| v.to_json()).unwrap_or(serde_json::Value::Null))
@@ -825,7 +841,7 @@ pub async fn verify(
         }
         let mut check_results = Vec::new();
         for c in checks {
-            let got = scalar(&target, &c.sql).await?;
+            let got = scalar(&target, &c.sql, &c.params).await?;
             let ok = same(&got, &c.expect);
             if !ok {
                 mismatches.push(format!("check `{}`: got {got}, expected {}", c.sql, c.expect));
