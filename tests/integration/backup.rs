@@ -317,3 +317,45 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn the_backup_runbooks_back_up_drill_and_recover_a_database() {
+    let env = Env::new();
+    let runbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    let rb = |name: &str| runbooks.join(name).display().to_string();
+    let app = env.path("app.db");
+    env.write(
+        "seed.lua",
+        "runbook { name = \"seed\" }\nlocal c = db.connect(\"sqlite://app.db?mode=rwc\")\nc:execute(\"create table users (id integer primary key, email text)\")\nfor i = 1, 250 do c:execute(\"insert into users (email) values (?)\", \"u\" .. i .. \"@example.com\") end\n",
+    );
+    env.run(&["run", "seed.lua"]).assert_code(0);
+    let url = format!("sqlite://{}", app.display());
+    let store = format!("store=file://{}", env.path("backups").display());
+    let envs = [("DATABASE_URL", url.as_str())];
+
+    env.run_env(&["run", &rb("db_backup.lua"), "-p", &store], &envs).assert_code(0);
+    let show = env.show("last");
+    assert_eq!(result(&show, "verify by restore")["tables"], json!({"users": 250}));
+    assert_eq!(result(&show, "prune")["kept"], 1);
+
+    env.run_env(&["run", &rb("verify_backup.lua"), "-p", &store], &envs).assert_code(0);
+    let drill = result(&env.show("last"), "restore drill");
+    assert_eq!(drill["ok"], true);
+    assert_eq!(drill["tables"], json!({"users": 250}));
+
+    env.write(
+        "policies.sql",
+        "create index users_email on users (email);\ncreate unique index users_id on users (id);\n",
+    );
+    let target = format!("sqlite://{}", env.path("recovered/app.db").display());
+    let policies = format!("policies={}", env.path("policies.sql").display());
+    let out = env.run_env(
+        &["run", &rb("dr_restore.lua"), "-p", &store, "-p", &policies, "--yes"],
+        &[("TARGET_DATABASE_URL", target.as_str())],
+    );
+    out.assert_code(0);
+    let show = env.show("last");
+    assert_eq!(result(&show, "re-apply policies"), json!({"statements": 2}));
+    assert_eq!(result(&show, "compare counts"), json!({"users": 250}));
+    assert!(out.stdout.contains("point the application at the new database"), "{}", out.stdout);
+}
