@@ -59,7 +59,7 @@ local m = step("backup to s3", function()
   return backup.create{{ source = secret("SOURCE_URL"), to = s3, prefix = "pg/nightly", label = "nightly" }}
 end)
 local plain = step("plain gzip to disk", function()
-  return backup.create{{ source = secret("SOURCE_URL"), to = disk, format = "plain", compress = "gzip", tables = {{ "audit" }} }}
+  return backup.create{{ source = secret("SOURCE_URL"), to = disk, format = "plain", compress = "gzip", tables = {{ "public.audit" }} }}
 end)
 step("verify", function()
   return backup.verify(m, {{ server = secret("SOURCE_URL"), checks = {{
@@ -358,4 +358,93 @@ fn the_backup_runbooks_back_up_drill_and_recover_a_database() {
     assert_eq!(result(&show, "re-apply policies"), json!({"statements": 2}));
     assert_eq!(result(&show, "compare counts"), json!({"users": 250}));
     assert!(out.stdout.contains("point the application at the new database"), "{}", out.stdout);
+}
+
+#[test]
+fn prune_removes_only_what_it_should_and_failures_are_recorded() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "prune" }
+local app = db.connect("sqlite://app.db?mode=rwc")
+app:execute([[create table if not exists "odd.name" (id integer primary key)]])
+app:execute([[insert into "odd.name" default values]])
+local store = storage.open("file://./bk")
+local function err(f, ...)
+  local ok, e = pcall(f, ...)
+  assert(not ok, "expected an error")
+  return tostring(e):match("[^\n]*")
+end
+step("three backups", function()
+  local keys = {}
+  for i = 1, 3 do keys[i] = backup.create{ source = "sqlite://app.db", to = store, prefix = "daily" }.key end
+  return keys
+end)
+step("strangers", function()
+  store:put("daily/README.txt", "not a backup")
+  store:put("daily/sqlite-app-20200101T000000Z-abcd.sqlite.zst", "an old upload that never got its manifest")
+  local newest = backup.latest(store)
+  store:put("archive/copied.manifest.json", store:get(newest.key .. ".manifest.json"))
+  return #backup.list(store)
+end)
+step("verify then break", function()
+  local oldest = backup.list(store)[3]
+  local ok = backup.verify(oldest).ok
+  store:put(oldest.key, "truncated")
+  local again = err(backup.verify, oldest)
+  local recorded = backup.list(store)[3].verification
+  return { first = ok, again = again, recorded_ok = recorded.ok, recorded_error = recorded.error ~= nil }
+end)
+step("errors", function()
+  return {
+    zero = err(backup.prune, store, { keep_last = 0 }),
+    into_busy = err(backup.verify, backup.latest(store), { into = "sqlite://app.db" }),
+    leak = err(backup.create, { source = "postgres://u:hunter2secret@host:99999/db", to = store }),
+    level = err(backup.create, { source = "sqlite://app.db", to = store, level = 99 }),
+  }
+end)
+step("prune", function() return backup.prune(store, { keep_last = 1 }) end)
+step("after", function()
+  local keys = {}
+  for _, o in ipairs(store:list()) do keys[#keys + 1] = o.key end
+  return { listed = #backup.list(store), keys = keys }
+end)
+"#,
+    );
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    let show = env.show("last");
+    let keys = result(&show, "three backups");
+    assert_eq!(result(&show, "strangers"), 3, "the copied manifest is not a backup");
+    let v = result(&show, "verify then break");
+    assert_eq!(v["first"], true);
+    assert!(v["again"].as_str().unwrap().contains("checksum mismatch"), "{v}");
+    assert_eq!(v["recorded_ok"], false, "the failed verification is in the manifest: {v}");
+    assert_eq!(v["recorded_error"], true);
+    let e = result(&show, "errors");
+    assert!(e["zero"].as_str().unwrap().contains("keep_last = 0 keeps nothing"), "{e}");
+    assert!(e["into_busy"].as_str().unwrap().contains("already has 1 table(s)"), "{e}");
+    assert!(
+        !e["leak"].as_str().unwrap().contains("hunter2secret")
+            && e["leak"].as_str().unwrap().contains("invalid database URL"),
+        "{e}"
+    );
+    assert!(e["level"].as_str().unwrap().contains("level 99"), "{e}");
+    let p = result(&show, "prune");
+    assert_eq!(p["kept"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["kept"][0]["key"], keys[2]);
+    assert_eq!(p["removed"].as_array().unwrap().len(), 2, "{p}");
+    assert_eq!(
+        p["incomplete_removed"].as_array().unwrap().iter().map(|i| i["key"].clone()).collect::<Vec<_>>(),
+        [json!("daily/sqlite-app-20200101T000000Z-abcd.sqlite.zst")]
+    );
+    let after = result(&show, "after");
+    assert_eq!(after["listed"], 1);
+    let mut want = vec![
+        json!("archive/copied.manifest.json"),
+        json!("daily/README.txt"),
+        keys[2].clone(),
+        json!(format!("{}.manifest.json", keys[2].as_str().unwrap())),
+    ];
+    want.sort_by_key(|k| k.as_str().unwrap().to_string());
+    assert_eq!(after["keys"], json!(want), "the stranger files stay");
 }

@@ -279,12 +279,7 @@ async fn restore(lua: Lua, (target, opts): (Value, Table)) -> mlua::Result<Value
 async fn prune(lua: Lua, (store, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
     let store = store_of(&store, "prune")?;
     let policy: Policy = crate::primitives::options(&lua, "backup", "prune options", opts)?;
-    if policy.is_empty() {
-        return Err(error(
-            "backup",
-            "prune: give at least one rule (keep_last, keep_daily, keep_weekly, keep_monthly, keep_within): without one, every backup would go",
-        ));
-    }
+    policy.check().map_err(|e| error("backup", format!("prune: {e}")))?;
     let ctx = Ctx::from_lua(&lua)?;
     ctx.refuse_in_coroutine(&lua, "backup.prune")?;
     let mutating = !policy.dry_run;

@@ -57,10 +57,10 @@ impl Source {
             let p = PathBuf::from(rest.split('?').next().unwrap_or(rest));
             return Ok(Source::Sqlite { path: if p.is_absolute() { p } else { base.join(p) } });
         }
-        let u = reqwest::Url::parse(url).map_err(|_| {
+        // The URL is never echoed: a malformed one may still hold a password.
+        let u = reqwest::Url::parse(url).map_err(|e| {
             BackupError::Usage(format!(
-                "invalid database URL '{}': use postgres://, mysql:// or sqlite://PATH",
-                crate::secret::redact(url)
+                "invalid database URL ({e}): expected postgres://user:password@host:port/db, mysql://... or sqlite://PATH"
             ))
         })?;
         let host = u.host_str().unwrap_or("localhost").to_string();
@@ -322,8 +322,35 @@ fn quote_ident(name: &str, mysql: bool) -> String {
     if mysql {
         format!("`{}`", name.replace('`', "``"))
     } else {
-        name.split('.').map(|p| format!("\"{}\"", p.replace('"', "\"\""))).collect::<Vec<_>>().join(".")
+        format!("\"{}\"", name.replace('"', "\"\""))
     }
+}
+
+/// The tables a `tables` option names, checked against the database's: (name as the manifest
+/// keys it, pg_dump pattern). `public.x` and `x` are the same table; an unknown name is an error.
+async fn pg_select(conn: &mut sqlx::PgConnection, wanted: &[String]) -> Result<Vec<(String, String)>, BackupError> {
+    let all: Vec<(String, String)> = sqlx::query_as(
+        "select table_schema::text, table_name::text from information_schema.tables
+         where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut out = Vec::new();
+    for w in wanted {
+        let w2 = w.strip_prefix("public.").unwrap_or(w);
+        let found = all.iter().find(|(schema, table)| {
+            let name = if schema == "public" { table.clone() } else { format!("{schema}.{table}") };
+            name == w2
+        });
+        match found {
+            Some((schema, table)) => {
+                let name = if schema == "public" { table.clone() } else { format!("{schema}.{table}") };
+                out.push((name, format!("{}.{}", quote_ident(schema, false), quote_ident(table, false))));
+            }
+            None => return Err(BackupError::Usage(format!("tables: no table '{w}' in the database"))),
+        }
+    }
+    Ok(out)
 }
 
 /// Row counts of the user tables (optionally only `only`), and the server's version.
@@ -474,12 +501,8 @@ async fn dump_with(
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Usage(format!("cannot start {tool}: {e} (is it installed?)")))?;
     let stdout = child.stdout.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stdout")))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stderr")))?;
-    let err_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
-        buf
-    });
+    let stderr = child.stderr.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stderr")))?;
+    let err_task = tokio::spawn(drain_tail(stderr));
     let uploaded = upload(store, key, stdout, compress, level).await;
     let status = child.wait().await.map_err(|e| BackupError::Usage(format!("{tool}: {e}")))?;
     let stderr = String::from_utf8_lossy(&err_task.await.unwrap_or_default()).trim().to_string();
@@ -494,6 +517,26 @@ async fn dump_with(
     uploaded
 }
 
+/// Reads a tool's stderr to its end (a tool blocked on a full pipe would hang), keeping the
+/// last 64 KiB for the error message.
+async fn drain_tail(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
+    let mut tail = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 128 * 1024 {
+            tail.drain(..tail.len() - 64 * 1024);
+        }
+    }
+    if tail.len() > 64 * 1024 {
+        tail.drain(..tail.len() - 64 * 1024);
+    }
+    tail
+}
+
 fn timestamp_id() -> (String, String) {
     let now = chrono::Utc::now();
     (
@@ -504,6 +547,23 @@ fn timestamp_id() -> (String, String) {
 
 /// Makes a backup; returns its manifest (stored last).
 pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
+    if let Some(l) = spec.level {
+        let range = match spec.compress {
+            Compress::Zstd => 1..=22,
+            Compress::Gzip => 1..=9,
+            Compress::None => {
+                return Err(BackupError::Usage("level: no compression to set a level for (compress = \"none\")".into()))
+            }
+        };
+        if !range.contains(&l) {
+            return Err(BackupError::Usage(format!(
+                "level {l}: {:?} takes {} to {}",
+                spec.compress,
+                range.start(),
+                range.end()
+            )));
+        }
+    }
     let started = Instant::now();
     let (created_at, id) = timestamp_id();
     let engine = spec.source.engine();
@@ -516,7 +576,9 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             // One snapshot for the counts and the dump: the manifest's rows are the dump's.
             sqlx::query("begin isolation level repeatable read, read only").execute(&mut conn).await?;
             let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut conn).await?;
-            let (tables, version) = inventory_pg(&mut conn, &spec.tables).await?;
+            let selected = pg_select(&mut conn, &spec.tables).await?;
+            let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
+            let (tables, version) = inventory_pg(&mut conn, &names).await?;
             let tool = pg_tool("pg_dump");
             let format = if spec.plain { "plain" } else { "custom" };
             let key = format!("{base}.{}{}", if spec.plain { "sql" } else { "dump" }, spec.compress.ext());
@@ -525,8 +587,8 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             if !spec.plain {
                 cmd.arg("--compress=0");
             }
-            for t in &spec.tables {
-                cmd.arg(format!("--table={t}"));
+            for (_, pattern) in &selected {
+                cmd.arg(format!("--table={pattern}"));
             }
             spec.source.pg_env(&mut cmd);
             let sizes = dump_with(cmd, "pg_dump", &spec.store, &key, spec.compress, spec.level).await;
@@ -538,6 +600,9 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             let mut conn = sqlx::MySqlConnection::connect(&spec.source.url()).await?;
             let (tables, version) = inventory_mysql(&mut conn, &spec.tables).await?;
             let _ = conn.close().await;
+            if let Some(missing) = spec.tables.iter().find(|t| !tables.contains_key(*t)) {
+                return Err(BackupError::Usage(format!("tables: no table '{missing}' in the database")));
+            }
             let tool = mysql_tool(&["mariadb-dump", "mysqldump"]);
             let key = format!("{base}.sql{}", spec.compress.ext());
             let mut cmd = tokio::process::Command::new(&tool);
@@ -551,6 +616,9 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
         Source::Sqlite { path } => {
             if !path.exists() {
                 return Err(BackupError::Usage(format!("no SQLite database at {}", path.display())));
+            }
+            if !spec.tables.is_empty() {
+                return Err(BackupError::Usage("tables: a SQLite backup is the whole database file".into()));
             }
             let scratch = Scratch::new()?;
             let copy = scratch.0.join("copy.sqlite");
@@ -606,6 +674,10 @@ pub async fn list(store: &Store, prefix: &str, label: Option<&str>) -> Result<Ve
         }
         let bytes = store.get_bytes(&m.key).await?;
         let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else { continue };
+        // A manifest describes the object beside it; a copy elsewhere is not a backup.
+        if manifest_key(&manifest.key) != m.key {
+            continue;
+        }
         if label.is_some_and(|l| manifest.label.as_deref() != Some(l)) {
             continue;
         }
@@ -670,12 +742,8 @@ async fn restore_with(
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Usage(format!("cannot start {tool}: {e} (is it installed?)")))?;
     let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stdin")))?;
-    let mut stderr = child.stderr.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stderr")))?;
-    let err_task = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = (&mut stderr).take(64 * 1024).read_to_end(&mut buf).await;
-        buf
-    });
+    let stderr = child.stderr.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stderr")))?;
+    let err_task = tokio::spawn(drain_tail(stderr));
     let copied = tokio::io::copy(&mut input, &mut stdin).await;
     drop(stdin);
     let status = child.wait().await.map_err(|e| BackupError::Usage(format!("{tool}: {e}")))?;
@@ -800,8 +868,8 @@ fn same(got: &serde_json::Value, want: &serde_json::Value) -> bool {
 }
 
 /// Verifies a backup: checksum, restore into a scratch database (created on `server` and
-/// dropped after), row counts against the manifest, then the checks. Records the outcome in
-/// the manifest. Returns the verification.
+/// dropped after, or `into`, which must be empty), row counts against the manifest, then the
+/// checks. Records the outcome in the manifest, failures included. Returns the verification.
 pub async fn verify(
     store: &Store,
     mut m: Manifest,
@@ -809,10 +877,63 @@ pub async fn verify(
     into: Option<&Source>,
     checks: &[Check],
 ) -> Result<serde_json::Value, BackupError> {
+    for target in [server, into].into_iter().flatten() {
+        if target.engine() != m.engine {
+            return Err(BackupError::Usage(format!("a {} backup cannot be verified on {}", m.engine, target.shown())));
+        }
+    }
+    if let Some(t) = into {
+        let tables = table_count(t).await?;
+        if tables > 0 {
+            return Err(BackupError::Usage(format!(
+                "{} already has {tables} table(s): verify restores into an empty database (or give server = URL for a scratch one)",
+                t.shown()
+            )));
+        }
+    }
     let started = Instant::now();
-    let scratch = Scratch::new()?;
-    let object = fetch_checked(store, &m, &scratch).await?;
     let scratch_name = format!("runbook_verify_{}", m.id.replace(['-', 'T', 'Z'], "_").to_lowercase());
+    let outcome = verify_steps(store, &m, server, into, checks, &scratch_name).await;
+    let (verification, result) = match outcome {
+        Ok((counts, check_results, problems, created)) => {
+            let v = serde_json::json!({
+                "ok": problems.is_empty(),
+                "tables": counts,
+                "checks": check_results,
+                "problems": problems,
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "scratch": if created { serde_json::Value::String(scratch_name) } else { serde_json::Value::Null },
+            });
+            let result = if problems.is_empty() {
+                Ok(v.clone())
+            } else {
+                Err(BackupError::Database(format!("verification of {} failed: {}", m.key, problems.join("; "))))
+            };
+            (v, result)
+        }
+        Err(e) => (
+            serde_json::json!({"ok": false, "error": e.to_string(), "duration_ms": started.elapsed().as_millis() as u64}),
+            Err(e),
+        ),
+    };
+    m.verified_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    m.verification = Some(verification);
+    write_manifest(store, &m).await?;
+    result
+}
+
+type Verified = (BTreeMap<String, i64>, Vec<serde_json::Value>, Vec<String>, bool);
+
+async fn verify_steps(
+    store: &Store,
+    m: &Manifest,
+    server: Option<&Source>,
+    into: Option<&Source>,
+    checks: &[Check],
+    scratch_name: &str,
+) -> Result<Verified, BackupError> {
+    let scratch = Scratch::new()?;
+    let object = fetch_checked(store, m, &scratch).await?;
     let (target, created) = match (into, m.engine.as_str()) {
         (Some(t), _) => (t.clone(), false),
         (None, "sqlite") => (Source::Sqlite { path: scratch.0.join("verify.sqlite") }, false),
@@ -822,18 +943,17 @@ pub async fn verify(
                     "verify needs a server for its scratch database: server = URL (credentials are never stored in the manifest) or into = URL".into(),
                 )
             })?;
-            let t = server.with_db(&scratch_name);
-            create_database(server, &scratch_name).await?;
-            (t, true)
+            create_database(server, scratch_name).await?;
+            (server.with_db(scratch_name), true)
         }
     };
     let outcome = async {
-        let counts = restore_into(&m, &object, &target, false).await?;
-        let mut mismatches = Vec::new();
+        let counts = restore_into(m, &object, &target, false).await?;
+        let mut problems = Vec::new();
         for (t, want) in &m.tables {
             let got = counts.get(t).copied();
             if got != Some(*want) {
-                mismatches.push(format!(
+                problems.push(format!(
                     "{t}: {want} rows in the manifest, {} restored",
                     got.map_or("none".into(), |g| g.to_string())
                 ));
@@ -844,34 +964,20 @@ pub async fn verify(
             let got = scalar(&target, &c.sql, &c.params).await?;
             let ok = same(&got, &c.expect);
             if !ok {
-                mismatches.push(format!("check `{}`: got {got}, expected {}", c.sql, c.expect));
+                problems.push(format!("check `{}`: got {got}, expected {}", c.sql, c.expect));
             }
             check_results.push(serde_json::json!({"sql": c.sql, "expect": c.expect, "got": got, "ok": ok}));
         }
-        Ok::<_, BackupError>((counts, check_results, mismatches))
+        Ok::<_, BackupError>((counts, check_results, problems))
     }
     .await;
     if created {
         if let Some(server) = server {
-            let _ = drop_database(server, &scratch_name).await;
+            let _ = drop_database(server, scratch_name).await;
         }
     }
-    let (counts, check_results, mismatches) = outcome?;
-    let verification = serde_json::json!({
-        "ok": mismatches.is_empty(),
-        "tables": counts,
-        "checks": check_results,
-        "problems": mismatches,
-        "duration_ms": started.elapsed().as_millis() as u64,
-        "scratch": if created { serde_json::Value::String(scratch_name) } else { serde_json::Value::Null },
-    });
-    m.verified_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
-    m.verification = Some(verification.clone());
-    write_manifest(store, &m).await?;
-    if !mismatches.is_empty() {
-        return Err(BackupError::Database(format!("verification of {} failed: {}", m.key, mismatches.join("; "))));
-    }
-    Ok(verification)
+    let (counts, check_results, problems) = outcome?;
+    Ok((counts, check_results, problems, created))
 }
 
 async fn create_database(server: &Source, name: &str) -> Result<(), BackupError> {
@@ -975,6 +1081,26 @@ pub async fn restore(
     }))
 }
 
+/// When an object named like a backup (`<engine>-<db>-<YYYYmmddTHHMMSSZ>-<hex>.<ext>`) was made.
+fn backup_time(key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    let name = key.rsplit('/').next()?;
+    let engine = ["postgres-", "mysql-", "sqlite-"].iter().find(|e| name.starts_with(*e))?;
+    let rest = &name[engine.len()..];
+    let ext_ok = [".dump", ".sql", ".sqlite"].iter().any(|e| {
+        [e.to_string(), format!("{e}.zst"), format!("{e}.gz")].iter().any(|full| rest.ends_with(full.as_str()))
+    });
+    if !ext_ok {
+        return None;
+    }
+    let stem = rest.split('.').next()?;
+    let mut parts = stem.rsplitn(3, '-');
+    let (hexpart, stamp) = (parts.next()?, parts.next()?);
+    if hexpart.len() != 4 || !hexpart.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok().map(|t| t.and_utc())
+}
+
 /// Applies a retention policy to the backups under the policy's prefix (and label): removes
 /// what no rule keeps (manifest first, so an interrupted prune leaves an incomplete backup, not
 /// a listed one without its object), and incomplete backups (no manifest) older than a day.
@@ -1004,8 +1130,10 @@ pub async fn prune_store(store: &Store, policy: &prune::Policy) -> Result<serde_
         if o.key.ends_with(".manifest.json") || manifest_keys.contains(manifest_key(&o.key).as_str()) {
             continue;
         }
-        let old = chrono::DateTime::parse_from_rfc3339(&o.modified).map(|t| t < day_ago).unwrap_or(false);
-        if old && removed.iter().all(|r| r["key"] != o.key.as_str()) {
+        // Only objects named as this module names backups, aged by the time in their name:
+        // anything else in the prefix is not ours to remove.
+        let Some(made) = backup_time(&o.key) else { continue };
+        if made < day_ago && removed.iter().all(|r| r["key"] != o.key.as_str()) {
             if !policy.dry_run {
                 store.delete(&o.key).await?;
             }

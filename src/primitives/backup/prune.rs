@@ -24,12 +24,27 @@ pub struct Policy {
 }
 
 impl Policy {
-    pub fn is_empty(&self) -> bool {
-        self.keep_last.is_none()
-            && self.keep_daily.is_none()
-            && self.keep_weekly.is_none()
-            && self.keep_monthly.is_none()
-            && self.keep_within.is_none()
+    /// A policy that keeps something: at least one rule, none of them zero (a rule of 0 would
+    /// read as "keep none" and a typo would empty the store).
+    pub fn check(&self) -> Result<(), String> {
+        let counts = [
+            ("keep_last", self.keep_last),
+            ("keep_daily", self.keep_daily),
+            ("keep_weekly", self.keep_weekly),
+            ("keep_monthly", self.keep_monthly),
+        ];
+        for (name, v) in counts {
+            if v == Some(0) {
+                return Err(format!("{name} = 0 keeps nothing: leave the rule out, or give at least 1"));
+            }
+        }
+        if self.keep_within.is_some_and(|d| d.is_zero()) {
+            return Err("keep_within = 0 keeps nothing: leave the rule out, or give a duration".into());
+        }
+        if counts.iter().all(|(_, v)| v.is_none()) && self.keep_within.is_none() {
+            return Err("give at least one rule (keep_last, keep_daily, keep_weekly, keep_monthly, keep_within): without one, every backup would go".into());
+        }
+        Ok(())
     }
 }
 
