@@ -578,7 +578,6 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut conn).await?;
             let selected = pg_select(&mut conn, &spec.tables).await?;
             let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
-            let (tables, version) = inventory_pg(&mut conn, &names).await?;
             let tool = pg_tool("pg_dump");
             let format = if spec.plain { "plain" } else { "custom" };
             let key = format!("{base}.{}{}", if spec.plain { "sql" } else { "dump" }, spec.compress.ext());
@@ -591,10 +590,22 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
                 cmd.arg(format!("--table={pattern}"));
             }
             spec.source.pg_env(&mut cmd);
-            let sizes = dump_with(cmd, "pg_dump", &spec.store, &key, spec.compress, spec.level).await;
+            // The rows are counted in the same snapshot while pg_dump runs, not before it.
+            let (counted, sizes) = tokio::join!(
+                inventory_pg(&mut conn, &names),
+                dump_with(cmd, "pg_dump", &spec.store, &key, spec.compress, spec.level)
+            );
             let _ = sqlx::query("commit").execute(&mut conn).await;
             let _ = conn.close().await;
-            (key, "pg_dump", tool_version(&tool).await, version, tables, format, sizes?)
+            let sizes = sizes?;
+            let (tables, version) = match counted {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = spec.store.delete(&key).await;
+                    return Err(e);
+                }
+            };
+            (key, "pg_dump", tool_version(&tool).await, version, tables, format, sizes)
         }
         Source::MySql { db, .. } => {
             let mut conn = sqlx::MySqlConnection::connect(&spec.source.url()).await?;
