@@ -3,7 +3,7 @@
 use serde_json::json;
 
 use crate::harness::Env;
-use crate::servers::{mariadb, postgres, s3};
+use crate::servers::{mariadb, postgres, postgres2, s3};
 
 fn result(show: &serde_json::Value, step: &str) -> serde_json::Value {
     let s = Env::step(show, step);
@@ -13,7 +13,11 @@ fn result(show: &serde_json::Value, step: &str) -> serde_json::Value {
 
 /// A fresh database on the test PostgreSQL server; its URL.
 fn pg_database(name: &str) -> String {
-    let pg = postgres();
+    pg_database_on(postgres(), name)
+}
+
+/// A fresh database on a given PostgreSQL server; its URL.
+fn pg_database_on(pg: &crate::servers::Postgres, name: &str) -> String {
     let env = Env::new();
     env.write(
         "mk.lua",
@@ -38,7 +42,8 @@ fn s3_store_lua(prefix: &str) -> String {
 fn postgres_round_trip_to_s3_and_disk_with_the_password_out_of_sight() {
     let pg = postgres();
     let source = pg_database(&format!("bk_src_{}", std::process::id()));
-    let target = pg_database(&format!("bk_dst_{}", std::process::id()));
+    // The restore goes to another server: a second cluster.
+    let target = pg_database_on(postgres2(), &format!("bk_dst_{}", std::process::id()));
     let env = Env::new();
     env.write(
         "rb.lua",
@@ -223,13 +228,21 @@ step("seed mysql", function()
 end)
 local mm = step("mysql backup", function() return backup.create{{ source = secret("MYSQL_URL"), to = store, prefix = "mysql" }} end)
 step("mysql verify", function() return backup.verify(mm, {{ server = secret("MYSQL_URL"), checks = {{ {{ sql = "select count(*) from orders where note like 'it''s%'", expect = 200 }} }} }}) end)
+step("mysql to disk and back", function()
+  local disk = storage.open("file://./mybk")
+  local m = backup.create{{ source = secret("MYSQL_URL"), to = disk, compress = "gzip" }}
+  my:execute("drop database if exists app_restored")
+  my:execute("create database app_restored")
+  return backup.restore(m, {{ into = secret("RESTORED_URL") }}).tables
+end)
 step("prune dry", function() return backup.prune(store, {{ keep_last = 1, dry_run = true }}) end)
 step("prune none", {{ continue_on_error = true }}, function() return backup.prune(store, {{}}) end)
 "#,
             s3 = s3_store_lua(&format!("mixed-{}", std::process::id())),
         ),
     );
-    let out = env.run_env(&["run", "rb.lua"], &[("MYSQL_URL", &maria.url)]);
+    let restored = maria.url.replace("/app", "/app_restored");
+    let out = env.run_env(&["run", "rb.lua"], &[("MYSQL_URL", &maria.url), ("RESTORED_URL", &restored)]);
     out.assert_code(0);
     let show = env.show("last");
     let sm = result(&show, "sqlite backup");
@@ -241,6 +254,7 @@ step("prune none", {{ continue_on_error = true }}, function() return backup.prun
     assert_eq!(mm["tables"]["orders"], 200);
     let mv = result(&show, "mysql verify");
     assert_eq!(mv["ok"], true, "{mv}");
+    assert_eq!(result(&show, "mysql to disk and back"), json!({"orders": 200}));
     let prune = result(&show, "prune dry");
     assert_eq!(prune["dry_run"], true);
     let kept: Vec<&str> = prune["kept"].as_array().unwrap().iter().map(|k| k["key"].as_str().unwrap()).collect();

@@ -20,7 +20,9 @@ struct Cleanup {
 }
 
 static PG: OnceLock<Postgres> = OnceLock::new();
-static CLEANUP: OnceLock<Cleanup> = OnceLock::new();
+static PG2: OnceLock<Postgres> = OnceLock::new();
+/// Every cluster started, stopped at exit.
+static CLEANUP: std::sync::Mutex<Vec<Cleanup>> = std::sync::Mutex::new(Vec::new());
 
 extern "C" {
     fn geteuid() -> u32;
@@ -28,13 +30,12 @@ extern "C" {
 }
 
 extern "C" fn stop_servers() {
-    if let Some(c) = CLEANUP.get() {
-        let _ = as_user(c.as_postgres, &c.pg_ctl)
-            .args(["-D"])
-            .arg(&c.data)
-            .args(["-m", "immediate", "-w", "stop"])
-            .output();
-        let _ = std::fs::remove_dir_all(&c.root);
+    let all = CLEANUP.lock().map(|c| {
+        c.iter().map(|c| (c.pg_ctl.clone(), c.data.clone(), c.root.clone(), c.as_postgres)).collect::<Vec<_>>()
+    });
+    for (pg_ctl, data, root, as_postgres) in all.unwrap_or_default() {
+        let _ = as_user(as_postgres, &pg_ctl).args(["-D"]).arg(&data).args(["-m", "immediate", "-w", "stop"]).output();
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
 
@@ -67,7 +68,16 @@ pub fn free_port() -> u16 {
 /// The shared PostgreSQL cluster.
 pub fn postgres() -> &'static Postgres {
     PG.get_or_init(|| {
-        start_postgres().unwrap_or_else(|e| {
+        start_postgres("pg").unwrap_or_else(|e| {
+            panic!("cannot start PostgreSQL for the tests: {e}\ninstall it with: apt-get install postgresql (scripts/test does this)")
+        })
+    })
+}
+
+/// A second, separate cluster (another server, for restores across servers).
+pub fn postgres2() -> &'static Postgres {
+    PG2.get_or_init(|| {
+        start_postgres("pg2").unwrap_or_else(|e| {
             panic!("cannot start PostgreSQL for the tests: {e}\ninstall it with: apt-get install postgresql (scripts/test does this)")
         })
     })
@@ -82,11 +92,11 @@ fn run(mut c: Command, what: &str) -> Result<(), String> {
     }
 }
 
-fn start_postgres() -> Result<Postgres, String> {
+fn start_postgres(name: &str) -> Result<Postgres, String> {
     let bin = pg_bindir().ok_or("no /usr/lib/postgresql/*/bin/initdb")?;
     // SAFETY: geteuid has no preconditions.
     let as_postgres = unsafe { geteuid() } == 0;
-    let root = std::env::temp_dir().join(format!("runbook-test-pg-{}", std::process::id()));
+    let root = std::env::temp_dir().join(format!("runbook-test-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
     let password = "runbook-test-pw";
@@ -103,10 +113,16 @@ fn start_postgres() -> Result<Postgres, String> {
     }
     let data = root.join("data");
     // Registered before anything is created, so a failure midway still cleans up.
-    let _ = CLEANUP.set(Cleanup { pg_ctl: bin.join("pg_ctl"), data: data.clone(), root: root.clone(), as_postgres });
-    // SAFETY: registering a plain extern "C" function.
-    unsafe {
-        atexit(stop_servers);
+    let first = {
+        let mut all = CLEANUP.lock().map_err(|e| e.to_string())?;
+        all.push(Cleanup { pg_ctl: bin.join("pg_ctl"), data: data.clone(), root: root.clone(), as_postgres });
+        all.len() == 1
+    };
+    if first {
+        // SAFETY: registering a plain extern "C" function.
+        unsafe {
+            atexit(stop_servers);
+        }
     }
     let mut initdb = as_user(as_postgres, &bin.join("initdb"));
     initdb.arg("-D").arg(&data).args(["-U", "runbook", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C", "-N"]);
