@@ -88,7 +88,7 @@ def main():
             out = os.path.join(work, f"out{scale}")
             os.makedirs(out)
             dump = f"{bindir}/pg_dump"
-            reps = 1 if scale >= 50 else 3
+            reps = 5
             base = [run(f"{dump} -Fc -d {db} | zstd -3 -q > {out}/base.dump.zst", env=env, shell=True)[0] for _ in range(reps)]
             base_z0 = [run(f"{dump} -Fc -Z0 -d {db} | zstd -3 -q > {out}/base0.dump.zst", env=env, shell=True)[0] for _ in range(reps)]
             url = f"postgres://bench:{PW}@127.0.0.1:{port}/{db}"

@@ -74,6 +74,7 @@ end)
 step("restore", function() return backup.restore(m, {{ into = secret("TARGET_URL") }}) end)
 step("restore again refused", {{ continue_on_error = true }}, function() return backup.restore(m, {{ into = secret("TARGET_URL") }}) end)
 step("restore clean", function() return backup.restore(m.key, {{ store = s3, into = secret("TARGET_URL"), clean = true }}).tables end)
+step("plain cannot clean", {{ continue_on_error = true }}, function() return backup.restore(plain, {{ into = secret("TARGET_URL"), clean = true }}) end)
 step("compare", function()
   local dst = db.connect(secret("TARGET_URL"))
   return {{ sum = dst:scalar("select sum(balance)::text from accounts"), want = src:scalar("select sum(balance)::text from accounts"),
@@ -138,6 +139,8 @@ end)
     let again = Env::step(&show, "restore again refused")["error"].as_str().unwrap().to_string();
     assert!(again.contains("already has 2 table(s)") && again.contains("clean = true"), "{again}");
     assert_eq!(result(&show, "restore clean"), json!({"accounts": 300000, "audit": 2}));
+    let plain_clean = Env::step(&show, "plain cannot clean")["error"].as_str().unwrap().to_string();
+    assert!(plain_clean.contains("a plain-format backup cannot replace them"), "{plain_clean}");
     let c = result(&show, "compare");
     assert_eq!(c["sum"], c["want"]);
     assert_eq!(c["note"], "it's; drop table audit");

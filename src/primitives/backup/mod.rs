@@ -46,9 +46,25 @@ impl From<sqlx::Error> for BackupError {
 /// A database a backup comes from or goes to.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Postgres { host: String, port: u16, user: String, password: Option<String>, db: String },
-    MySql { host: String, port: u16, user: String, password: Option<String>, db: String },
-    Sqlite { path: PathBuf },
+    /// `tls`: sslmode and sslrootcert from the URL's query, kept for the tools and connections.
+    Postgres {
+        host: String,
+        port: u16,
+        user: String,
+        password: Option<String>,
+        db: String,
+        tls: Vec<(String, String)>,
+    },
+    MySql {
+        host: String,
+        port: u16,
+        user: String,
+        password: Option<String>,
+        db: String,
+    },
+    Sqlite {
+        path: PathBuf,
+    },
 }
 
 impl Source {
@@ -63,7 +79,8 @@ impl Source {
                 "invalid database URL ({e}): expected postgres://user:password@host:port/db, mysql://... or sqlite://PATH"
             ))
         })?;
-        let host = u.host_str().unwrap_or("localhost").to_string();
+        // IPv6 hosts come bracketed in URLs, not in PGHOST.
+        let host = u.host_str().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_string();
         let user = percent_decode(u.username());
         let password = u.password().map(percent_decode);
         let db = percent_decode(u.path().trim_start_matches('/'));
@@ -74,6 +91,11 @@ impl Source {
                 user: if user.is_empty() { "postgres".into() } else { user },
                 password,
                 db: if db.is_empty() { "postgres".into() } else { db },
+                tls: u
+                    .query_pairs()
+                    .filter(|(k, _)| k == "sslmode" || k == "sslrootcert")
+                    .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                    .collect(),
             }),
             "mysql" | "mariadb" => Ok(Source::MySql {
                 host,
@@ -115,8 +137,8 @@ impl Source {
     /// The same server, another database.
     fn with_db(&self, name: &str) -> Source {
         match self.clone() {
-            Source::Postgres { host, port, user, password, .. } => {
-                Source::Postgres { host, port, user, password, db: name.into() }
+            Source::Postgres { host, port, user, password, tls, .. } => {
+                Source::Postgres { host, port, user, password, db: name.into(), tls }
             }
             Source::MySql { host, port, user, password, .. } => {
                 Source::MySql { host, port, user, password, db: name.into() }
@@ -128,8 +150,16 @@ impl Source {
     fn url(&self) -> String {
         let pw = |p: &Option<String>| p.as_ref().map(|p| format!(":{}", percent_encode(p))).unwrap_or_default();
         match self {
-            Source::Postgres { host, port, user, password, db } => {
-                format!("postgres://{}{}@{host}:{port}/{}", percent_encode(user), pw(password), percent_encode(db))
+            Source::Postgres { host, port, user, password, db, tls } => {
+                let host = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+                let query: Vec<String> = tls.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))).collect();
+                let query = if query.is_empty() { String::new() } else { format!("?{}", query.join("&")) };
+                format!(
+                    "postgres://{}{}@{host}:{port}/{}{query}",
+                    percent_encode(user),
+                    pw(password),
+                    percent_encode(db)
+                )
             }
             Source::MySql { host, port, user, password, db } => {
                 format!("mysql://{}{}@{host}:{port}/{}", percent_encode(user), pw(password), percent_encode(db))
@@ -140,8 +170,11 @@ impl Source {
 
     /// Environment for the PostgreSQL tools: the password never on a command line.
     fn pg_env(&self, cmd: &mut tokio::process::Command) {
-        if let Source::Postgres { host, port, user, password, db } = self {
+        if let Source::Postgres { host, port, user, password, db, tls } = self {
             cmd.env("PGHOST", host).env("PGPORT", port.to_string()).env("PGUSER", user).env("PGDATABASE", db);
+            for (k, v) in tls {
+                cmd.env(if k == "sslmode" { "PGSSLMODE" } else { "PGSSLROOTCERT" }, v);
+            }
             cmd.env_remove("PGPASSWORD");
             if let Some(p) = password {
                 cmd.env("PGPASSWORD", p);
@@ -823,12 +856,24 @@ async fn restore_into(
                     .map_err(|e| BackupError::Usage(format!("{}: {e}", dir.display())))?;
             }
             let tmp = path.with_extension("runbook-restore");
-            let mut f = tokio::fs::File::create(&tmp)
-                .await
-                .map_err(|e| BackupError::Usage(format!("{}: {e}", tmp.display())))?;
-            tokio::io::copy(&mut input, &mut f).await.map_err(|e| BackupError::Usage(e.to_string()))?;
-            f.sync_all().await.map_err(|e| BackupError::Usage(e.to_string()))?;
-            tokio::fs::rename(&tmp, path).await.map_err(|e| BackupError::Usage(format!("{}: {e}", path.display())))?;
+            let written = async {
+                let mut f = tokio::fs::File::create(&tmp).await?;
+                tokio::io::copy(&mut input, &mut f).await?;
+                f.sync_all().await?;
+                // The old database's journal files would be replayed over the new one.
+                for ext in ["-wal", "-shm", "-journal"] {
+                    let side = PathBuf::from(format!("{}{ext}", path.display()));
+                    if side.exists() {
+                        tokio::fs::remove_file(&side).await?;
+                    }
+                }
+                tokio::fs::rename(&tmp, path).await
+            }
+            .await;
+            if let Err(e) = written {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(BackupError::Usage(format!("restoring into {}: {e}", path.display())));
+            }
             Ok(inventory_sqlite(path, &only).await?.0)
         }
     }
@@ -1078,6 +1123,12 @@ pub async fn restore(
     if tables > 0 && !clean {
         return Err(BackupError::Usage(format!(
             "{} already has {tables} table(s): restore into an empty database, or pass clean = true to replace them",
+            into.shown()
+        )));
+    }
+    if tables > 0 && m.format == "plain" && m.engine == "postgres" {
+        return Err(BackupError::Usage(format!(
+            "{} has {tables} table(s) and a plain-format backup cannot replace them: drop and recreate the database, or restore into an empty one",
             into.shown()
         )));
     }
