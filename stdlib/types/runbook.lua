@@ -609,7 +609,7 @@ function backup.latest(store, opts) end
 --- manifest, runs the checks, and records the outcome in the manifest. Raises when anything differs.
 ---@param manifest_or_key BackupManifest|string
 ---@param opts? BackupVerifyOptions
----@return table verification {ok, tables, checks, problems, duration_ms, scratch}
+---@return table verification {ok, tables, checks, problems, warnings, duration_ms, scratch}
 function backup.verify(manifest_or_key, opts) end
 
 --- Restores a backup (checksum first); refuses a database that has tables unless clean = true.

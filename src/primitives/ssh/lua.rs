@@ -590,7 +590,7 @@ fn fan_opts(lua: &Lua, what: &str, v: Option<Value>, rolling: bool) -> mlua::Res
             ("health", _) => return Err(bad("a function(host) that raises or returns false when unhealthy".into())),
             ("connect", Value::Table(c)) => o.connect = parse_connect(lua, &c)?,
             ("connect", _) => return Err(bad("a table of ssh.connect options".into())),
-            _ => unreachable!("every key is matched above"),
+            (k, _) => return Err(error("ssh", format!("{what} options: unexpected key `{k}`"))),
         }
     }
     Ok(o)
