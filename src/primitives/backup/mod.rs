@@ -461,11 +461,14 @@ struct Scratch(PathBuf);
 impl Scratch {
     fn new() -> Result<Scratch, BackupError> {
         use std::os::unix::fs::DirBuilderExt;
-        let p = std::env::temp_dir().join(format!("runbook-backup-{:016x}", rand::random::<u64>()));
+        // Verification and restore keep the downloaded object here until its checksum is known:
+        // RUNBOOK_SCRATCH_DIR moves it off a small or memory-backed /tmp.
+        let base = std::env::var_os("RUNBOOK_SCRATCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        let p = base.join(format!("runbook-backup-{:016x}", rand::random::<u64>()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&p)
-            .map_err(|e| BackupError::Usage(format!("cannot create {}: {e}", p.display())))?;
+            .map_err(|e| BackupError::Usage(format!("cannot create {} (RUNBOOK_SCRATCH_DIR): {e}", p.display())))?;
         Ok(Scratch(p))
     }
 }
