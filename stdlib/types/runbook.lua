@@ -544,7 +544,8 @@ function storage.open(url, opts) end
 ---@field sha256 string Of the stored object.
 ---@field duration_ms integer
 ---@field label? string
----@field tables table<string, integer> Rows per table, counted in the dump's snapshot (PostgreSQL).
+---@field tables table<string, integer> Rows per table, counted in the dump's snapshot (PostgreSQL, SQLite) or just before the dump (MySQL).
+---@field tables_after? table<string, integer> MySQL: rows counted again after the dump.
 ---@field verified_at? string
 ---@field verification? table {ok, tables, checks, problems, duration_ms, scratch}
 

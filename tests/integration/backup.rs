@@ -399,7 +399,6 @@ step("three backups", function()
 end)
 step("strangers", function()
   store:put("daily/README.txt", "not a backup")
-  store:put("daily/sqlite-app-20200101T000000Z-abcd.sqlite.zst", "an old upload that never got its manifest")
   local newest = backup.latest(store)
   store:put("archive/copied.manifest.json", store:get(newest.key .. ".manifest.json"))
   return #backup.list(store)
@@ -410,7 +409,11 @@ step("verify then break", function()
   store:put(oldest.key, "truncated")
   local again = err(backup.verify, oldest)
   local recorded = backup.list(store)[3].verification
-  return { first = ok, again = again, recorded_ok = recorded.ok, recorded_error = recorded.error ~= nil }
+  local newest = backup.latest(store)
+  local good = backup.verify(newest).ok
+  local typo = err(backup.verify, newest, { checks = { { sql = "selec 1", expect = 1 } } })
+  return { first = ok, again = again, recorded_ok = recorded.ok, recorded_problem = recorded.problems[1] ~= nil,
+           good = good, typo = typo, still_good = backup.latest(store).verification.ok }
 end)
 step("errors", function()
   return {
@@ -428,6 +431,13 @@ step("after", function()
 end)
 "#,
     );
+    // Old uploads that never got their manifest (one with a dot in its database name), written
+    // three days ago.
+    for name in ["sqlite-app-20200101T000000Z-abcd.sqlite.zst", "sqlite-app.v2-20200101T000000Z-abce.sqlite.zst"] {
+        let path = env.write(&format!("bk/daily/{name}"), "an upload that never got its manifest");
+        let touched = std::process::Command::new("touch").args(["-d", "3 days ago"]).arg(&path).status().unwrap();
+        assert!(touched.success());
+    }
     env.run(&["run", "rb.lua"]).assert_code(0);
     let show = env.show("last");
     let keys = result(&show, "three backups");
@@ -436,7 +446,13 @@ end)
     assert_eq!(v["first"], true);
     assert!(v["again"].as_str().unwrap().contains("checksum mismatch"), "{v}");
     assert_eq!(v["recorded_ok"], false, "the failed verification is in the manifest: {v}");
-    assert_eq!(v["recorded_error"], true);
+    assert_eq!(v["recorded_problem"], true);
+    assert_eq!(
+        (v["good"].clone(), v["still_good"].clone()),
+        (json!(true), json!(true)),
+        "a typo in a check does not erase a good verification: {v}"
+    );
+    assert!(v["typo"].as_str().unwrap().contains("selec"), "{v}");
     let e = result(&show, "errors");
     assert!(e["zero"].as_str().unwrap().contains("keep_last = 0 keeps nothing"), "{e}");
     assert!(e["into_busy"].as_str().unwrap().contains("already has 1 table(s)"), "{e}");
@@ -452,7 +468,10 @@ end)
     assert_eq!(p["removed"].as_array().unwrap().len(), 2, "{p}");
     assert_eq!(
         p["incomplete_removed"].as_array().unwrap().iter().map(|i| i["key"].clone()).collect::<Vec<_>>(),
-        [json!("daily/sqlite-app-20200101T000000Z-abcd.sqlite.zst")]
+        [
+            json!("daily/sqlite-app-20200101T000000Z-abcd.sqlite.zst"),
+            json!("daily/sqlite-app.v2-20200101T000000Z-abce.sqlite.zst")
+        ]
     );
     let after = result(&show, "after");
     assert_eq!(after["listed"], 1);

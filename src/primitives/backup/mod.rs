@@ -305,6 +305,9 @@ pub struct Manifest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
     pub tables: BTreeMap<String, i64>,
+    /// MySQL: the rows counted again after the dump (its snapshot lies between the two counts).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tables_after: BTreeMap<String, i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -606,12 +609,24 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
     let prefix = spec.prefix.trim_matches('/');
     let stem = format!("{engine}-{}-{id}", spec.source.db_name().replace(['/', ' '], "_"));
     let base = if prefix.is_empty() { stem } else { format!("{prefix}/{stem}") };
+    let mut tables_after = BTreeMap::new();
     let (key, tool, tool_version, server_version, tables, format, sizes) = match &spec.source {
         Source::Postgres { .. } => {
+            // One snapshot for the counts and the dump: the manifest's rows are the dump's. The
+            // exporting connection stays idle (it only keeps the snapshot alive); the counts run
+            // on a second one that imports it and lets its table locks go as soon as it is done,
+            // so a DDL queued between them and pg_dump cannot wedge the backup.
+            let mut exporter = sqlx::PgConnection::connect(&spec.source.url()).await?;
+            sqlx::query("begin isolation level repeatable read, read only").execute(&mut exporter).await?;
+            let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut exporter).await?;
+            if !snapshot.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(BackupError::Database(format!("unexpected snapshot id {snapshot:?}")));
+            }
             let mut conn = sqlx::PgConnection::connect(&spec.source.url()).await?;
-            // One snapshot for the counts and the dump: the manifest's rows are the dump's.
             sqlx::query("begin isolation level repeatable read, read only").execute(&mut conn).await?;
-            let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut conn).await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!("set transaction snapshot '{snapshot}'")))
+                .execute(&mut conn)
+                .await?;
             let selected = pg_select(&mut conn, &spec.tables).await?;
             let names: Vec<String> = selected.iter().map(|(n, _)| n.clone()).collect();
             let tool = pg_tool("pg_dump");
@@ -628,12 +643,17 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             spec.source.pg_env(&mut cmd);
             // The rows are counted in the same snapshot while pg_dump runs, not before it.
             let (counted, sizes) = tokio::join!(
-                inventory_pg(&mut conn, &names),
+                async {
+                    let counted = inventory_pg(&mut conn, &names).await;
+                    let _ = sqlx::query("commit").execute(&mut conn).await;
+                    let _ = conn.close().await;
+                    counted
+                },
                 dump_with(cmd, "pg_dump", &spec.store, &key, spec.compress, spec.level)
             );
-            let _ = sqlx::query("commit").execute(&mut conn).await;
-            let _ = conn.close().await;
-            let sizes = sizes?;
+            let _ = sqlx::query("commit").execute(&mut exporter).await;
+            let _ = exporter.close().await;
+            // A failed count is the cause when both failed (pg_dump then sees a broken snapshot).
             let (tables, version) = match counted {
                 Ok(c) => c,
                 Err(e) => {
@@ -641,6 +661,7 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
                     return Err(e);
                 }
             };
+            let sizes = sizes?;
             (key, "pg_dump", tool_version(&tool).await, version, tables, format, sizes)
         }
         Source::MySql { db, .. } => {
@@ -658,6 +679,12 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             cmd.args(["--single-transaction", "--routines", "--triggers", "--events", "--hex-blob"]).arg(db);
             cmd.args(&spec.tables);
             let sizes = dump_with(cmd, "mysqldump", &spec.store, &key, spec.compress, spec.level).await?;
+            // mysqldump's snapshot cannot be shared: count again after it, so the dumped rows
+            // lie between the two counts.
+            let mut conn = sqlx::MySqlConnection::connect(&spec.source.url()).await?;
+            let (after, _) = inventory_mysql(&mut conn, &spec.tables).await?;
+            let _ = conn.close().await;
+            tables_after = after;
             (key, "mysqldump", tool_version(&tool).await, version, tables, "plain", sizes)
         }
         Source::Sqlite { path } => {
@@ -699,6 +726,7 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
         duration_ms: started.elapsed().as_millis() as u64,
         label: spec.label.clone(),
         tables,
+        tables_after,
         verified_at: None,
         verification: None,
     };
@@ -721,10 +749,10 @@ pub async fn list(store: &Store, prefix: &str, label: Option<&str>) -> Result<Ve
         }
         let bytes = store.get_bytes(&m.key).await?;
         let Ok(manifest) = serde_json::from_slice::<Manifest>(&bytes) else { continue };
-        // A manifest describes the object beside it; a copy elsewhere is not a backup.
-        if manifest_key(&manifest.key) != m.key {
-            continue;
-        }
+        // A manifest describes the object beside it (its key may be relative to another root of
+        // the same storage); a copy elsewhere is not a backup.
+        let Some(mut manifest) = beside(manifest, &m.key) else { continue };
+        manifest.key = m.key.trim_end_matches(".manifest.json").to_string();
         if label.is_some_and(|l| manifest.label.as_deref() != Some(l)) {
             continue;
         }
@@ -732,6 +760,12 @@ pub async fn list(store: &Store, prefix: &str, label: Option<&str>) -> Result<Ve
     }
     out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
     Ok(out)
+}
+
+/// The manifest when it sits beside the object it describes (listed at `manifest_path`).
+fn beside(m: Manifest, manifest_path: &str) -> Option<Manifest> {
+    let object = manifest_path.strip_suffix(".manifest.json")?;
+    (object == m.key || object.ends_with(&format!("/{}", m.key))).then_some(m)
 }
 
 pub async fn load_manifest(store: &Store, key: &str) -> Result<Manifest, BackupError> {
@@ -742,7 +776,12 @@ pub async fn load_manifest(store: &Store, key: &str) -> Result<Manifest, BackupE
         }
         other => other.into(),
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| BackupError::Usage(format!("{mkey}: unreadable manifest: {e}")))
+    let m: Manifest =
+        serde_json::from_slice(&bytes).map_err(|e| BackupError::Usage(format!("{mkey}: unreadable manifest: {e}")))?;
+    let mut m = beside(m, &mkey)
+        .ok_or_else(|| BackupError::Usage(format!("{mkey} describes another object: not a backup of this key")))?;
+    m.key = mkey.trim_end_matches(".manifest.json").to_string();
+    Ok(m)
 }
 
 /// Downloads the object to a private file while hashing it; refuses it unless the checksum
@@ -941,6 +980,11 @@ pub async fn verify(
             return Err(BackupError::Usage(format!("a {} backup cannot be verified on {}", m.engine, target.shown())));
         }
     }
+    if into.is_none() && server.is_none() && m.engine != "sqlite" {
+        return Err(BackupError::Usage(
+            "verify needs a server for its scratch database: server = URL (credentials are never stored in the manifest) or into = URL".into(),
+        ));
+    }
     if let Some(t) = into {
         let tables = table_count(t).await?;
         if tables > 0 {
@@ -971,10 +1015,22 @@ pub async fn verify(
             };
             (v, result)
         }
-        Err(e) => (
-            serde_json::json!({"ok": false, "error": e.to_string(), "duration_ms": started.elapsed().as_millis() as u64}),
+        // Only what says something about the backup itself is recorded (a corrupt object, a
+        // restore that fails); a typo in a check or a scratch server that is down is not, so it
+        // cannot erase an earlier good verification.
+        Err(e @ (BackupError::Corrupt { .. } | BackupError::Tool { .. })) => (
+            serde_json::json!({
+                "ok": false,
+                "tables": {},
+                "checks": [],
+                "problems": [e.to_string()],
+                "warnings": [],
+                "duration_ms": started.elapsed().as_millis() as u64,
+                "scratch": null,
+            }),
             Err(e),
         ),
+        Err(e) => return Err(e),
     };
     m.verified_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     m.verification = Some(verification);
@@ -1014,12 +1070,13 @@ async fn verify_steps(
         let mut warnings = Vec::new();
         for (t, want) in &m.tables {
             let got = counts.get(t).copied();
+            let after = m.tables_after.get(t).copied().unwrap_or(*want);
+            let (low, high) = (after.min(*want), after.max(*want));
             match got {
                 Some(g) if g == *want => {}
-                // MySQL's rows are counted just before mysqldump takes its own snapshot: on a
-                // database written to meanwhile they may differ without anything being lost.
-                Some(g) if m.engine == "mysql" => warnings.push(format!(
-                    "{t}: {want} rows counted before the dump, {g} restored (MySQL counts are taken outside the dump's snapshot)"
+                // MySQL: the dump's snapshot lies between the counts taken before and after it.
+                Some(g) if m.engine == "mysql" && (low..=high).contains(&g) => warnings.push(format!(
+                    "{t}: {g} rows restored, between the {want} counted before the dump and the {after} after it"
                 )),
                 _ => problems.push(format!(
                     "{t}: {want} rows in the manifest, {} restored",
@@ -1160,13 +1217,10 @@ fn backup_time(key: &str) -> Option<chrono::DateTime<chrono::Utc>> {
     let name = key.rsplit('/').next()?;
     let engine = ["postgres-", "mysql-", "sqlite-"].iter().find(|e| name.starts_with(*e))?;
     let rest = &name[engine.len()..];
-    let ext_ok = [".dump", ".sql", ".sqlite"].iter().any(|e| {
-        [e.to_string(), format!("{e}.zst"), format!("{e}.gz")].iter().any(|full| rest.ends_with(full.as_str()))
-    });
-    if !ext_ok {
-        return None;
-    }
-    let stem = rest.split('.').next()?;
+    let stem = [".dump", ".sql", ".sqlite"]
+        .iter()
+        .flat_map(|e| [e.to_string(), format!("{e}.zst"), format!("{e}.gz")])
+        .find_map(|full| rest.strip_suffix(full.as_str()))?;
     let mut parts = stem.rsplitn(3, '-');
     let (hexpart, stamp) = (parts.next()?, parts.next()?);
     if hexpart.len() != 4 || !hexpart.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -1207,7 +1261,11 @@ pub async fn prune_store(store: &Store, policy: &prune::Policy) -> Result<serde_
         // Only objects named as this module names backups, aged by the time in their name:
         // anything else in the prefix is not ours to remove.
         let Some(made) = backup_time(&o.key) else { continue };
-        if made < day_ago && removed.iter().all(|r| r["key"] != o.key.as_str()) {
+        // Both its start (in the name) and its last write: a long backup still finishing is not
+        // incomplete.
+        let written = chrono::DateTime::parse_from_rfc3339(&o.modified).map(|t| t.with_timezone(&chrono::Utc)).ok();
+        if made < day_ago && written.is_some_and(|w| w < day_ago) && removed.iter().all(|r| r["key"] != o.key.as_str())
+        {
             if !policy.dry_run {
                 store.delete(&o.key).await?;
             }

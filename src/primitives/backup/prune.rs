@@ -125,6 +125,7 @@ mod tests {
                     duration_ms: 1,
                     label: None,
                     tables: Default::default(),
+                    tables_after: Default::default(),
                     verified_at: None,
                     verification: None,
                 }
