@@ -89,8 +89,6 @@ def main():
             os.makedirs(out)
             dump = f"{bindir}/pg_dump"
             reps = 5
-            base = [run(f"{dump} -Fc -d {db} | zstd -3 -q > {out}/base.dump.zst", env=env, shell=True)[0] for _ in range(reps)]
-            base_z0 = [run(f"{dump} -Fc -Z0 -d {db} | zstd -3 -q > {out}/base0.dump.zst", env=env, shell=True)[0] for _ in range(reps)]
             url = f"postgres://bench:{PW}@127.0.0.1:{port}/{db}"
             rb = os.path.join(work, f"backup{scale}.lua")
             with open(rb, "w") as f:
@@ -98,9 +96,11 @@ def main():
                         f'local store = storage.open("file://{out}/store")\n'
                         'step("backup", function() return backup.create{ source = secret("BENCH_URL"), to = store } end)\n')
             rb_env = dict(env, BENCH_URL=url)
-            runs = []
+            # Interleaved, so that drift (page cache, CPU clocks, the other core) hits all three alike.
+            base, base_z0, runs = [], [], []
             for i in range(reps):
-                shutil.rmtree(os.path.join(work, ".runbook"), ignore_errors=True)
+                base.append(run(f"{dump} -Fc -d {db} | zstd -3 -q > {out}/base.dump.zst", env=env, shell=True)[0])
+                base_z0.append(run(f"{dump} -Fc -Z0 -d {db} | zstd -3 -q > {out}/base0.dump.zst", env=env, shell=True)[0])
                 runs.append(run([BIN, "--state", os.path.join(work, f"state{scale}-{i}.db"), "run", rb], cwd=work, env=rb_env))
             t_rb = statistics.median(r[0] for r in runs)
             rss = max(r[1] for r in runs)
