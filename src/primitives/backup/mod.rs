@@ -46,7 +46,8 @@ impl From<sqlx::Error> for BackupError {
 /// A database a backup comes from or goes to.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// `tls`: sslmode and sslrootcert from the URL's query, kept for the tools and connections.
+    /// `tls`: sslmode, sslrootcert, sslcert and sslkey from the URL's query, kept for the tools
+    /// (PGSSLMODE ...) and the connections.
     Postgres {
         host: String,
         port: u16,
@@ -93,7 +94,7 @@ impl Source {
                 db: if db.is_empty() { "postgres".into() } else { db },
                 tls: u
                     .query_pairs()
-                    .filter(|(k, _)| k == "sslmode" || k == "sslrootcert")
+                    .filter(|(k, _)| ["sslmode", "sslrootcert", "sslcert", "sslkey"].contains(&k.as_ref()))
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect(),
             }),
@@ -147,6 +148,41 @@ impl Source {
         }
     }
 
+    /// A PostgreSQL connection, from options (an IPv6 host or any character in a password
+    /// goes through untouched).
+    async fn pg(&self) -> Result<sqlx::PgConnection, BackupError> {
+        let Source::Postgres { host, port, user, password, db, tls } = self else {
+            return Err(BackupError::Usage(format!("{} is not a PostgreSQL database", self.shown())));
+        };
+        let mut o = sqlx::postgres::PgConnectOptions::new().host(host).port(*port).username(user).database(db);
+        if let Some(p) = password {
+            o = o.password(p);
+        }
+        for (k, v) in tls {
+            o = match k.as_str() {
+                "sslmode" => o.ssl_mode(v.parse().map_err(|_| BackupError::Usage(format!("invalid sslmode '{v}'")))?),
+                "sslrootcert" => o.ssl_root_cert(v.as_str()),
+                "sslcert" => o.ssl_client_cert(v.as_str()),
+                _ => o.ssl_client_key(v.as_str()),
+            };
+        }
+        Ok(sqlx::PgConnection::connect_with(&o).await?)
+    }
+
+    async fn mysql(&self) -> Result<sqlx::MySqlConnection, BackupError> {
+        let Source::MySql { host, port, user, password, db } = self else {
+            return Err(BackupError::Usage(format!("{} is not a MySQL database", self.shown())));
+        };
+        let mut o = sqlx::mysql::MySqlConnectOptions::new().host(host).port(*port).username(user);
+        if !db.is_empty() {
+            o = o.database(db);
+        }
+        if let Some(p) = password {
+            o = o.password(p);
+        }
+        Ok(sqlx::MySqlConnection::connect_with(&o).await?)
+    }
+
     fn url(&self) -> String {
         let pw = |p: &Option<String>| p.as_ref().map(|p| format!(":{}", percent_encode(p))).unwrap_or_default();
         match self {
@@ -173,7 +209,7 @@ impl Source {
         if let Source::Postgres { host, port, user, password, db, tls } = self {
             cmd.env("PGHOST", host).env("PGPORT", port.to_string()).env("PGUSER", user).env("PGDATABASE", db);
             for (k, v) in tls {
-                cmd.env(if k == "sslmode" { "PGSSLMODE" } else { "PGSSLROOTCERT" }, v);
+                cmd.env(format!("PG{}", k.to_uppercase()), v);
             }
             cmd.env_remove("PGPASSWORD");
             if let Some(p) = password {
@@ -616,13 +652,13 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             // exporting connection stays idle (it only keeps the snapshot alive); the counts run
             // on a second one that imports it and lets its table locks go as soon as it is done,
             // so a DDL queued between them and pg_dump cannot wedge the backup.
-            let mut exporter = sqlx::PgConnection::connect(&spec.source.url()).await?;
+            let mut exporter = spec.source.pg().await?;
             sqlx::query("begin isolation level repeatable read, read only").execute(&mut exporter).await?;
             let snapshot: String = sqlx::query_scalar("select pg_export_snapshot()").fetch_one(&mut exporter).await?;
             if !snapshot.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
                 return Err(BackupError::Database(format!("unexpected snapshot id {snapshot:?}")));
             }
-            let mut conn = sqlx::PgConnection::connect(&spec.source.url()).await?;
+            let mut conn = spec.source.pg().await?;
             sqlx::query("begin isolation level repeatable read, read only").execute(&mut conn).await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("set transaction snapshot '{snapshot}'")))
                 .execute(&mut conn)
@@ -665,7 +701,7 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             (key, "pg_dump", tool_version(&tool).await, version, tables, format, sizes)
         }
         Source::MySql { db, .. } => {
-            let mut conn = sqlx::MySqlConnection::connect(&spec.source.url()).await?;
+            let mut conn = spec.source.mysql().await?;
             let (tables, version) = inventory_mysql(&mut conn, &spec.tables).await?;
             let _ = conn.close().await;
             if let Some(missing) = spec.tables.iter().find(|t| !tables.contains_key(*t)) {
@@ -681,7 +717,7 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             let sizes = dump_with(cmd, "mysqldump", &spec.store, &key, spec.compress, spec.level).await?;
             // mysqldump's snapshot cannot be shared: count again after it, so the dumped rows
             // lie between the two counts.
-            let mut conn = sqlx::MySqlConnection::connect(&spec.source.url()).await?;
+            let mut conn = spec.source.mysql().await?;
             let (after, _) = inventory_mysql(&mut conn, &spec.tables).await?;
             let _ = conn.close().await;
             tables_after = after;
@@ -873,7 +909,7 @@ async fn restore_into(
                 target.pg_env(&mut cmd);
                 restore_with(cmd, "pg_restore", input).await?;
             }
-            let mut conn = sqlx::PgConnection::connect(&target.url()).await?;
+            let mut conn = target.pg().await?;
             let (counts, _) = inventory_pg(&mut conn, &only).await?;
             let _ = conn.close().await;
             Ok(counts)
@@ -885,7 +921,7 @@ async fn restore_into(
             target.mysql_args(&mut cmd);
             cmd.arg(db);
             restore_with(cmd, "mysql", input).await?;
-            let mut conn = sqlx::MySqlConnection::connect(&target.url()).await?;
+            let mut conn = target.mysql().await?;
             let (counts, _) = inventory_mysql(&mut conn, &only).await?;
             let _ = conn.close().await;
             Ok(counts)
@@ -1108,14 +1144,14 @@ async fn verify_steps(
 async fn create_database(server: &Source, name: &str) -> Result<(), BackupError> {
     match server {
         Source::Postgres { .. } => {
-            let mut conn = sqlx::PgConnection::connect(&server.with_db("postgres").url()).await?;
+            let mut conn = server.with_db("postgres").pg().await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("create database {}", quote_ident(name, false))))
                 .execute(&mut conn)
                 .await?;
             let _ = conn.close().await;
         }
         Source::MySql { .. } => {
-            let mut conn = sqlx::MySqlConnection::connect(&server.with_db("").url()).await?;
+            let mut conn = server.with_db("").mysql().await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("create database {}", quote_ident(name, true))))
                 .execute(&mut conn)
                 .await?;
@@ -1129,7 +1165,7 @@ async fn create_database(server: &Source, name: &str) -> Result<(), BackupError>
 async fn drop_database(server: &Source, name: &str) -> Result<(), BackupError> {
     match server {
         Source::Postgres { .. } => {
-            let mut conn = sqlx::PgConnection::connect(&server.with_db("postgres").url()).await?;
+            let mut conn = server.with_db("postgres").pg().await?;
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "drop database if exists {} with (force)",
                 quote_ident(name, false)
@@ -1139,7 +1175,7 @@ async fn drop_database(server: &Source, name: &str) -> Result<(), BackupError> {
             let _ = conn.close().await;
         }
         Source::MySql { .. } => {
-            let mut conn = sqlx::MySqlConnection::connect(&server.with_db("").url()).await?;
+            let mut conn = server.with_db("").mysql().await?;
             sqlx::query(sqlx::AssertSqlSafe(format!("drop database if exists {}", quote_ident(name, true))))
                 .execute(&mut conn)
                 .await?;
@@ -1154,7 +1190,7 @@ async fn drop_database(server: &Source, name: &str) -> Result<(), BackupError> {
 async fn table_count(target: &Source) -> Result<i64, BackupError> {
     Ok(match target {
         Source::Postgres { .. } => {
-            let mut conn = sqlx::PgConnection::connect(&target.url()).await?;
+            let mut conn = target.pg().await?;
             let n: i64 = sqlx::query_scalar(
                 "select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')",
             )
@@ -1164,7 +1200,7 @@ async fn table_count(target: &Source) -> Result<i64, BackupError> {
             n
         }
         Source::MySql { .. } => {
-            let mut conn = sqlx::MySqlConnection::connect(&target.url()).await?;
+            let mut conn = target.mysql().await?;
             let n: i64 =
                 sqlx::query_scalar("select count(*) from information_schema.tables where table_schema = database()")
                     .fetch_one(&mut conn)
@@ -1275,4 +1311,36 @@ pub async fn prune_store(store: &Store, policy: &prune::Policy) -> Result<serde_
     Ok(
         serde_json::json!({"kept": kept, "removed": removed, "incomplete_removed": incomplete, "dry_run": policy.dry_run}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls_keep_tls_options_decode_passwords_and_unbracket_ipv6() {
+        let s = Source::parse(
+            "postgres://ops:p%40ss%3Aw%2Fd@[::1]:5433/app?sslmode=verify-full&sslcert=/c.pem&x=1",
+            Path::new("/"),
+        )
+        .unwrap();
+        let Source::Postgres { host, port, user, password, db, tls } = &s else { panic!("{s:?}") };
+        assert_eq!((host.as_str(), *port, user.as_str(), db.as_str()), ("::1", 5433, "ops", "app"));
+        assert_eq!(password.as_deref(), Some("p@ss:w/d"));
+        assert_eq!(tls, &vec![("sslmode".into(), "verify-full".into()), ("sslcert".into(), "/c.pem".into())]);
+        assert_eq!(s.shown(), "postgres://ops@::1:5433/app");
+        assert!(!format!("{:?}", Source::parse("postgres://u:hunter2@h:99999/d", Path::new("/")).unwrap_err())
+            .contains("hunter2"));
+        let q = Source::parse("sqlite://data/app.db?mode=rwc", Path::new("/srv")).unwrap();
+        assert!(matches!(q, Source::Sqlite { ref path } if path == Path::new("/srv/data/app.db")));
+    }
+
+    #[test]
+    fn backup_names_are_recognised_with_their_time() {
+        let t = backup_time("nightly/postgres-my-app.v2_x-20261122T061427Z-3ddb.dump.zst").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-11-22T06:14:27+00:00");
+        assert!(backup_time("daily/README.txt").is_none());
+        assert!(backup_time("postgres-app-20261122T061427Z-3ddb.tar").is_none());
+        assert!(backup_time("postgres-app-20261122T061427Z-xyz.dump").is_none());
+    }
 }
