@@ -159,6 +159,10 @@ pub struct ExecArgs {
     /// Memory limit for the Lua VM, e.g. 64MB
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+    /// When another run holds the runbook's lock, wait up to this long for it (e.g. 10m)
+    /// instead of exiting 4 at once
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub lock_wait: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +211,10 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got '{s}'")),
     }
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::duration::parse(s)
 }
 
 fn parse_size(s: &str) -> Result<usize, String> {

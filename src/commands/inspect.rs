@@ -26,6 +26,7 @@ async fn evaluate(
         yes: false,
         trigger: "plan".into(),
         max_memory: None,
+        lock_wait: None,
         resume: None,
     };
     engine::execute(inv, None, super::static_reporter()).await

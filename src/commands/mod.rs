@@ -34,6 +34,7 @@ fn invocation(path: PathBuf, mode: Mode, params: ParamArgs, exec: &ExecArgs) -> 
         yes: exec.yes,
         trigger: trigger(),
         max_memory: exec.max_memory,
+        lock_wait: exec.lock_wait,
         resume: None,
     }
 }

@@ -147,17 +147,51 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     };
     if let (Some(lock), Mode::Run) = (&decl.lock, ctx.mode) {
         // Recorded before the write is awaited, so that a signal landing meanwhile still releases it.
-        ctx.st.borrow_mut().lock = Some((lock.clone(), run_id.clone()));
-        match journal.acquire_lock(lock, &run_id, &ctx.me, super::lease_secs()).await.map_err(|e| ctx.raise(e.into()))? {
-            LockOutcome::Acquired => {}
-            LockOutcome::TakenOver(old) => ctx.out.emit(
-                "warning",
-                None,
-                json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), whose process is gone", old.run_id, old.owner.pid, old.owner.host)}),
-            ),
-            LockOutcome::Held(h) => {
-                ctx.st.borrow_mut().lock = None;
-                return Err(ctx.raise(Halt::LockHeld { name: lock.clone(), run_id: h.run_id, host: h.owner.host, pid: h.owner.pid }));
+        let deadline = ctx.lock_wait.map(|w| std::time::Instant::now() + w);
+        let mut announced = false;
+        loop {
+            ctx.st.borrow_mut().lock = Some((lock.clone(), run_id.clone()));
+            match journal
+                .acquire_lock(lock, &run_id, &ctx.me, super::lease_secs())
+                .await
+                .map_err(|e| ctx.raise(e.into()))?
+            {
+                LockOutcome::Acquired => break,
+                LockOutcome::TakenOver(old) => {
+                    ctx.out.emit(
+                        "warning",
+                        None,
+                        json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), whose process is gone", old.run_id, old.owner.pid, old.owner.host)}),
+                    );
+                    break;
+                }
+                LockOutcome::Held(h) => {
+                    ctx.st.borrow_mut().lock = None;
+                    let now = std::time::Instant::now();
+                    match deadline {
+                        // --lock-wait: poll about once a second (jittered, so waiters spread out).
+                        Some(d) if now < d => {
+                            if !announced {
+                                announced = true;
+                                ctx.out.emit(
+                                    "warning",
+                                    None,
+                                    json!({"message": format!("lock '{lock}' is held by run {} (pid {} on {}); waiting up to {}", h.run_id, h.owner.pid, h.owner.host, crate::duration::human(d - now))}),
+                                );
+                            }
+                            let pause = std::time::Duration::from_millis(500 + rand::random::<u64>() % 1000);
+                            tokio::time::sleep(pause.min(d - now)).await;
+                        }
+                        _ => {
+                            return Err(ctx.raise(Halt::LockHeld {
+                                name: lock.clone(),
+                                run_id: h.run_id,
+                                host: h.owner.host,
+                                pid: h.owner.pid,
+                            }))
+                        }
+                    }
+                }
             }
         }
     }

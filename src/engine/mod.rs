@@ -61,6 +61,8 @@ pub struct Invocation {
     pub yes: bool,
     pub trigger: String,
     pub max_memory: Option<usize>,
+    /// How long to wait for the runbook's lock when another run holds it (none: exit 4 at once).
+    pub lock_wait: Option<std::time::Duration>,
     /// The run being resumed, with its steps.
     pub resume: Option<(RunRecord, Vec<StepRecord>)>,
 }
@@ -182,6 +184,7 @@ pub struct Ctx {
     pub yes: bool,
     pub trigger: String,
     pub resume: Option<RunRecord>,
+    pub lock_wait: Option<std::time::Duration>,
     pub me: Owner,
     pub(crate) st: RefCell<State>,
     stop_tx: watch::Sender<Option<StopReason>>,
@@ -375,6 +378,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         inv_params: inv.params,
         params_file: inv.params_file,
         yes: inv.yes,
+        lock_wait: inv.lock_wait,
         trigger: inv.trigger,
         resume,
         me: Owner::current(),

@@ -3,7 +3,7 @@ use crate::harness::{signal, Env};
 use crate::run::wait_for;
 
 const LOCKED: &str = r#"runbook { name = "locked", lock = "db-maintenance" }
-step("hold", function() exec{"touch", "holding"}; exec{shell = "test -f release || sleep 30"} end)
+step("hold", function() exec{"touch", "holding"}; exec{shell = "for i in $(seq 300); do test -f release && break; sleep 0.1; done"} end)
 "#;
 
 #[test]
@@ -55,4 +55,31 @@ step("critical", function() exec{shell = "echo in >> ledger; sleep 0.3; echo out
     for pair in lines.chunks(2) {
         assert_eq!(pair, ["in", "out"], "{ledger}");
     }
+}
+
+#[test]
+fn lock_wait_queues_a_second_run_behind_the_first_and_gives_up_after_its_time() {
+    let env = Env::new();
+    env.write("rb.lua", LOCKED);
+    let first = env.spawn(&["run", "rb.lua"]);
+    wait_for(|| env.path("holding").exists());
+    // Too short a wait: refused as without it, after trying.
+    let impatient = env.run(&["run", "rb.lua", "--lock-wait", "300ms"]);
+    impatient.assert_code(4);
+    assert!(
+        impatient.stdout.contains("lock 'db-maintenance' is held by run") && impatient.stdout.contains("waiting up to"),
+        "{}",
+        impatient.stdout
+    );
+    // A patient one waits for the holder to finish, then runs.
+    let patient = env.spawn(&["run", "rb.lua", "--lock-wait", "60s"]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    env.write("release", "");
+    let first = crate::harness::finish(first, 60);
+    assert_eq!(first.status.code(), Some(0));
+    let patient = crate::harness::finish(patient, 90);
+    assert_eq!(patient.status.code(), Some(0), "{}", String::from_utf8_lossy(&patient.stdout));
+    let bad = env.run(&["run", "rb.lua", "--lock-wait", "soon"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("invalid duration 'soon'"), "{}", bad.stderr);
 }
