@@ -159,6 +159,10 @@ pub struct ExecArgs {
     /// Memory limit for the Lua VM, e.g. 64MB
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_memory: Option<usize>,
+    /// After the run, write node_exporter textfile metrics of the runbook to this file
+    /// (atomically; one file per runbook)
+    #[arg(long, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// When another run holds the runbook's lock, wait up to this long for it (e.g. 10m)
     /// instead of exiting 4 at once
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
@@ -177,6 +181,10 @@ pub struct RunArgs {
     /// what it would do. The run is journaled as a dry run.
     #[arg(long)]
     pub dry_run: bool,
+    /// For system cron: never prompt (a gate stops the run, exit 3), events and logs as JSON
+    /// lines on stderr, nothing on stdout
+    #[arg(long)]
+    pub cron: bool,
 }
 
 #[derive(Debug, Args)]
@@ -267,7 +275,12 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { crate::error::exit::USAGE } else { 0 });
         }
     };
-    init_tracing(cli.verbose, cli.log_format);
+    let cron = matches!(&cli.command, Command::Run(r) if r.cron);
+    if cron {
+        // Set before any thread starts: gates never ask under --cron.
+        std::env::set_var("RUNBOOK_NONINTERACTIVE", "1");
+    }
+    init_tracing(cli.verbose, if cron { LogFormat::Json } else { cli.log_format });
     // Every TLS client of the process (reqwest inside object_store included) uses ring.
     let _ = rustls::crypto::ring::default_provider().install_default();
     if let Command::Completions { shell } = cli.command {
@@ -289,16 +302,18 @@ pub fn main() -> ExitCode {
     match code {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            report(&e);
+            report(&e, cron);
             ExitCode::from(e.exit_code())
         }
     }
 }
 
 /// Prints an error to stderr: runbook errors as `FILE:LINE: ...`, others as `error: ...`.
-fn report(e: &Error) {
+fn report(e: &Error, json: bool) {
     let text = crate::secret::redact(&e.to_string()).into_owned();
     match e {
+        // Under --cron stderr carries JSON lines only.
+        _ if json => eprintln!("{}", serde_json::json!({"event": "error", "message": text, "exit": e.exit_code()})),
         Error::Runbook(_) => eprintln!("{text}"),
         _ => eprintln!("error: {text}"),
     }

@@ -41,6 +41,8 @@ pub struct Reporter {
     run_id: RefCell<Option<String>>,
     buffer: RefCell<Option<Arc<EventBuffer>>>,
     writer: RefCell<Option<tokio::task::JoinHandle<()>>>,
+    /// `--cron`: JSON lines on stderr, stdout left quiet.
+    to_stderr: bool,
 }
 
 impl Reporter {
@@ -56,7 +58,26 @@ impl Reporter {
             }
             Format::Text => Style::Plain,
         };
-        Reporter { style, run_id: RefCell::new(None), buffer: RefCell::new(None), writer: RefCell::new(None) }
+        Reporter {
+            style,
+            run_id: RefCell::new(None),
+            buffer: RefCell::new(None),
+            writer: RefCell::new(None),
+            to_stderr: false,
+        }
+    }
+
+    /// For system cron: every event, and every other line, as JSON on stderr; nothing on stdout.
+    pub fn for_cron() -> Reporter {
+        Reporter { to_stderr: true, ..Reporter::new(Format::Json) }
+    }
+
+    fn sink(&self) -> Box<dyn std::io::Write> {
+        if self.to_stderr {
+            Box::new(std::io::stderr().lock())
+        } else {
+            Box::new(std::io::stdout().lock())
+        }
     }
 
     pub fn is_json(&self) -> bool {
@@ -153,6 +174,9 @@ impl Reporter {
             Style::Tty { mp, .. } => {
                 let _ = mp.println(text.as_ref());
             }
+            _ if self.to_stderr => {
+                let _ = writeln!(self.sink(), "{}", json!({"event": "line", "text": text.as_ref(), "ts": now_ts()}));
+            }
             _ => {
                 let mut out = std::io::stdout().lock();
                 let _ = writeln!(out, "{text}");
@@ -180,8 +204,7 @@ impl Reporter {
                 for (k, v) in f {
                     obj.entry(k.clone()).or_insert_with(|| v.clone());
                 }
-                let mut out = std::io::stdout().lock();
-                let _ = writeln!(out, "{}", Json::Object(obj));
+                let _ = writeln!(self.sink(), "{}", Json::Object(obj));
             }
             Style::Plain => {
                 if let Some(text) = describe(event, step, f, false) {

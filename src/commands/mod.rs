@@ -1,5 +1,6 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
 mod inspect;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,9 @@ async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
     let journal = journal::open(state).await?;
     let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
     let inv = invocation(args.file, mode, args.params, &args.exec);
-    let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
+    let reporter = if args.cron { Reporter::for_cron() } else { Reporter::new(args.exec.output) };
+    let outcome = engine::execute(inv, Some(journal), reporter).await?;
+    write_metrics(state, &outcome, &args.exec, args.cron).await;
     Ok(outcome.exit_code())
 }
 
@@ -93,7 +96,29 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
     inv.trigger = run.trigger.clone();
     inv.resume = Some((run, steps));
     let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
+    write_metrics(state, &outcome, &args.exec, false).await;
     Ok(outcome.exit_code())
+}
+
+/// `--metrics-file`: a failure to write them is reported, and does not change the run's exit code.
+async fn write_metrics(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
+    let (Some(path), Some(run_id)) = (&exec.metrics_file, &outcome.run_id) else { return };
+    let written = match journal::open(state).await {
+        Ok(j) => {
+            let r = metrics::write(j.as_ref(), run_id, path).await;
+            j.close().await;
+            r
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = written {
+        let message = format!("writing metrics to {}: {e}", path.display());
+        if json {
+            eprintln!("{}", serde_json::json!({"event": "error", "message": message}));
+        } else {
+            eprintln!("error: {message}");
+        }
+    }
 }
 
 /// A path relative to the current directory when it is below it, for shorter messages.

@@ -5,6 +5,7 @@ mod backup;
 mod cli;
 mod corpus;
 mod crash;
+mod cron;
 mod db;
 mod fixtures;
 mod harness;
