@@ -15,9 +15,44 @@ pub struct Config {
     /// SSH host groups: `[hosts.web] hosts = ["10.0.0.5", "web-2:2222"], user = "deploy"`.
     #[serde(default)]
     pub hosts: BTreeMap<String, Group>,
+    /// `[notify]`: a webhook posted when a run ends badly.
+    pub notify: Option<Notify>,
     /// The file it came from (None: no file).
     #[serde(skip)]
     pub path: Option<PathBuf>,
+}
+
+/// `[notify] webhook = "https://hooks.example.com/..."` (or `webhook_env = "SLACK_WEBHOOK"`, as
+/// the URL is often a secret), `on = ["failed", ...]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    pub webhook: Option<String>,
+    pub webhook_env: Option<String>,
+    /// Run statuses that notify (default: failed, rolled_back, rollback_failed).
+    #[serde(default = "Notify::default_on")]
+    pub on: Vec<String>,
+}
+
+impl Notify {
+    fn default_on() -> Vec<String> {
+        ["failed", "rolled_back", "rollback_failed"].map(String::from).to_vec()
+    }
+
+    /// The webhook URL (registered as a secret: it often carries a token), if configured.
+    pub fn url(&self) -> Result<Option<String>, String> {
+        let url = match (&self.webhook, &self.webhook_env) {
+            (Some(u), None) => u.clone(),
+            (None, Some(var)) => match std::env::var(var) {
+                Ok(u) if !u.is_empty() => u,
+                _ => return Err(format!("[notify] webhook_env: the variable {var} is not set")),
+            },
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => return Err("[notify]: give webhook or webhook_env, not both".into()),
+        };
+        crate::secret::register(&url, "notify webhook");
+        Ok(Some(url))
+    }
 }
 
 static EXPLICIT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -69,6 +104,20 @@ pub fn load(path: &Path) -> Result<Config, String> {
             None => format!("{}: {}", path.display(), e.message()),
         }
     })?;
+    if let Some(n) = &config.notify {
+        const STATUSES: &[&str] =
+            &["succeeded", "failed", "rolled_back", "rollback_failed", "cancelled", "waiting_approval", "interrupted"];
+        if let Some(bad) = n.on.iter().find(|s| !STATUSES.contains(&s.as_str())) {
+            return Err(format!(
+                "{}: [notify] on: unknown status '{bad}' (one of {})",
+                path.display(),
+                STATUSES.join(", ")
+            ));
+        }
+        if n.webhook.is_some() == n.webhook_env.is_some() {
+            return Err(format!("{}: [notify]: give webhook or webhook_env (one of them)", path.display()));
+        }
+    }
     for (name, group) in &config.hosts {
         group.check().map_err(|e| format!("{}: [hosts.{name}]: {e}", path.display()))?;
     }

@@ -1,6 +1,7 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
 mod inspect;
 mod metrics;
+mod notify;
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +56,7 @@ async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
     let inv = invocation(args.file, mode, args.params, &args.exec);
     let reporter = if args.cron { Reporter::for_cron() } else { Reporter::new(args.exec.output) };
     let outcome = engine::execute(inv, Some(journal), reporter).await?;
-    write_metrics(state, &outcome, &args.exec, args.cron).await;
+    after_run(state, &outcome, &args.exec, args.cron).await;
     Ok(outcome.exit_code())
 }
 
@@ -96,28 +97,34 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
     inv.trigger = run.trigger.clone();
     inv.resume = Some((run, steps));
     let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
-    write_metrics(state, &outcome, &args.exec, false).await;
+    after_run(state, &outcome, &args.exec, false).await;
     Ok(outcome.exit_code())
 }
 
-/// `--metrics-file`: a failure to write them is reported, and does not change the run's exit code.
-async fn write_metrics(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
-    let (Some(path), Some(run_id)) = (&exec.metrics_file, &outcome.run_id) else { return };
-    let written = match journal::open(state).await {
-        Ok(j) => {
-            let r = metrics::write(j.as_ref(), run_id, path).await;
-            j.close().await;
-            r
-        }
-        Err(e) => Err(e.to_string()),
+/// After a run: `--metrics-file`, and the `[notify]` webhook of runbook.toml. A failure of
+/// either is reported, and does not change the run's exit code.
+async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
+    let Some(run_id) = &outcome.run_id else { return };
+    let j = match journal::open(state).await {
+        Ok(j) => j,
+        Err(e) => return complain(&format!("after the run: {e}"), json),
     };
-    if let Err(e) = written {
-        let message = format!("writing metrics to {}: {e}", path.display());
-        if json {
-            eprintln!("{}", serde_json::json!({"event": "error", "message": message}));
-        } else {
-            eprintln!("error: {message}");
+    if let Some(path) = &exec.metrics_file {
+        if let Err(e) = metrics::write(j.as_ref(), run_id, path).await {
+            complain(&format!("writing metrics to {}: {e}", path.display()), json);
         }
+    }
+    if let Err(e) = notify::after_run(j.as_ref(), run_id).await {
+        complain(&format!("notify webhook: {e}"), json);
+    }
+    j.close().await;
+}
+
+fn complain(message: &str, json: bool) {
+    if json {
+        eprintln!("{}", serde_json::json!({"event": "error", "message": message}));
+    } else {
+        eprintln!("error: {message}");
     }
 }
 

@@ -98,3 +98,40 @@ step("two", function() return 2 end)
         .to_string_lossy()
         .ends_with(".tmp")));
 }
+
+#[test]
+fn a_failed_run_posts_the_notify_webhook_of_runbook_toml() {
+    let env = Env::new();
+    let hook = crate::fixtures::HttpServer::start();
+    env.write("runbook.toml", "[notify]\nwebhook_env = \"OPS_WEBHOOK\"\n");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "nightly-backup" }
+step("dump", function() return true end)
+step("upload", function() fail("bucket unreachable") end)
+"#,
+    );
+    env.write("ok.lua", "runbook { name = \"fine\" }\nstep(\"one\", function() return 1 end)\n");
+    let url = hook.url("/echo?token=hook-secret-91b2");
+    let out = env.run_env(&["run", "--cron", "rb.lua"], &[("OPS_WEBHOOK", &url)]);
+    out.assert_code(1);
+    env.run_env(&["run", "ok.lua"], &[("OPS_WEBHOOK", &url)]).assert_code(0);
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 1, "only the failed run notifies");
+    assert_eq!(posts[0].method, "POST");
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["failed_step"], "upload");
+    assert_eq!(body["runbook"], "nightly-backup");
+    assert!(body["text"].as_str().unwrap().contains("failed at step 'upload'"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("bucket unreachable"), "{body}");
+    assert!(!out.all().contains("hook-secret-91b2"));
+    // Unset, the webhook's variable is an error that does not change the exit code.
+    let missing = env.run(&["run", "rb.lua"]);
+    missing.assert_code(1);
+    assert!(missing.stderr.contains("webhook_env: the variable OPS_WEBHOOK is not set"), "{}", missing.stderr);
+    env.write("runbook.toml", "[notify]\nwebhook = \"http://127.0.0.1:1/\"\non = [\"exploded\"]\n");
+    let bad = env.run(&["run", "rb.lua"]);
+    bad.assert_code(2);
+    assert!(bad.stderr.contains("[notify] on: unknown status 'exploded'"), "{}", bad.stderr);
+}
