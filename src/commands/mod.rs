@@ -105,6 +105,10 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
 /// either is reported, and does not change the run's exit code.
 async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
     let Some(run_id) = &outcome.run_id else { return };
+    let notifies = crate::config::get().is_ok_and(|c| c.notify.is_some());
+    if exec.metrics_file.is_none() && !notifies {
+        return;
+    }
     let j = match journal::open(state).await {
         Ok(j) => j,
         Err(e) => return complain(&format!("after the run: {e}"), json),
