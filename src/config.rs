@@ -51,6 +51,11 @@ impl Notify {
             (Some(_), Some(_)) => return Err("[notify]: give webhook or webhook_env, not both".into()),
         };
         crate::secret::register(&url, "notify webhook");
+        // Errors show the URL as parsed (normalised, credentials stripped): those forms too.
+        if let Ok(parsed) = crate::primitives::http::parse_url(&url) {
+            crate::secret::register(parsed.as_str(), "notify webhook");
+            crate::secret::register(&crate::primitives::http::shown_url(&parsed), "notify webhook");
+        }
         Ok(Some(url))
     }
 }
@@ -105,8 +110,16 @@ pub fn load(path: &Path) -> Result<Config, String> {
         }
     })?;
     if let Some(n) = &config.notify {
-        const STATUSES: &[&str] =
-            &["succeeded", "failed", "rolled_back", "rollback_failed", "cancelled", "waiting_approval", "interrupted"];
+        const STATUSES: &[&str] = &[
+            "succeeded",
+            "failed",
+            "rolling_back",
+            "rolled_back",
+            "rollback_failed",
+            "cancelled",
+            "waiting_approval",
+            "interrupted",
+        ];
         if let Some(bad) = n.on.iter().find(|s| !STATUSES.contains(&s.as_str())) {
             return Err(format!(
                 "{}: [notify] on: unknown status '{bad}' (one of {})",

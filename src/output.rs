@@ -67,6 +67,16 @@ impl Reporter {
         }
     }
 
+    /// A warning outside any run: JSON under --cron, a plain line on stderr otherwise.
+    pub fn warn_line(&self, text: &str) {
+        let text = redact(text);
+        if self.to_stderr {
+            let _ = writeln!(self.sink(), "{}", json!({"event": "warning", "message": text.as_ref(), "ts": now_ts()}));
+        } else {
+            eprintln!("{text}");
+        }
+    }
+
     /// For system cron: every event, and every other line, as JSON on stderr; nothing on stdout.
     pub fn for_cron() -> Reporter {
         Reporter { to_stderr: true, ..Reporter::new(Format::Json) }

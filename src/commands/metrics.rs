@@ -19,7 +19,8 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
     let run = journal.run(run_id).await.map_err(|e| e.to_string())?.ok_or("the run is not in the journal")?;
     let name = label(&run.runbook);
     let history = journal
-        .runs(&RunFilter { runbook: Some(run.runbook.clone()), limit: 1000 })
+        // Every run of the runbook the journal holds: a counter must never go down.
+        .runs(&RunFilter { runbook: Some(run.runbook.clone()), limit: i64::MAX })
         .await
         .map_err(|e| e.to_string())?;
     let last_success = history
@@ -37,7 +38,7 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
             .count() as u64;
     }
     let ended = run.finished_at.as_deref().and_then(epoch).unwrap_or_else(|| chrono::Utc::now().timestamp() as f64);
-    let duration = epoch(&run.started_at).map(|s| (ended - s).max(0.0)).unwrap_or(0.0);
+    let duration = epoch(&run.started_at).map(|s| ((ended - s).max(0.0) * 1000.0).round() / 1000.0).unwrap_or(0.0);
     let status = run.effective_status();
     let mut out = String::new();
     let mut metric = |name_: &str, kind: &str, help: &str, lines: Vec<(String, f64)>| {
@@ -66,8 +67,10 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
         vec![(format!("runbook=\"{name}\""), duration)],
     );
     let statuses = [
+        "running",
         "succeeded",
         "failed",
+        "rolling_back",
         "rolled_back",
         "rollback_failed",
         "cancelled",
@@ -87,17 +90,17 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
     metric(
         "runbook_step_failures_total",
         "counter",
-        "Steps that failed, over the runbook's last 1,000 runs in the journal.",
+        "Steps that failed, over every run of the runbook in the journal.",
         vec![(format!("runbook=\"{name}\""), failures as f64)],
     );
-    let tmp = path.with_file_name(format!(
-        ".{}.{}.tmp",
-        path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, out).map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("{}: {e}", path.display())
-    })
+    // A unique temporary file beside the target, synced, then renamed over it.
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".runbook-metrics-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    use std::io::Write as _;
+    tmp.write_all(out.as_bytes()).and_then(|_| tmp.as_file().sync_all()).map_err(|e| e.to_string())?;
+    tmp.persist(path).map(|_| ()).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -106,9 +106,32 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
 async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
     let Some(run_id) = &outcome.run_id else { return };
     let notifies = crate::config::get().is_ok_and(|c| c.notify.is_some());
-    if exec.metrics_file.is_none() && !notifies {
+    // A dry run changed nothing: it neither overwrites the real metrics nor notifies.
+    if (exec.metrics_file.is_none() && !notifies) || outcome.status == RunStatus::DryRun {
         return;
     }
+    // At most 20 seconds, and a signal ends it at once: the run is over and journaled.
+    let work = after_run_inner(state, run_id, exec, json);
+    let stop = async {
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(std::time::Duration::from_secs(20), work) => {}
+        _ = stop => complain("interrupted while writing metrics or notifying", json),
+    }
+}
+
+async fn after_run_inner(state: Option<&str>, run_id: &str, exec: &ExecArgs, json: bool) {
     let j = match journal::open(state).await {
         Ok(j) => j,
         Err(e) => return complain(&format!("after the run: {e}"), json),
@@ -125,6 +148,8 @@ async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecAr
 }
 
 fn complain(message: &str, json: bool) {
+    let message = crate::secret::redact(message);
+    let message = message.as_ref();
     if json {
         eprintln!("{}", serde_json::json!({"event": "error", "message": message}));
     } else {

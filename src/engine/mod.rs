@@ -576,7 +576,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         release_lock(ctx).await;
         if interrupted {
             let why = stopped_by.map(|r| r.describe()).unwrap_or_default();
-            eprintln!("{}: {why} before the run started", ctx.file);
+            ctx.out.warn_line(&format!("{}: {why} before the run started", ctx.file));
             return Ok(Outcome {
                 run_id: None,
                 status: RunStatus::Interrupted,

@@ -126,6 +126,11 @@ step("upload", function() fail("bucket unreachable") end)
     assert!(body["text"].as_str().unwrap().contains("failed at step 'upload'"), "{body}");
     assert!(body["error"].as_str().unwrap().contains("bucket unreachable"), "{body}");
     assert!(!out.all().contains("hook-secret-91b2"));
+    // An unreachable webhook is reported without its token, even as the URL parser rewrote it.
+    let unreachable = env.run_env(&["run", "rb.lua"], &[("OPS_WEBHOOK", "HTTP://127.0.0.1:1?token=leak-7c1d")]);
+    unreachable.assert_code(1);
+    assert!(unreachable.stderr.contains("notify webhook"), "{}", unreachable.stderr);
+    assert!(!unreachable.all().contains("leak-7c1d"), "{}", unreachable.all());
     // Unset, the webhook's variable is an error that does not change the exit code.
     let missing = env.run(&["run", "rb.lua"]);
     missing.assert_code(1);

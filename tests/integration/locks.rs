@@ -79,6 +79,7 @@ fn lock_wait_queues_a_second_run_behind_the_first_and_gives_up_after_its_time() 
     assert_eq!(first.status.code(), Some(0));
     let patient = crate::harness::finish(patient, 90);
     assert_eq!(patient.status.code(), Some(0), "{}", String::from_utf8_lossy(&patient.stdout));
+    assert!(String::from_utf8_lossy(&patient.stdout).contains("waiting up to"), "it did wait");
     let bad = env.run(&["run", "rb.lua", "--lock-wait", "soon"]);
     bad.assert_code(2);
     assert!(bad.stderr.contains("invalid duration 'soon'"), "{}", bad.stderr);
