@@ -110,21 +110,12 @@ pub fn load(path: &Path) -> Result<Config, String> {
         }
     })?;
     if let Some(n) = &config.notify {
-        const STATUSES: &[&str] = &[
-            "succeeded",
-            "failed",
-            "rolling_back",
-            "rolled_back",
-            "rollback_failed",
-            "cancelled",
-            "waiting_approval",
-            "interrupted",
-        ];
-        if let Some(bad) = n.on.iter().find(|s| !STATUSES.contains(&s.as_str())) {
+        let statuses: Vec<&str> = crate::journal::RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+        if let Some(bad) = n.on.iter().find(|s| !statuses.contains(&s.as_str())) {
             return Err(format!(
                 "{}: [notify] on: unknown status '{bad}' (one of {})",
                 path.display(),
-                STATUSES.join(", ")
+                statuses.join(", ")
             ));
         }
         if n.webhook.is_some() == n.webhook_env.is_some() {

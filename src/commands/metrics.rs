@@ -66,25 +66,13 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
         "How long the last run took.",
         vec![(format!("runbook=\"{name}\""), duration)],
     );
-    let statuses = [
-        "running",
-        "succeeded",
-        "failed",
-        "rolling_back",
-        "rolled_back",
-        "rollback_failed",
-        "cancelled",
-        "waiting_approval",
-        "interrupted",
-        "dry_run",
-    ];
     metric(
         "runbook_run_status",
         "gauge",
         "1 for the status of the last run, 0 for the others.",
-        statuses
+        RunStatus::ALL
             .iter()
-            .map(|s| (format!("runbook=\"{name}\",status=\"{s}\""), if status.as_str() == *s { 1.0 } else { 0.0 }))
+            .map(|s| (format!("runbook=\"{name}\",status=\"{}\"", s.as_str()), if status == *s { 1.0 } else { 0.0 }))
             .collect(),
     );
     metric(

@@ -66,3 +66,18 @@ pub fn options<T: serde::de::DeserializeOwned + Default>(
         Some(other) => Err(error(primitive, format!("{what}: expected a table, got a {}", other.type_name()))),
     }
 }
+
+/// A string, number, boolean or secret (its value) for env and stdin, where secrets may go.
+pub fn text_or_secret(primitive: &str, what: &str, v: Value) -> mlua::Result<String> {
+    match v {
+        Value::String(s) => Ok(s.to_string_lossy()),
+        Value::Integer(i) => Ok(i.to_string()),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Boolean(b) => Ok(b.to_string()),
+        Value::UserData(ud) => match ud.borrow::<crate::secret::Secret>() {
+            Ok(s) => Ok(s.expose().to_string()),
+            Err(_) => Err(error(primitive, format!("{what}: expected a string or a secret"))),
+        },
+        other => Err(error(primitive, format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
+    }
+}

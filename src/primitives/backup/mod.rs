@@ -494,28 +494,14 @@ async fn inventory_sqlite(path: &Path, only: &[String]) -> Result<(BTreeMap<Stri
     Ok((counts, version))
 }
 
-/// A private temporary folder (0700) removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Result<Scratch, BackupError> {
-        use std::os::unix::fs::DirBuilderExt;
-        // Verification and restore keep the downloaded object here until its checksum is known:
-        // RUNBOOK_SCRATCH_DIR moves it off a small or memory-backed /tmp.
-        let base = std::env::var_os("RUNBOOK_SCRATCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        let p = base.join(format!("runbook-backup-{:016x}", rand::random::<u64>()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&p)
-            .map_err(|e| BackupError::Usage(format!("cannot create {} (RUNBOOK_SCRATCH_DIR): {e}", p.display())))?;
-        Ok(Scratch(p))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A private temporary folder (0700, tempfile's default) removed when dropped. Verification and
+/// restore keep the downloaded object here until its checksum is known: RUNBOOK_SCRATCH_DIR
+/// moves it off a small or memory-backed /tmp.
+fn scratch() -> Result<tempfile::TempDir, BackupError> {
+    let base = std::env::var_os("RUNBOOK_SCRATCH_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new().prefix("runbook-backup-").tempdir_in(&base).map_err(|e| {
+        BackupError::Usage(format!("cannot create a folder in {} (RUNBOOK_SCRATCH_DIR): {e}", base.display()))
+    })
 }
 
 /// Streams `raw` through compression and hashing into `store` at `key`; returns (raw bytes,
@@ -730,8 +716,8 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
             if !spec.tables.is_empty() {
                 return Err(BackupError::Usage("tables: a SQLite backup is the whole database file".into()));
             }
-            let scratch = Scratch::new()?;
-            let copy = scratch.0.join("copy.sqlite");
+            let scratch = scratch()?;
+            let copy = scratch.path().join("copy.sqlite");
             let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
             let mut conn = sqlx::SqliteConnection::connect_with(&opts).await?;
             sqlx::query("vacuum into ?").bind(copy.display().to_string()).execute(&mut conn).await?;
@@ -822,9 +808,9 @@ pub async fn load_manifest(store: &Store, key: &str) -> Result<Manifest, BackupE
 
 /// Downloads the object to a private file while hashing it; refuses it unless the checksum
 /// matches. Returns the file (compressed as stored).
-async fn fetch_checked(store: &Store, m: &Manifest, scratch: &Scratch) -> Result<PathBuf, BackupError> {
+async fn fetch_checked(store: &Store, m: &Manifest, scratch: &tempfile::TempDir) -> Result<PathBuf, BackupError> {
     let (_, mut stream) = store.get_stream(&m.key).await?;
-    let path = scratch.0.join("object");
+    let path = scratch.path().join("object");
     let mut f = tokio::fs::File::create(&path).await.map_err(|e| BackupError::Usage(e.to_string()))?;
     let mut h = Sha256::new();
     let mut n = 0u64;
@@ -1085,11 +1071,11 @@ async fn verify_steps(
     checks: &[Check],
     scratch_name: &str,
 ) -> Result<Verified, BackupError> {
-    let scratch = Scratch::new()?;
+    let scratch = scratch()?;
     let object = fetch_checked(store, m, &scratch).await?;
     let (target, created) = match (into, m.engine.as_str()) {
         (Some(t), _) => (t.clone(), false),
-        (None, "sqlite") => (Source::Sqlite { path: scratch.0.join("verify.sqlite") }, false),
+        (None, "sqlite") => (Source::Sqlite { path: scratch.path().join("verify.sqlite") }, false),
         (None, _) => {
             let server = server.ok_or_else(|| {
                 BackupError::Usage(
@@ -1237,7 +1223,7 @@ pub async fn restore(
             into.shown()
         )));
     }
-    let scratch = Scratch::new()?;
+    let scratch = scratch()?;
     let object = fetch_checked(store, m, &scratch).await?;
     let counts = restore_into(m, &object, into, clean && tables > 0).await?;
     Ok(serde_json::json!({

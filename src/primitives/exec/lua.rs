@@ -6,7 +6,7 @@ use serde_json::json;
 
 use super::{ExecSpec, Program, Stream};
 use crate::engine::Ctx;
-use crate::primitives::error;
+use crate::primitives::{error, text_or_secret};
 use crate::secret::Secret;
 
 /// Output lines of one command streamed to the log (and journaled as events); the rest are
@@ -17,20 +17,6 @@ const KEYS: &[&str] = &["shell", "env", "cwd", "stdin", "timeout", "check", "rea
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     lua.globals().set("exec", lua.create_async_function(exec)?)
-}
-
-/// A string or a secret, for env and stdin (where secrets may go).
-fn text_or_secret(v: Value, what: &str) -> mlua::Result<String> {
-    match v {
-        Value::String(s) => Ok(s.to_string_lossy()),
-        Value::Integer(i) => Ok(i.to_string()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::UserData(ud) => match ud.borrow::<Secret>() {
-            Ok(s) => Ok(s.expose().to_string()),
-            Err(_) => Err(error("exec", format!("{what}: expected a string or a secret"))),
-        },
-        other => Err(error("exec", format!("{what}: expected a string, got a {}", other.type_name()))),
-    }
 }
 
 /// Refuses secrets in a command line, where `ps` shows them to every user.
@@ -90,12 +76,12 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
                         if name.is_empty() || name.contains('=') || name.contains('\0') {
                             return Err(error("exec", format!("env: invalid variable name '{name}'")));
                         }
-                        let value = text_or_secret(value, &format!("env.{name}"))?;
+                        let value = text_or_secret("exec", &format!("env.{name}"), value)?;
                         spec.env.push((name, value));
                     }
                 }
                 ("cwd", Value::String(s)) => spec.cwd = Some(s.to_string_lossy().into()),
-                ("stdin", v) => spec.stdin = Some(text_or_secret(v, "stdin")?.into_bytes()),
+                ("stdin", v) => spec.stdin = Some(text_or_secret("exec", "stdin", v)?.into_bytes()),
                 ("timeout", v) => {
                     let d = crate::duration::from_lua(&v).map_err(|e| error("exec", format!("timeout: {e}")))?;
                     spec.timeout = Some(d).filter(|d| !d.is_zero());

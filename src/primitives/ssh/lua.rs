@@ -20,8 +20,8 @@ use super::inventory::{expand_home, settings_for, HostSettings};
 use super::{ConnectSpec, ExecSpec, HostKeyNote, HostKeyPolicy, Key, Session, SshError, Stream};
 use crate::engine::Ctx;
 use crate::journal::ItemRecord;
-use crate::primitives::error;
 use crate::primitives::log::{log, Level};
+use crate::primitives::{error, text_or_secret};
 use crate::secret::Secret;
 
 /// Output lines of one remote command shown in the log; the rest are counted.
@@ -308,20 +308,6 @@ struct ExecOpts {
     stdin: Option<IgnoredAny>,
 }
 
-fn text_or_secret(v: Value, what: &str) -> mlua::Result<String> {
-    match v {
-        Value::String(s) => Ok(s.to_string_lossy()),
-        Value::Integer(i) => Ok(i.to_string()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Boolean(b) => Ok(b.to_string()),
-        Value::UserData(ud) => match ud.borrow::<Secret>() {
-            Ok(s) => Ok(s.expose().to_string()),
-            Err(_) => Err(error("ssh", format!("{what}: expected a string or a secret"))),
-        },
-        other => Err(error("ssh", format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
-    }
-}
-
 async fn exec(lua: Lua, this: &SshSession, cmd: Value, opts: Option<Value>) -> mlua::Result<Value> {
     let command = match cmd {
         Value::String(s) => s.to_string_lossy(),
@@ -351,11 +337,13 @@ async fn exec(lua: Lua, this: &SshSession, cmd: Value, opts: Option<Value>) -> m
                 };
                 for pair in env.pairs::<String, Value>() {
                     let (name, value) = pair?;
-                    spec.env.push((name.clone(), text_or_secret(value, &format!("env.{name}"))?));
+                    spec.env.push((name.clone(), text_or_secret("ssh", &format!("env.{name}"), value)?));
                 }
                 spec.env.sort();
             }
-            Value::String(s) if s.to_string_lossy() == "stdin" => spec.stdin = text_or_secret(v, "stdin")?.into_bytes(),
+            Value::String(s) if s.to_string_lossy() == "stdin" => {
+                spec.stdin = text_or_secret("ssh", "stdin", v)?.into_bytes()
+            }
             _ => plain.set(k, v)?,
         }
     }
