@@ -18,17 +18,7 @@ async fn evaluate(
     if !path.exists() {
         return Err(Error::Usage(format!("runbook file {} does not exist", path.display())));
     }
-    let inv = Invocation {
-        path: path.to_path_buf(),
-        mode,
-        params,
-        params_file,
-        yes: false,
-        trigger: "plan".into(),
-        max_memory: None,
-        lock_wait: None,
-        resume: None,
-    };
+    let inv = Invocation { params, params_file, trigger: "plan".into(), ..Invocation::new(path.to_path_buf(), mode) };
     engine::execute(inv, None, super::static_reporter()).await
 }
 
@@ -105,7 +95,7 @@ fn duration_of(run: &RunRecord) -> String {
 
 pub async fn history(state: Option<&str>, runbook: Option<String>, limit: i64, output: Format) -> Result<u8> {
     let journal = journal::open(state).await?;
-    let runs = journal.runs(&RunFilter { runbook, limit }).await?;
+    let runs = journal.runs(&RunFilter { runbook, limit, ..RunFilter::default() }).await?;
     if output == Format::Json {
         let list: Vec<_> = runs
             .iter()

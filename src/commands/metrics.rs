@@ -20,7 +20,7 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
     let name = label(&run.runbook);
     let history = journal
         // Every run of the runbook the journal holds: a counter must never go down.
-        .runs(&RunFilter { runbook: Some(run.runbook.clone()), limit: i64::MAX })
+        .runs(&RunFilter { runbook: Some(run.runbook.clone()), limit: i64::MAX, ..RunFilter::default() })
         .await
         .map_err(|e| e.to_string())?;
     let last_success = history

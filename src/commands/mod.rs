@@ -29,15 +29,13 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
 
 fn invocation(path: PathBuf, mode: Mode, params: ParamArgs, exec: &ExecArgs) -> Invocation {
     Invocation {
-        path,
-        mode,
         params: params.params,
         params_file: params.params_file,
         yes: exec.yes,
         trigger: trigger(),
         max_memory: exec.max_memory,
         lock_wait: exec.lock_wait,
-        resume: None,
+        ..Invocation::new(path, mode)
     }
 }
 
@@ -55,7 +53,9 @@ async fn run(state: Option<&str>, args: RunArgs) -> Result<u8> {
     let mode = if args.dry_run { Mode::DryRun } else { Mode::Run };
     let inv = invocation(args.file, mode, args.params, &args.exec);
     let reporter = if args.cron { Reporter::for_cron() } else { Reporter::new(args.exec.output) };
-    let outcome = engine::execute(inv, Some(journal), reporter).await?;
+    let outcome = engine::execute(inv, Some(journal.clone()), reporter).await;
+    journal.close().await;
+    let outcome = outcome?;
     after_run(state, &outcome, &args.exec, args.cron).await;
     Ok(outcome.exit_code())
 }
@@ -96,7 +96,9 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
     let mut inv = invocation(display_path(&path), Mode::Run, args.params, &args.exec);
     inv.trigger = run.trigger.clone();
     inv.resume = Some((run, steps));
-    let outcome = engine::execute(inv, Some(journal), Reporter::new(args.exec.output)).await?;
+    let outcome = engine::execute(inv, Some(journal.clone()), Reporter::new(args.exec.output)).await;
+    journal.close().await;
+    let outcome = outcome?;
     after_run(state, &outcome, &args.exec, false).await;
     Ok(outcome.exit_code())
 }

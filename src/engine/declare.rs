@@ -108,7 +108,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     let sources = Sources {
         cli: &ctx.inv_params,
         file: file_table.as_ref(),
-        stored: ctx.resume.as_ref().map(|r| &r.params),
+        stored: ctx.resume.as_ref().filter(|_| !ctx.queued).map(|r| &r.params),
         lenient: ctx.mode.is_static(),
     };
     let (values, warnings) = params::resolve(&decl.params, &sources).map_err(|p| ctx.raise(Halt::Params(p)))?;
@@ -207,6 +207,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 new_status: next,
                 me: &ctx.me,
                 lease_secs: super::lease_secs(),
+                params: ctx.queued.then_some(&stored_params),
             };
             match journal.claim_run(&claim).await {
                 Ok(true) => Ok(()),
@@ -240,6 +241,8 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 heartbeat_at: now,
                 lease_secs: super::lease_secs(),
                 cancel_requested: false,
+                queue_key: None,
+                not_before: None,
             };
             journal.create_run(&record).await.map_err(Halt::from)
         }
@@ -255,7 +258,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         st.heartbeat = Some(super::spawn_heartbeat(&ctx, run_id.clone(), journal.clone()));
     }
     ctx.out.attach(&run_id, journal);
-    let event = if ctx.resume.is_some() { "run_resumed" } else { "run_started" };
+    let event = if ctx.resume.is_some() && !ctx.queued { "run_resumed" } else { "run_started" };
     ctx.out.emit(
         event,
         None,

@@ -65,6 +65,46 @@ pub struct Invocation {
     pub lock_wait: Option<std::time::Duration>,
     /// The run being resumed, with its steps.
     pub resume: Option<(RunRecord, Vec<StepRecord>)>,
+    /// `resume` is a queued run this process just claimed: it starts from its first step with
+    /// the params it was queued with.
+    pub queued: bool,
+    /// The runbook's text, when it comes from the journal (a queued or taken-over run runs the
+    /// text it was queued with) rather than from `path`.
+    pub source: Option<String>,
+    /// A signal lets the running step finish and stops the run before the next one (a second
+    /// signal stops it at once): the scheduler's and worker's graceful shutdown.
+    pub drain: bool,
+}
+
+impl Invocation {
+    /// An evaluation of `path` with nothing else asked.
+    pub fn new(path: PathBuf, mode: Mode) -> Invocation {
+        Invocation {
+            path,
+            mode,
+            params: Vec::new(),
+            params_file: None,
+            yes: false,
+            trigger: "cli".into(),
+            max_memory: None,
+            lock_wait: None,
+            resume: None,
+            queued: false,
+            source: None,
+            drain: false,
+        }
+    }
+}
+
+static DRAINING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this process is shutting down gracefully: no new step starts.
+pub fn draining() -> bool {
+    DRAINING.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+pub fn start_draining() {
+    DRAINING.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Why a run stops other than by finishing: raised as a Lua error and also kept in the context,
@@ -184,6 +224,9 @@ pub struct Ctx {
     pub yes: bool,
     pub trigger: String,
     pub resume: Option<RunRecord>,
+    /// `resume` is a freshly claimed queued run.
+    pub queued: bool,
+    pub drain: bool,
     pub lock_wait: Option<std::time::Duration>,
     pub me: Owner,
     pub(crate) st: RefCell<State>,
@@ -340,8 +383,12 @@ pub fn content_hash(source: &str) -> String {
 /// Reads, evaluates and journals one runbook.
 pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
     let file = inv.path.display().to_string();
-    let source =
-        std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?;
+    let source = match inv.source {
+        Some(s) => s,
+        None => {
+            std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?
+        }
+    };
     let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
     let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let (stop_tx, _) = watch::channel(None);
@@ -381,6 +428,8 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         lock_wait: inv.lock_wait,
         trigger: inv.trigger,
         resume,
+        queued: inv.queued,
+        drain: inv.drain,
         me: Owner::current(),
         st: RefCell::new(State { records, rollback_resume, replay_pending, ..State::default() }),
         stop_tx,
@@ -403,7 +452,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
             },
         )?;
 
-    let signals = spawn_signal_watch(&ctx);
+    let signals = spawn_signal_watch(&ctx, inv.drain);
     let mut stop_rx = ctx.stop_tx.subscribe();
     let result = tokio::select! {
         r = func.call_async::<()>(()) => Some(r),
@@ -412,9 +461,6 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     let outcome = finish(&lua, &ctx, result).await;
     signals.abort();
     ctx.out.flush().await;
-    if let Some(j) = &ctx.journal {
-        j.close().await;
-    }
     outcome
 }
 
@@ -448,19 +494,38 @@ fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
 
 /// SIGINT and SIGTERM stop the run gracefully: the running step (or undo) is abandoned, its
 /// child processes killed, its record left as interrupted, and the run can be resumed.
-fn spawn_signal_watch(ctx: &Rc<Ctx>) -> tokio::task::JoinHandle<()> {
+///
+/// With `drain`, the first signal only stops the run before its next step (see [`draining`]);
+/// a second one stops it at once.
+fn spawn_signal_watch(ctx: &Rc<Ctx>, drain: bool) -> tokio::task::JoinHandle<()> {
     let tx = ctx.stop_tx.clone();
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
         let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
             return;
         };
-        let name = tokio::select! {
+        let mut name = tokio::select! {
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
+        if drain && !draining() {
+            start_draining();
+            name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+        }
         tx.send_replace(Some(StopReason::Signal(name)));
     })
+}
+
+impl Ctx {
+    /// Under a graceful shutdown, stops the run before a new step starts.
+    pub(crate) fn stop_if_draining(&self) {
+        if self.drain && draining() && self.stop_requested().is_none() {
+            self.stop_tx.send_replace(Some(StopReason::Signal("SIGTERM (graceful shutdown)")));
+        }
+    }
 }
 
 /// Keeps the run's heartbeat (and its lock's) fresh, notices `runbook cancel`, and stops the

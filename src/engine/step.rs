@@ -174,6 +174,10 @@ fn option_summary(o: &StepOpts) -> Vec<String> {
 /// has not been halted.
 fn enter(lua: &Lua, ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
     ctx.check_halt()?;
+    ctx.stop_if_draining();
+    if let Some(reason) = ctx.stop_requested() {
+        return Err(mlua::Error::external(Halt::Cancelled(reason.describe())));
+    }
     ctx.refuse_in_coroutine(lua, what)?;
     if ctx.st.borrow().decl.is_none() {
         return Err(

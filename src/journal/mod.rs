@@ -1,9 +1,12 @@
-//! The journal: the only code that writes run state. One interface, one schema; SQLite is the
-//! embedded default, and a PostgreSQL backend can sit behind the same trait.
+//! The journal: the only code that writes run state. One interface, one schema, two backends:
+//! SQLite (the embedded default, one machine) and PostgreSQL (many runners, schedulers and
+//! workers sharing one journal). Both run the same SQL (see `sql.rs`).
 //!
 //! Every write is a single statement (an upsert or a compare-and-swap update), so a SIGKILL at
 //! any instant leaves the journal consistent, and two processes sharing it never interleave
 //! half-done changes.
+mod postgres;
+mod sql;
 mod sqlite;
 
 use std::fmt;
@@ -13,6 +16,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::Serialize;
 
+pub use postgres::PgJournal;
 pub use sqlite::SqliteJournal;
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,8 @@ pub type JResult<T> = Result<T, JournalError>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Waiting in the queue for a worker (`runbook enqueue`, a schedule's fire).
+    Queued,
     Running,
     Succeeded,
     Failed,
@@ -54,7 +60,8 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 10] = [
+    pub const ALL: [RunStatus; 11] = [
+        RunStatus::Queued,
         RunStatus::Running,
         RunStatus::Succeeded,
         RunStatus::Failed,
@@ -68,6 +75,7 @@ impl RunStatus {
     ];
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Succeeded => "succeeded",
             RunStatus::Failed => "failed",
@@ -213,6 +221,10 @@ pub struct RunRecord {
     pub heartbeat_at: String,
     pub lease_secs: i64,
     pub cancel_requested: bool,
+    /// Runs with the same key run one at a time, in order (a schedule's runs).
+    pub queue_key: Option<String>,
+    /// A queued run is not started before this time (a schedule's jitter).
+    pub not_before: Option<String>,
 }
 
 impl RunRecord {
@@ -304,6 +316,8 @@ pub struct Claim<'a> {
     pub new_status: RunStatus,
     pub me: &'a Owner,
     pub lease_secs: i64,
+    /// A queued run starting: its resolved params, stored with its start time.
+    pub params: Option<&'a serde_json::Value>,
 }
 
 /// Who holds a lock, when it is refused.
@@ -325,7 +339,22 @@ pub enum LockOutcome {
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
     pub runbook: Option<String>,
+    pub queue_key: Option<String>,
     pub limit: i64,
+}
+
+/// One fire time of a schedule, claimed by exactly one scheduler: the row's key is
+/// (schedule, fire_at), whatever the number of schedulers and their clocks.
+#[derive(Debug, Clone, Serialize)]
+pub struct FireRecord {
+    pub schedule: String,
+    /// The nominal fire time from the cron expression (RFC 3339 UTC).
+    pub fire_at: String,
+    pub run_id: Option<String>,
+    /// "queued", "skipped_overlap", "paused", "missed".
+    pub outcome: String,
+    pub fired_by: String,
+    pub fired_at: String,
 }
 
 /// What the heartbeat learns about its run.
@@ -388,6 +417,20 @@ pub trait Journal: Send + Sync {
     async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool>;
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;
     async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>>;
+    /// Takes the oldest queued run that may start now (its `not_before` passed, no earlier run
+    /// with its queue key still queued or active) for this process, as `running`.
+    async fn claim_queued(&self, me: &Owner, lease_secs: i64) -> JResult<Option<RunRecord>>;
+    /// Active or interrupted runs started by a schedule or a queue: a worker resumes those
+    /// whose process is gone.
+    async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>>;
+    /// Claims a schedule's fire time and queues its run, in one transaction; false when
+    /// another scheduler claimed that fire time first.
+    async fn fire(&self, fire: &FireRecord, run: Option<&RunRecord>) -> JResult<bool>;
+    /// The latest fires of a schedule, newest first.
+    async fn fires(&self, schedule: &str, limit: i64) -> JResult<Vec<FireRecord>>;
+    /// When a schedule paused by failures was last unpaused.
+    async fn unpaused_at(&self, schedule: &str) -> JResult<Option<String>>;
+    async fn unpause(&self, schedule: &str, actor: &str) -> JResult<()>;
     async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome>;
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
     /// Re-applies `scrub` to what a run already journaled (its params, error, events), after a
@@ -406,13 +449,12 @@ pub async fn open(state: Option<&str>) -> JResult<Arc<dyn Journal>> {
             let path = url.trim_start_matches("sqlite://");
             Ok(Arc::new(SqliteJournal::open(Path::new(path), false).await?))
         }
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Err(JournalError::Open {
-            location: "postgres://…".into(),
-            reason: "the PostgreSQL journal backend is not built yet (issue 8); use a SQLite path".into(),
-        }),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PgJournal::open(url).await?))
+        }
         Some(url) if url.contains("://") => Err(JournalError::Open {
             location: url.split("://").next().unwrap_or("").to_string() + "://…",
-            reason: "unknown journal scheme; use a file path or sqlite://PATH".into(),
+            reason: "unknown journal scheme; use a file path, sqlite://PATH or postgres://…".into(),
         }),
         Some(path) => Ok(Arc::new(SqliteJournal::open(Path::new(path), false).await?)),
     }

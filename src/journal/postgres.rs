@@ -1,0 +1,105 @@
+//! The shared journal in PostgreSQL: many runners, schedulers and workers on many machines.
+//!
+//! Ownership works as in SQLite (every write is a compare-and-swap on the owner), with the
+//! heartbeat deciding across machines: a run or lock whose holder's heartbeat is older than its
+//! lease is taken over. Queued runs are claimed with `FOR UPDATE SKIP LOCKED`, so workers never
+//! wait on each other; a schedule's fire time is a primary key, so it fires once.
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection, Postgres, Row};
+
+use super::sql::{self, lock_holder_gone};
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+pub struct PgJournal {
+    pool: PgPool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+impl PgJournal {
+    /// Connects and applies the migrations (sqlx holds an advisory lock while migrating, so
+    /// runners starting together do not race).
+    pub async fn open(url: &str) -> JResult<PgJournal> {
+        let shown = without_password(url);
+        let fail = |reason: String| JournalError::Open {
+            location: shown.clone(),
+            reason: crate::secret::redact(&reason.replace(url, &shown)).into_owned(),
+        };
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| fail(e.to_string()))?
+            .application_name("runbook")
+            // Statements are short; one stuck behind a lock says so instead of hanging a runner.
+            .options([("statement_timeout", "30s"), ("lock_timeout", "10s")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(30))
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        MIGRATOR.run(&pool).await?;
+        Ok(PgJournal { pool, shown })
+    }
+
+    fn describe(&self) -> String {
+        self.shown.clone()
+    }
+
+    async fn db(&self) -> JResult<PoolConnection<Postgres>> {
+        Ok(self.pool.acquire().await?)
+    }
+
+    async fn shutdown(&self) {
+        self.pool.close().await;
+    }
+
+    /// Workers skip the rows another worker is claiming instead of waiting for them; the
+    /// oldest queued run of a key is the only one of its key that may be taken.
+    const CLAIM_QUEUED: &'static str = "UPDATE runs SET status = 'running', host = $1, pid = $2, pid_start = $3,
+            heartbeat_at = $4, lease_secs = $5
+     WHERE status = 'queued' AND id = (
+        SELECT q.id FROM runs q
+        WHERE q.status = 'queued' AND (q.not_before IS NULL OR q.not_before <= $4)
+          AND (q.queue_key IS NULL OR NOT EXISTS (
+                SELECT 1 FROM runs o WHERE o.queue_key = q.queue_key AND o.id <> q.id
+                  AND (o.status IN ('running', 'rolling_back', 'interrupted')
+                       OR (o.status = 'queued' AND (o.created_at < q.created_at OR (o.created_at = q.created_at AND o.id < q.id))))))
+        ORDER BY q.created_at, q.id LIMIT 1
+        FOR UPDATE SKIP LOCKED)";
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user@host/db`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "postgres://…".into() };
+    let (auth, host) = match rest.rsplit_once('@') {
+        Some((auth, host)) => (Some(auth), host),
+        None => (None, rest),
+    };
+    let host = host.split('?').next().unwrap_or(host);
+    match auth {
+        Some(a) => format!("{scheme}://{}@{host}", a.split(':').next().unwrap_or("")),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+sql::sql_journal!(PgJournal, Postgres);
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn password_never_shown() {
+        assert_eq!(
+            super::without_password("postgres://app:s3cr3t@db:5432/x?sslmode=require"),
+            "postgres://app@db:5432/x"
+        );
+        assert_eq!(super::without_password("postgresql://db/x"), "postgresql://db/x");
+    }
+}
