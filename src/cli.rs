@@ -131,6 +131,37 @@ it, and a note says where.")]
         /// Run id, unique prefix, or `last`
         run: String,
     },
+    /// Queue a run for the workers (`runbook worker`, `runbook schedule`) to take
+    #[command(after_help = "Examples:
+  runbook enqueue runbooks/db_backup.lua -p database=app
+  RUNBOOK_STATE=postgres://runbook@db/runbook runbook enqueue vacuum.lua
+
+The runbook is checked now (syntax, declaration, params); a worker runs the text queued here.
+Secrets are not queued: workers read them from their own environment.")]
+    Enqueue {
+        /// The runbook file
+        file: PathBuf,
+        #[command(flatten)]
+        params: ParamArgs,
+    },
+    /// Run queued runs, and resume runs whose worker died, until SIGTERM
+    #[command(after_help = "Examples:
+  RUNBOOK_STATE=postgres://runbook@db/runbook runbook worker --concurrency 4
+  runbook worker --until-empty                    # drain the queue, then exit
+
+SIGTERM (or Ctrl-C) lets each running step finish, checkpoints, and exits; a second one stops
+at once. Runs a worker held when it died are resumed by another worker after their lease
+(RUNBOOK_LEASE_SECS, 30 s), at once on the same host.")]
+    Worker(WorkerArgs),
+    /// The built-in scheduler: fires the [[schedule]] entries of runbook.toml and runs them
+    #[command(after_help = "Examples:
+  runbook schedule                       # in the foreground (systemd, a container)
+  runbook schedule --list                # each entry, its next fire times and last outcome
+  runbook schedule --once                # fire what is due, run it, exit
+  runbook schedule --unpause nightly-backup
+
+Any number of schedulers may share a PostgreSQL journal: each fire time runs exactly once.")]
+    Schedule(ScheduleArgs),
     /// Print shell completions
     #[command(after_help = "Examples:
   runbook completions bash > /etc/bash_completion.d/runbook
@@ -205,6 +236,37 @@ pub struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Runs at once in this process
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    /// How often an idle worker looks for queued runs
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub poll: std::time::Duration,
+    /// Exit when the queue is empty and nothing runs (prints a JSON summary on stdout)
+    #[arg(long)]
+    pub until_empty: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// List the schedules, their next fire times and last outcomes, and exit
+    #[arg(long, conflicts_with_all = ["once", "unpause"])]
+    pub list: bool,
+    /// Fire whatever is due (catch-up included), run it, and exit
+    #[arg(long, conflicts_with = "unpause")]
+    pub once: bool,
+    /// Let a schedule paused by `pause_after_failures` fire again, and exit
+    #[arg(long, value_name = "NAME")]
+    pub unpause: Option<String>,
+    /// Runs at once in this scheduler
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Format,
+}
+
+#[derive(Debug, Args)]
 pub struct PlanArgs {
     /// The runbook file
     pub file: PathBuf,
@@ -275,7 +337,10 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { crate::error::exit::USAGE } else { 0 });
         }
     };
-    let cron = matches!(&cli.command, Command::Run(r) if r.cron);
+    // Unattended: `run --cron`, and the scheduler and workers (which also log JSON lines).
+    let cron = matches!(&cli.command, Command::Run(r) if r.cron)
+        || matches!(&cli.command, Command::Worker(_))
+        || matches!(&cli.command, Command::Schedule(a) if !a.list && a.unpause.is_none());
     if cron {
         // Set before any thread starts: gates never ask under --cron.
         std::env::set_var("RUNBOOK_NONINTERACTIVE", "1");

@@ -17,6 +17,15 @@ pub struct Config {
     pub hosts: BTreeMap<String, Group>,
     /// `[notify]`: a webhook posted when a run ends badly.
     pub notify: Option<Notify>,
+    /// The journal every command uses when `--state` / RUNBOOK_STATE is not given (a path,
+    /// sqlite://PATH or postgres://…; prefer RUNBOOK_STATE for a URL with a password).
+    pub state: Option<String>,
+    /// `[[schedule]]`: runbooks the built-in scheduler runs (`runbook schedule`).
+    #[serde(default, rename = "schedule")]
+    pub schedules: Vec<crate::scheduler::ScheduleEntry>,
+    /// The schedules, checked (filled by `load`).
+    #[serde(skip)]
+    pub checked_schedules: Vec<crate::scheduler::Schedule>,
     /// The file it came from (None: no file).
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -125,6 +134,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
     for (name, group) in &config.hosts {
         group.check().map_err(|e| format!("{}: [hosts.{name}]: {e}", path.display()))?;
     }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    config.checked_schedules =
+        crate::scheduler::check(&config.schedules, dir).map_err(|e| format!("{}: {e}", path.display()))?;
     config.path = Some(path.to_path_buf());
     Ok(config)
 }

@@ -11,4 +11,5 @@ pub mod lua;
 pub mod output;
 pub mod primitives;
 pub mod process;
+pub mod scheduler;
 pub mod secret;

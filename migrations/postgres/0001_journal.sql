@@ -25,7 +25,8 @@ CREATE TABLE runs (
     lease_secs       BIGINT NOT NULL,
     cancel_requested BOOLEAN NOT NULL DEFAULT FALSE,
     queue_key        TEXT,
-    not_before       TEXT
+    not_before       TEXT,
+    queued_params    TEXT
 );
 CREATE INDEX runs_by_created ON runs (created_at);
 CREATE INDEX runs_by_runbook ON runs (runbook, created_at);

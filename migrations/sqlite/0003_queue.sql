@@ -2,6 +2,7 @@
 -- (a schedule's runs), a start delay (jitter), and one row per claimed fire time.
 ALTER TABLE runs ADD COLUMN queue_key TEXT;
 ALTER TABLE runs ADD COLUMN not_before TEXT;
+ALTER TABLE runs ADD COLUMN queued_params TEXT;
 CREATE INDEX runs_by_status ON runs (status, created_at);
 CREATE INDEX runs_by_queue_key ON runs (queue_key, created_at);
 

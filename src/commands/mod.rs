@@ -1,7 +1,8 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
 mod inspect;
 mod metrics;
-mod notify;
+pub(crate) mod notify;
+mod queue;
 
 use std::path::{Path, PathBuf};
 
@@ -12,8 +13,10 @@ use crate::journal::{self, RunStatus};
 use crate::output::{Format, Reporter};
 
 pub async fn dispatch(cli: Cli) -> Result<u8> {
-    let state = cli.state.as_deref();
     crate::config::init(cli.config.clone());
+    // `state = ` in runbook.toml when neither --state nor RUNBOOK_STATE is given.
+    let state = cli.state.clone().or_else(|| crate::config::get().ok().and_then(|c| c.state.clone()));
+    let state = state.as_deref();
     match cli.command {
         Command::Run(args) => run(state, args).await,
         Command::Resume(args) => resume(state, args).await,
@@ -23,6 +26,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
         Command::Approve { run } => approve(state, &run).await,
         Command::Cancel { run } => cancel(state, &run).await,
+        Command::Enqueue { file, params } => queue::enqueue(state, &file, params).await,
+        Command::Worker(args) => queue::worker(state, args).await,
+        Command::Schedule(args) => queue::schedule(state, args).await,
         Command::Completions { .. } => Ok(exit::OK),
     }
 }

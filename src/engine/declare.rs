@@ -76,8 +76,9 @@ fn opt_string(t: &Table, key: &str) -> Result<Option<String>, String> {
     }
 }
 
-fn new_run_id() -> String {
-    format!("{}-{:04x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), rand::random::<u16>())
+pub fn new_run_id() -> String {
+    // 32 random bits: a thousand runs queued in one second collide with odds of 1 in 10,000.
+    format!("{}-{:08x}", chrono::Utc::now().format("%Y%m%d-%H%M%S"), rand::random::<u32>())
 }
 
 pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
@@ -243,6 +244,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 cancel_requested: false,
                 queue_key: None,
                 not_before: None,
+                queued_params: None,
             };
             journal.create_run(&record).await.map_err(Halt::from)
         }

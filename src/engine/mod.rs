@@ -27,7 +27,7 @@ use crate::journal::{Journal, Owner, RunRecord, RunStatus, StepRecord};
 use crate::lua::errors::{self, Location};
 use crate::output::Reporter;
 
-pub use declare::Declaration;
+pub use declare::{new_run_id, Declaration};
 pub use params::{ParamSpec, ParamType};
 pub use step::PlanEntry;
 
@@ -257,6 +257,11 @@ impl Ctx {
         let mut st = self.st.borrow_mut();
         st.fanouts += 1;
         st.fanouts
+    }
+
+    /// The declared runbook name, once `runbook{}` ran.
+    pub fn runbook_name(&self) -> Option<String> {
+        self.st.borrow().decl.as_ref().map(|d| d.name.clone())
     }
 
     pub fn run_id(&self) -> Option<String> {
@@ -508,7 +513,7 @@ fn spawn_signal_watch(ctx: &Rc<Ctx>, drain: bool) -> tokio::task::JoinHandle<()>
             _ = int.recv() => "SIGINT",
             _ = term.recv() => "SIGTERM",
         };
-        if drain && !draining() {
+        if drain {
             start_draining();
             name = tokio::select! {
                 _ = int.recv() => "SIGINT",

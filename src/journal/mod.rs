@@ -225,6 +225,8 @@ pub struct RunRecord {
     pub queue_key: Option<String>,
     /// A queued run is not started before this time (a schedule's jitter).
     pub not_before: Option<String>,
+    /// The params a run was queued with, as the command line gives them (`{"k": "v"}`).
+    pub queued_params: Option<serde_json::Value>,
 }
 
 impl RunRecord {

@@ -7,11 +7,11 @@
 //! claiming a queued run (PostgreSQL skips locked rows) and firing a schedule differ.
 
 /// Columns of `runs`, in the order `run_from_row` reads them.
-pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before";
+pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params";
 
 /// Insert of a whole run record; `$1..$24` bound by `bind_run`.
-pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)";
+pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
 /// Runs a worker may take over when their process is gone: those started by a scheduler or
 /// a queue, never a person's own `runbook run`.
@@ -59,6 +59,9 @@ macro_rules! sql_journal {
                 cancel_requested: row.try_get("cancel_requested")?,
                 queue_key: row.try_get("queue_key")?,
                 not_before: row.try_get("not_before")?,
+                queued_params: row
+                    .try_get::<Option<String>, _>("queued_params")?
+                    .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::Null)),
             })
         }
 
@@ -119,6 +122,7 @@ macro_rules! sql_journal {
                 .bind(r.cancel_requested)
                 .bind(&r.queue_key)
                 .bind(&r.not_before)
+                .bind(r.queued_params.as_ref().map(|p| p.to_string()))
         }
 
         fn fire_from_row(row: &DbRow) -> JResult<FireRecord> {

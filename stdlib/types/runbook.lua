@@ -97,6 +97,16 @@ function sleep(d) end
 ---@return string
 function now() end
 
+---@class CurrentRun
+---@field id string The run id, as `runbook show` takes it.
+---@field runbook string The declared name.
+---@field trigger string "cli", "enqueue", "schedule:NAME", ...
+---@field resumed boolean Whether this process resumed the run (a step may have run before).
+
+-- The run being executed; nil before `runbook{}` and in `plan`/`check`.
+---@return CurrentRun?
+function current_run() end
+
 --- Fails the running step (or the run) with a message.
 ---@param message string
 function fail(message) end

@@ -15,6 +15,7 @@ mod params;
 mod review;
 mod run;
 mod sandbox;
+mod schedule;
 mod secrets;
 mod servers;
 mod ssh;

@@ -61,6 +61,46 @@ fn pg_bindir() -> Option<PathBuf> {
     dirs.pop()
 }
 
+impl Postgres {
+    /// A new, empty database on this cluster (one per test that needs its own journal); the
+    /// URL has the test password.
+    pub fn fresh_database(&self, prefix: &str) -> String {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!("{prefix}_{}_{}", std::process::id(), N.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+        let psql = pg_bindir().expect("PostgreSQL binaries").join("psql");
+        let out = Command::new(psql)
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "runbook",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .env("PGPASSWORD", self.password)
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "CREATE DATABASE {name}: {}", String::from_utf8_lossy(&out.stderr));
+        format!("postgres://runbook:{}@127.0.0.1:{}/{name}", self.password, self.port)
+    }
+
+    /// Runs SQL in a database (by URL) with psql and returns its unaligned output.
+    pub fn query(&self, url: &str, sql: &str) -> String {
+        let psql = pg_bindir().expect("PostgreSQL binaries").join("psql");
+        let out = Command::new(psql)
+            .args([url, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(out.status.success(), "{sql}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

@@ -1,5 +1,5 @@
 //! Lua bindings: `secret(name)` / `secret{env=, file=, name=}`, `env(name, default)`,
-//! `sleep(duration)`, `now()`, `fail(message)`.
+//! `sleep(duration)`, `now()`, `fail(message)`, `current_run()`.
 use std::path::Path;
 
 use mlua::{Lua, Value};
@@ -21,6 +21,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
     )?;
     g.set("sleep", lua.create_async_function(sleep)?)?;
     g.set("now", lua.create_function(|_, ()| Ok(super::now()))?)?;
+    g.set("current_run", lua.create_function(current_run)?)?;
     g.set(
         "fail",
         lua.create_function(|_, message: Value| -> mlua::Result<()> {
@@ -33,6 +34,18 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         })?,
     )?;
     Ok(())
+}
+
+/// `current_run()`: `{id, runbook, trigger, resumed}` of the run, nil before `runbook{}`.
+fn current_run(lua: &Lua, (): ()) -> mlua::Result<Value> {
+    let ctx = Ctx::from_lua(lua)?;
+    let Some(id) = ctx.run_id() else { return Ok(Value::Nil) };
+    let t = lua.create_table()?;
+    t.set("id", id)?;
+    t.set("runbook", ctx.runbook_name())?;
+    t.set("trigger", ctx.trigger.clone())?;
+    t.set("resumed", ctx.resume.is_some() && !ctx.queued)?;
+    Ok(Value::Table(t))
 }
 
 fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {

@@ -102,6 +102,18 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
+    // A runner killed outright (SIGKILL, OOM) takes its command along: the resumed step runs it
+    // again, and two copies must not run side by side.
+    #[cfg(target_os = "linux")]
+    // SAFETY: prctl is async-signal-safe and touches only the child being set up.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let started = Instant::now();
     let program = match &spec.program {
         Program::Argv(a) => a[0].clone(),

@@ -1,0 +1,215 @@
+//! Workers: take queued runs (and runs whose worker died) from the journal and run them here.
+//!
+//! Runs execute inside the worker process, so a worker that dies takes its runs with it; their
+//! heartbeats stop, and another worker resumes them from their last completed step once the
+//! lease ran out (at once on the same host, where a dead pid is certain).
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{self, Invocation, Mode};
+use crate::journal::{Claim, Journal, Owner, RunRecord, RunStatus};
+use crate::output::Reporter;
+
+pub struct Options {
+    /// Runs at once in this process.
+    pub concurrency: usize,
+    /// How often an idle worker looks for work.
+    pub poll: Duration,
+    /// Stop when the queue is empty and nothing runs (benchmarks, `schedule --once`).
+    pub until_empty: bool,
+}
+
+/// What a worker did, for its exit summary.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Summary {
+    pub runs: u64,
+    pub taken_over: u64,
+    pub failed: u64,
+    /// Claim statement latencies, in microseconds (successful claims only).
+    #[serde(skip)]
+    pub claim_us: Vec<u64>,
+}
+
+/// One unit of work: a run this process now owns.
+struct Job {
+    run: RunRecord,
+    /// A queued run starting from its first step (else a takeover, resumed).
+    fresh: bool,
+}
+
+/// Takes the next job: a run whose process is gone comes first (it was started before
+/// anything still queued), then the oldest queued run that may start.
+async fn next_job(
+    journal: &Arc<dyn Journal>,
+    me: &Owner,
+    summary: &mut Summary,
+    busy: &HashSet<String>,
+) -> crate::error::Result<Option<Job>> {
+    for run in journal.takeover_candidates().await? {
+        if busy.contains(&run.id) {
+            continue;
+        }
+        let stopped = run.status == RunStatus::Interrupted && !(run.owner.host == me.host && run.owner.pid == me.pid);
+        if !(stopped || run.is_orphaned()) {
+            continue;
+        }
+        let claim = Claim {
+            id: &run.id,
+            expected: run.status,
+            previous: &run.owner,
+            new_status: run.status,
+            me,
+            lease_secs: engine::lease_secs(),
+            params: None,
+        };
+        if journal.claim_run(&claim).await? {
+            summary.taken_over += 1;
+            let fresh =
+                run.params.as_object().is_some_and(|o| o.is_empty()) && journal.steps(&run.id).await?.is_empty();
+            let run = RunRecord { owner: me.clone(), ..run };
+            return Ok(Some(Job { run, fresh }));
+        }
+    }
+    let started = Instant::now();
+    let claimed = journal.claim_queued(me, engine::lease_secs()).await?;
+    if let Some(run) = claimed {
+        summary.claim_us.push(started.elapsed().as_micros() as u64);
+        return Ok(Some(Job { run, fresh: true }));
+    }
+    Ok(None)
+}
+
+/// Runs one job to its end (or to a stop), and tidies what the engine could not.
+async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
+    let me = Owner::current();
+    let id = job.run.id.clone();
+    let steps = if job.fresh { Vec::new() } else { journal.steps(&id).await.unwrap_or_default() };
+    let params: Vec<(String, String)> = job
+        .run
+        .queued_params
+        .as_ref()
+        .and_then(|p| p.as_object())
+        .map(|o| {
+            o.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let inv = Invocation {
+        params,
+        trigger: job.run.trigger.clone(),
+        source: Some(job.run.source.clone()),
+        queued: job.fresh,
+        drain: true,
+        ..Invocation::new(PathBuf::from(&job.run.path), Mode::Run)
+    };
+    let inv = Invocation { resume: Some((job.run, steps)), ..inv };
+    let result = engine::execute(inv, Some(journal.clone()), Reporter::for_cron()).await;
+    // Whatever the engine could not record (a runbook that no longer evaluates, a stop before
+    // its declaration): a run this process still holds never stays `running`.
+    let failed = match &result {
+        Ok(o) => !matches!(o.status, RunStatus::Succeeded),
+        Err(_) => true,
+    };
+    if let Ok(Some(run)) = journal.run(&id).await {
+        let mine = run.owner.host == me.host && run.owner.pid == me.pid;
+        let never_started = run.params.as_object().is_some_and(|p| p.is_empty());
+        let closed = match (&result, run.status) {
+            _ if !mine => None,
+            // Stopped by a graceful shutdown before it started: back to the queue.
+            (Ok(o), RunStatus::Running) if o.status == RunStatus::Interrupted && never_started => {
+                Some(journal.set_run_status(&id, &me, RunStatus::Queued, None).await)
+            }
+            (Ok(o), RunStatus::Running) => Some(
+                journal
+                    .finish_run(&id, &me, RunStatus::Failed, Some(&format!("stopped before it started ({})", o.status)))
+                    .await,
+            ),
+            // A run that cannot go on here (a secret missing from this worker's environment)
+            // is failed, not handed from worker to worker forever.
+            (Err(e), RunStatus::Running | RunStatus::Interrupted | RunStatus::RollingBack) => Some(
+                journal.finish_run(&id, &me, RunStatus::Failed, Some(&crate::secret::redact(&e.to_string()))).await,
+            ),
+            _ => None,
+        };
+        if let Some(Err(e)) = closed {
+            tracing::warn!("could not close run {id}: {e}");
+        }
+    }
+    if let Err(e) = &result {
+        let text = crate::secret::redact(&e.to_string()).into_owned();
+        eprintln!("{}", serde_json::json!({"event": "error", "run_id": id, "message": text}));
+    }
+    if let Err(e) = crate::commands::notify::after_run(journal.as_ref(), &id).await {
+        let text = crate::secret::redact(&e).into_owned();
+        eprintln!(
+            "{}",
+            serde_json::json!({"event": "error", "run_id": id, "message": format!("notify webhook: {text}")})
+        );
+    }
+    (id, failed)
+}
+
+/// The worker loop: runs up to `concurrency` jobs at once until a signal (then lets each
+/// running step finish, see [`engine::draining`]) or, with `until_empty`, an empty queue.
+/// `tick` runs between claims (the scheduler fires its due times there).
+pub async fn run<F, Fut>(journal: Arc<dyn Journal>, opts: &Options, mut tick: F) -> crate::error::Result<Summary>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = crate::error::Result<Duration>>,
+{
+    let me = Owner::current();
+    let mut summary = Summary::default();
+    let local = tokio::task::LocalSet::new();
+    let result: crate::error::Result<()> = local
+        .run_until(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut int = signal(SignalKind::interrupt()).map_err(|e| crate::error::Error::Io(e.to_string()))?;
+            let mut term = signal(SignalKind::terminate()).map_err(|e| crate::error::Error::Io(e.to_string()))?;
+            let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
+            let mut busy: HashSet<String> = HashSet::new();
+            loop {
+                let next_fire = if engine::draining() { Duration::from_secs(3600) } else { tick().await? };
+                let mut wait = next_fire;
+                if !engine::draining() {
+                    while running.len() < opts.concurrency.max(1) {
+                        match next_job(&journal, &me, &mut summary, &busy).await {
+                            Ok(Some(job)) => {
+                                busy.insert(job.run.id.clone());
+                                running.spawn_local(execute(journal.clone(), job));
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::warn!("worker: cannot claim work: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    // Busy: wake for the next fire or a finished run; idle: also poll the queue.
+                    if running.len() < opts.concurrency.max(1) {
+                        wait = next_fire.min(opts.poll);
+                    }
+                }
+                if running.is_empty() && (engine::draining() || opts.until_empty) {
+                    break;
+                }
+                tokio::select! {
+                    done = running.join_next(), if !running.is_empty() => {
+                        if let Some(Ok((id, failed))) = done {
+                            busy.remove(&id);
+                            summary.runs += 1;
+                            summary.failed += failed as u64;
+                        }
+                    }
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = int.recv() => engine::start_draining(),
+                    _ = term.recv() => engine::start_draining(),
+                }
+            }
+            Ok(())
+        })
+        .await;
+    result.map(|_| summary)
+}
