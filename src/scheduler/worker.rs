@@ -46,8 +46,10 @@ async fn next_job(
     me: &Owner,
     summary: &mut Summary,
     busy: &HashSet<String>,
+    scan_orphans: bool,
 ) -> crate::error::Result<Option<Job>> {
-    for run in journal.takeover_candidates().await? {
+    let candidates = if scan_orphans { journal.takeover_candidates().await? } else { Vec::new() };
+    for run in candidates {
         if busy.contains(&run.id) {
             continue;
         }
@@ -113,7 +115,10 @@ async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
         Ok(o) => !matches!(o.status, RunStatus::Succeeded),
         Err(_) => true,
     };
-    if let Ok(Some(run)) = journal.run(&id).await {
+    // A run that ended normally was closed by the engine; look at the others.
+    let settled = result.as_ref().is_ok_and(|o| o.status != RunStatus::Interrupted && o.run_id.is_some());
+    let record = if settled { Ok(None) } else { journal.run(&id).await };
+    if let Ok(Some(run)) = record {
         let mine = run.owner.host == me.host && run.owner.pid == me.pid;
         let never_started = run.params.as_object().is_some_and(|p| p.is_empty());
         let closed = match (&result, run.status) {
@@ -170,12 +175,18 @@ where
             let mut term = signal(SignalKind::terminate()).map_err(|e| crate::error::Error::Io(e.to_string()))?;
             let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
             let mut busy: HashSet<String> = HashSet::new();
+            // Runs of dead workers are looked for about once a second, not before every claim.
+            let mut last_scan: Option<Instant> = None;
             loop {
                 let next_fire = if engine::draining() { Duration::from_secs(3600) } else { tick().await? };
                 let mut wait = next_fire;
                 if !engine::draining() {
                     while running.len() < opts.concurrency.max(1) {
-                        match next_job(&journal, &me, &mut summary, &busy).await {
+                        let scan = last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+                        if scan {
+                            last_scan = Some(Instant::now());
+                        }
+                        match next_job(&journal, &me, &mut summary, &busy, scan).await {
                             Ok(Some(job)) => {
                                 busy.insert(job.run.id.clone());
                                 running.spawn_local(execute(journal.clone(), job));
