@@ -1,8 +1,9 @@
 -- The shared journal in PostgreSQL: the same tables and columns as the SQLite journal (see
 -- migrations/sqlite), so one set of statements serves both. Timestamps are RFC 3339 UTC text
--- with milliseconds (they sort as time); JSON is text.
+-- with milliseconds (they sort as time); JSON is text. Text that is sorted is COLLATE "C", so it
+-- sorts byte by byte as in SQLite.
 CREATE TABLE runs (
-    id               TEXT PRIMARY KEY,
+    id               TEXT COLLATE "C" PRIMARY KEY,
     runbook          TEXT NOT NULL,
     path             TEXT NOT NULL,
     content_hash     TEXT NOT NULL,
@@ -18,7 +19,7 @@ CREATE TABLE runs (
     lock_name        TEXT,
     status           TEXT NOT NULL,
     error            TEXT,
-    created_at       TEXT NOT NULL,
+    created_at       TEXT COLLATE "C" NOT NULL,
     started_at       TEXT NOT NULL,
     finished_at      TEXT,
     heartbeat_at     TEXT NOT NULL,
@@ -35,7 +36,7 @@ CREATE INDEX runs_by_queue_key ON runs (queue_key, created_at);
 
 CREATE TABLE steps (
     run_id          TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    name            TEXT NOT NULL,
+    name            TEXT COLLATE "C" NOT NULL,
     seq             BIGINT NOT NULL,
     kind            TEXT NOT NULL DEFAULT 'step',
     status          TEXT NOT NULL,
@@ -56,12 +57,12 @@ CREATE TABLE steps (
 
 CREATE TABLE step_items (
     run_id     TEXT NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
-    step       TEXT NOT NULL,
-    item       TEXT NOT NULL,
+    step       TEXT COLLATE "C" NOT NULL,
+    item       TEXT COLLATE "C" NOT NULL,
     status     TEXT NOT NULL,
     result     TEXT,
     error      TEXT,
-    updated_at TEXT NOT NULL,
+    updated_at TEXT COLLATE "C" NOT NULL,
     PRIMARY KEY (run_id, step, item)
 );
 
@@ -88,7 +89,7 @@ CREATE TABLE locks (
 
 CREATE TABLE schedule_fires (
     schedule  TEXT NOT NULL,
-    fire_at   TEXT NOT NULL,
+    fire_at   TEXT COLLATE "C" NOT NULL,
     run_id    TEXT,
     outcome   TEXT NOT NULL,
     fired_by  TEXT NOT NULL,

@@ -79,6 +79,12 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
                 run.id, status, run.owner.pid, run.owner.host, run.id
             )))
         }
+        RunStatus::Queued => {
+            return Err(Error::Usage(format!(
+                "run {} is queued: a worker starts it (`runbook worker`), or `runbook cancel {}`",
+                run.id, run.id
+            )))
+        }
         s if s.is_final() => {
             return Err(Error::Usage(format!("run {} already ended ({s}); there is nothing to resume", run.id)))
         }

@@ -159,18 +159,23 @@ async fn list(journal: &dyn Journal, schedules: &[Schedule], output: Format) -> 
     Ok(exit::OK)
 }
 
-/// Fires one time of a schedule and says what happened.
-async fn fire_logged(journal: &Arc<dyn Journal>, s: &Schedule, at: DateTime<Utc>, why: &str) {
+/// Fires one time of a schedule and says what happened; false when the journal failed (the
+/// fire is to be tried again).
+async fn fire_logged(journal: &Arc<dyn Journal>, s: &Schedule, at: DateTime<Utc>, why: &str) -> bool {
     match scheduler::fire(journal, s, at).await {
-        Ok(Some(outcome)) => event(
-            "schedule_fired",
-            json!({"schedule": s.name, "fire_at": scheduler::ts(at), "outcome": outcome, "why": why}),
-        ),
-        Ok(None) => {}
-        Err(e) => event(
-            "error",
-            json!({"schedule": s.name, "fire_at": scheduler::ts(at), "message": format!("cannot fire schedule '{}': {e}", s.name)}),
-        ),
+        Ok(Some(outcome)) => {
+            let name = if outcome.starts_with("error") { "error" } else { "schedule_fired" };
+            event(name, json!({"schedule": s.name, "fire_at": scheduler::ts(at), "outcome": outcome, "why": why}));
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            event(
+                "error",
+                json!({"schedule": s.name, "fire_at": scheduler::ts(at), "message": format!("cannot fire schedule '{}' (tried again): {e}", s.name)}),
+            );
+            false
+        }
     }
 }
 
@@ -199,17 +204,26 @@ async fn serve(journal: &Arc<dyn Journal>, schedules: Vec<Schedule>, args: &Sche
     );
     let cursors = Rc::new(RefCell::new(cursors));
     let active = Rc::new(active);
+    let (once, started) = (args.once, Utc::now());
     let tick = || {
         let (journal, cursors, active) = (journal.clone(), cursors.clone(), active.clone());
         async move {
             let now = Utc::now();
+            // `--once` fires what was due when it started, not what falls due while it runs.
+            let until = if once { now.min(started) } else { now };
             let mut next_in = Duration::from_secs(60);
             for s in active.iter() {
                 let cursor = cursors.borrow().get(&s.name).copied().unwrap_or(now);
-                for at in s.fires_between(cursor, now, 1000) {
-                    fire_logged(&journal, s, at, "due").await;
+                // A fire the journal refused (a transient error) is tried again next time: the
+                // cursor stays before it, and the fire time as key makes the retry safe.
+                let mut reached = until;
+                for at in s.fires_between(cursor, until, 1000) {
+                    if !fire_logged(&journal, s, at, "due").await {
+                        reached = at - chrono::Duration::milliseconds(1);
+                        break;
+                    }
                 }
-                cursors.borrow_mut().insert(s.name.clone(), now);
+                cursors.borrow_mut().insert(s.name.clone(), reached);
                 if let Some(next) = s.next_fires(now, 1).first() {
                     next_in = next_in.min((*next - now).to_std().unwrap_or_default());
                 }

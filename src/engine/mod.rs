@@ -464,6 +464,12 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         _ = stop_rx.wait_for(|r| r.is_some()) => None,
     };
     let outcome = finish(&lua, &ctx, result).await;
+    // Also when `finish` stopped early on a journal error: the heartbeat must not keep a run
+    // (and its lock) alive in a long-lived worker, and the lock is released.
+    if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
+        h.abort();
+    }
+    release_lock(&ctx).await;
     signals.abort();
     ctx.out.flush().await;
     outcome

@@ -32,6 +32,13 @@ impl PgJournal {
             location: shown.clone(),
             reason: crate::secret::redact(&reason.replace(url, &shown)).into_owned(),
         };
+        // Runbooks can read the environment the URL came from: its password is a secret.
+        if let Some(pw) = password(url) {
+            crate::secret::register(&pw, "journal password");
+            if let Ok(decoded) = percent_decode(&pw) {
+                crate::secret::register(&decoded, "journal password");
+            }
+        }
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| fail(e.to_string()))?
             .application_name("runbook")
@@ -76,6 +83,30 @@ impl PgJournal {
         FOR UPDATE SKIP LOCKED)";
 }
 
+/// The password of `postgres://user:secret@host/db`, as written.
+fn password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let auth = rest.rsplit_once('@')?.0;
+    auth.split_once(':').map(|(_, pw)| pw.to_string()).filter(|p| !p.is_empty())
+}
+
+fn percent_decode(s: &str) -> Result<String, ()> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or(())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
 /// `postgres://user:secret@host/db` → `postgres://user@host/db`.
 fn without_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return "postgres://…".into() };
@@ -101,5 +132,8 @@ mod tests {
             "postgres://app@db:5432/x"
         );
         assert_eq!(super::without_password("postgresql://db/x"), "postgresql://db/x");
+        assert_eq!(super::password("postgres://app:s%40cr3t@db/x").as_deref(), Some("s%40cr3t"));
+        assert_eq!(super::percent_decode("s%40cr3t").unwrap(), "s@cr3t");
+        assert_eq!(super::password("postgres://app@db/x"), None);
     }
 }

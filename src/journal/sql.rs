@@ -15,7 +15,7 @@ pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, conten
 
 /// Runs a worker may take over when their process is gone: those started by a scheduler or
 /// a queue, never a person's own `runbook run`.
-pub(super) const WORKER_TRIGGERS: &str = "(trigger = 'enqueue' OR trigger LIKE 'schedule:%')";
+pub(super) const WORKER_TRIGGERS: &str = "(trigger = 'enqueue' OR substr(trigger, 1, 9) = 'schedule:')";
 
 macro_rules! sql_journal {
     ($journal:ty, $db:ty) => {

@@ -302,7 +302,23 @@ pub async fn fire(journal: &Arc<dyn Journal>, s: &Schedule, at: DateTime<Utc>) -
         let jitter = s.jitter.map(|j| Duration::from_millis(rand::random::<u64>() % (j.as_millis() as u64).max(1)));
         let not_before = jitter.map(|j| at + chrono::Duration::from_std(j).unwrap_or_default());
         let trigger = format!("schedule:{}", s.name);
-        Some(queued_run(&s.runbook, &s.params, &trigger, Some(key.clone()), not_before).await?)
+        match queued_run(&s.runbook, &s.params, &trigger, Some(key.clone()), not_before).await {
+            Ok(run) => Some(run),
+            // The runbook no longer evaluates (edited midway, a param gone bad): the fire is
+            // recorded with the reason, so the failure is seen, and later fires still happen.
+            Err(e) => {
+                let why = crate::secret::redact(&e.to_string()).chars().take(500).collect::<String>();
+                let record = FireRecord {
+                    schedule: s.name.clone(),
+                    fire_at: ts(at),
+                    run_id: None,
+                    outcome: format!("error: {why}"),
+                    fired_by: format!("{}:{}", me.host, me.pid),
+                    fired_at: crate::journal::now_ts(),
+                };
+                return Ok(journal.fire(&record, None).await?.then_some(record.outcome));
+            }
+        }
     } else {
         None
     };
@@ -321,13 +337,16 @@ pub async fn fire(journal: &Arc<dyn Journal>, s: &Schedule, at: DateTime<Utc>) -
     if s.overlap == Overlap::CancelPrevious && run.is_some() {
         let why = format!("cancelled by schedule '{}': a newer fire at {} replaces it", s.name, ts(at));
         for old in pending {
-            match old.status {
-                RunStatus::Queued => {
-                    journal
-                        .close_stopped_run(&old.id, RunStatus::Queued, &old.owner, RunStatus::Cancelled, &why)
-                        .await?;
+            // A run nobody works on is closed; a live one (or one a worker takes over meanwhile)
+            // is asked to stop, and a worker taking it over closes it.
+            let closed = match old.status {
+                RunStatus::Queued | RunStatus::Interrupted => {
+                    journal.close_stopped_run(&old.id, old.status, &old.owner, RunStatus::Cancelled, &why).await?
                 }
-                _ => journal.request_cancel(&old.id).await?,
+                _ => false,
+            };
+            if !closed {
+                journal.request_cancel(&old.id).await?;
             }
         }
     }

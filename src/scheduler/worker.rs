@@ -57,6 +57,14 @@ async fn next_job(
         if !(stopped || run.is_orphaned()) {
             continue;
         }
+        if run.cancel_requested {
+            let why = "cancelled (requested while its worker was gone)";
+            journal.close_stopped_run(&run.id, run.status, &run.owner, RunStatus::Cancelled, why).await?;
+            if let Some(name) = &run.lock_name {
+                journal.release_lock(name, &run.id).await?;
+            }
+            continue;
+        }
         let claim = Claim {
             id: &run.id,
             expected: run.status,
@@ -87,6 +95,8 @@ async fn next_job(
 async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
     let me = Owner::current();
     let id = job.run.id.clone();
+    let lock = job.run.lock_name.clone();
+    let fresh = job.fresh;
     let steps = if job.fresh { Vec::new() } else { journal.steps(&id).await.unwrap_or_default() };
     let params: Vec<(String, String)> = job
         .run
@@ -120,12 +130,13 @@ async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
     let record = if settled { Ok(None) } else { journal.run(&id).await };
     if let Ok(Some(run)) = record {
         let mine = run.owner.host == me.host && run.owner.pid == me.pid;
-        let never_started = run.params.as_object().is_some_and(|p| p.is_empty());
         let closed = match (&result, run.status) {
             _ if !mine => None,
-            // Stopped by a graceful shutdown before it started: back to the queue.
-            (Ok(o), RunStatus::Running) if o.status == RunStatus::Interrupted && never_started => {
-                Some(journal.set_run_status(&id, &me, RunStatus::Queued, None).await)
+            // Stopped by a graceful shutdown before its declaration: a queued run goes back to
+            // the queue, a taken-over one stays resumable.
+            (Ok(o), RunStatus::Running) if o.status == RunStatus::Interrupted => {
+                let back = if fresh { RunStatus::Queued } else { RunStatus::Interrupted };
+                Some(journal.set_run_status(&id, &me, back, None).await)
             }
             (Ok(o), RunStatus::Running) => Some(
                 journal
@@ -141,6 +152,11 @@ async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
         };
         if let Some(Err(e)) = closed {
             tracing::warn!("could not close run {id}: {e}");
+        }
+        // A lock the engine could not release (it stopped on a journal error) would hold every
+        // later run of that lock off while this worker lives.
+        if let (true, Some(name)) = (mine && !run.status.is_active(), &lock) {
+            let _ = journal.release_lock(name, &id).await;
         }
     }
     if let Err(e) = &result {
@@ -175,6 +191,7 @@ where
             let mut term = signal(SignalKind::terminate()).map_err(|e| crate::error::Error::Io(e.to_string()))?;
             let mut running: tokio::task::JoinSet<(String, bool)> = tokio::task::JoinSet::new();
             let mut busy: HashSet<String> = HashSet::new();
+            let mut tasks: std::collections::HashMap<tokio::task::Id, String> = Default::default();
             // Runs of dead workers are looked for about once a second, not before every claim.
             let mut last_scan: Option<Instant> = None;
             loop {
@@ -189,7 +206,9 @@ where
                         match next_job(&journal, &me, &mut summary, &busy, scan).await {
                             Ok(Some(job)) => {
                                 busy.insert(job.run.id.clone());
-                                running.spawn_local(execute(journal.clone(), job));
+                                let run_id = job.run.id.clone();
+                                let handle = running.spawn_local(execute(journal.clone(), job));
+                                tasks.insert(handle.id(), run_id);
                             }
                             Ok(None) => break,
                             Err(e) => {
@@ -207,11 +226,26 @@ where
                     break;
                 }
                 tokio::select! {
-                    done = running.join_next(), if !running.is_empty() => {
-                        if let Some(Ok((id, failed))) = done {
-                            busy.remove(&id);
-                            summary.runs += 1;
-                            summary.failed += failed as u64;
+                    done = running.join_next_with_id(), if !running.is_empty() => {
+                        match done {
+                            Some(Ok((task, (id, failed)))) => {
+                                tasks.remove(&task);
+                                busy.remove(&id);
+                                summary.runs += 1;
+                                summary.failed += failed as u64;
+                            }
+                            // A run that panicked: closed as failed, never left `running`.
+                            Some(Err(e)) => {
+                                let id = tasks.remove(&e.id()).unwrap_or_default();
+                                busy.remove(&id);
+                                summary.runs += 1;
+                                summary.failed += 1;
+                                let why = format!("the worker's task for this run panicked: {e}");
+                                if let Err(e) = journal.finish_run(&id, &me, RunStatus::Failed, Some(&why)).await {
+                                    tracing::warn!("could not close run {id}: {e}");
+                                }
+                            }
+                            None => {}
                         }
                     }
                     _ = tokio::time::sleep(wait) => {}

@@ -182,8 +182,9 @@ fn three_schedulers_fire_each_second_exactly_once_for_a_minute() {
     for (id, status) in &runs {
         match status.as_str() {
             "succeeded" => assert_eq!(seen.get(id), Some(&1), "run {id} did its work once"),
-            // A fire of the last instant, still waiting when the schedulers stopped.
-            "queued" => assert_eq!(seen.get(id), None),
+            // A fire of the last instant, still waiting when the schedulers stopped, or stopped
+            // by the shutdown before its step began.
+            "queued" | "interrupted" => assert_eq!(seen.get(id), None),
             other => panic!("run {id} ended {other}"),
         }
     }

@@ -93,6 +93,8 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
             c
         }
     };
+    // The journal's URL (with its password) is the runner's, not the command's.
+    cmd.env_remove("RUNBOOK_STATE");
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
