@@ -191,6 +191,20 @@ impl Owner {
             pid_start: crate::process::start_ticks(std::process::id() as i64),
         }
     }
+    /// Whether the holder of a run or lock is gone: on this host only its pid decides (a
+    /// stopped or overloaded process with a late heartbeat is alive); on another host, a
+    /// heartbeat older than the lease.
+    pub fn is_gone(&self, heartbeat_at: &str, lease_secs: i64) -> bool {
+        if self.host == crate::process::hostname() {
+            return self.is_dead_here();
+        }
+        chrono::DateTime::parse_from_rfc3339(heartbeat_at)
+            .map(|beat| {
+                chrono::Utc::now().signed_duration_since(beat).num_milliseconds() > lease_secs.saturating_mul(1000)
+            })
+            .unwrap_or(true)
+    }
+
     /// Whether the owner is certainly gone: a process on this host that no longer exists.
     pub fn is_dead_here(&self) -> bool {
         self.host == crate::process::hostname() && !crate::process::alive(self.pid, self.pid_start)
@@ -243,14 +257,7 @@ impl RunRecord {
     /// Whether the run's process is gone. On this host only the pid decides (a stopped or
     /// overloaded runner with a late heartbeat is still alive); on another host, the heartbeat.
     pub fn is_orphaned(&self) -> bool {
-        if self.owner.host == crate::process::hostname() {
-            return self.owner.is_dead_here();
-        }
-        let Ok(beat) = chrono::DateTime::parse_from_rfc3339(&self.heartbeat_at) else {
-            return true;
-        };
-        let age = chrono::Utc::now().signed_duration_since(beat);
-        age.num_milliseconds() > self.lease_secs.saturating_mul(1000)
+        self.owner.is_gone(&self.heartbeat_at, self.lease_secs)
     }
 }
 

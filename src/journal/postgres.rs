@@ -12,7 +12,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection, Postgres, Row};
 
-use super::sql::{self, lock_holder_gone};
+use super::sql;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -68,19 +68,8 @@ impl PgJournal {
         self.pool.close().await;
     }
 
-    /// Workers skip the rows another worker is claiming instead of waiting for them; the
-    /// oldest queued run of a key is the only one of its key that may be taken.
-    const CLAIM_QUEUED: &'static str = "UPDATE runs SET status = 'running', host = $1, pid = $2, pid_start = $3,
-            heartbeat_at = $4, lease_secs = $5
-     WHERE status = 'queued' AND id = (
-        SELECT q.id FROM runs q
-        WHERE q.status = 'queued' AND (q.not_before IS NULL OR q.not_before <= $4)
-          AND (q.queue_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM runs o WHERE o.queue_key = q.queue_key AND o.id <> q.id
-                  AND (o.status IN ('running', 'rolling_back', 'interrupted')
-                       OR (o.status = 'queued' AND (o.created_at < q.created_at OR (o.created_at = q.created_at AND o.id < q.id))))))
-        ORDER BY q.created_at, q.id LIMIT 1
-        FOR UPDATE SKIP LOCKED)";
+    /// Workers skip the rows another worker is claiming instead of waiting for them.
+    const CLAIM_QUEUED: &'static str = sql::claim_queued_sql!("FOR UPDATE SKIP LOCKED");
 }
 
 /// The password of `postgres://user:secret@host/db`, as written.

@@ -17,6 +17,29 @@ pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, conten
 /// a queue, never a person's own `runbook run`.
 pub(super) const WORKER_TRIGGERS: &str = "(trigger = 'enqueue' OR substr(trigger, 1, 9) = 'schedule:')";
 
+/// Takes the oldest queued run that may start for `$1..$5` (host, pid, pid_start, now, lease):
+/// its `not_before` passed, and no older queued or active run shares its queue key. `$lock` is
+/// the row-locking clause of the backend (PostgreSQL skips rows another worker is claiming).
+macro_rules! claim_queued_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE runs SET status = 'running', host = $1, pid = $2, pid_start = $3, heartbeat_at = $4, lease_secs = $5
+             WHERE status = 'queued' AND id = (
+                SELECT q.id FROM runs q
+                WHERE q.status = 'queued' AND (q.not_before IS NULL OR q.not_before <= $4)
+                  AND (q.queue_key IS NULL OR NOT EXISTS (
+                        SELECT 1 FROM runs o WHERE o.queue_key = q.queue_key AND o.id <> q.id
+                          AND (o.status IN ('running', 'rolling_back', 'interrupted')
+                               OR (o.status = 'queued' AND (o.created_at < q.created_at OR (o.created_at = q.created_at AND o.id < q.id))))))
+                ORDER BY q.created_at, q.id LIMIT 1 ",
+            $lock,
+            ")"
+        )
+    };
+}
+
+pub(super) use claim_queued_sql;
+
 macro_rules! sql_journal {
     ($journal:ty, $db:ty) => {
         type DbRow = <$db as sqlx::Database>::Row;
@@ -538,7 +561,7 @@ macro_rules! sql_journal {
                     if holder.run_id == run_id && holder.owner.host == me.host && holder.owner.pid == me.pid {
                         return Ok(LockOutcome::Acquired);
                     }
-                    if !lock_holder_gone(&holder, held_lease, me) {
+                    if !holder.owner.is_gone(&holder.heartbeat_at, held_lease) {
                         return Ok(LockOutcome::Held(holder));
                     }
                     let swapped = sqlx::query(
@@ -746,13 +769,3 @@ macro_rules! sql_journal {
 }
 
 pub(super) use sql_journal;
-
-/// Whether a lock's holder is gone: on this host the pid decides; across hosts, the heartbeat.
-pub(super) fn lock_holder_gone(holder: &super::LockHolder, lease_secs: i64, me: &super::Owner) -> bool {
-    if holder.owner.host == me.host {
-        return holder.owner.is_dead_here();
-    }
-    chrono::DateTime::parse_from_rfc3339(&holder.heartbeat_at)
-        .map(|beat| chrono::Utc::now().signed_duration_since(beat).num_milliseconds() > lease_secs.saturating_mul(1000))
-        .unwrap_or(true)
-}

@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, Sq
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
-use super::sql::{self, lock_holder_gone};
+use super::sql;
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -125,18 +125,9 @@ impl SqliteJournal {
         }
     }
 
-    /// One statement: SQLite serialises writers, so the sub-select and the update see the
-    /// same queue and two workers never take the same run.
-    const CLAIM_QUEUED: &'static str = "UPDATE runs SET status = 'running', host = $1, pid = $2, pid_start = $3,
-            heartbeat_at = $4, lease_secs = $5
-     WHERE status = 'queued' AND id = (
-        SELECT q.id FROM runs q
-        WHERE q.status = 'queued' AND (q.not_before IS NULL OR q.not_before <= $4)
-          AND (q.queue_key IS NULL OR NOT EXISTS (
-                SELECT 1 FROM runs o WHERE o.queue_key = q.queue_key AND o.id <> q.id
-                  AND (o.status IN ('running', 'rolling_back', 'interrupted')
-                       OR (o.status = 'queued' AND (o.created_at < q.created_at OR (o.created_at = q.created_at AND o.id < q.id))))))
-        ORDER BY q.created_at, q.id LIMIT 1)";
+    /// SQLite serialises writers: the sub-select and the update see the same queue, so two
+    /// workers never take the same run without any row lock.
+    const CLAIM_QUEUED: &'static str = sql::claim_queued_sql!("");
 }
 
 sql::sql_journal!(SqliteJournal, sqlx::Sqlite);

@@ -109,15 +109,16 @@ async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
                 .collect()
         })
         .unwrap_or_default();
+    let path = PathBuf::from(&job.run.path);
     let inv = Invocation {
         params,
         trigger: job.run.trigger.clone(),
         source: Some(job.run.source.clone()),
-        queued: job.fresh,
+        queued: fresh,
         drain: true,
-        ..Invocation::new(PathBuf::from(&job.run.path), Mode::Run)
+        resume: Some((job.run, steps)),
+        ..Invocation::new(path, Mode::Run)
     };
-    let inv = Invocation { resume: Some((job.run, steps)), ..inv };
     let result = engine::execute(inv, Some(journal.clone()), Reporter::for_cron()).await;
     // Whatever the engine could not record (a runbook that no longer evaluates, a stop before
     // its declaration): a run this process still holds never stays `running`.
