@@ -162,11 +162,54 @@ at once. Runs a worker held when it died are resumed by another worker after the
 
 Any number of schedulers may share a PostgreSQL journal: each fire time runs exactly once.")]
     Schedule(ScheduleArgs),
+    /// The incident REPL: every primitive live, attached to a run to inspect, retry, skip and resume
+    #[command(after_help = "Examples:
+  runbook repl
+  runbook repl --last                  # attached to the newest run: run.steps, :retry, :resume
+  runbook repl --run 20261122-031502-7f3a
+
+Inside: an expression prints its value, `local x = ...` keeps x, Tab completes, Ctrl-R searches
+history, Ctrl-C cancels a running call, :help lists the commands, Ctrl-D leaves. Every chunk is
+recorded in the session (`runbook sessions`); history is in $XDG_STATE_HOME/runbook/history,
+secrets redacted (RUNBOOK_HISTORY=off or =PATH).")]
+    Repl {
+        /// Attach to this run (id, unique prefix, or `last`)
+        #[arg(long, value_name = "RUN", conflicts_with = "last")]
+        run: Option<String>,
+        /// Attach to the newest run
+        #[arg(long)]
+        last: bool,
+    },
+    /// List REPL sessions, or print one as a Markdown timeline for the postmortem
+    #[command(after_help = "Examples:
+  runbook sessions
+  runbook sessions show last > incident-timeline.md
+  runbook sessions show 20261122-0315 --output json")]
+    Sessions {
+        #[command(subcommand)]
+        show: Option<SessionsCommand>,
+        /// How many sessions
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+    },
     /// Print shell completions
     #[command(after_help = "Examples:
   runbook completions bash > /etc/bash_completion.d/runbook
   runbook completions zsh > \"${fpath[1]}/_runbook\"")]
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// Print a session: Markdown (time, who, what, outcome), or JSON
+    Show {
+        /// Session id, unique prefix, or `last`
+        session: String,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Format,
+    },
 }
 
 #[derive(Debug, Args)]

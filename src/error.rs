@@ -42,9 +42,12 @@ impl Error {
         match self {
             Error::Usage(_) | Error::Params(_) | Error::Runbook(_) => exit::USAGE,
             Error::LockHeld { .. } => exit::LOCK_HELD,
-            Error::Journal(JournalError::NoSuchRun(_) | JournalError::Ambiguous(..) | JournalError::Open { .. }) => {
-                exit::USAGE
-            }
+            Error::Journal(
+                JournalError::NoSuchRun(_)
+                | JournalError::NoSuchSession(_)
+                | JournalError::Ambiguous(..)
+                | JournalError::Open { .. },
+            ) => exit::USAGE,
             Error::Journal(_) | Error::Io(_) => exit::FAILED,
         }
     }

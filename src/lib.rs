@@ -11,5 +11,6 @@ pub mod lua;
 pub mod output;
 pub mod primitives;
 pub mod process;
+pub mod repl;
 pub mod scheduler;
 pub mod secret;

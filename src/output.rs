@@ -27,6 +27,10 @@ enum Style {
     /// One timestamped line per event, for logs and pipes.
     Plain,
     Json,
+    /// The REPL: one line per event without timestamps, also kept for the session's record.
+    Repl {
+        captured: RefCell<String>,
+    },
 }
 
 /// Events waiting to be journaled.
@@ -64,6 +68,19 @@ impl Reporter {
             buffer: RefCell::new(None),
             writer: RefCell::new(None),
             to_stderr: false,
+        }
+    }
+
+    /// For the REPL's own primitives: plain lines, kept until [`Reporter::take_captured`].
+    pub fn for_repl() -> Reporter {
+        Reporter { style: Style::Repl { captured: RefCell::new(String::new()) }, ..Reporter::new(Format::Json) }
+    }
+
+    /// What the REPL printed through this reporter since the last call (redacted).
+    pub fn take_captured(&self) -> String {
+        match &self.style {
+            Style::Repl { captured } => std::mem::take(&mut *captured.borrow_mut()),
+            _ => String::new(),
         }
     }
 
@@ -215,6 +232,16 @@ impl Reporter {
                     obj.entry(k.clone()).or_insert_with(|| v.clone());
                 }
                 let _ = writeln!(self.sink(), "{}", Json::Object(obj));
+            }
+            Style::Repl { captured } => {
+                if let Some(text) = describe(event, step, f, true) {
+                    println!("{text}");
+                    let mut c = captured.borrow_mut();
+                    if c.len() < 4096 {
+                        c.push_str(&text);
+                        c.push('\n');
+                    }
+                }
             }
             Style::Plain => {
                 if let Some(text) = describe(event, step, f, false) {

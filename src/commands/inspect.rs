@@ -253,3 +253,46 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
     }
     Ok(exit::OK)
 }
+
+/// `runbook sessions`: REPL sessions, newest first; `sessions show ID`: one as a timeline.
+pub async fn sessions(
+    state: Option<&str>,
+    show: Option<crate::cli::SessionsCommand>,
+    limit: i64,
+    output: Format,
+) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    match show {
+        Some(crate::cli::SessionsCommand::Show { session, output }) => {
+            let s = journal.find_session(&session).await?;
+            let events = journal.session_events(&s.id).await?;
+            if output == Format::Json {
+                println!("{}", json!({"session": s, "events": events}));
+            } else {
+                print!("{}", crate::repl::timeline(&s, &events));
+            }
+        }
+        None => {
+            let list = journal.sessions(limit.clamp(1, 10_000)).await?;
+            if output == Format::Json {
+                println!("{}", json!(list));
+            } else if list.is_empty() {
+                println!("no sessions yet (`runbook repl` records one)");
+            } else {
+                println!("{:<26} {:<20} {:<20} {:>7}  RUN", "SESSION", "WHO", "STARTED (UTC)", "ENTRIES");
+                for s in &list {
+                    println!(
+                        "{:<26} {:<20} {:<20} {:>7}  {}",
+                        s.id,
+                        format!("{}@{}", s.who, s.host),
+                        s.started_at.get(..19).unwrap_or(&s.started_at).replace('T', " "),
+                        s.events,
+                        s.run_id.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+        }
+    }
+    journal.close().await;
+    Ok(exit::OK)
+}

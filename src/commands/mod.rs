@@ -29,6 +29,11 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Enqueue { file, params } => queue::enqueue(state, &file, params).await,
         Command::Worker(args) => queue::worker(state, args).await,
         Command::Schedule(args) => queue::schedule(state, args).await,
+        Command::Repl { run, last } => {
+            let attach = if last { Some("last".to_string()) } else { run };
+            crate::repl::run(crate::repl::Options { state: state.map(str::to_string), attach }).await
+        }
+        Command::Sessions { show, limit, output } => inspect::sessions(state, show, limit, output).await,
         Command::Completions { .. } => Ok(exit::OK),
     }
 }

@@ -110,14 +110,14 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         cli: &ctx.inv_params,
         file: file_table.as_ref(),
         stored: ctx.resume.as_ref().filter(|_| !ctx.queued).map(|r| &r.params),
-        lenient: ctx.mode.is_static(),
+        lenient: ctx.mode.is_static() || ctx.mode == Mode::Load,
     };
     let (values, warnings) = params::resolve(&decl.params, &sources).map_err(|p| ctx.raise(Halt::Params(p)))?;
     let table = lua.create_table()?;
     for spec in &decl.params {
         match values.get(&spec.name) {
             Some(v) => table.set(spec.name.as_str(), v.to_lua(&lua)?)?,
-            None if ctx.mode.is_static() => {
+            None if ctx.mode.is_static() || ctx.mode == Mode::Load => {
                 table.set(spec.name.as_str(), crate::lua::placeholder(&lua, &format!("params.{}", spec.name))?)?
             }
             None => {}
@@ -125,7 +125,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     }
     lua.globals().set("params", table)?;
     ctx.st.borrow_mut().decl = Some(decl.clone());
-    if ctx.mode.is_static() {
+    if ctx.mode.is_static() || ctx.mode == Mode::Load {
         return Ok(());
     }
 

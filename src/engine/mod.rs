@@ -43,6 +43,10 @@ pub enum Mode {
     Plan,
     /// Syntax and declaration checks.
     Check,
+    /// The REPL's `:load` and `:attach`: top-level code runs for real (connections, helper
+    /// functions), `runbook{}` creates no run, and every step is captured instead of run; a step
+    /// the attached run completed returns its recorded result.
+    Load,
 }
 
 impl Mode {
@@ -129,6 +133,9 @@ pub enum Halt {
     /// Resuming a rollback: the completed steps are replayed up to here, then the undos run.
     #[error("rollback")]
     RollbackNow,
+    /// Loading an attached run reached its first step not done: evaluation stops there.
+    #[error("loaded up to step '{0}', the first step the run has not completed")]
+    Loaded(String),
 }
 
 impl Halt {
@@ -161,6 +168,15 @@ impl StopReason {
             StopReason::Lost => "taken over by another process".into(),
         }
     }
+}
+
+/// A step definition that `Mode::Load` captured instead of running.
+#[derive(Clone)]
+pub struct Captured {
+    pub name: String,
+    pub func: Function,
+    pub description: Option<String>,
+    pub line: u32,
 }
 
 /// One undo to run on rollback.
@@ -207,6 +223,8 @@ pub(crate) struct State {
     /// Fan-outs (ssh.each/rolling) made so far by the running step attempt: their ordinal keys
     /// the items they journal, the same on every attempt and replay.
     pub(crate) fanouts: u32,
+    /// Steps captured in `Mode::Load`.
+    captured: Vec<Captured>,
 }
 
 /// The engine's state for one evaluation, reachable from every Lua callback.
@@ -237,6 +255,64 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A context outside any run, for the REPL: `Mode::Run` for its live primitives, or
+    /// `Mode::Load` to capture a runbook's steps (with the run being attached, if any). `file`
+    /// names chunks in messages; relative paths resolve from `abs_path`'s folder.
+    pub fn standalone(
+        mode: Mode,
+        file: String,
+        abs_path: PathBuf,
+        journal: Option<Arc<dyn Journal>>,
+        out: Reporter,
+        params: Vec<(String, String)>,
+        attached: Option<(RunRecord, Vec<StepRecord>)>,
+    ) -> Rc<Ctx> {
+        let (resume, records) = match attached {
+            Some((run, steps)) => (Some(run), steps.into_iter().map(|s| (s.name.clone(), s)).collect()),
+            None => (None, HashMap::new()),
+        };
+        let (stop_tx, _) = watch::channel(None);
+        Rc::new(Ctx {
+            mode,
+            file,
+            abs_path,
+            source: String::new(),
+            hash: String::new(),
+            journal,
+            out,
+            inv_params: params,
+            params_file: None,
+            yes: false,
+            trigger: "repl".into(),
+            resume,
+            queued: false,
+            drain: false,
+            lock_wait: None,
+            me: Owner::current(),
+            st: RefCell::new(State { records, ..State::default() }),
+            stop_tx,
+            deadline: Rc::new(Cell::new(None)),
+        })
+    }
+
+    /// The steps `Mode::Load` captured, in the order met.
+    pub fn captured(&self) -> Vec<Captured> {
+        self.st.borrow().captured.clone()
+    }
+
+    /// Where a `Mode::Load` of an attached run stopped: its first step not done.
+    pub fn load_stopped_at(&self) -> Option<String> {
+        match &self.st.borrow().halt {
+            Some(Halt::Loaded(step)) => Some(step.clone()),
+            _ => None,
+        }
+    }
+
+    /// The declaration, once `runbook{}` ran.
+    pub fn declaration(&self) -> Option<Declaration> {
+        self.st.borrow().decl.clone()
+    }
+
     pub fn from_lua(lua: &Lua) -> mlua::Result<Rc<Ctx>> {
         lua.app_data_ref::<Rc<Ctx>>()
             .map(|c| Rc::clone(&c))
@@ -729,6 +805,8 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         (Some(Halt::Cancelled(msg)), _) if interrupted => (RunStatus::Interrupted, Some(msg.clone()), None),
         (Some(Halt::Cancelled(msg)), _) => (RunStatus::Cancelled, Some(msg.clone()), None),
         (Some(Halt::Journal(msg)), _) => (RunStatus::Failed, Some(format!("journal: {msg}")), None),
+        // Only the REPL's loads stop this way, and they record no run.
+        (Some(h @ Halt::Loaded(_)), _) => (RunStatus::Failed, Some(h.to_string()), None),
         (Some(Halt::Declaration(msg)), _) => (RunStatus::Failed, Some(msg.clone()), Some(exit::USAGE)),
         (Some(h @ Halt::Params(_)), _) => (RunStatus::Failed, Some(h.to_string()), Some(exit::USAGE)),
         (Some(h @ Halt::LockHeld { .. }), _) => (RunStatus::Failed, Some(h.to_string()), Some(exit::LOCK_HELD)),

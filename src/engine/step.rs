@@ -170,6 +170,32 @@ fn option_summary(o: &StepOpts) -> Vec<String> {
     v
 }
 
+/// `Mode::Load`: captures the step. A step the attached run completed returns its recorded
+/// result, as on resume; the first one it did not complete ends the load (what follows depends
+/// on it); without an attached run every step returns a placeholder.
+fn load_step(
+    lua: &Lua,
+    ctx: &Ctx,
+    name: String,
+    opts: StepOpts,
+    func: Function,
+    loc: &Location,
+) -> mlua::Result<Value> {
+    ctx.st.borrow_mut().captured.push(super::Captured {
+        name: name.clone(),
+        func,
+        description: opts.description.clone(),
+        line: loc.line,
+    });
+    let prior = ctx.st.borrow().records.get(&name).cloned();
+    match prior.filter(|p| p.status.is_done()) {
+        Some(p) if p.status == StepStatus::Skipped => Ok(Value::Nil),
+        Some(p) => convert::from_json(lua, &p.result.unwrap_or(serde_json::Value::Null)),
+        None if ctx.resume.is_some() => Err(ctx.raise(Halt::Loaded(name))),
+        None => crate::lua::placeholder(lua, &format!("step '{name}'")),
+    }
+}
+
 /// Common checks before a step or a gate: the runbook is declared, nothing is nested, the run
 /// has not been halted.
 fn enter(lua: &Lua, ctx: &Ctx, what: &str, loc: &Location) -> mlua::Result<()> {
@@ -251,6 +277,9 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         st.seq
     };
 
+    if ctx.mode == Mode::Load {
+        return load_step(&lua, &ctx, name, opts, func, &loc);
+    }
     if ctx.mode.is_static() {
         ctx.st.borrow_mut().plan.push(PlanEntry {
             kind: "step",
@@ -523,6 +552,8 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
         st.seq
     };
     match ctx.mode {
+        // Loading into the REPL passes gates: nothing after them runs anyway.
+        Mode::Load => return Ok(true),
         Mode::Plan | Mode::Check => {
             ctx.st.borrow_mut().plan.push(PlanEntry {
                 kind: "approval",

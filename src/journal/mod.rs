@@ -29,6 +29,8 @@ pub enum JournalError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("no run matches '{0}' (see `runbook history`)")]
     NoSuchRun(String),
+    #[error("no session matches '{0}' (see `runbook sessions`)")]
+    NoSuchSession(String),
     #[error("'{0}' matches several runs: {1}")]
     Ambiguous(String, String),
     #[error("journal row is not valid: {0}")]
@@ -366,6 +368,38 @@ pub struct FireRecord {
     pub fired_at: String,
 }
 
+/// An incident session of `runbook repl`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub who: String,
+    pub host: String,
+    pub pid: i64,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    /// The run the session was attached to last.
+    pub run_id: Option<String>,
+    /// How many chunks and commands it evaluated (filled by `sessions`).
+    pub events: i64,
+}
+
+/// One evaluated chunk or command of a session, already redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionEvent {
+    pub session_id: String,
+    pub seq: i64,
+    pub at: String,
+    /// "lua" (a chunk) or "command" (`:retry`, `:skip` ...).
+    pub kind: String,
+    pub input: String,
+    pub ok: bool,
+    pub duration_ms: i64,
+    /// The first lines of what it printed, or its error.
+    pub output: String,
+    /// The run it acted on, for commands on an attached run.
+    pub run_id: Option<String>,
+}
+
 /// What the heartbeat learns about its run.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Beat {
@@ -441,6 +475,14 @@ pub trait Journal: Send + Sync {
     async fn unpaused_at(&self, schedule: &str) -> JResult<Option<String>>;
     async fn unpause(&self, schedule: &str, actor: &str) -> JResult<()>;
     async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome>;
+    /// Records a new REPL session, or updates its end time and attached run.
+    async fn put_session(&self, session: &SessionRecord) -> JResult<()>;
+    async fn session_event(&self, event: &SessionEvent) -> JResult<()>;
+    /// Sessions, newest first, with their event counts.
+    async fn sessions(&self, limit: i64) -> JResult<Vec<SessionRecord>>;
+    /// A session by id, unique prefix, or `last`.
+    async fn find_session(&self, reference: &str) -> JResult<SessionRecord>;
+    async fn session_events(&self, session_id: &str) -> JResult<Vec<SessionEvent>>;
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
     /// Re-applies `scrub` to what a run already journaled (its params, error, events), after a
     /// secret became known midway through the run.

@@ -13,6 +13,16 @@ pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, p
 pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
 
+/// Sessions with their event counts, newest first; `$1` the limit.
+pub(super) const SESSIONS_NEWEST: &str = "SELECT s.id, s.who, s.host, s.pid, s.started_at, s.ended_at, s.run_id,
+        (SELECT COUNT(*) FROM session_events e WHERE e.session_id = s.id) AS events
+     FROM sessions s ORDER BY s.started_at DESC, s.id DESC LIMIT $1";
+
+/// Sessions whose id is `$1` or starts with `$2` (a prefix and `%`).
+pub(super) const SESSIONS_BY_PREFIX: &str = "SELECT s.id, s.who, s.host, s.pid, s.started_at, s.ended_at, s.run_id,
+        (SELECT COUNT(*) FROM session_events e WHERE e.session_id = s.id) AS events
+     FROM sessions s WHERE s.id = $1 OR s.id LIKE $2 ORDER BY s.started_at DESC LIMIT 20";
+
 /// Runs a worker may take over when their process is gone: those started by a scheduler or
 /// a queue, never a person's own `runbook run`.
 pub(super) const WORKER_TRIGGERS: &str = "(trigger = 'enqueue' OR substr(trigger, 1, 9) = 'schedule:')";
@@ -146,6 +156,19 @@ macro_rules! sql_journal {
                 .bind(&r.queue_key)
                 .bind(&r.not_before)
                 .bind(r.queued_params.as_ref().map(|p| p.to_string()))
+        }
+
+        fn session_from_row(row: &DbRow) -> JResult<SessionRecord> {
+            Ok(SessionRecord {
+                id: row.try_get("id")?,
+                who: row.try_get("who")?,
+                host: row.try_get("host")?,
+                pid: row.try_get("pid")?,
+                started_at: row.try_get("started_at")?,
+                ended_at: row.try_get("ended_at")?,
+                run_id: row.try_get("run_id")?,
+                events: row.try_get("events")?,
+            })
         }
 
         fn fire_from_row(row: &DbRow) -> JResult<FireRecord> {
@@ -507,6 +530,101 @@ macro_rules! sql_journal {
                             step: row.try_get("step")?,
                             data: serde_json::from_str(&data)
                                 .map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn put_session(&self, s: &SessionRecord) -> JResult<()> {
+                sqlx::query(
+                    "INSERT INTO sessions (id, who, host, pid, started_at, ended_at, run_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (id) DO UPDATE SET ended_at = excluded.ended_at, run_id = excluded.run_id",
+                )
+                .bind(&s.id)
+                .bind(&s.who)
+                .bind(&s.host)
+                .bind(s.pid)
+                .bind(&s.started_at)
+                .bind(&s.ended_at)
+                .bind(&s.run_id)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn session_event(&self, e: &SessionEvent) -> JResult<()> {
+                sqlx::query(
+                    "INSERT INTO session_events (session_id, seq, at, kind, input, ok, duration_ms, output, run_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&e.session_id)
+                .bind(e.seq)
+                .bind(&e.at)
+                .bind(&e.kind)
+                .bind(&e.input)
+                .bind(e.ok)
+                .bind(e.duration_ms)
+                .bind(&e.output)
+                .bind(&e.run_id)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(())
+            }
+
+            async fn sessions(&self, limit: i64) -> JResult<Vec<SessionRecord>> {
+                let rows = sqlx::query(sql::SESSIONS_NEWEST).bind(limit).fetch_all(&mut *self.db().await?).await?;
+                rows.iter().map(session_from_row).collect()
+            }
+
+            async fn find_session(&self, reference: &str) -> JResult<SessionRecord> {
+                let reference = reference.trim();
+                if reference == "last" {
+                    return self
+                        .sessions(1)
+                        .await?
+                        .pop()
+                        .ok_or_else(|| JournalError::NoSuchSession("last".into()));
+                }
+                let rows = sqlx::query(sql::SESSIONS_BY_PREFIX)
+                    .bind(reference)
+                    .bind(format!("{reference}%"))
+                    .fetch_all(&mut *self.db().await?)
+                    .await?;
+                let mut found: Vec<SessionRecord> = rows.iter().map(session_from_row).collect::<JResult<_>>()?;
+                if let Some(exact) = found.iter().position(|s| s.id == reference) {
+                    return Ok(found.swap_remove(exact));
+                }
+                match found.len() {
+                    1 => Ok(found.remove(0)),
+                    0 => Err(JournalError::NoSuchSession(reference.to_string())),
+                    _ => Err(JournalError::Ambiguous(
+                        reference.to_string(),
+                        found.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
+                    )),
+                }
+            }
+
+            async fn session_events(&self, session_id: &str) -> JResult<Vec<SessionEvent>> {
+                let rows = sqlx::query(
+                    "SELECT session_id, seq, at, kind, input, ok, duration_ms, output, run_id
+                     FROM session_events WHERE session_id = $1 ORDER BY seq",
+                )
+                .bind(session_id)
+                .fetch_all(&mut *self.db().await?)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        Ok(SessionEvent {
+                            session_id: row.try_get("session_id")?,
+                            seq: row.try_get("seq")?,
+                            at: row.try_get("at")?,
+                            kind: row.try_get("kind")?,
+                            input: row.try_get("input")?,
+                            ok: row.try_get("ok")?,
+                            duration_ms: row.try_get("duration_ms")?,
+                            output: row.try_get("output")?,
+                            run_id: row.try_get("run_id")?,
                         })
                     })
                     .collect()

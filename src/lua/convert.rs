@@ -118,6 +118,16 @@ pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
 }
 
 /// Marks a table as an array, so that an empty one stores as `[]`.
+/// Marks a query result: an array (as [`mark_array`]) that also knows its columns in the
+/// query's order (`__columns`), for printing it as a table.
+pub fn mark_rows(lua: &Lua, t: &Table, columns: &[String]) -> mlua::Result<()> {
+    let mt = lua.create_table()?;
+    mt.raw_set("__array", true)?;
+    mt.raw_set("__name", "array")?;
+    mt.raw_set("__columns", columns)?;
+    t.set_metatable(Some(mt))
+}
+
 pub fn mark_array(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set_metatable(Some(array_marker(lua)?))
 }

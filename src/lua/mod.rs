@@ -64,6 +64,12 @@ pub fn new_sandbox(root: &Path, memory_limit: Option<usize>) -> mlua::Result<Lua
     Ok(lua)
 }
 
+/// Points `require` of non-stdlib modules at another folder (the REPL loading a runbook).
+pub fn set_require_root(lua: &Lua, dir: &Path) {
+    let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    lua.set_app_data(RequireRoot(canonical));
+}
+
 /// Runs an embedded internal module and returns what it returns.
 pub fn run_internal(lua: &Lua, name: &str) -> mlua::Result<Value> {
     let src = embedded_module(name).ok_or_else(|| mlua::Error::runtime(format!("internal module {name} missing")))?;

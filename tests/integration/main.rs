@@ -12,6 +12,8 @@ mod harness;
 mod http;
 mod locks;
 mod params;
+mod pty;
+mod repl;
 mod review;
 mod run;
 mod sandbox;

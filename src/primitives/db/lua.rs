@@ -170,7 +170,7 @@ fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
         }
         out.raw_set(n + 1, t)?;
     }
-    crate::lua::convert::mark_array(lua, &out)?;
+    crate::lua::convert::mark_rows(lua, &out, &rows.columns)?;
     Ok(out)
 }
 

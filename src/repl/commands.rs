@@ -1,0 +1,632 @@
+//! The REPL's `:commands`: help, loading a runbook, the journal's runs, and work on an attached
+//! run (its steps and results, retry, skip, resume), each recorded in the session; what they
+//! change in a run is written to that run's journal, attributed to the session's user.
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use mlua::chunk::ChunkMode;
+use mlua::{Lua, Table, Value};
+use serde_json::json;
+
+use super::{describe_error, help, show, Attached, Outcome, Repl};
+use crate::engine::{self, Captured, Ctx, Invocation, Mode};
+use crate::journal::{self, Claim, EventRecord, RunFilter, RunRecord, RunStatus, StepKind, StepRecord, StepStatus};
+use crate::output::{Format, Reporter};
+
+/// What a command printed and whether it did what was asked.
+struct Done {
+    ok: bool,
+    text: String,
+}
+
+fn ok(text: impl Into<String>) -> Done {
+    Done { ok: true, text: text.into() }
+}
+
+fn fail(text: impl Into<String>) -> Done {
+    Done { ok: false, text: text.into() }
+}
+
+impl Repl {
+    /// Runs a `:command` line, prints what it says, and records it in the session.
+    pub(super) async fn command(&mut self, line: &str) {
+        let started = Instant::now();
+        let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+        let rest = rest.trim();
+        let done = match name {
+            ":help" | ":h" => ok(help::help(rest)),
+            ":load" => self.load(rest).await,
+            ":runs" => self.runs(rest).await,
+            ":attach" => self.attach(rest).await,
+            ":steps" => self.steps(),
+            ":result" => self.result(rest),
+            ":retry" => self.retry(rest).await,
+            ":skip" => self.skip(rest).await,
+            ":resume" => self.resume(rest).await,
+            ":timeline" => self.timeline(rest).await,
+            other => fail(format!("unknown command {other}; `:help` lists the commands")),
+        };
+        let text = crate::secret::redact(&done.text).into_owned();
+        if done.ok {
+            println!("{}", text.trim_end());
+        } else {
+            eprintln!("error: {}", text.trim_end());
+        }
+        let run = self.attached.as_ref().map(|a| a.run.id.clone());
+        // `:help` and `:timeline` read; they are not part of what happened.
+        if !matches!(name, ":help" | ":h" | ":timeline") {
+            self.record("command", line, done.ok, started.elapsed(), &text, run.as_deref()).await;
+        }
+    }
+
+    async fn load(&mut self, args: &str) -> Done {
+        let mut words = args.split_whitespace();
+        let Some(file) = words.next() else { return fail("usage: :load FILE [key=value ...]") };
+        let mut params = Vec::new();
+        for w in words {
+            match w.split_once('=') {
+                Some((k, v)) if !k.is_empty() => params.push((k.to_string(), v.to_string())),
+                _ => return fail(format!("expected key=value after the file, got '{w}'")),
+            }
+        }
+        let path = PathBuf::from(file);
+        let source = match std::fs::read_to_string(&path) {
+            Ok(s) => s,
+            Err(e) => return fail(format!("cannot read {file}: {e}")),
+        };
+        let (loaded, note) = self.load_source(&path, &source, params, None).await;
+        let Some(decl) = loaded.declaration() else {
+            return fail(note.unwrap_or_else(|| format!("{file}: no runbook{{...}} declaration")));
+        };
+        let captured = loaded.captured();
+        let steps = match self.steps_table(&captured) {
+            Ok(t) => t,
+            Err(e) => return fail(e.to_string()),
+        };
+        let _ = self.lua.globals().set("steps", steps);
+        let names: Vec<String> = captured.iter().map(|c| c.name.clone()).collect();
+        let mut text = format!(
+            "loaded runbook '{}' from {file}: {} step(s): {}\n`steps[NAME]()` runs one by hand (not journaled); `params` holds the params",
+            decl.name,
+            names.len(),
+            names.join(", ")
+        );
+        if let Some(n) = note {
+            text = format!("{text}\nnote: {n}");
+        }
+        ok(text)
+    }
+
+    /// Evaluates a runbook in `Mode::Load` in the session's Lua: its top level runs, its steps
+    /// are captured. Returns the load's context and why the load stopped early, if it did.
+    async fn load_source(
+        &mut self,
+        path: &Path,
+        source: &str,
+        params: Vec<(String, String)>,
+        attached: Option<(RunRecord, Vec<StepRecord>)>,
+    ) -> (Rc<Ctx>, Option<String>) {
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let ctx = Ctx::standalone(
+            Mode::Load,
+            path.display().to_string(),
+            abs.clone(),
+            Some(self.journal.clone()),
+            Reporter::for_repl(),
+            params,
+            attached,
+        );
+        if let Some(dir) = abs.parent() {
+            crate::lua::set_require_root(&self.lua, dir);
+        }
+        let func =
+            self.lua.load(source).set_name(format!("@{}", path.display())).set_mode(ChunkMode::Text).into_function();
+        let note = match func {
+            Err(e) => Some(describe_error(&e)),
+            Ok(func) => {
+                self.lua.set_app_data(Rc::clone(&ctx));
+                let outcome = self.call(func, ()).await;
+                self.lua.set_app_data(Rc::clone(&self.ctx));
+                match outcome {
+                    Outcome::Values(_) => None,
+                    Outcome::Interrupted => Some("loading interrupted (Ctrl-C)".into()),
+                    Outcome::Failed(_) if ctx.load_stopped_at().is_some() => None,
+                    Outcome::Failed(msg) => Some(format!("the load stopped at {msg}")),
+                }
+            }
+        };
+        (ctx, note)
+    }
+
+    /// `steps`: step name -> its function, to call by hand.
+    fn steps_table(&self, captured: &[Captured]) -> mlua::Result<Table> {
+        let t = self.lua.create_table()?;
+        for c in captured {
+            t.set(c.name.as_str(), c.func.clone())?;
+        }
+        Ok(t)
+    }
+
+    async fn runs(&mut self, args: &str) -> Done {
+        let limit = args.parse::<i64>().unwrap_or(10).clamp(1, 200);
+        let runs = match self.journal.runs(&RunFilter { limit, ..RunFilter::default() }).await {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        if runs.is_empty() {
+            return ok("no runs in this journal yet");
+        }
+        let rows: Vec<Vec<String>> = runs
+            .iter()
+            .map(|r| {
+                vec![
+                    r.id.clone(),
+                    r.runbook.clone(),
+                    r.effective_status().to_string(),
+                    r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " "),
+                    show::cell(r.error.as_deref().unwrap_or("")),
+                ]
+            })
+            .collect();
+        ok(show::grid(&["run", "runbook", "status", "started (UTC)", "error"], &rows))
+    }
+
+    async fn attach(&mut self, reference: &str) -> Done {
+        if reference.is_empty() {
+            return fail("usage: :attach RUN (an id, a unique prefix, or `last`)");
+        }
+        let run = match self.journal.find_run(reference).await {
+            Ok(r) => r,
+            Err(e) => return fail(e.to_string()),
+        };
+        let steps = match self.journal.steps(&run.id).await {
+            Ok(s) => s,
+            Err(e) => return fail(e.to_string()),
+        };
+        // The file as it is now (what `:resume` runs), else the text the run ran.
+        let path = PathBuf::from(&run.path);
+        let (source, mut notes) = match std::fs::read_to_string(&path) {
+            Ok(text) if engine::content_hash(&text) == run.content_hash => (text, vec![]),
+            Ok(text) => {
+                let what = crate::commands::what_changed(&run.source, &text);
+                (
+                    text,
+                    vec![format!(
+                        "the runbook changed since the run started ({what}); `:resume --allow-changed` to run it"
+                    )],
+                )
+            }
+            Err(_) => (run.source.clone(), vec![format!("{} is gone: loaded the text the run ran", path.display())]),
+        };
+        let (loaded, note) = self.load_source(&path, &source, vec![], Some((run.clone(), steps.clone()))).await;
+        notes.extend(note);
+        let captured = loaded.captured();
+        self.session.run_id = Some(run.id.clone());
+        let _ = self.journal.put_session(&self.session).await;
+        self.attached = Some(Attached { run, steps, captured });
+        if let Err(e) = self.publish_run() {
+            return fail(e.to_string());
+        }
+        let a = self.attached.as_ref().expect("attached above");
+        let status = a.run.effective_status();
+        let mut text = format!(
+            "attached to run {} of '{}' ({}), {} step(s) journaled",
+            a.run.id,
+            a.run.runbook,
+            status,
+            a.steps.iter().filter(|s| s.kind == StepKind::Step).count()
+        );
+        if let Some(e) = &a.run.error {
+            text.push_str(&format!("\nerror: {e}"));
+        }
+        if let Some(failed) = a.steps.iter().find(|s| s.status == StepStatus::Failed) {
+            text.push_str(&format!(
+                "\nfailed step: '{}' (attempt {}): {}\nin scope: run.params, run.steps[\"{}\"], run.status; then :retry {} | :skip {} REASON, and :resume",
+                failed.name,
+                failed.attempts,
+                failed.error.as_deref().unwrap_or(""),
+                failed.name,
+                failed.name,
+                failed.name
+            ));
+        }
+        for n in notes {
+            text.push_str(&format!("\nnote: {n}"));
+        }
+        ok(text)
+    }
+
+    /// Sets the `run` global from the attached run: id, runbook, status, error, params, steps.
+    fn publish_run(&self) -> mlua::Result<()> {
+        let Some(a) = &self.attached else { return Ok(()) };
+        let lua: &Lua = &self.lua;
+        let t = lua.create_table()?;
+        t.set("id", a.run.id.as_str())?;
+        t.set("runbook", a.run.runbook.as_str())?;
+        t.set("status", a.run.effective_status().as_str())?;
+        t.set("error", a.run.error.clone())?;
+        t.set("path", a.run.path.as_str())?;
+        t.set("params", crate::lua::convert::from_json(lua, &a.run.params)?)?;
+        let steps = lua.create_table()?;
+        for s in &a.steps {
+            let st = lua.create_table()?;
+            st.set("status", s.status.as_str())?;
+            st.set("attempts", s.attempts)?;
+            st.set("result", s.result.as_ref().map(|r| crate::lua::convert::from_json(lua, r)).transpose()?)?;
+            st.set("error", s.error.clone())?;
+            st.set("started_at", s.started_at.clone())?;
+            st.set("finished_at", s.finished_at.clone())?;
+            st.set("duration_ms", s.duration_ms)?;
+            st.set("actor", s.actor.clone())?;
+            steps.set(s.name.as_str(), st)?;
+        }
+        t.set("steps", steps)?;
+        lua.globals().set("run", t)
+    }
+
+    /// Reads the attached run and its steps again, and republishes `run`.
+    async fn refresh(&mut self) -> Result<(), String> {
+        let Some(a) = &mut self.attached else { return Ok(()) };
+        a.run = self.journal.run(&a.run.id).await.map_err(|e| e.to_string())?.ok_or("the run is gone")?;
+        a.steps = self.journal.steps(&a.run.id).await.map_err(|e| e.to_string())?;
+        self.publish_run().map_err(|e| e.to_string())
+    }
+
+    fn steps(&self) -> Done {
+        let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
+        if a.steps.is_empty() {
+            return ok(format!("run {} has no journaled steps", a.run.id));
+        }
+        let mut steps = a.steps.clone();
+        steps.sort_by_key(|s| s.seq);
+        let rows: Vec<Vec<String>> = steps
+            .iter()
+            .map(|s| {
+                let outcome = match (&s.error, &s.result) {
+                    (Some(e), _) => e.clone(),
+                    (None, Some(r)) => r.to_string(),
+                    (None, None) => String::new(),
+                };
+                vec![
+                    s.name.clone(),
+                    s.status.to_string(),
+                    s.attempts.to_string(),
+                    s.duration_ms
+                        .map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64)))
+                        .unwrap_or_default(),
+                    s.actor.clone().unwrap_or_default(),
+                    show::cell(&outcome),
+                ]
+            })
+            .collect();
+        ok(show::grid(&["step", "status", "attempts", "took", "by", "result / error"], &rows))
+    }
+
+    fn result(&self, args: &str) -> Done {
+        let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
+        let (step, var) = split_step_arg(args);
+        let var = var.trim();
+        let var = if var.is_empty() { "result" } else { var };
+        if !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || var.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return fail(format!("'{var}' is not a Lua name"));
+        }
+        let Some(rec) = a.steps.iter().find(|s| s.name == step) else {
+            return fail(format!("run {} has no step '{step}' (:steps lists them)", a.run.id));
+        };
+        let value = match rec.result.as_ref().map(|r| crate::lua::convert::from_json(&self.lua, r)).transpose() {
+            Ok(v) => v.unwrap_or(Value::Nil),
+            Err(e) => return fail(e.to_string()),
+        };
+        if let Err(e) = self.lua.globals().set(var, value.clone()) {
+            return fail(e.to_string());
+        }
+        ok(format!("{}\n(bound to `{var}`)", show::value(&value)))
+    }
+
+    /// Makes this process the owner of the attached run, so that it may write its steps, keeping
+    /// its status (a run whose process is gone becomes `interrupted`). Refused while the run's
+    /// process lives.
+    async fn own_run(&mut self) -> Result<(), String> {
+        self.refresh().await?;
+        let Some(a) = &mut self.attached else { return Err("no run attached: :attach RUN first".into()) };
+        let status = a.run.effective_status();
+        if a.run.status.is_active() && status.is_active() {
+            return Err(format!(
+                "run {} is still {} (pid {} on {}); wait for it, or `runbook cancel {}`",
+                a.run.id, status, a.run.owner.pid, a.run.owner.host, a.run.id
+            ));
+        }
+        if status.is_final() || status == RunStatus::Queued {
+            return Err(format!("run {} is {status}: there is nothing to change", a.run.id));
+        }
+        let me = self.ctx.me.clone();
+        if a.run.owner.host == me.host && a.run.owner.pid == me.pid {
+            return Ok(());
+        }
+        let claim = Claim {
+            id: &a.run.id,
+            expected: a.run.status,
+            previous: &a.run.owner,
+            new_status: status,
+            me: &me,
+            lease_secs: engine::lease_secs(),
+            params: None,
+        };
+        match self.journal.claim_run(&claim).await {
+            Ok(true) => {
+                a.run.owner = me;
+                a.run.status = status;
+                Ok(())
+            }
+            Ok(false) => Err(format!("run {} changed meanwhile (resumed elsewhere?); :attach it again", a.run.id)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A step of the attached run that may be retried or skipped: not done yet.
+    fn open_step(&self, name: &str, verb: &str) -> Result<StepRecord, String> {
+        let a = self.attached.as_ref().ok_or("no run attached: :attach RUN first")?;
+        if name.is_empty() {
+            return Err(format!("usage: :{verb} STEP"));
+        }
+        let existing = a.steps.iter().find(|s| s.name == name).cloned();
+        if let Some(s) = existing.as_ref().filter(|s| s.status.is_done()) {
+            return Err(format!("step '{name}' is already {}; a resume does not run it again", s.status));
+        }
+        let line = a.captured.iter().find(|c| c.name == name).map(|c| c.line as i64);
+        if existing.is_none() && line.is_none() {
+            return Err(format!("run {} has no step '{name}' (:steps lists the journaled ones)", a.run.id));
+        }
+        let seq = a.steps.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
+        Ok(existing.unwrap_or_else(|| StepRecord::new(name, seq, StepKind::Step, StepStatus::Running, line)))
+    }
+
+    async fn retry(&mut self, args: &str) -> Done {
+        let (name, _) = split_step_arg(args);
+        let mut rec = match self.open_step(&name, "retry") {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        let Some(func) =
+            self.attached.as_ref().and_then(|a| a.captured.iter().find(|c| c.name == name)).map(|c| c.func.clone())
+        else {
+            return fail(format!(
+                "step '{name}' was not loaded: loading a run stops at its first step not done; :skip it or :resume"
+            ));
+        };
+        if let Err(e) = self.own_run().await {
+            return fail(e);
+        }
+        let run_id = self.attached.as_ref().map(|a| a.run.id.clone()).unwrap_or_default();
+        let who = self.session.who.clone();
+        let started_at = journal::now_ts();
+        rec.status = StepStatus::Running;
+        rec.attempts += 1;
+        rec.started_at = Some(started_at);
+        rec.error = None;
+        rec.actor = Some(who.clone());
+        if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {
+            return fail(e.to_string());
+        }
+        println!("retrying step '{name}' of run {run_id} (attempt {})...", rec.attempts);
+        let started = Instant::now();
+        let outcome = self.call(func, ()).await;
+        rec.duration_ms = Some(started.elapsed().as_millis() as i64);
+        rec.finished_at = Some(journal::now_ts());
+        let shown = match outcome {
+            Outcome::Values(values) => {
+                let first = values.into_iter().next().unwrap_or(Value::Nil);
+                match crate::lua::convert::to_json(&first) {
+                    Ok(mut result) => {
+                        crate::secret::redact_json(&mut result);
+                        rec.status = StepStatus::Succeeded;
+                        rec.result = Some(result);
+                        Ok(show::value(&first))
+                    }
+                    Err(e) => {
+                        rec.status = StepStatus::Failed;
+                        rec.error = Some(format!("step '{name}' returned {e}"));
+                        Err(rec.error.clone().unwrap_or_default())
+                    }
+                }
+            }
+            Outcome::Failed(msg) => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(msg.clone());
+                Err(msg)
+            }
+            Outcome::Interrupted => {
+                rec.status = StepStatus::Failed;
+                rec.error = Some(format!("retry interrupted (Ctrl-C) by {who}"));
+                Err("interrupted (Ctrl-C)".into())
+            }
+        };
+        if let Some(e) = &mut rec.error {
+            *e = crate::secret::redact(e).into_owned();
+        }
+        if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {
+            return fail(e.to_string());
+        }
+        self.run_event(&run_id, "step_retried", &name, json!({"status": rec.status.as_str(), "actor": who, "session": self.session.id, "error": rec.error, "duration_ms": rec.duration_ms})).await;
+        if let Err(e) = self.refresh().await {
+            return fail(e);
+        }
+        match shown {
+            Ok(text) => ok(format!("step '{name}' succeeded, recorded in run {run_id}\n{text}\nnext: :resume")),
+            Err(e) => fail(format!("step '{name}' failed again: {e}")),
+        }
+    }
+
+    async fn skip(&mut self, args: &str) -> Done {
+        let (name, reason) = split_step_arg(args);
+        let reason = reason.trim().to_string();
+        let mut rec = match self.open_step(&name, "skip") {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        };
+        if reason.is_empty() {
+            return fail(format!("usage: :skip {name} REASON (the reason is recorded in the run's journal)"));
+        }
+        if let Err(e) = self.own_run().await {
+            return fail(e);
+        }
+        let run_id = self.attached.as_ref().map(|a| a.run.id.clone()).unwrap_or_default();
+        let who = self.session.who.clone();
+        let reason = crate::secret::redact(&reason).into_owned();
+        rec.status = StepStatus::Skipped;
+        rec.actor = Some(who.clone());
+        rec.error = Some(format!("skipped by {who}: {reason}"));
+        rec.finished_at = Some(journal::now_ts());
+        if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {
+            return fail(e.to_string());
+        }
+        self.run_event(
+            &run_id,
+            "step_skipped",
+            &name,
+            json!({"actor": who, "reason": reason, "session": self.session.id}),
+        )
+        .await;
+        if let Err(e) = self.refresh().await {
+            return fail(e);
+        }
+        ok(format!("step '{name}' recorded as skipped by {who}: {reason}\nnext: :resume"))
+    }
+
+    async fn run_event(&self, run_id: &str, event: &str, step: &str, data: serde_json::Value) {
+        let mut data = data;
+        crate::secret::redact_json(&mut data);
+        let record = EventRecord {
+            run_id: run_id.to_string(),
+            ts: journal::now_ts(),
+            event: event.into(),
+            step: Some(step.to_string()),
+            data,
+        };
+        if let Err(e) = self.journal.append_events(&[record]).await {
+            eprintln!("warning: the run's event was not recorded: {e}");
+        }
+    }
+
+    async fn resume(&mut self, args: &str) -> Done {
+        let mut allow_changed = false;
+        let mut params = Vec::new();
+        for w in args.split_whitespace() {
+            match w {
+                "--allow-changed" => allow_changed = true,
+                _ => match w.split_once('=') {
+                    Some((k, v)) if !k.is_empty() => params.push((k.to_string(), v.to_string())),
+                    _ => return fail("usage: :resume [--allow-changed] [key=value ...]"),
+                },
+            }
+        }
+        if let Err(e) = self.refresh().await {
+            return fail(e);
+        }
+        let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
+        let status = a.run.effective_status();
+        if a.run.status.is_active() && status.is_active() && a.run.owner.pid != self.ctx.me.pid {
+            return fail(format!(
+                "run {} is still {status} (pid {} on {})",
+                a.run.id, a.run.owner.pid, a.run.owner.host
+            ));
+        }
+        if status.is_final() || status == RunStatus::Queued {
+            return fail(format!("run {} is {status}: there is nothing to resume", a.run.id));
+        }
+        let path = PathBuf::from(&a.run.path);
+        let current = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => return fail(format!("cannot read the runbook of run {} at {}: {e}", a.run.id, path.display())),
+        };
+        if engine::content_hash(&current) != a.run.content_hash && !allow_changed {
+            return fail(format!(
+                "runbook {} changed since run {} started ({}); :resume --allow-changed to run it anyway",
+                path.display(),
+                a.run.id,
+                crate::commands::what_changed(&a.run.source, &current)
+            ));
+        }
+        let run_id = a.run.id.clone();
+        let inv = Invocation {
+            params,
+            trigger: a.run.trigger.clone(),
+            resume: Some((a.run.clone(), a.steps.clone())),
+            ..Invocation::new(path, Mode::Run)
+        };
+        let outcome = engine::execute(inv, Some(self.journal.clone()), Reporter::new(Format::Text)).await;
+        let _ = self.refresh().await;
+        let attached_again = self.reload_attached().await;
+        match outcome {
+            Ok(o) => {
+                let mut text = format!("run {run_id} is {}", o.status);
+                if let Err(e) = attached_again {
+                    text.push_str(&format!("\nnote: {e}"));
+                }
+                Done { ok: o.status == RunStatus::Succeeded, text }
+            }
+            Err(e) => fail(format!("run {run_id}: {e}")),
+        }
+    }
+
+    /// After a resume: loads the run's steps again (their recorded results changed).
+    async fn reload_attached(&mut self) -> Result<(), String> {
+        let Some(a) = &self.attached else { return Ok(()) };
+        let (run, steps) = (a.run.clone(), a.steps.clone());
+        let path = PathBuf::from(&run.path);
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|_| run.source.clone());
+        let (loaded, note) = self.load_source(&path, &source, vec![], Some((run, steps))).await;
+        if let Some(a) = &mut self.attached {
+            a.captured = loaded.captured();
+        }
+        match note {
+            Some(n) => Err(n),
+            None => Ok(()),
+        }
+    }
+
+    async fn timeline(&mut self, args: &str) -> Done {
+        let events = match self.journal.session_events(&self.session.id).await {
+            Ok(e) => e,
+            Err(e) => return fail(e.to_string()),
+        };
+        let text = super::record::timeline(&self.session, &events);
+        if args.is_empty() {
+            return ok(text);
+        }
+        match std::fs::write(args, &text) {
+            Ok(()) => ok(format!("wrote the session's timeline ({} entries) to {args}", events.len())),
+            Err(e) => fail(format!("cannot write {args}: {e}")),
+        }
+    }
+}
+
+/// `STEP REST`, where STEP may be quoted: `"restore db" it failed` or `dump reason`.
+fn split_step_arg(args: &str) -> (String, String) {
+    let args = args.trim();
+    for q in ['"', '\''] {
+        if let Some(rest) = args.strip_prefix(q) {
+            if let Some((name, after)) = rest.split_once(q) {
+                return (name.to_string(), after.trim().to_string());
+            }
+        }
+    }
+    match args.split_once(char::is_whitespace) {
+        Some((name, rest)) => (name.to_string(), rest.trim().to_string()),
+        None => (args.to_string(), String::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_step_arg;
+
+    #[test]
+    fn step_arguments() {
+        assert_eq!(split_step_arg("dump"), ("dump".into(), String::new()));
+        assert_eq!(split_step_arg("dump disk full, freed"), ("dump".into(), "disk full, freed".into()));
+        assert_eq!(split_step_arg("\"restore db\" done by hand"), ("restore db".into(), "done by hand".into()));
+    }
+}

@@ -1,0 +1,391 @@
+//! `runbook repl`: the incident REPL. The same sandbox and primitives as runbooks, live, in a
+//! line editor with completion and history; attached to a run, an engineer inspects what a
+//! failed step saw, retries or skips it, and resumes the run, all in that run's journal. Every
+//! chunk is recorded as an event of the session, for the postmortem.
+mod commands;
+mod complete;
+mod help;
+mod record;
+mod show;
+
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mlua::chunk::ChunkMode;
+use mlua::{Function, HookTriggers, Lua, MultiValue, Value, VmState};
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{CompletionType, Config, Editor};
+
+use crate::engine::{self, Captured, Ctx, Mode};
+use crate::error::{exit, Error, Result};
+use crate::journal::{self, Journal, RunRecord, SessionEvent, SessionRecord, StepRecord};
+use crate::output::Reporter;
+
+pub use record::timeline;
+
+/// What `runbook repl` was asked.
+pub struct Options {
+    pub state: Option<String>,
+    /// Attach to this run at start (id, prefix or `last`).
+    pub attach: Option<String>,
+}
+
+/// The run the session is attached to.
+struct Attached {
+    run: RunRecord,
+    steps: Vec<StepRecord>,
+    /// The step functions the load reached.
+    captured: Vec<Captured>,
+}
+
+pub struct Repl {
+    lua: Lua,
+    ctx: Rc<Ctx>,
+    journal: Arc<dyn Journal>,
+    session: SessionRecord,
+    seq: i64,
+    attached: Option<Attached>,
+    /// Set by Ctrl-C while a chunk runs; the instruction hook stops pure-Lua loops with it.
+    interrupted: Arc<AtomicBool>,
+    history: Option<PathBuf>,
+}
+
+/// How an evaluation ended.
+enum Outcome {
+    Values(Vec<Value>),
+    Failed(String),
+    Interrupted,
+}
+
+pub async fn run(opts: Options) -> Result<u8> {
+    let started = Instant::now();
+    let config = crate::config::get().map_err(Error::Usage)?;
+    let journal = journal::open(opts.state.as_deref()).await?;
+    let mut repl = Repl::new(journal.clone(), &config)?;
+    repl.journal.put_session(&repl.session).await?;
+    let mut editor = repl.editor(&config)?;
+    tracing::debug!("repl ready in {:?}", started.elapsed());
+    if let Some(reference) = &opts.attach {
+        let line = format!(":attach {reference}");
+        repl.command(&line).await;
+    } else {
+        println!("runbook repl: session {} (:help for help, Ctrl-D to leave)", repl.session.id);
+    }
+    repl.read_eval_print(&mut editor).await;
+    repl.session.ended_at = Some(journal::now_ts());
+    repl.journal.put_session(&repl.session).await?;
+    journal.close().await;
+    Ok(exit::OK)
+}
+
+impl Repl {
+    fn new(journal: Arc<dyn Journal>, config: &crate::config::Config) -> Result<Repl> {
+        let cwd = std::env::current_dir().map_err(|e| Error::Io(format!("current directory: {e}")))?;
+        let setup = |e: mlua::Error| Error::Io(format!("cannot set up the REPL's Lua: {e}"));
+        let lua = crate::lua::new_sandbox(&cwd, None).map_err(setup)?;
+        let ctx = Ctx::standalone(
+            Mode::Run,
+            "repl".into(),
+            cwd.join("repl"),
+            Some(journal.clone()),
+            Reporter::for_repl(),
+            Vec::new(),
+            None,
+        );
+        lua.set_app_data(Rc::clone(&ctx));
+        engine::register_globals(&lua).map_err(setup)?;
+        let interrupted = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&interrupted);
+        lua.set_global_hook(HookTriggers::new().every_nth_instruction(10_000), move |_, _| {
+            if flag.load(Ordering::SeqCst) {
+                return Err(mlua::Error::runtime("interrupted (Ctrl-C)"));
+            }
+            Ok(VmState::Continue)
+        })
+        .map_err(setup)?;
+        install_extras(&lua, config).map_err(setup)?;
+        let session = SessionRecord {
+            id: engine::new_run_id(),
+            who: crate::process::username(),
+            host: crate::process::hostname(),
+            pid: std::process::id() as i64,
+            started_at: journal::now_ts(),
+            ended_at: None,
+            run_id: None,
+            events: 0,
+        };
+        Ok(Repl { lua, ctx, journal, session, seq: 0, attached: None, interrupted, history: history_path() })
+    }
+
+    fn editor(&self, config: &crate::config::Config) -> Result<Editor<complete::ReplHelper, FileHistory>> {
+        let cfg = Config::builder()
+            .auto_add_history(false)
+            .history_ignore_dups(true)
+            .and_then(|b| b.max_history_size(10_000))
+            .map(|b| b.completion_type(CompletionType::List).build())
+            .map_err(|e| Error::Io(format!("line editor: {e}")))?;
+        let mut editor: Editor<complete::ReplHelper, FileHistory> =
+            Editor::with_config(cfg).map_err(|e| Error::Io(format!("line editor: {e}")))?;
+        let groups: Vec<String> = config.hosts.keys().cloned().collect();
+        let mut hosts: Vec<String> = config.hosts.values().flat_map(|g| g.hosts.iter().cloned()).collect();
+        hosts.sort();
+        hosts.dedup();
+        editor.set_helper(Some(complete::ReplHelper { lua: self.lua.clone(), groups, hosts }));
+        if let Some(path) = &self.history {
+            prepare_history_file(path);
+            if path.exists() {
+                if let Err(e) = editor.load_history(path) {
+                    eprintln!("warning: history {}: {e}", path.display());
+                }
+            }
+        }
+        Ok(editor)
+    }
+
+    fn prompt(&self, continuation: bool) -> String {
+        if continuation {
+            return "...> ".into();
+        }
+        match &self.attached {
+            Some(a) => format!("runbook[{}]> ", a.run.id),
+            None => "runbook> ".into(),
+        }
+    }
+
+    async fn read_eval_print(&mut self, editor: &mut Editor<complete::ReplHelper, FileHistory>) {
+        let mut buffer = String::new();
+        loop {
+            let prompt = self.prompt(!buffer.is_empty());
+            match editor.readline(&prompt) {
+                Ok(line) => {
+                    if buffer.is_empty() && line.trim().is_empty() {
+                        continue;
+                    }
+                    if buffer.is_empty() && line.trim_start().starts_with(':') {
+                        let line = line.trim().to_string();
+                        let quit = matches!(line.as_str(), ":quit" | ":q" | ":exit");
+                        if !quit {
+                            self.command(&line).await;
+                        }
+                        self.remember(editor, &line);
+                        if quit {
+                            break;
+                        }
+                        continue;
+                    }
+                    if !buffer.is_empty() {
+                        buffer.push('\n');
+                    }
+                    buffer.push_str(&line);
+                    match compile(&self.lua, &buffer) {
+                        Compiled::Incomplete => continue,
+                        compiled => {
+                            let chunk = std::mem::take(&mut buffer);
+                            self.evaluate(&chunk, compiled).await;
+                            self.remember(editor, &chunk);
+                        }
+                    }
+                }
+                // Ctrl-C at the prompt clears the line (and a chunk being continued).
+                Err(ReadlineError::Interrupted) => {
+                    buffer.clear();
+                }
+                Err(ReadlineError::Eof) => {
+                    if buffer.is_empty() {
+                        break;
+                    }
+                    buffer.clear();
+                }
+                Err(e) => {
+                    eprintln!("error: line editor: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Adds a line to the history, redacted with every secret known by now (the chunk itself may
+    /// have made one known), and appends it to the history file at once.
+    fn remember(&self, editor: &mut Editor<complete::ReplHelper, FileHistory>, line: &str) {
+        let line = crate::secret::redact(line).into_owned();
+        let _ = editor.add_history_entry(line);
+        if let Some(path) = &self.history {
+            if let Err(e) = editor.append_history(path) {
+                tracing::warn!("history {}: {e}", path.display());
+            }
+        }
+    }
+
+    async fn evaluate(&mut self, chunk: &str, compiled: Compiled) {
+        let started = Instant::now();
+        let outcome = match compiled {
+            Compiled::Error(msg) => Outcome::Failed(msg),
+            Compiled::Incomplete => return,
+            Compiled::Ready(func) => self.call(func, ()).await,
+        };
+        let printed = self.ctx.out.take_captured();
+        let shown = match &outcome {
+            Outcome::Values(values) if !values.is_empty() => {
+                let _ = self.lua.globals().set("_", values[0].clone());
+                let text = show::values(values);
+                print!("{text}");
+                text
+            }
+            Outcome::Values(_) => String::new(),
+            Outcome::Failed(msg) => {
+                let msg = crate::secret::redact(msg).into_owned();
+                eprintln!("error: {msg}");
+                msg
+            }
+            Outcome::Interrupted => {
+                eprintln!("interrupted (Ctrl-C); the session is intact");
+                "interrupted (Ctrl-C)".into()
+            }
+        };
+        let ok = matches!(outcome, Outcome::Values(_));
+        self.record("lua", chunk, ok, started.elapsed(), &format!("{printed}{shown}"), None).await;
+    }
+
+    /// Calls a function of the session, cancelled by Ctrl-C: the call's future is dropped (a
+    /// query, an HTTP wait, a sleep, a command end there) and a pure-Lua loop is stopped by the
+    /// instruction hook.
+    async fn call(&self, func: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
+        use tokio::signal::unix::{signal, SignalKind};
+        self.interrupted.store(false, Ordering::SeqCst);
+        let mut sigint = match signal(SignalKind::interrupt()) {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failed(format!("cannot watch for Ctrl-C: {e}")),
+        };
+        let flag = Arc::clone(&self.interrupted);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let watcher = tokio::spawn(async move {
+            if sigint.recv().await.is_some() {
+                flag.store(true, Ordering::SeqCst);
+                let _ = tx.send(());
+            }
+        });
+        let result = tokio::select! {
+            r = func.call_async::<MultiValue>(args) => Some(r),
+            _ = rx => None,
+        };
+        watcher.abort();
+        let interrupted = self.interrupted.swap(false, Ordering::SeqCst);
+        match result {
+            None => Outcome::Interrupted,
+            Some(_) if interrupted => Outcome::Interrupted,
+            Some(Ok(values)) => Outcome::Values(values.into_iter().collect()),
+            Some(Err(e)) => Outcome::Failed(describe_error(&e)),
+        }
+    }
+
+    /// Journals one event of the session (a failure to do so is reported, and the session
+    /// goes on).
+    async fn record(&mut self, kind: &str, input: &str, ok: bool, took: Duration, output: &str, run: Option<&str>) {
+        self.seq += 1;
+        let event = SessionEvent {
+            session_id: self.session.id.clone(),
+            seq: self.seq,
+            at: journal::now_ts(),
+            kind: kind.into(),
+            input: crate::secret::redact(input).into_owned(),
+            ok,
+            duration_ms: took.as_millis() as i64,
+            output: record::excerpt(output),
+            run_id: run.map(str::to_string),
+        };
+        if let Err(e) = self.journal.session_event(&event).await {
+            eprintln!("warning: this entry was not recorded in the session: {e}");
+        }
+    }
+}
+
+/// A chunk, compiled: as an expression whose values print, else as a statement.
+enum Compiled {
+    Ready(Function),
+    Incomplete,
+    Error(String),
+}
+
+fn compile(lua: &Lua, chunk: &str) -> Compiled {
+    let load = |text: &str| lua.load(text).set_name("=repl").set_mode(ChunkMode::Text).into_function();
+    if let Ok(f) = load(&format!("return {chunk}")) {
+        return Compiled::Ready(f);
+    }
+    match load(&session_locals(chunk)) {
+        Ok(f) => Compiled::Ready(f),
+        Err(mlua::Error::SyntaxError { incomplete_input: true, .. }) => Compiled::Incomplete,
+        Err(e) => Compiled::Error(describe_error(&e)),
+    }
+}
+
+/// `local x = ...` and `local function f` at the start of a chunk declare session variables:
+/// each chunk is its own function, where a local would be gone by the next line.
+fn session_locals(chunk: &str) -> String {
+    static FUNCTION: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
+    static NAMES: std::sync::OnceLock<regex_lite::Regex> = std::sync::OnceLock::new();
+    let function = FUNCTION.get_or_init(|| regex_lite::Regex::new(r"^(\s*)local\s+function\s").expect("regex"));
+    let names = NAMES.get_or_init(|| {
+        regex_lite::Regex::new(r"^(\s*)local\s+([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*\s*=)").expect("regex")
+    });
+    if function.is_match(chunk) {
+        return function.replace(chunk, "${1}function ").into_owned();
+    }
+    names.replace(chunk, "${1}${2}").into_owned()
+}
+
+/// An error as one message: `repl:1: cause`, or `FILE:LINE: cause` inside a loaded runbook.
+fn describe_error(e: &mlua::Error) -> String {
+    let (msg, loc) = crate::lua::errors::describe(e);
+    let text = match loc {
+        Some(l) if !msg.starts_with(&l.to_string()) => format!("{l}: {msg}"),
+        _ => msg,
+    };
+    crate::secret::redact(&text).into_owned()
+}
+
+/// `inventory` (the host groups of runbook.toml) and `stdlib` (the embedded modules).
+fn install_extras(lua: &Lua, config: &crate::config::Config) -> mlua::Result<()> {
+    let inventory = lua.create_table()?;
+    for (name, group) in &config.hosts {
+        inventory.set(name.as_str(), group.hosts.clone())?;
+    }
+    lua.globals().set("inventory", inventory)?;
+    let stdlib = lua.create_table()?;
+    let require: Function = lua.globals().get("require")?;
+    for name in crate::lua::embedded_names().filter(|n| n.starts_with("runbook.")) {
+        let short = name.trim_start_matches("runbook.");
+        stdlib.set(short, require.call::<Value>(name)?)?;
+    }
+    lua.globals().set("stdlib", stdlib)
+}
+
+/// `$XDG_STATE_HOME/runbook/history`, else `~/.local/state/runbook/history`; none with
+/// RUNBOOK_HISTORY=off.
+fn history_path() -> Option<PathBuf> {
+    match std::env::var("RUNBOOK_HISTORY") {
+        Ok(v) if v == "off" => return None,
+        Ok(v) if !v.is_empty() => return Some(PathBuf::from(v)),
+        _ => {}
+    }
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    Some(base.join("runbook").join("history"))
+}
+
+/// The history folder (0700) and file (0600) exist and are the user's alone.
+fn prepare_history_file(path: &std::path::Path) {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = path.parent() {
+        if !dir.exists() && std::fs::create_dir_all(dir).is_ok() {
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        }
+    }
+    let _ = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path);
+    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
