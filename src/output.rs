@@ -54,7 +54,12 @@ impl Reporter {
         use std::io::IsTerminal;
         let style = match format {
             Format::Json => Style::Json,
-            Format::Text if std::io::stdout().is_terminal() && std::env::var_os("RUNBOOK_NO_PROGRESS").is_none() => {
+            // A dumb terminal cannot redraw: indicatif would show nothing at all there.
+            Format::Text
+                if std::io::stdout().is_terminal()
+                    && std::env::var_os("RUNBOOK_NO_PROGRESS").is_none()
+                    && std::env::var("TERM").map_or(true, |t| t != "dumb") =>
+            {
                 Style::Tty {
                     mp: MultiProgress::with_draw_target(ProgressDrawTarget::stdout()),
                     bars: RefCell::new(HashMap::new()),

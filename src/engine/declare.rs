@@ -83,6 +83,7 @@ pub fn new_run_id() -> String {
 
 pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
     let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_repl("runbook{}")?;
     ctx.check_halt()?;
     ctx.refuse_in_coroutine(&lua, "runbook{}")?;
     let loc = errors::caller(&lua).unwrap_or(Location { file: ctx.file.clone(), line: 0 });

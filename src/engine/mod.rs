@@ -295,6 +295,17 @@ impl Ctx {
         })
     }
 
+    /// In the REPL's own (live) context, `runbook{}`, `step` and `approve` have no run to belong
+    /// to: they say what to do instead.
+    pub(crate) fn refuse_in_repl(&self, what: &str) -> mlua::Result<()> {
+        if self.mode == Mode::Run && self.trigger == "repl" {
+            return Err(mlua::Error::runtime(format!(
+                "{what} belongs in a runbook; in the REPL, call the code directly, or `:load FILE` to get a runbook's steps as `steps[NAME]` (`:attach RUN` to work on a run)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The steps `Mode::Load` captured, in the order met.
     pub fn captured(&self) -> Vec<Captured> {
         self.st.borrow().captured.clone()

@@ -227,6 +227,7 @@ fn location(lua: &Lua, ctx: &Ctx) -> Location {
 
 pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
     let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_repl("step()")?;
     let loc = location(&lua, &ctx);
     let mut args = args.into_iter();
     let name = match args.next() {
@@ -523,6 +524,7 @@ fn step_error(ctx: &Ctx, name: &str, loc: &Location, e: &mlua::Error, what: &str
 
 pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_repl("approve()")?;
     let loc = location(&lua, &ctx);
     let message = match message {
         Value::String(s) => s.to_string_lossy(),

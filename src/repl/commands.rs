@@ -217,10 +217,11 @@ impl Repl {
             status,
             a.steps.iter().filter(|s| s.kind == StepKind::Step).count()
         );
-        if let Some(e) = &a.run.error {
+        let failed = a.steps.iter().find(|s| s.status == StepStatus::Failed);
+        if let (Some(e), None) = (&a.run.error, failed) {
             text.push_str(&format!("\nerror: {e}"));
         }
-        if let Some(failed) = a.steps.iter().find(|s| s.status == StepStatus::Failed) {
+        if let Some(failed) = failed {
             text.push_str(&format!(
                 "\nfailed step: '{}' (attempt {}): {}\nin scope: run.params, run.steps[\"{}\"], run.status; then :retry {} | :skip {} REASON, and :resume",
                 failed.name,

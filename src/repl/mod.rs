@@ -27,6 +27,10 @@ use crate::output::Reporter;
 
 pub use record::timeline;
 
+/// The globals only the REPL has (stubs in stdlib/types/repl.lua): set at start (`inventory`,
+/// `stdlib`) or by a command (`run`, `steps`, `result`) or an expression (`_`).
+pub const GLOBALS: &[&str] = &["inventory", "stdlib", "run", "steps", "result", "_"];
+
 /// What `runbook repl` was asked.
 pub struct Options {
     pub state: Option<String>,
@@ -388,4 +392,52 @@ fn prepare_history_file(path: &std::path::Path) {
     }
     let _ = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path);
     let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every global the REPL adds to a runbook's environment is one of [`GLOBALS`], and each of
+    /// those has a stub in stdlib/types/repl.lua, and nothing else is declared there.
+    #[tokio::test(flavor = "current_thread")]
+    async fn repl_globals_have_stubs() {
+        let dir = tempfile::tempdir().unwrap();
+        let journal: Arc<dyn Journal> =
+            Arc::new(journal::SqliteJournal::open(&dir.path().join("j.db"), false).await.unwrap());
+        let repl = Repl::new(journal, &crate::config::Config::default()).unwrap();
+        let plain = crate::lua::new_sandbox(dir.path(), None).unwrap();
+        crate::engine::register_globals(&plain).unwrap();
+        for (name, _) in repl.lua.globals().pairs::<String, Value>().flatten() {
+            if plain.globals().raw_get::<Value>(name.as_str()).unwrap().is_nil() {
+                assert!(GLOBALS.contains(&name.as_str()), "the REPL sets `{name}`, which GLOBALS does not list");
+            }
+        }
+        let stubs = include_str!("../../stdlib/types/repl.lua");
+        let declared: Vec<&str> = stubs
+            .lines()
+            .filter_map(|l| l.split_once(" = ").map(|(n, _)| n))
+            .filter(|n| !n.starts_with('-') && !n.contains(' '))
+            .collect();
+        let mut want: Vec<&str> = GLOBALS.to_vec();
+        want.sort();
+        let mut got = declared.clone();
+        got.sort();
+        assert_eq!(got, want, "stdlib/types/repl.lua declares {declared:?}");
+    }
+
+    #[test]
+    fn session_locals_and_incomplete_chunks() {
+        assert_eq!(session_locals("local x = 1"), "x = 1");
+        assert_eq!(session_locals("local a, b = 1, 2"), "a, b = 1, 2");
+        assert_eq!(session_locals("local function f() end"), "function f() end");
+        assert_eq!(session_locals("local x"), "local x");
+        assert_eq!(session_locals("x = 'local y = 2'"), "x = 'local y = 2'");
+        let lua = Lua::new();
+        assert!(matches!(compile(&lua, "function f()"), Compiled::Incomplete));
+        assert!(matches!(compile(&lua, "t = {"), Compiled::Incomplete));
+        assert!(matches!(compile(&lua, "s = [[open"), Compiled::Incomplete));
+        assert!(matches!(compile(&lua, "x = = 1"), Compiled::Error(_)));
+        assert!(matches!(compile(&lua, "1 + 1"), Compiled::Ready(_)));
+    }
 }

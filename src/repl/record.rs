@@ -15,7 +15,8 @@ pub fn excerpt(text: &str) -> String {
         out = out.chars().take(OUTPUT_CHARS).collect::<String>() + "…";
     }
     if lines.len() > OUTPUT_LINES {
-        out.push_str(&format!("\n… ({} more lines)", lines.len() - OUTPUT_LINES));
+        let more = lines.len() - OUTPUT_LINES;
+        out.push_str(&format!("\n… ({more} more line{})", if more == 1 { "" } else { "s" }));
     }
     out
 }

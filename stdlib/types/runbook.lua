@@ -23,6 +23,7 @@
 ---@field rollback? "auto"|"manual" "auto" runs the undo of completed steps, newest first, when a step fails.
 
 --- Declares the runbook. Must come before the first step. Validates every param at once.
+--- Example: `runbook { name = "pg-vacuum", params = { table = { type = "string", required = true } }, lock = "db" }`
 ---@param decl RunbookDeclaration
 function runbook(decl) end
 
@@ -50,6 +51,7 @@ null = nil
 --- Runs `fn` as a checkpointed step and returns its result. On resume a completed step does not
 --- run again: `step` returns the recorded result. Results must be plain data (nil, boolean,
 --- number, string, `null`, tables of those). `fn` receives the attempt number (1, 2, ...).
+--- Example: `local dump = step("dump", { retries = 3, timeout = "10m" }, function() return { key = "x" } end)`
 ---@generic T
 ---@param name string Unique in the run; steps made in a loop carry the loop key.
 ---@param opts_or_fn StepOptions|fun(attempt: integer): T
@@ -59,6 +61,7 @@ function step(name, opts_or_fn, fn) end
 
 --- An approval gate: asks y/N on a terminal, passes with --yes, and otherwise stops the run in
 --- `waiting_approval` until `runbook approve RUN` and `runbook resume RUN`. A "no" cancels.
+--- Example: `approve("drop the old tables on production?")`
 ---@param message string
 ---@return boolean approved
 function approve(message) end
@@ -69,6 +72,7 @@ function approve(message) end
 local Secret = {}
 
 --- The secret's name.
+--- Example: `pw:name()`
 ---@return string
 function Secret:name() end
 
@@ -79,21 +83,25 @@ function Secret:name() end
 
 --- Reads a secret from an environment variable (`secret("DB_PASSWORD")`) or a file
 --- (`secret{file = "pw.txt", name = "db"}`).
+--- Example: `local pw = secret{ env = "PGPASSWORD", name = "pg" }`
 ---@param spec string|SecretSpec
 ---@return Secret
 function secret(spec) end
 
 --- An environment variable, or `default` when it is unset or empty.
+--- Example: `local region = env("AWS_REGION", "eu-west-1")`
 ---@param name string
 ---@param default? any
 ---@return string|any
 function env(name, default) end
 
 --- Waits for a duration.
+--- Example: `sleep("5s")`
 ---@param d Duration
 function sleep(d) end
 
 --- The current time, UTC, RFC 3339 ("2026-11-22T03:15:02Z").
+--- Example: `log.info("started", { at = now() })`
 ---@return string
 function now() end
 
@@ -103,15 +111,18 @@ function now() end
 ---@field trigger string "cli", "enqueue", "schedule:NAME", ...
 ---@field resumed boolean Whether this process resumed the run (a step may have run before).
 
--- The run being executed; nil before `runbook{}` and in `plan`/`check`.
+--- The run being executed; nil before `runbook{}` and in `plan`/`check`.
+--- Example: `local r = current_run(); if r and r.resumed then log.warn("resumed run " .. r.id) end`
 ---@return CurrentRun?
 function current_run() end
 
 --- Fails the running step (or the run) with a message.
+--- Example: `if lag > 30 then fail("replica lag " .. lag .. "s is over 30s") end`
 ---@param message string
 function fail(message) end
 
 --- Logs a line into the run's event stream (same as log.info).
+--- Example: `print("rows:", #rows)`
 ---@param ... any
 function print(...) end
 
@@ -133,6 +144,7 @@ function print(...) end
 ---@field ms integer
 
 --- Runs a local command: `exec{"pg_dump", "-Fc", "app"}` or `exec{shell = "a | b"}`.
+--- Example: `local r = exec{ "pg_isready", "-h", "127.0.0.1", check = false }`
 ---@param opts ExecOptions
 ---@return ExecResult
 function exec(opts) end
@@ -141,21 +153,25 @@ function exec(opts) end
 log = {}
 
 --- Logs at debug level (shown with -v or RUNBOOK_DEBUG=1).
+--- Example: `log.debug("plan", { tables = 3 })`
 ---@param message string
 ---@param fields? table
 function log.debug(message, fields) end
 
 --- Logs at info level.
+--- Example: `log.info("backup written", { key = m.key, bytes = m.bytes })`
 ---@param message string
 ---@param fields? table
 function log.info(message, fields) end
 
 --- Logs at warn level.
+--- Example: `log.warn("certificate expires soon", { host = h, days = d })`
 ---@param message string
 ---@param fields? table
 function log.warn(message, fields) end
 
 --- Logs at error level.
+--- Example: `log.error("health check failed", { host = h })`
 ---@param message string
 ---@param fields? table
 function log.error(message, fields) end
@@ -173,30 +189,35 @@ function log.error(message, fields) end
 local DbConnection = {}
 
 --- Runs a statement and returns its rows, each a table keyed by column name (NULL is `null`).
+--- Example: `pg:query("select pid, state from pg_stat_activity where state = $1", "idle")`
 ---@param sql string
 ---@param ... any parameters
 ---@return table[]
 function DbConnection:query(sql, ...) end
 
 --- Exactly one row, or an error saying how many there were.
+--- Example: `local row = pg:query_one("select count(*) as n from users")`
 ---@param sql string
 ---@param ... any parameters
 ---@return table
 function DbConnection:query_one(sql, ...) end
 
 --- The first column of the one row.
+--- Example: `local size = pg:scalar("select pg_database_size(current_database())")`
 ---@param sql string
 ---@param ... any parameters
 ---@return any
 function DbConnection:scalar(sql, ...) end
 
 --- Runs a statement and returns the number of rows it affected. Under --dry-run it does nothing.
+--- Example: `pg:execute("vacuum analyze orders")`
 ---@param sql string
 ---@param ... any parameters
 ---@return integer
 function DbConnection:execute(sql, ...) end
 
 --- Runs fn(tx) in a transaction: committed when fn returns, rolled back when it raises.
+--- Example: `pg:transaction(function(tx) tx:execute("update jobs set state = $1", "paused") end)`
 ---@generic T
 ---@param fn fun(tx: DbConnection): T
 ---@return T
@@ -205,6 +226,7 @@ function DbConnection:transaction(fn) end
 --- Streams the rows of a statement to fn, one at a time, without holding the result set;
 --- fn returning false stops early. Returns the number of rows seen. The callback must not use
 --- the same transaction (or a one-connection sqlite::memory: pool).
+--- Example: `pg:each("select id from big_table", function(row) n = n + 1 end)`
 ---@param sql string
 ---@param ... any parameters, then fun(row: table): boolean|nil
 ---@return integer
@@ -212,11 +234,13 @@ function DbConnection:each(sql, ...) end
 
 --- Runs a file of SQL statements (a migration) in one transaction; relative paths are from
 --- the runbook's folder. An error names the failing statement's line and nothing is applied.
+--- Example: `pg:execute_file("migrations/0042_media.sql")`
 ---@param path string
 ---@return integer statements
 function DbConnection:execute_file(path) end
 
 --- Closes the pool.
+--- Example: `pg:close()`
 function DbConnection:close() end
 
 ---@class db
@@ -229,6 +253,7 @@ db.null = nil
 --- Connects to postgres://user:pw@host:port/db, mysql://user:pw@host:port/db, sqlite://PATH
 --- or sqlite::memory:.
 --- The URL may be a secret; connection errors name host, port and database, never the password.
+--- Example: `local pg = db.connect(secret{ env = "DATABASE_URL" })`
 ---@param url string|Secret
 ---@param opts? DbOptions
 ---@return DbConnection
@@ -261,6 +286,7 @@ function db.connect(url, opts) end
 local HttpResponse = {}
 
 --- The body parsed as JSON (null as `null`, arrays as arrays); an error if it is not JSON.
+--- Example: `local body = http.get("https://api.example.com/health"):json()`
 ---@return any
 function HttpResponse:json() end
 
@@ -285,30 +311,36 @@ http = {}
 --- Sends a request. Verifies TLS; raises on a transport error or an unexpected status, with the
 --- method, URL (credentials stripped), status and the start of the body. Under --dry-run only
 --- GET, HEAD, OPTIONS and `readonly` requests are sent.
+--- Example: `http.request{ method = "POST", url = hook, json = { text = "deployed" } }`
 ---@param opts HttpOptions
 ---@return HttpResponse
 function http.request(opts) end
 
+--- Example: `local r = http.get("https://app.example.com/api/health", { timeout = "5s" })`
 ---@param url string|Secret
 ---@param opts? HttpOptions
 ---@return HttpResponse
 function http.get(url, opts) end
 
+--- Example: `http.post(webhook, { json = { text = "backup done" } })`
 ---@param url string|Secret
 ---@param opts? HttpOptions
 ---@return HttpResponse
 function http.post(url, opts) end
 
+--- Example: `http.put(url, { body = "{}" })`
 ---@param url string|Secret
 ---@param opts? HttpOptions
 ---@return HttpResponse
 function http.put(url, opts) end
 
+--- Example: `http.patch(url, { json = { paused = true } })`
 ---@param url string|Secret
 ---@param opts? HttpOptions
 ---@return HttpResponse
 function http.patch(url, opts) end
 
+--- Example: `http.delete(url .. "/cache")`
 ---@param url string|Secret
 ---@param opts? HttpOptions
 ---@return HttpResponse
@@ -317,6 +349,7 @@ function http.delete(url, opts) end
 --- Polls `url` until it answers with an expected status (default 2xx) and the body checks hold,
 --- logging each attempt; returns the healthy response, or raises after `timeout` with the last
 --- answer.
+--- Example: `http.wait_healthy("http://10.0.0.5:8080/api/health", { timeout = "2m", json_path = "status", equals = "ok" })`
 ---@param url string|Secret
 ---@param opts? HealthOptions
 ---@return HttpResponse
@@ -346,6 +379,7 @@ tls = {}
 
 --- Connects to "host:port" (or "host", port 443) and describes its certificate, whether or not
 --- it validates: an expired or self-signed certificate is reported with `valid = false`.
+--- Example: `tls.certificate("db.example.com:5432").days_left`
 ---@param target string
 ---@param opts? TlsOptions
 ---@return TlsCertificate
@@ -353,6 +387,7 @@ function tls.certificate(target, opts) end
 
 --- The certificates of `hosts` that expire within `warn_days` (expired ones included), soonest
 --- first; empty when none. A host that cannot be reached is an error naming it.
+--- Example: `tls.check_expiry({ "example.com", "api.example.com" }, { warn_days = 21 })`
 ---@param hosts string[]
 ---@param opts? TlsOptions
 ---@return {host: string, days_left: integer, not_after: string}[]
@@ -397,6 +432,7 @@ function tls.check_expiry(hosts, opts) end
 local SshSession = {}
 
 --- Runs a shell command on the host. Secrets go through `env` or `stdin`, never in the command.
+--- Example: `s:exec("systemctl restart app", { sudo = true })`
 ---@param command string
 ---@param opts? SshExecOptions
 ---@return SshExecResult
@@ -404,6 +440,7 @@ function SshSession:exec(command, opts) end
 
 --- Uploads a file over SFTP (streamed), to a temporary name moved into place once its SHA-256
 --- matches (`verify`, default true; needs sha256sum on the host).
+--- Example: `s:upload("build/app.tar.gz", "/srv/app/releases/app.tar.gz")`
 ---@param local_path string
 ---@param remote_path string
 ---@param opts? {mode?: string|integer, verify?: boolean} mode: octal text such as "0644".
@@ -412,6 +449,7 @@ function SshSession:upload(local_path, remote_path, opts) end
 
 --- Downloads a file over SFTP (streamed) to a temporary name renamed once complete (and its
 --- SHA-256 checked when `verify`, default true).
+--- Example: `s:download("/var/log/app.log", "app.log")`
 ---@param remote_path string
 ---@param local_path string
 ---@param opts? {verify?: boolean}
@@ -419,6 +457,7 @@ function SshSession:upload(local_path, remote_path, opts) end
 function SshSession:download(remote_path, local_path, opts) end
 
 --- Forgets the session (the next connect to the host opens a new one).
+--- Example: `s:close()`
 function SshSession:close() end
 
 ---@class SshHostOutcome
@@ -444,12 +483,14 @@ function SshSession:close() end
 ssh = {}
 
 --- Opens (or reuses, within the run) a session: host key checked, then authenticated.
+--- Example: `local s = ssh.connect("deploy@10.0.0.5")`
 ---@param opts_or_host SshConnectOptions|string
 ---@param opts? SshConnectOptions
 ---@return SshSession
 function ssh.connect(opts_or_host, opts) end
 
 --- The host specs of an inventory group of runbook.toml (`[hosts.NAME]`).
+--- Example: `ssh.group("web")`
 ---@param name string
 ---@return string[]
 function ssh.group(name) end
@@ -457,6 +498,7 @@ function ssh.group(name) end
 --- Runs fn(session, host) on every host, `concurrency` at a time. Inside a step each host's
 --- outcome is journaled: a resumed or retried step runs only the hosts without a success.
 --- Returns {[host] = SshHostOutcome}; raises when failures pass max_failures.
+--- Example: `ssh.each("web", function(s) return s:exec("uptime").stdout end, { concurrency = 10 })`
 ---@param hosts string[]|string Host specs, or an inventory group's name.
 ---@param fn fun(session: SshSession, host: string): any
 ---@param opts? SshEachOptions
@@ -465,6 +507,7 @@ function ssh.each(hosts, fn, opts) end
 
 --- Runs fn(session, host) batch by batch (a canary first with `first`), then `health(host)` for
 --- each host of the batch; halts, with what was done per host, when failures pass max_failures.
+--- Example: `ssh.rolling("web", deploy, { first = 1, batch = "25%", health = check })`
 ---@param hosts string[]|string
 ---@param fn fun(session: SshSession, host: string): any
 ---@param opts? SshRollingOptions
@@ -490,6 +533,7 @@ function ssh.rolling(hosts, fn, opts) end
 local Store = {}
 
 --- Stores a string, or a file streamed in 8 MiB parts (`{file = "path"}`, relative to the runbook).
+--- Example: `store:put("reports/today.txt", "ok")`
 ---@param key string
 ---@param data string|{file: string}
 ---@return StorageObject
@@ -497,31 +541,37 @@ function Store:put(key, data) end
 
 --- An object's bytes as a string, or streamed into a file with `{to = "path"}` (written to a
 --- temporary name, renamed when complete; folders created).
+--- Example: `local text = store:get("reports/today.txt")`
 ---@param key string
 ---@param opts? {to?: string}
 ---@return string|StorageObject
 function Store:get(key, opts) end
 
 --- The objects under a prefix (all of them without one), sorted by key.
+--- Example: `for _, o in ipairs(store:list("db/")) do print(o.key, o.size) end`
 ---@param prefix? string
 ---@return StorageObject[]
 function Store:list(prefix) end
 
 --- An object's size and time, or nil when there is none.
+--- Example: `store:stat("db/latest.dump")`
 ---@param key string
 ---@return StorageObject?
 function Store:stat(key) end
 
+--- Example: `store:exists("db/latest.dump")`
 ---@param key string
 ---@return boolean
 function Store:exists(key) end
 
 --- Deletes an object (no error when it is already gone).
+--- Example: `store:delete("tmp/old.dump")`
 ---@param key string
 ---@return boolean
 function Store:delete(key) end
 
 --- Copies an object within the store.
+--- Example: `store:copy("db/latest.dump", "db/keep/2026-11-22.dump")`
 ---@param from string
 ---@param to string
 ---@return boolean
@@ -532,6 +582,7 @@ storage = {}
 
 --- Opens `file:///abs/path`, `file://./relative` (to the runbook; created when missing) or
 --- `s3://bucket/prefix`.
+--- Example: `local store = storage.open("s3://backups/app", { endpoint = "http://127.0.0.1:9000" })`
 ---@param url string
 ---@param opts? StorageOpenOptions
 ---@return Store
@@ -600,17 +651,20 @@ backup = {}
 
 --- Dumps a database, streamed through compression and SHA-256 into a store (never staged whole),
 --- then writes its manifest beside it, last. Passwords reach the tools by environment, never argv.
+--- Example: `local m = backup.create{ source = secret{ env = "DATABASE_URL" }, to = store, prefix = "db" }`
 ---@param opts BackupCreateOptions
 ---@return BackupManifest
 function backup.create(opts) end
 
 --- The complete backups (with a manifest) in a store, newest first.
+--- Example: `backup.list(store, { prefix = "db" })`
 ---@param store Store
 ---@param opts? {prefix?: string, label?: string}
 ---@return BackupManifest[]
 function backup.list(store, opts) end
 
 --- The newest complete backup, or nil.
+--- Example: `local m = backup.latest(store, { prefix = "db" })`
 ---@param store Store
 ---@param opts? {prefix?: string, label?: string}
 ---@return BackupManifest?
@@ -618,12 +672,14 @@ function backup.latest(store, opts) end
 
 --- Checks the SHA-256, restores into a scratch database, compares every table's rows with the
 --- manifest, runs the checks, and records the outcome in the manifest. Raises when anything differs.
+--- Example: `backup.verify(m, { server = secret{ env = "SCRATCH_URL" } })`
 ---@param manifest_or_key BackupManifest|string
 ---@param opts? BackupVerifyOptions
 ---@return table verification {ok, tables, checks, problems, warnings, duration_ms, scratch}
 function backup.verify(manifest_or_key, opts) end
 
 --- Restores a backup (checksum first); refuses a database that has tables unless clean = true.
+--- Example: `backup.restore(m, { into = secret{ env = "RESTORE_URL" } })`
 ---@param manifest_or_key BackupManifest|string
 ---@param opts BackupRestoreOptions
 ---@return table report {key, into, tables, duration_ms}
@@ -632,6 +688,7 @@ function backup.restore(manifest_or_key, opts) end
 --- Applies a retention policy: returns what it kept (with the reasons), removed, and the
 --- incomplete backups (no manifest) older than a day it removed. Never removes the newest
 --- verified backup.
+--- Example: `backup.prune(store, { keep_daily = 7, keep_weekly = 4, prefix = "db" })`
 ---@param store Store
 ---@param policy BackupPruneOptions
 ---@return table report {kept, removed, incomplete_removed, dry_run}

@@ -73,6 +73,13 @@ fn expressions_statements_multiline_and_bad_input() {
     p.line("{ a = { b = { c = { d = { e = 1 } } } } }");
     p.expect("{...}");
     p.expect("tables deeper than 4 levels");
+    // Steps belong in runbooks: the REPL says what to do instead, and records no run.
+    p.line("step(\"x\", function() end)");
+    p.expect("step() belongs in a runbook; in the REPL");
+    p.line("runbook { name = \"adhoc\" }");
+    p.expect("runbook{} belongs in a runbook");
+    p.line("print(\"hello from print\")");
+    p.expect("hello from print");
     p.line("double(greeting:len())");
     p.expect("\n4\n");
     p.quit();
@@ -81,6 +88,10 @@ fn expressions_statements_multiline_and_bad_input() {
 #[test]
 fn completion_and_signature_hints() {
     let env = Env::new();
+    env.write(
+        "runbook.toml",
+        "[hosts.web]\nhosts = [\"127.0.0.2\", \"127.0.0.3\"]\n\n[hosts.workers]\nhosts = [\"127.0.0.4\"]\n",
+    );
     let mut p = start(&env);
     // `db.` and Tab twice lists the module's functions.
     p.wait_prompt();
@@ -115,7 +126,22 @@ fn completion_and_signature_hints() {
     p.send("conn:query(");
     p.expect("sql: string");
     p.send(CTRL_U);
+    // Inventory group names inside ssh.group(", and the inventory table.
+    p.send("ssh.group(\"wo");
+    p.send(TAB);
+    p.expect("ssh.group(\"workers");
+    p.send(CTRL_U);
+    p.enter("inventory.web[2]");
+    p.expect("\n127.0.0.3\n");
+    // :help gives signatures and an example, from the stubs.
+    p.line(":help db.connect");
+    p.expect("db.connect(url: string|Secret, opts?: DbOptions) -> DbConnection");
+    p.expect("example: local pg = db.connect(");
+    p.line(":help ssh");
+    p.expect("ssh.rolling(hosts: string[]|string, fn: fun(session: SshSession, host: string): any, opts?: SshRollingOptions)");
+    p.expect("SshSession methods:");
     // REPL commands.
+    p.wait_prompt();
     p.send(":ret");
     p.send(TAB);
     p.expect(":retry");
@@ -141,6 +167,11 @@ fn ctrl_c_cancels_a_running_call_and_keeps_the_session() {
     p.send(CTRL_C);
     p.expect_within("interrupted (Ctrl-C); the session is intact", Duration::from_secs(10));
     p.expect(PROMPT);
+    // An HTTP health wait against a port nothing listens on.
+    p.line("http.wait_healthy(\"http://127.0.0.1:9/health\", { timeout = \"60s\", interval = \"1s\" })");
+    std::thread::sleep(Duration::from_millis(500));
+    p.send(CTRL_C);
+    p.expect_within("interrupted (Ctrl-C)", Duration::from_secs(10));
     // And a pure-Lua loop.
     p.line("while true do end");
     std::thread::sleep(Duration::from_millis(300));
