@@ -222,7 +222,7 @@ pub struct ParamArgs {
     pub params_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ExecArgs {
     /// Pass every approval gate
     #[arg(short = 'y', long)]

@@ -12,8 +12,9 @@ use serde_json::{json, Map, Value as Json};
 use crate::journal::{now_ts, EventRecord, Journal};
 use crate::secret::{redact, redact_json};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    #[default]
     Text,
     Json,
 }

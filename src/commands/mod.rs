@@ -122,7 +122,7 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
 
 /// After a run: `--metrics-file`, and the `[notify]` webhook of runbook.toml. A failure of
 /// either is reported, and does not change the run's exit code.
-async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
+pub(crate) async fn after_run(state: Option<&str>, outcome: &engine::Outcome, exec: &ExecArgs, json: bool) {
     let Some(run_id) = &outcome.run_id else { return };
     let notifies = crate::config::get().is_ok_and(|c| c.notify.is_some());
     // A dry run changed nothing: it neither overwrites the real metrics nor notifies.

@@ -29,7 +29,7 @@ use crate::output::Reporter;
 
 pub use declare::{new_run_id, Declaration};
 pub use params::{ParamSpec, ParamType};
-pub use step::PlanEntry;
+pub use step::{disable_prompts, PlanEntry};
 
 /// What the engine does with the runbook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,8 @@ pub struct Captured {
     pub func: Function,
     pub description: Option<String>,
     pub line: u32,
+    pub timeout: Option<std::time::Duration>,
+    pub has_undo: bool,
 }
 
 /// One undo to run on rollback.
@@ -304,6 +306,15 @@ impl Ctx {
             )));
         }
         Ok(())
+    }
+
+    /// Makes this context that of a step of a run (the REPL retrying it): events and fan-out
+    /// items are attributed to the step, and, with `attach`, events go to the run's journal.
+    pub fn enter_step(&self, run_id: &str, step: &str) {
+        let mut st = self.st.borrow_mut();
+        st.run_id = Some(run_id.to_string());
+        st.current_step = Some(step.to_string());
+        st.fanouts = 0;
     }
 
     /// The steps `Mode::Load` captured, in the order met.

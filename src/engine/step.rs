@@ -186,6 +186,8 @@ fn load_step(
         func,
         description: opts.description.clone(),
         line: loc.line,
+        timeout: opts.timeout,
+        has_undo: opts.undo.is_some(),
     });
     let prior = ctx.st.borrow().records.get(&name).cloned();
     match prior.filter(|p| p.status.is_done()) {
@@ -554,8 +556,15 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
         st.seq
     };
     match ctx.mode {
-        // Loading into the REPL passes gates: nothing after them runs anyway.
-        Mode::Load => return Ok(true),
+        // Loading into the REPL: a gate the attached run has not passed ends the load (nothing
+        // after it may be retried by hand); without a run, gates pass.
+        Mode::Load => {
+            let approved = ctx.st.borrow().records.get(&name).is_some_and(|r| r.status == StepStatus::Approved);
+            if ctx.resume.is_some() && !approved {
+                return Err(ctx.raise(Halt::Loaded(name)));
+            }
+            return Ok(true);
+        }
         Mode::Plan | Mode::Check => {
             ctx.st.borrow_mut().plan.push(PlanEntry {
                 kind: "approval",
@@ -634,10 +643,19 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
     }
 }
 
+static NO_PROMPTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Gates never ask in this process (the REPL owns the terminal: a gate met by `:resume` stops
+/// the run at `waiting_approval`).
+pub fn disable_prompts() {
+    NO_PROMPTS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Gates ask only when a person is at the terminal, and never under cron or `--cron`.
 fn interactive() -> bool {
     use std::io::IsTerminal;
-    std::io::stdin().is_terminal()
+    !NO_PROMPTS.load(std::sync::atomic::Ordering::SeqCst)
+        && std::io::stdin().is_terminal()
         && std::io::stderr().is_terminal()
         && std::env::var_os("RUNBOOK_NONINTERACTIVE").is_none()
 }

@@ -477,6 +477,8 @@ pub trait Journal: Send + Sync {
     async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome>;
     /// Records a new REPL session, or updates its end time and attached run.
     async fn put_session(&self, session: &SessionRecord) -> JResult<()>;
+    /// Records an event of a session, or replaces it (same session and seq): an event is written
+    /// before its chunk runs and completed after.
     async fn session_event(&self, event: &SessionEvent) -> JResult<()>;
     /// Sessions, newest first, with their event counts.
     async fn sessions(&self, limit: i64) -> JResult<Vec<SessionRecord>>;

@@ -556,7 +556,9 @@ macro_rules! sql_journal {
             async fn session_event(&self, e: &SessionEvent) -> JResult<()> {
                 sqlx::query(
                     "INSERT INTO session_events (session_id, seq, at, kind, input, ok, duration_ms, output, run_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                     ON CONFLICT (session_id, seq) DO UPDATE SET input = excluded.input, ok = excluded.ok,
+                        duration_ms = excluded.duration_ms, output = excluded.output, run_id = excluded.run_id",
                 )
                 .bind(&e.session_id)
                 .bind(e.seq)

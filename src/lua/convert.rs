@@ -117,7 +117,6 @@ pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
     })
 }
 
-/// Marks a table as an array, so that an empty one stores as `[]`.
 /// Marks a query result: an array (as [`mark_array`]) that also knows its columns in the
 /// query's order (`__columns`), for printing it as a table.
 pub fn mark_rows(lua: &Lua, t: &Table, columns: &[String]) -> mlua::Result<()> {
@@ -128,6 +127,7 @@ pub fn mark_rows(lua: &Lua, t: &Table, columns: &[String]) -> mlua::Result<()> {
     t.set_metatable(Some(mt))
 }
 
+/// Marks a table as an array, so that an empty one stores as `[]`.
 pub fn mark_array(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set_metatable(Some(array_marker(lua)?))
 }

@@ -29,11 +29,15 @@ fn fail(text: impl Into<String>) -> Done {
 }
 
 impl Repl {
-    /// Runs a `:command` line, prints what it says, and records it in the session.
-    pub(super) async fn command(&mut self, line: &str) {
+    /// Runs a `:command` line, prints what it says, and records it in the session (`:help` and
+    /// `:timeline` only read: they are not part of what happened). Returns whether it worked.
+    pub(super) async fn command(&mut self, line: &str) -> bool {
         let started = Instant::now();
         let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
         let rest = rest.trim();
+        let recorded = !matches!(name, ":help" | ":h" | ":timeline");
+        let run = self.attached.as_ref().map(|a| a.run.id.clone());
+        let event = if recorded { Some(self.begin("command", line, run.as_deref()).await) } else { None };
         let done = match name {
             ":help" | ":h" => ok(help::help(rest)),
             ":load" => self.load(rest).await,
@@ -53,11 +57,12 @@ impl Repl {
         } else {
             eprintln!("error: {}", text.trim_end());
         }
-        let run = self.attached.as_ref().map(|a| a.run.id.clone());
-        // `:help` and `:timeline` read; they are not part of what happened.
-        if !matches!(name, ":help" | ":h" | ":timeline") {
-            self.record("command", line, done.ok, started.elapsed(), &text, run.as_deref()).await;
+        if let Some(mut event) = event {
+            // The run it acted on, once known (`:attach` names it).
+            event.run_id = self.attached.as_ref().map(|a| a.run.id.clone());
+            self.complete(event, done.ok, started.elapsed(), &text).await;
         }
+        done.ok
     }
 
     async fn load(&mut self, args: &str) -> Done {
@@ -202,9 +207,11 @@ impl Repl {
         let (loaded, note) = self.load_source(&path, &source, vec![], Some((run.clone(), steps.clone()))).await;
         notes.extend(note);
         let captured = loaded.captured();
+        let stopped_at = loaded.load_stopped_at();
+        let params = self.lua.globals().get::<Option<Table>>("params").ok().flatten();
         self.session.run_id = Some(run.id.clone());
         let _ = self.journal.put_session(&self.session).await;
-        self.attached = Some(Attached { run, steps, captured });
+        self.attached = Some(Attached { run, steps, captured, params, stopped_at });
         if let Err(e) = self.publish_run() {
             return fail(e.to_string());
         }
@@ -326,40 +333,49 @@ impl Repl {
         ok(format!("{}\n(bound to `{var}`)", show::value(&value)))
     }
 
-    /// Makes this process the owner of the attached run, so that it may write its steps, keeping
-    /// its status (a run whose process is gone becomes `interrupted`). Refused while the run's
-    /// process lives.
-    async fn own_run(&mut self) -> Result<(), String> {
+    /// Makes this process the owner of the attached run (compare-and-swap on its status and
+    /// owner), so that it may write its steps. For a retry the run becomes `running` (the caller
+    /// keeps a heartbeat, so no resume or worker runs it meanwhile); otherwise it keeps its
+    /// status (a run whose process is gone becomes `interrupted`). Returns the status to put
+    /// back after a retry. Refused while the run's process lives, and for dry runs, rollbacks
+    /// and ended runs.
+    async fn own_run(&mut self, running: bool) -> Result<RunStatus, String> {
         self.refresh().await?;
         let Some(a) = &mut self.attached else { return Err("no run attached: :attach RUN first".into()) };
         let status = a.run.effective_status();
-        if a.run.status.is_active() && status.is_active() {
+        let me = self.ctx.me.clone();
+        let mine = a.run.owner.host == me.host && a.run.owner.pid == me.pid && a.run.owner.pid_start == me.pid_start;
+        if a.run.dry_run {
+            return Err(format!("run {} was a dry run: nothing of it may be retried or skipped", a.run.id));
+        }
+        if a.run.status.is_active() && status.is_active() && !mine {
             return Err(format!(
                 "run {} is still {} (pid {} on {}); wait for it, or `runbook cancel {}`",
                 a.run.id, status, a.run.owner.pid, a.run.owner.host, a.run.id
             ));
         }
+        if matches!(status, RunStatus::RollingBack | RunStatus::RollbackFailed) {
+            return Err(format!("run {} is {status}: :resume continues its rollback", a.run.id));
+        }
         if status.is_final() || status == RunStatus::Queued {
             return Err(format!("run {} is {status}: there is nothing to change", a.run.id));
         }
-        let me = self.ctx.me.clone();
-        if a.run.owner.host == me.host && a.run.owner.pid == me.pid {
-            return Ok(());
-        }
+        let keep = if a.run.status.is_active() { RunStatus::Interrupted } else { a.run.status };
         let claim = Claim {
             id: &a.run.id,
             expected: a.run.status,
             previous: &a.run.owner,
-            new_status: status,
+            new_status: if running { RunStatus::Running } else { keep },
             me: &me,
             lease_secs: engine::lease_secs(),
             params: None,
         };
+        let new_status = claim.new_status;
         match self.journal.claim_run(&claim).await {
             Ok(true) => {
-                a.run.owner = me;
-                a.run.status = status;
-                Ok(())
+                a.run.owner = self.ctx.me.clone();
+                a.run.status = new_status;
+                Ok(keep)
             }
             Ok(false) => Err(format!("run {} changed meanwhile (resumed elsewhere?); :attach it again", a.run.id)),
             Err(e) => Err(e.to_string()),
@@ -373,86 +389,142 @@ impl Repl {
             return Err(format!("usage: :{verb} STEP"));
         }
         let existing = a.steps.iter().find(|s| s.name == name).cloned();
+        if existing.as_ref().is_some_and(|s| s.kind == StepKind::Approval) {
+            return Err(format!("'{name}' is an approval gate: `runbook approve {}`, then :resume", a.run.id));
+        }
         if let Some(s) = existing.as_ref().filter(|s| s.status.is_done()) {
             return Err(format!("step '{name}' is already {}; a resume does not run it again", s.status));
         }
         let line = a.captured.iter().find(|c| c.name == name).map(|c| c.line as i64);
         if existing.is_none() && line.is_none() {
-            return Err(format!("run {} has no step '{name}' (:steps lists the journaled ones)", a.run.id));
+            return Err(match &a.stopped_at {
+                Some(at) => format!(
+                    "step '{name}' was not loaded: loading run {} stopped at '{at}' (its first step not done, or a gate not approved)",
+                    a.run.id
+                ),
+                None => format!("run {} has no step '{name}' (:steps lists the journaled ones)", a.run.id),
+            });
         }
         let seq = a.steps.iter().map(|s| s.seq).max().unwrap_or(0) + 1;
         Ok(existing.unwrap_or_else(|| StepRecord::new(name, seq, StepKind::Step, StepStatus::Running, line)))
     }
 
+    /// Runs a step of the attached run again, now, as the engine would: under the run's context
+    /// (relative paths from the runbook's folder, events in the run's journal, the run's params),
+    /// with its timeout, the attempt number as argument, and the outcome journaled (attempts + 1,
+    /// by the session's user). The run is `running`, with a heartbeat, meanwhile.
     async fn retry(&mut self, args: &str) -> Done {
         let (name, _) = split_step_arg(args);
         let mut rec = match self.open_step(&name, "retry") {
             Ok(r) => r,
             Err(e) => return fail(e),
         };
-        let Some(func) =
-            self.attached.as_ref().and_then(|a| a.captured.iter().find(|c| c.name == name)).map(|c| c.func.clone())
+        let Some(step) = self.attached.as_ref().and_then(|a| a.captured.iter().find(|c| c.name == name)).cloned()
         else {
             return fail(format!(
-                "step '{name}' was not loaded: loading a run stops at its first step not done; :skip it or :resume"
+                "step '{name}' was not loaded: loading a run stops at its first step not done (or an unapproved gate); :skip it or :resume"
             ));
         };
-        if let Err(e) = self.own_run().await {
-            return fail(e);
-        }
-        let run_id = self.attached.as_ref().map(|a| a.run.id.clone()).unwrap_or_default();
+        let restore = match self.own_run(true).await {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+        let Some(a) = &self.attached else { return fail("no run attached") };
+        let (run_id, run_path, run_error, params) =
+            (a.run.id.clone(), a.run.path.clone(), a.run.error.clone(), a.params.clone());
         let who = self.session.who.clone();
-        let started_at = journal::now_ts();
+        let path = PathBuf::from(&run_path);
+        let step_ctx = Ctx::standalone(
+            Mode::Run,
+            path.display().to_string(),
+            path.clone(),
+            Some(self.journal.clone()),
+            Reporter::for_repl(),
+            vec![],
+            None,
+        );
+        step_ctx.enter_step(&run_id, &name);
+        step_ctx.out.attach(&run_id, self.journal.clone());
+        let heartbeat = engine::spawn_heartbeat(&step_ctx, run_id.clone(), self.journal.clone());
+
         rec.status = StepStatus::Running;
         rec.attempts += 1;
-        rec.started_at = Some(started_at);
+        rec.started_at = Some(journal::now_ts());
+        rec.finished_at = None;
         rec.error = None;
         rec.actor = Some(who.clone());
-        if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {
-            return fail(e.to_string());
-        }
-        println!("retrying step '{name}' of run {run_id} (attempt {})...", rec.attempts);
-        let started = Instant::now();
-        let outcome = self.call(func, ()).await;
-        rec.duration_ms = Some(started.elapsed().as_millis() as i64);
+        let written = self.journal.put_step(&run_id, &self.ctx.me, &rec).await;
+        let outcome = match written {
+            Err(e) => Err(e.to_string()),
+            Ok(()) => {
+                println!("retrying step '{name}' of run {run_id} (attempt {})...", rec.attempts);
+                step_ctx.out.emit(
+                    "step_started",
+                    Some(&name),
+                    json!({"status": "running", "attempt": rec.attempts, "actor": who, "via": "repl"}),
+                );
+                if let Some(p) = params {
+                    let _ = self.lua.globals().set("params", p);
+                }
+                self.lua.set_app_data(Rc::clone(&step_ctx));
+                let started = Instant::now();
+                let call = self.call(step.func.clone(), rec.attempts);
+                let outcome = match step.timeout {
+                    Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                        Outcome::Failed(format!("timed out after {}", crate::duration::human(limit)))
+                    }),
+                    None => call.await,
+                };
+                self.lua.set_app_data(Rc::clone(&self.ctx));
+                rec.duration_ms = Some(started.elapsed().as_millis() as i64);
+                Ok(outcome)
+            }
+        };
         rec.finished_at = Some(journal::now_ts());
         let shown = match outcome {
-            Outcome::Values(values) => {
+            Err(e) => Err(e),
+            Ok(Outcome::Values(values)) => {
                 let first = values.into_iter().next().unwrap_or(Value::Nil);
                 match crate::lua::convert::to_json(&first) {
                     Ok(mut result) => {
                         crate::secret::redact_json(&mut result);
                         rec.status = StepStatus::Succeeded;
                         rec.result = Some(result);
+                        if step.has_undo {
+                            rec.undo_status = Some("pending".into());
+                        }
                         Ok(show::value(&first))
                     }
-                    Err(e) => {
-                        rec.status = StepStatus::Failed;
-                        rec.error = Some(format!("step '{name}' returned {e}"));
-                        Err(rec.error.clone().unwrap_or_default())
-                    }
+                    Err(e) => Err(format!("step '{name}' returned {e}")),
                 }
             }
-            Outcome::Failed(msg) => {
-                rec.status = StepStatus::Failed;
-                rec.error = Some(msg.clone());
-                Err(msg)
-            }
-            Outcome::Interrupted => {
-                rec.status = StepStatus::Failed;
-                rec.error = Some(format!("retry interrupted (Ctrl-C) by {who}"));
-                Err("interrupted (Ctrl-C)".into())
-            }
+            Ok(Outcome::Failed(msg)) => Err(msg),
+            Ok(Outcome::Interrupted) => Err(format!("retry interrupted (Ctrl-C) by {who}")),
         };
-        if let Some(e) = &mut rec.error {
-            *e = crate::secret::redact(e).into_owned();
+        if let Err(e) = &shown {
+            rec.status = StepStatus::Failed;
+            rec.error = Some(crate::secret::redact(e).into_owned());
         }
+        step_ctx.out.emit(
+            "step_finished",
+            Some(&name),
+            json!({"status": rec.status.as_str(), "attempt": rec.attempts, "duration_ms": rec.duration_ms, "error": rec.error, "actor": who, "via": "repl"}),
+        );
+        step_ctx.out.flush().await;
+        heartbeat.abort();
+        let mut problems = Vec::new();
         if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {
-            return fail(e.to_string());
+            problems.push(e.to_string());
+        }
+        if let Err(e) = self.journal.set_run_status(&run_id, &self.ctx.me, restore, run_error.as_deref()).await {
+            problems.push(e.to_string());
         }
         self.run_event(&run_id, "step_retried", &name, json!({"status": rec.status.as_str(), "actor": who, "session": self.session.id, "error": rec.error, "duration_ms": rec.duration_ms})).await;
         if let Err(e) = self.refresh().await {
-            return fail(e);
+            problems.push(e);
+        }
+        if !problems.is_empty() {
+            return fail(format!("step '{name}': the journal refused the outcome: {}", problems.join("; ")));
         }
         match shown {
             Ok(text) => ok(format!("step '{name}' succeeded, recorded in run {run_id}\n{text}\nnext: :resume")),
@@ -470,7 +542,7 @@ impl Repl {
         if reason.is_empty() {
             return fail(format!("usage: :skip {name} REASON (the reason is recorded in the run's journal)"));
         }
-        if let Err(e) = self.own_run().await {
+        if let Err(e) = self.own_run(false).await {
             return fail(e);
         }
         let run_id = self.attached.as_ref().map(|a| a.run.id.clone()).unwrap_or_default();
@@ -537,6 +609,9 @@ impl Repl {
         if status.is_final() || status == RunStatus::Queued {
             return fail(format!("run {} is {status}: there is nothing to resume", a.run.id));
         }
+        if a.run.dry_run {
+            return fail(format!("run {} was a dry run; start a real one with `runbook run`", a.run.id));
+        }
         let path = PathBuf::from(&a.run.path);
         let current = match std::fs::read_to_string(&path) {
             Ok(t) => t,
@@ -558,6 +633,10 @@ impl Repl {
             ..Invocation::new(path, Mode::Run)
         };
         let outcome = engine::execute(inv, Some(self.journal.clone()), Reporter::new(Format::Text)).await;
+        if let Ok(o) = &outcome {
+            // As `runbook resume` does: the [notify] webhook of runbook.toml.
+            crate::commands::after_run(self.state.as_deref(), o, &crate::cli::ExecArgs::default(), false).await;
+        }
         let _ = self.refresh().await;
         let attached_again = self.reload_attached().await;
         match outcome {
@@ -575,12 +654,20 @@ impl Repl {
     /// After a resume: loads the run's steps again (their recorded results changed).
     async fn reload_attached(&mut self) -> Result<(), String> {
         let Some(a) = &self.attached else { return Ok(()) };
+        // An ended run has nothing left to retry: its top-level code is not run again.
+        if a.run.effective_status().is_final() {
+            if let Some(a) = &mut self.attached {
+                a.captured.clear();
+            }
+            return Ok(());
+        }
         let (run, steps) = (a.run.clone(), a.steps.clone());
         let path = PathBuf::from(&run.path);
         let source = std::fs::read_to_string(&path).unwrap_or_else(|_| run.source.clone());
         let (loaded, note) = self.load_source(&path, &source, vec![], Some((run, steps))).await;
         if let Some(a) = &mut self.attached {
             a.captured = loaded.captured();
+            a.stopped_at = loaded.load_stopped_at();
         }
         match note {
             Some(n) => Err(n),

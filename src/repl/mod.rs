@@ -44,9 +44,15 @@ struct Attached {
     steps: Vec<StepRecord>,
     /// The step functions the load reached.
     captured: Vec<Captured>,
+    /// `params` as the load resolved them for the run (a later `:load` replaces the global).
+    params: Option<mlua::Table>,
+    /// Where the load stopped: the first step not done, or a gate not approved.
+    stopped_at: Option<String>,
 }
 
 pub struct Repl {
+    /// The journal as given (`--state`), for what runs after a `:resume`.
+    state: Option<String>,
     lua: Lua,
     ctx: Rc<Ctx>,
     journal: Arc<dyn Journal>,
@@ -55,7 +61,13 @@ pub struct Repl {
     attached: Option<Attached>,
     /// Set by Ctrl-C while a chunk runs; the instruction hook stops pure-Lua loops with it.
     interrupted: Arc<AtomicBool>,
+    /// Whether a chunk (or a step being retried) is running: Ctrl-C cancels it.
+    in_call: Arc<AtomicBool>,
+    /// Counts the Ctrl-Cs that arrived during calls; a call waits for it to change.
+    sigints: tokio::sync::watch::Sender<u64>,
     history: Option<PathBuf>,
+    /// The redactor's generation when the session's record and history were last scrubbed.
+    scrubbed_at: u64,
 }
 
 /// How an evaluation ended.
@@ -69,13 +81,21 @@ pub async fn run(opts: Options) -> Result<u8> {
     let started = Instant::now();
     let config = crate::config::get().map_err(Error::Usage)?;
     let journal = journal::open(opts.state.as_deref()).await?;
+    // The REPL owns the terminal: a gate met by `:resume` stops the run at waiting_approval.
+    engine::disable_prompts();
     let mut repl = Repl::new(journal.clone(), &config)?;
+    repl.state = opts.state.clone();
     repl.journal.put_session(&repl.session).await?;
     let mut editor = repl.editor(&config)?;
     tracing::debug!("repl ready in {:?}", started.elapsed());
     if let Some(reference) = &opts.attach {
         let line = format!(":attach {reference}");
-        repl.command(&line).await;
+        if !repl.command(&line).await {
+            repl.session.ended_at = Some(journal::now_ts());
+            repl.journal.put_session(&repl.session).await?;
+            journal.close().await;
+            return Err(Error::Usage(format!("cannot attach to run '{reference}'")));
+        }
     } else {
         println!("runbook repl: session {} (:help for help, Ctrl-D to leave)", repl.session.id);
     }
@@ -103,6 +123,8 @@ impl Repl {
         lua.set_app_data(Rc::clone(&ctx));
         engine::register_globals(&lua).map_err(setup)?;
         let interrupted = Arc::new(AtomicBool::new(false));
+        let in_call = Arc::new(AtomicBool::new(false));
+        let sigints = watch_sigint(Arc::clone(&interrupted), Arc::clone(&in_call))?;
         let flag = Arc::clone(&interrupted);
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(10_000), move |_, _| {
             if flag.load(Ordering::SeqCst) {
@@ -112,6 +134,11 @@ impl Repl {
         })
         .map_err(setup)?;
         install_extras(&lua, config).map_err(setup)?;
+        let flag = Arc::clone(&interrupted);
+        let interrupting = lua.create_function(move |_, ()| Ok(flag.load(Ordering::SeqCst))).map_err(setup)?;
+        let install: Function =
+            crate::lua::run_internal(&lua, "internal.repl").and_then(|v| lua.unpack(v)).map_err(setup)?;
+        install.call::<()>(interrupting).map_err(setup)?;
         let session = SessionRecord {
             id: engine::new_run_id(),
             who: crate::process::username(),
@@ -122,7 +149,20 @@ impl Repl {
             run_id: None,
             events: 0,
         };
-        Ok(Repl { lua, ctx, journal, session, seq: 0, attached: None, interrupted, history: history_path() })
+        Ok(Repl {
+            state: None,
+            lua,
+            ctx,
+            journal,
+            session,
+            seq: 0,
+            attached: None,
+            interrupted,
+            in_call,
+            sigints,
+            history: history_path(),
+            scrubbed_at: crate::secret::generation(),
+        })
     }
 
     fn editor(&self, config: &crate::config::Config) -> Result<Editor<complete::ReplHelper, FileHistory>> {
@@ -176,6 +216,7 @@ impl Repl {
                             self.command(&line).await;
                         }
                         self.remember(editor, &line);
+                        self.scrub_if_needed(editor).await;
                         if quit {
                             break;
                         }
@@ -191,6 +232,7 @@ impl Repl {
                             let chunk = std::mem::take(&mut buffer);
                             self.evaluate(&chunk, compiled).await;
                             self.remember(editor, &chunk);
+                            self.scrub_if_needed(editor).await;
                         }
                     }
                 }
@@ -225,6 +267,7 @@ impl Repl {
     }
 
     async fn evaluate(&mut self, chunk: &str, compiled: Compiled) {
+        let event = self.begin("lua", chunk, None).await;
         let started = Instant::now();
         let outcome = match compiled {
             Compiled::Error(msg) => Outcome::Failed(msg),
@@ -251,44 +294,35 @@ impl Repl {
             }
         };
         let ok = matches!(outcome, Outcome::Values(_));
-        self.record("lua", chunk, ok, started.elapsed(), &format!("{printed}{shown}"), None).await;
+        self.complete(event, ok, started.elapsed(), &format!("{printed}{shown}")).await;
     }
 
     /// Calls a function of the session, cancelled by Ctrl-C: the call's future is dropped (a
     /// query, an HTTP wait, a sleep, a command end there) and a pure-Lua loop is stopped by the
-    /// instruction hook.
+    /// instruction hook (which keeps raising until the call returns, so a `pcall` in a loop
+    /// cannot hold it).
     async fn call(&self, func: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
-        use tokio::signal::unix::{signal, SignalKind};
         self.interrupted.store(false, Ordering::SeqCst);
-        let mut sigint = match signal(SignalKind::interrupt()) {
-            Ok(s) => s,
-            Err(e) => return Outcome::Failed(format!("cannot watch for Ctrl-C: {e}")),
-        };
-        let flag = Arc::clone(&self.interrupted);
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let watcher = tokio::spawn(async move {
-            if sigint.recv().await.is_some() {
-                flag.store(true, Ordering::SeqCst);
-                let _ = tx.send(());
-            }
-        });
+        let mut sigint = self.sigints.subscribe();
+        self.in_call.store(true, Ordering::SeqCst);
         let result = tokio::select! {
             r = func.call_async::<MultiValue>(args) => Some(r),
-            _ = rx => None,
+            _ = sigint.changed() => None,
         };
-        watcher.abort();
+        self.in_call.store(false, Ordering::SeqCst);
         let interrupted = self.interrupted.swap(false, Ordering::SeqCst);
         match result {
-            None => Outcome::Interrupted,
-            Some(_) if interrupted => Outcome::Interrupted,
+            // Finished, even if Ctrl-C came as it did: what it did is what happened.
             Some(Ok(values)) => Outcome::Values(values.into_iter().collect()),
+            None => Outcome::Interrupted,
+            Some(Err(_)) if interrupted => Outcome::Interrupted,
             Some(Err(e)) => Outcome::Failed(describe_error(&e)),
         }
     }
 
-    /// Journals one event of the session (a failure to do so is reported, and the session
-    /// goes on).
-    async fn record(&mut self, kind: &str, input: &str, ok: bool, took: Duration, output: &str, run: Option<&str>) {
+    /// Journals an event of the session before it runs (so that a chunk that hangs or ends the
+    /// process is on record), to be completed by [`Repl::complete`].
+    async fn begin(&mut self, kind: &str, input: &str, run: Option<&str>) -> SessionEvent {
         self.seq += 1;
         let event = SessionEvent {
             session_id: self.session.id.clone(),
@@ -296,15 +330,87 @@ impl Repl {
             at: journal::now_ts(),
             kind: kind.into(),
             input: crate::secret::redact(input).into_owned(),
-            ok,
-            duration_ms: took.as_millis() as i64,
-            output: record::excerpt(output),
+            ok: false,
+            duration_ms: 0,
+            output: "(running)".into(),
             run_id: run.map(str::to_string),
         };
         if let Err(e) = self.journal.session_event(&event).await {
             eprintln!("warning: this entry was not recorded in the session: {e}");
         }
+        event
     }
+
+    /// Completes an event with its outcome, redacted with every secret known by now.
+    async fn complete(&mut self, mut event: SessionEvent, ok: bool, took: Duration, output: &str) {
+        event.input = crate::secret::redact(&event.input).into_owned();
+        event.ok = ok;
+        event.duration_ms = took.as_millis() as i64;
+        event.output = record::excerpt(output);
+        if let Err(e) = self.journal.session_event(&event).await {
+            eprintln!("warning: this entry was not recorded in the session: {e}");
+        }
+    }
+
+    /// When a secret became known since the last look, scrubs its value from what the session
+    /// recorded before (events and the history file), as runs do with their journal rows.
+    async fn scrub_if_needed(&mut self, editor: &mut Editor<complete::ReplHelper, FileHistory>) {
+        let generation = crate::secret::generation();
+        if generation == self.scrubbed_at {
+            return;
+        }
+        self.scrubbed_at = generation;
+        if let Ok(events) = self.journal.session_events(&self.session.id).await {
+            for mut e in events {
+                let (input, output) = (crate::secret::redact(&e.input), crate::secret::redact(&e.output));
+                if input != e.input || output != e.output {
+                    (e.input, e.output) = (input.into_owned(), output.into_owned());
+                    if let Err(err) = self.journal.session_event(&e).await {
+                        eprintln!("warning: could not scrub the session's record: {err}");
+                    }
+                }
+            }
+        }
+        if let Some(path) = &self.history {
+            let Ok(text) = std::fs::read_to_string(path) else { return };
+            let clean = crate::secret::redact(&text);
+            if clean != text {
+                if let Err(e) = std::fs::write(path, clean.as_bytes()) {
+                    eprintln!("warning: could not scrub the history file {}: {e}", path.display());
+                    return;
+                }
+                rustyline::history::History::clear(editor.history_mut()).ok();
+                let _ = editor.load_history(path);
+            }
+        }
+    }
+}
+
+/// One SIGINT watcher for the session. During a call, Ctrl-C cancels it (the flag for the hook,
+/// the counter for the waiting call). Outside one (the REPL waiting on its journal), a second
+/// Ctrl-C within two seconds leaves, so a hung journal cannot hold the terminal.
+fn watch_sigint(flag: Arc<AtomicBool>, in_call: Arc<AtomicBool>) -> Result<tokio::sync::watch::Sender<u64>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sig = signal(SignalKind::interrupt()).map_err(|e| Error::Io(format!("cannot watch for Ctrl-C: {e}")))?;
+    let (tx, _) = tokio::sync::watch::channel(0u64);
+    let counter = tx.clone();
+    tokio::spawn(async move {
+        let mut last: Option<Instant> = None;
+        while sig.recv().await.is_some() {
+            if in_call.load(Ordering::SeqCst) {
+                flag.store(true, Ordering::SeqCst);
+                counter.send_modify(|n| *n += 1);
+                continue;
+            }
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(2)) {
+                eprintln!("\ninterrupted twice while waiting: leaving");
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+            eprintln!("\n(waiting for the journal; Ctrl-C again to leave)");
+            last = Some(Instant::now());
+        }
+    });
+    Ok(tx)
 }
 
 /// A chunk, compiled: as an expression whose values print, else as a statement.

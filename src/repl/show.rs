@@ -16,6 +16,8 @@ const MAX_ENTRIES: usize = 40;
 const MAX_LINES: usize = 200;
 /// Rows of a result table shown.
 const MAX_ROWS: usize = 50;
+/// Bytes of a string printed at most.
+const MAX_STRING: usize = 64 * 1024;
 /// Width of one cell of a result table.
 const MAX_CELL: usize = 48;
 
@@ -32,7 +34,18 @@ pub fn values(values: &[Value]) -> String {
 /// One value: a string as it is, a result table as a table, anything else as Lua.
 pub fn value(v: &Value) -> String {
     match v {
-        Value::String(s) => s.to_string_lossy(),
+        Value::String(s) => {
+            let text = s.to_string_lossy();
+            if text.len() > MAX_STRING {
+                let mut end = MAX_STRING;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                format!("{}\n-- cut: {} more bytes of this string not shown", &text[..end], text.len() - end)
+            } else {
+                text
+            }
+        }
         Value::Table(t) => match rows(t) {
             Some(text) => text,
             None => {
@@ -133,11 +146,16 @@ fn sequence_len(t: &Table) -> Option<usize> {
 /// column headers, in the query's column order when the rows carry it.
 fn rows(t: &Table) -> Option<String> {
     let n = sequence_len(t)?;
-    if n == 0 {
-        return None;
-    }
     let mut columns: Vec<String> =
         t.metatable().and_then(|mt| mt.raw_get::<Option<Vec<String>>>("__columns").ok().flatten()).unwrap_or_default();
+    if n == 0 {
+        // A query that found nothing still shows what it asked for.
+        if columns.is_empty() {
+            return None;
+        }
+        let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
+        return Some(format!("{}(0 rows)", grid(&headers, &[])));
+    }
     let mut seen: HashSet<String> = columns.iter().cloned().collect();
     let mut table: Vec<Vec<(String, String)>> = Vec::new();
     for i in 1..=n {

@@ -14,6 +14,8 @@ pub struct Pty {
     pub seen: String,
     /// Where the next `expect` starts looking.
     cursor: usize,
+    /// Bytes read that do not yet form a whole UTF-8 character.
+    pending: Vec<u8>,
     /// Length of `seen` when the last line was entered: the next line waits for a prompt after it.
     entered_at: usize,
 }
@@ -56,7 +58,14 @@ impl Pty {
             let flags = libc::fcntl(master.as_raw_fd(), libc::F_GETFL);
             libc::fcntl(master.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK);
         }
-        Pty { master: std::fs::File::from(master), child, seen: String::new(), cursor: 0, entered_at: 0 }
+        Pty {
+            master: std::fs::File::from(master),
+            child,
+            seen: String::new(),
+            cursor: 0,
+            pending: Vec::new(),
+            entered_at: 0,
+        }
     }
 
     pub fn send(&mut self, keys: &str) {
@@ -68,12 +77,10 @@ impl Pty {
     /// call runs would reach the terminal in cooked mode, not the line editor.
     pub fn wait_prompt(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !(self.seen.trim_end().ends_with('>') && self.seen[self.entered_at..].contains('\n')) {
-            assert!(
-                Instant::now() < deadline,
-                "no prompt; the output ends with {:?}",
-                &self.seen[self.seen.len().saturating_sub(300)..]
-            );
+        let at_prompt = |s: &str| ["runbook> ", "]> ", "...> "].iter().any(|p| s.ends_with(p));
+        while !(at_prompt(&self.seen) && self.seen[self.entered_at..].contains('\n')) {
+            let tail: String = self.seen.chars().rev().take(300).collect::<Vec<_>>().into_iter().rev().collect();
+            assert!(Instant::now() < deadline, "no prompt; the output ends with {tail:?}");
             self.read_some(Duration::from_millis(20));
         }
     }
@@ -102,7 +109,18 @@ impl Pty {
         loop {
             match self.master.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => self.seen.push_str(&strip_ansi(&String::from_utf8_lossy(&buf[..n]))),
+                Ok(n) => {
+                    self.pending.extend_from_slice(&buf[..n]);
+                    // Decode up to the last whole character; keep a split one for the next read.
+                    let valid = match std::str::from_utf8(&self.pending) {
+                        Ok(_) => self.pending.len(),
+                        Err(e) if e.error_len().is_none() => e.valid_up_to(),
+                        Err(_) => self.pending.len(),
+                    };
+                    let text = String::from_utf8_lossy(&self.pending[..valid]).into_owned();
+                    self.pending.drain(..valid);
+                    self.seen.push_str(&strip_ansi(&text));
+                }
                 Err(_) => break,
             }
         }
@@ -127,6 +145,28 @@ impl Pty {
             }
             self.read_some(Duration::from_millis(50));
         }
+    }
+
+    /// Presses Tab as a person does: after a pause (the editor inserts a literal tab when more
+    /// input is already waiting, as in a paste).
+    pub fn tab(&mut self) {
+        self.read_some(Duration::from_millis(100));
+        self.send(TAB);
+    }
+
+    /// Types text a key at a time.
+    pub fn type_keys(&mut self, text: &str) {
+        for c in text.chars() {
+            self.send(&c.to_string());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Ctrl-C; the next `line` waits for the prompt that follows it.
+    pub fn interrupt(&mut self) {
+        self.read_some(Duration::from_millis(10));
+        self.entered_at = self.seen.len();
+        self.send(CTRL_C);
     }
 
     /// Leaves the REPL with Ctrl-D and waits for it to exit.

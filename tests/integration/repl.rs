@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::harness::Env;
-use crate::pty::{Pty, CTRL_C, CTRL_U, TAB, UP};
+use crate::pty::{Pty, CTRL_C, CTRL_U, UP};
 use crate::servers;
 
 const PROMPT: &str = "runbook> ";
@@ -95,40 +95,38 @@ fn completion_and_signature_hints() {
     let mut p = start(&env);
     // `db.` and Tab twice lists the module's functions.
     p.wait_prompt();
-    p.send("db.");
-    p.send(TAB);
-    std::thread::sleep(Duration::from_millis(100));
-    p.send(TAB);
+    p.type_keys("db.");
+    p.tab();
+    p.tab();
     p.expect("connect(");
     p.send(CTRL_U);
     // A unique prefix completes in place.
-    p.send("ssh.gr");
-    p.send(TAB);
+    p.type_keys("ssh.gr");
+    p.tab();
     p.expect("ssh.group");
     p.send(CTRL_U);
     p.enter("conn = db.connect(\"sqlite::memory:\")");
     p.expect(PROMPT);
     // Methods of the connection held in `conn`.
     p.wait_prompt();
-    p.send("conn:");
-    p.send(TAB);
-    std::thread::sleep(Duration::from_millis(100));
-    p.send(TAB);
+    p.type_keys("conn:");
+    p.tab();
+    p.tab();
     let listed = p.expect("scalar(");
     for m in ["execute(", "query(", "query_one("] {
         assert!(listed.contains(m), "{m} not listed:\n{listed}");
     }
     p.send(CTRL_U);
     // After `name(`: the function's signature as a hint.
-    p.send("db.connect(");
+    p.type_keys("db.connect(");
     p.expect("url: string|Secret");
     p.send(CTRL_U);
-    p.send("conn:query(");
+    p.type_keys("conn:query(");
     p.expect("sql: string");
     p.send(CTRL_U);
     // Inventory group names inside ssh.group(", and the inventory table.
-    p.send("ssh.group(\"wo");
-    p.send(TAB);
+    p.type_keys("ssh.group(\"wo");
+    p.tab();
     p.expect("ssh.group(\"workers");
     p.send(CTRL_U);
     p.enter("inventory.web[2]");
@@ -142,8 +140,8 @@ fn completion_and_signature_hints() {
     p.expect("SshSession methods:");
     // REPL commands.
     p.wait_prompt();
-    p.send(":ret");
-    p.send(TAB);
+    p.type_keys(":ret");
+    p.tab();
     p.expect(":retry");
     p.send(CTRL_U);
     p.enter("");
@@ -156,25 +154,27 @@ fn ctrl_c_cancels_a_running_call_and_keeps_the_session() {
     let mut p = start(&env);
     p.line("kept = 7");
     p.expect(PROMPT);
-    // At the prompt, Ctrl-C clears the line being typed.
+    // At the prompt, Ctrl-C clears the line being typed: it is not evaluated.
     p.wait_prompt();
-    p.send("this is not sent");
-    p.send(CTRL_C);
-    p.expect(PROMPT);
+    p.send("cleared = 1");
+    p.interrupt();
+    p.line("cleared == nil");
+    p.expect("\ntrue\n");
     // During a 30 s sleep it cancels the call (the wait below is far shorter than the sleep).
-    p.line("sleep(\"30s\")");
-    std::thread::sleep(Duration::from_millis(300));
+    // (The marker is printed by the call, so it is not the echo of the typed line.)
+    p.line("print(\"sleep\" .. \"ing\") sleep(\"30s\")");
+    p.expect("info: sleeping");
     p.send(CTRL_C);
     p.expect_within("interrupted (Ctrl-C); the session is intact", Duration::from_secs(10));
     p.expect(PROMPT);
     // An HTTP health wait against a port nothing listens on.
-    p.line("http.wait_healthy(\"http://127.0.0.1:9/health\", { timeout = \"60s\", interval = \"1s\" })");
-    std::thread::sleep(Duration::from_millis(500));
+    p.line("print(\"wait\" .. \"ing\") http.wait_healthy(\"http://127.0.0.1:9/health\", { timeout = \"60s\", interval = \"1s\" })");
+    p.expect("info: waiting");
     p.send(CTRL_C);
     p.expect_within("interrupted (Ctrl-C)", Duration::from_secs(10));
     // And a pure-Lua loop.
-    p.line("while true do end");
-    std::thread::sleep(Duration::from_millis(300));
+    p.line("print(\"spinn\" .. \"ing\") while true do pcall(function() for i = 1, 100 do end end) end");
+    p.expect("info: spinning");
     p.send(CTRL_C);
     p.expect_within("interrupted (Ctrl-C)", Duration::from_secs(10));
     p.expect(PROMPT);
@@ -190,6 +190,9 @@ fn history_persists_across_sessions_with_secrets_redacted() {
     let mut c = repl_cmd(&env, &[]);
     c.env("TEST_PW", value);
     let mut p = Pty::spawn(c);
+    p.expect(PROMPT);
+    // Typed before the secret is known: scrubbed from the history and the record once it is.
+    p.line(&format!("early = \"{value}\""));
     p.expect(PROMPT);
     p.line("pw = secret{ env = \"TEST_PW\", name = \"db_password\" }");
     p.expect(PROMPT);
@@ -215,16 +218,21 @@ fn history_persists_across_sessions_with_secrets_redacted() {
     p.send(UP);
     p.expect("marker_for_search = 1234");
     p.send(CTRL_U);
+    std::thread::sleep(Duration::from_millis(100));
     p.send("\x12");
-    p.send("same = ");
+    p.type_keys("same = ");
     p.expect("<secret:db_password>");
     p.send(CTRL_C);
     p.expect(PROMPT);
     p.quit();
 
+    assert!(history.contains("early = \"<secret:db_password>\""), "{history}");
     // Nor in the session record.
     let shown = env.run(&["sessions", "show", "last", "--output", "json"]);
     shown.assert_code(0);
+    let last: serde_json::Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(last["session"]["who"], "oncall");
+    assert_eq!(last["events"].as_array().unwrap().len(), 0, "the second session evaluated nothing: {last}");
     let all = env.run(&["sessions", "--output", "json"]);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&all.stdout).unwrap().as_array().unwrap().len(), 2);
     let first = serde_json::from_str::<serde_json::Value>(&all.stdout).unwrap()[1]["id"].as_str().unwrap().to_string();
@@ -431,4 +439,46 @@ fn timeline_lists_the_session_line_by_line() {
     let none = env.run(&["sessions", "show", "nope"]);
     assert_eq!(none.code, 2, "{}", none.all());
     assert!(none.stderr.contains("no session matches 'nope'"), "{}", none.stderr);
+}
+
+#[test]
+fn gates_dry_runs_and_unknown_runs_are_respected() {
+    let env = Env::new();
+    env.write(
+        "gated.lua",
+        r#"
+runbook { name = "gated" }
+step("before", function() return 1 end)
+approve("drop the old tables?")
+step("after", function() exec{ shell = "echo after >> ledger" } end)
+"#,
+    );
+    // No terminal: the gate stops the run, waiting for approval.
+    env.run(&["run", "gated.lua"]).assert_code(3);
+    let mut p = Pty::spawn(repl_cmd(&env, &["--last"]));
+    p.expect("(waiting_approval)");
+    // The load stops at the unapproved gate: nothing after it can be run by hand.
+    p.line(":retry after");
+    p.expect("step 'after' was not loaded: loading run");
+    p.expect("stopped at 'approve: drop the old tables?'");
+    p.line(":skip \"approve: drop the old tables?\" nobody asked");
+    p.expect("is an approval gate: `runbook approve");
+    p.quit();
+    assert_eq!(env.read("ledger"), "");
+    assert_eq!(env.status("last"), "waiting_approval");
+
+    // A dry run is never continued or retried for real.
+    env.write("flaky.lua", FLAKY);
+    env.run(&["run", "flaky.lua", "--dry-run"]);
+    let mut p = Pty::spawn(repl_cmd(&env, &["--last"]));
+    p.expect("]> ");
+    p.line(":resume");
+    p.expect("was a dry run");
+    p.quit();
+
+    // An unknown run: the REPL says so and exits 2.
+    let mut p = Pty::spawn(repl_cmd(&env, &["--run", "nope"]));
+    p.expect("no run matches 'nope'");
+    let status = p.child.wait().unwrap();
+    assert_eq!(status.code(), Some(2));
 }
