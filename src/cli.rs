@@ -88,6 +88,23 @@ it, and a note says where.")]
         /// The runbook file
         file: PathBuf,
     },
+    /// Render a runbook as a Markdown guide: parameters, steps, gates, undo, what happens on failure
+    #[command(after_help = "Examples:
+  runbook doc runbooks/db_backup.lua
+  runbook doc runbooks/deploy.lua --output docs/runbooks/deploy.md
+
+Computed from the runbook in plan mode: no primitive runs. Steps after code that needs a step's
+real result are not listed; a note says where.")]
+    Doc {
+        /// The runbook file
+        file: PathBuf,
+        /// A param value for the evaluation, key=value (repeatable)
+        #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]
+        params: Vec<(String, String)>,
+        /// Write the guide to this file instead of stdout
+        #[arg(long, value_name = "FILE.md")]
+        output: Option<PathBuf>,
+    },
     /// List recent runs, newest first
     #[command(after_help = "Examples:
   runbook history

@@ -9,7 +9,7 @@ use crate::error::{exit, Error, Result};
 use crate::journal::{self, RunFilter, RunRecord, StepRecord};
 use crate::output::Format;
 
-async fn evaluate(
+pub(super) async fn evaluate(
     path: &Path,
     mode: Mode,
     params: Vec<(String, String)>,

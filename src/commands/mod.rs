@@ -1,4 +1,5 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
+mod doc;
 mod inspect;
 mod metrics;
 pub(crate) mod notify;
@@ -22,6 +23,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Resume(args) => resume(state, args).await,
         Command::Plan(args) => inspect::plan(args).await,
         Command::Check { file } => inspect::check(&file).await,
+        Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
         Command::Approve { run } => approve(state, &run).await,

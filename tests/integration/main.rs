@@ -7,6 +7,7 @@ mod corpus;
 mod crash;
 mod cron;
 mod db;
+mod doc;
 mod fixtures;
 mod harness;
 mod http;
