@@ -2,6 +2,7 @@
 //! directory, as a user would.
 mod approval;
 mod backup;
+mod checks;
 mod cli;
 mod corpus;
 mod crash;
