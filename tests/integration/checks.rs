@@ -20,6 +20,7 @@ fn checks_report_what_they_find_without_values_and_assert_fails_the_step() {
     std::fs::create_dir_all(env.path("bucket")).unwrap();
     let s = servers::sshd();
     let host = &s.hosts[0];
+    let down = format!("http://127.0.0.1:{}/", servers::free_port());
     env.write(
         "checks.lua",
         &format!(
@@ -66,7 +67,7 @@ step("assert", function()
 end)
 "#,
             ok = web.url("/ok"),
-            down = format!("http://127.0.0.1:{}/", servers::free_port()),
+            down = down,
             json = web.url("/json"),
             soon = soon.target(),
             later = later.target(),
@@ -125,16 +126,14 @@ fn on_failure_posts_one_notification_naming_the_failed_step() {
     let hook = HttpServer::start();
     env.write(
         "notified.lua",
-        &format!(
-            r#"runbook {{ name = "notified", params = {{ webhook = {{ type = "string" }} }} }}
+        r#"runbook { name = "notified", params = { webhook = { type = "string" } } }
 local notify = require "runbook.notify"
 notify.on_failure(params.webhook, function()
   step("prepare", function() return 1 end)
-  step("migrate", {{ retries = 2, backoff = "10ms" }}, function() error("relation media_assets already exists") end)
+  step("migrate", { retries = 2, backoff = "10ms" }, function() error("relation media_assets already exists") end)
   step("release", function() end)
 end)
-"#
-        ),
+"#,
     );
     let r = env.run(&["run", "notified.lua", "-p", &format!("webhook={}", hook.url("/ok"))]);
     r.assert_code(1);
