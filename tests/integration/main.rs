@@ -18,6 +18,7 @@ mod pty;
 mod repl;
 mod review;
 mod run;
+mod runbooks;
 mod sandbox;
 mod schedule;
 mod secrets;

@@ -50,7 +50,7 @@ fn as_user(as_postgres: bool, program: &Path) -> Command {
     }
 }
 
-fn pg_bindir() -> Option<PathBuf> {
+pub fn pg_bindir() -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
         .flatten()

@@ -40,6 +40,12 @@ pub struct ConnState {
 async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
     let ctx = Ctx::from_lua(&lua)?;
     ctx.refuse_in_coroutine(&lua, "db.connect")?;
+    // In plan and check, a param not given is a placeholder: the connection is one too.
+    if let Value::Table(t) = &target {
+        if crate::lua::is_placeholder(t) && ctx.mode.is_static() {
+            return crate::lua::placeholder(&lua, "db.connect");
+        }
+    }
     let url = match &target {
         Value::String(s) => s.to_string_lossy(),
         Value::UserData(ud) => match ud.borrow::<Secret>() {

@@ -1,0 +1,185 @@
+//! The ready runbooks of runbooks/ run end to end against real servers: PostgreSQL, the TLS
+//! fixtures, a webhook receiver.
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::fixtures::{HttpServer, TestCa};
+use crate::harness::Env;
+use crate::servers;
+
+fn runbook(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(name).display().to_string()
+}
+
+#[test]
+fn weekly_and_monthly_maintenance_report_and_maintain_the_listed_tables() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("maint");
+    pg.query(
+        &url,
+        "create table media_assets (id serial primary key, brand_id int, name text);
+         create index idx_media_assets_brand_id on media_assets (brand_id);
+         insert into media_assets (brand_id, name) select g % 7, repeat('x', 200) from generate_series(1, 5000) g;
+         delete from media_assets where id % 2 = 0;
+         create table storage_quotas (brand_id int primary key, used_bytes bigint, quota_bytes bigint);",
+    );
+    let env = Env::new();
+    let weekly = env.run_env(&["run", &runbook("maintenance_weekly.lua"), "-p", "top=5"], &[("DATABASE_URL", &url)]);
+    weekly.assert_code(0);
+    let show = env.show("last");
+    let size = &Env::step(&show, "database size")["result"];
+    assert!(size["bytes"].as_i64().unwrap() > 1_000_000, "{size}");
+    let tables = Env::step(&show, "table sizes")["result"].as_array().unwrap().clone();
+    assert_eq!(tables[0]["table"], "media_assets", "largest first: {tables:?}");
+    let conns = &Env::step(&show, "connections")["result"];
+    assert!(conns["total"].as_i64().unwrap() >= 1 && conns["max"].as_i64().unwrap() >= 10, "{conns}");
+    assert_eq!(conns["level"], "ok");
+
+    let monthly = env.run_env(
+        &["run", &runbook("maintenance_monthly.lua"), "-p", "tables=media_assets,public.storage_quotas"],
+        &[("DATABASE_URL", &url)],
+    );
+    monthly.assert_code(0);
+    let show = env.show("last");
+    let assets = &Env::step(&show, "maintain media_assets")["result"];
+    let (before, after) = (assets["before"].as_i64().unwrap(), assets["after"].as_i64().unwrap());
+    assert!(before > 0 && after > 0 && after <= before, "{assets}");
+    assert_eq!(Env::step(&show, "maintain public.storage_quotas")["status"], "succeeded");
+    assert_eq!(Env::step(&show, "report")["result"]["tables"], 2);
+    // VACUUM ANALYZE ran: the table has statistics now.
+    let analyzed = pg.query(&url, "select last_vacuum is not null and last_analyze is not null from pg_stat_user_tables where relname = 'media_assets'");
+    assert_eq!(analyzed, "t");
+
+    let missing = env.run_env(
+        &["run", &runbook("maintenance_monthly.lua"), "-p", "tables=media_assets,nope"],
+        &[("DATABASE_URL", &url)],
+    );
+    missing.assert_code(1);
+    assert!(missing.stderr.contains("no such table(s): nope"), "{}", missing.stderr);
+}
+
+#[test]
+fn kill_idle_connections_lists_asks_and_terminates_only_the_idle_ones() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("idle");
+    let app = format!("idle-test-{}", std::process::id());
+    // Two connections left idle by a client that keeps its session open.
+    let psql = servers::pg_bindir().unwrap().join("psql");
+    let mut idle: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(&psql)
+                .args([url.as_str(), "-X", "-q", "-c", "select 1", "-f", "-"])
+                .env("PGAPPNAME", &app)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let count = || {
+        pg.query(
+            &url,
+            &format!("select count(*) from pg_stat_activity where application_name = '{app}' and state = 'idle'"),
+        )
+    };
+    for _ in 0..100 {
+        if count() == "2" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(count(), "2");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let env = Env::new();
+    let args =
+        ["run", &runbook("kill_idle_connections.lua"), "-p", "idle_for=1 second", "-p", &format!("application={app}")];
+    // Without a terminal, the gate stops the run: nothing is terminated yet.
+    let r = env.run_env(&args, &[("DATABASE_URL", &url)]);
+    r.assert_code(3);
+    let gated_run = env.show("last");
+    let gated = gated_run["run_id"].as_str().unwrap().to_string();
+    assert_eq!(Env::step(&gated_run, "list idle connections")["result"].as_array().unwrap().len(), 2);
+    assert_eq!(count(), "2");
+    // A dry run lists them and terminates nothing.
+    let mut dry: Vec<&str> = args.to_vec();
+    dry.extend(["--dry-run", "--yes"]);
+    env.run_env(&dry, &[("DATABASE_URL", &url)]).assert_code(0);
+    assert_eq!(count(), "2");
+    // Approved: exactly those two are terminated.
+    env.run(&["approve", &gated]).assert_code(0);
+    env.run_env(&["resume", &gated], &[("DATABASE_URL", &url)]).assert_code(0);
+    let show = env.show(&gated);
+    assert_eq!(Env::step(&show, "terminate")["result"]["terminated"], 2, "{show}");
+    assert_eq!(count(), "0");
+    for c in &mut idle {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+#[test]
+fn cert_expiry_warns_soon_and_fails_critical_with_one_notification() {
+    let ca = TestCa::new();
+    let soon = HttpServer::start_tls(&ca.leaf("soon.test", -1.0, 20.5, 0xce01));
+    let later = HttpServer::start_tls(&ca.leaf("later.test", -1.0, 120.5, 0xce02));
+    let critical = HttpServer::start_tls(&ca.leaf("critical.test", -1.0, 3.5, 0xce03));
+    let hook = HttpServer::start();
+    let env = Env::new();
+    env.write("ca.pem", &ca.pem);
+    let ca_path = env.path("ca.pem").display().to_string();
+    let hosts = format!("hosts={},{}", soon.target(), later.target());
+    let ok = env.run(&["run", &runbook("cert_expiry.lua"), "-p", &hosts, "-p", &format!("ca={ca_path}")]);
+    ok.assert_code(0);
+    let result = Env::step(&env.show("last"), "check certificates")["result"].clone();
+    assert_eq!(result["level"], "warning", "{result}");
+    assert_eq!(result["hosts"][soon.target()]["days_left"], 20);
+    assert!(ok.all().contains("certificate expires soon"), "{}", ok.all());
+
+    let hosts = format!("hosts={},{}", later.target(), critical.target());
+    let bad = env.run(&[
+        "run",
+        &runbook("cert_expiry.lua"),
+        "-p",
+        &hosts,
+        "-p",
+        &format!("ca={ca_path}"),
+        "-p",
+        &format!("webhook={}", hook.url("/ok")),
+    ]);
+    bad.assert_code(1);
+    assert!(bad.stderr.contains(&format!("{} expires in 3 days", critical.target())), "{}", bad.stderr);
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["failed_step"], "check certificates");
+}
+
+#[test]
+fn storage_quota_warns_at_80_and_fails_at_95_percent() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("quota");
+    pg.query(
+        &url,
+        "create table storage_quotas (brand_id int primary key, used_bytes bigint, quota_bytes bigint);
+         insert into storage_quotas values (1, 50, 100), (2, 85, 100);",
+    );
+    let hook = HttpServer::start();
+    let env = Env::new();
+    let args = ["run".to_string(), runbook("storage_quota.lua"), "-p".into(), format!("webhook={}", hook.url("/ok"))];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let ok = env.run_env(&args, &[("DATABASE_URL", &url)]);
+    ok.assert_code(0);
+    let result = Env::step(&env.show("last"), "check quotas")["result"].clone();
+    assert_eq!(result["warnings"], serde_json::json!(["2"]));
+    assert_eq!(result["quotas"][1]["level"], "warning");
+    assert!(hook.recorded().is_empty());
+
+    pg.query(&url, "insert into storage_quotas values (3, 97, 100)");
+    let bad = env.run_env(&args, &[("DATABASE_URL", &url)]);
+    bad.assert_code(1);
+    assert!(bad.stderr.contains("storage quota critical: 3 97.0% of quota used"), "{}", bad.stderr);
+    assert_eq!(hook.recorded().len(), 1);
+    // The database URL (with its password) is nowhere in what was printed.
+    assert!(!bad.all().contains(&url));
+}
