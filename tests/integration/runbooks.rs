@@ -183,3 +183,113 @@ fn storage_quota_warns_at_80_and_fails_at_95_percent() {
     // The database URL (with its password) is nowhere in what was printed.
     assert!(!bad.all().contains(&url));
 }
+
+#[test]
+fn health_check_reports_every_service_database_and_bucket() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("health");
+    let web = HttpServer::start();
+    let hook = HttpServer::start();
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("bucket")).unwrap();
+    let down = format!("http://127.0.0.1:{}/api/health", servers::free_port());
+    let services = format!("services=api={},edge={}", web.url("/json"), web.url("/ok"));
+    let buckets = format!("buckets=file://{}", env.path("bucket").display());
+    let webhook = format!("webhook={}", hook.url("/ok"));
+    let healthy = env.run_env(
+        &["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook],
+        &[("DATABASE_URL", &url)],
+    );
+    healthy.assert_code(0);
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "verdict")["result"], "healthy");
+    assert_eq!(Env::step(&show, "database")["result"]["ok"], true);
+    assert!(hook.recorded().is_empty());
+
+    let services = format!("services=api={},worker={down}", web.url("/json"));
+    let sick = env.run_env(
+        &["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook],
+        &[("DATABASE_URL", &url)],
+    );
+    sick.assert_code(1);
+    assert!(sick.stderr.contains("unhealthy: worker ("), "{}", sick.stderr);
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["failed_step"], "verdict");
+    assert!(!sick.all().contains(&url), "the database URL leaked");
+}
+
+#[test]
+fn scaling_check_measures_hosts_and_database_and_posts_what_fired() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("scaling");
+    let s = servers::sshd();
+    let hook = HttpServer::start();
+    let env = Env::new();
+    env.write(
+        "runbook.toml",
+        &format!(
+            "[hosts.app]\nhosts = [\"{}\", \"{}\"]\nuser = \"{}\"\nkey = \"{}\"\nknown_hosts = \"{}\"\n",
+            s.hosts[0],
+            s.hosts[1],
+            s.user,
+            s.key.display(),
+            s.known_hosts.display()
+        ),
+    );
+    // A query that runs for a while: the slow-query trigger.
+    let psql = servers::pg_bindir().unwrap().join("psql");
+    let mut slow = Command::new(psql).args([url.as_str(), "-X", "-q", "-c", "select pg_sleep(20)"]).spawn().unwrap();
+    let active = || {
+        pg.query(&url, "select count(*) from pg_stat_activity where state = 'active' and query like 'select pg_sleep%'")
+    };
+    for _ in 0..100 {
+        if active() == "1" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = env.run_env(
+        &[
+            "run",
+            &runbook("scaling_check.lua"),
+            "-p",
+            "hosts=app",
+            "-p",
+            "cpu_samples=1",
+            "-p",
+            "cpu_percent=100",
+            "-p",
+            "memory_percent=1",
+            "-p",
+            &format!("webhook={}", hook.url("/ok")),
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    let _ = slow.kill();
+    let _ = slow.wait();
+    r.assert_code(0);
+    let show = env.show("last");
+    let hosts = &Env::step(&show, "hosts")["result"];
+    for h in &s.hosts[..2] {
+        let m = hosts[h]["memory"].as_f64().unwrap();
+        assert!(m > 1.0 && m < 100.0, "{hosts}");
+        assert_eq!(hosts[h]["cpu"].as_array().unwrap().len(), 1);
+    }
+    let fired: Vec<String> = Env::step(&show, "triggers")["result"]["fired"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert!(fired.iter().any(|f| f.starts_with("database: a query has been running")), "{fired:?}");
+    assert_eq!(fired.iter().filter(|f| f.contains(": memory ")).count(), 2, "{fired:?}");
+    assert!(!fired.iter().any(|f| f.contains("CPU")), "CPU over 100% cannot fire: {fired:?}");
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["status"], "triggered");
+    assert_eq!(body["triggers"].as_array().unwrap().len(), fired.len());
+}
