@@ -8,6 +8,7 @@ mod corpus;
 mod crash;
 mod cron;
 mod db;
+mod deploy;
 mod doc;
 mod fixtures;
 mod harness;

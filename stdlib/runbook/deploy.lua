@@ -1,0 +1,182 @@
+--- runbook.deploy: releases on hosts over SSH, and the strategies of the deployment guides.
+---
+--- On each host, under its root:
+---   releases/<id>/       one folder per release, uploaded once
+---   current -> releases/<id>   the live release, switched atomically (a symlink renamed over)
+---   previous             the id `current` pointed at before the last switch (for rollback)
+---
+---   local deploy = require "runbook.deploy"
+---   local app = deploy.layout{ root = "/srv/app", restart = "systemctl restart app" }
+---   deploy.canary(app, "web", { id = params.version, from = "build/", health = check })
+local M = {}
+
+local function q(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+local Layout = {}
+Layout.__index = Layout
+
+--- A release layout. opts: { root = "/srv/app" or function(host) -> path, restart = shell command
+--- run after a switch (in the root; $RELEASE_ROOT and $RELEASE_HOST are set), keep = releases
+--- kept (default 5) }.
+function M.layout(opts)
+  assert(type(opts) == "table" and opts.root, "deploy.layout: root is required")
+  return setmetatable({ root_of = opts.root, restart_cmd = opts.restart, keep = opts.keep or 5 }, Layout)
+end
+
+function Layout:root(host)
+  if type(self.root_of) == "function" then return self.root_of(host) end
+  return self.root_of
+end
+
+--- Uploads a local folder (or a .tar.gz) as releases/<id> on the host; an existing complete
+--- release of that id is kept (a retried step does not upload twice).
+function Layout:upload(s, host, id, from)
+  local root = self:root(host)
+  local dir = root .. "/releases/" .. id
+  if s:exec("test -e " .. q(dir .. "/.complete"), { check = false, readonly = true, echo = false }).code == 0 then
+    return dir
+  end
+  local archive = from
+  if not from:match("%.tar%.gz$") and not from:match("%.tgz$") then
+    archive = os.getenv("TMPDIR") and (os.getenv("TMPDIR") .. "/release-" .. id .. ".tar.gz") or ("/tmp/release-" .. id .. ".tar.gz")
+    exec{ "tar", "-czf", archive, "-C", from, "." }
+  end
+  local remote = root .. "/releases/.upload-" .. id .. ".tar.gz"
+  s:exec("mkdir -p " .. q(root .. "/releases") .. " && rm -rf " .. q(dir))
+  s:upload(archive, remote)
+  s:exec("mkdir -p " .. q(dir) .. " && tar -xzf " .. q(remote) .. " -C " .. q(dir) .. " && rm -f " .. q(remote)
+    .. " && touch " .. q(dir .. "/.complete"))
+  return dir
+end
+
+--- The release `current` points at, or nil.
+function Layout:current(s, host)
+  local r = s:exec("readlink " .. q(self:root(host) .. "/current"), { check = false, readonly = true, echo = false })
+  if r.code ~= 0 then return nil end
+  return (r.stdout:gsub("%s+$", ""):match("([^/]+)$"))
+end
+
+--- Points `current` at releases/<id> (atomically) and remembers the release before; returns it.
+function Layout:switch(s, host, id)
+  local root = self:root(host)
+  local before = self:current(s, host)
+  if before == id then return before end
+  s:exec("cd " .. q(root) .. " && test -d " .. q("releases/" .. id) .. " && ln -sfn " .. q("releases/" .. id)
+    .. " current.next && mv -T current.next current" .. (before and (" && printf %s " .. q(before) .. " > previous") or ""))
+  return before
+end
+
+--- Runs the restart command in the root.
+function Layout:restart(s, host)
+  if not self.restart_cmd then return end
+  local root = self:root(host)
+  s:exec("cd " .. q(root) .. " && RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " " .. self.restart_cmd)
+end
+
+--- Switches `current` back to the release before the last switch and restarts; returns the
+--- release now live (nil when there was none before).
+function Layout:rollback(s, host)
+  local root = self:root(host)
+  local r = s:exec("cat " .. q(root .. "/previous"), { check = false, readonly = true, echo = false })
+  local previous = r.code == 0 and r.stdout:gsub("%s+$", "") or ""
+  if previous == "" then return nil end
+  s:exec("cd " .. q(root) .. " && ln -sfn " .. q("releases/" .. previous) .. " current.next && mv -T current.next current && rm -f previous")
+  self:restart(s, host)
+  return previous
+end
+
+--- Removes releases beyond the newest `keep`, never the current one.
+function Layout:prune(s, host)
+  local root = self:root(host)
+  s:exec("cd " .. q(root .. "/releases") .. " && cur=$(readlink ../current | sed 's#.*/##') && ls -1t | grep -v '^\\.' | tail -n +"
+    .. (self.keep + 1) .. " | while read r; do [ \"$r\" = \"$cur\" ] || rm -rf \"$r\"; done", { check = false })
+end
+
+--- Upload, switch and restart on one host: what every strategy does per host. Returns { from, to }.
+function Layout:install(s, host, id, from)
+  self:upload(s, host, id, from)
+  local before = self:switch(s, host, id)
+  self:restart(s, host)
+  return { from = before, to = id }
+end
+
+-- Runs ssh.rolling with `install` per host; when it halts, the hosts switched in this attempt
+-- go back to their release before (the canary that failed its health check included), and the
+-- error is raised again.
+local function rollout(layout, hosts, opts, rolling_opts)
+  assert(opts.id and opts.from, "deploy: id and from are required")
+  local switched = {}
+  local ok, result = pcall(ssh.rolling, hosts, function(s, host)
+    local r = layout:install(s, host, opts.id, opts.from)
+    switched[host] = r.from or false
+    return r
+  end, rolling_opts)
+  if ok then return result end
+  for host, before in pairs(switched) do
+    local rok, err = pcall(function()
+      local s = ssh.connect(host, opts.connect)
+      if before then layout:rollback(s, host) else log.warn("no release before this one to roll back to", { host = host }) end
+      s:close()
+    end)
+    if rok then log.warn("rolled back", { host = host, to = before or "none" })
+    else log.error("rollback failed", { host = host, error = tostring(err) }) end
+  end
+  error(result, 0)
+end
+
+--- Rolling: `batch` hosts at a time (default 1), each health-checked; halts past max_failures
+--- and rolls the hosts of this attempt back. opts: { id, from, batch, max_failures, health =
+--- fun(host), pause, connect }.
+function M.rolling(layout, hosts, opts)
+  return rollout(layout, hosts, opts, { batch = opts.batch, max_failures = opts.max_failures or 0,
+                                        health = opts.health, pause = opts.pause, connect = opts.connect })
+end
+
+--- Canary: one host first (opts.canary hosts), its health checked, then the rest in batches; a
+--- canary that fails is rolled back and the other hosts are never touched.
+function M.canary(layout, hosts, opts)
+  return rollout(layout, hosts, opts, { first = opts.canary or 1, batch = opts.batch, max_failures = 0,
+                                        health = opts.health, pause = opts.pause, connect = opts.connect })
+end
+
+--- Blue/green on each host: the release goes to the idle colour (colors/blue or colors/green, a
+--- link to the release), whose service is restarted ($RELEASE_COLOR set) and health-checked with
+--- opts.health(host, color); only then does the traffic pointer `live` switch to it. The old
+--- colour stays as it was, for `deploy.blue_green_rollback`.
+function M.blue_green(layout, hosts, opts)
+  assert(opts.id and opts.from and opts.health, "deploy.blue_green: id, from and health are required")
+  return ssh.each(hosts, function(s, host)
+    local root = layout:root(host)
+    layout:upload(s, host, opts.id, opts.from)
+    local live = s:exec("readlink " .. q(root .. "/live"), { check = false, readonly = true, echo = false })
+    local live_color = live.code == 0 and live.stdout:match("(%a+)%s*$") or nil
+    local idle = live_color == "blue" and "green" or "blue"
+    s:exec("mkdir -p " .. q(root .. "/colors") .. " && ln -sfn " .. q("../releases/" .. opts.id) .. " "
+      .. q(root .. "/colors/" .. idle))
+    if layout.restart_cmd then
+      s:exec("cd " .. q(root) .. " && RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " RELEASE_COLOR=" .. idle
+        .. " " .. layout.restart_cmd)
+    end
+    local healthy = opts.health(host, idle)
+    if healthy == false then error("the " .. idle .. " colour is not healthy; traffic stays on " .. (live_color or "nothing"), 0) end
+    s:exec("cd " .. q(root) .. " && ln -sfn " .. q("colors/" .. idle) .. " live.next && mv -T live.next live")
+    return { live = idle, previous = live_color }
+  end, { max_failures = opts.max_failures or 0, connect = opts.connect })
+end
+
+--- Points each host's traffic back at the other colour.
+function M.blue_green_rollback(layout, hosts, opts)
+  opts = opts or {}
+  return ssh.each(hosts, function(s, host)
+    local root = layout:root(host)
+    local live = s:exec("readlink " .. q(root .. "/live"), { readonly = true, echo = false }).stdout:match("(%a+)%s*$")
+    local other = live == "blue" and "green" or "blue"
+    s:exec("cd " .. q(root) .. " && test -e " .. q("colors/" .. other) .. " && ln -sfn " .. q("colors/" .. other)
+      .. " live.next && mv -T live.next live")
+    return other
+  end, { connect = opts.connect })
+end
+
+return M

@@ -1,0 +1,110 @@
+---@meta runbook.deploy
+-- local deploy = require "runbook.deploy"
+
+---@class runbook.deploy
+local deploy = {}
+
+---@class DeployLayoutOptions
+---@field root string|fun(host: string): string The release root on each host.
+---@field restart? string Shell command run in the root after a switch ($RELEASE_ROOT, $RELEASE_HOST, and $RELEASE_COLOR for blue/green).
+---@field keep? integer Releases kept by `prune` (default 5).
+
+---@class DeployLayout
+--- root/releases/<id>, root/current -> releases/<id>, root/previous.
+local DeployLayout = {}
+
+--- Uploads a local folder (tarred) or a .tar.gz as releases/<id>; a complete one is kept.
+---@param s SshSession
+---@param host string
+---@param id string
+---@param from string
+---@return string dir
+function DeployLayout:upload(s, host, id, from) end
+
+--- The release `current` points at, or nil.
+---@param s SshSession
+---@param host string
+---@return string?
+function DeployLayout:current(s, host) end
+
+--- Points `current` at releases/<id> atomically; returns the release before.
+---@param s SshSession
+---@param host string
+---@param id string
+---@return string?
+function DeployLayout:switch(s, host, id) end
+
+--- Runs the restart command in the root.
+---@param s SshSession
+---@param host string
+function DeployLayout:restart(s, host) end
+
+--- Back to the release before the last switch, restarted; returns it (nil when none).
+---@param s SshSession
+---@param host string
+---@return string?
+function DeployLayout:rollback(s, host) end
+
+--- Removes releases beyond the newest `keep`, never the current one.
+---@param s SshSession
+---@param host string
+function DeployLayout:prune(s, host) end
+
+--- Upload, switch and restart: what every strategy does on a host.
+---@param s SshSession
+---@param host string
+---@param id string
+---@param from string
+---@return {from: string?, to: string}
+function DeployLayout:install(s, host, id, from) end
+
+---@class DeployOptions
+---@field id string The release id (a version).
+---@field from string A local folder or .tar.gz (relative to the runbook).
+---@field health? fun(host: string, color?: string): boolean? Raising or returning false fails the host.
+---@field batch? integer|string Hosts per batch (rolling).
+---@field canary? integer Hosts in the canary (default 1).
+---@field max_failures? integer|string
+---@field pause? Duration
+---@field connect? SshConnectOptions
+
+--- A release layout on hosts.
+--- Example: `local app = deploy.layout{ root = "/srv/app", restart = "systemctl restart app" }`
+---@param opts DeployLayoutOptions
+---@return DeployLayout
+function deploy.layout(opts) end
+
+--- Rolling: batch by batch, each host health-checked; halts past max_failures and rolls the
+--- hosts of this attempt back.
+--- Example: `deploy.rolling(app, "web", { id = params.version, from = "build", batch = 2, health = check })`
+---@param layout DeployLayout
+---@param hosts string[]|string
+---@param opts DeployOptions
+---@return table<string, SshHostOutcome>
+function deploy.rolling(layout, hosts, opts) end
+
+--- Canary: one host first with its health gate, then the rest; a failed canary is rolled back
+--- and the other hosts are never touched.
+--- Example: `deploy.canary(app, "web", { id = params.version, from = "build", health = check })`
+---@param layout DeployLayout
+---@param hosts string[]|string
+---@param opts DeployOptions
+---@return table<string, SshHostOutcome>
+function deploy.canary(layout, hosts, opts) end
+
+--- Blue/green: the release goes to the idle colour, which is restarted and health-checked
+--- before the traffic pointer `live` switches; the old colour is kept.
+--- Example: `deploy.blue_green(app, "web", { id = params.version, from = "build", health = check_color })`
+---@param layout DeployLayout
+---@param hosts string[]|string
+---@param opts DeployOptions
+---@return table<string, SshHostOutcome>
+function deploy.blue_green(layout, hosts, opts) end
+
+--- Points each host's traffic back at the other colour.
+--- Example: `deploy.blue_green_rollback(app, "web")`
+---@param layout DeployLayout
+---@param hosts string[]|string
+---@param opts? {connect?: SshConnectOptions}
+---@return table<string, SshHostOutcome>
+function deploy.blue_green_rollback(layout, hosts, opts) end

@@ -1,0 +1,255 @@
+//! `runbook.deploy` against a staging environment the test builds: sshd hosts on 127.0.0.x, each
+//! running a small HTTP service from its current release that answers /api/health with the
+//! release's version (a release can be built to fail it).
+use std::path::PathBuf;
+
+use crate::harness::Env;
+use crate::servers;
+
+/// The service a release carries: /api/health answers {"status", "version"}, 503 when the
+/// release was built unhealthy.
+const SERVER: &str = r#"import http.server, json, os, sys
+here = os.path.dirname(os.path.abspath(__file__))
+version = open(os.path.join(here, "VERSION")).read().strip()
+healthy = not os.path.exists(os.path.join(here, "UNHEALTHY"))
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200 if healthy else 503
+        body = json.dumps({"status": "ok" if healthy else "failing", "version": version}).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"#;
+
+const RELEASE: &str = r#"
+runbook {
+  name = "release",
+  params = {
+    version = { type = "string", required = true },
+    strategy = { type = "enum", choices = { "rolling", "canary", "blue_green" }, default = "rolling" },
+    base = { type = "string", required = true },
+    port = { type = "integer", required = true },
+    max_failures = { type = "integer", default = 0 },
+    group = { type = "string", default = "web" },
+  },
+}
+local deploy = require "runbook.deploy"
+local function ip(host) return host:match("^[^:]+") end
+local app = deploy.layout {
+  root = function(host) return params.base .. "/" .. ip(host) end,
+  restart = "pidf=run-${RELEASE_COLOR:-main}.pid; dir=${RELEASE_COLOR:+colors/$RELEASE_COLOR}; dir=${dir:-current}; "
+    .. "port=" .. params.port .. "; [ \"$RELEASE_COLOR\" = green ] && port=$((port + 1)); "
+    .. "if [ -f $pidf ]; then kill $(cat $pidf) 2>/dev/null; sleep 0.3; fi; "
+    .. "setsid nohup python3 $dir/server.py ${RELEASE_HOST%%:*} $port > service.log 2>&1 < /dev/null & echo $! > $pidf",
+}
+local function health(host, color)
+  local port = params.port + (color == "green" and 1 or 0)
+  http.wait_healthy("http://" .. ip(host) .. ":" .. port .. "/api/health",
+    { timeout = "6s", interval = "200ms", attempt_timeout = "1s", json_path = "version", equals = params.version })
+end
+step("release " .. params.version, function()
+  local r = deploy[params.strategy](app, params.group,
+    { id = params.version, from = "build-" .. params.version, health = health, max_failures = params.max_failures })
+  local out = {}
+  for host, o in pairs(r) do out[host] = o.status end
+  return out
+end)
+"#;
+
+struct Staging {
+    env: Env,
+    hosts: Vec<String>,
+    port: u16,
+}
+
+impl Staging {
+    fn new(with_down: bool) -> Staging {
+        let s = servers::sshd();
+        let env = Env::new();
+        let hosts: Vec<String> = s.hosts[..3].to_vec();
+        let mut group = hosts.clone();
+        if with_down {
+            group.insert(1, s.down.clone());
+        }
+        let list = group.iter().map(|h| format!("\"{h}\"")).collect::<Vec<_>>().join(", ");
+        env.write(
+            "runbook.toml",
+            &format!(
+                "[hosts.web]\nhosts = [{list}]\nuser = \"{}\"\nkey = \"{}\"\nknown_hosts = \"{}\"\ntimeout = \"3s\"\n",
+                s.user,
+                s.key.display(),
+                s.known_hosts.display()
+            ),
+        );
+        env.write("release.lua", RELEASE);
+        // One port number, free on every loopback address used (each host binds its own address).
+        let port = servers::free_port();
+        Staging { env, hosts, port }
+    }
+
+    fn build(&self, version: &str, healthy: bool) {
+        self.env.write(&format!("build-{version}/server.py"), SERVER);
+        self.env.write(&format!("build-{version}/VERSION"), version);
+        if !healthy {
+            self.env.write(&format!("build-{version}/UNHEALTHY"), "");
+        }
+    }
+
+    fn release(&self, version: &str, strategy: &str, extra: &[&str]) -> crate::harness::Run {
+        let base = self.env.path("hosts").display().to_string();
+        let mut args = vec![
+            "run".to_string(),
+            "release.lua".into(),
+            "-p".into(),
+            format!("version={version}"),
+            "-p".into(),
+            format!("strategy={strategy}"),
+            "-p".into(),
+            format!("base={base}"),
+            "-p".into(),
+            format!("port={}", self.port),
+        ];
+        for e in extra {
+            args.push("-p".into());
+            args.push(e.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.env.run(&args)
+    }
+
+    fn root(&self, host: &str) -> PathBuf {
+        self.env.path(&format!("hosts/{}", host.split(':').next().unwrap()))
+    }
+
+    /// The release `current` points at on a host.
+    fn current(&self, host: &str) -> Option<String> {
+        std::fs::read_link(self.root(host).join("current"))
+            .ok()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+    }
+
+    /// What the host's service answers.
+    fn serving(&self, host: &str, port: u16) -> String {
+        let ip = host.split(':').next().unwrap();
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import urllib.request,json\ntry:\n print(json.load(urllib.request.urlopen('http://{ip}:{port}/api/health', timeout=3))['version'])\nexcept Exception as e:\n print('down')"
+                ),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        // Stop the services the releases started.
+        for host in &self.hosts {
+            for pidf in ["run-main.pid", "run-blue.pid", "run-green.pid"] {
+                if let Ok(pid) = std::fs::read_to_string(self.root(host).join(pidf)) {
+                    let _ = std::process::Command::new("kill").arg(pid.trim()).output();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn rolling_then_a_canary_that_fails_its_health_check_is_rolled_back_and_the_rest_untouched() {
+    let st = Staging::new(false);
+    st.build("1.0.0", true);
+    st.release("1.0.0", "rolling", &[]).assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(st.current(h).as_deref(), Some("1.0.0"));
+        assert_eq!(st.serving(h, st.port), "1.0.0");
+    }
+
+    st.build("1.1.0", false);
+    let r = st.release("1.1.0", "canary", &[]);
+    r.assert_code(1);
+    assert!(r.all().contains("health check"), "{}", r.all());
+    assert!(r.all().contains("rolled back"), "{}", r.all());
+    let (canary, rest) = st.hosts.split_first().unwrap();
+    // The canary got 1.1.0, failed its health check, and is back on 1.0.0.
+    assert!(st.root(canary).join("releases/1.1.0").exists());
+    assert_eq!(st.current(canary).as_deref(), Some("1.0.0"));
+    assert_eq!(st.serving(canary, st.port), "1.0.0");
+    // The others never saw 1.1.0.
+    for h in rest {
+        assert!(!st.root(h).join("releases/1.1.0").exists(), "{h} was touched");
+        assert_eq!(st.current(h).as_deref(), Some("1.0.0"));
+        assert_eq!(st.serving(h, st.port), "1.0.0");
+    }
+
+    // A healthy canary, then the rest.
+    st.build("1.2.0", true);
+    st.release("1.2.0", "canary", &[]).assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "1.2.0");
+        // The release before is remembered for a rollback.
+        assert_eq!(std::fs::read_to_string(st.root(h).join("previous")).unwrap(), "1.0.0");
+    }
+}
+
+#[test]
+fn a_host_down_halts_a_rolling_deploy_within_max_failures() {
+    let st = Staging::new(true);
+    st.build("2.0.0", true);
+    // The group is [h0, down, h1, h2]: with max_failures 0, the rollout halts at the down host,
+    // h0 goes back to what it had (nothing: there was no release before), h1 and h2 untouched.
+    let r = st.release("2.0.0", "rolling", &[]);
+    r.assert_code(1);
+    assert!(r.all().contains("ssh.rolling halted"), "{}", r.all());
+    // h0 had no release before this one: there is nothing to go back to, and the log says so.
+    assert!(r.all().contains("no release before this one to roll back to"), "{}", r.all());
+    assert_eq!(st.current(&st.hosts[0]).as_deref(), Some("2.0.0"));
+    for h in &st.hosts[1..] {
+        assert!(!st.root(h).join("releases/2.0.0").exists(), "{h} was touched after the halt");
+    }
+    // With one failure allowed, it carries on past the down host.
+    let r = st.release("2.0.0", "rolling", &["max_failures=1"]);
+    r.assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "2.0.0");
+    }
+    let show = st.env.show("last");
+    let result = &Env::step(&show, "release 2.0.0")["result"];
+    assert_eq!(result[servers::sshd().down.as_str()], "failed", "{result}");
+}
+
+#[test]
+fn blue_green_switches_traffic_only_to_a_healthy_colour() {
+    let st = Staging::new(false);
+    let live = |h: &str| std::fs::read_link(st.root(h).join("live")).ok().map(|p| p.display().to_string());
+    st.build("3.0.0", true);
+    st.release("3.0.0", "blue_green", &[]).assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(live(h).as_deref(), Some("colors/blue"));
+        assert_eq!(st.serving(h, st.port), "3.0.0");
+    }
+    // The idle colour (green) fails its health check: traffic stays on blue.
+    st.build("3.1.0", false);
+    st.release("3.1.0", "blue_green", &[]).assert_code(1);
+    for h in &st.hosts {
+        assert_eq!(live(h).as_deref(), Some("colors/blue"), "{h}");
+        assert_eq!(st.serving(h, st.port), "3.0.0");
+    }
+    // A healthy one goes to green; blue keeps 3.0.0 for a rollback.
+    st.build("3.2.0", true);
+    st.release("3.2.0", "blue_green", &[]).assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(live(h).as_deref(), Some("colors/green"));
+        assert_eq!(st.serving(h, st.port + 1), "3.2.0");
+        assert_eq!(st.serving(h, st.port), "3.0.0");
+        let blue = std::fs::read_link(st.root(h).join("colors/blue")).unwrap();
+        assert!(blue.ends_with("3.0.0"), "{}", blue.display());
+    }
+}
