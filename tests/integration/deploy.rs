@@ -253,3 +253,161 @@ fn blue_green_switches_traffic_only_to_a_healthy_colour() {
         assert!(blue.ends_with("3.0.0"), "{}", blue.display());
     }
 }
+
+/// The media tables of the Aligned AI guide (006_media_tables.sql), with indexes and RLS.
+const MIGRATION_006: &str = "
+create table media_assets (id bigserial primary key, brand_id uuid not null, name text not null,
+                           ai_tags text[] not null default '{}', created_at timestamptz not null default now());
+create index idx_media_assets_brand_id on media_assets (brand_id);
+create index idx_media_assets_created_at on media_assets (created_at);
+create index idx_media_assets_ai_tags on media_assets using gin (ai_tags);
+create table media_usage_logs (id bigserial primary key, asset_id bigint references media_assets (id), used_at timestamptz default now());
+create table storage_quotas (brand_id uuid primary key, used_bytes bigint not null default 0,
+                             quota_bytes bigint not null default 5368709120, warning_threshold_percent int not null default 80);
+alter table media_assets enable row level security;
+create policy media_assets_by_brand on media_assets using (brand_id = nullif(current_setting('app.brand_id', true), '')::uuid);
+alter table storage_quotas enable row level security;
+create policy storage_quotas_by_brand on storage_quotas using (brand_id = nullif(current_setting('app.brand_id', true), '')::uuid);
+";
+
+const RESTART: &str = "pidf=run-main.pid; if [ -f $pidf ]; then kill $(cat $pidf) 2>/dev/null; sleep 0.3; fi; \
+setsid nohup python3 current/server.py ${RELEASE_HOST%%:*} PORT > service.log 2>&1 < /dev/null & echo $! > $pidf";
+
+#[test]
+fn deploy_runbook_end_to_end_with_failures_rollbacks_and_a_resume() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("deploy");
+    let hook = crate::fixtures::HttpServer::start();
+    let st = Staging::new(false);
+    let env = &st.env;
+    env.write("migrations/006_media_tables.sql", MIGRATION_006);
+    env.write(
+        "migrations/007_broken.sql",
+        "create table media_tags (id serial primary key, name text);\ncreate index idx_nope on no_such_table (x);\n",
+    );
+    env.write("migrations/008_tags.sql", "create table media_tags (id serial primary key, name text);\n");
+    env.write("frontend.env", "VITE_SUPABASE_URL=https://x.supabase.co\n");
+    let deploy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/deploy.lua").display().to_string();
+    let root = format!("root={}/{{host}}", env.path("hosts").display());
+    let restart = format!("restart={}", RESTART.replace("PORT", &st.port.to_string()));
+    let health = format!("health_url=http://{{host}}:{}/api/health", st.port);
+    let store = format!("store=file://{}", env.path("backups").display());
+    let webhook = format!("webhook={}", hook.url("/ok"));
+    let run = |version: &str, migration: &str, extra: &[&str]| {
+        let from = format!("from={}", env.path(&format!("build-{version}")).display());
+        let mut args: Vec<String> = vec!["run".into(), deploy.clone()];
+        for p in [
+            format!("version={version}"),
+            from,
+            root.clone(),
+            restart.clone(),
+            health.clone(),
+            store.clone(),
+            webhook.clone(),
+            "health_timeout=8s".into(),
+            format!("migration={}", env.path(migration).display()),
+            "expect_tables=media_assets,media_usage_logs,storage_quotas".into(),
+            "expect_indexes=idx_media_assets_brand_id,idx_media_assets_created_at,idx_media_assets_ai_tags".into(),
+            "expect_rls=media_assets,storage_quotas".into(),
+            "required_env=DATABASE_URL".into(),
+            format!("frontend_env={}", env.path("frontend.env").display()),
+            "smoke=/api/health,/".into(),
+        ] {
+            args.push("-p".into());
+            args.push(p);
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let tables = || {
+        pg.query(&url, "select string_agg(table_name, ',' order by table_name) from information_schema.tables where table_schema = 'public'")
+    };
+
+    // 1. The happy path: migration, verification, canary then the rest, health, smoke.
+    st.build("1.0.0", true);
+    let args = run("1.0.0", "migrations/006_media_tables.sql", &[]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = env.run_env(&args_ref, &[("DATABASE_URL", &url)]);
+    r.assert_code(0);
+    assert_eq!(tables(), "media_assets,media_usage_logs,storage_quotas");
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "1.0.0");
+    }
+    assert!(hook.recorded().is_empty());
+
+    // 2. A migration that fails halfway leaves the database as it was; hosts untouched.
+    st.build("2.0.0", true);
+    let args = run("2.0.0", "migrations/007_broken.sql", &[]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = env.run_env(&args_ref, &[("DATABASE_URL", &url)]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("no_such_table"), "{}", r.stderr);
+    assert_eq!(tables(), "media_assets,media_usage_logs,storage_quotas", "the failed migration left something");
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "1.0.0");
+        assert!(!st.root(h).join("releases/2.0.0").exists());
+    }
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 1, "one notification per failure");
+    let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(body["failed_step"], "migrate");
+
+    // 3. A release whose canary fails its health check: the canary goes back, the other hosts
+    //    are never touched, and the migration is undone by restoring the pre-deploy backup.
+    st.build("3.0.0", false);
+    let args = run("3.0.0", "migrations/008_tags.sql", &[]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = env.run_env(&args_ref, &[("DATABASE_URL", &url)]);
+    r.assert_code(1);
+    let show = env.show("last");
+    assert_eq!(show["status"], "rolled_back", "{show}");
+    assert_eq!(Env::step(&show, "migrate")["undo_status"], "done");
+    assert_eq!(tables(), "media_assets,media_usage_logs,storage_quotas", "media_tags should be gone");
+    let (canary, rest) = st.hosts.split_first().unwrap();
+    assert_eq!(st.current(canary).as_deref(), Some("1.0.0"));
+    assert_eq!(st.serving(canary, st.port), "1.0.0");
+    for h in rest {
+        assert!(!st.root(h).join("releases/3.0.0").exists());
+        assert_eq!(st.serving(h, st.port), "1.0.0");
+    }
+    let posts = hook.recorded();
+    assert_eq!(posts.len(), 2);
+    let body: serde_json::Value = serde_json::from_slice(&posts[1].body).unwrap();
+    assert_eq!(body["failed_step"], "release");
+
+    // 4. Killed during the release, resumed: the backup and the migration are not done again.
+    st.build("4.0.0", true);
+    let args = run("4.0.0", "migrations/008_tags.sql", &[]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = env.cmd(&args_ref).env("DATABASE_URL", &url).spawn().unwrap();
+    let mut killed = false;
+    for _ in 0..400 {
+        let out = env.run(&["show", "last", "--output", "json"]);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&out.stdout) {
+            if v["runbook"] == "deploy"
+                && v["params"]["version"] == "4.0.0"
+                && v["steps"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|s| s["name"] == "release" && s["status"] == "running"))
+            {
+                crate::harness::signal(child.id(), libc::SIGKILL);
+                killed = true;
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let _ = child.wait();
+    assert!(killed, "the run never reached its release step");
+    let r = env.run_env(&["resume", "--last"], &[("DATABASE_URL", &url)]);
+    r.assert_code(0);
+    let show = env.show("last");
+    assert_eq!(show["status"], "succeeded");
+    assert_eq!(Env::step(&show, "backup")["attempts"], 1, "the backup ran again");
+    assert_eq!(Env::step(&show, "migrate")["attempts"], 1, "the migration ran again");
+    assert_eq!(tables(), "media_assets,media_tags,media_usage_logs,storage_quotas");
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "4.0.0");
+    }
+    assert_eq!(hook.recorded().len(), 2, "a successful resume posts nothing");
+}
