@@ -72,7 +72,8 @@ end
 function Layout:restart(s, host)
   if not self.restart_cmd then return end
   local root = self:root(host)
-  s:exec("cd " .. q(root) .. " && RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " " .. self.restart_cmd)
+  s:exec("cd " .. q(root) .. " && export RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " && "
+    .. self.restart_cmd)
 end
 
 --- Switches `current` back to the release before the last switch and restarts; returns the
@@ -156,8 +157,8 @@ function M.blue_green(layout, hosts, opts)
     s:exec("mkdir -p " .. q(root .. "/colors") .. " && ln -sfn " .. q("../releases/" .. opts.id) .. " "
       .. q(root .. "/colors/" .. idle))
     if layout.restart_cmd then
-      s:exec("cd " .. q(root) .. " && RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " RELEASE_COLOR=" .. idle
-        .. " " .. layout.restart_cmd)
+      s:exec("cd " .. q(root) .. " && export RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " RELEASE_COLOR=" .. idle
+        .. " && " .. layout.restart_cmd)
     end
     local healthy = opts.health(host, idle)
     if healthy == false then error("the " .. idle .. " colour is not healthy; traffic stays on " .. (live_color or "nothing"), 0) end

@@ -133,6 +133,20 @@ impl Staging {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
     }
 
+    /// What the host's service answers once it answers `want` (or after 10 s, whatever it says):
+    /// for services started without a health gate.
+    fn serving_eventually(&self, host: &str, port: u16, want: &str) -> String {
+        let mut last = String::new();
+        for _ in 0..100 {
+            last = self.serving(host, port);
+            if last == want {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        last
+    }
+
     /// What the host's service answers.
     fn serving(&self, host: &str, port: u16) -> String {
         let ip = host.split(':').next().unwrap();
@@ -410,4 +424,91 @@ fn deploy_runbook_end_to_end_with_failures_rollbacks_and_a_resume() {
         assert_eq!(st.serving(h, st.port), "4.0.0");
     }
     assert_eq!(hook.recorded().len(), 2, "a successful resume posts nothing");
+}
+
+#[test]
+fn service_rollback_stops_restores_and_starts_in_the_named_order() {
+    let st = Staging::new(false);
+    let env = &st.env;
+    let worker_port = st.port;
+    let backend_port = servers::free_port();
+    // Two services on every host, each deployed twice (1.0 then 2.0) with runbook.deploy.
+    let start = |port: u16| {
+        format!(
+            "echo start $RELEASE_ROOT >> {log}; if [ -f run-main.pid ]; then kill $(cat run-main.pid) 2>/dev/null; sleep 0.3; fi; \
+             setsid nohup python3 current/server.py ${{RELEASE_HOST%%:*}} {port} > service.log 2>&1 < /dev/null & echo $! > run-main.pid",
+            log = env.path("order.log").display()
+        )
+    };
+    env.write(
+        "ship.lua",
+        r#"runbook { name = "ship", params = { service = { type = "string" }, version = { type = "string" },
+  base = { type = "string" }, start = { type = "string" } } }
+local deploy = require "runbook.deploy"
+local app = deploy.layout { root = function(host) return params.base .. "/" .. host:match("^[^:]+") .. "/" .. params.service end,
+                            restart = params.start }
+step("ship", function() deploy.rolling(app, "web", { id = params.version, from = "build-" .. params.version }) end)
+"#,
+    );
+    let base = env.path("hosts").display().to_string();
+    for version in ["1.0", "2.0"] {
+        st.build(version, true);
+        for (service, port) in [("worker", worker_port), ("backend", backend_port)] {
+            env.run(&[
+                "run",
+                "ship.lua",
+                "-p",
+                &format!("service={service}"),
+                "-p",
+                &format!("version={version}"),
+                "-p",
+                &format!("base={base}"),
+                "-p",
+                &format!("start={}", start(port)),
+            ])
+            .assert_code(0);
+        }
+    }
+    for h in &st.hosts {
+        assert_eq!(st.serving_eventually(h, worker_port, "2.0"), "2.0");
+        assert_eq!(st.serving_eventually(h, backend_port, "2.0"), "2.0");
+    }
+    std::fs::remove_file(env.path("order.log")).unwrap();
+    let rollback = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks/service_rollback.lua");
+    let log = env.path("order.log").display().to_string();
+    // `start` differs per service only by its port: one command, the port chosen by $RELEASE_ROOT.
+    let start_cmd = format!(
+        "echo start {{service}} >> {log}; case {{service}} in worker) p={worker_port};; *) p={backend_port};; esac; \
+         if [ -f run-main.pid ]; then kill $(cat run-main.pid) 2>/dev/null; sleep 0.3; fi; \
+         setsid nohup python3 current/server.py {{host}} $p > service.log 2>&1 < /dev/null & echo $! > run-main.pid"
+    );
+    let r = env.run(&[
+        "run",
+        &rollback.display().to_string(),
+        "-p",
+        "services=worker,backend",
+        "-p",
+        &format!("root={base}/{{host}}/{{service}}"),
+        "-p",
+        &format!("stop=echo stop {{service}} >> {log}; kill $(cat run-main.pid)"),
+        "-p",
+        &format!("start={start_cmd}"),
+        "-p",
+        &format!(
+            "health=worker=http://{{host}}:{worker_port}/api/health,backend=http://{{host}}:{backend_port}/api/health"
+        ),
+    ]);
+    r.assert_code(0);
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, worker_port), "1.0", "{h}");
+        assert_eq!(st.serving(h, backend_port), "1.0", "{h}");
+    }
+    // Every stop before any start, each in the named order.
+    let order: Vec<String> = env.read("order.log").lines().map(str::to_string).collect();
+    let n = st.hosts.len();
+    assert_eq!(order.len(), 4 * n, "{order:?}");
+    assert!(order[..n].iter().all(|l| l == "stop worker"), "{order:?}");
+    assert!(order[n..2 * n].iter().all(|l| l == "stop backend"), "{order:?}");
+    assert!(order[2 * n..3 * n].iter().all(|l| l == "start worker"), "{order:?}");
+    assert!(order[3 * n..].iter().all(|l| l == "start backend"), "{order:?}");
 }
