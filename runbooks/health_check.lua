@@ -46,7 +46,7 @@ notify.on_failure(params.webhook, function()
                  allow_http = params.s3_endpoint ~= nil and params.s3_endpoint:match("^http://") ~= nil }
       end
       local ok, store = pcall(storage.open, url, opts)
-      local r = ok and checks.bucket(store) or { ok = false, summary = url .. ": " .. tostring(store) }
+      local r = ok and checks.bucket(store) or { ok = false, summary = url .. ": " .. tostring(store):match("[^\n]*") }
       if not r.ok then bad[#bad + 1] = r.summary end
     end
     return { ok = #bad == 0, problems = bad }

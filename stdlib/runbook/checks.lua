@@ -6,6 +6,11 @@
 ---   checks.assert(checks.env{ "DATABASE_URL", "SUPABASE_URL" }, checks.database(conn))
 local M = {}
 
+-- The first line of an error, without the "runtime error: " Lua puts before it.
+local function reason(err)
+  return (tostring(err):match("[^\n]*"):gsub("^runtime error: ", ""))
+end
+
 local function result(ok, level, summary, fields)
   local r = fields or {}
   r.ok, r.level, r.summary = ok, level, summary
@@ -75,7 +80,7 @@ function M.http(services, opts)
                                                  readonly = true })
     local s = { url = spec.url }
     if not ok then
-      s.ok, s.error = false, tostring(resp)
+      s.ok, s.error = false, reason(resp)
     else
       s.status, s.ms = resp.status, resp.ms
       local expect = spec.expect
@@ -115,16 +120,18 @@ function M.database(conn)
     return {}
   end)
   if not ok then
-    return result(false, "critical", "database unreachable: " .. tostring(row))
+    return result(false, "critical", "database unreachable: " .. reason(row))
   end
   return result(true, "ok", "database answers" .. (row.database and (": " .. row.database .. " as " .. row.user) or ""), row)
 end
 
 --- A bucket (or folder) reachable with the store's credentials.
 function M.bucket(store)
-  local ok, err = pcall(store.exists, store, ".runbook-probe")
+  -- A listing under a prefix nothing uses: empty when the bucket is there, an error when it is
+  -- not (a missing object and a missing bucket look alike to `exists`).
+  local ok, err = pcall(store.list, store, ".runbook-probe/")
   if not ok then
-    return result(false, "critical", tostring(store) .. " unreachable: " .. tostring(err))
+    return result(false, "critical", tostring(store) .. " unreachable: " .. reason(err))
   end
   return result(true, "ok", tostring(store) .. " reachable")
 end
@@ -155,7 +162,7 @@ function M.tls(hosts, opts)
     local ok, cert = pcall(tls.certificate, host, { ca = opts.ca, server_name = opts.server_name })
     local h
     if not ok then
-      h = { ok = false, level = "critical", error = tostring(cert) }
+      h = { ok = false, level = "critical", error = reason(cert) }
     else
       local level = "ok"
       if cert.days_left < critical or not cert.valid then level = "critical"

@@ -512,3 +512,102 @@ step("ship", function() deploy.rolling(app, "web", { id = params.version, from =
     assert!(order[2 * n..3 * n].iter().all(|l| l == "start worker"), "{order:?}");
     assert!(order[3 * n..].iter().all(|l| l == "start backend"), "{order:?}");
 }
+
+/// One system of shared/procedures, as examples/NAME has it: its deploy (with its migration and
+/// the tables, indexes and RLS it must leave), a backup, its verification by restore, and one
+/// maintenance runbook, each with the example's params file, on the staging environment.
+fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>) {
+    let pg = servers::postgres();
+    let url = pg.fresh_database(&name.replace('-', "_"));
+    let st = Staging::new(false);
+    let env = &st.env;
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let runbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
+    let migration = std::fs::read_dir(example.join("migrations")).unwrap().next().unwrap().unwrap().path();
+    st.build("1.0.0", true);
+    let store = format!("store=file://{}", env.path("backups").display());
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("SUPABASE_URL", "https://x.supabase.co"),
+        ("NEXT_PUBLIC_APP_URL", "https://app"),
+        ("REDIS_URL", "redis://127.0.0.1"),
+    ];
+    let run = |runbook: &str, params: &str, extra: Vec<String>| {
+        let mut args = vec!["run".to_string(), runbooks.join(runbook).display().to_string()];
+        if !params.is_empty() {
+            args.push("--params-file".into());
+            args.push(example.join("params").join(params).display().to_string());
+        }
+        for p in extra {
+            args.push("-p".into());
+            args.push(p);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run_env(&args, &vars)
+    };
+
+    let r = run(
+        "deploy.lua",
+        "deploy.toml",
+        vec![
+            "version=1.0.0".into(),
+            format!("from={}", env.path("build-1.0.0").display()),
+            format!("root={}/{{host}}", env.path("hosts").display()),
+            format!("restart={}", RESTART.replace("PORT", &st.port.to_string())),
+            format!("health_url=http://{{host}}:{}/api/health", st.port),
+            format!("migration={}", migration.display()),
+            store.clone(),
+        ],
+    );
+    r.assert_code(0);
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "verify schema")["status"], "succeeded", "{name}");
+    for h in &st.hosts {
+        assert_eq!(st.serving(h, st.port), "1.0.0", "{name} on {h}");
+    }
+    if let Some(sql) = setup_sql {
+        pg.query(&url, sql);
+    }
+    run("db_backup.lua", "backup.toml", vec![store.clone()]).assert_code(0);
+    run("verify_backup.lua", "", vec![store.clone()]).assert_code(0);
+    let verified = env.show("last");
+    assert_eq!(verified["status"], "succeeded", "{name}: {verified}");
+    run(maintenance, "maintenance.toml", vec![]).assert_code(0);
+}
+
+#[test]
+fn system_aligned_ai() {
+    system_end_to_end(
+        "aligned-ai",
+        "storage_quota.lua",
+        Some("insert into storage_quotas (brand_id, used_bytes) values ('5f1d7a4e-1111-4f6e-9c2a-0123456789ab', 1073741824)"),
+    );
+}
+
+#[test]
+fn system_ai_super_assistant() {
+    system_end_to_end("ai-super-assistant", "maintenance_weekly.lua", None);
+}
+
+#[test]
+fn system_steward() {
+    system_end_to_end("steward", "maintenance_monthly.lua", None);
+}
+
+#[test]
+fn system_media_asset_management() {
+    system_end_to_end(
+        "media-asset-management",
+        "maintenance_weekly.lua",
+        Some("insert into assets (title) values ('trailer.mov'), ('poster.png')"),
+    );
+}
+
+#[test]
+fn system_generic_app() {
+    system_end_to_end(
+        "generic-app",
+        "maintenance_weekly.lua",
+        Some("insert into users (email) values ('a@example.com')"),
+    );
+}

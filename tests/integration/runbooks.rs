@@ -194,12 +194,17 @@ fn health_check_reports_every_service_database_and_bucket() {
     std::fs::create_dir_all(env.path("bucket")).unwrap();
     let down = format!("http://127.0.0.1:{}/api/health", servers::free_port());
     let services = format!("services=api={},edge={}", web.url("/json"), web.url("/ok"));
-    let buckets = format!("buckets=file://{}", env.path("bucket").display());
+    let s3 = servers::s3();
+    let buckets = format!("buckets=file://{},s3://{}/health", env.path("bucket").display(), s3.bucket);
     let webhook = format!("webhook={}", hook.url("/ok"));
-    let healthy = env.run_env(
-        &["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook],
-        &[("DATABASE_URL", &url)],
-    );
+    let vars = [
+        ("DATABASE_URL", url.as_str()),
+        ("S3_ENDPOINT", s3.endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", s3.access_key),
+        ("AWS_SECRET_ACCESS_KEY", s3.secret_key),
+    ];
+    let healthy =
+        env.run_env(&["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook], &vars);
     healthy.assert_code(0);
     let show = env.show("last");
     assert_eq!(Env::step(&show, "verdict")["result"], "healthy");
@@ -207,12 +212,18 @@ fn health_check_reports_every_service_database_and_bucket() {
     assert!(hook.recorded().is_empty());
 
     let services = format!("services=api={},worker={down}", web.url("/json"));
-    let sick = env.run_env(
-        &["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook],
-        &[("DATABASE_URL", &url)],
-    );
+    let buckets = format!("buckets=s3://{}/health,s3://no-such-bucket-{}", s3.bucket, std::process::id());
+    let sick =
+        env.run_env(&["run", &runbook("health_check.lua"), "-p", &services, "-p", &buckets, "-p", &webhook], &vars);
     sick.assert_code(1);
     assert!(sick.stderr.contains("unhealthy: worker ("), "{}", sick.stderr);
+    assert!(
+        sick.stderr.contains("no-such-bucket"),
+        "the missing bucket is reported: {}\n{}",
+        sick.stderr,
+        Env::step(&env.show("last"), "buckets")
+    );
+    assert!(!sick.all().contains(s3.secret_key), "the S3 secret leaked");
     let posts = hook.recorded();
     assert_eq!(posts.len(), 1);
     let body: serde_json::Value = serde_json::from_slice(&posts[0].body).unwrap();
