@@ -22,7 +22,8 @@ runbook {
     database_url = { type = "secret", env = "DATABASE_URL", required = true, description = "the PostgreSQL database" },
     migration = { type = "string", description = "a SQL file applied in one transaction" },
     down_migration = { type = "string",
-                       description = "a SQL file that reverts the migration (else a rollback restores the backup)" },
+                       description = "a SQL file that reverts the migration (preferred; else a rollback restores the backup, "
+                         .. "losing what was written since it)" },
     expect_tables = { type = "list", description = "tables the migration must leave" },
     expect_indexes = { type = "list", description = "indexes the migration must leave" },
     expect_rls = { type = "list", description = "tables that must have row-level security on, with policies" },
@@ -47,6 +48,10 @@ local function address(host) return (host:gsub("^.*@", ""):match("^[^:]+")) end
 local function url_for(host, color)
   local template = (color == "green" and params.green_health_url) or params.health_url
   return (template:gsub("{host}", address(host)))
+end
+
+if params.strategy == "blue_green" and not params.green_health_url then
+  fail("strategy blue_green needs green_health_url: the idle colour is checked before traffic moves to it")
 end
 
 local conn = db.connect(params.database_url)
@@ -89,12 +94,21 @@ notify.on_failure(params.webhook, function()
         conn:execute_file(params.down_migration)
         return
       end
-      -- The database as the backup has it: the public schema emptied first, so that what the
-      -- migration created goes too (a restore alone only replaces what the dump contains).
-      log.warn("restoring the pre-deploy backup", { key = backup_of.key })
-      conn:execute("drop schema public cascade")
+      -- The database as the backup has it. A restore only replaces what the dump contains, so
+      -- the migrated public schema is set aside first (renamed, not dropped: if the restore
+      -- fails, it is put back), then dropped once the restore succeeded.
+      local aside = "public_before_rollback_" .. params.version:gsub("[^%w]", "_")
+      log.warn("restoring the pre-deploy backup", { key = backup_of.key, set_aside = aside })
+      conn:execute("drop schema if exists " .. aside .. " cascade")
+      conn:execute("alter schema public rename to " .. aside)
       conn:execute("create schema public")
-      backup.restore(backup_of.key, { store = store, into = params.database_url, clean = true })
+      local ok, err = pcall(backup.restore, backup_of.key, { store = store, into = params.database_url, clean = true })
+      if not ok then
+        conn:execute("drop schema public cascade")
+        conn:execute("alter schema " .. aside .. " rename to public")
+        error(err, 0)
+      end
+      conn:execute("drop schema " .. aside .. " cascade")
     end,
   }, function()
     return conn:execute_file(params.migration)
@@ -129,7 +143,10 @@ notify.on_failure(params.webhook, function()
       if params.strategy == "blue_green" then
         deploy.blue_green_rollback(app, params.hosts)
       else
-        ssh.each(params.hosts, function(s, host) return app:rollback(s, host) end)
+        -- Only hosts that run this release (a host left on the old one is not moved further back).
+        ssh.each(params.hosts, function(s, host)
+          if app:current(s, host) == params.version then return app:rollback(s, host) end
+        end)
       end
     end,
   }, function()
@@ -153,7 +170,7 @@ notify.on_failure(params.webhook, function()
                   when = function() return params.smoke ~= nil end }, function()
     local count = 0
     for _, host in ipairs(ssh.group(params.hosts)) do
-      local base = url_for(host):match("^(https?://[^/]+)")
+      local base = url_for(host, released and released[host]):match("^(https?://[^/]+)")
       for _, path in ipairs(params.smoke) do
         http.get(base .. path, { timeout = "10s", readonly = true })
         count = count + 1

@@ -15,19 +15,12 @@ runbook {
   lock = "kill_idle_connections",
 }
 
+local pg = require "runbook.pg"
 local conn = db.connect(params.database_url)
 
 local idle = step("list idle connections", { description = "Idle connections past the limit, never this one" }, function()
-  return conn:query([[select pid, usename as user, datname as database, application_name as application,
-                             extract(epoch from now() - state_change)::int as idle_seconds
-                      from pg_stat_activity
-                      where state = 'idle' and pid <> pg_backend_pid()
-                        and state_change < now() - ($1::text)::interval
-                        and ($2::text is null or datname = $2::text)
-                        and ($3::text is null or usename = $3::text)
-                        and ($4::text is null or application_name = $4::text)
-                      order by state_change]], params.idle_for, params.database or null, params.user or null,
-                     params.application or null)
+  return pg.idle_connections(conn, { older_than = params.idle_for, database = params.database, user = params.user,
+                                    application = params.application })
 end)
 
 for _, c in ipairs(idle) do

@@ -29,13 +29,16 @@ local total_before, total_after = 0, 0
 for _, name in ipairs(params.tables) do
   local r = step("maintain " .. name, { description = "REINDEX TABLE, then VACUUM ANALYZE" }, function()
     local before = size(name)
-    conn:execute(conn:scalar("select format('REINDEX TABLE %s', $1::text::regclass)", name))
+    -- CONCURRENTLY: reads and writes go on meanwhile (each statement is its own transaction here).
+    conn:execute(conn:scalar("select format('REINDEX TABLE CONCURRENTLY %s', $1::text::regclass)", name))
     pg.vacuum_analyze(conn, { name })
     local after = size(name)
     log.info("table maintained", { table = name, before = util.format_bytes(before), after = util.format_bytes(after) })
     return { before = before, after = after }
   end)
-  total_before, total_after = total_before + r.before, total_after + r.after
+  if r then -- nil when the step was skipped by hand
+    total_before, total_after = total_before + r.before, total_after + r.after
+  end
 end
 
 step("report", function()

@@ -19,6 +19,7 @@ runbook {
 }
 
 local deploy = require "runbook.deploy"
+local q = deploy.quote
 
 local function address(host) return (host:gsub("^.*@", ""):match("^[^:]+")) end
 local function fill(template, service, host)
@@ -49,7 +50,7 @@ end
 for _, service in ipairs(params.services) do
   step("stop " .. service, function()
     on_each(service, function(s, host, root)
-      s:exec("cd '" .. root .. "' && " .. fill(params.stop, service, host))
+      s:exec("cd " .. q(root) .. " && " .. fill(params.stop, service, host))
     end)
   end)
 end
@@ -59,11 +60,11 @@ for _, service in ipairs(params.services) do
     local out = {}
     local r = on_each(service, function(s, host, root)
       local cur = layouts[service]:current(s, host)
-      local prev = s:exec("cat '" .. root .. "/previous'", { check = false, readonly = true, echo = false })
+      local prev = s:exec("cat " .. q(root .. "/previous"), { check = false, readonly = true, echo = false })
       local before = prev.code == 0 and prev.stdout:gsub("%s+$", "") or ""
       if before == "" then fail(service .. " on " .. host .. ": no release before " .. tostring(cur)) end
-      s:exec("cd '" .. root .. "' && ln -sfn 'releases/" .. before .. "' current.next && mv -T current.next current"
-        .. " && printf %s '" .. tostring(cur) .. "' > previous")
+      s:exec("cd " .. q(root) .. " && ln -sfn " .. q("releases/" .. before) .. " current.next && mv -T current.next current"
+        .. " && printf %s " .. q(tostring(cur)) .. " > previous")
       return { from = cur, to = before }
     end)
     for host, o in pairs(r) do out[host] = o.result end
@@ -74,7 +75,7 @@ end
 for _, service in ipairs(params.services) do
   step("start " .. service, function()
     on_each(service, function(s, host, root)
-      s:exec("cd '" .. root .. "' && export RELEASE_ROOT='" .. root .. "' RELEASE_HOST='" .. host .. "' && "
+      s:exec("cd " .. q(root) .. " && export RELEASE_ROOT=" .. q(root) .. " RELEASE_HOST=" .. q(host) .. " && "
         .. fill(params.start, service, host))
       if health[service] then
         http.wait_healthy(fill(health[service], service, host), { timeout = params.health_timeout, interval = "500ms" })

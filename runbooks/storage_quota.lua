@@ -23,6 +23,7 @@ notify.on_failure(params.webhook, function()
   step("check quotas", { description = "Each quota's use against the warning and critical thresholds" }, function()
     local report, critical, warning = {}, {}, {}
     for _, row in ipairs(conn:query(params.query)) do
+      if row.quota == null or row.used == null then goto continue end -- no quota: unlimited
       local r = checks.quota(tonumber(row.used), tonumber(row.quota),
         { warn = params.warn_percent, critical = params.critical_percent })
       report[#report + 1] = { name = row.name, level = r.level, percent = math.floor(r.percent * 10 + 0.5) / 10 }
@@ -31,6 +32,7 @@ notify.on_failure(params.webhook, function()
         warning[#warning + 1] = row.name
         log.warn("storage quota", { name = row.name, used = r.summary })
       end
+      ::continue::
     end
     if #critical > 0 then fail("storage quota critical: " .. table.concat(critical, "; ")) end
     return { quotas = report, warnings = warning }

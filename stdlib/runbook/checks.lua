@@ -141,7 +141,7 @@ end
 function M.disk(session, opts)
   opts = opts or {}
   local path = opts.path or "/"
-  local r = session:exec("df -P -k " .. path, { check = false })
+  local r = session:exec("df -P -k '" .. path:gsub("'", "'\\''") .. "'", { check = false, readonly = true, echo = false })
   local used = tonumber((r.stdout or ""):match("\n[^\n]-%s(%d+)%%"))
   if r.code ~= 0 or not used then
     return result(false, "critical", "df " .. path .. " failed: " .. (r.stderr or ""):gsub("%s+$", ""))

@@ -14,6 +14,28 @@ local function q(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
 
+--- A string quoted for a POSIX shell.
+M.quote = q
+
+-- A release id is a folder name: letters, digits, '.', '_' and '-', not "." or "..".
+local function check_id(id)
+  if type(id) ~= "string" or not id:match("^[%w_][%w._-]*$") or id == "." or id == ".." then
+    error("deploy: a release id is letters, digits, '.', '_' and '-', got " .. tostring(id), 2)
+  end
+  return id
+end
+
+--- Builds the archive of a local release folder once (a .tar.gz is used as it is); returns its
+--- path. Every host's upload then sends the same file.
+function M.archive(from, id)
+  check_id(id)
+  if from:match("%.tar%.gz$") or from:match("%.tgz$") then return from end
+  local dir = os.getenv("TMPDIR") or "/tmp"
+  local path = string.format("%s/runbook-release-%s-%d-%d.tar.gz", dir, id, os.time(), math.random(1, 1e9))
+  exec{ "tar", "-czf", path, "-C", from, "." }
+  return path
+end
+
 local Layout = {}
 Layout.__index = Layout
 
@@ -30,19 +52,16 @@ function Layout:root(host)
   return self.root_of
 end
 
---- Uploads a local folder (or a .tar.gz) as releases/<id> on the host; an existing complete
---- release of that id is kept (a retried step does not upload twice).
+--- Uploads a release (a local folder, tarred, or a .tar.gz) as releases/<id> on the host; an
+--- existing complete release of that id is kept (a retried step does not upload twice).
 function Layout:upload(s, host, id, from)
+  check_id(id)
   local root = self:root(host)
   local dir = root .. "/releases/" .. id
   if s:exec("test -e " .. q(dir .. "/.complete"), { check = false, readonly = true, echo = false }).code == 0 then
     return dir
   end
-  local archive = from
-  if not from:match("%.tar%.gz$") and not from:match("%.tgz$") then
-    archive = os.getenv("TMPDIR") and (os.getenv("TMPDIR") .. "/release-" .. id .. ".tar.gz") or ("/tmp/release-" .. id .. ".tar.gz")
-    exec{ "tar", "-czf", archive, "-C", from, "." }
-  end
+  local archive = M.archive(from, id)
   local remote = root .. "/releases/.upload-" .. id .. ".tar.gz"
   s:exec("mkdir -p " .. q(root .. "/releases") .. " && rm -rf " .. q(dir))
   s:upload(archive, remote)
@@ -60,6 +79,7 @@ end
 
 --- Points `current` at releases/<id> (atomically) and remembers the release before; returns it.
 function Layout:switch(s, host, id)
+  check_id(id)
   local root = self:root(host)
   local before = self:current(s, host)
   if before == id then return before end
@@ -103,26 +123,34 @@ function Layout:install(s, host, id, from)
   return { from = before, to = id }
 end
 
--- Runs ssh.rolling with `install` per host; when it halts, the hosts switched in this attempt
--- go back to their release before (the canary that failed its health check included), and the
--- error is raised again.
+-- The hosts of a group name or a list.
+local function host_list(hosts)
+  if type(hosts) == "string" then return ssh.group(hosts) end
+  return hosts
+end
+
+-- Runs ssh.rolling with upload, switch and restart per host. When it halts, every host of the
+-- list that now runs this release (switched in this attempt or in an earlier one, before a
+-- resume) goes back to its release before, and the error is raised again.
 local function rollout(layout, hosts, opts, rolling_opts)
-  assert(opts.id and opts.from, "deploy: id and from are required")
-  local switched = {}
+  check_id(opts.id)
+  assert(opts.from, "deploy: from is required")
+  local archive = M.archive(opts.from, opts.id)
   local ok, result = pcall(ssh.rolling, hosts, function(s, host)
-    local r = layout:install(s, host, opts.id, opts.from)
-    switched[host] = r.from or false
-    return r
+    return layout:install(s, host, opts.id, archive)
   end, rolling_opts)
   if ok then return result end
-  for host, before in pairs(switched) do
+  for _, host in ipairs(host_list(hosts)) do
     local rok, err = pcall(function()
       local s = ssh.connect(host, opts.connect)
-      if before then layout:rollback(s, host) else log.warn("no release before this one to roll back to", { host = host }) end
+      if layout:current(s, host) == opts.id then
+        local to = layout:rollback(s, host)
+        if to then log.warn("rolled back", { host = host, to = to })
+        else log.warn("no release before this one to roll back to", { host = host }) end
+      end
       s:close()
     end)
-    if rok then log.warn("rolled back", { host = host, to = before or "none" })
-    else log.error("rollback failed", { host = host, error = tostring(err) }) end
+    if not rok then log.error("rollback failed", { host = host, error = tostring(err):match("[^\n]*") }) end
   end
   error(result, 0)
 end
@@ -147,10 +175,11 @@ end
 --- opts.health(host, color); only then does the traffic pointer `live` switch to it. The old
 --- colour stays as it was, for `deploy.blue_green_rollback`.
 function M.blue_green(layout, hosts, opts)
-  assert(opts.id and opts.from and opts.health, "deploy.blue_green: id, from and health are required")
+  assert(opts.from and opts.health, "deploy.blue_green: id, from and health are required")
+  local archive = M.archive(opts.from, opts.id)
   return ssh.each(hosts, function(s, host)
     local root = layout:root(host)
-    layout:upload(s, host, opts.id, opts.from)
+    layout:upload(s, host, opts.id, archive)
     local live = s:exec("readlink " .. q(root .. "/live"), { check = false, readonly = true, echo = false })
     local live_color = live.code == 0 and live.stdout:match("(%a+)%s*$") or nil
     local idle = live_color == "blue" and "green" or "blue"
@@ -172,10 +201,15 @@ function M.blue_green_rollback(layout, hosts, opts)
   opts = opts or {}
   return ssh.each(hosts, function(s, host)
     local root = layout:root(host)
-    local live = s:exec("readlink " .. q(root .. "/live"), { readonly = true, echo = false }).stdout:match("(%a+)%s*$")
+    local r = s:exec("readlink " .. q(root .. "/live"), { check = false, readonly = true, echo = false })
+    local live = r.code == 0 and r.stdout:match("(%a+)%s*$") or nil
+    if not live then return nil end
     local other = live == "blue" and "green" or "blue"
-    s:exec("cd " .. q(root) .. " && test -e " .. q("colors/" .. other) .. " && ln -sfn " .. q("colors/" .. other)
-      .. " live.next && mv -T live.next live")
+    if s:exec("test -e " .. q(root .. "/colors/" .. other), { check = false, readonly = true, echo = false }).code ~= 0 then
+      log.warn("no other colour to go back to", { host = host, live = live })
+      return live
+    end
+    s:exec("cd " .. q(root) .. " && ln -sfn " .. q("colors/" .. other) .. " live.next && mv -T live.next live")
     return other
   end, { connect = opts.connect })
 end

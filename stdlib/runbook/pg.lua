@@ -82,21 +82,27 @@ function M.connections(c)
   return { total = total, by_state = by_state, max = max, used = total / max }
 end
 
---- Terminates connections idle for longer than `older_than` (a PostgreSQL interval such as
---- "1h" or "30 minutes"), never this one. opts: { older_than = "1h", database, user, application }.
---- Returns the connections terminated (under --dry-run: the ones that would be).
-function M.kill_idle(c, opts)
+--- Connections idle for longer than `older_than` (a PostgreSQL interval such as "1 hour" or
+--- "30 minutes"), never this one, longest idle first. opts: { older_than = "1h", database, user,
+--- application }.
+function M.idle_connections(c, opts)
   opts = opts or {}
-  local candidates = c:query([[select pid, usename as user, datname as database, application_name as application,
-                                      extract(epoch from now() - state_change)::int as idle_seconds
-                               from pg_stat_activity
-                               where state = 'idle' and pid <> pg_backend_pid()
-                                 and state_change < now() - ($1::text)::interval
-                                 and ($2::text is null or datname = $2::text)
-                                 and ($3::text is null or usename = $3::text)
-                                 and ($4::text is null or application_name = $4::text)
-                               order by pid]], opts.older_than or "1h", opts.database or null, opts.user or null,
-                              opts.application or null)
+  return c:query([[select pid, usename as user, datname as database, application_name as application,
+                          extract(epoch from now() - state_change)::int as idle_seconds
+                   from pg_stat_activity
+                   where state = 'idle' and pid <> pg_backend_pid()
+                     and state_change < now() - ($1::text)::interval
+                     and ($2::text is null or datname = $2::text)
+                     and ($3::text is null or usename = $3::text)
+                     and ($4::text is null or application_name = $4::text)
+                   order by state_change]], opts.older_than or "1h", opts.database or null, opts.user or null,
+                  opts.application or null)
+end
+
+--- Terminates connections idle for longer than `older_than` (as `idle_connections`), never this
+--- one. Returns the connections terminated (under --dry-run: the ones that would be).
+function M.kill_idle(c, opts)
+  local candidates = M.idle_connections(c, opts)
   for _, conn in ipairs(candidates) do
     c:execute("select pg_terminate_backend($1::int)", conn.pid)
   end

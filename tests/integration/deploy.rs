@@ -14,6 +14,11 @@ version = open(os.path.join(here, "VERSION")).read().strip()
 healthy = not os.path.exists(os.path.join(here, "UNHEALTHY"))
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        if self.path not in ("/", "/api/health"):
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         code = 200 if healthy else 503
         body = json.dumps({"status": "ok" if healthy else "failing", "version": version}).encode()
         self.send_response(code)
@@ -165,14 +170,21 @@ impl Staging {
 
 impl Drop for Staging {
     fn drop(&mut self) {
-        // Stop the services the releases started.
-        for host in &self.hosts {
-            for pidf in ["run-main.pid", "run-blue.pid", "run-green.pid"] {
-                if let Ok(pid) = std::fs::read_to_string(self.root(host).join(pidf)) {
-                    let _ = std::process::Command::new("kill").arg(pid.trim()).output();
+        // Stop the services the releases started (pid files anywhere under the hosts' roots).
+        fn walk(dir: &std::path::Path) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if p.is_dir() && !p.is_symlink() && name != "releases" {
+                    walk(&p);
+                } else if name.starts_with("run-") && name.ends_with(".pid") {
+                    if let Ok(pid) = std::fs::read_to_string(&p) {
+                        let _ = std::process::Command::new("kill").arg(pid.trim()).output();
+                    }
                 }
             }
         }
+        walk(&self.env.path("hosts"));
     }
 }
 
@@ -307,7 +319,7 @@ fn deploy_runbook_end_to_end_with_failures_rollbacks_and_a_resume() {
     let health = format!("health_url=http://{{host}}:{}/api/health", st.port);
     let store = format!("store=file://{}", env.path("backups").display());
     let webhook = format!("webhook={}", hook.url("/ok"));
-    let run = |version: &str, migration: &str, extra: &[&str]| {
+    let run = |version: &str, migration: &str, extra: &[String]| {
         let from = format!("from={}", env.path(&format!("build-{version}")).display());
         let mut args: Vec<String> = vec!["run".into(), deploy.clone()];
         for p in [
@@ -424,6 +436,26 @@ fn deploy_runbook_end_to_end_with_failures_rollbacks_and_a_resume() {
         assert_eq!(st.serving(h, st.port), "4.0.0");
     }
     assert_eq!(hook.recorded().len(), 2, "a successful resume posts nothing");
+
+    // 5. A failure after a successful release (a smoke request answers 404): the release's undo
+    //    puts every host back on 4.0.0, and the migration's undo restores the database.
+    env.write("migrations/009_notes.sql", "create table release_notes (id serial primary key, body text);\n");
+    st.build("5.0.0", true);
+    let args = run("5.0.0", "migrations/009_notes.sql", &["-p".into(), "smoke=/api/health,/missing".into()]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let r = env.run_env(&args_ref, &[("DATABASE_URL", &url)]);
+    r.assert_code(1);
+    let show = env.show("last");
+    assert_eq!(show["status"], "rolled_back", "{show}");
+    assert_eq!(Env::step(&show, "release")["undo_status"], "done");
+    assert_eq!(Env::step(&show, "migrate")["undo_status"], "done");
+    for h in &st.hosts {
+        assert_eq!(st.current(h).as_deref(), Some("4.0.0"), "{h}");
+        assert_eq!(st.serving_eventually(h, st.port, "4.0.0"), "4.0.0", "{h}");
+    }
+    assert_eq!(tables(), "media_assets,media_tags,media_usage_logs,storage_quotas");
+    let body: serde_json::Value = serde_json::from_slice(&hook.recorded()[2].body).unwrap();
+    assert_eq!(body["failed_step"], "smoke");
 }
 
 #[test]

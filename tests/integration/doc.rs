@@ -19,6 +19,9 @@ fn committed_guides_of_every_runbook_are_current() {
             .args(["doc", &format!("runbooks/{name}")])
             .current_dir(root)
             .env_remove("RUNBOOK_STATE")
+            // Defaults shown in the guides must not depend on this machine's environment.
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .output()
             .unwrap();
         assert!(out.status.success(), "runbook doc runbooks/{name}: {}", String::from_utf8_lossy(&out.stderr));

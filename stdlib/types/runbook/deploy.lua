@@ -68,6 +68,19 @@ function DeployLayout:install(s, host, id, from) end
 ---@field pause? Duration
 ---@field connect? SshConnectOptions
 
+--- A string quoted for a POSIX shell.
+--- Example: `s:exec("cat " .. deploy.quote(root .. "/previous"))`
+---@param s string
+---@return string
+function deploy.quote(s) end
+
+--- The .tar.gz of a local release folder, built once (a .tar.gz is returned as it is).
+--- Example: `local archive = deploy.archive("build", params.version)`
+---@param from string
+---@param id string
+---@return string
+function deploy.archive(from, id) end
+
 --- A release layout on hosts.
 --- Example: `local app = deploy.layout{ root = "/srv/app", restart = "systemctl restart app" }`
 ---@param opts DeployLayoutOptions

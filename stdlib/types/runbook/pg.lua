@@ -39,6 +39,13 @@ function pg.missing_tables(c, expected, schema) end
 ---@return table
 function pg.connections(c) end
 
+--- Connections idle longer than `older_than` (never this one), longest idle first:
+--- { pid, user, database, application, idle_seconds }.
+---@param c DbConnection
+---@param opts? { older_than?: string, database?: string, user?: string, application?: string }
+---@return table[]
+function pg.idle_connections(c, opts) end
+
 --- Terminates connections idle longer than `older_than` (never this one); under --dry-run only
 --- lists them. Returns { pid, user, database, application, idle_seconds } for each.
 ---@param c DbConnection
