@@ -92,8 +92,17 @@ impl Staging {
             ),
         );
         env.write("release.lua", RELEASE);
-        // One port number, free on every loopback address used (each host binds its own address).
-        let port = servers::free_port();
+        // One port number (and the next, for green) free on every loopback address used: each
+        // host binds its own address.
+        let port = loop {
+            let p = servers::free_port();
+            let free = |port: u16| {
+                hosts.iter().all(|h| std::net::TcpListener::bind((h.split(':').next().unwrap(), port)).is_ok())
+            };
+            if p < u16::MAX && free(p) && free(p + 1) {
+                break p;
+            }
+        };
         Staging { env, hosts, port }
     }
 
@@ -555,7 +564,6 @@ fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>) {
     let env = &st.env;
     let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
     let runbooks = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks");
-    let migration = std::fs::read_dir(example.join("migrations")).unwrap().next().unwrap().unwrap().path();
     st.build("1.0.0", true);
     let store = format!("store=file://{}", env.path("backups").display());
     let vars = [
@@ -587,7 +595,7 @@ fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>) {
             format!("root={}/{{host}}", env.path("hosts").display()),
             format!("restart={}", RESTART.replace("PORT", &st.port.to_string())),
             format!("health_url=http://{{host}}:{}/api/health", st.port),
-            format!("migration={}", migration.display()),
+            // (the migration is the params file's own: a path from the runbook's folder)
             store.clone(),
         ],
     );
