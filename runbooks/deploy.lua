@@ -44,7 +44,7 @@ local deploy = require "runbook.deploy"
 local notify = require "runbook.notify"
 local pg = require "runbook.pg"
 
-local function address(host) return (host:gsub("^.*@", ""):match("^[^:]+")) end
+local address = deploy.address
 local function url_for(host, color)
   local template = (color == "green" and params.green_health_url) or params.health_url
   return (template:gsub("{host}", address(host)))

@@ -19,12 +19,7 @@ runbook {
 local checks = require "runbook.checks"
 local notify = require "runbook.notify"
 
-local services = {}
-for _, pair in ipairs(params.services or {}) do
-  local name, url = pair:match("^([^=]+)=(.+)$")
-  if not name then fail("services: expected name=url, got '" .. pair .. "'") end
-  services[name] = url
-end
+local services = require("runbook.util").pairs_of(params.services, "services")
 local buckets = params.buckets or {}
 
 notify.on_failure(params.webhook, function()

@@ -21,17 +21,12 @@ runbook {
 local deploy = require "runbook.deploy"
 local q = deploy.quote
 
-local function address(host) return (host:gsub("^.*@", ""):match("^[^:]+")) end
+local address = deploy.address
 local function fill(template, service, host)
   return (template:gsub("{service}", service):gsub("{host}", host and address(host) or "{host}"))
 end
 
-local health = {}
-for _, pair in ipairs(params.health or {}) do
-  local name, url = pair:match("^([^=]+)=(.+)$")
-  if not name then fail("health: expected service=url, got '" .. pair .. "'") end
-  health[name] = url
-end
+local health = require("runbook.util").pairs_of(params.health, "health")
 
 local layouts = {}
 for _, service in ipairs(params.services) do

@@ -78,39 +78,7 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
     let journal = journal::open(state).await?;
     let reference = if args.last { "last".to_string() } else { args.run.clone().unwrap_or_default() };
     let run = journal.find_run(&reference).await?;
-    let status = run.effective_status();
-    match status {
-        RunStatus::Running | RunStatus::RollingBack => {
-            return Err(Error::Usage(format!(
-                "run {} is still {} (pid {} on {}); wait for it, or `runbook cancel {}`",
-                run.id, status, run.owner.pid, run.owner.host, run.id
-            )))
-        }
-        RunStatus::Queued => {
-            return Err(Error::Usage(format!(
-                "run {} is queued: a worker starts it (`runbook worker`), or `runbook cancel {}`",
-                run.id, run.id
-            )))
-        }
-        s if s.is_final() => {
-            return Err(Error::Usage(format!("run {} already ended ({s}); there is nothing to resume", run.id)))
-        }
-        _ => {}
-    }
-    if run.dry_run {
-        return Err(Error::Usage(format!("run {} was a dry run; start a real one with `runbook run`", run.id)));
-    }
-    let path = PathBuf::from(&run.path);
-    let current = std::fs::read_to_string(&path)
-        .map_err(|e| Error::Usage(format!("cannot read the runbook of run {} at {}: {e}", run.id, path.display())))?;
-    if engine::content_hash(&current) != run.content_hash && !args.allow_changed {
-        return Err(Error::Usage(format!(
-            "runbook {} changed since run {} started ({}); resume anyway with --allow-changed",
-            path.display(),
-            run.id,
-            what_changed(&run.source, &current)
-        )));
-    }
+    let path = resumable(&run, args.allow_changed, "resume anyway with --allow-changed").map_err(Error::Usage)?;
     let steps = journal.steps(&run.id).await?;
     let mut inv = invocation(display_path(&path), Mode::Run, args.params, &args.exec);
     inv.trigger = run.trigger.clone();
@@ -120,6 +88,48 @@ async fn resume(state: Option<&str>, args: ResumeArgs) -> Result<u8> {
     let outcome = outcome?;
     after_run(state, &outcome, &args.exec, false).await;
     Ok(outcome.exit_code())
+}
+
+/// The runbook file of a run that may be resumed; otherwise why not: still running, queued,
+/// ended, a dry run, or a runbook changed since the run started (unless `allow_changed`;
+/// `allow_hint` says how to allow it). Shared by `runbook resume` and the REPL's `:resume`.
+pub(crate) fn resumable(
+    run: &journal::RunRecord,
+    allow_changed: bool,
+    allow_hint: &str,
+) -> std::result::Result<PathBuf, String> {
+    let status = run.effective_status();
+    match status {
+        RunStatus::Running | RunStatus::RollingBack => {
+            return Err(format!(
+                "run {} is still {} (pid {} on {}); wait for it, or `runbook cancel {}`",
+                run.id, status, run.owner.pid, run.owner.host, run.id
+            ))
+        }
+        RunStatus::Queued => {
+            return Err(format!(
+                "run {} is queued: a worker starts it (`runbook worker`), or `runbook cancel {}`",
+                run.id, run.id
+            ))
+        }
+        s if s.is_final() => return Err(format!("run {} already ended ({s}); there is nothing to resume", run.id)),
+        _ => {}
+    }
+    if run.dry_run {
+        return Err(format!("run {} was a dry run; start a real one with `runbook run`", run.id));
+    }
+    let path = PathBuf::from(&run.path);
+    let current = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read the runbook of run {} at {}: {e}", run.id, path.display()))?;
+    if engine::content_hash(&current) != run.content_hash && !allow_changed {
+        return Err(format!(
+            "runbook {} changed since run {} started ({}); {allow_hint}",
+            path.display(),
+            run.id,
+            what_changed(&run.source, &current)
+        ));
+    }
+    Ok(path)
 }
 
 /// After a run: `--metrics-file`, and the `[notify]` webhook of runbook.toml. A failure of

@@ -599,32 +599,10 @@ impl Repl {
             return fail(e);
         }
         let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
-        let status = a.run.effective_status();
-        if a.run.status.is_active() && status.is_active() && a.run.owner.pid != self.ctx.me.pid {
-            return fail(format!(
-                "run {} is still {status} (pid {} on {})",
-                a.run.id, a.run.owner.pid, a.run.owner.host
-            ));
-        }
-        if status.is_final() || status == RunStatus::Queued {
-            return fail(format!("run {} is {status}: there is nothing to resume", a.run.id));
-        }
-        if a.run.dry_run {
-            return fail(format!("run {} was a dry run; start a real one with `runbook run`", a.run.id));
-        }
-        let path = PathBuf::from(&a.run.path);
-        let current = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => return fail(format!("cannot read the runbook of run {} at {}: {e}", a.run.id, path.display())),
+        let path = match crate::commands::resumable(&a.run, allow_changed, ":resume --allow-changed to run it anyway") {
+            Ok(p) => p,
+            Err(e) => return fail(e),
         };
-        if engine::content_hash(&current) != a.run.content_hash && !allow_changed {
-            return fail(format!(
-                "runbook {} changed since run {} started ({}); :resume --allow-changed to run it anyway",
-                path.display(),
-                a.run.id,
-                crate::commands::what_changed(&a.run.source, &current)
-            ));
-        }
         let run_id = a.run.id.clone();
         let inv = Invocation {
             params,

@@ -17,6 +17,11 @@ end
 --- A string quoted for a POSIX shell.
 M.quote = q
 
+--- The address of a host spec: "deploy@10.0.0.5:2222" -> "10.0.0.5".
+function M.address(host)
+  return (host:gsub("^.*@", ""):match("^[^:]+"))
+end
+
 -- A release id is a folder name: letters, digits, '.', '_' and '-', not "." or "..".
 local function check_id(id)
   if type(id) ~= "string" or not id:match("^[%w_][%w._-]*$") or id == "." or id == ".." then

@@ -48,6 +48,18 @@ function M.contains(list, value)
   return false
 end
 
+--- The "name=value" items of a list (a list param such as `api=http://...,edge=http://...`) as a
+--- table { name = value }; raises, naming `what`, on an item without "=".
+function M.pairs_of(list, what)
+  local out = {}
+  for _, item in ipairs(list or {}) do
+    local name, value = item:match("^([^=]+)=(.+)$")
+    if not name then error((what or "pairs") .. ": expected name=value, got '" .. item .. "'", 2) end
+    out[name] = value
+  end
+  return out
+end
+
 --- Splits text on a plain separator (default ","), trimming each part and dropping empty ones.
 function M.split(text, sep)
   sep = sep or ","

@@ -74,6 +74,12 @@ function DeployLayout:install(s, host, id, from) end
 ---@return string
 function deploy.quote(s) end
 
+--- The address of a host spec: "deploy@10.0.0.5:2222" -> "10.0.0.5".
+--- Example: `http.get("http://" .. deploy.address(host) .. ":3000/api/health")`
+---@param host string
+---@return string
+function deploy.address(host) end
+
 --- The .tar.gz of a local release folder, built once (a .tar.gz is returned as it is).
 --- Example: `local archive = deploy.archive("build", params.version)`
 ---@param from string

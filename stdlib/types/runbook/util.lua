@@ -34,6 +34,12 @@ function util.filter(list, fn) end
 ---@return boolean
 function util.contains(list, value) end
 
+--- The "name=value" items of a list as { name = value }; raises, naming `what`, on a bad item.
+---@param list? string[]
+---@param what? string
+---@return table<string, string>
+function util.pairs_of(list, what) end
+
 --- Splits text on a plain separator (default ","), trimming parts and dropping empty ones.
 ---@param text string
 ---@param sep? string
