@@ -87,6 +87,9 @@ pub async fn run(opts: Options) -> Result<u8> {
     repl.state = opts.state.clone();
     repl.journal.put_session(&repl.session).await?;
     let mut editor = repl.editor(&config)?;
+    // After the editor: rustyline installs its own SIGINT handler when it is created, and tokio's
+    // must be installed over it for Ctrl-C to reach a running call.
+    watch_sigint(Arc::clone(&repl.interrupted), Arc::clone(&repl.in_call), repl.sigints.clone())?;
     tracing::debug!("repl ready in {:?}", started.elapsed());
     if let Some(reference) = &opts.attach {
         let line = format!(":attach {reference}");
@@ -124,7 +127,7 @@ impl Repl {
         engine::register_globals(&lua).map_err(setup)?;
         let interrupted = Arc::new(AtomicBool::new(false));
         let in_call = Arc::new(AtomicBool::new(false));
-        let sigints = watch_sigint(Arc::clone(&interrupted), Arc::clone(&in_call))?;
+        let (sigints, _) = tokio::sync::watch::channel(0u64);
         let flag = Arc::clone(&interrupted);
         lua.set_global_hook(HookTriggers::new().every_nth_instruction(10_000), move |_, _| {
             if flag.load(Ordering::SeqCst) {
@@ -389,11 +392,13 @@ impl Repl {
 /// One SIGINT watcher for the session. During a call, Ctrl-C cancels it (the flag for the hook,
 /// the counter for the waiting call). Outside one (the REPL waiting on its journal), a second
 /// Ctrl-C within two seconds leaves, so a hung journal cannot hold the terminal.
-fn watch_sigint(flag: Arc<AtomicBool>, in_call: Arc<AtomicBool>) -> Result<tokio::sync::watch::Sender<u64>> {
+fn watch_sigint(
+    flag: Arc<AtomicBool>,
+    in_call: Arc<AtomicBool>,
+    counter: tokio::sync::watch::Sender<u64>,
+) -> Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut sig = signal(SignalKind::interrupt()).map_err(|e| Error::Io(format!("cannot watch for Ctrl-C: {e}")))?;
-    let (tx, _) = tokio::sync::watch::channel(0u64);
-    let counter = tx.clone();
     tokio::spawn(async move {
         let mut last: Option<Instant> = None;
         while sig.recv().await.is_some() {
@@ -410,7 +415,7 @@ fn watch_sigint(flag: Arc<AtomicBool>, in_call: Arc<AtomicBool>) -> Result<tokio
             last = Some(Instant::now());
         }
     });
-    Ok(tx)
+    Ok(())
 }
 
 /// A chunk, compiled: as an expression whose values print, else as a statement.
