@@ -141,12 +141,49 @@ real result are not listed; a note says where.")]
         /// Run id, unique prefix, or `last`
         run: String,
     },
-    /// Cancel a run: a live one stops within one heartbeat (10 s by default; its running step is abandoned), a stopped one is closed
+    /// Cancel a run: a live one stops within one heartbeat (10 s by default; its running step is abandoned), a stopped one is closed; with rollback = "auto", the undos of its completed steps run
     #[command(after_help = "Examples:
-  runbook cancel 20261122-031502-7f3a")]
+  runbook cancel 20261122-031502-7f3a
+  runbook cancel last --no-rollback      # close it without running the undos
+
+A runbook declared with rollback = \"auto\" is rolled back when cancelled (the undos of its
+completed steps run, newest first, each journaled), unless --no-rollback. The run's lock is
+released when the run ends.")]
     Cancel {
         /// Run id, unique prefix, or `last`
         run: String,
+        /// Do not run the undos, even for a runbook with rollback = "auto"
+        #[arg(long)]
+        no_rollback: bool,
+    },
+    /// Roll back a failed, cancelled or waiting run on demand: the undos of its completed steps, newest first
+    #[command(after_help = "Examples:
+  runbook rollback last
+  runbook rollback 20261122-031502-7f3a
+
+Each undo is journaled; an undo already done is not run again, so an interrupted rollback is
+continued by running the command again (or `runbook resume`).")]
+    Rollback {
+        /// Run id, unique prefix, or `last`
+        run: String,
+        /// Roll back even though the runbook file changed since the run started
+        #[arg(long)]
+        allow_changed: bool,
+        #[command(flatten)]
+        params: ParamArgs,
+        #[command(flatten)]
+        exec: ExecArgs,
+    },
+    /// Release a runbook's lock by hand (journaled on the run that held it)
+    #[command(after_help = "Examples:
+  runbook unlock credential-rotation
+
+A run keeps its lock until it ends (succeeded, cancelled or rolled back), also while it waits
+for approval or sits failed and resumable. Unlock when you decided that run will not continue;
+resuming it later needs the lock again.")]
+    Unlock {
+        /// The lock's name (the runbook's `lock = ...`)
+        name: String,
     },
     /// Queue a run for the workers (`runbook worker`, `runbook schedule`) to take
     #[command(after_help = "Examples:
@@ -229,7 +266,7 @@ pub enum SessionsCommand {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct ParamArgs {
     /// A param value, key=value (repeatable)
     #[arg(short = 'p', long = "param", value_name = "KEY=VALUE", value_parser = parse_kv)]

@@ -29,8 +29,8 @@ pub enum Error {
     /// with `FILE:LINE:`.
     #[error("{0}")]
     Runbook(String),
-    #[error("lock '{name}' is held by run {run_id} on host {host} (pid {pid}); try again when it ends")]
-    LockHeld { name: String, run_id: String, host: String, pid: i64 },
+    #[error("lock '{name}' is held by run {run_id} ({status}, pid {pid} on {host}); a run keeps its lock until it ends (succeeded, cancelled or rolled back), also while it waits for approval or sits failed and resumable. Let it finish (`runbook resume {run_id}`), end it (`runbook cancel {run_id}`), or release the lock by hand (`runbook unlock {name}`)")]
+    LockHeld { name: String, run_id: String, status: String, host: String, pid: i64 },
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]

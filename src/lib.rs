@@ -6,6 +6,7 @@ pub mod config;
 pub mod duration;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod journal;
 pub mod lua;
 pub mod output;

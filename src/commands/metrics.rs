@@ -90,5 +90,6 @@ pub async fn write(journal: &dyn Journal, run_id: &str, path: &Path) -> Result<(
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     use std::io::Write as _;
     tmp.write_all(out.as_bytes()).and_then(|_| tmp.as_file().sync_all()).map_err(|e| e.to_string())?;
+    crate::files::check_replaceable(path)?;
     tmp.persist(path).map(|_| ()).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -27,7 +27,12 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
         Command::Approve { run } => approve(state, &run).await,
-        Command::Cancel { run } => cancel(state, &run).await,
+        Command::Cancel { run, no_rollback } => cancel(state, &run, !no_rollback).await,
+        Command::Rollback { run, params, allow_changed, exec } => {
+            let why = format!("rolled back on demand by {}", crate::process::username());
+            roll_back(state, &run, params, allow_changed, &exec, why).await
+        }
+        Command::Unlock { name } => unlock(state, &name).await,
         Command::Enqueue { file, params } => queue::enqueue(state, &file, params).await,
         Command::Worker(args) => queue::worker(state, args).await,
         Command::Schedule(args) => queue::schedule(state, args).await,
@@ -248,22 +253,35 @@ async fn approve(state: Option<&str>, reference: &str) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn cancel(state: Option<&str>, reference: &str) -> Result<u8> {
+async fn cancel(state: Option<&str>, reference: &str, rollback: bool) -> Result<u8> {
     let journal = journal::open(state).await?;
     let run = journal.find_run(reference).await?;
     let status = run.effective_status();
     if status.is_final() {
         return Err(Error::Usage(format!("run {} already ended ({status})", run.id)));
     }
+    let who = crate::process::username();
     if status.is_active() {
-        journal.request_cancel(&run.id).await?;
+        journal.request_cancel(&run.id, rollback).await?;
+        let undo = if run.rollback == "auto" && rollback && status == RunStatus::Running {
+            "; it rolls back (rollback = \"auto\")"
+        } else {
+            ""
+        };
         println!(
-            "cancellation requested: run {} (pid {} on {}) stops at its next heartbeat",
+            "cancellation requested: run {} (pid {} on {}) stops at its next heartbeat{undo}",
             run.id, run.owner.pid, run.owner.host
         );
+    } else if run.rollback == "auto" && rollback && !run.dry_run && status != RunStatus::Queued {
+        // A stopped run of a `rollback = "auto"` runbook: its undos run here, now.
+        journal.close().await;
+        println!("cancelling run {} (was {status}): rolling back (rollback = \"auto\"; --no-rollback to skip)", run.id);
+        let exec = crate::cli::ExecArgs::default();
+        return roll_back(state, &run.id, crate::cli::ParamArgs::default(), true, &exec, format!("cancelled by {who}"))
+            .await;
     } else {
         // Only if nobody resumed it meanwhile (compare-and-swap on status and owner).
-        let why = format!("cancelled by {}", crate::process::username());
+        let why = format!("cancelled by {who}");
         if !journal.close_stopped_run(&run.id, run.status, &run.owner, RunStatus::Cancelled, &why).await? {
             return Err(Error::Usage(format!(
                 "run {} changed while cancelling (it was resumed?); see `runbook show {}`",
@@ -275,6 +293,88 @@ async fn cancel(state: Option<&str>, reference: &str) -> Result<u8> {
         }
         println!("cancelled: run {} (was {status})", run.id);
     }
+    journal.close().await;
+    Ok(exit::OK)
+}
+
+/// Rolls a stopped run back now: the runbook is replayed (completed steps return their results
+/// and register their undo), then the undos run newest first, each journaled.
+async fn roll_back(
+    state: Option<&str>,
+    reference: &str,
+    params: ParamArgs,
+    allow_changed: bool,
+    exec: &ExecArgs,
+    why: String,
+) -> Result<u8> {
+    crate::config::get().map_err(Error::Usage)?;
+    let journal = journal::open(state).await?;
+    let run = journal.find_run(reference).await?;
+    let status = run.effective_status();
+    if !matches!(
+        status,
+        RunStatus::Failed
+            | RunStatus::Cancelled
+            | RunStatus::Interrupted
+            | RunStatus::WaitingApproval
+            | RunStatus::RollbackFailed
+            | RunStatus::RollingBack
+    ) || run.dry_run
+    {
+        let what = if run.dry_run { "a dry run".to_string() } else { status.to_string() };
+        return Err(Error::Usage(format!(
+            "run {} is {what}: only a failed, cancelled, interrupted or waiting run is rolled back",
+            run.id
+        )));
+    }
+    // A cancelled run is final for `resume`, not for a rollback: check the rest as resume does.
+    let check = journal::RunRecord { status: RunStatus::Failed, ..run.clone() };
+    let path = resumable(&check, allow_changed, "roll back anyway with --allow-changed").map_err(Error::Usage)?;
+    let steps = journal.steps(&run.id).await?;
+    let mut inv = invocation(display_path(&path), Mode::Run, params, exec);
+    inv.trigger = run.trigger.clone();
+    inv.resume = Some((run, steps));
+    inv.rollback = Some(why);
+    let outcome = engine::execute(inv, Some(journal.clone()), Reporter::new(exec.output)).await;
+    journal.close().await;
+    let outcome = outcome?;
+    after_run(state, &outcome, exec, false).await;
+    // Rolled back is what was asked for.
+    Ok(if outcome.status == RunStatus::RolledBack { exit::OK } else { outcome.exit_code() })
+}
+
+/// `runbook unlock NAME`: releases a lock whatever its run, and says so in that run's events.
+async fn unlock(state: Option<&str>, name: &str) -> Result<u8> {
+    let journal = journal::open(state).await?;
+    let Some(holder) = journal.lock_holder(name).await? else {
+        journal.close().await;
+        return Err(Error::Usage(format!("lock '{name}' is not held")));
+    };
+    let live = holder.status.is_some_and(|s| s.is_active())
+        && !holder.owner.is_gone(&holder.heartbeat_at, engine::lease_secs());
+    if live {
+        journal.close().await;
+        return Err(Error::Usage(format!(
+            "lock '{name}' is held by run {}, which is running now (pid {} on {}); cancel it instead: `runbook cancel {}`",
+            holder.run_id, holder.owner.pid, holder.owner.host, holder.run_id
+        )));
+    }
+    journal.release_lock(name, &holder.run_id).await?;
+    let who = crate::process::username();
+    if holder.status.is_some() {
+        journal
+            .append_events(&[journal::EventRecord {
+                run_id: holder.run_id.clone(),
+                ts: journal::now_ts(),
+                event: "lock_released".into(),
+                step: None,
+                data: serde_json::json!({"lock": name, "actor": who, "via": "runbook unlock"}),
+            }])
+            .await?;
+    }
+    let status = holder.status.map(|s| s.to_string()).unwrap_or_else(|| "not in the journal".into());
+    println!("released lock '{name}' held by run {} ({status})", holder.run_id);
+    println!("resuming that run later needs the lock again");
     journal.close().await;
     Ok(exit::OK)
 }

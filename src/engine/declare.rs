@@ -163,7 +163,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                     ctx.out.emit(
                         "warning",
                         None,
-                        json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), whose process is gone", old.run_id, old.owner.pid, old.owner.host)}),
+                        json!({"message": format!("took over lock '{lock}' from run {} (pid {} on {}), which {}", old.run_id, old.owner.pid, old.owner.host, match old.status { Some(s) => format!("ended ({s})"), None => "is not in the journal".to_string() })}),
                     );
                     break;
                 }
@@ -188,6 +188,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                             return Err(ctx.raise(Halt::LockHeld {
                                 name: lock.clone(),
                                 run_id: h.run_id,
+                                status: h.status.map(|s| s.to_string()).unwrap_or_else(|| "running".into()),
                                 host: h.owner.host,
                                 pid: h.owner.pid,
                             }))

@@ -78,6 +78,9 @@ pub struct Invocation {
     /// A signal lets the running step finish and stops the run before the next one (a second
     /// signal stops it at once): the scheduler's and worker's graceful shutdown.
     pub drain: bool,
+    /// Roll the resumed run back now (`runbook rollback`, `runbook cancel` of a stopped
+    /// `rollback = "auto"` run), for this reason.
+    pub rollback: Option<String>,
 }
 
 impl Invocation {
@@ -96,6 +99,7 @@ impl Invocation {
             queued: false,
             source: None,
             drain: false,
+            rollback: None,
         }
     }
 }
@@ -126,8 +130,8 @@ pub enum Halt {
     WaitingApproval(String),
     #[error("{0}")]
     Cancelled(String),
-    #[error("lock '{name}' is held by run {run_id} on host {host} (pid {pid})")]
-    LockHeld { name: String, run_id: String, host: String, pid: i64 },
+    #[error("lock '{name}' is held by run {run_id} ({status}, pid {pid} on {host})")]
+    LockHeld { name: String, run_id: String, status: String, host: String, pid: i64 },
     #[error("journal: {0}")]
     Journal(String),
     /// Resuming a rollback: the completed steps are replayed up to here, then the undos run.
@@ -247,6 +251,8 @@ pub struct Ctx {
     /// `resume` is a freshly claimed queued run.
     pub queued: bool,
     pub drain: bool,
+    /// Why this evaluation rolls the run back on demand (`Invocation::rollback`).
+    pub rollback_reason: Option<String>,
     pub lock_wait: Option<std::time::Duration>,
     pub me: Owner,
     pub(crate) st: RefCell<State>,
@@ -254,6 +260,10 @@ pub struct Ctx {
     /// Deadline of the running step, checked by an instruction hook so that a step stuck in
     /// a pure Lua loop still times out.
     deadline: Rc<Cell<Option<Instant>>>,
+    /// A `runbook cancel` the runner acted on (rolling back): the heartbeat stops reporting it.
+    cancel_ack: Arc<std::sync::atomic::AtomicBool>,
+    /// False when the cancel asked for no rollback (`runbook cancel --no-rollback`).
+    cancel_rollback: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Ctx {
@@ -289,11 +299,14 @@ impl Ctx {
             resume,
             queued: false,
             drain: false,
+            rollback_reason: None,
             lock_wait: None,
             me: Owner::current(),
             st: RefCell::new(State { records, ..State::default() }),
             stop_tx,
             deadline: Rc::new(Cell::new(None)),
+            cancel_ack: Default::default(),
+            cancel_rollback: Arc::new(true.into()),
         })
     }
 
@@ -502,8 +515,9 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         }
         None => (None, HashMap::new()),
     };
-    let rollback_resume =
-        resume.as_ref().is_some_and(|r| matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed));
+    let rollback_resume = resume.as_ref().is_some_and(|r| {
+        inv.rollback.is_some() || matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed)
+    });
     let replay_pending = if rollback_resume {
         records
             .values()
@@ -533,10 +547,13 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         resume,
         queued: inv.queued,
         drain: inv.drain,
+        rollback_reason: inv.rollback,
         me: Owner::current(),
         st: RefCell::new(State { records, rollback_resume, replay_pending, ..State::default() }),
         stop_tx,
         deadline: Rc::new(Cell::new(None)),
+        cancel_ack: Default::default(),
+        cancel_rollback: Arc::new(true.into()),
     });
 
     let lua = crate::lua::new_sandbox(&dir, inv.max_memory)
@@ -563,11 +580,14 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     };
     let outcome = finish(&lua, &ctx, result).await;
     // Also when `finish` stopped early on a journal error: the heartbeat must not keep a run
-    // (and its lock) alive in a long-lived worker, and the lock is released.
+    // alive in a long-lived worker. A lock taken for a run that was never recorded is released;
+    // a recorded run keeps its lock until it ends (see `finish`).
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
     }
-    release_lock(&ctx).await;
+    if ctx.run_id().is_none() {
+        release_lock(&ctx).await;
+    }
     signals.abort();
     ctx.out.flush().await;
     outcome
@@ -642,6 +662,7 @@ impl Ctx {
 pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journal>) -> tokio::task::JoinHandle<()> {
     let tx = ctx.stop_tx.clone();
     let me = ctx.me.clone();
+    let (ack, rollback) = (Arc::clone(&ctx.cancel_ack), Arc::clone(&ctx.cancel_rollback));
     let every = std::time::Duration::from_millis((lease_secs() as u64 * 1000 / 3).max(200));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -653,7 +674,8 @@ pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journa
                     tx.send_replace(Some(StopReason::Lost));
                     return;
                 }
-                Ok(beat) if beat.cancel_requested => {
+                Ok(beat) if beat.cancel_requested && !ack.load(std::sync::atomic::Ordering::SeqCst) => {
+                    rollback.store(beat.cancel_rollback, std::sync::atomic::Ordering::SeqCst);
                     tx.send_replace(Some(StopReason::CancelRequested));
                 }
                 Ok(_) => {}
@@ -762,7 +784,9 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         }
         return Err(match halt {
             Some(Halt::Params(problems)) => Error::Params(problems),
-            Some(Halt::LockHeld { name, run_id, host, pid }) => Error::LockHeld { name, run_id, host, pid },
+            Some(Halt::LockHeld { name, run_id, status, host, pid }) => {
+                Error::LockHeld { name, run_id, status, host, pid }
+            }
             Some(Halt::Journal(msg)) => Error::Io(format!("journal: {msg}")),
             Some(h) => Error::Runbook(failure.unwrap_or_else(|| h.to_string())),
             None => Error::Runbook(failure.unwrap_or_else(|| {
@@ -807,7 +831,25 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     let rollback_auto = ctx.st.borrow().decl.as_ref().is_some_and(|d| d.rollback_auto());
     let rollback_resume = ctx.st.borrow().rollback_resume;
     let cancelled = matches!(stopped_by, Some(StopReason::CancelRequested));
+    // A `rollback = "auto"` runbook is rolled back when cancelled (unless `--no-rollback`) or
+    // when a gate is declined, as for a failure.
+    let cancel_rolls_back = rollback_auto
+        && !rollback_resume
+        && match (&halt, &stopped_by) {
+            (Some(Halt::Cancelled(_)), Some(StopReason::CancelRequested)) => {
+                ctx.cancel_rollback.load(std::sync::atomic::Ordering::SeqCst)
+            }
+            (Some(Halt::Cancelled(_)), None) => true,
+            _ => false,
+        };
     let (status, error, exit_override) = match (&halt, failure) {
+        (Some(Halt::Cancelled(msg)), _) if cancel_rolls_back => {
+            // The cancel is acted on: the undos run; only a signal stops them now.
+            ctx.cancel_ack.store(true, std::sync::atomic::Ordering::SeqCst);
+            ctx.stop_tx.send_replace(None);
+            journal.set_run_status(&run_id, &ctx.me, RunStatus::RollingBack, Some(msg)).await.map_err(taken_over)?;
+            (rollback(lua, ctx, &journal, &run_id).await.map_err(taken_over)?, Some(msg.clone()), None)
+        }
         // Resuming a rollback never records a forward status: a signal leaves it rolling back,
         // anything that stops the replay other than a failure is a failed rollback.
         (Some(Halt::Cancelled(_)), _) if rollback_resume && interrupted => (RunStatus::RollingBack, None, None),
@@ -853,7 +895,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     };
     // A rollback stopped by `runbook cancel` is cancelled; by a signal, it stays rolling back.
     // (Read again: the cancel may have arrived during the rollback itself.)
-    let cancelled = cancelled || matches!(ctx.stop_requested(), Some(StopReason::CancelRequested));
+    let cancelled = (cancelled && !cancel_rolls_back) || matches!(ctx.stop_requested(), Some(StopReason::CancelRequested));
     let status = if status == RunStatus::RollingBack && cancelled { RunStatus::Cancelled } else { status };
     // Undos that the replay never reached cannot have run: the rollback is not complete.
     let unreached: Vec<String> = {
@@ -873,9 +915,15 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     };
     // A rollback stopped by a signal stays `rolling_back`: resuming continues it.
     let exit_override = if status == RunStatus::RollingBack { Some(exit::INTERRUPTED) } else { exit_override };
-    // A resumed rollback keeps the failure that started it.
-    let error = error
-        .or_else(|| if rollback_resume { ctx.resume.as_ref().and_then(|r| r.error.clone()) } else { None })
+    // A resumed rollback keeps the failure that started it; one asked for says why.
+    let earlier = if rollback_resume { ctx.resume.as_ref().and_then(|r| r.error.clone()) } else { None };
+    let error = match (&ctx.rollback_reason, error) {
+        (Some(why), None) => Some(match earlier {
+            Some(e) => format!("{why} (it was stopped: {e})"),
+            None => why.clone(),
+        }),
+        (_, error) => error.or(earlier),
+    }
         .map(|e| crate::secret::redact(&e).into_owned());
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
@@ -890,7 +938,13 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     ctx.out.flush().await;
     ctx.scrub_if_needed().await.map_err(taken_over)?;
     journal.finish_run(&run_id, &ctx.me, status, error.as_deref()).await.map_err(taken_over)?;
-    release_lock(ctx).await;
+    // The lock is the run's until it ends for good; a run that can be resumed (waiting for
+    // approval, failed, interrupted) keeps it, so no second run starts beside it.
+    if status.is_final() {
+        release_lock(ctx).await;
+    } else {
+        ctx.st.borrow_mut().lock = None;
+    }
     if !ctx.out.is_json() {
         // An error returned to the caller is printed by it; print the others here.
         let wrong_runbook = exit_override == Some(exit::USAGE);

@@ -335,6 +335,8 @@ pub struct Claim<'a> {
 #[derive(Debug, Clone)]
 pub struct LockHolder {
     pub run_id: String,
+    /// The holder run's status, when it is in the journal.
+    pub status: Option<RunStatus>,
     pub owner: Owner,
     pub heartbeat_at: String,
 }
@@ -404,6 +406,8 @@ pub struct SessionEvent {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Beat {
     pub cancel_requested: bool,
+    /// A requested cancel runs the undos of a `rollback = "auto"` runbook (not `--no-rollback`).
+    pub cancel_rollback: bool,
     /// False when another process took the run over: the runner must stop at once.
     pub owned: bool,
 }
@@ -448,7 +452,9 @@ pub trait Journal: Send + Sync {
         error: &str,
     ) -> JResult<bool>;
     async fn heartbeat(&self, id: &str, me: &Owner) -> JResult<Beat>;
-    async fn request_cancel(&self, id: &str) -> JResult<()>;
+    /// Asks the live runner of a run to stop; `rollback`: and to run the undos when its runbook
+    /// says `rollback = "auto"`.
+    async fn request_cancel(&self, id: &str, rollback: bool) -> JResult<()>;
     async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>>;
     /// Writes a step of a run this process owns (else [`JournalError::NotOwner`]).
     async fn put_step(&self, run_id: &str, me: &Owner, step: &StepRecord) -> JResult<()>;
@@ -486,6 +492,8 @@ pub trait Journal: Send + Sync {
     async fn find_session(&self, reference: &str) -> JResult<SessionRecord>;
     async fn session_events(&self, session_id: &str) -> JResult<Vec<SessionEvent>>;
     async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()>;
+    /// Who holds a lock, if anyone.
+    async fn lock_holder(&self, name: &str) -> JResult<Option<LockHolder>>;
     /// Re-applies `scrub` to what a run already journaled (its params, error, events), after a
     /// secret became known midway through the run.
     async fn scrub_run(&self, run_id: &str, me: &Owner, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()>;

@@ -270,7 +270,7 @@ macro_rules! sql_journal {
                 let now = now_ts();
                 let done = sqlx::query(
                     "UPDATE runs SET status = $1, host = $2, pid = $3, pid_start = $4, heartbeat_at = $5, lease_secs = $6,
-                            finished_at = NULL, cancel_requested = FALSE, params = COALESCE($7, params),
+                            finished_at = NULL, cancel_requested = FALSE, cancel_no_rollback = FALSE, params = COALESCE($7, params),
                             started_at = COALESCE($8, started_at)
                      WHERE id = $9 AND status = $10 AND host = $11 AND pid = $12",
                 )
@@ -358,7 +358,7 @@ macro_rules! sql_journal {
                 let now = now_ts();
                 let row = sqlx::query(
                     "UPDATE runs SET heartbeat_at = $1 WHERE id = $2 AND host = $3 AND pid = $4
-                     RETURNING cancel_requested",
+                     RETURNING cancel_requested, cancel_no_rollback",
                 )
                 .bind(&now)
                 .bind(id)
@@ -366,7 +366,7 @@ macro_rules! sql_journal {
                 .bind(me.pid)
                 .fetch_optional(&mut *self.db().await?)
                 .await?;
-                let Some(row) = row else { return Ok(Beat { cancel_requested: false, owned: false }) };
+                let Some(row) = row else { return Ok(Beat { owned: false, ..Beat::default() }) };
                 sqlx::query("UPDATE locks SET heartbeat_at = $1 WHERE run_id = $2 AND host = $3 AND pid = $4")
                     .bind(&now)
                     .bind(id)
@@ -374,12 +374,17 @@ macro_rules! sql_journal {
                     .bind(me.pid)
                     .execute(&mut *self.db().await?)
                     .await?;
-                Ok(Beat { cancel_requested: row.try_get::<bool, _>(0)?, owned: true })
+                Ok(Beat {
+                    cancel_requested: row.try_get::<bool, _>(0)?,
+                    cancel_rollback: !row.try_get::<bool, _>(1)?,
+                    owned: true,
+                })
             }
 
-            async fn request_cancel(&self, id: &str) -> JResult<()> {
-                sqlx::query("UPDATE runs SET cancel_requested = TRUE WHERE id = $1")
+            async fn request_cancel(&self, id: &str, rollback: bool) -> JResult<()> {
+                sqlx::query("UPDATE runs SET cancel_requested = TRUE, cancel_no_rollback = $2 WHERE id = $1")
                     .bind(id)
+                    .bind(!rollback)
                     .execute(&mut *self.db().await?)
                     .await?;
                 Ok(())
@@ -639,7 +644,7 @@ macro_rules! sql_journal {
                 me: &Owner,
                 lease_secs: i64,
             ) -> JResult<LockOutcome> {
-                // Insert-or-nothing, then compare-and-swap over a holder that is gone: each
+                // Insert-or-nothing, then compare-and-swap over a holder that ended: each
                 // statement is atomic, so two runners can never both believe they hold the lock.
                 for _ in 0..5 {
                     let now = now_ts();
@@ -668,7 +673,8 @@ macro_rules! sql_journal {
                     else {
                         continue; // released in between: try to insert again
                     };
-                    let holder = LockHolder {
+                    let mut holder = LockHolder {
+                        status: None,
                         run_id: row.try_get("run_id")?,
                         owner: Owner {
                             host: row.try_get("host")?,
@@ -678,10 +684,25 @@ macro_rules! sql_journal {
                         heartbeat_at: row.try_get("heartbeat_at")?,
                     };
                     let held_lease: i64 = row.try_get("lease_secs")?;
-                    if holder.run_id == run_id && holder.owner.host == me.host && holder.owner.pid == me.pid {
-                        return Ok(LockOutcome::Acquired);
-                    }
-                    if !holder.owner.is_gone(&holder.heartbeat_at, held_lease) {
+                    // The lock is the run's until the run ends for good (succeeded, cancelled,
+                    // rolled back): also while it waits at a gate, failed or was interrupted
+                    // (it can be resumed), whatever became of its process. Only the run itself
+                    // (resumed, by any process) takes it back; a lock whose run ended or was
+                    // never recorded is free.
+                    let status: Option<String> = sqlx::query_scalar("SELECT status FROM runs WHERE id = $1")
+                        .bind(&holder.run_id)
+                        .fetch_optional(&mut *self.db().await?)
+                        .await?;
+                    let holder_ended = match status.as_deref().map(RunStatus::parse) {
+                        None => true,
+                        Some(Ok(s)) => {
+                            let gone = s.is_active() && holder.owner.is_gone(&holder.heartbeat_at, held_lease);
+                            holder.status = Some(if gone { RunStatus::Interrupted } else { s });
+                            s.is_final()
+                        }
+                        Some(Err(_)) => false,
+                    };
+                    if holder.run_id != run_id && !holder_ended {
                         return Ok(LockOutcome::Held(holder));
                     }
                     let swapped = sqlx::query(
@@ -702,10 +723,38 @@ macro_rules! sql_journal {
                     .execute(&mut *self.db().await?)
                     .await?;
                     if swapped.rows_affected() == 1 {
-                        return Ok(LockOutcome::TakenOver(holder));
+                        return Ok(if holder.run_id == run_id {
+                            LockOutcome::Acquired
+                        } else {
+                            LockOutcome::TakenOver(holder)
+                        });
                     }
                 }
                 Err(JournalError::Corrupt(format!("lock '{name}' changed hands too often to be acquired")))
+            }
+
+            async fn lock_holder(&self, name: &str) -> JResult<Option<LockHolder>> {
+                let Some(row) = sqlx::query(
+                    "SELECT l.run_id, l.host, l.pid, l.pid_start, l.heartbeat_at, r.status
+                     FROM locks l LEFT JOIN runs r ON r.id = l.run_id WHERE l.name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&mut *self.db().await?)
+                .await?
+                else {
+                    return Ok(None);
+                };
+                let status: Option<String> = row.try_get("status")?;
+                Ok(Some(LockHolder {
+                    run_id: row.try_get("run_id")?,
+                    status: status.as_deref().map(RunStatus::parse).transpose()?,
+                    owner: Owner {
+                        host: row.try_get("host")?,
+                        pid: row.try_get("pid")?,
+                        pid_start: row.try_get("pid_start")?,
+                    },
+                    heartbeat_at: row.try_get("heartbeat_at")?,
+                }))
             }
 
             async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()> {

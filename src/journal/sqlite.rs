@@ -47,23 +47,11 @@ impl SqliteJournal {
                 let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
             }
         }
-        // Create the file ourselves so it is never readable by others, not even for an instant.
-        // SQLite gives the -wal and -shm files the same permissions.
-        let file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
-                if meta.permissions().mode() & 0o077 != 0 {
-                    tracing::warn!(path = %path.display(), "journal file was readable by others; restricting it to its owner (0600)");
-                    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-                        .map_err(|e| fail(e.to_string()))?;
-                }
-                std::fs::File::open(path).map_err(|e| fail(e.to_string()))?
-            }
-            Err(e) => return Err(fail(e.to_string())),
-        };
+        let file = journal_file(path).map_err(fail)?;
         // Two processes opening a new journal at once must not both create the schema: hold an
-        // exclusive flock (independent of SQLite's own fcntl locks) while migrating.
+        // exclusive flock (independent of SQLite's own fcntl locks) while migrating. Within this
+        // process a mutex does it (a flock is per open file, and the descriptor is shared).
+        let in_process = MIGRATING.lock().await;
         let guard =
             FileLock::exclusive(file).await.map_err(|e| fail(format!("cannot lock the journal for migration: {e}")))?;
         let options = SqliteConnectOptions::from_str("sqlite://")
@@ -78,20 +66,83 @@ impl SqliteJournal {
             .pragma("secure_delete", "ON")
             .foreign_keys(true);
         let mut conn = options.connect().await.map_err(|e| fail(e.to_string()))?;
-        MIGRATOR.run(&mut conn).await?;
+        let migrated = MIGRATOR.run(&mut conn).await;
         drop(guard);
+        drop(in_process);
+        // A journal whose schema cannot be read (a corrupt page) is an unusable `--state`.
+        migrated.map_err(|e| fail(format!("its schema cannot be read or updated: {e}")))?;
         Ok(SqliteJournal { conn: Mutex::new(Some(conn)), path: path.to_path_buf() })
     }
 }
 
-/// An exclusive `flock`, released on drop.
-struct FileLock(std::fs::File);
+static MIGRATING: Mutex<()> = Mutex::const_new(());
+
+/// Descriptors of journal files this process opened itself, by (device, inode), kept open until
+/// the process exits. Closing *any* descriptor of a file drops every POSIX lock the process
+/// holds on it, SQLite's included: an outside reader (sqlite3 during an incident, monitoring)
+/// would then find the journal unlocked, checkpoint it and delete the `-wal` the runner still
+/// writes to, and every later commit would be lost. So a journal file is opened at most once
+/// here and never closed.
+static KEPT: std::sync::Mutex<Vec<((u64, u64), Arc<std::fs::File>)>> = std::sync::Mutex::new(Vec::new());
+
+fn kept(meta: &std::fs::Metadata) -> Option<Arc<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let kept = KEPT.lock().unwrap_or_else(|p| p.into_inner());
+    kept.iter().find(|(k, _)| *k == (meta.dev(), meta.ino())).map(|(_, f)| Arc::clone(f))
+}
+
+fn keep(file: std::fs::File) -> std::io::Result<Arc<std::fs::File>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata()?;
+    let file = Arc::new(file);
+    KEPT.lock().unwrap_or_else(|p| p.into_inner()).push(((meta.dev(), meta.ino()), Arc::clone(&file)));
+    Ok(file)
+}
+
+/// The journal file, created 0600 if missing, else checked to be one: a regular file holding a
+/// SQLite database (or nothing yet). A device, a folder, a symlink to something else or a file of
+/// another format is refused and left exactly as it was.
+fn journal_file(path: &Path) -> Result<Arc<std::fs::File>, String> {
+    use std::os::unix::fs::FileExt;
+    // Created by us so it is never readable by others, not even for an instant. SQLite gives
+    // the -wal and -shm files the same permissions.
+    match std::fs::OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+        Ok(f) => return keep(f).map_err(|e| e.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        let what = std::fs::symlink_metadata(path)
+            .map(|m| crate::files::describe_kind(&m))
+            .unwrap_or("not a regular file");
+        let what = if what == "a symbolic link" { "a symbolic link to something other than a file" } else { what };
+        return Err(format!("it is {what}, not a journal; give the path of a journal file (it is created when missing)"));
+    }
+    let file = match kept(&meta) {
+        Some(f) => f,
+        None => keep(std::fs::File::open(path).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?,
+    };
+    let mut head = [0u8; 16];
+    let read = file.read_at(&mut head, 0).map_err(|e| e.to_string())?;
+    if read != 0 && (read < head.len() || &head != crate::files::SQLITE_MAGIC) {
+        return Err("it is not a SQLite database (nor empty); refusing to use or change it".into());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        tracing::warn!(path = %path.display(), "journal file was readable by others; restricting it to its owner (0600)");
+        crate::files::restrict_regular_file(path).map_err(|e| e.to_string())?;
+    }
+    Ok(file)
+}
+
+/// An exclusive `flock` on a kept descriptor, released (never closed) on drop.
+struct FileLock(Arc<std::fs::File>);
 
 impl FileLock {
-    async fn exclusive(file: std::fs::File) -> std::io::Result<FileLock> {
+    async fn exclusive(file: Arc<std::fs::File>) -> std::io::Result<FileLock> {
         use std::os::fd::AsRawFd;
         tokio::task::spawn_blocking(move || {
-            // SAFETY: flock on a descriptor we own.
+            // SAFETY: flock on a descriptor we keep open.
             let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
             if rc == 0 {
                 Ok(FileLock(file))
@@ -107,7 +158,7 @@ impl FileLock {
 impl Drop for FileLock {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
-        // SAFETY: unlocking a descriptor we own.
+        // SAFETY: unlocking a descriptor we keep open (closing it would drop SQLite's locks).
         unsafe {
             libc::flock(self.0.as_raw_fd(), libc::LOCK_UN);
         }

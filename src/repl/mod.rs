@@ -501,8 +501,11 @@ fn prepare_history_file(path: &std::path::Path) {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
     }
-    let _ = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path);
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    // Only a regular file is made ours (RUNBOOK_HISTORY=/dev/null stays a device, untouched).
+    if crate::files::check_replaceable(path).is_ok() {
+        let _ = std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(path);
+        let _ = crate::files::restrict_regular_file(path);
+    }
 }
 
 #[cfg(test)]

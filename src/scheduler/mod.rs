@@ -346,7 +346,7 @@ pub async fn fire(journal: &Arc<dyn Journal>, s: &Schedule, at: DateTime<Utc>) -
                 _ => false,
             };
             if !closed {
-                journal.request_cancel(&old.id).await?;
+                journal.request_cancel(&old.id, true).await?;
             }
         }
     }

@@ -41,7 +41,7 @@ fn yes_passes_every_gate_and_records_it() {
 }
 
 /// Runs the binary under a pseudo-terminal (util-linux `script`), answering the prompt.
-fn at_terminal(env: &Env, answer: &str) -> (i32, String) {
+pub(crate) fn at_terminal(env: &Env, answer: &str) -> (i32, String) {
     let cmd = format!("{BIN} run rb.lua");
     let mut child = std::process::Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])

@@ -2,6 +2,7 @@
 //! directory, as a user would.
 mod approval;
 mod backup;
+mod cancel;
 mod checks;
 mod cli;
 mod corpus;
@@ -10,6 +11,7 @@ mod cron;
 mod db;
 mod deploy;
 mod doc;
+mod durability;
 mod fixtures;
 mod harness;
 mod http;

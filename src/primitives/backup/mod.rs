@@ -919,6 +919,14 @@ async fn restore_into(
                     .await
                     .map_err(|e| BackupError::Usage(format!("{}: {e}", dir.display())))?;
             }
+            // Only a SQLite database (or a new path) is replaced, with its -wal/-shm.
+            crate::files::check_replaceable(path).map_err(BackupError::Usage)?;
+            if path.exists() && !crate::files::is_sqlite_or_empty(path).unwrap_or(false) {
+                return Err(BackupError::Usage(format!(
+                    "{} is not a SQLite database; refusing to replace it with the restore",
+                    path.display()
+                )));
+            }
             let tmp = path.with_extension("runbook-restore");
             let written = async {
                 let mut f = tokio::fs::File::create(&tmp).await?;

@@ -860,6 +860,10 @@ impl Session {
                 });
             }
         }
+        if let Err(e) = crate::files::check_replaceable(local) {
+            let _ = tokio::fs::remove_file(&tmp).await;
+            return Err(SshError::Usage(format!("download: {e}")));
+        }
         if let Err(e) = tokio::fs::rename(&tmp, local).await {
             let _ = tokio::fs::remove_file(&tmp).await;
             return Err(SshError::Usage(format!("download: cannot write {}: {e}", local.display())));

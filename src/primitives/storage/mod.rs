@@ -218,6 +218,7 @@ impl Store {
                 f.write_all(&chunk).await.map_err(local)?;
             }
             f.sync_all().await.map_err(local)?;
+            crate::files::check_replaceable(path).map_err(StorageError::Usage)?;
             tokio::fs::rename(&tmp, path).await.map_err(local)
         }
         .await;

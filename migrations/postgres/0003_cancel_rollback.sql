@@ -1,0 +1,3 @@
+-- `runbook cancel --no-rollback`: a cancel that must not run the undos of a rollback = "auto"
+-- runbook. Read by the live runner with `cancel_requested`.
+ALTER TABLE runs ADD COLUMN cancel_no_rollback BOOLEAN NOT NULL DEFAULT FALSE;

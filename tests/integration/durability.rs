@@ -1,0 +1,120 @@
+//! The journal keeps every commit whoever else opens it, and `runbook` changes nothing on disk
+//! that is not its own.
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+
+use crate::harness::{signal, Env};
+use crate::run::wait_for;
+
+/// An outside SQLite client (python3's sqlite3 module, as an SRE or a monitoring probe would use)
+/// reading the journal: once, or in a loop until killed.
+pub fn outside_reader(db: &std::path::Path, looping: bool) -> Child {
+    let script = format!(
+        "import sqlite3, time, sys\n\
+         while True:\n\
+         \x20   try:\n\
+         \x20       c = sqlite3.connect({db:?}, timeout=5)\n\
+         \x20       c.execute('select count(*) from runs').fetchall()\n\
+         \x20       c.execute('select count(*) from steps').fetchall()\n\
+         \x20       c.close()\n\
+         \x20   except sqlite3.OperationalError:\n\
+         \x20       pass\n\
+         \x20   if not {looping}: sys.exit(0)\n\
+         \x20   time.sleep(0.005)\n",
+        db = db.display().to_string(),
+        looping = if looping { "True" } else { "False" },
+    );
+    Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("python3 reads the journal in the durability tests: apt-get install python3")
+}
+
+#[test]
+fn an_outside_reader_during_a_run_makes_no_completed_step_run_again() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "two" }
+step("one", function() exec{shell = "echo one >> ledger"}; sleep("1s") end)
+step("two", function() exec{shell = "touch in-two; sleep 30"} end)
+"#,
+    );
+    let runner = env.spawn(&["run", "rb.lua"]);
+    wait_for(|| env.read("ledger").contains("one"));
+    // Read once while step one runs, the way it was found.
+    let mut reader = outside_reader(&env.journal_path(), false);
+    assert!(reader.wait().unwrap().success());
+    wait_for(|| env.path("in-two").exists());
+    signal(runner.id(), 9);
+    let _ = crate::harness::finish(runner, 30);
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "one")["status"], "succeeded", "{show}");
+    env.write("rb.lua", &env.read("rb.lua").replace("sleep 30", "true"));
+    env.run(&["resume", "last", "--allow-changed"]).assert_code(0);
+    assert_eq!(env.read("ledger"), "one\n", "step one ran once");
+}
+
+#[test]
+fn a_state_path_that_is_not_a_journal_is_refused_and_left_exactly_as_it_was() {
+    let env = Env::new();
+    let null_mode = std::fs::metadata("/dev/null").unwrap().permissions().mode();
+    let r = env.run(&["--state", "/dev/null", "history"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("/dev/null: it is a device, not a journal"), "{}", r.stderr);
+    assert_eq!(std::fs::metadata("/dev/null").unwrap().permissions().mode(), null_mode);
+
+    let notes = env.write("notes.txt", "my notes\n");
+    std::fs::set_permissions(&notes, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let r = env.run(&["--state", "notes.txt", "history"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("not a SQLite database"), "{}", r.stderr);
+    assert_eq!(env.read("notes.txt"), "my notes\n");
+    assert_eq!(std::fs::metadata(&notes).unwrap().permissions().mode() & 0o777, 0o644);
+
+    std::fs::create_dir(env.path("folder")).unwrap();
+    env.run(&["--state", "folder", "history"]).assert_code(2);
+    std::os::unix::fs::symlink("/dev/null", env.path("link.db")).unwrap();
+    let r = env.run(&["--state", "link.db", "history"]);
+    r.assert_code(2);
+    assert_eq!(std::fs::metadata("/dev/null").unwrap().permissions().mode(), null_mode);
+
+    // A journal of our own that others could read is restricted to its owner.
+    env.run(&["--state", "own.db", "history"]).assert_code(0);
+    std::fs::set_permissions(env.path("own.db"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.run(&["--state", "own.db", "history"]).assert_code(0);
+    assert_eq!(std::fs::metadata(env.path("own.db")).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+#[test]
+fn a_metrics_file_or_history_pointed_at_a_device_leaves_the_device_alone() {
+    let env = Env::new();
+    env.write("rb.lua", "runbook { name = \"m\" }\nstep(\"s\", function() end)\n");
+    let null_mode = std::fs::metadata("/dev/null").unwrap().permissions().mode();
+    let r = env.run(&["run", "rb.lua", "--metrics-file", "/dev/null"]);
+    r.assert_code(0);
+    assert!(r.stderr.contains("not a regular file"), "{}", r.stderr);
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(&meta.file_type()), "/dev/null is still a device");
+    assert_eq!(meta.permissions().mode(), null_mode);
+    let r = env.cmd(&["repl"]).env("RUNBOOK_HISTORY", "/dev/null").output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(std::fs::metadata("/dev/null").unwrap().permissions().mode(), null_mode);
+}
+
+#[test]
+fn a_journal_with_a_corrupt_schema_is_an_unusable_state_exit_2() {
+    let env = Env::new();
+    env.run(&["--state", "j.db", "history"]).assert_code(0);
+    // Keep the SQLite header, smash the schema page.
+    let path = env.path("j.db");
+    let mut bytes = std::fs::read(&path).unwrap();
+    for b in bytes.iter_mut().skip(100).take(3000) {
+        *b = 0xA5;
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let r = env.run(&["--state", "j.db", "history"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("cannot open the journal at j.db"), "{}", r.stderr);
+}
