@@ -48,6 +48,12 @@ impl Error {
                 | JournalError::Ambiguous(..)
                 | JournalError::Open { .. },
             ) => exit::USAGE,
+            // A corrupt journal file (SQLITE_CORRUPT, SQLITE_NOTADB) is an unusable --state.
+            Error::Journal(JournalError::Db(sqlx::Error::Database(d)))
+                if matches!(d.code().as_deref(), Some("11" | "26")) =>
+            {
+                exit::USAGE
+            }
             Error::Journal(_) | Error::Io(_) => exit::FAILED,
         }
     }
