@@ -226,6 +226,12 @@ pub(crate) struct State {
     run_started: Option<Instant>,
     /// The redactor's generation when this run's journal rows were last known clean.
     scrubbed_at: u64,
+    /// The attempt number of the running step (all attempts of the run so far, this one
+    /// included), for the work label.
+    pub(crate) attempt: i64,
+    /// The running step attempt (or undo) follows an earlier one of the same run that may have
+    /// left work running on a server: a resumed run, a retry, the REPL's `:retry`.
+    pub(crate) rerun: bool,
     /// Fan-outs (ssh.each/rolling) made so far by the running step attempt: their ordinal keys
     /// the items they journal, the same on every attempt and replay.
     pub(crate) fanouts: u32,
@@ -323,11 +329,20 @@ impl Ctx {
 
     /// Makes this context that of a step of a run (the REPL retrying it): events and fan-out
     /// items are attributed to the step, and, with `attach`, events go to the run's journal.
-    pub fn enter_step(&self, run_id: &str, step: &str) {
+    pub fn enter_step(&self, run_id: &str, step: &str, attempt: i64) {
         let mut st = self.st.borrow_mut();
         st.run_id = Some(run_id.to_string());
         st.current_step = Some(step.to_string());
         st.fanouts = 0;
+        st.attempt = attempt;
+        st.rerun = true;
+    }
+
+    /// Whom server-side work belongs to (a database session's `application_name`, a remote
+    /// command's marker): the run, the step and its attempt.
+    pub fn work_label(&self) -> WorkLabel {
+        let st = self.st.borrow();
+        WorkLabel::new(st.run_id.as_deref(), st.current_step.as_deref(), st.attempt, st.rerun)
     }
 
     /// The steps `Mode::Load` captured, in the order met.
@@ -460,6 +475,37 @@ impl Ctx {
 
     pub fn stop_requested(&self) -> Option<StopReason> {
         self.stop_tx.borrow().clone()
+    }
+}
+
+/// Whom server-side work belongs to: `runbook/<run id>/<step>#<attempt>`, at most 63 bytes of
+/// printable ASCII (PostgreSQL's limit for `application_name`); the step part is shortened when
+/// needed. Outside a run: `runbook/repl`. Never a secret: step names cannot hold one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkLabel {
+    /// The whole label.
+    pub text: String,
+    /// What every label of the run starts with (`runbook/<run id>/`), when in a run.
+    pub run_prefix: Option<String>,
+    /// Work of earlier attempts of this run may still be running: look for it and stop it.
+    pub rerun: bool,
+}
+
+impl WorkLabel {
+    pub const MAX: usize = 63;
+
+    pub fn new(run_id: Option<&str>, step: Option<&str>, attempt: i64, rerun: bool) -> WorkLabel {
+        let clean = |s: &str| -> String {
+            s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect::<String>().replace("*/", "*?")
+        };
+        let Some(run) = run_id else {
+            return WorkLabel { text: "runbook/repl".into(), run_prefix: None, rerun: false };
+        };
+        let prefix = format!("runbook/{}/", clean(run));
+        let suffix = if step.is_some() { format!("#{attempt}") } else { String::new() };
+        let room = Self::MAX.saturating_sub(prefix.len() + suffix.len());
+        let step: String = clean(step.unwrap_or("-")).chars().take(room).collect();
+        WorkLabel { text: format!("{prefix}{step}{suffix}"), run_prefix: Some(prefix), rerun }
     }
 }
 
@@ -807,8 +853,12 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
 
     // A step that was running when the run was stopped from outside stays `running` (so a
     // resume continues its retry budget), with the reason.
+    let label = ctx.work_label();
     let cut_off = ctx.st.borrow_mut().current_step.take();
     if let (Some(step), Some(reason)) = (cut_off, &stopped_by) {
+        // What the abandoned attempt left running on servers is stopped too (a cancel, a
+        // signal), so a resume never runs beside it.
+        crate::primitives::stop_abandoned(ctx, &label).await;
         let rec = ctx.st.borrow().records.get(&step).cloned();
         if let Some(mut rec) = rec.filter(|r| r.status == crate::journal::StepStatus::Running) {
             let ms = rec
@@ -1026,7 +1076,10 @@ async fn rollback(
             let mut st = ctx.st.borrow_mut();
             st.current_step = Some(format!("undo {}", entry.step));
             st.fanouts = 0;
+            st.attempt = 1;
+            st.rerun = ctx.resume.is_some();
         }
+        let label = ctx.work_label();
         let arg = crate::lua::convert::from_json(lua, &entry.result).unwrap_or(Value::Nil);
         let started = Instant::now();
         let res = tokio::select! {
@@ -1037,6 +1090,7 @@ async fn rollback(
         let ms = started.elapsed().as_millis() as u64;
         match res {
             None => {
+                crate::primitives::stop_abandoned(ctx, &label).await;
                 let why = ctx.stop_requested().map(|r| r.describe()).unwrap_or_default();
                 ctx.out.emit(
                     "undo_finished",

@@ -414,7 +414,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             st.current_step = Some(name.clone());
             st.current_loc = Some(loc.clone());
             st.fanouts = 0;
+            st.attempt = rec.attempts;
+            // An earlier attempt (in this process or a dead one) may have left work running.
+            st.rerun = rec.attempts > 1 || (ctx.resume.is_some() && !ctx.queued);
         }
+        let label = ctx.work_label();
         ctx.out.emit("step_started", Some(&name), json!({"status": "running", "attempt": attempt}));
         let started = Instant::now();
         let outcome = match opts.timeout {
@@ -424,7 +428,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
                 ctx.deadline.set(None);
                 match r {
                     Ok(r) => r,
-                    Err(_) => Err(mlua::Error::runtime(format!("timed out after {}", crate::duration::human(limit)))),
+                    Err(_) => {
+                        // The client stopped waiting: stop what the attempt left on servers too.
+                        crate::primitives::stop_abandoned(&ctx, &label).await;
+                        Err(mlua::Error::runtime(format!("timed out after {}", crate::duration::human(limit))))
+                    }
                 }
             }
             None => func.call_async::<Value>(attempt).await,

@@ -35,6 +35,14 @@ pub fn register_all(lua: &Lua) -> mlua::Result<()> {
     Ok(())
 }
 
+/// After an attempt was abandoned (its step timed out, the run was cancelled or stopped): stops
+/// what it left running on servers, and says so in the run's events.
+pub async fn stop_abandoned(ctx: &crate::engine::Ctx, label: &crate::engine::WorkLabel) {
+    for said in db::orphans::stop_abandoned(label).await {
+        ctx.out.emit("warning", None, serde_json::json!({ "message": said }));
+    }
+}
+
 /// The error a primitive raises into Lua: `primitive: cause`, located by the engine.
 pub fn error(primitive: &str, cause: impl std::fmt::Display) -> mlua::Error {
     mlua::Error::runtime(crate::secret::redact(&format!("{primitive}: {cause}")).into_owned())

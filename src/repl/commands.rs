@@ -443,7 +443,7 @@ impl Repl {
             vec![],
             None,
         );
-        step_ctx.enter_step(&run_id, &name);
+        step_ctx.enter_step(&run_id, &name, rec.attempts + 1);
         step_ctx.out.attach(&run_id, self.journal.clone());
         let heartbeat = engine::spawn_heartbeat(&step_ctx, run_id.clone(), self.journal.clone());
 

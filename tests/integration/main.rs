@@ -16,6 +16,7 @@ mod fixtures;
 mod harness;
 mod http;
 mod locks;
+mod orphans;
 mod params;
 mod pty;
 mod repl;

@@ -60,8 +60,9 @@ async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Resu
     if let Some(p) = ctx.guard(&lua, "db", false, String::new)? {
         return Ok(p);
     }
-    let db = Db::connect(&url, &opts).await.map_err(|e| error("db", e))?;
-    Ok(Value::UserData(lua.create_userdata(Conn { db: Arc::new(db), tx: None, state: Arc::default() })?))
+    let db = Arc::new(Db::connect(&url, &opts).await.map_err(|e| error("db", e))?);
+    super::orphans::register(&db);
+    Ok(Value::UserData(lua.create_userdata(Conn { db, tx: None, state: Arc::default() })?))
 }
 
 /// Lua arguments to database values: nil/null, booleans, numbers, strings (binary strings as
@@ -212,6 +213,19 @@ impl Conn {
         r
     }
 
+    /// Labels the statements that follow with the run, step and attempt; in an attempt that
+    /// follows an earlier one, first stops what earlier attempts left running on this server.
+    async fn label(&self, lua: &Lua) -> mlua::Result<()> {
+        let Ok(ctx) = Ctx::from_lua(lua) else { return Ok(()) };
+        let label = ctx.work_label();
+        if self.db.set_label(&label.text) && label.rerun {
+            for said in self.db.stop_earlier(&label).await {
+                ctx.emit("warning", serde_json::json!({ "message": said }));
+            }
+        }
+        Ok(())
+    }
+
     async fn fetch(&self, sql: &str, params: &[DbValue]) -> mlua::Result<Rows> {
         self.usable()?;
         let r = self.fetch_inner(sql, params).await;
@@ -283,12 +297,14 @@ impl UserData for Conn {
         methods.add_async_method("query", |lua, this, args: MultiValue| async move {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query")?;
             let (sql, params) = sql_and_params(args)?;
+            this.label(&lua).await?;
             let rows = this.fetch(&sql, &params).await?;
             rows_to_lua(&lua, rows)
         });
         methods.add_async_method("query_one", |lua, this, args: MultiValue| async move {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query_one")?;
             let (sql, params) = sql_and_params(args)?;
+            this.label(&lua).await?;
             let rows = one_row(this.fetch(&sql, &params).await?, &sql)?;
             let t: Table = rows_to_lua(&lua, rows)?.get(1)?;
             Ok(t)
@@ -296,6 +312,7 @@ impl UserData for Conn {
         methods.add_async_method("scalar", |lua, this, args: MultiValue| async move {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db scalar")?;
             let (sql, params) = sql_and_params(args)?;
+            this.label(&lua).await?;
             let mut rows = one_row(this.fetch(&sql, &params).await?, &sql)?;
             let value = rows.rows.pop().and_then(|r| r.into_iter().next()).unwrap_or(DbValue::Null);
             to_lua(&lua, value)
@@ -308,6 +325,7 @@ impl UserData for Conn {
             if ctx.guard(&lua, "db", true, || format!("execute `{short}` on {}", this.db.target))?.is_some() {
                 return Ok(Value::Integer(0));
             }
+            this.label(&lua).await?;
             Ok(Value::Integer(this.execute(&sql, &params).await? as i64))
         });
         methods.add_async_method("transaction", |lua, this, f: Function| async move {
@@ -316,7 +334,8 @@ impl UserData for Conn {
             if this.tx.is_some() {
                 return Err(error("db", "a transaction cannot be nested"));
             }
-                        this.usable()?;
+            this.usable()?;
+            this.label(&lua).await?;
             let tx = this.db.begin().await.map_err(|e| error("db", e))?;
             let shared = Arc::new(Mutex::new(Some(tx)));
             let handle =
@@ -357,6 +376,7 @@ impl UserData for Conn {
             };
             let (sql, params) = sql_and_params(args.into_iter().collect())?;
             this.usable()?;
+            this.label(&lua).await?;
             this.state.streams.fetch_add(1, Ordering::SeqCst);
             let r = each_rows(&lua, &this, &sql, &params, f).await;
             this.state.streams.fetch_sub(1, Ordering::SeqCst);
@@ -374,6 +394,7 @@ impl UserData for Conn {
             if ctx.guard(&lua, "db", true, || format!("run the SQL file {path} on {}", this.db.target))?.is_some() {
                 return Ok(0);
             }
+            this.label(&lua).await?;
             match this.db.execute_script(&script).await {
                 Ok(n) => Ok(n as i64),
                 Err((0, e)) => Err(error("db", format!("{path}: {e}"))),

@@ -8,6 +8,7 @@
 //! precision lost), timestamps as RFC 3339 with their offset, dates as `YYYY-MM-DD`, json as
 //! tables, bytea as strings, arrays as arrays, NULL as `null`.
 pub mod lua;
+pub mod orphans;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -143,6 +144,8 @@ pub struct Db {
     pub target: String,
     /// Parameter types PostgreSQL inferred, per statement text.
     pg_params: Mutex<HashMap<String, Vec<PgTypeInfo>>>,
+    /// Whom the sessions work for (see `orphans`), shared with the pool's connect hooks.
+    label: std::sync::Arc<Mutex<orphans::Label>>,
 }
 
 fn duration(opt: &Option<String>, what: &str) -> Result<Option<Duration>, DbError> {
@@ -172,13 +175,31 @@ impl Db {
             if let Some(t) = statement_timeout {
                 o = o.options([("statement_timeout", format!("{}", t.as_millis()))]);
             }
+            let label = std::sync::Arc::new(Mutex::new(orphans::Label::default()));
+            let (on_connect, on_acquire) = (label.clone(), label.clone());
             let pool = PgPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(connect_timeout)
+                // Every session shows whom it works for in pg_stat_activity.application_name,
+                // and a session made for an earlier step is not handed out again.
+                .after_connect(move |conn, _| {
+                    let text = on_connect.lock().map(|l| l.text.clone()).unwrap_or_default();
+                    Box::pin(async move {
+                        sqlx::query("SELECT set_config('application_name', $1, false)")
+                            .bind(text)
+                            .execute(&mut *conn)
+                            .await
+                            .map(|_| ())
+                    })
+                })
+                .before_acquire(move |_, meta| {
+                    let fresh = on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
+                    Box::pin(async move { Ok(fresh) })
+                })
                 .connect_with(o)
                 .await
                 .map_err(|e| DbError::Connect { target: target.clone(), cause: strip(cause(&e)) })?;
-            return Ok(Db { pool: Pool::Postgres(pool), target, pg_params: Mutex::new(HashMap::new()) });
+            return Ok(Db { pool: Pool::Postgres(pool), target, pg_params: Mutex::new(HashMap::new()), label });
         }
         if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
@@ -196,7 +217,12 @@ impl Db {
                 .connect_with(o)
                 .await
                 .map_err(|e| DbError::Connect { target: target.clone(), cause: strip(cause(&e)) })?;
-            return Ok(Db { pool: Pool::MySql(pool), target, pg_params: Mutex::new(HashMap::new()) });
+            return Ok(Db {
+                pool: Pool::MySql(pool),
+                target,
+                pg_params: Mutex::new(HashMap::new()),
+                label: Default::default(),
+            });
         }
         if url.starts_with("sqlite:") {
             if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
@@ -219,7 +245,12 @@ impl Db {
                 .connect_with(o)
                 .await
                 .map_err(|e| DbError::Connect { target: target.clone(), cause: cause(&e) })?;
-            return Ok(Db { pool: Pool::Sqlite(pool), target, pg_params: Mutex::new(HashMap::new()) });
+            return Ok(Db {
+                pool: Pool::Sqlite(pool),
+                target,
+                pg_params: Mutex::new(HashMap::new()),
+                label: Default::default(),
+            });
         }
         let scheme = url.split("://").next().unwrap_or(url);
         Err(DbError::Scheme(if url.contains("://") { format!("{scheme}://…") } else { "…".into() }))
@@ -245,8 +276,10 @@ impl Db {
     pub async fn fetch(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<Rows, DbError> {
         match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(p).await?),
-            (Pool::MySql(p), None) => mysql_rows(mysql_query(sql, params)?.fetch_all(p).await?),
-            (_, Some(Tx::MySql(t))) => mysql_rows(mysql_query(sql, params)?.fetch_all(&mut **t).await?),
+            (Pool::MySql(p), None) => mysql_rows(mysql_query(&self.mysql_labelled(sql), params)?.fetch_all(p).await?),
+            (_, Some(Tx::MySql(t))) => {
+                mysql_rows(mysql_query(&self.mysql_labelled(sql), params)?.fetch_all(&mut **t).await?)
+            }
             (_, Some(Tx::Sqlite(t))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(&mut **t).await?),
             (Pool::Postgres(p), None) => {
                 let types = self.pg_types(sql, None).await?;
@@ -257,6 +290,12 @@ impl Db {
                 pg_rows(pg_query(sql, &types, params)?.fetch_all(&mut **t).await?)
             }
         }
+    }
+
+    /// MySQL has no session name a processlist shows: each statement carries the label as a
+    /// leading comment instead.
+    fn mysql_labelled(&self, sql: &str) -> String {
+        format!("/* {} */ {sql}", self.label())
     }
 
     /// Forgets the cached parameter types (after DDL, a statement may mean something else).
@@ -274,8 +313,10 @@ impl Db {
         }
         Ok(match (&self.pool, tx) {
             (Pool::Sqlite(p), None) => sqlite_query(sql, params)?.execute(p).await?.rows_affected(),
-            (Pool::MySql(p), None) => mysql_query(sql, params)?.execute(p).await?.rows_affected(),
-            (_, Some(Tx::MySql(t))) => mysql_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
+            (Pool::MySql(p), None) => mysql_query(&self.mysql_labelled(sql), params)?.execute(p).await?.rows_affected(),
+            (_, Some(Tx::MySql(t))) => {
+                mysql_query(&self.mysql_labelled(sql), params)?.execute(&mut **t).await?.rows_affected()
+            }
             (_, Some(Tx::Sqlite(t))) => sqlite_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
             (Pool::Postgres(p), None) => {
                 let types = self.pg_types(sql, None).await?;

@@ -1,0 +1,219 @@
+//! Server-side work that outlives its attempt. Every database session names the run, step and
+//! attempt it works for (PostgreSQL: `application_name`; MySQL/MariaDB: a leading comment on each
+//! statement, which `SHOW PROCESSLIST` shows), so that work an abandoned attempt left running (a
+//! killed runner's `REINDEX CONCURRENTLY`, a statement whose step timed out or was cancelled) can
+//! be found and stopped before the step runs again: PostgreSQL cancels it, then terminates the
+//! backend after a grace period (at once for a session idle in a transaction, which a cancel does
+//! not end); MySQL kills the query.
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use sqlx::Row;
+
+use super::{Db, Pool};
+use crate::engine::WorkLabel;
+
+/// How long a cancelled statement may take to stop before its backend is terminated.
+const GRACE: Duration = Duration::from_secs(3);
+
+/// Every database connection (pool) this process opened and still holds.
+static LIVE: Mutex<Vec<Weak<Db>>> = Mutex::new(Vec::new());
+
+pub fn register(db: &Arc<Db>) {
+    let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
+    live.retain(|w| w.strong_count() > 0);
+    live.push(Arc::downgrade(db));
+}
+
+fn live() -> Vec<Arc<Db>> {
+    LIVE.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect()
+}
+
+/// The label sessions of this pool carry, and when it last changed: a pooled connection older
+/// than the change is not handed out again (it would show the old step).
+pub struct Label {
+    pub text: String,
+    pub since: Instant,
+}
+
+impl Default for Label {
+    fn default() -> Self {
+        Label { text: "runbook".into(), since: Instant::now() }
+    }
+}
+
+/// Which sessions to stop.
+enum Target<'a> {
+    /// The run's sessions of any other label: left by an earlier attempt or a dead runner.
+    EarlierThan { run_prefix: &'a str, current: &'a str },
+    /// Exactly this attempt's sessions: its step timed out or was cancelled.
+    Exactly(&'a str),
+}
+
+impl Db {
+    /// Labels the following statements; true when the label changed.
+    pub fn set_label(&self, text: &str) -> bool {
+        let mut l = self.label.lock().unwrap_or_else(|p| p.into_inner());
+        if l.text == text {
+            return false;
+        }
+        *l = Label { text: text.to_string(), since: Instant::now() };
+        true
+    }
+
+    pub fn label(&self) -> String {
+        self.label.lock().unwrap_or_else(|p| p.into_inner()).text.clone()
+    }
+
+    /// Before the statements of an attempt that follows an earlier one: stops what earlier
+    /// attempts of the run left on this server. Returns what was stopped, in words.
+    pub async fn stop_earlier(&self, label: &WorkLabel) -> Vec<String> {
+        match &label.run_prefix {
+            Some(prefix) => self.stop(Target::EarlierThan { run_prefix: prefix, current: &label.text }).await,
+            None => Vec::new(),
+        }
+    }
+
+    async fn stop(&self, target: Target<'_>) -> Vec<String> {
+        let result = match &self.pool {
+            Pool::Postgres(p) => stop_pg(p, &target).await,
+            Pool::MySql(p) => stop_mysql(p, &target).await,
+            Pool::Sqlite(_) => Ok(Vec::new()),
+        };
+        result.unwrap_or_else(|e| {
+            vec![format!("could not look for work left running on {}: {e} (stop it by hand if it is there)", self.target)]
+        })
+    }
+}
+
+/// After an attempt was abandoned (its step timed out, the run was cancelled or stopped by a
+/// signal): stops its statements still running on every server this process is connected to.
+pub async fn stop_abandoned(label: &WorkLabel) -> Vec<String> {
+    let mut said = Vec::new();
+    if label.run_prefix.is_none() {
+        return said;
+    }
+    for db in live() {
+        said.extend(db.stop(Target::Exactly(&label.text)).await);
+    }
+    said
+}
+
+fn like_escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+}
+
+async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let (pattern, current) = match target {
+        Target::EarlierThan { run_prefix, current } => (format!("{}%", like_escape(run_prefix)), current.to_string()),
+        Target::Exactly(label) => (like_escape(label), String::new()),
+    };
+    let rows = sqlx::query(
+        "SELECT pid, coalesce(state, '') AS state, application_name,
+                left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 100) AS query
+         FROM pg_stat_activity
+         WHERE application_name LIKE $1 ESCAPE '\\' AND application_name <> $2
+           AND coalesce(state, '') <> 'idle' AND pid <> pg_backend_pid()",
+    )
+    .bind(&pattern)
+    .bind(&current)
+    .fetch_all(pool)
+    .await?;
+    let mut said = Vec::new();
+    let mut waiting = Vec::new();
+    for row in rows {
+        let pid: i32 = row.try_get("pid")?;
+        let state: String = row.try_get("state")?;
+        let app: String = row.try_get("application_name")?;
+        let query: String = row.try_get("query")?;
+        let what = format!("PostgreSQL backend {pid} of {app} ({state}: `{query}`)");
+        if state == "active" {
+            let ok: Option<bool> = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(pool).await?;
+            if ok == Some(true) {
+                waiting.push((pid, what));
+            } else {
+                said.push(format!("could not cancel {what}: not allowed (pg_signal_backend?)"));
+            }
+        } else {
+            // Idle in a transaction (its locks held): a cancel would not end it.
+            let ok: Option<bool> =
+                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(pool).await?;
+            said.push(if ok == Some(true) {
+                format!("stopped work left running by an earlier attempt: terminated {what}")
+            } else {
+                format!("could not terminate {what}: not allowed (pg_signal_backend?)")
+            });
+        }
+    }
+    if waiting.is_empty() {
+        return Ok(said);
+    }
+    let pids: Vec<i32> = waiting.iter().map(|(p, _)| *p).collect();
+    let deadline = Instant::now() + GRACE;
+    let mut still: Vec<i32> = pids.clone();
+    while !still.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        still = busy_pids(pool, &pids).await?;
+    }
+    for (pid, what) in waiting {
+        if still.contains(&pid) {
+            let ok: Option<bool> =
+                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(pool).await?;
+            said.push(if ok == Some(true) {
+                format!(
+                    "stopped work left running by an earlier attempt: cancelled {what}, then terminated it after {}s",
+                    GRACE.as_secs()
+                )
+            } else {
+                format!("cancelled {what}, but it did not stop and could not be terminated")
+            });
+        } else {
+            said.push(format!("stopped work left running by an earlier attempt: cancelled {what}"));
+        }
+    }
+    // A terminated backend ends asynchronously: wait (briefly) until it is gone.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline && !busy_pids(pool, &pids).await?.is_empty() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(said)
+}
+
+/// Those of `pids` still running a statement or holding a transaction open.
+async fn busy_pids(pool: &sqlx::PgPool, pids: &[i32]) -> Result<Vec<i32>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1) AND coalesce(state, '') NOT IN ('idle', '')",
+    )
+    .bind(pids)
+    .fetch_all(pool)
+    .await
+}
+
+async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let (pattern, current) = match target {
+        Target::EarlierThan { run_prefix, current } => {
+            (format!("/* {}%", like_escape(run_prefix)), format!("/* {} */%", like_escape(current)))
+        }
+        Target::Exactly(label) => (format!("/* {} */%", like_escape(label)), String::new()),
+    };
+    let rows = sqlx::query(
+        "SELECT ID, COMMAND, LEFT(INFO, 100) AS INFO FROM information_schema.PROCESSLIST
+         WHERE INFO LIKE ? AND INFO NOT LIKE ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(&pattern)
+    .bind(if current.is_empty() { "\u{1}".to_string() } else { current })
+    .fetch_all(pool)
+    .await?;
+    let mut said = Vec::new();
+    for row in rows {
+        let id: u64 = row.try_get("ID")?;
+        let info: Option<String> = row.try_get("INFO")?;
+        let info = info.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+        // The id is a number the server gave: KILL takes no bound parameter.
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL QUERY {id}"))).execute(pool).await {
+            Ok(_) => said.push(format!("stopped work left running by an earlier attempt: KILL QUERY {id} (`{info}`)")),
+            Err(e) => said.push(format!("could not KILL QUERY {id} (`{info}`): {e}")),
+        }
+    }
+    Ok(said)
+}
