@@ -489,6 +489,7 @@ pub struct WorkLabel {
     pub run_prefix: Option<String>,
     /// Work of earlier attempts of this run may still be running: look for it and stop it.
     pub rerun: bool,
+    pub attempt: i64,
 }
 
 impl WorkLabel {
@@ -496,16 +497,19 @@ impl WorkLabel {
 
     pub fn new(run_id: Option<&str>, step: Option<&str>, attempt: i64, rerun: bool) -> WorkLabel {
         let clean = |s: &str| -> String {
-            s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' }).collect::<String>().replace("*/", "*?")
+            s.chars()
+                .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+                .collect::<String>()
+                .replace("*/", "*?")
         };
         let Some(run) = run_id else {
-            return WorkLabel { text: "runbook/repl".into(), run_prefix: None, rerun: false };
+            return WorkLabel { text: "runbook/repl".into(), run_prefix: None, rerun: false, attempt };
         };
         let prefix = format!("runbook/{}/", clean(run));
         let suffix = if step.is_some() { format!("#{attempt}") } else { String::new() };
         let room = Self::MAX.saturating_sub(prefix.len() + suffix.len());
         let step: String = clean(step.unwrap_or("-")).chars().take(room).collect();
-        WorkLabel { text: format!("{prefix}{step}{suffix}"), run_prefix: Some(prefix), rerun }
+        WorkLabel { text: format!("{prefix}{step}{suffix}"), run_prefix: Some(prefix), rerun, attempt }
     }
 }
 
@@ -945,7 +949,8 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
     };
     // A rollback stopped by `runbook cancel` is cancelled; by a signal, it stays rolling back.
     // (Read again: the cancel may have arrived during the rollback itself.)
-    let cancelled = (cancelled && !cancel_rolls_back) || matches!(ctx.stop_requested(), Some(StopReason::CancelRequested));
+    let cancelled =
+        (cancelled && !cancel_rolls_back) || matches!(ctx.stop_requested(), Some(StopReason::CancelRequested));
     let status = if status == RunStatus::RollingBack && cancelled { RunStatus::Cancelled } else { status };
     // Undos that the replay never reached cannot have run: the rollback is not complete.
     let unreached: Vec<String> = {
@@ -974,7 +979,7 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         }),
         (_, error) => error.or(earlier),
     }
-        .map(|e| crate::secret::redact(&e).into_owned());
+    .map(|e| crate::secret::redact(&e).into_owned());
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
     }

@@ -83,7 +83,10 @@ static MIGRATING: Mutex<()> = Mutex::const_new(());
 /// would then find the journal unlocked, checkpoint it and delete the `-wal` the runner still
 /// writes to, and every later commit would be lost. So a journal file is opened at most once
 /// here and never closed.
-static KEPT: std::sync::Mutex<Vec<((u64, u64), Arc<std::fs::File>)>> = std::sync::Mutex::new(Vec::new());
+static KEPT: std::sync::Mutex<Vec<Kept>> = std::sync::Mutex::new(Vec::new());
+
+/// A kept descriptor and the (device, inode) of its file.
+type Kept = ((u64, u64), Arc<std::fs::File>);
 
 fn kept(meta: &std::fs::Metadata) -> Option<Arc<std::fs::File>> {
     use std::os::unix::fs::MetadataExt;
@@ -113,11 +116,12 @@ fn journal_file(path: &Path) -> Result<Arc<std::fs::File>, String> {
     }
     let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
     if !meta.file_type().is_file() {
-        let what = std::fs::symlink_metadata(path)
-            .map(|m| crate::files::describe_kind(&m))
-            .unwrap_or("not a regular file");
+        let what =
+            std::fs::symlink_metadata(path).map(|m| crate::files::describe_kind(&m)).unwrap_or("not a regular file");
         let what = if what == "a symbolic link" { "a symbolic link to something other than a file" } else { what };
-        return Err(format!("it is {what}, not a journal; give the path of a journal file (it is created when missing)"));
+        return Err(format!(
+            "it is {what}, not a journal; give the path of a journal file (it is created when missing)"
+        ));
     }
     let file = match kept(&meta) {
         Some(f) => f,

@@ -207,7 +207,10 @@ fn sigkills_during_rollbacks_leave_every_undo_done_once_and_the_journal_sound() 
                 let key = format!("{what}-{i}");
                 let n = ledger.lines().filter(|l| *l == key).count();
                 let cut = in_flight.get(&key).copied().unwrap_or(0);
-                assert!(n >= 1 && n - 1 <= cut, "round {round}: {key} ran {n} times with {cut} kill(s) in it\n{ledger}");
+                assert!(
+                    n >= 1 && n - 1 <= cut,
+                    "round {round}: {key} ran {n} times with {cut} kill(s) in it\n{ledger}"
+                );
             }
         }
         // Every undo ran after its step, newest first.

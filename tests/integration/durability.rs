@@ -80,7 +80,11 @@ fn a_state_path_that_is_not_a_journal_is_refused_and_left_exactly_as_it_was() {
     let mode = std::fs::metadata(&null).unwrap().permissions().mode();
     let r = env.run(&["--state", null.to_str().unwrap(), "history"]);
     r.assert_code(2);
-    assert!(r.stderr.contains("null: it is a device, not a journal") || r.stderr.contains("null: it is a named pipe"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("null: it is a device, not a journal") || r.stderr.contains("null: it is a named pipe"),
+        "{}",
+        r.stderr
+    );
     assert!(is_special(&null));
     assert_eq!(std::fs::metadata(&null).unwrap().permissions().mode(), mode);
 

@@ -41,7 +41,10 @@ fn a_statement_left_running_by_a_killed_runner_is_stopped_before_the_step_runs_a
     let mut run = String::new();
     wait_until("the run is journaled", || {
         let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout).ok().and_then(|v| v[0]["run_id"].as_str().map(str::to_string)).unwrap_or_default();
+        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
         !run.is_empty()
     });
     wait_until("the statement runs on the server", || sessions(&url, &run, "reindex").len() == 1);
@@ -109,7 +112,10 @@ fn a_cancelled_run_stops_its_statement_on_the_server() {
     let mut run = String::new();
     wait_until("the statement runs", || {
         let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout).ok().and_then(|v| v[0]["run_id"].as_str().map(str::to_string)).unwrap_or_default();
+        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
         !run.is_empty() && sessions(&url, &run, "reindex").len() == 1
     });
     env.run(&["cancel", &run]).assert_code(0);
@@ -148,7 +154,10 @@ step("sleep", function(attempt) c:execute("select sleep(?)", attempt == 1 and 30
     };
     wait_until("the query runs", || {
         let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout).ok().and_then(|v| v[0]["run_id"].as_str().map(str::to_string)).unwrap_or_default();
+        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
+            .ok()
+            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
+            .unwrap_or_default();
         !run.is_empty() && processlist(&run) == 1
     });
     signal(runner.id(), 9);
@@ -159,4 +168,53 @@ step("sleep", function(attempt) c:execute("select sleep(?)", attempt == 1 and 30
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("KILL QUERY"), "{stdout}");
     assert_eq!(processlist(&run), 0);
+}
+
+#[test]
+fn a_remote_command_left_running_by_a_killed_runner_is_killed_before_the_step_runs_again() {
+    let s = crate::servers::sshd();
+    let env = Env::new();
+    let marker = format!("307.{}", std::process::id());
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "remote" }}
+local host = ssh.connect({{ host = "{host}", user = "{user}", key = "{key}", known_hosts = "{kh}" }})
+step("rebuild index", function(attempt)
+  if attempt == 1 then host:exec("sleep {marker}; echo first >> /tmp/rb-orphan-{marker}") end
+  host:exec("echo again >> /tmp/rb-orphan-{marker}")
+end)
+"#,
+            host = s.hosts[0],
+            user = s.user,
+            key = s.key.display(),
+            kh = s.known_hosts.display(),
+        ),
+    );
+    let pgrep = || {
+        let out = std::process::Command::new("pgrep").args(["-f", &format!("^sleep {marker}")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let runner = env.spawn(&["run", "rb.lua"]);
+    wait_until("the remote command runs", || pgrep() == 1);
+    // Its marker names the run, the step and the attempt.
+    let run = env.show("last")["run_id"].as_str().unwrap().to_string();
+    let markers: Vec<String> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".runbook-{run}.rebuild_index-")))
+        .collect();
+    assert_eq!(markers.len(), 1, "{markers:?}");
+    assert!(markers[0].contains(".1."), "attempt 1: {markers:?}");
+    signal(runner.id(), 9);
+    let _ = crate::harness::finish(runner, 30);
+    assert_eq!(pgrep(), 1, "the remote command outlives its runner");
+    let out = env.run(&["resume", &run]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("killed process group"), "{}", out.stdout);
+    assert_eq!(pgrep(), 0);
+    let ledger = std::fs::read_to_string(format!("/tmp/rb-orphan-{marker}")).unwrap_or_default();
+    let _ = std::fs::remove_file(format!("/tmp/rb-orphan-{marker}"));
+    assert_eq!(ledger, "again\n", "the abandoned command never went on to its next line");
 }

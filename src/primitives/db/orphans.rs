@@ -81,7 +81,10 @@ impl Db {
             Pool::Sqlite(_) => Ok(Vec::new()),
         };
         result.unwrap_or_else(|e| {
-            vec![format!("could not look for work left running on {}: {e} (stop it by hand if it is there)", self.target)]
+            vec![format!(
+                "could not look for work left running on {}: {e} (stop it by hand if it is there)",
+                self.target
+            )]
         })
     }
 }
@@ -206,7 +209,8 @@ async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<S
     .await?;
     let mut said = Vec::new();
     for row in rows {
-        let id: u64 = row.try_get("ID")?;
+        // BIGINT on MariaDB, BIGINT UNSIGNED on MySQL.
+        let id: i64 = row.try_get::<i64, _>("ID").or_else(|_| row.try_get::<u64, _>("ID").map(|v| v as i64))?;
         let info: Option<String> = row.try_get("INFO")?;
         let info = info.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
         // The id is a number the server gave: KILL takes no bound parameter.

@@ -357,6 +357,30 @@ async fn exec(lua: Lua, this: &SshSession, cmd: Value, opts: Option<Value>) -> m
     if let Some(p) = ctx.guard(&lua, "ssh", !o.readonly.unwrap_or(false), || format!("run `{command}` on {host}"))? {
         return Ok(p);
     }
+    // The command's marker names the run, step and attempt; the first command of an attempt that
+    // follows an earlier one first stops what earlier attempts left running on this host.
+    let label = ctx.work_label();
+    if let (Some(run_id), Some(step)) = (ctx.run_id(), ctx.current_step()) {
+        spec.marker = crate::primitives::ssh::marker(&label, &run_id, &step);
+    }
+    if let Some(marker) = &spec.marker {
+        let changed = {
+            let mut last = this.session.marker.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *last != *marker;
+            *last = marker.clone();
+            changed
+        };
+        if changed && label.rerun {
+            let run_id = ctx.run_id().unwrap_or_default();
+            match this.session.stop_earlier(&run_id, marker, spec.sudo).await {
+                Ok(said) => said.into_iter().for_each(|m| ctx.emit("warning", json!({ "message": m }))),
+                Err(e) => ctx.emit(
+                    "warning",
+                    json!({ "message": format!("could not look for work left running on {host}: {e}") }),
+                ),
+            }
+        }
+    }
     let echo = o.echo.unwrap_or(true);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let session = Arc::clone(&this.session);

@@ -136,6 +136,8 @@ pub fn parse_spec(spec: &str) -> Result<(Option<String>, String, Option<u16>), S
 
 /// An open, authenticated session.
 pub struct Session {
+    /// The marker of the last command run here: a new one in a rerun looks for orphans first.
+    pub marker: std::sync::Mutex<String>,
     sess: ssh2::Session,
     /// The connection's socket, polled while libssh2 would block.
     fd: std::os::unix::io::RawFd,
@@ -212,7 +214,10 @@ impl Session {
         sess.set_keepalive(true, 30);
         // Commands may run for hours: no libssh2 timeout once connected (ours are per call).
         sess.set_timeout(0);
-        Ok((Session { sess, fd, target, busy: Arc::new(tokio::sync::Mutex::new(())) }, note))
+        Ok((
+            Session { marker: Default::default(), sess, fd, target, busy: Arc::new(tokio::sync::Mutex::new(())) },
+            note,
+        ))
     }
 }
 
@@ -362,6 +367,9 @@ pub fn sh_quote(s: &str) -> String {
 /// A remote command.
 #[derive(Clone, Default)]
 pub struct ExecSpec {
+    /// Names the command's pid file after the run, step and attempt it works for
+    /// ([`marker`]), so a later attempt finds what an abandoned one left running.
+    pub marker: Option<String>,
     pub command: String,
     pub env: Vec<(String, String)>,
     pub cwd: Option<String>,
@@ -424,9 +432,65 @@ fn signal_code(name: &str) -> i32 {
     128 + n
 }
 
+/// A remote command's marker: `<run id>.<step, as a file name>-<hash of the step>.<attempt>`.
+/// Its pid file is `/tmp/.runbook-<marker>.<nonce>.pid` while it runs (the wrapper removes it
+/// when the command ends; a runner killed meanwhile leaves it behind).
+pub fn marker(label: &crate::engine::WorkLabel, run_id: &str, step: &str) -> Option<String> {
+    label.run_prefix.as_ref()?;
+    let slug: String = step
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(40)
+        .collect();
+    let hash: String = Sha256::digest(step.as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect();
+    Some(format!("{run_id}.{slug}-{hash}.{}", label.attempt))
+}
+
 impl Session {
     fn pidfile(nonce: &str) -> String {
         format!("/tmp/.runbook-{nonce}.pid")
+    }
+
+    /// Kills the process groups that earlier attempts of run `run_id` left running on this host
+    /// (their pid files remain), except the current attempt's. Returns what was killed.
+    pub async fn stop_earlier(
+        self: &Arc<Self>,
+        run_id: &str,
+        current: &str,
+        sudo: bool,
+    ) -> Result<Vec<String>, SshError> {
+        let safe = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !safe(run_id) || !safe(current) {
+            return Ok(Vec::new());
+        }
+        let script = format!(
+            "for f in /tmp/.runbook-{run_id}.*.pid; do [ -e \"$f\" ] || continue; \
+             case \"$f\" in /tmp/.runbook-{current}.*) continue;; esac; \
+             p=$(cat \"$f\" 2>/dev/null); \
+             if [ -n \"$p\" ] && kill -0 -\"$p\" 2>/dev/null; then \
+               c=$(ps -o args= -p \"$p\" 2>/dev/null | cut -c1-100); \
+               kill -TERM -\"$p\" 2>/dev/null; i=0; \
+               while kill -0 -\"$p\" 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; \
+               kill -KILL -\"$p\" 2>/dev/null; \
+               m=${{f#/tmp/.runbook-}}; echo \"killed $p ${{m%.*.pid}} $c\"; \
+             fi; rm -f \"$f\"; done; true"
+        );
+        let command = if sudo { format!("sudo -n -- sh -c {}", sh_quote(&script)) } else { script };
+        let out = self.run_quiet(command).await?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix("killed "))
+            .map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                let (pid, marker, cmd) =
+                    (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                format!(
+                    "stopped work left running by an earlier attempt on {}: killed process group {pid} ({marker}) `{}`",
+                    self.target,
+                    cmd.trim()
+                )
+            })
+            .collect())
     }
 
     /// Runs a command; complete output lines go to `lines` as they arrive.
@@ -478,11 +542,11 @@ impl Session {
         if let Some(dir) = &spec.cwd {
             block.push_str(&format!("cd {} || exit 125\n", sh_quote(dir)));
         }
-        block.push_str(&format!(
-            "__RB_CMD={}\n__RB_PIDFILE={}\n",
-            sh_quote(&spec.command),
-            sh_quote(&Self::pidfile(nonce))
-        ));
+        let pidfile = match &spec.marker {
+            Some(m) => Self::pidfile(&format!("{m}.{nonce}")),
+            None => Self::pidfile(nonce),
+        };
+        block.push_str(&format!("__RB_CMD={}\n__RB_PIDFILE={}\n", sh_quote(&spec.command), sh_quote(&pidfile)));
         let mut input = format!("{}\n", block.len()).into_bytes();
         input.extend_from_slice(block.as_bytes());
         input.extend_from_slice(&spec.stdin);
@@ -543,7 +607,7 @@ impl Session {
             // Kill first (from a second channel), then let the channel go: closing it first
             // would wait for the command to end on its own.
             self.sess.set_blocking(true);
-            let killed = self.kill_blocking(nonce, spec.sudo);
+            let killed = self.kill_blocking(&pidfile, spec.sudo);
             self.sess.set_blocking(false);
             let grace = Instant::now() + Duration::from_secs(5);
             while !ch.eof() && Instant::now() < grace {
@@ -606,8 +670,8 @@ impl Session {
     /// Kills the process group of a command, from a second channel: waits briefly for its pid
     /// (a command stopped right after it started), TERM, then KILL after two seconds. Works
     /// with dash (`kill -SIG -PGID`, no `--`). True when a pid was found.
-    fn kill_blocking(&self, nonce: &str, sudo: bool) -> bool {
-        let f = sh_quote(&Self::pidfile(nonce));
+    fn kill_blocking(&self, pidfile: &str, sudo: bool) -> bool {
+        let f = sh_quote(pidfile);
         let script = format!(
             "i=0; while [ ! -s {f} ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done; \
              p=$(cat {f} 2>/dev/null) || {{ echo nopid; exit 0; }}; \
