@@ -39,7 +39,14 @@ enum Style {
 struct EventBuffer {
     events: std::sync::Mutex<Vec<EventRecord>>,
     closed: tokio::sync::Notify,
+    /// Why the last write failed (a full disk...), while events wait unwritten: the engine stops
+    /// the run rather than claim work it could not record.
+    failure: std::sync::Mutex<Option<String>>,
 }
+
+/// Events kept for another try when the journal refuses them; past this, the oldest are lost
+/// (and the run is stopped anyway).
+const MAX_PENDING_EVENTS: usize = 100_000;
 
 pub struct Reporter {
     style: Style,
@@ -146,8 +153,20 @@ impl Reporter {
                     }
                 }
                 if !batch.is_empty() {
-                    if let Err(e) = journal.append_events(&batch).await {
-                        tracing::warn!("could not journal {} events: {e}", batch.len());
+                    let written = journal.append_events(&batch).await;
+                    let mut failure = shared.failure.lock().unwrap_or_else(|p| p.into_inner());
+                    match written {
+                        Ok(()) => *failure = None,
+                        Err(e) => {
+                            tracing::warn!("could not journal {} events: {e}", batch.len());
+                            *failure = Some(format!("could not record {} event(s) of the run: {e}", batch.len()));
+                            // Kept for the next try, in order.
+                            let mut events = shared.events.lock().unwrap_or_else(|p| p.into_inner());
+                            batch.append(&mut events);
+                            let excess = batch.len().saturating_sub(MAX_PENDING_EVENTS);
+                            batch.drain(..excess);
+                            *events = batch;
+                        }
                     }
                 }
                 if closing {
@@ -167,15 +186,23 @@ impl Reporter {
         }
     }
 
-    /// Waits until every event emitted so far is in the journal.
-    pub async fn flush(&self) {
-        if let Some(buffer) = self.buffer.borrow_mut().take() {
+    /// Waits until every event emitted so far is in the journal. Returns why some could not be
+    /// written, if so.
+    pub async fn flush(&self) -> Option<String> {
+        let buffer = self.buffer.borrow_mut().take();
+        if let Some(buffer) = &buffer {
             buffer.closed.notify_one();
         }
         let handle = self.writer.borrow_mut().take();
         if let Some(h) = handle {
             let _ = h.await;
         }
+        buffer.and_then(|b| b.failure.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Why the journal refuses the run's events now, if it does.
+    pub fn journal_failure(&self) -> Option<String> {
+        self.buffer.borrow().as_ref().and_then(|b| b.failure.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// Emits one event. `fields` must be a JSON object; it is redacted here.

@@ -247,6 +247,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 queue_key: None,
                 not_before: None,
                 queued_params: None,
+                max_memory: ctx.max_memory.map(|m| m as i64),
             };
             journal.create_run(&record).await.map_err(Halt::from)
         }

@@ -259,6 +259,8 @@ pub struct Ctx {
     pub drain: bool,
     /// Why this evaluation rolls the run back on demand (`Invocation::rollback`).
     pub rollback_reason: Option<String>,
+    /// The memory limit of the Lua VM, which also bounds the output a command may hold.
+    pub max_memory: Option<usize>,
     pub lock_wait: Option<std::time::Duration>,
     pub me: Owner,
     pub(crate) st: RefCell<State>,
@@ -306,6 +308,7 @@ impl Ctx {
             queued: false,
             drain: false,
             rollback_reason: None,
+            max_memory: None,
             lock_wait: None,
             me: Owner::current(),
             st: RefCell::new(State { records, ..State::default() }),
@@ -546,6 +549,14 @@ pub fn content_hash(source: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The Lua memory limit of unattended runs when none is given: 1 GiB.
+pub const DEFAULT_UNATTENDED_MEMORY: usize = 1 << 30;
+
+/// Started by cron (`--cron`, RUNBOOK_NONINTERACTIVE), a worker or a schedule: nobody watches.
+fn unattended(trigger: &str) -> bool {
+    std::env::var_os("RUNBOOK_NONINTERACTIVE").is_some() || trigger == "enqueue" || trigger.starts_with("schedule:")
+}
+
 /// Reads, evaluates and journals one runbook.
 pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
     let file = inv.path.display().to_string();
@@ -565,6 +576,13 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         }
         None => (None, HashMap::new()),
     };
+    // `--max-memory` as given, else as the run was started with (a resume keeps it), else, for
+    // unattended runs (cron, workers, schedules), a default that keeps a runaway runbook from
+    // taking the host's memory.
+    let max_memory = inv
+        .max_memory
+        .or_else(|| resume.as_ref().and_then(|r| r.max_memory).and_then(|m| usize::try_from(m).ok()))
+        .or_else(|| unattended(&inv.trigger).then_some(DEFAULT_UNATTENDED_MEMORY));
     let rollback_resume = resume.as_ref().is_some_and(|r| {
         inv.rollback.is_some() || matches!(r.status, RunStatus::RollingBack | RunStatus::RollbackFailed)
     });
@@ -598,6 +616,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         queued: inv.queued,
         drain: inv.drain,
         rollback_reason: inv.rollback,
+        max_memory,
         me: Owner::current(),
         st: RefCell::new(State { records, rollback_resume, replay_pending, ..State::default() }),
         stop_tx,
@@ -606,7 +625,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         cancel_rollback: Arc::new(true.into()),
     });
 
-    let lua = crate::lua::new_sandbox(&dir, inv.max_memory)
+    let lua = crate::lua::new_sandbox(&dir, max_memory)
         .map_err(|e| Error::Io(format!("cannot start the Lua runtime: {e}")))?;
     lua.set_app_data(Rc::clone(&ctx));
     register(&lua, &ctx).map_err(|e| Error::Io(format!("cannot set up the runbook environment: {e}")))?;
@@ -639,7 +658,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         release_lock(&ctx).await;
     }
     signals.abort();
-    ctx.out.flush().await;
+    let _ = ctx.out.flush().await;
     outcome
 }
 
@@ -990,7 +1009,15 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         json!({"status": status.as_str(), "duration_ms": elapsed, "error": error, "ok": c.ok, "failed": c.failed, "skipped": c.skipped, "recorded": c.recorded})
     };
     ctx.out.emit("run_finished", None, summary);
-    ctx.out.flush().await;
+    // Nothing is claimed that was not recorded: a run whose log the journal refused (a full
+    // disk) did not succeed; it stops, resumable once there is room.
+    let (status, error) = match ctx.out.flush().await {
+        Some(why) if matches!(status, RunStatus::Succeeded | RunStatus::DryRun) => (
+            RunStatus::Failed,
+            Some(format!("journal: {why}; the run is not recorded whole (resume it once the journal has room)")),
+        ),
+        _ => (status, error),
+    };
     ctx.scrub_if_needed().await.map_err(taken_over)?;
     journal.finish_run(&run_id, &ctx.me, status, error.as_deref()).await.map_err(taken_over)?;
     // The lock is the run's until it ends for good; a run that can be resumed (waiting for

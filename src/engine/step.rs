@@ -328,6 +328,11 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         return Ok(Value::Nil);
     }
 
+    if let Some(why) = ctx.out.journal_failure() {
+        return Err(ctx.raise(Halt::Journal(format!(
+            "{why}; stopping before step '{name}' (resume the run once the journal has room)"
+        ))));
+    }
     ctx.scrub_if_needed().await.map_err(|e| ctx.raise(e.into()))?;
     let mut rec = prior
         .clone()

@@ -243,6 +243,8 @@ pub struct RunRecord {
     pub not_before: Option<String>,
     /// The params a run was queued with, as the command line gives them (`{"k": "v"}`).
     pub queued_params: Option<serde_json::Value>,
+    /// `--max-memory` in bytes, kept for the run's resumes.
+    pub max_memory: Option<i64>,
 }
 
 impl RunRecord {

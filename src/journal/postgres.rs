@@ -44,6 +44,7 @@ impl PgJournal {
             .application_name("runbook")
             // Statements are short; one stuck behind a lock says so instead of hanging a runner.
             .options([("statement_timeout", "30s"), ("lock_timeout", "10s")]);
+        crate::primitives::db::refused_at_once(options.get_host(), options.get_port()).await.map_err(fail)?;
         let pool = PgPoolOptions::new()
             .max_connections(8)
             .min_connections(0)

@@ -7,11 +7,11 @@
 //! claiming a queued run (PostgreSQL skips locked rows) and firing a schedule differ.
 
 /// Columns of `runs`, in the order `run_from_row` reads them.
-pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params";
+pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory";
 
 /// Insert of a whole run record; `$1..$24` bound by `bind_run`.
-pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25)";
+pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)";
 
 /// Sessions with their event counts, newest first; `$1` the limit.
 pub(super) const SESSIONS_NEWEST: &str = "SELECT s.id, s.who, s.host, s.pid, s.started_at, s.ended_at, s.run_id,
@@ -95,6 +95,7 @@ macro_rules! sql_journal {
                 queued_params: row
                     .try_get::<Option<String>, _>("queued_params")?
                     .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::Null)),
+                max_memory: row.try_get("max_memory")?,
             })
         }
 
@@ -156,6 +157,7 @@ macro_rules! sql_journal {
                 .bind(&r.queue_key)
                 .bind(&r.not_before)
                 .bind(r.queued_params.as_ref().map(|p| p.to_string()))
+                .bind(r.max_memory)
         }
 
         fn session_from_row(row: &DbRow) -> JResult<SessionRecord> {

@@ -510,7 +510,7 @@ impl Repl {
             Some(&name),
             json!({"status": rec.status.as_str(), "attempt": rec.attempts, "duration_ms": rec.duration_ms, "error": rec.error, "actor": who, "via": "repl"}),
         );
-        step_ctx.out.flush().await;
+        let _ = step_ctx.out.flush().await;
         heartbeat.abort();
         let mut problems = Vec::new();
         if let Err(e) = self.journal.put_step(&run_id, &self.ctx.me, &rec).await {

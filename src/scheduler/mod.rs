@@ -251,6 +251,7 @@ pub async fn queued_run(
         queued_params: Some(serde_json::Value::Object(
             params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
         )),
+        max_memory: None,
     })
 }
 

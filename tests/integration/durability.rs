@@ -142,3 +142,45 @@ fn a_journal_with_a_corrupt_schema_is_an_unusable_state_exit_2() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("cannot open the journal at j.db"), "{}", r.stderr);
 }
+
+#[test]
+fn a_journal_that_cannot_record_stops_the_run_instead_of_claiming_success() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "chatty" }
+step("chatter", function() exec{"seq", "1", "40000"} end)
+step("after", function() exec{shell = "echo after >> ledger"} end)
+"#,
+    );
+    env.run(&["history"]).assert_code(0);
+    let size: u64 = ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| std::fs::metadata(format!("{}{s}", env.journal_path().display())).map(|m| m.len()).unwrap_or(0))
+        .max()
+        .unwrap();
+    // A full disk, as the runner sees it: no file may grow past a few KiB more than now.
+    let limit_kib = size / 1024 + 64;
+    // `ulimit -f` counts 512-byte blocks in dash and 1 KiB blocks in bash: twice the KiB is
+    // at least the KiB.
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!("trap '' XFSZ; ulimit -f {}; exec \"$0\" run rb.lua", limit_kib * 2),
+            crate::harness::BIN,
+        ])
+        .current_dir(env.dir.path())
+        .env("RUNBOOK_NO_PROGRESS", "1")
+        .env_remove("RUNBOOK_STATE")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("journal"), "says why: {stderr}");
+    assert_eq!(env.read("ledger"), "", "no step ran after the journal stopped recording");
+    let status = env.status("last");
+    assert_ne!(status, "succeeded");
+    // Once there is room, the run resumes to its end.
+    env.run(&["resume", "last"]).assert_code(0);
+    assert_eq!(env.read("ledger"), "after\n");
+}

@@ -104,7 +104,7 @@ step("switch", function() exec{shell = "echo switch >> ledger"} end)
 }
 
 #[test]
-fn a_lock_held_on_one_machine_holds_against_another_until_its_holder_dies() {
+fn a_lock_held_on_one_machine_holds_against_another_until_its_run_ends_even_when_its_holder_died() {
     let pg = servers::postgres();
     let url = pg.fresh_database("locks");
     let env = Env::new();
@@ -118,21 +118,30 @@ step("work", function() exec{shell = "echo start >> ledger; sleep 30"} end)
     wait_for(30, "alpha to start", || ledger(&env).contains(&"start".to_string()).then_some(()));
     let beta = run_with(&env, &["run", "rb.lua"], &url, "beta");
     beta.assert_code(4);
-    assert!(beta.all().contains("host alpha"), "names the holder: {}", beta.all());
+    assert!(
+        beta.all().contains("(running, pid") && beta.all().contains("on alpha)"),
+        "names the holder: {}",
+        beta.all()
+    );
+    let alpha_run = pg.query(&url, "SELECT id FROM runs WHERE host = 'alpha'");
 
-    // The holder dies without a word: its lease (3 s here) runs out, then beta takes the lock.
+    // The holder dies without a word: once its lease (3 s here) runs out it is interrupted, and
+    // its run (resumable) still holds the lock.
     harness::signal(alpha.id(), 9);
     harness::finish(alpha, 10);
     env.write(
         "rb.lua",
         "runbook { name = \"reindex\", lock = \"db-maintenance\" }\nstep(\"work\", function() return 1 end)\n",
     );
-    let beta = wait_for(30, "beta to get the lock", || {
+    wait_for(30, "alpha's run to be seen interrupted", || {
         let r = run_with(&env, &["run", "rb.lua"], &url, "beta");
-        (r.code != 4).then_some(r)
+        assert_eq!(r.code, 4, "{}", r.all());
+        r.all().contains(&format!("held by run {alpha_run} (interrupted")).then_some(())
     });
+    // Someone decides it will not continue: cancelled, its lock is free.
+    run_with(&env, &["cancel", &alpha_run], &url, "beta").assert_code(0);
+    let beta = run_with(&env, &["run", "rb.lua"], &url, "beta");
     beta.assert_code(0);
-    assert!(beta.all().contains("took over lock 'db-maintenance'"), "{}", beta.all());
 }
 
 const TICK: &str = r#"runbook { name = "tick" }

@@ -152,6 +152,22 @@ fn duration(opt: &Option<String>, what: &str) -> Result<Option<Duration>, DbErro
     opt.as_deref().map(|d| crate::duration::parse(d).map_err(|e| DbError::Usage(format!("{what}: {e}")))).transpose()
 }
 
+/// Fails at once when nothing listens at `host:port` (a refused TCP connection), where a pool
+/// would retry until its acquire timeout (10 to 30 seconds) before saying so. Anything else
+/// (a slow network, a Unix socket folder) is left to the pool.
+pub async fn refused_at_once(host: &str, port: u16) -> Result<(), String> {
+    if host.starts_with('/') || host.is_empty() {
+        return Ok(());
+    }
+    let attempt = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect((host, port))).await;
+    match attempt {
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err(format!("connection refused at {host}:{port} (is the server running, on that port?)"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl Db {
     pub async fn connect(url: &str, opts: &Options) -> Result<Db, DbError> {
         let connect_timeout = duration(&opts.connect_timeout, "connect_timeout")?.unwrap_or(Duration::from_secs(10));
@@ -175,7 +191,12 @@ impl Db {
             if let Some(t) = statement_timeout {
                 o = o.options([("statement_timeout", format!("{}", t.as_millis()))]);
             }
+            refused_at_once(o.get_host(), o.get_port())
+                .await
+                .map_err(|cause| DbError::Connect { target: target.clone(), cause })?;
             let label = std::sync::Arc::new(Mutex::new(orphans::Label::default()));
+            // An application_name the URL gives is the runbook's choice: kept, unlabelled.
+            let labelled = o.get_application_name().is_none();
             let (on_connect, on_acquire) = (label.clone(), label.clone());
             let pool = PgPoolOptions::new()
                 .max_connections(size)
@@ -185,15 +206,17 @@ impl Db {
                 .after_connect(move |conn, _| {
                     let text = on_connect.lock().map(|l| l.text.clone()).unwrap_or_default();
                     Box::pin(async move {
-                        sqlx::query("SELECT set_config('application_name', $1, false)")
-                            .bind(text)
-                            .execute(&mut *conn)
-                            .await
-                            .map(|_| ())
+                        if labelled {
+                            sqlx::query("SELECT set_config('application_name', $1, false)")
+                                .bind(text)
+                                .execute(&mut *conn)
+                                .await?;
+                        }
+                        Ok(())
                     })
                 })
                 .before_acquire(move |_, meta| {
-                    let fresh = on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
+                    let fresh = !labelled || on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
                     Box::pin(async move { Ok(fresh) })
                 })
                 .connect_with(o)
@@ -211,6 +234,9 @@ impl Db {
             let o = MySqlConnectOptions::from_str(&url)
                 .map_err(|e| DbError::Usage(format!("invalid MySQL URL: {}", strip(e.to_string()))))?;
             let target = format!("mysql {}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(""));
+            refused_at_once(o.get_host(), o.get_port())
+                .await
+                .map_err(|cause| DbError::Connect { target: target.clone(), cause })?;
             let pool = MySqlPoolOptions::new()
                 .max_connections(size)
                 .acquire_timeout(connect_timeout)

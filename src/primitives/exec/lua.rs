@@ -50,8 +50,15 @@ struct Parsed {
 
 fn parse(t: Table) -> mlua::Result<Parsed> {
     let mut argv = Vec::new();
-    let mut spec =
-        ExecSpec { program: Program::Argv(vec![]), env: vec![], cwd: None, stdin: None, timeout: None, check: true };
+    let mut spec = ExecSpec {
+        program: Program::Argv(vec![]),
+        env: vec![],
+        cwd: None,
+        stdin: None,
+        timeout: None,
+        check: true,
+        max_output: None,
+    };
     let mut shell = None;
     let mut readonly = false;
     let mut echo = true;
@@ -124,8 +131,9 @@ async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
         }
         other => return Err(error("exec", format!("expects a table, got a {}", other.type_name()))),
     };
-    let parsed = parse(t)?;
+    let mut parsed = parse(t)?;
     let ctx = Ctx::from_lua(&lua)?;
+    parsed.spec.max_output = ctx.max_memory;
     ctx.refuse_in_coroutine(&lua, "exec{}")?;
     let shown_cmd = parsed.spec.display();
     if let Some(p) = ctx.guard(&lua, "exec", !parsed.readonly, || format!("run `{shown_cmd}`"))? {

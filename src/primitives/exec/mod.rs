@@ -20,6 +20,8 @@ pub enum ExecError {
     Failed { command: String, code: i32, stderr: String },
     #[error("`{command}`: {source}")]
     Io { command: String, source: std::io::Error },
+    #[error("`{command}` wrote more than {limit} of output, the run's memory limit (--max-memory); its process group was killed. Send large output to a file (`> out.txt`) and read what you need")]
+    TooMuchOutput { command: String, limit: String },
 }
 
 #[derive(Debug, Clone)]
@@ -36,6 +38,9 @@ pub struct ExecSpec {
     pub stdin: Option<Vec<u8>>,
     pub timeout: Option<Duration>,
     pub check: bool,
+    /// The most output (stdout and stderr together) held in memory; past it the command is
+    /// killed (the run's `--max-memory`).
+    pub max_output: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,21 +160,25 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
     pump(Stream::Stderr, Box::new(stderr));
     drop(tx);
 
+    let cap = spec.max_output.unwrap_or(usize::MAX);
     let collect = async {
         let mut out = Vec::new();
         let mut err = Vec::new();
         while let Some((stream, line)) = rx.recv().await {
             let text = String::from_utf8_lossy(&line);
             on_line(stream, text.trim_end_matches(['\n', '\r']));
+            if out.len() + err.len() + line.len() > cap {
+                return None;
+            }
             match stream {
                 Stream::Stdout => out.extend_from_slice(&line),
                 Stream::Stderr => err.extend_from_slice(&line),
             }
         }
         let status = child.wait().await;
-        (out, err, status)
+        Some((out, err, status))
     };
-    let (stdout, stderr, status) = match spec.timeout {
+    let collected = match spec.timeout {
         Some(limit) => match tokio::time::timeout(limit, collect).await {
             Ok(r) => r,
             Err(_) => {
@@ -178,6 +187,10 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
             }
         },
         None => collect.await,
+    };
+    let Some((stdout, stderr, status)) = collected else {
+        drop(guard);
+        return Err(ExecError::TooMuchOutput { command, limit: format!("{} MiB", cap.div_ceil(1 << 20)) });
     };
     let status = status.map_err(io_err)?;
     guard.pgid = None;
