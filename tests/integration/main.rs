@@ -16,6 +16,7 @@ mod fixtures;
 mod harness;
 mod http;
 mod locks;
+mod memory;
 mod orphans;
 mod params;
 mod pty;
