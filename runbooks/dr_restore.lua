@@ -35,7 +35,8 @@ end)
 approve("Restore " .. chosen.key .. " (" .. chosen.created_at .. ") into the target database?")
 
 local restored = common.step("restore", { description = "Checksum first, then the restore" }, function()
-  return backup.restore(chosen, { into = params.target_url, clean = params.clean })
+  -- The store it was listed from (the manifest names the store as its writer saw it).
+  return backup.restore(chosen, { store = store, into = params.target_url, clean = params.clean })
 end)
 
 if params.policies then

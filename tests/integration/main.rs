@@ -21,6 +21,7 @@ mod orphans;
 mod params;
 mod pty;
 mod repl;
+mod resumable_runbooks;
 mod review;
 mod run;
 mod runbooks;

@@ -272,7 +272,12 @@ async fn restore(lua: Lua, (target, opts): (Value, Table)) -> mlua::Result<Value
         return Ok(p);
     }
     let (m, store) = manifest(&lua, target, store.as_ref()).await?;
-    let report = super::restore(&store, &m, &into, o.clean.unwrap_or(false)).await.map_err(err)?;
+    // A retry of this very step (resume, retry) may clean what its cut-off attempt restored.
+    let run = match (ctx.run_id(), ctx.current_step()) {
+        (Some(run), Some(step)) if ctx.mode == crate::engine::Mode::Run => Some(format!("{run}/{step}")),
+        _ => None,
+    };
+    let report = super::restore(&store, &m, &into, o.clean.unwrap_or(false), run.as_deref()).await.map_err(err)?;
     crate::lua::convert::from_json(&lua, &report)
 }
 

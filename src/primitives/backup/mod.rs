@@ -8,6 +8,7 @@
 //! mysqldump --single-transaction. Passwords reach the tools through their environment
 //! (PGPASSWORD, MYSQL_PWD), never their command line.
 pub mod lua;
+mod marker;
 pub mod prune;
 
 use std::collections::BTreeMap;
@@ -1186,7 +1187,7 @@ async fn table_count(target: &Source) -> Result<i64, BackupError> {
         Source::Postgres { .. } => {
             let mut conn = target.pg().await?;
             let n: i64 = sqlx::query_scalar(
-                "select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')",
+                "select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema') and table_name <> '_runbook_restore'",
             )
             .fetch_one(&mut conn)
             .await?;
@@ -1196,7 +1197,7 @@ async fn table_count(target: &Source) -> Result<i64, BackupError> {
         Source::MySql { .. } => {
             let mut conn = target.mysql().await?;
             let n: i64 =
-                sqlx::query_scalar("select count(*) from information_schema.tables where table_schema = database()")
+                sqlx::query_scalar("select count(*) from information_schema.tables where table_schema = database() and table_name <> '_runbook_restore'")
                     .fetch_one(&mut conn)
                     .await?;
             let _ = conn.close().await;
@@ -1208,23 +1209,35 @@ async fn table_count(target: &Source) -> Result<i64, BackupError> {
 }
 
 /// Restores a backup into `into`: checksum first, then the restore; returns timing and counts.
+///
+/// `run`: the run and step restoring (`RUN/STEP`), when in one. A target that step already
+/// started to restore into (its earlier attempt was cut off) is cleaned and restored again; any
+/// other non-empty target is refused unless `clean`.
 pub async fn restore(
     store: &Store,
     m: &Manifest,
     into: &Source,
     clean: bool,
+    run: Option<&str>,
 ) -> Result<serde_json::Value, BackupError> {
     if into.engine() != m.engine {
         return Err(BackupError::Usage(format!("a {} backup cannot be restored into {}", m.engine, into.shown())));
     }
     let started = Instant::now();
     let tables = table_count(into).await?;
-    if tables > 0 && !clean {
+    let marked = if tables > 0 { marker::read(into).await? } else { None };
+    let ours = run.is_some() && marked.as_deref() == run;
+    if tables > 0 && !clean && !ours {
+        let by = match &marked {
+            Some(other) => format!(" (a restore by {other} started there)"),
+            None => String::new(),
+        };
         return Err(BackupError::Usage(format!(
-            "{} already has {tables} table(s): restore into an empty database, or pass clean = true to replace them",
+            "{} already has {tables} table(s){by}: restore into an empty database, or pass clean = true to replace them",
             into.shown()
         )));
     }
+    let clean = clean || ours;
     if tables > 0 && m.format == "plain" && m.engine == "postgres" {
         return Err(BackupError::Usage(format!(
             "{} has {tables} table(s) and a plain-format backup cannot replace them: drop and recreate the database, or restore into an empty one",
@@ -1233,10 +1246,14 @@ pub async fn restore(
     }
     let scratch = scratch()?;
     let object = fetch_checked(store, m, &scratch).await?;
+    if let Some(run) = run {
+        marker::write(into, run, &m.key).await?;
+    }
     let counts = restore_into(m, &object, into, clean && tables > 0).await?;
     Ok(serde_json::json!({
         "key": m.key,
         "into": into.shown(),
+        "cleaned_earlier_attempt": ours,
         "tables": counts,
         "duration_ms": started.elapsed().as_millis() as u64,
     }))

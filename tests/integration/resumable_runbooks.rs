@@ -1,0 +1,88 @@
+//! The shipped runbooks resume after a kill inside their long steps and reach the same end as an
+//! uninterrupted run: every step is safe to run again after being cut anywhere.
+use serde_json::json;
+
+use crate::harness::{signal, Env};
+use crate::servers::postgres;
+
+fn runbook(name: &str) -> String {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("runbooks").join(name).display().to_string()
+}
+
+/// Waits until `tool` runs as a child of `parent` (the step's command), at most 30 s.
+fn wait_for_child(parent: u32, tool: &str) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let running = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let fields: Vec<&str> = stat.split_whitespace().collect();
+            stat.contains(&format!("({tool})")) && fields.get(3) == Some(&parent.to_string().as_str())
+        });
+        if running {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn dr_restore_killed_while_restoring_resumes_to_the_same_restored_database() {
+    let pg = postgres();
+    let source = pg.fresh_database("dr_src");
+    let target = pg.fresh_database("dr_dst");
+    let env = Env::new();
+    env.write(
+        "seed.lua",
+        r#"runbook { name = "seed" }
+local c = db.connect(secret("SOURCE_URL"))
+step("seed", function()
+  c:execute("create table orders (id bigserial primary key, customer text not null, total numeric(12,2))")
+  c:execute("insert into orders (customer, total) select 'c' || g, g * 0.5 from generate_series(1, 400000) g")
+  c:execute("create table refunds (id serial primary key, order_id bigint references orders (id))")
+  c:execute("insert into refunds (order_id) select g from generate_series(1, 1000) g")
+  c:execute("create index orders_customer on orders (customer)")
+end)
+step("backup", function() return backup.create{ source = secret("SOURCE_URL"), to = storage.open("file://./backups") } end)
+"#,
+    );
+    env.run_env(&["run", "seed.lua"], &[("SOURCE_URL", &source)]).assert_code(0);
+
+    let store = format!("store=file://{}", env.path("backups").display());
+    let args = ["run", &runbook("dr_restore.lua"), "-p", &store, "--yes"];
+    let child = env
+        .cmd(&args)
+        .env("TARGET_DATABASE_URL", &target)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if !wait_for_child(child.id(), "pg_restore") {
+        let out = crate::harness::finish(child, 30);
+        panic!("pg_restore was not seen running:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    }
+    // Let it restore part of the data, then kill the runner (pg_restore dies with it).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(child.id(), 9);
+    let _ = crate::harness::finish(child, 30);
+    let tables = pg.query(&target, "select count(*) from information_schema.tables where table_schema = 'public'");
+    assert_ne!(tables, "0", "the cut-off restore left tables behind");
+
+    let resumed = env.cmd(&["resume", "last"]).env("TARGET_DATABASE_URL", &target).output().unwrap();
+    assert_eq!(resumed.status.code(), Some(0), "{}", String::from_utf8_lossy(&resumed.stderr));
+    let show = env.show("last");
+    let restore = Env::step(&show, "restore");
+    assert_eq!(restore["status"], "succeeded");
+    assert_eq!(restore["result"]["cleaned_earlier_attempt"], true);
+    assert_eq!(Env::step(&show, "compare counts")["result"], json!({"orders": 400000, "refunds": 1000}));
+    assert_eq!(pg.query(&target, "select sum(total)::text from orders"), pg.query(&source, "select sum(total)::text from orders"));
+    assert_eq!(pg.query(&target, "select count(*) from pg_indexes where indexname = 'orders_customer'"), "1");
+
+    // Another run does not clean what this one restored: it is refused, as any filled database.
+    let other = env.cmd(&args).env("TARGET_DATABASE_URL", &target).output().unwrap();
+    assert_eq!(other.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(stderr.contains("already has") && stderr.contains("a restore by 20"), "{stderr}");
+}
