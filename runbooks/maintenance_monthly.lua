@@ -28,6 +28,12 @@ end)
 local total_before, total_after = 0, 0
 for _, name in ipairs(params.tables) do
   local r = step("maintain " .. name, { description = "REINDEX TABLE, then VACUUM ANALYZE" }, function()
+    -- A run cut off during this step (a kill, a timeout) left invalid indexes behind: drop them
+    -- first, so the step ends the same however often it ran.
+    local leftovers = pg.drop_reindex_leftovers(conn, name)
+    if #leftovers > 0 then
+      log.warn("dropped what an interrupted REINDEX left", { table = name, indexes = table.concat(leftovers, ", ") })
+    end
     local before = size(name)
     -- CONCURRENTLY: reads and writes go on meanwhile (each statement is its own transaction here).
     conn:execute(conn:scalar("select format('REINDEX TABLE CONCURRENTLY %s', $1::text::regclass)", name))

@@ -130,6 +130,26 @@ function M.reindex(c, indexes)
   return each_statement(c, indexes, "select format('REINDEX INDEX %I.%I', $1::text, $2::text)")
 end
 
+--- Drops what an interrupted `REINDEX ... CONCURRENTLY` left on a table: the invalid indexes
+--- named `<index>_ccnew` / `_ccold` (PostgreSQL's own names for them), which a new REINDEX
+--- CONCURRENTLY skips and nothing else removes. Returns the indexes dropped.
+function M.drop_reindex_leftovers(c, table_name)
+  local leftovers = c:query([[
+    select format('%I.%I', n.nspname, ic.relname) as name
+    from pg_index i
+    join pg_class ic on ic.oid = i.indexrelid
+    join pg_namespace n on n.oid = ic.relnamespace
+    where i.indrelid = $1::text::regclass and not i.indisvalid
+      and ic.relname ~ '_cc(new|old)[0-9]*$'
+    order by 1]], table_name)
+  local dropped = {}
+  for _, row in ipairs(leftovers) do
+    c:execute("drop index concurrently if exists " .. row.name)
+    dropped[#dropped + 1] = row.name
+  end
+  return dropped
+end
+
 --- Replication lag: on a primary, one entry per replica; on a replica, its own replay delay;
 --- empty when there is no replication.
 function M.replication_lag(c)

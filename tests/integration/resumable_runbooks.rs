@@ -86,3 +86,42 @@ step("backup", function() return backup.create{ source = secret("SOURCE_URL"), t
     let stderr = String::from_utf8_lossy(&other.stderr);
     assert!(stderr.contains("already has") && stderr.contains("a restore by 20"), "{stderr}");
 }
+
+#[test]
+fn maintenance_monthly_killed_during_reindex_resumes_without_a_second_reindex_or_leftover_indexes() {
+    let pg = postgres();
+    let url = pg.fresh_database("maint");
+    pg.query(
+        &url,
+        "create table events (id bigserial primary key, kind text, at timestamptz default now()); \
+         insert into events (kind) select 'k' || (g % 1000) from generate_series(1, 600000) g; \
+         create index events_kind on events (kind); create index events_at on events (at)",
+    );
+    let env = Env::new();
+    let args = ["run", &runbook("maintenance_monthly.lua"), "-p", "tables=events"];
+    let child = env.cmd(&args).env("DATABASE_URL", &url).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let reindexing = || {
+        pg.query(&url, "select count(*) from pg_stat_activity where query ilike 'REINDEX%' and state = 'active' and application_name like 'runbook/%'")
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while reindexing() != "1" {
+        assert!(std::time::Instant::now() < deadline, "REINDEX was seen running");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    signal(child.id(), 9);
+    let _ = crate::harness::finish(child, 30);
+
+    let out = env.cmd(&["resume", "last"]).env("DATABASE_URL", &url).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The killed runner's REINDEX was stopped before the step ran again, and what it left dropped.
+    assert!(stdout.contains("stopped work left running by an earlier attempt"), "{stdout}");
+    assert_eq!(reindexing(), "0");
+    assert_eq!(pg.query(&url, "select count(*) from pg_index i where i.indrelid = 'events'::regclass and not i.indisvalid"), "0");
+    assert_eq!(
+        pg.query(&url, "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'events'"),
+        "events_at,events_kind,events_pkey",
+        "the same indexes as before, and no _ccnew leftovers"
+    );
+    assert_eq!(Env::step(&env.show("last"), "maintain events")["status"], "succeeded");
+}

@@ -59,6 +59,13 @@ function pg.kill_idle(c, opts) end
 ---@return string[]
 function pg.vacuum_analyze(c, tables) end
 
+--- Drops the invalid `_ccnew`/`_ccold` indexes an interrupted REINDEX CONCURRENTLY left on a
+--- table; returns the indexes dropped.
+---@param c DbConnection
+---@param table_name string
+---@return string[]
+function pg.drop_reindex_leftovers(c, table_name) end
+
 --- REINDEX each index; returns the indexes done.
 ---@param c DbConnection
 ---@param indexes string[]
