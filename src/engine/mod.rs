@@ -434,6 +434,10 @@ impl Ctx {
         mutating: bool,
         action: impl FnOnce() -> String,
     ) -> mlua::Result<Option<Value>> {
+        // Nothing acts once the run was stopped (a gate, a cancel), even if the runbook caught it.
+        if !self.mode.is_static() {
+            self.check_halt()?;
+        }
         match self.mode {
             Mode::Plan | Mode::Check => Ok(Some(crate::lua::placeholder(lua, primitive)?)),
             Mode::DryRun if mutating => {
@@ -679,15 +683,36 @@ fn register(lua: &Lua, ctx: &Rc<Ctx>) -> mlua::Result<()> {
     let deadline = Rc::clone(&ctx.deadline);
     let stop = ctx.stop_tx.subscribe();
     lua.set_global_hook(HookTriggers::new().every_nth_instruction(20_000), move |_lua, _debug| {
-        if let Some(reason) = stop.borrow().clone() {
-            return Err(mlua::Error::external(Halt::Cancelled(reason.describe())));
-        }
-        match deadline.get() {
-            Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
-            _ => Ok(VmState::Continue),
-        }
+        pending_stop(&stop, &deadline, None)?;
+        Ok(VmState::Continue)
     })?;
-    Ok(())
+    // ... and `pcall` cannot swallow them (nor a gate that stopped the run): see stoppable.lua.
+    let (deadline, stop, weak) = (Rc::clone(&ctx.deadline), ctx.stop_tx.subscribe(), Rc::downgrade(ctx));
+    let must_stop = lua.create_function(move |_, ()| {
+        let halt = weak.upgrade().and_then(|c| c.st.borrow().halt.clone());
+        pending_stop(&stop, &deadline, halt)
+    })?;
+    let install: Function = lua.unpack(crate::lua::run_internal(lua, "internal.stoppable")?)?;
+    install.call::<()>(must_stop)
+}
+
+/// The error a pending stop raises: a stop request (signal, cancel), a hard halt kept in the
+/// context (a gate that stopped the run), or the running step's deadline.
+fn pending_stop(
+    stop: &watch::Receiver<Option<StopReason>>,
+    deadline: &Cell<Option<Instant>>,
+    halt: Option<Halt>,
+) -> mlua::Result<()> {
+    if let Some(reason) = stop.borrow().clone() {
+        return Err(mlua::Error::external(Halt::Cancelled(reason.describe())));
+    }
+    if let Some(h) = halt {
+        return Err(mlua::Error::external(h));
+    }
+    match deadline.get() {
+        Some(d) if Instant::now() >= d => Err(mlua::Error::runtime("step timed out")),
+        _ => Ok(()),
+    }
 }
 
 /// SIGINT and SIGTERM stop the run gracefully: the running step (or undo) is abandoned, its

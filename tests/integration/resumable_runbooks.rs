@@ -61,7 +61,11 @@ step("backup", function() return backup.create{ source = secret("SOURCE_URL"), t
         .unwrap();
     if !wait_for_child(child.id(), "pg_restore") {
         let out = crate::harness::finish(child, 30);
-        panic!("pg_restore was not seen running:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        panic!(
+            "pg_restore was not seen running:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     // Let it restore part of the data, then kill the runner (pg_restore dies with it).
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -77,7 +81,10 @@ step("backup", function() return backup.create{ source = secret("SOURCE_URL"), t
     assert_eq!(restore["status"], "succeeded");
     assert_eq!(restore["result"]["cleaned_earlier_attempt"], true);
     assert_eq!(Env::step(&show, "compare counts")["result"], json!({"orders": 400000, "refunds": 1000}));
-    assert_eq!(pg.query(&target, "select sum(total)::text from orders"), pg.query(&source, "select sum(total)::text from orders"));
+    assert_eq!(
+        pg.query(&target, "select sum(total)::text from orders"),
+        pg.query(&source, "select sum(total)::text from orders")
+    );
     assert_eq!(pg.query(&target, "select count(*) from pg_indexes where indexname = 'orders_customer'"), "1");
 
     // Another run does not clean what this one restored: it is refused, as any filled database.
@@ -117,9 +124,15 @@ fn maintenance_monthly_killed_during_reindex_resumes_without_a_second_reindex_or
     // The killed runner's REINDEX was stopped before the step ran again, and what it left dropped.
     assert!(stdout.contains("stopped work left running by an earlier attempt"), "{stdout}");
     assert_eq!(reindexing(), "0");
-    assert_eq!(pg.query(&url, "select count(*) from pg_index i where i.indrelid = 'events'::regclass and not i.indisvalid"), "0");
     assert_eq!(
-        pg.query(&url, "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'events'"),
+        pg.query(&url, "select count(*) from pg_index i where i.indrelid = 'events'::regclass and not i.indisvalid"),
+        "0"
+    );
+    assert_eq!(
+        pg.query(
+            &url,
+            "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'events'"
+        ),
         "events_at,events_kind,events_pkey",
         "the same indexes as before, and no _ccnew leftovers"
     );
