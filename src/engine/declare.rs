@@ -262,6 +262,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         st.scrubbed_at = crate::secret::generation();
         st.heartbeat = Some(super::spawn_heartbeat(&ctx, run_id.clone(), journal.clone()));
     }
+    ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).run = Some((run_id.clone(), journal.clone(), ctx.me.clone()));
     ctx.out.attach(&run_id, journal);
     let event = if ctx.resume.is_some() && !ctx.queued { "run_resumed" } else { "run_started" };
     ctx.out.emit(

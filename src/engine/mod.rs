@@ -8,6 +8,7 @@
 mod declare;
 mod params;
 mod step;
+pub mod watchdog;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -272,6 +273,8 @@ pub struct Ctx {
     cancel_ack: Arc<std::sync::atomic::AtomicBool>,
     /// False when the cancel asked for no rollback (`runbook cancel --no-rollback`).
     cancel_rollback: Arc<std::sync::atomic::AtomicBool>,
+    /// What the watchdog thread watches (see `watchdog`).
+    pub(crate) watch: watchdog::Shared,
 }
 
 impl Ctx {
@@ -316,6 +319,7 @@ impl Ctx {
             deadline: Rc::new(Cell::new(None)),
             cancel_ack: Default::default(),
             cancel_rollback: Arc::new(true.into()),
+            watch: Default::default(),
         })
     }
 
@@ -483,6 +487,12 @@ impl Ctx {
     pub fn stop_requested(&self) -> Option<StopReason> {
         self.stop_tx.borrow().clone()
     }
+
+    /// Tells the watchdog whether the engine runs the runbook's code now (false) or has its hands
+    /// back (true: a stop request is being handled).
+    pub(crate) fn set_reacted(&self, reacted: bool) {
+        self.watch.lock().unwrap_or_else(|p| p.into_inner()).reacted = reacted;
+    }
 }
 
 /// Whom server-side work belongs to: `runbook/<run id>/<step>#<attempt>`, at most 63 bytes of
@@ -573,6 +583,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
     let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let (stop_tx, _) = watch::channel(None);
+    let watched = if inv.mode.is_static() { watchdog::Shared::default() } else { watchdog::spawn(stop_tx.subscribe()) };
     let (resume, records) = match inv.resume {
         Some((run, steps)) => {
             let records = steps.into_iter().map(|s| (s.name.clone(), s)).collect();
@@ -627,6 +638,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         deadline: Rc::new(Cell::new(None)),
         cancel_ack: Default::default(),
         cancel_rollback: Arc::new(true.into()),
+        watch: watched,
     });
 
     let lua = crate::lua::new_sandbox(&dir, max_memory)
@@ -651,6 +663,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         r = func.call_async::<()>(()) => Some(r),
         _ = stop_rx.wait_for(|r| r.is_some()) => None,
     };
+    ctx.set_reacted(true);
     let outcome = finish(&lua, &ctx, result).await;
     // Also when `finish` stopped early on a journal error: the heartbeat must not keep a run
     // alive in a long-lived worker. A lock taken for a run that was never recorded is released;
@@ -663,6 +676,18 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     }
     signals.abort();
     let _ = ctx.out.flush().await;
+    // The run is recorded. Closing the VM runs the runbook's finalizers: one that loops is cut
+    // short by the hook (its error becomes a warning), one stuck in C by the watchdog.
+    let code = match &outcome {
+        Ok(o) => o.exit_code(),
+        Err(e) => e.exit_code(),
+    };
+    ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).closing = Some((Instant::now(), code));
+    let _ = lua.set_hook(HookTriggers::new().every_nth_instruction(1_000), |_, _| {
+        Err(mlua::Error::runtime("the run is over: a finalizer of the runbook was stopped"))
+    });
+    lua.remove_app_data::<Rc<Ctx>>();
+    drop(lua);
     outcome
 }
 
@@ -739,7 +764,24 @@ fn spawn_signal_watch(ctx: &Rc<Ctx>, drain: bool) -> tokio::task::JoinHandle<()>
             };
         }
         tx.send_replace(Some(StopReason::Signal(name)));
+        // One more ends the process at once, whatever the runbook is doing; the run stays
+        // resumable (its process is gone: `interrupted`).
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        if SECOND_SIGNAL_EXITS.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("runbook: second signal: stopping at once; resume the run with `runbook resume`");
+            std::process::exit(i32::from(crate::error::exit::INTERRUPTED));
+        }
     })
+}
+
+static SECOND_SIGNAL_EXITS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// The REPL keeps its process on a second Ctrl-C during `:resume` (it handles Ctrl-C itself).
+pub fn keep_process_on_second_signal() {
+    SECOND_SIGNAL_EXITS.store(false, std::sync::atomic::Ordering::SeqCst);
 }
 
 impl Ctx {
@@ -1139,10 +1181,12 @@ async fn rollback(
         let label = ctx.work_label();
         let arg = crate::lua::convert::from_json(lua, &entry.result).unwrap_or(Value::Nil);
         let started = Instant::now();
+        ctx.set_reacted(false);
         let res = tokio::select! {
             r = entry.func.call_async::<()>(arg) => Some(r),
             _ = stop.wait_for(|r| r.is_some()) => None,
         };
+        ctx.set_reacted(true);
         ctx.st.borrow_mut().current_step = None;
         let ms = started.elapsed().as_millis() as u64;
         match res {

@@ -426,11 +426,18 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         let label = ctx.work_label();
         ctx.out.emit("step_started", Some(&name), json!({"status": "running", "attempt": attempt}));
         let started = Instant::now();
+        ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).step = Some(super::watchdog::WatchedStep {
+            deadline: opts.timeout.and_then(|t| started.checked_add(t)),
+            timeout: opts.timeout,
+            record: rec.clone(),
+            label: label.clone(),
+        });
         let outcome = match opts.timeout {
             Some(limit) => {
                 ctx.deadline.set(started.checked_add(limit));
                 let r = tokio::time::timeout(limit, func.call_async::<Value>(attempt)).await;
                 ctx.deadline.set(None);
+                ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).step = None;
                 match r {
                     Ok(r) => r,
                     Err(_) => {
@@ -442,6 +449,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             }
             None => func.call_async::<Value>(attempt).await,
         };
+        ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).step = None;
         {
             let mut st = ctx.st.borrow_mut();
             st.current_step = None;

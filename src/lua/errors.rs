@@ -93,10 +93,12 @@ pub fn split_location(message: &str) -> (Option<Location>, &str) {
     (Some(Location { file: file.to_string(), line: digits.parse().unwrap_or(0) }), rest)
 }
 
+/// The first frame of a traceback in a runbook or a module it required: C frames and the
+/// engine's own Lua (`internal/...`) are not where a runbook went wrong.
 fn first_frame(traceback: &str) -> Option<Location> {
     traceback.lines().skip(1).find_map(|l| {
         let l = l.trim();
-        if l.starts_with('[') {
+        if l.starts_with('[') || l.starts_with("internal/") {
             return None;
         }
         split_location(l).0

@@ -83,6 +83,7 @@ pub async fn run(opts: Options) -> Result<u8> {
     let journal = journal::open(opts.state.as_deref()).await?;
     // The REPL owns the terminal: a gate met by `:resume` stops the run at waiting_approval.
     engine::disable_prompts();
+    engine::keep_process_on_second_signal();
     let mut repl = Repl::new(journal.clone(), &config)?;
     repl.state = opts.state.clone();
     repl.journal.put_session(&repl.session).await?;

@@ -30,5 +30,6 @@ mod schedule;
 mod secrets;
 mod servers;
 mod ssh;
+mod stopping;
 mod storage;
 mod tls;
