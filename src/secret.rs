@@ -121,6 +121,14 @@ pub fn register(value: &str, name: &str) {
         for token in value.split_whitespace().filter(|t| t.len() >= MIN_TOKEN_LEN && !t.starts_with("-----")) {
             register_one(token, name, false);
         }
+        // A file of short lines (`user: deploy` / `pass: Hunter2-xyz`): each line, and the value
+        // of each `key: value` or `key=value` line, as output streams them line by line.
+        for line in value.lines().map(str::trim).filter(|l| !l.starts_with("-----")) {
+            register_one(line, name, false);
+            if let Some((_, v)) = line.split_once([':', '=']) {
+                register_one(v.trim().trim_matches(['"', '\'']), name, false);
+            }
+        }
     }
     register_one(value, name, false);
 }
@@ -203,7 +211,18 @@ mod tests {
         let _k =
             Secret::new("key", "-----BEGIN KEY-----\nAAAAB3NzaC1yc2EAAAADAQAB\n-----END KEY-----\napiVersion: v1\n");
         assert_eq!(redact("line: AAAAB3NzaC1yc2EAAAADAQAB"), "line: <secret:key>");
-        assert_eq!(redact("apiVersion: v1"), "apiVersion: v1", "short tokens of a multi-line secret are left alone");
+        assert_eq!(
+            redact("served by api v1"),
+            "served by api v1",
+            "short tokens of a multi-line secret are left alone"
+        );
+    }
+
+    #[test]
+    fn each_short_line_of_a_secret_file_and_its_values_are_scrubbed() {
+        let _f = Secret::new("creds", "user: deploy-bot\npass: Hunter2-xyz\n");
+        assert_eq!(redact("user: deploy-bot"), "<secret:creds>");
+        assert_eq!(redact("the password is Hunter2-xyz."), "the password is <secret:creds>.");
     }
 
     #[test]

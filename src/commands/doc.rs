@@ -10,7 +10,8 @@ use crate::error::{exit, Error, Result};
 
 pub async fn doc(file: &Path, params: Vec<(String, String)>, output: Option<PathBuf>) -> Result<u8> {
     let outcome = super::inspect::evaluate(file, Mode::Plan, params, None).await?;
-    let text = render(file, &outcome)?;
+    // A guide is committed: no secret's value in it, whatever the runbook put in its texts.
+    let text = crate::secret::redact(&render(file, &outcome)?).into_owned();
     match output {
         Some(path) => {
             std::fs::write(&path, &text).map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?

@@ -22,53 +22,64 @@ pub(super) async fn evaluate(
     engine::execute(inv, None, super::static_reporter()).await
 }
 
+/// `println!` into a String.
+macro_rules! outln {
+    ($out:expr, $($arg:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($arg)*);
+    }};
+}
+
 pub async fn plan(args: PlanArgs) -> Result<u8> {
     let outcome = evaluate(&args.file, Mode::Plan, args.params.params, args.params.params_file).await?;
     let decl = outcome.decl.as_ref().ok_or_else(|| Error::Runbook("no declaration".into()))?;
     if args.output == Format::Json {
-        println!(
-            "{}",
-            json!({"runbook": decl, "path": args.file.display().to_string(), "steps": outcome.plan, "notes": outcome.notes})
-        );
+        let mut plan = json!({"runbook": decl, "path": args.file.display().to_string(), "steps": outcome.plan, "notes": outcome.notes});
+        crate::secret::redact_json(&mut plan);
+        println!("{plan}");
         return Ok(exit::OK);
     }
-    println!("{} ({})", decl.name, args.file.display());
+    // Written whole, then redacted: a secret's value in a step name, a gate's message or a
+    // param's description never reaches the screen.
+    let mut out = String::new();
+    outln!(out, "{} ({})", decl.name, args.file.display());
     if let Some(d) = &decl.description {
-        println!("  {d}");
+        outln!(out, "  {d}");
     }
     let mut flags = Vec::new();
     if let Some(l) = &decl.lock {
         flags.push(format!("lock: {l}"));
     }
     flags.push(format!("rollback: {}", decl.rollback));
-    println!("  {}", flags.join(", "));
+    outln!(out, "  {}", flags.join(", "));
     if !decl.params.is_empty() {
-        println!("\nParams:");
+        outln!(out, "\nParams:");
         for p in &decl.params {
             let default = p.default.as_ref().map(|d| format!(" default {d}")).unwrap_or_default();
             let req = if p.required { " required" } else { "" };
             let env = p.env.as_ref().map(|e| format!(" env ${e}")).unwrap_or_default();
             let desc = p.description.as_ref().map(|d| format!("  {d}")).unwrap_or_default();
-            println!("  {:<16} {}{req}{default}{env}{desc}", p.name, p.ty.as_str());
+            outln!(out, "  {:<16} {}{req}{default}{env}{desc}", p.name, p.ty.as_str());
         }
     }
-    println!("\nSteps:");
+    outln!(out, "\nSteps:");
     for (i, s) in outcome.plan.iter().enumerate() {
         let opts = if s.options.is_empty() { String::new() } else { format!("  [{}]", s.options.join(", ")) };
         match s.kind {
-            "approval" => println!("  {:>3}. approval: {}  (line {})", i + 1, s.name, s.line),
-            _ => println!("  {:>3}. {}  (line {}){opts}", i + 1, s.name, s.line),
+            "approval" => outln!(out, "  {:>3}. approval: {}  (line {})", i + 1, s.name, s.line),
+            _ => outln!(out, "  {:>3}. {}  (line {}){opts}", i + 1, s.name, s.line),
         }
         if let Some(d) = &s.description {
-            println!("       {d}");
+            outln!(out, "       {d}");
         }
     }
     if outcome.plan.is_empty() {
-        println!("  (none)");
+        outln!(out, "  (none)");
     }
     for n in &outcome.notes {
-        println!("\nnote: {n}");
+        outln!(out, "\nnote: {n}");
     }
+    print!("{}", crate::secret::redact(&out));
     Ok(exit::OK)
 }
 

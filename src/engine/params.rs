@@ -238,7 +238,7 @@ pub type Resolved = (BTreeMap<String, ParamValue>, Vec<String>);
 /// Resolves every param, or returns every problem.
 pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<String>> {
     let mut problems = Vec::new();
-    let mut warnings = Vec::new();
+    let warnings = Vec::new();
     let mut values = BTreeMap::new();
     for (k, _) in src.cli {
         if !specs.iter().any(|s| &s.name == k) {
@@ -259,11 +259,16 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
         let stored_raw = src.stored.and_then(|s| s.get(&spec.name));
         let redacted = spec.ty != ParamType::Secret && stored_raw.is_some_and(|v| v.to_string().contains("<secret:"));
         let stored = stored_raw.filter(|_| spec.ty != ParamType::Secret && !redacted).cloned();
-        let cli = src.cli.iter().rev().find(|(k, _)| k == &spec.name).map(|(_, v)| v.clone());
+        let given_times = src.cli.iter().filter(|(k, _)| k == &spec.name).count();
+        if given_times > 1 {
+            problems.push(format!("param '{}' is given {given_times} times with -p: give it once", spec.name));
+            continue;
+        }
+        let cli = src.cli.iter().find(|(k, _)| k == &spec.name).map(|(_, v)| v.clone());
         let file = src.file.and_then(|f| f.get(&spec.name)).cloned();
         if redacted && cli.is_none() && file.is_none() && !src.lenient {
             problems.push(format!(
-                "param '{}' held the value of a secret when the run started, so it was not stored: give it again with -p {}=... or --params-file",
+                "param '{}' held the value of a secret when the run started, so it was not stored: give it again (--params-file keeps it off the command line; -p {}=... works)",
                 spec.name, spec.name
             ));
             continue;
@@ -280,12 +285,18 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
                 continue;
             }
         }
-        if cli.is_some() && spec.ty == ParamType::Secret && !src.lenient {
-            warnings.push(format!(
-                "param '{}' is a secret given with -p: command lines are visible to every user in the process list; prefer {}",
+        if cli.is_some() && spec.ty == ParamType::Secret {
+            // The runner's own command line is visible to every user of the host (ps,
+            // /proc/PID/cmdline) for as long as the run lasts: refused, not warned about.
+            problems.push(format!(
+                "param '{}' is a secret and cannot be given with -p: command lines are visible to every user of the host (ps); give it through {}",
                 spec.name,
-                spec.env.as_deref().map(|e| format!("the environment variable {e}")).unwrap_or_else(|| "--params-file".into())
+                match spec.env.as_deref() {
+                    Some(e) => format!("its environment variable {e} (or --params-file, mode 0600)"),
+                    None => "--params-file (mode 0600), or declare `env = \"VAR\"` for it".into(),
+                }
             ));
+            continue;
         }
         let env = spec.env.as_ref().and_then(|var| std::env::var(var).ok().map(|v| (var.clone(), v)));
         let (raw, origin) = if let Some(c) = cli {
@@ -300,9 +311,11 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
             (Raw::Json(d.clone()), "default".to_string())
         } else {
             if spec.required && !src.lenient {
-                let how = match &spec.env {
-                    Some(var) => format!("-p {}=... or the environment variable {var}", spec.name),
-                    None => format!("-p {}=...", spec.name),
+                let how = match (&spec.env, spec.ty == ParamType::Secret) {
+                    (Some(var), true) => format!("the environment variable {var} or --params-file"),
+                    (None, true) => "--params-file".to_string(),
+                    (Some(var), false) => format!("-p {}=... or the environment variable {var}", spec.name),
+                    (None, false) => format!("-p {}=...", spec.name),
                 };
                 let resumed = if src.stored.is_some() {
                     " (secrets are not stored in the journal: give it again to resume)"

@@ -696,7 +696,9 @@ macro_rules! sql_journal {
                         .fetch_optional(&mut *self.db().await?)
                         .await?;
                     let holder_ended = match status.as_deref().map(RunStatus::parse) {
-                        None => true,
+                        // Not recorded: a run still starting (it takes its lock before it records
+                        // itself), or one whose process died before it could.
+                        None => holder.owner.is_gone(&holder.heartbeat_at, held_lease),
                         Some(Ok(s)) => {
                             let gone = s.is_active() && holder.owner.is_gone(&holder.heartbeat_at, held_lease);
                             holder.status = Some(if gone { RunStatus::Interrupted } else { s });
@@ -929,6 +931,8 @@ macro_rules! sql_journal {
                     }
                 }
                 tx.commit().await?;
+                drop(db);
+                self.after_scrub().await;
                 Ok(())
             }
 

@@ -174,6 +174,15 @@ impl SqliteJournal {
         self.path.display().to_string()
     }
 
+    /// The scrubbed rows' earlier versions are still in the WAL (and would stay there until a
+    /// checkpoint): copy the current pages into the database and empty the WAL now. Best effort:
+    /// an outside reader in a long transaction can hold it back, and the next scrub tries again.
+    async fn after_scrub(&self) {
+        if let Ok(mut db) = self.db().await {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *db).await;
+        }
+    }
+
     async fn shutdown(&self) {
         if let Some(conn) = self.conn.lock().await.take() {
             let _ = conn.close().await;

@@ -348,6 +348,11 @@ fn deploy_runbook_end_to_end_with_failures_rollbacks_and_a_resume() {
             format!("frontend_env={}", env.path("frontend.env").display()),
             "smoke=/api/health,/".into(),
         ] {
+            // A param in `extra` replaces the default here (a param is given once).
+            let name = p.split('=').next().unwrap_or_default().to_string();
+            if extra.iter().any(|e| e.starts_with(&format!("{name}="))) {
+                continue;
+            }
             args.push("-p".into());
             args.push(p);
         }

@@ -115,14 +115,15 @@ fn a_lock_left_behind_by_a_run_that_ended_or_was_never_recorded_is_free() {
     env.write("release", "");
     env.run(&["run", "rb.lua"]).assert_code(0);
     let ended = env.show("last")["run_id"].as_str().unwrap().to_string();
-    // As if killed between recording the end and releasing the lock; then a run never recorded.
+    // As if killed between recording the end and releasing the lock; then a run never recorded
+    // whose process (on another host, its heartbeat long stale) is gone.
     for holder in [ended.as_str(), "20990101-000000-deadbeef"] {
         let db = env.journal_path();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             use sqlx::Connection;
             let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
-            sqlx::query("INSERT INTO locks (name, run_id, host, pid, pid_start, acquired_at, heartbeat_at, lease_secs) VALUES ('db-maintenance', $1, 'elsewhere', 1, NULL, '2026-01-01T00:00:00.000Z', '2099-01-01T00:00:00.000Z', 30)")
+            sqlx::query("INSERT INTO locks (name, run_id, host, pid, pid_start, acquired_at, heartbeat_at, lease_secs) VALUES ('db-maintenance', $1, 'elsewhere', 1, NULL, '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 30)")
                 .bind(holder)
                 .execute(&mut conn)
                 .await

@@ -114,11 +114,14 @@ step("b", function() exec{"test", "-f", "go"}; return params.n + 1 end)
 }
 
 #[test]
-fn a_secret_on_the_command_line_is_warned_about() {
+fn a_secret_on_the_command_line_is_refused_and_a_param_given_twice_too() {
     let env = Env::new();
     env.write("rb.lua", RB);
     let r = env.run(&["run", "rb.lua", "-p", "mode=fast", "-p", "host=h", "-p", "token=abcdef123"]);
-    r.assert_code(0);
-    assert!(r.stdout.contains("visible to every user in the process list"), "{}", r.stdout);
+    r.assert_code(2);
+    assert!(r.stderr.contains("param 'token' is a secret and cannot be given with -p"), "{}", r.stderr);
     assert!(!r.all().contains("abcdef123"));
+    let r = env.run(&["run", "rb.lua", "-p", "mode=fast", "-p", "host=h", "-p", "host=i"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("param 'host' is given 2 times with -p"), "{}", r.stderr);
 }

@@ -64,3 +64,23 @@ pub async fn write(target: &Source, run_id: &str, key: &str) -> Result<(), Backu
     }
     Ok(())
 }
+
+/// Removes the mark once the restore is complete (the restored database carries no table of
+/// ours). A kill in the instant between the two leaves a filled database that a retry refuses.
+pub async fn remove(target: &Source) -> Result<(), BackupError> {
+    let sql = format!("drop table if exists {TABLE}");
+    match target {
+        Source::Postgres { .. } => {
+            let mut c = target.pg().await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            let _ = c.close().await;
+        }
+        Source::MySql { .. } => {
+            let mut c = target.mysql().await?;
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut c).await?;
+            let _ = c.close().await;
+        }
+        Source::Sqlite { .. } => {}
+    }
+    Ok(())
+}

@@ -1237,6 +1237,8 @@ pub async fn restore(
             into.shown()
         )));
     }
+    // Only a restore that would refuse a filled target on its retry needs the mark.
+    let mark = run.filter(|_| !clean);
     let clean = clean || ours;
     if tables > 0 && m.format == "plain" && m.engine == "postgres" {
         return Err(BackupError::Usage(format!(
@@ -1246,10 +1248,13 @@ pub async fn restore(
     }
     let scratch = scratch()?;
     let object = fetch_checked(store, m, &scratch).await?;
-    if let Some(run) = run {
+    if let Some(run) = mark {
         marker::write(into, run, &m.key).await?;
     }
     let counts = restore_into(m, &object, into, clean && tables > 0).await?;
+    if mark.is_some() {
+        marker::remove(into).await?;
+    }
     Ok(serde_json::json!({
         "key": m.key,
         "into": into.shown(),

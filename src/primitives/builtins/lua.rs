@@ -55,6 +55,11 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
         Value::String(s) => {
             let var = s.to_string_lossy();
             if ctx.mode.is_static() {
+                // Plan, check and doc use no secret, but their output is shown and committed:
+                // the value, when it can be read, is known to the redactor all the same.
+                if let Ok(v) = std::env::var(&var) {
+                    crate::secret::register(&v, &var);
+                }
                 Ok(crate::secret::Secret::new(&var, ""))
             } else {
                 super::secret_from_env(&var, &var)
@@ -76,6 +81,19 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
             let Some(name) = name else {
                 return Err(error("secret", "give env = \"VAR\" or file = \"path\""));
             };
+            if ctx.mode.is_static() {
+                // As above: not used, but known to the redactor.
+                let known = match (&env, &file) {
+                    (Some(var), None) => std::env::var(var).ok(),
+                    (None, Some(f)) => {
+                        super::secret_from_file(Path::new(f), &base, &name).ok().map(|s| s.expose().to_string())
+                    }
+                    _ => None,
+                };
+                if let Some(v) = known {
+                    crate::secret::register(&v, &name);
+                }
+            }
             match (env, file) {
                 _ if ctx.mode.is_static() => Ok(crate::secret::Secret::new(&name, "")),
                 (Some(var), None) => super::secret_from_env(&var, &name),

@@ -219,8 +219,17 @@ impl Conn {
         let Ok(ctx) = Ctx::from_lua(lua) else { return Ok(()) };
         let label = ctx.work_label();
         if self.db.set_label(&label.text) && label.rerun {
-            for said in self.db.stop_earlier(&label).await {
-                ctx.emit("warning", serde_json::json!({ "message": said }));
+            match self.db.stop_earlier(&label).await {
+                Ok(said) => {
+                    for said in said {
+                        ctx.emit("warning", serde_json::json!({ "message": said }));
+                    }
+                }
+                Err(e) => {
+                    // Looked for again at the next statement.
+                    self.db.set_label("runbook");
+                    return Err(error("db", e));
+                }
             }
         }
         Ok(())

@@ -67,10 +67,34 @@ impl Db {
 
     /// Before the statements of an attempt that follows an earlier one: stops what earlier
     /// attempts of the run left on this server. Returns what was stopped, in words.
-    pub async fn stop_earlier(&self, label: &WorkLabel) -> Vec<String> {
-        match &label.run_prefix {
-            Some(prefix) => self.stop(Target::EarlierThan { run_prefix: prefix, current: &label.text }).await,
-            None => Vec::new(),
+    ///
+    /// Never runs beside it: when some of it is still there after the stop (it would not die),
+    /// the error says so and the attempt fails instead.
+    pub async fn stop_earlier(&self, label: &WorkLabel) -> Result<Vec<String>, String> {
+        let Some(prefix) = &label.run_prefix else { return Ok(Vec::new()) };
+        let target = Target::EarlierThan { run_prefix: prefix, current: &label.text };
+        let said = self.stop(target).await;
+        let Pool::Postgres(p) = &self.pool else { return Ok(said) };
+        let target = Target::EarlierThan { run_prefix: prefix, current: &label.text };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let left = match pg_sessions(p, &target).await {
+                Ok(rows) => rows,
+                Err(_) => return Ok(said),
+            };
+            if left.is_empty() {
+                return Ok(said);
+            }
+            if Instant::now() >= deadline {
+                let pids: Vec<String> = left.iter().map(|(pid, ..)| pid.to_string()).collect();
+                return Err(format!(
+                    "{}; work of an earlier attempt is still running on {} (backend {}), so this attempt does not run beside it: stop it (pg_terminate_backend) and retry",
+                    said.join("; "),
+                    self.target,
+                    pids.join(", ")
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -106,7 +130,11 @@ fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
-async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+/// The sessions a target names that are not idle: (pid, state, application_name, query).
+async fn pg_sessions(
+    pool: &sqlx::PgPool,
+    target: &Target<'_>,
+) -> Result<Vec<(i32, String, String, String)>, sqlx::Error> {
     let (pattern, current) = match target {
         Target::EarlierThan { run_prefix, current } => (format!("{}%", like_escape(run_prefix)), current.to_string()),
         Target::Exactly(label) => (like_escape(label), String::new()),
@@ -122,13 +150,17 @@ async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>
     .bind(&current)
     .fetch_all(pool)
     .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((row.try_get("pid")?, row.try_get("state")?, row.try_get("application_name")?, row.try_get("query")?))
+        })
+        .collect()
+}
+
+async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
     let mut said = Vec::new();
     let mut waiting = Vec::new();
-    for row in rows {
-        let pid: i32 = row.try_get("pid")?;
-        let state: String = row.try_get("state")?;
-        let app: String = row.try_get("application_name")?;
-        let query: String = row.try_get("query")?;
+    for (pid, state, app, query) in pg_sessions(pool, target).await? {
         let what = format!("PostgreSQL backend {pid} of {app} ({state}: `{query}`)");
         if state == "active" {
             let ok: Option<bool> = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(pool).await?;
