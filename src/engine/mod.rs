@@ -520,7 +520,8 @@ impl WorkLabel {
                 .replace("*/", "*?")
         };
         let Some(run) = run_id else {
-            return WorkLabel { text: "runbook/repl".into(), run_prefix: None, rerun: false, attempt };
+            let text = REPL_LABEL.get().cloned().unwrap_or_else(|| "runbook/repl".into());
+            return WorkLabel { text, run_prefix: None, rerun: false, attempt };
         };
         let prefix = format!("runbook/{}/", clean(run));
         let suffix = if step.is_some() { format!("#{attempt}") } else { String::new() };
@@ -529,6 +530,10 @@ impl WorkLabel {
         WorkLabel { text: format!("{prefix}{step}{suffix}"), run_prefix: Some(prefix), rerun, attempt }
     }
 }
+
+/// The label of this process's REPL session (`runbook/repl/<session>`), for its database
+/// sessions outside any run: Ctrl-C cancels exactly those on the server.
+pub static REPL_LABEL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
 /// How an evaluation ended.
 #[derive(Debug)]

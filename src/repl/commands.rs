@@ -136,6 +136,7 @@ impl Repl {
                 match outcome {
                     Outcome::Values(_) => None,
                     Outcome::Interrupted => Some("loading interrupted (Ctrl-C)".into()),
+                    Outcome::ServerAnswered { said, .. } => Some(format!("loading interrupted: {said}")),
                     Outcome::Failed(_) if ctx.load_stopped_at().is_some() => None,
                     Outcome::Failed(msg) => Some(format!("the load stopped at {msg}")),
                 }
@@ -500,6 +501,8 @@ impl Repl {
             }
             Ok(Outcome::Failed(msg)) => Err(msg),
             Ok(Outcome::Interrupted) => Err(format!("retry interrupted (Ctrl-C) by {who}")),
+            // Even when the statement completed first, the step was cut short: not a success.
+            Ok(Outcome::ServerAnswered { said, .. }) => Err(format!("retry interrupted by {who}: {said}")),
         };
         if let Err(e) = &shown {
             rec.status = StepStatus::Failed;

@@ -71,10 +71,19 @@ pub struct Repl {
 }
 
 /// How an evaluation ended.
+/// How long Ctrl-C waits for the server's answer to its cancel request.
+const SERVER_ANSWER: Duration = Duration::from_secs(3);
+
 enum Outcome {
     Values(Vec<Value>),
     Failed(String),
     Interrupted,
+    /// Ctrl-C during a statement: what the server did about the cancel request, and what the
+    /// call returned if it completed first.
+    ServerAnswered {
+        said: String,
+        values: Vec<Value>,
+    },
 }
 
 pub async fn run(opts: Options) -> Result<u8> {
@@ -153,6 +162,7 @@ impl Repl {
             run_id: None,
             events: 0,
         };
+        let _ = engine::REPL_LABEL.set(format!("runbook/repl/{}", session.id));
         Ok(Repl {
             state: None,
             lua,
@@ -296,6 +306,12 @@ impl Repl {
                 eprintln!("interrupted (Ctrl-C); the session is intact");
                 "interrupted (Ctrl-C)".into()
             }
+            Outcome::ServerAnswered { said, values } => {
+                let text = if values.is_empty() { String::new() } else { show::values(values) };
+                eprintln!("{said}");
+                print!("{text}");
+                format!("{said}\n{text}")
+            }
         };
         let ok = matches!(outcome, Outcome::Values(_));
         self.complete(event, ok, started.elapsed(), &format!("{printed}{shown}")).await;
@@ -309,9 +325,63 @@ impl Repl {
         self.interrupted.store(false, Ordering::SeqCst);
         let mut sigint = self.sigints.subscribe();
         self.in_call.store(true, Ordering::SeqCst);
+        let mut call = std::pin::pin!(func.call_async::<MultiValue>(args));
         let result = tokio::select! {
-            r = func.call_async::<MultiValue>(args) => Some(r),
+            r = &mut call => Some(r),
             _ = sigint.changed() => None,
+        };
+        let result = match result {
+            Some(r) => Some(r),
+            // Ctrl-C: a statement running on a server is told to stop there (a real cancel
+            // request), and the call is awaited a little longer, so that what is reported is
+            // what the server did: cancelled, or completed before the cancel arrived.
+            None => {
+                let label = self.ctx.work_label().text;
+                let reached = crate::primitives::db::orphans::cancel_label(&label).await;
+                if reached.is_empty() {
+                    None
+                } else {
+                    // The hook must not turn a statement that completed into an interruption.
+                    self.interrupted.store(false, Ordering::SeqCst);
+                    let answer = tokio::select! {
+                        r = &mut call => Some(r),
+                        _ = tokio::time::sleep(SERVER_ANSWER) => None,
+                        _ = sigint.changed() => None,
+                    };
+                    self.in_call.store(false, Ordering::SeqCst);
+                    self.interrupted.store(false, Ordering::SeqCst);
+                    let reached = reached.join(", ");
+                    return match answer {
+                        Some(Ok(values)) => Outcome::ServerAnswered {
+                            said: format!(
+                                "Ctrl-C: the statement completed before the cancel reached {reached}; its result:"
+                            ),
+                            values: values.into_iter().collect(),
+                        },
+                        Some(Err(e)) => {
+                            let error = describe_error(&e);
+                            let said = if error.contains("57014") {
+                                format!("Ctrl-C: cancelled on the server: {reached} stopped ({error})")
+                            } else {
+                                format!("Ctrl-C: the cancel was sent to {reached}; the call ended with: {error}")
+                            };
+                            Outcome::ServerAnswered { said, values: vec![] }
+                        }
+                        None => {
+                            drop(call);
+                            let more = crate::primitives::db::orphans::terminate_label(&label).await;
+                            Outcome::ServerAnswered {
+                                said: format!(
+                                    "Ctrl-C: {reached} did not answer the cancel within {}s; the connection was dropped{}",
+                                    SERVER_ANSWER.as_secs(),
+                                    if more.is_empty() { String::new() } else { format!(" ({})", more.join("; ")) }
+                                ),
+                                values: vec![],
+                            }
+                        }
+                    };
+                }
+            }
         };
         self.in_call.store(false, Ordering::SeqCst);
         let interrupted = self.interrupted.swap(false, Ordering::SeqCst);

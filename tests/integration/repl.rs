@@ -482,3 +482,61 @@ step("after", function() exec{ shell = "echo after >> ledger" } end)
     let status = p.child.wait().unwrap();
     assert_eq!(status.code(), Some(2));
 }
+
+/// Ctrl-C during a statement sends the server a real cancel request, and the REPL and the
+/// timeline say what the server did: a sleeping query and an UPDATE blocked on a lock are
+/// cancelled there (the UPDATE never commits later).
+#[test]
+fn ctrl_c_cancels_a_statement_on_the_server_and_says_what_the_server_did() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("replcancel");
+    pg.query(&url, "create table accounts (id int primary key, balance int); insert into accounts values (1, 100)");
+    let env = Env::new();
+    let mut c = repl_cmd(&env, &[]);
+    c.env("PGURL", &url);
+    let mut p = Pty::spawn(c);
+    p.expect(PROMPT);
+    p.line("pg = db.connect(env(\"PGURL\"))");
+    p.expect(PROMPT);
+    let busy = |what: &str| {
+        pg.query(
+            &url,
+            &format!("select count(*) from pg_stat_activity where application_name like 'runbook/repl/%' and state = 'active' and query like '%{what}%'"),
+        )
+    };
+    let wait_busy = |what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while busy(what) != "1" {
+            assert!(std::time::Instant::now() < deadline, "{what} runs on the server");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    p.line("pg:scalar(\"select pg_sleep(30)\")");
+    wait_busy("pg_sleep");
+    p.send(CTRL_C);
+    p.expect_within("Ctrl-C: cancelled on the server", Duration::from_secs(10));
+    p.expect(PROMPT);
+    assert_eq!(busy("pg_sleep"), "0", "nothing left running on the server");
+
+    // An UPDATE waiting on a row lock another session holds for a few seconds.
+    let mut holder = Command::new(servers::pg_bindir().unwrap().join("psql"))
+        .args([url.as_str(), "-X", "-q", "-c", "begin; select * from accounts for update; select pg_sleep(4); commit;"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    p.line("pg:execute(\"update accounts set balance = balance - 10 where id = 1\")");
+    wait_busy("update accounts");
+    p.send(CTRL_C);
+    p.expect_within("Ctrl-C: cancelled on the server", Duration::from_secs(10));
+    p.expect(PROMPT);
+    let _ = holder.wait();
+    assert_eq!(
+        pg.query(&url, "select balance from accounts where id = 1"),
+        "100",
+        "the cancelled UPDATE never committed"
+    );
+    p.quit();
+    let timeline = env.run(&["sessions", "show", "last"]);
+    assert!(timeline.stdout.matches("cancelled on the server").count() >= 2, "{}", timeline.stdout);
+}

@@ -253,3 +253,43 @@ async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<S
     }
     Ok(said)
 }
+
+/// Ctrl-C in the REPL: sends a cancel request for the statements running under `label` on every
+/// server this process is connected to. Returns the backends it reached (PostgreSQL; MySQL gets
+/// `KILL QUERY`), in words.
+pub async fn cancel_label(label: &str) -> Vec<String> {
+    let mut reached = Vec::new();
+    for db in live() {
+        let r = match &db.pool {
+            Pool::Postgres(p) => cancel_pg(p, label).await,
+            Pool::MySql(p) => stop_mysql(p, &Target::Exactly(label)).await,
+            Pool::Sqlite(_) => Ok(Vec::new()),
+        };
+        reached.extend(r.unwrap_or_default());
+    }
+    reached
+}
+
+async fn cancel_pg(pool: &sqlx::PgPool, label: &str) -> Result<Vec<String>, sqlx::Error> {
+    let mut reached = Vec::new();
+    for (pid, state, _, query) in pg_sessions(pool, &Target::Exactly(label)).await? {
+        if state == "active" {
+            let ok: Option<bool> = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(pool).await?;
+            if ok == Some(true) {
+                reached.push(format!("backend {pid} (`{query}`)"));
+            }
+        }
+    }
+    Ok(reached)
+}
+
+/// Terminates the sessions under `label` still busy (a cancel the server did not act on).
+pub async fn terminate_label(label: &str) -> Vec<String> {
+    let mut said = Vec::new();
+    for db in live() {
+        if let Pool::Postgres(p) = &db.pool {
+            said.extend(stop_pg(p, &Target::Exactly(label)).await.unwrap_or_default());
+        }
+    }
+    said
+}
