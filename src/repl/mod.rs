@@ -368,7 +368,6 @@ impl Repl {
                             Outcome::ServerAnswered { said, values: vec![] }
                         }
                         None => {
-                            drop(call);
                             let more = crate::primitives::db::orphans::terminate_label(&label).await;
                             Outcome::ServerAnswered {
                                 said: format!(
