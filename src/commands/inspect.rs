@@ -119,12 +119,12 @@ pub async fn history(state: Option<&str>, runbook: Option<String>, limit: i64, o
     } else if runs.is_empty() {
         println!("no runs yet in {}", journal.location());
     } else {
-        println!("{:<21} {:<24} {:<17} {:<21} {:>8}  BY", "RUN", "RUNBOOK", "STATUS", "STARTED", "TOOK");
+        println!("{:<24} {:<24} {:<17} {:<21} {:>8}  BY", "RUN", "RUNBOOK", "STATUS", "STARTED", "TOOK");
         for r in &runs {
             let started = r.started_at.get(..19).unwrap_or(&r.started_at).replace('T', " ");
             let dry = if r.dry_run { " (dry run)" } else { "" };
             println!(
-                "{:<21} {:<24} {:<17} {:<21} {:>8}  {}@{} ({}){dry}",
+                "{:<24} {:<24} {:<17} {:<21} {:>8}  {}@{} ({}){dry}",
                 r.id,
                 truncate(&r.runbook, 24),
                 r.effective_status().as_str(),

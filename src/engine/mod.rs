@@ -585,6 +585,11 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
             std::fs::read_to_string(&inv.path).map_err(|e| Error::Usage(format!("cannot read runbook {file}: {e}")))?
         }
     };
+    // A file saved with a UTF-8 byte order mark (some Windows editors) is still Lua.
+    let source = match source.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => source,
+    };
     let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
     let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let (stop_tx, _) = watch::channel(None);

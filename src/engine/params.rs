@@ -427,6 +427,8 @@ fn coerce(spec: &ParamSpec, raw: Raw) -> Result<ParamValue, String> {
                 Raw::Json(Json::Array(a)) => {
                     a.into_iter().map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())).collect()
                 }
+                // `default = {}`: an empty Lua table is an empty list.
+                Raw::Json(Json::Object(m)) if m.is_empty() => Vec::new(),
                 _ => return Err(format!("expected a list (a,b,c on the command line, an array in TOML), got {shown}")),
             };
             check_bounds(spec, items.len() as f64, "the number of items")

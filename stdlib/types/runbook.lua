@@ -110,6 +110,7 @@ function now() end
 ---@field runbook string The declared name.
 ---@field trigger string "cli", "enqueue", "schedule:NAME", ...
 ---@field resumed boolean Whether this process resumed the run (a step may have run before).
+---@field dry_run boolean Whether this is a dry run (`--dry-run`): primitives that change the world only say what they would do.
 
 --- The run being executed; nil before `runbook{}` and in `plan`/`check`.
 --- Example: `local r = current_run(); if r and r.resumed then log.warn("resumed run " .. r.id) end`

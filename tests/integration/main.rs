@@ -15,6 +15,7 @@ mod durability;
 mod fixtures;
 mod harness;
 mod http;
+mod inputs;
 mod locks;
 mod memory;
 mod orphans;

@@ -45,6 +45,9 @@ fn current_run(lua: &Lua, (): ()) -> mlua::Result<Value> {
     t.set("runbook", ctx.runbook_name())?;
     t.set("trigger", ctx.trigger.clone())?;
     t.set("resumed", ctx.resume.is_some() && !ctx.queued)?;
+    // A runbook may ask whether this is a dry run (every primitive that changes the world only
+    // says what it would do).
+    t.set("dry_run", ctx.mode == crate::engine::Mode::DryRun)?;
     Ok(Value::Table(t))
 }
 

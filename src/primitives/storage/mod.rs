@@ -87,6 +87,11 @@ impl Store {
             if let Some(a) = s3.allow_http {
                 b = b.with_allow_http(a);
             }
+            if s3.endpoint.as_deref().is_some_and(|e| e.starts_with("http://")) && s3.allow_http != Some(true) {
+                return Err(StorageError::Usage(format!(
+                    "{url}: the endpoint is plain http://; set allow_http = true to use it (requests and credentials cross the network unencrypted), or use https://"
+                )));
+            }
             if let Some(k) = &s3.access_key_id {
                 b = b.with_access_key_id(k);
             }

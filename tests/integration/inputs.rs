@@ -1,0 +1,71 @@
+//! Inputs as people write them: a file saved with a byte order mark, `default = {}` for a list,
+//! a runbook asking whether it is a dry run, the whole statement in a dry run's report, an
+//! http:// S3 endpoint, and history's columns with full run ids.
+use crate::harness::Env;
+
+#[test]
+fn a_runbook_saved_with_a_utf8_bom_runs() {
+    let env = Env::new();
+    env.write("rb.lua", "\u{feff}runbook { name = \"bom\" }\nstep(\"s\", function() return 1 end)\n");
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    env.run(&["check", "rb.lua"]).assert_code(0);
+}
+
+#[test]
+fn a_list_param_defaults_to_an_empty_table() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        "runbook { name = \"l\", params = { hosts = { type = \"list\", default = {} } } }\nstep(\"n\", function() return #params.hosts end)\n",
+    );
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    assert_eq!(Env::step(&env.show("last"), "n")["result"], 0);
+}
+
+#[test]
+fn a_dry_run_knows_it_is_one_and_reports_the_whole_statement() {
+    let env = Env::new();
+    let long_where = (1..=30).map(|i| format!("id = {i}")).collect::<Vec<_>>().join(" or ");
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "dry" }}
+local c = db.connect("sqlite::memory:")
+step("mode", function() return current_run().dry_run end)
+step("delete", function() c:execute("delete from sessions where {long_where}") end)
+"#
+        ),
+    );
+    let r = env.run(&["run", "rb.lua", "--dry-run"]);
+    r.assert_code(0);
+    assert_eq!(Env::step(&env.show("last"), "mode")["result"], true);
+    assert!(r.stdout.contains("id = 30"), "the whole statement: {}", r.stdout);
+    env.run(&["run", "rb.lua"]).assert_code(1);
+    assert_eq!(Env::step(&env.show("last"), "mode")["result"], false);
+}
+
+#[test]
+fn an_http_s3_endpoint_without_allow_http_says_what_to_set() {
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "s3" }
+step("open", function() storage.open("s3://bucket/x", { endpoint = "http://127.0.0.1:9", region = "us-east-1" }) end)
+"#,
+    );
+    let r = env.run(&["run", "rb.lua"]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("set allow_http = true"), "{}", r.stderr);
+}
+
+#[test]
+fn history_aligns_its_columns_for_full_run_ids() {
+    let env = Env::new();
+    env.write("rb.lua", "runbook { name = \"h\" }\nstep(\"s\", function() end)\n");
+    env.run(&["run", "rb.lua"]).assert_code(0);
+    let r = env.run(&["history"]);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    // A run id is 24 characters: the runbook column starts after it and a space, on every line.
+    assert_eq!(lines[0].find("RUNBOOK"), Some(25), "{}", r.stdout);
+    assert_eq!(lines[1].get(24..26), Some(" h"), "{}", r.stdout);
+}
