@@ -121,12 +121,19 @@ pub fn register(value: &str, name: &str) {
         for token in value.split_whitespace().filter(|t| t.len() >= MIN_TOKEN_LEN && !t.starts_with("-----")) {
             register_one(token, name, false);
         }
-        // A file of short lines (`user: deploy` / `pass: Hunter2-xyz`): each line, and the value
-        // of each `key: value` or `key=value` line, as output streams them line by line.
+        // A file of short lines (`user: deploy-bot` / `pass: Hunter2-xyz`): each whole line, as
+        // output streams them line by line, and the value of a line whose key names a secret.
+        // Not the value of every line: `DB_HOST=localhost` or `kind: Config` would shred every
+        // log (and journaled result) that mentions localhost or Config.
         for line in value.lines().map(str::trim).filter(|l| !l.starts_with("-----")) {
-            register_one(line, name, false);
-            if let Some((_, v)) = line.split_once([':', '=']) {
-                register_one(v.trim().trim_matches(['"', '\'']), name, false);
+            if line.len() >= MIN_LINE_LEN && !line.chars().all(|c| c.is_ascii_digit()) {
+                register_one(line, name, false);
+            }
+            if let Some((key, v)) = line.split_once([':', '=']) {
+                let key = key.to_ascii_lowercase();
+                if SECRET_KEYS.iter().any(|k| key.contains(k)) {
+                    register_one(v.trim().trim_matches(['"', '\'']), name, false);
+                }
             }
         }
     }
@@ -135,6 +142,12 @@ pub fn register(value: &str, name: &str) {
 
 /// Tokens of multi-line secrets registered on their own: base64 key lines are 64 characters.
 const MIN_TOKEN_LEN: usize = 16;
+
+/// Whole lines of a multi-line secret registered on their own.
+const MIN_LINE_LEN: usize = 8;
+
+/// Keys whose value, in a `key: value` / `key=value` line of a multi-line secret, is registered.
+const SECRET_KEYS: &[&str] = &["pass", "pwd", "secret", "token", "key", "credential", "auth", "private", "cert"];
 
 fn register_one(value: &str, name: &str, derived: bool) {
     if value.len() < MIN_SCRUB_LEN {
@@ -220,9 +233,11 @@ mod tests {
 
     #[test]
     fn each_short_line_of_a_secret_file_and_its_values_are_scrubbed() {
-        let _f = Secret::new("creds", "user: deploy-bot\npass: Hunter2-xyz\n");
+        let _f = Secret::new("creds", "user: deploy-bot\npass: Hunter2-xyz\nDB_HOST=localhost\nPORT=5432\n");
         assert_eq!(redact("user: deploy-bot"), "<secret:creds>");
         assert_eq!(redact("the password is Hunter2-xyz."), "the password is <secret:creds>.");
+        // Values of keys that name no secret are not scrubbed from other text.
+        assert_eq!(redact("connecting to localhost:5432"), "connecting to localhost:5432");
     }
 
     #[test]

@@ -277,8 +277,15 @@ async fn cancel(state: Option<&str>, reference: &str, rollback: bool) -> Result<
         journal.close().await;
         println!("cancelling run {} (was {status}): rolling back (rollback = \"auto\"; --no-rollback to skip)", run.id);
         let exec = crate::cli::ExecArgs::default();
-        return roll_back(state, &run.id, crate::cli::ParamArgs::default(), true, &exec, format!("cancelled by {who}"))
-            .await;
+        return roll_back(
+            state,
+            &run.id,
+            crate::cli::ParamArgs::default(),
+            false,
+            &exec,
+            format!("cancelled by {who}"),
+        )
+        .await;
     } else {
         // Only if nobody resumed it meanwhile (compare-and-swap on status and owner).
         let why = format!("cancelled by {who}");
@@ -311,6 +318,12 @@ async fn roll_back(
     let journal = journal::open(state).await?;
     let run = journal.find_run(reference).await?;
     let status = run.effective_status();
+    if status.is_active() {
+        return Err(Error::Usage(format!(
+            "run {} is {status} now (pid {} on {}): wait for it, or `runbook cancel {}`",
+            run.id, run.owner.pid, run.owner.host, run.id
+        )));
+    }
     if !matches!(
         status,
         RunStatus::Failed

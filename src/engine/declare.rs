@@ -211,6 +211,8 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 me: &ctx.me,
                 lease_secs: super::lease_secs(),
                 params: ctx.queued.then_some(&stored_params),
+                source: (run.content_hash != ctx.hash && !ctx.queued)
+                    .then_some((ctx.hash.as_str(), ctx.source.as_str())),
             };
             match journal.claim_run(&claim).await {
                 Ok(true) => Ok(()),

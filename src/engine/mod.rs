@@ -593,7 +593,13 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     let abs_path = std::fs::canonicalize(&inv.path).unwrap_or_else(|_| inv.path.clone());
     let dir = abs_path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
     let (stop_tx, _) = watch::channel(None);
-    let watched = if inv.mode.is_static() { watchdog::Shared::default() } else { watchdog::spawn(stop_tx.subscribe()) };
+    // Not in a worker or scheduler (`drain`): their runs share one thread, and one run's busy
+    // Lua would look like another's stuck one; ending the process would end them all.
+    let watched = if inv.mode.is_static() || inv.drain {
+        watchdog::Shared::default()
+    } else {
+        watchdog::spawn(stop_tx.subscribe())
+    };
     let (resume, records) = match inv.resume {
         Some((run, steps)) => {
             let records = steps.into_iter().map(|s| (s.name.clone(), s)).collect();
@@ -681,7 +687,8 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     if let Some(h) = ctx.st.borrow_mut().heartbeat.take() {
         h.abort();
     }
-    if ctx.run_id().is_none() {
+    // (A resumed run's lock stays the run's, even when this process could not take it over.)
+    if ctx.run_id().is_none() && ctx.resume.is_none() {
         release_lock(&ctx).await;
     }
     signals.abort();
@@ -822,7 +829,15 @@ pub(crate) fn spawn_heartbeat(ctx: &Ctx, run_id: String, journal: Arc<dyn Journa
                 }
                 Ok(beat) if beat.cancel_requested && !ack.load(std::sync::atomic::Ordering::SeqCst) => {
                     rollback.store(beat.cancel_rollback, std::sync::atomic::Ordering::SeqCst);
-                    tx.send_replace(Some(StopReason::CancelRequested));
+                    // Checked again under the channel's lock: a cancel the engine acknowledged
+                    // meanwhile (it is rolling back) is not requested again.
+                    tx.send_if_modified(|v| {
+                        if ack.load(std::sync::atomic::Ordering::SeqCst) {
+                            return false;
+                        }
+                        *v = Some(StopReason::CancelRequested);
+                        true
+                    });
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("heartbeat of run {run_id} failed: {e}"),
@@ -914,8 +929,10 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         });
     }
     let Some(run_id) = ctx.run_id() else {
-        // Nothing was journaled for this run: report why.
-        release_lock(ctx).await;
+        // Nothing was journaled for this run: report why. (A resumed run keeps its lock.)
+        if ctx.resume.is_none() {
+            release_lock(ctx).await;
+        }
         if interrupted {
             let why = stopped_by.map(|r| r.describe()).unwrap_or_default();
             ctx.out.warn_line(&format!("{}: {why} before the run started", ctx.file));
@@ -994,7 +1011,10 @@ async fn finish(lua: &Lua, ctx: &Rc<Ctx>, result: Option<mlua::Result<()>>) -> R
         };
     let (status, error, exit_override) = match (&halt, failure) {
         (Some(Halt::Cancelled(msg)), _) if cancel_rolls_back => {
-            // The cancel is acted on: the undos run; only a signal stops them now.
+            // The cancel is acted on: the undos run; only a signal stops them now. The cut-off
+            // step's deadline is not theirs.
+            ctx.deadline.set(None);
+            ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).step = None;
             ctx.cancel_ack.store(true, std::sync::atomic::Ordering::SeqCst);
             ctx.stop_tx.send_replace(None);
             journal.set_run_status(&run_id, &ctx.me, RunStatus::RollingBack, Some(msg)).await.map_err(taken_over)?;

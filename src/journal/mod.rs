@@ -331,6 +331,9 @@ pub struct Claim<'a> {
     pub lease_secs: i64,
     /// A queued run starting: its resolved params, stored with its start time.
     pub params: Option<&'a serde_json::Value>,
+    /// The runbook's text and hash when it changed since the run started (`--allow-changed`):
+    /// the run continues with it, so later resumes and the REPL compare against it.
+    pub source: Option<(&'a str, &'a str)>,
 }
 
 /// Who holds a lock, when it is refused.

@@ -273,7 +273,8 @@ macro_rules! sql_journal {
                 let done = sqlx::query(
                     "UPDATE runs SET status = $1, host = $2, pid = $3, pid_start = $4, heartbeat_at = $5, lease_secs = $6,
                             finished_at = NULL, cancel_requested = FALSE, cancel_no_rollback = FALSE, params = COALESCE($7, params),
-                            started_at = COALESCE($8, started_at)
+                            started_at = COALESCE($8, started_at),
+                            content_hash = COALESCE($13, content_hash), source = COALESCE($14, source)
                      WHERE id = $9 AND status = $10 AND host = $11 AND pid = $12",
                 )
                 .bind(c.new_status.as_str())
@@ -288,6 +289,8 @@ macro_rules! sql_journal {
                 .bind(c.expected.as_str())
                 .bind(&c.previous.host)
                 .bind(c.previous.pid)
+                .bind(c.source.map(|(hash, _)| hash))
+                .bind(c.source.map(|(_, text)| text))
                 .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -707,6 +710,11 @@ macro_rules! sql_journal {
                         Some(Err(_)) => false,
                     };
                     if holder.run_id != run_id && !holder_ended {
+                        return Ok(LockOutcome::Held(holder));
+                    }
+                    // The same run, held by another process that is alive: it is working on the
+                    // run (two resumes at once); this one does not take it.
+                    if holder.run_id == run_id && !holder.owner.is_gone(&holder.heartbeat_at, held_lease) {
                         return Ok(LockOutcome::Held(holder));
                     }
                     let swapped = sqlx::query(

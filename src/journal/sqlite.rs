@@ -179,7 +179,10 @@ impl SqliteJournal {
     /// an outside reader in a long transaction can hold it back, and the next scrub tries again.
     async fn after_scrub(&self) {
         if let Ok(mut db) = self.db().await {
+            // Without waiting on a reader: the runner (and its heartbeat) must not stall here.
+            let _ = sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *db).await;
             let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *db).await;
+            let _ = sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut *db).await;
         }
     }
 

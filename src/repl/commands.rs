@@ -313,8 +313,9 @@ impl Repl {
     }
 
     fn result(&self, args: &str) -> Done {
+        let names = self.step_names();
         let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
-        let (step, var) = split_step_arg(args);
+        let (step, var) = split_step_arg(args, &names);
         let var = var.trim();
         let var = if var.is_empty() { "result" } else { var };
         if !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || var.starts_with(|c: char| c.is_ascii_digit())
@@ -370,6 +371,7 @@ impl Repl {
             me: &me,
             lease_secs: engine::lease_secs(),
             params: None,
+            source: None,
         };
         let new_status = claim.new_status;
         match self.journal.claim_run(&claim).await {
@@ -414,8 +416,14 @@ impl Repl {
     /// (relative paths from the runbook's folder, events in the run's journal, the run's params),
     /// with its timeout, the attempt number as argument, and the outcome journaled (attempts + 1,
     /// by the session's user). The run is `running`, with a heartbeat, meanwhile.
+    /// The attached run's step names: journaled and loaded.
+    fn step_names(&self) -> Vec<String> {
+        let Some(a) = &self.attached else { return Vec::new() };
+        a.steps.iter().map(|s| s.name.clone()).chain(a.captured.iter().map(|c| c.name.clone())).collect()
+    }
+
     async fn retry(&mut self, args: &str) -> Done {
-        let (name, _) = split_step_arg(args);
+        let (name, _) = split_step_arg(args, &self.step_names());
         let mut rec = match self.open_step(&name, "retry") {
             Ok(r) => r,
             Err(e) => return fail(e),
@@ -536,7 +544,7 @@ impl Repl {
     }
 
     async fn skip(&mut self, args: &str) -> Done {
-        let (name, reason) = split_step_arg(args);
+        let (name, reason) = split_step_arg(args, &self.step_names());
         let reason = reason.trim().to_string();
         let mut rec = match self.open_step(&name, "skip") {
             Ok(r) => r,
@@ -673,7 +681,10 @@ impl Repl {
 }
 
 /// `STEP REST`, where STEP may be quoted: `"restore db" it failed` or `dump reason`.
-fn split_step_arg(args: &str) -> (String, String) {
+/// A step name and what follows it: a quoted name, else the longest of `known` the arguments
+/// start with (so `:retry archive refunded orders` names the step "archive refunded orders"),
+/// else the first word.
+fn split_step_arg(args: &str, known: &[String]) -> (String, String) {
     let args = args.trim();
     for q in ['"', '\''] {
         if let Some(rest) = args.strip_prefix(q) {
@@ -681,6 +692,15 @@ fn split_step_arg(args: &str) -> (String, String) {
                 return (name.to_string(), after.trim().to_string());
             }
         }
+    }
+    let longest = known
+        .iter()
+        .filter(|n| {
+            args == n.as_str() || args.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with(char::is_whitespace))
+        })
+        .max_by_key(|n| n.len());
+    if let Some(name) = longest {
+        return (name.clone(), args[name.len()..].trim().to_string());
     }
     match args.split_once(char::is_whitespace) {
         Some((name, rest)) => (name.to_string(), rest.trim().to_string()),
@@ -694,8 +714,18 @@ mod tests {
 
     #[test]
     fn step_arguments() {
-        assert_eq!(split_step_arg("dump"), ("dump".into(), String::new()));
-        assert_eq!(split_step_arg("dump disk full, freed"), ("dump".into(), "disk full, freed".into()));
-        assert_eq!(split_step_arg("\"restore db\" done by hand"), ("restore db".into(), "done by hand".into()));
+        let known = vec!["dump".to_string(), "archive refunded orders".to_string(), "archive".to_string()];
+        assert_eq!(split_step_arg("dump", &known), ("dump".into(), String::new()));
+        assert_eq!(split_step_arg("dump disk full, freed", &known), ("dump".into(), "disk full, freed".into()));
+        assert_eq!(split_step_arg("\"restore db\" done by hand", &known), ("restore db".into(), "done by hand".into()));
+        assert_eq!(
+            split_step_arg("archive refunded orders", &known),
+            ("archive refunded orders".into(), String::new())
+        );
+        assert_eq!(
+            split_step_arg("archive refunded orders done by hand", &known),
+            ("archive refunded orders".into(), "done by hand".into())
+        );
+        assert_eq!(split_step_arg("archive old", &known), ("archive".into(), "old".into()));
     }
 }

@@ -70,6 +70,36 @@ impl Completer for ReplHelper {
                 .collect();
             return Ok((0, found));
         }
+        // `:retry NAME` / `:skip NAME`: the attached run's steps (`steps`), quoted when the
+        // name has spaces.
+        for cmd in [":retry ", ":skip "] {
+            if let Some(partial) = before.strip_prefix(cmd) {
+                let partial = partial.trim_start_matches(['"', '\'']);
+                let start = pos - partial.len() - usize::from(before[cmd.len()..].starts_with(['"', '\'']));
+                let mut names: Vec<String> = match self.lua.globals().raw_get::<Value>("steps") {
+                    Ok(Value::Table(t)) => t
+                        .pairs::<Value, Value>()
+                        .filter_map(Result::ok)
+                        .filter_map(|(k, _)| match k {
+                            Value::String(s) => Some(s.to_string_lossy()),
+                            _ => None,
+                        })
+                        .filter(|n| n.starts_with(partial))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                names.sort();
+                let found = names
+                    .into_iter()
+                    .map(|n| {
+                        let replacement =
+                            if n.contains(char::is_whitespace) { format!("\"{n}\" ") } else { format!("{n} ") };
+                        Pair { display: n, replacement }
+                    })
+                    .collect();
+                return Ok((start, found));
+            }
+        }
         // Inside ssh.group(" or ssh.connect(": inventory names.
         for (call, names) in [("ssh.group(", &self.groups), ("ssh.connect(", &self.hosts)] {
             if let Some(idx) = before.rfind(call) {

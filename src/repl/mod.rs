@@ -95,7 +95,7 @@ pub async fn run(opts: Options) -> Result<u8> {
     engine::keep_process_on_second_signal();
     let mut repl = Repl::new(journal.clone(), &config)?;
     repl.state = opts.state.clone();
-    repl.journal.put_session(&repl.session).await?;
+    // The session is recorded with its first entry: `runbook repl </dev/null` leaves nothing.
     let mut editor = repl.editor(&config)?;
     // After the editor: rustyline installs its own SIGINT handler when it is created, and tokio's
     // must be installed over it for Ctrl-C to reach a running call.
@@ -113,8 +113,10 @@ pub async fn run(opts: Options) -> Result<u8> {
         println!("runbook repl: session {} (:help for help, Ctrl-D to leave)", repl.session.id);
     }
     repl.read_eval_print(&mut editor).await;
-    repl.session.ended_at = Some(journal::now_ts());
-    repl.journal.put_session(&repl.session).await?;
+    if repl.seq > 0 {
+        repl.session.ended_at = Some(journal::now_ts());
+        repl.journal.put_session(&repl.session).await?;
+    }
     journal.close().await;
     Ok(exit::OK)
 }
@@ -396,6 +398,11 @@ impl Repl {
     /// Journals an event of the session before it runs (so that a chunk that hangs or ends the
     /// process is on record), to be completed by [`Repl::complete`].
     async fn begin(&mut self, kind: &str, input: &str, run: Option<&str>) -> SessionEvent {
+        if self.seq == 0 {
+            if let Err(e) = self.journal.put_session(&self.session).await {
+                eprintln!("warning: this session is not recorded: {e}");
+            }
+        }
         self.seq += 1;
         let event = SessionEvent {
             session_id: self.session.id.clone(),

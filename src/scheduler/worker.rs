@@ -73,6 +73,7 @@ async fn next_job(
             me,
             lease_secs: engine::lease_secs(),
             params: None,
+            source: None,
         };
         if journal.claim_run(&claim).await? {
             summary.taken_over += 1;
@@ -156,7 +157,7 @@ async fn execute(journal: Arc<dyn Journal>, job: Job) -> (String, bool) {
         }
         // A lock the engine could not release (it stopped on a journal error) would hold every
         // later run of that lock off while this worker lives.
-        if let (true, Some(name)) = (mine && !run.status.is_active(), &lock) {
+        if let (true, Some(name)) = (mine && run.status.is_final(), &lock) {
             let _ = journal.release_lock(name, &id).await;
         }
     }

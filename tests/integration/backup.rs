@@ -484,3 +484,25 @@ end)
     want.sort_by_key(|k| k.as_str().unwrap().to_string());
     assert_eq!(after["keys"], json!(want), "the stranger files stay");
 }
+
+#[test]
+fn a_backup_whose_upload_fails_reports_the_upload_error_first() {
+    let pg = postgres();
+    let source = pg.fresh_database("bk_upload");
+    let env = Env::new();
+    // The store's folder cannot be made: a file stands where it would be.
+    env.write("blocked", "a file, not a folder\n");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "upload" }
+local c = db.connect(secret("SOURCE_URL"))
+step("seed", function() c:execute("create table t as select g as id from generate_series(1, 100000) g") end)
+step("backup", function() return backup.create{ source = secret("SOURCE_URL"), to = storage.open("file://./blocked/sub") } end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("SOURCE_URL", &source)]);
+    r.assert_code(1);
+    let err = Env::step(&env.show("last"), "backup")["error"].as_str().unwrap().to_string();
+    assert!(err.contains("uploading pg_dump's output") && err.contains("failed:"), "{err}");
+    assert!(!err.contains("exit -1"), "{err}");
+}

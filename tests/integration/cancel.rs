@@ -132,3 +132,17 @@ step("three", function() exec{"false"} end)
     env.run(&["rollback", "last"]).assert_code(0);
     assert!(env.read("ledger").ends_with("before\nundone\n"), "{}", env.read("ledger"));
 }
+
+#[test]
+fn rollback_refuses_a_run_that_is_running_now() {
+    let env = Env::new();
+    env.write("rb.lua", ROTATION);
+    let child = env.spawn(&["run", "rb.lua"]);
+    wait_for(|| env.path("waiting").exists());
+    let r = env.run(&["rollback", "last"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("is running now"), "{}", r.stderr);
+    assert_eq!(env.read("ledger"), "made\n", "no undo ran beside the live run");
+    crate::harness::signal(child.id(), 9);
+    let _ = crate::harness::finish(child, 30);
+}

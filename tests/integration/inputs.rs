@@ -69,3 +69,29 @@ fn history_aligns_its_columns_for_full_run_ids() {
     assert_eq!(lines[0].find("RUNBOOK"), Some(25), "{}", r.stdout);
     assert_eq!(lines[1].get(24..26), Some(" h"), "{}", r.stdout);
 }
+
+#[test]
+fn a_change_allowed_once_is_remembered_for_the_run() {
+    let env = Env::new();
+    env.write("rb.lua", "runbook { name = \"c\" }\nstep(\"s\", function() exec{\"test\", \"-f\", \"go\"} end)\n");
+    env.run(&["run", "rb.lua"]).assert_code(1);
+    env.write(
+        "rb.lua",
+        "runbook { name = \"c\" }\n-- fixed\nstep(\"s\", function() exec{\"test\", \"-f\", \"go\"} end)\n",
+    );
+    env.run(&["resume", "last"]).assert_code(2);
+    env.run(&["resume", "last", "--allow-changed"]).assert_code(1);
+    // The run now continues with the changed file: no refusal at the next resume.
+    env.write("go", "");
+    env.run(&["resume", "last"]).assert_code(0);
+}
+
+#[test]
+fn a_repl_that_reads_nothing_records_no_session() {
+    let env = Env::new();
+    let r = env.cmd(&["repl"]).env("RUNBOOK_HISTORY", "off").output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let sessions = env.run(&["sessions", "--output", "json"]);
+    sessions.assert_code(0);
+    assert_eq!(sessions.stdout.trim(), "[]", "{}", sessions.stdout);
+}

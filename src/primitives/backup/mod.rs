@@ -568,11 +568,21 @@ async fn dump_with(
     let uploaded = upload(store, key, stdout, compress, level).await;
     let status = child.wait().await.map_err(|e| BackupError::Usage(format!("{tool}: {e}")))?;
     let stderr = String::from_utf8_lossy(&err_task.await.unwrap_or_default()).trim().to_string();
+    // The first cause first: an upload that failed stops the tool (a broken pipe), whose own
+    // exit then says nothing useful.
+    if let Err(e) = &uploaded {
+        let _ = store.delete(key).await;
+        let said = if stderr.is_empty() { String::new() } else { format!("; {tool} said: {stderr}") };
+        return Err(BackupError::Usage(
+            crate::secret::redact(&format!("uploading {tool}'s output to {key} failed: {e}{said}")).into_owned(),
+        ));
+    }
     if !status.success() {
         let _ = store.delete(key).await;
+        use std::os::unix::process::ExitStatusExt;
         return Err(BackupError::Tool {
             tool: tool.into(),
-            code: status.code().unwrap_or(-1),
+            code: status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
             stderr: crate::secret::redact(&stderr).into_owned(),
         });
     }

@@ -144,7 +144,7 @@ async fn pg_sessions(
                 left(regexp_replace(coalesce(query, ''), '\\s+', ' ', 'g'), 100) AS query
          FROM pg_stat_activity
          WHERE application_name LIKE $1 ESCAPE '\\' AND application_name <> $2
-           AND coalesce(state, '') <> 'idle' AND pid <> pg_backend_pid()",
+           AND state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()",
     )
     .bind(&pattern)
     .bind(&current)

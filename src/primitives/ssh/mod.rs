@@ -466,8 +466,10 @@ impl Session {
         let script = format!(
             "for f in /tmp/.runbook-{run_id}.*.pid; do [ -e \"$f\" ] || continue; \
              case \"$f\" in /tmp/.runbook-{current}.*) continue;; esac; \
+             [ -O \"$f\" ] || continue; \
              p=$(cat \"$f\" 2>/dev/null); \
-             if [ -n \"$p\" ] && kill -0 -\"$p\" 2>/dev/null; then \
+             case \"$p\" in ''|*[!0-9]*|0|1) rm -f \"$f\"; continue;; esac; \
+             if kill -0 -\"$p\" 2>/dev/null; then \
                c=$(ps -o args= -p \"$p\" 2>/dev/null | cut -c1-100); \
                kill -TERM -\"$p\" 2>/dev/null; i=0; \
                while kill -0 -\"$p\" 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i+1)); done; \
