@@ -490,14 +490,15 @@ fn a_backup_whose_upload_fails_reports_the_upload_error_first() {
     let pg = postgres();
     let source = pg.fresh_database("bk_upload");
     let env = Env::new();
-    // The store's folder cannot be made: a file stands where it would be.
-    env.write("blocked", "a file, not a folder\n");
+    // The store opens, then its folder is replaced by a file: the upload fails midway.
     env.write(
         "rb.lua",
         r#"runbook { name = "upload" }
 local c = db.connect(secret("SOURCE_URL"))
 step("seed", function() c:execute("create table t as select g as id from generate_series(1, 100000) g") end)
-step("backup", function() return backup.create{ source = secret("SOURCE_URL"), to = storage.open("file://./blocked/sub") } end)
+local store = storage.open("file://./bk")
+step("break the store", function() exec{shell = "rm -r bk && echo file > bk"} end)
+step("backup", function() return backup.create{ source = secret("SOURCE_URL"), to = store } end)
 "#,
     );
     let r = env.run_env(&["run", "rb.lua"], &[("SOURCE_URL", &source)]);
