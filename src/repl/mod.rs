@@ -149,11 +149,19 @@ impl Repl {
         })
         .map_err(setup)?;
         install_extras(&lua, config).map_err(setup)?;
+        // `pcall` and friends raise Ctrl-C again (stdlib/internal/stoppable.lua, as for runs).
         let flag = Arc::clone(&interrupted);
-        let interrupting = lua.create_function(move |_, ()| Ok(flag.load(Ordering::SeqCst))).map_err(setup)?;
+        let must_stop = lua
+            .create_function(move |_, ()| {
+                if flag.load(Ordering::SeqCst) {
+                    return Err(mlua::Error::runtime("interrupted (Ctrl-C)"));
+                }
+                Ok(())
+            })
+            .map_err(setup)?;
         let install: Function =
-            crate::lua::run_internal(&lua, "internal.repl").and_then(|v| lua.unpack(v)).map_err(setup)?;
-        install.call::<()>(interrupting).map_err(setup)?;
+            crate::lua::run_internal(&lua, "internal.stoppable").and_then(|v| lua.unpack(v)).map_err(setup)?;
+        install.call::<()>(must_stop).map_err(setup)?;
         let session = SessionRecord {
             id: engine::new_run_id(),
             who: crate::process::username(),

@@ -1,4 +1,4 @@
--- A run's stop requests cannot be caught by the runbook. The step timeout, a signal, a cancel and
+-- A run's stop requests (and the REPL's Ctrl-C) cannot be caught by the runbook. The step timeout, a signal, a cancel and
 -- a gate that stopped the run are errors the engine raises (from the instruction hook, or from
 -- the gate itself); `pcall`, `xpcall` and `coroutine.resume` would catch them and let the code
 -- go on, so when one of them caught something, they ask the engine, which raises the stop again

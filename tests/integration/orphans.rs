@@ -16,6 +16,15 @@ fn sessions(url: &str, run: &str, step: &str) -> Vec<String> {
     out.lines().filter(|l| !l.is_empty()).map(str::to_string).collect()
 }
 
+/// The newest run's id, or "" before the first is journaled.
+fn newest_run(env: &Env) -> String {
+    let r = env.run(&["history", "--output", "json"]);
+    serde_json::from_str::<serde_json::Value>(&r.stdout)
+        .ok()
+        .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !cond() {
@@ -40,11 +49,7 @@ fn a_statement_left_running_by_a_killed_runner_is_stopped_before_the_step_runs_a
     let runner = env.cmd(&["run", "rb.lua"]).env("PGURL", &url).spawn().unwrap();
     let mut run = String::new();
     wait_until("the run is journaled", || {
-        let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
-            .ok()
-            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        run = newest_run(&env);
         !run.is_empty()
     });
     wait_until("the statement runs on the server", || sessions(&url, &run, "reindex").len() == 1);
@@ -111,11 +116,7 @@ fn a_cancelled_run_stops_its_statement_on_the_server() {
         .unwrap();
     let mut run = String::new();
     wait_until("the statement runs", || {
-        let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
-            .ok()
-            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        run = newest_run(&env);
         !run.is_empty() && sessions(&url, &run, "reindex").len() == 1
     });
     env.run(&["cancel", &run]).assert_code(0);
@@ -153,11 +154,7 @@ step("sleep", function(attempt) c:execute("select sleep(?)", attempt == 1 and 30
         })
     };
     wait_until("the query runs", || {
-        let r = env.run(&["history", "--output", "json"]);
-        run = serde_json::from_str::<serde_json::Value>(&r.stdout)
-            .ok()
-            .and_then(|v| v[0]["run_id"].as_str().map(str::to_string))
-            .unwrap_or_default();
+        run = newest_run(&env);
         !run.is_empty() && processlist(&run) == 1
     });
     signal(runner.id(), 9);
