@@ -348,6 +348,43 @@ impl Repl {
             None => {
                 let label = self.ctx.work_label().text;
                 let reached = crate::primitives::db::orphans::cancel_label(&label).await;
+                let signalled = if reached.is_empty() { crate::primitives::exec::terminate_running() } else { vec![] };
+                if !signalled.is_empty() {
+                    // A local command: SIGTERM to its process group, then its exit is awaited.
+                    self.interrupted.store(false, Ordering::SeqCst);
+                    let answer = tokio::select! {
+                        r = &mut call => Some(r),
+                        _ = tokio::time::sleep(SERVER_ANSWER) => None,
+                        _ = sigint.changed() => None,
+                    };
+                    self.in_call.store(false, Ordering::SeqCst);
+                    self.interrupted.store(false, Ordering::SeqCst);
+                    let what = signalled
+                        .iter()
+                        .map(|(pgid, cmd)| format!("`{cmd}` (process group {pgid})"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return match answer {
+                        Some(Ok(values)) => Outcome::ServerAnswered {
+                            said: format!("Ctrl-C: SIGTERM sent to {what}; the call completed; its result:"),
+                            values: values.into_iter().collect(),
+                        },
+                        Some(Err(e)) => Outcome::ServerAnswered {
+                            said: format!(
+                                "Ctrl-C: SIGTERM delivered to {what}; its exit was seen: {}",
+                                describe_error(&e)
+                            ),
+                            values: vec![],
+                        },
+                        None => Outcome::ServerAnswered {
+                            said: format!(
+                                "Ctrl-C: {what} did not exit within {}s of SIGTERM: killed (SIGKILL)",
+                                SERVER_ANSWER.as_secs()
+                            ),
+                            values: vec![],
+                        },
+                    };
+                }
                 if reached.is_empty() {
                     None
                 } else {

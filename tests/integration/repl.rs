@@ -539,3 +539,19 @@ fn ctrl_c_cancels_a_statement_on_the_server_and_says_what_the_server_did() {
     let timeline = env.run(&["sessions", "show", "last"]);
     assert!(timeline.stdout.matches("cancelled on the server").count() >= 2, "{}", timeline.stdout);
 }
+
+/// Ctrl-C during a local command: SIGTERM reaches its process group and its exit is seen,
+/// and the REPL says so.
+#[test]
+fn ctrl_c_during_a_command_signals_it_and_reports_its_exit() {
+    let env = Env::new();
+    let mut p = start(&env);
+    // (The marker is made by the shell, so it is not the echo of the typed line.)
+    p.line("exec{shell = \"echo start''ed; sleep 30\"}");
+    p.expect("| started");
+    p.send(CTRL_C);
+    p.expect_within("SIGTERM delivered to `sh -c", Duration::from_secs(10));
+    p.expect("its exit was seen");
+    p.expect(PROMPT);
+    p.quit();
+}

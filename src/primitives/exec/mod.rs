@@ -69,11 +69,37 @@ impl ExecSpec {
 
 /// Kills the child's whole process group unless the child was reaped.
 struct GroupGuard {
+    /// The group to kill when the command's future is dropped (None once it exited).
     pgid: Option<i32>,
+    /// The group as registered in [`RUNNING`].
+    registered: Option<i32>,
+}
+
+/// The process groups of the commands running now, with the command as shown: Ctrl-C in the
+/// REPL signals them and waits to see them exit.
+static RUNNING: std::sync::Mutex<Vec<(i32, String)>> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<(i32, String)>> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sends SIGTERM to every command running now; returns (pgid, command) of those signalled.
+pub fn terminate_running() -> Vec<(i32, String)> {
+    let all = running().clone();
+    for (pgid, _) in &all {
+        // SAFETY: killpg on a group this process created.
+        unsafe {
+            libc::killpg(*pgid, libc::SIGTERM);
+        }
+    }
+    all
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
+        if let Some(group) = self.registered {
+            running().retain(|(p, _)| *p != group);
+        }
         if let Some(pgid) = self.pgid {
             // SAFETY: killpg on a group we created; failure (already gone) is harmless.
             unsafe {
@@ -127,7 +153,11 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
         Program::Shell(_) => "/bin/sh".into(),
     };
     let mut child = cmd.spawn().map_err(|source| ExecError::Spawn { program, source })?;
-    let mut guard = GroupGuard { pgid: child.id().map(|p| p as i32) };
+    let pgid = child.id().map(|p| p as i32);
+    if let Some(p) = pgid {
+        running().push((p, command.clone()));
+    }
+    let mut guard = GroupGuard { pgid, registered: pgid };
     let io_err = |source| ExecError::Io { command: command.clone(), source };
 
     if let (Some(data), Some(mut stdin)) = (spec.stdin.clone(), child.stdin.take()) {
