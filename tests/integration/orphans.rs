@@ -163,7 +163,7 @@ step("sleep", function(attempt) c:execute("select sleep(?)", attempt == 1 and 30
     let out = env.cmd(&["resume", &run]).env("MYURL", &maria.url).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("KILL QUERY"), "{stdout}");
+    assert!(stdout.contains("KILL CONNECTION"), "{stdout}");
     assert_eq!(processlist(&run), 0);
 }
 

@@ -455,7 +455,9 @@ impl Db {
             let done = match &mut tx {
                 Tx::Sqlite(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
                 Tx::Postgres(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
-                Tx::MySql(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
+                Tx::MySql(t) => {
+                    sqlx::raw_sql(AssertSqlSafe(self.mysql_labelled(sql))).execute(&mut **t).await.map(|_| ())
+                }
             };
             if let Err(e) = done {
                 let _ = tx.rollback().await;

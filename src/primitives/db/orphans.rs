@@ -245,10 +245,16 @@ async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<S
         let id: i64 = row.try_get::<i64, _>("ID").or_else(|_| row.try_get::<u64, _>("ID").map(|v| v as i64))?;
         let info: Option<String> = row.try_get("INFO")?;
         let info = info.unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
-        // The id is a number the server gave: KILL takes no bound parameter.
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("KILL QUERY {id}"))).execute(pool).await {
-            Ok(_) => said.push(format!("stopped work left running by an earlier attempt: KILL QUERY {id} (`{info}`)")),
-            Err(e) => said.push(format!("could not KILL QUERY {id} (`{info}`): {e}")),
+        // An earlier attempt's connection is abandoned whole (its transaction and locks too);
+        // the current attempt's statement only. The id is a number the server gave: KILL takes
+        // no bound parameter.
+        let kill = match target {
+            Target::EarlierThan { .. } => "KILL CONNECTION",
+            Target::Exactly(_) => "KILL QUERY",
+        };
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{kill} {id}"))).execute(pool).await {
+            Ok(_) => said.push(format!("stopped work left running by an earlier attempt: {kill} {id} (`{info}`)")),
+            Err(e) => said.push(format!("could not {kill} {id} (`{info}`): {e}")),
         }
     }
     Ok(said)
