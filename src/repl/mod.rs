@@ -71,6 +71,56 @@ pub struct Repl {
 }
 
 /// How an evaluation ended.
+/// What Ctrl-C asked to stop during a call, in words.
+enum Stopping {
+    /// Statements a cancel request reached on their servers.
+    Statements(String),
+    /// Local commands whose process groups got SIGTERM.
+    Commands(String),
+}
+
+impl Stopping {
+    /// What happened, from the call's answer (None: no answer within [`SERVER_ANSWER`]).
+    async fn outcome(self, answer: Option<mlua::Result<MultiValue>>, label: &str) -> Outcome {
+        let (said, values) = match (self, answer) {
+            (Stopping::Statements(what), Some(Ok(values))) => {
+                (format!("Ctrl-C: the statement completed before the cancel reached {what}; its result:"), values)
+            }
+            (Stopping::Commands(what), Some(Ok(values))) => {
+                (format!("Ctrl-C: SIGTERM sent to {what}; the call completed; its result:"), values)
+            }
+            (Stopping::Statements(what), Some(Err(e))) => {
+                let error = describe_error(&e);
+                let said = if error.contains("57014") {
+                    format!("Ctrl-C: cancelled on the server: {what} stopped ({error})")
+                } else {
+                    format!("Ctrl-C: the cancel was sent to {what}; the call ended with: {error}")
+                };
+                (said, MultiValue::new())
+            }
+            (Stopping::Commands(what), Some(Err(e))) => (
+                format!("Ctrl-C: SIGTERM delivered to {what}; its exit was seen: {}", describe_error(&e)),
+                MultiValue::new(),
+            ),
+            (Stopping::Statements(what), None) => {
+                let more = crate::primitives::db::orphans::terminate_label(label).await;
+                let more = if more.is_empty() { String::new() } else { format!(" ({})", more.join("; ")) };
+                let said = format!(
+                    "Ctrl-C: {what} did not answer the cancel within {}s; the connection was dropped{more}",
+                    SERVER_ANSWER.as_secs()
+                );
+                (said, MultiValue::new())
+            }
+            // The call's future is dropped by the caller: the command's group gets SIGKILL.
+            (Stopping::Commands(what), None) => (
+                format!("Ctrl-C: {what} did not exit within {}s of SIGTERM: killed (SIGKILL)", SERVER_ANSWER.as_secs()),
+                MultiValue::new(),
+            ),
+        };
+        Outcome::ServerAnswered { said, values: values.into_iter().collect() }
+    }
+}
+
 /// How long Ctrl-C waits for the server's answer to its cancel request.
 const SERVER_ANSWER: Duration = Duration::from_secs(3);
 
@@ -348,47 +398,16 @@ impl Repl {
             None => {
                 let label = self.ctx.work_label().text;
                 let reached = crate::primitives::db::orphans::cancel_label(&label).await;
-                let signalled = if reached.is_empty() { crate::primitives::exec::terminate_running() } else { vec![] };
-                if !signalled.is_empty() {
-                    // A local command: SIGTERM to its process group, then its exit is awaited.
-                    self.interrupted.store(false, Ordering::SeqCst);
-                    let answer = tokio::select! {
-                        r = &mut call => Some(r),
-                        _ = tokio::time::sleep(SERVER_ANSWER) => None,
-                        _ = sigint.changed() => None,
-                    };
-                    self.in_call.store(false, Ordering::SeqCst);
-                    self.interrupted.store(false, Ordering::SeqCst);
-                    let what = signalled
-                        .iter()
-                        .map(|(pgid, cmd)| format!("`{cmd}` (process group {pgid})"))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    return match answer {
-                        Some(Ok(values)) => Outcome::ServerAnswered {
-                            said: format!("Ctrl-C: SIGTERM sent to {what}; the call completed; its result:"),
-                            values: values.into_iter().collect(),
-                        },
-                        Some(Err(e)) => Outcome::ServerAnswered {
-                            said: format!(
-                                "Ctrl-C: SIGTERM delivered to {what}; its exit was seen: {}",
-                                describe_error(&e)
-                            ),
-                            values: vec![],
-                        },
-                        None => Outcome::ServerAnswered {
-                            said: format!(
-                                "Ctrl-C: {what} did not exit within {}s of SIGTERM: killed (SIGKILL)",
-                                SERVER_ANSWER.as_secs()
-                            ),
-                            values: vec![],
-                        },
-                    };
-                }
-                if reached.is_empty() {
-                    None
+                let stopping = if !reached.is_empty() {
+                    Some(Stopping::Statements(reached.join(", ")))
                 } else {
-                    // The hook must not turn a statement that completed into an interruption.
+                    let signalled = crate::primitives::exec::terminate_running();
+                    let what: Vec<String> =
+                        signalled.iter().map(|(pgid, cmd)| format!("`{cmd}` (process group {pgid})")).collect();
+                    (!what.is_empty()).then(|| Stopping::Commands(what.join(", ")))
+                };
+                if let Some(stopping) = stopping {
+                    // The hook must not turn a call that completed into an interruption.
                     self.interrupted.store(false, Ordering::SeqCst);
                     let answer = tokio::select! {
                         r = &mut call => Some(r),
@@ -397,36 +416,9 @@ impl Repl {
                     };
                     self.in_call.store(false, Ordering::SeqCst);
                     self.interrupted.store(false, Ordering::SeqCst);
-                    let reached = reached.join(", ");
-                    return match answer {
-                        Some(Ok(values)) => Outcome::ServerAnswered {
-                            said: format!(
-                                "Ctrl-C: the statement completed before the cancel reached {reached}; its result:"
-                            ),
-                            values: values.into_iter().collect(),
-                        },
-                        Some(Err(e)) => {
-                            let error = describe_error(&e);
-                            let said = if error.contains("57014") {
-                                format!("Ctrl-C: cancelled on the server: {reached} stopped ({error})")
-                            } else {
-                                format!("Ctrl-C: the cancel was sent to {reached}; the call ended with: {error}")
-                            };
-                            Outcome::ServerAnswered { said, values: vec![] }
-                        }
-                        None => {
-                            let more = crate::primitives::db::orphans::terminate_label(&label).await;
-                            Outcome::ServerAnswered {
-                                said: format!(
-                                    "Ctrl-C: {reached} did not answer the cancel within {}s; the connection was dropped{}",
-                                    SERVER_ANSWER.as_secs(),
-                                    if more.is_empty() { String::new() } else { format!(" ({})", more.join("; ")) }
-                                ),
-                                values: vec![],
-                            }
-                        }
-                    };
+                    return stopping.outcome(answer, &label).await;
                 }
+                None
             }
         };
         self.in_call.store(false, Ordering::SeqCst);
