@@ -17,7 +17,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, Lua, LuaSerdeExt, Value, VmState};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -662,16 +661,12 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
     lua.set_app_data(Rc::clone(&ctx));
     register(&lua, &ctx).map_err(|e| Error::Io(format!("cannot set up the runbook environment: {e}")))?;
 
-    let func =
-        lua.load(ctx.source.as_str()).set_name(format!("@{file}")).set_mode(ChunkMode::Text).into_function().map_err(
-            |e| {
-                let (msg, loc) = errors::describe(&e);
-                Error::Runbook(match loc {
-                    Some(l) => format!("{l}: syntax error: {msg}"),
-                    None => format!("{file}: syntax error: {msg}"),
-                })
-            },
-        )?;
+    let func = crate::lua::compile(&lua, &ctx.source, &file).map_err(|(msg, loc)| {
+        Error::Runbook(match loc {
+            Some(l) => format!("{l}: syntax error: {msg}"),
+            None => format!("{file}: syntax error: {msg}"),
+        })
+    })?;
 
     let signals = spawn_signal_watch(&ctx, inv.drain);
     let mut stop_rx = ctx.stop_tx.subscribe();

@@ -6,6 +6,7 @@
 //! of text chunks only.
 pub mod convert;
 pub mod errors;
+pub mod source;
 #[cfg(test)]
 mod stubs_test;
 
@@ -64,6 +65,23 @@ pub fn new_sandbox(root: &Path, memory_limit: Option<usize>) -> mlua::Result<Lua
     Ok(lua)
 }
 
+/// Compiles a runbook or one of its modules (`file` as errors name it): tail calls of primitives
+/// kept in the runbook's frame so errors name their line (see [`source`]); a syntax error as its
+/// message and place, a parser overflow placed on its line.
+pub fn compile(lua: &Lua, src: &str, file: &str) -> Result<Function, (String, Option<errors::Location>)> {
+    let kept = source::keep_frames(src);
+    lua.load(kept.as_ref()).set_name(format!("@{file}")).set_mode(ChunkMode::Text).into_function().map_err(|e| {
+        let (msg, loc) = errors::describe(&e);
+        let loc = loc.or_else(|| {
+            msg.contains("C stack overflow")
+                .then(|| source::overflow_line(lua, src))
+                .flatten()
+                .map(|line| errors::Location { file: file.to_string(), line })
+        });
+        (source::shorten_near(&msg).into_owned(), loc)
+    })
+}
+
 /// Points `require` of non-stdlib modules at another folder (the REPL loading a runbook).
 pub fn set_require_root(lua: &Lua, dir: &Path) {
     let canonical = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
@@ -98,7 +116,16 @@ fn require(lua: &Lua, name: String) -> mlua::Result<Value> {
             .map_err(|e| mlua::Error::runtime(format!("require '{name}': {}: {e}", path.display())))?;
         (src, format!("@{}", path.display()))
     };
-    let func: Function = lua.load(source).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?;
+    let func: Function = if name.starts_with("runbook.") {
+        lua.load(source).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?
+    } else {
+        compile(lua, &source, &chunk_name[1..]).map_err(|(msg, loc)| {
+            mlua::Error::runtime(match loc {
+                Some(l) => format!("require '{name}': {l}: syntax error: {msg}"),
+                None => format!("require '{name}': {}: syntax error: {msg}", &chunk_name[1..]),
+            })
+        })?
+    };
     let value: Value = func.call(name.as_str())?;
     let value = if value.is_nil() { Value::Boolean(true) } else { value };
     loaded.set(name.as_str(), value.clone())?;

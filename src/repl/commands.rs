@@ -5,11 +5,10 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
-use mlua::chunk::ChunkMode;
 use mlua::{Lua, Table, Value};
 use serde_json::json;
 
-use super::{describe_error, help, show, Attached, Outcome, Repl};
+use super::{help, show, Attached, Outcome, Repl};
 use crate::engine::{self, Captured, Ctx, Invocation, Mode};
 use crate::journal::{self, Claim, EventRecord, RunFilter, RunRecord, RunStatus, StepKind, StepRecord, StepStatus};
 use crate::output::{Format, Reporter};
@@ -125,10 +124,15 @@ impl Repl {
         if let Some(dir) = abs.parent() {
             crate::lua::set_require_root(&self.lua, dir);
         }
-        let func =
-            self.lua.load(source).set_name(format!("@{}", path.display())).set_mode(ChunkMode::Text).into_function();
+        let func = crate::lua::compile(&self.lua, &source, &path.display().to_string());
         let note = match func {
-            Err(e) => Some(describe_error(&e)),
+            Err((msg, loc)) => Some(
+                crate::secret::redact(&match loc {
+                    Some(l) => format!("{l}: syntax error: {msg}"),
+                    None => format!("{}: syntax error: {msg}", path.display()),
+                })
+                .into_owned(),
+            ),
             Ok(func) => {
                 self.lua.set_app_data(Rc::clone(&ctx));
                 let outcome = self.call(func, ()).await;

@@ -1,6 +1,7 @@
 //! Inputs as people write them: a file saved with a byte order mark, `default = {}` for a list,
 //! a runbook asking whether it is a dry run, the whole statement in a dry run's report, an
-//! http:// S3 endpoint, and history's columns with full run ids.
+//! http:// S3 endpoint, history's columns with full run ids, and errors that name the failing
+//! line however the call was written.
 use crate::harness::Env;
 
 #[test]
@@ -94,4 +95,47 @@ fn a_repl_that_reads_nothing_records_no_session() {
     let sessions = env.run(&["sessions", "--output", "json"]);
     sessions.assert_code(0);
     assert_eq!(sessions.stdout.trim(), "[]", "{}", sessions.stdout);
+}
+
+#[test]
+fn an_error_in_a_returned_call_names_its_own_line_in_a_runbook_and_a_module() {
+    let env = Env::new();
+    env.write("lib/q.lua", "local M = {}\nfunction M.count(c)\n  return c:scalar(\"selec 2\")\nend\nreturn M\n");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "tail" }
+local c = db.connect("sqlite::memory:")
+step("direct", { continue_on_error = true }, function()
+  return c:scalar("selec 1")
+end)
+step("in a module", { continue_on_error = true }, function()
+  return require("lib.q").count(c)
+end)
+local function spin(n) if n == 0 then return "deep" end return spin(n - 1) end
+step("own recursion", function() return spin(300000) end)
+"#,
+    );
+    let r = env.run(&["run", "rb.lua"]);
+    let show = env.show("last");
+    let direct = Env::step(&show, "direct")["error"].as_str().unwrap().to_string();
+    assert!(direct.starts_with("rb.lua:4: step 'direct'"), "{direct}\n{}", r.stderr);
+    let module = Env::step(&show, "in a module")["error"].as_str().unwrap().to_string();
+    assert!(module.contains("lib/q.lua:3:"), "{module}");
+    assert_eq!(Env::step(&show, "own recursion")["result"], "deep", "the runbook's own tail calls stay tail calls");
+}
+
+#[test]
+fn a_parser_overflow_and_a_huge_token_are_reported_on_their_line_in_short() {
+    let env = Env::new();
+    let deep = format!("runbook {{ name = \"deep\" }}\n\nlocal x = {}1{}\n", "(".repeat(300), ")".repeat(300));
+    env.write("deep.lua", &deep);
+    let r = env.run(&["run", "deep.lua"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("deep.lua:3: syntax error: C stack overflow"), "{}", r.stderr);
+
+    env.write("long.lua", &format!("runbook {{ name = \"long\" }}\nlocal x = 1{}\n", "..1".repeat(100_000)));
+    let r = env.run(&["check", "long.lua"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("long.lua:2: syntax error: malformed number near '1..1"), "{}", r.stderr);
+    assert!(r.stderr.len() < 2_000, "the token is cut, not printed whole: {} bytes", r.stderr.len());
 }
