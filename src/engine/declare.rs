@@ -107,6 +107,14 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         }
         None => None,
     };
+    let file_table = match file_table {
+        _ if ctx.supplied.is_empty() => file_table,
+        Some(mut t) => {
+            t.extend(ctx.supplied.clone());
+            Some(t)
+        }
+        None => Some(ctx.supplied.clone()),
+    };
     let sources = Sources {
         cli: &ctx.inv_params,
         file: file_table.as_ref(),

@@ -62,6 +62,9 @@ pub struct Invocation {
     pub mode: Mode,
     pub params: Vec<(String, String)>,
     pub params_file: Option<PathBuf>,
+    /// Values typed into the REPL (`:param NAME`), taken as a params file gives them: a secret
+    /// never passes through a command line.
+    pub supplied: toml::Table,
     pub yes: bool,
     pub trigger: String,
     pub max_memory: Option<usize>,
@@ -91,6 +94,7 @@ impl Invocation {
             mode,
             params: Vec::new(),
             params_file: None,
+            supplied: toml::Table::new(),
             yes: false,
             trigger: "cli".into(),
             max_memory: None,
@@ -251,6 +255,8 @@ pub struct Ctx {
     pub out: Reporter,
     pub inv_params: Vec<(String, String)>,
     pub params_file: Option<PathBuf>,
+    /// See [`Invocation::supplied`].
+    pub supplied: toml::Table,
     pub yes: bool,
     pub trigger: String,
     pub resume: Option<RunRecord>,
@@ -287,6 +293,7 @@ impl Ctx {
         journal: Option<Arc<dyn Journal>>,
         out: Reporter,
         params: Vec<(String, String)>,
+        supplied: toml::Table,
         attached: Option<(RunRecord, Vec<StepRecord>)>,
     ) -> Rc<Ctx> {
         let (resume, records) = match attached {
@@ -304,6 +311,7 @@ impl Ctx {
             out,
             inv_params: params,
             params_file: None,
+            supplied,
             yes: false,
             trigger: "repl".into(),
             resume,
@@ -639,6 +647,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         out,
         inv_params: inv.params,
         params_file: inv.params_file,
+        supplied: inv.supplied,
         yes: inv.yes,
         lock_wait: inv.lock_wait,
         trigger: inv.trigger,

@@ -46,6 +46,7 @@ impl Repl {
             ":result" => self.result(rest),
             ":retry" => self.retry(rest).await,
             ":skip" => self.skip(rest).await,
+            ":param" => self.param(rest).await,
             ":resume" => self.resume(rest).await,
             ":timeline" => self.timeline(rest).await,
             other => fail(format!("unknown command {other}; `:help` lists the commands")),
@@ -119,6 +120,7 @@ impl Repl {
             Some(self.journal.clone()),
             Reporter::for_repl(),
             params,
+            self.supplied.clone(),
             attached,
         );
         if let Some(dir) = abs.parent() {
@@ -454,6 +456,7 @@ impl Repl {
             Some(self.journal.clone()),
             Reporter::for_repl(),
             vec![],
+            toml::Table::new(),
             None,
         );
         step_ctx.enter_step(&run_id, &name, rec.attempts + 1);
@@ -622,6 +625,7 @@ impl Repl {
         let inv = Invocation {
             params,
             trigger: a.run.trigger.clone(),
+            supplied: self.supplied.clone(),
             resume: Some((a.run.clone(), a.steps.clone())),
             ..Invocation::new(path, Mode::Run)
         };
@@ -644,6 +648,61 @@ impl Repl {
         }
     }
 
+    /// `:param NAME`: reads a value without echo and gives it to the attached run (and later
+    /// loads) as a params file would; it is a secret from then on, whatever the param's type.
+    async fn param(&mut self, args: &str) -> Done {
+        let name = args.trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return fail("usage: :param NAME (the value is read next, without echo)");
+        }
+        if let Some(params) = self.attached.as_ref().and_then(|a| a.params.as_ref()) {
+            let mut declared: Vec<String> =
+                params.pairs::<String, Value>().filter_map(Result::ok).map(|(k, _)| k).collect();
+            if !declared.iter().any(|d| d == name) {
+                declared.sort();
+                return fail(format!(
+                    "the attached run has no param '{name}' (its params: {})",
+                    if declared.is_empty() { "none".to_string() } else { declared.join(", ") }
+                ));
+            }
+        }
+        let value = match super::read_hidden(&format!("{name} (not echoed): ")) {
+            Ok(Some(v)) if !v.is_empty() => v,
+            Ok(_) => return fail(format!("no value typed for '{name}': nothing changed")),
+            Err(e) => return fail(format!("cannot read the value: {e}")),
+        };
+        crate::secret::register(&value, name);
+        let previous = self.supplied.insert(name.to_string(), toml::Value::String(value));
+        if self.attached.is_none() {
+            return ok(format!("'{name}' is kept for the next :load and :attach"));
+        }
+        let given = |lua: &mlua::Lua| {
+            let params = lua.globals().get::<Option<Table>>("params").ok().flatten();
+            match params.map(|p| p.get::<Value>(name)) {
+                Some(Ok(Value::Table(t))) => !crate::lua::is_placeholder(&t),
+                Some(Ok(Value::Nil)) | Some(Err(_)) | None => false,
+                Some(Ok(_)) => true,
+            }
+        };
+        match self.reload_attached().await {
+            Ok(()) if given(&self.lua) => ok(format!("'{name}' given to the attached run: :retry and :resume use it")),
+            Ok(()) => {
+                match previous {
+                    Some(p) => self.supplied.insert(name.to_string(), p),
+                    None => self.supplied.remove(name),
+                };
+                fail(format!("the attached run did not take '{name}'; `run.params` shows what it has"))
+            }
+            Err(e) => {
+                match previous {
+                    Some(p) => self.supplied.insert(name.to_string(), p),
+                    None => self.supplied.remove(name),
+                };
+                fail(e)
+            }
+        }
+    }
+
     /// After a resume: loads the run's steps again (their recorded results changed).
     async fn reload_attached(&mut self) -> Result<(), String> {
         let Some(a) = &self.attached else { return Ok(()) };
@@ -658,9 +717,11 @@ impl Repl {
         let path = PathBuf::from(&run.path);
         let source = std::fs::read_to_string(&path).unwrap_or_else(|_| run.source.clone());
         let (loaded, note) = self.load_source(&path, &source, vec![], Some((run, steps))).await;
+        let params = self.lua.globals().get::<Option<Table>>("params").ok().flatten();
         if let Some(a) = &mut self.attached {
             a.captured = loaded.captured();
             a.stopped_at = loaded.load_stopped_at();
+            a.params = params;
         }
         match note {
             Some(n) => Err(n),

@@ -141,6 +141,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":result", "STEP [VAR]", "print a step's recorded result and bind it to VAR (default `result`)"),
     (":retry", "STEP", "run the attached run's step again now, recorded in its journal"),
     (":skip", "STEP REASON", "record the step as skipped by you, with the reason; a resume passes over it"),
+    (":param", "NAME", "type a param the attached run is missing (a secret: not echoed, kept off history and journal)"),
     (":resume", "[--allow-changed]", "continue the attached run from its next step, with live progress"),
     (":timeline", "[FILE]", "this session as Markdown for the postmortem (printed, or written to FILE)"),
     (":quit", "", "leave (Ctrl-D does the same)"),

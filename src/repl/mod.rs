@@ -66,6 +66,8 @@ pub struct Repl {
     /// Counts the Ctrl-Cs that arrived during calls; a call waits for it to change.
     sigints: tokio::sync::watch::Sender<u64>,
     history: Option<PathBuf>,
+    /// Params typed with `:param NAME` (not echoed, never on a command line or in the history).
+    supplied: toml::Table,
     /// The redactor's generation when the session's record and history were last scrubbed.
     scrubbed_at: u64,
 }
@@ -183,6 +185,7 @@ impl Repl {
             Some(journal.clone()),
             Reporter::for_repl(),
             Vec::new(),
+            toml::Table::new(),
             None,
         );
         lua.set_app_data(Rc::clone(&ctx));
@@ -235,6 +238,7 @@ impl Repl {
             in_call,
             sigints,
             history: history_path(),
+            supplied: toml::Table::new(),
             scrubbed_at: crate::secret::generation(),
         })
     }
@@ -567,6 +571,33 @@ fn session_locals(chunk: &str) -> String {
 }
 
 /// An error as one message: `repl:1: cause`, or `FILE:LINE: cause` inside a loaded runbook.
+/// Reads one line from the terminal with echo off (as `psql`'s `\\password` does); `None` at
+/// end of input. Off a terminal the line is read as it comes.
+fn read_hidden(prompt: &str) -> std::io::Result<Option<String>> {
+    use std::io::{BufRead, Write};
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it or fails on a non-terminal.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    if tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        quiet.c_lflag |= libc::ICANON;
+        // SAFETY: a termios derived from the terminal's own.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        // SAFETY: restores what tcgetattr returned.
+        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &saved) };
+        eprintln!();
+    }
+    Ok((read? > 0).then(|| line.trim_end_matches(['\n', '\r']).to_string()))
+}
+
 fn describe_error(e: &mlua::Error) -> String {
     let (msg, loc) = crate::lua::errors::describe(e);
     let text = match loc {

@@ -555,3 +555,49 @@ fn ctrl_c_during_a_command_signals_it_and_reports_its_exit() {
     p.expect(PROMPT);
     p.quit();
 }
+
+#[test]
+fn a_missing_secret_param_is_typed_without_echo_and_kept_off_every_record() {
+    let env = Env::new();
+    let token = "typed-Token-5521-horse";
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "needs token", params = { token = { type = "secret", env = "DEPLOY_TOKEN" } } }
+step("use it", function()
+  exec{ "sh", "-c", 'test "$T" = "$(cat expected)" && test -f ready', env = { T = params.token } }
+  return "used"
+end)
+"#,
+    );
+    env.write("expected", token);
+    let r = env.run_env(&["run", "rb.lua"], &[("DEPLOY_TOKEN", token)]);
+    r.assert_code(1);
+    env.write("ready", "");
+
+    // The REPL has no DEPLOY_TOKEN: the run's secret is missing until typed.
+    let mut p = Pty::spawn(repl_cmd(&env, &["--last"]));
+    p.expect("failed step: 'use it'");
+    p.line(":retry use it");
+    p.expect("step 'use it' failed again");
+    p.line(":param token");
+    p.expect("token (not echoed): ");
+    p.enter(token);
+    p.expect("'token' given to the attached run");
+    p.line(":param nosuch");
+    p.expect("has no param 'nosuch' (its params: token)");
+    p.line(":retry use it");
+    p.expect("step 'use it' succeeded");
+    p.line(":resume");
+    p.expect("is succeeded");
+    let seen = p.quit();
+    assert!(!seen.contains(token), "the value was echoed:\n{seen}");
+
+    assert_eq!(env.show("last")["status"], "succeeded");
+    let mut records = env.run(&["sessions", "show", "last"]).all();
+    records.push_str(&env.run(&["show", "last", "--events"]).all());
+    records.push_str(&std::fs::read_to_string(env.path("history")).unwrap_or_default());
+    assert!(records.contains(":param token"), "the command is recorded, not its value:\n{records}");
+    assert!(!records.contains(token), "{records}");
+    let bytes = crate::harness::journal_bytes(&env.journal_path());
+    assert!(!crate::harness::contains_bytes(&bytes, token.as_bytes()), "the value is in the journal or its WAL");
+}
