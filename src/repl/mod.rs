@@ -406,8 +406,13 @@ impl Repl {
                     Some(Stopping::Statements(reached.join(", ")))
                 } else {
                     let signalled = crate::primitives::exec::terminate_running();
-                    let what: Vec<String> =
+                    let mut what: Vec<String> =
                         signalled.iter().map(|(pgid, cmd)| format!("`{cmd}` (process group {pgid})")).collect();
+                    what.extend(
+                        crate::primitives::ssh::interrupt_running()
+                            .into_iter()
+                            .map(|cmd| format!("{cmd} (its remote process group)")),
+                    );
                     (!what.is_empty()).then(|| Stopping::Commands(what.join(", ")))
                 };
                 if let Some(stopping) = stopping {

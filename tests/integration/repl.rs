@@ -601,3 +601,31 @@ end)
     let bytes = crate::harness::journal_bytes(&env.journal_path());
     assert!(!crate::harness::contains_bytes(&bytes, token.as_bytes()), "the value is in the journal or its WAL");
 }
+
+#[test]
+fn ctrl_c_during_a_remote_command_stops_its_process_group_and_reports_its_exit() {
+    let s = servers::sshd();
+    let env = Env::new();
+    let marker = format!("{}.{}", 30, std::process::id());
+    let mut p = start(&env);
+    p.line(&format!(
+        "h = ssh.connect(\"{}\", {{ user = \"{}\", key = \"{}\", known_hosts = \"{}\" }})",
+        s.hosts[0],
+        s.user,
+        s.key.display(),
+        s.known_hosts.display()
+    ));
+    p.expect(PROMPT);
+    p.line(&format!("h:exec(\"echo start''ed; sleep {marker}\")"));
+    p.expect("started");
+    p.send(CTRL_C);
+    let said = p.expect_within(PROMPT, Duration::from_secs(10));
+    assert!(said.contains(&format!("Ctrl-C: SIGTERM delivered to `echo start''ed; sleep {marker}` on ")), "{said}");
+    assert!(
+        said.contains("SIGTERM sent to its process group, which ended; its exit was seen (exit code 143)"),
+        "{said}"
+    );
+    p.quit();
+    let left = Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
+    assert!(left.stdout.is_empty(), "the remote sleep is gone: {}", String::from_utf8_lossy(&left.stdout));
+}

@@ -114,7 +114,10 @@ end)
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let show = env.show("last");
     let slow = Env::step(&show, "slow")["error"].as_str().unwrap().to_string();
-    assert!(slow.contains("still running after 1.0s; its process group was killed"), "{slow}");
+    assert!(
+        slow.contains("still running after 1.0s; SIGTERM sent to its process group, which ended; its exit was seen"),
+        "{slow}"
+    );
     let stopped = Env::step(&show, "step timeout")["error"].as_str().unwrap().to_string();
     assert!(stopped.contains("timed out after 1.0s"), "{stopped}");
     for m in [&marker, &step_marker] {

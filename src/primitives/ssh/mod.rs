@@ -405,12 +405,43 @@ fn valid_env_name(name: &str) -> bool {
 
 /// Sets its flag when dropped: an exec future dropped midway (a step timeout, an interrupt)
 /// tells the blocking loop to kill the remote command and let go of the session.
+/// What stopping a remote command's process group took.
+enum Killed {
+    ByTerm,
+    ByKill,
+    No,
+}
+
+/// Stops the remote command when its future is dropped, and keeps it listed in [`RUNNING`]
+/// while it runs.
 struct CancelOnDrop(Arc<AtomicBool>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.0.store(true, Ordering::SeqCst);
+        running().retain(|(flag, _)| !Arc::ptr_eq(flag, &self.0));
     }
+}
+
+/// The remote commands running now (their stop flag, and the command as shown with its
+/// host): Ctrl-C in the REPL stops them and waits to see them exit.
+type Running = Vec<(Arc<AtomicBool>, String)>;
+static RUNNING: std::sync::Mutex<Running> = std::sync::Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Running> {
+    RUNNING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Asks every remote command running now to stop (SIGTERM to its process group on the host,
+/// SIGKILL 2 s later if it is still there); returns the commands asked.
+pub fn interrupt_running() -> Vec<String> {
+    running()
+        .iter()
+        .map(|(flag, what)| {
+            flag.store(true, Ordering::SeqCst);
+            what.clone()
+        })
+        .collect()
 }
 
 /// The exit status a signal stands for (128 + its number), as a shell reports it.
@@ -518,6 +549,7 @@ impl Session {
         // session while the task still uses it.
         let busy = Arc::clone(&self.busy).lock_owned().await;
         let cancel = Arc::new(AtomicBool::new(false));
+        running().push((Arc::clone(&cancel), format!("`{}` on {}", spec.command, self.target)));
         let _on_drop = CancelOnDrop(Arc::clone(&cancel));
         let this = Arc::clone(self);
         let nonce = format!("{:016x}", rand::random::<u64>());
@@ -617,17 +649,29 @@ impl Session {
                     self.wait_socket(Duration::from_millis(50));
                 }
             }
+            let mut exit = None;
             if ch.eof() {
                 self.sess.set_blocking(true);
                 let _ = ch.wait_close();
+                exit = match (ch.exit_signal(), ch.exit_status()) {
+                    (Ok(sig), _) if sig.exit_signal.is_some() => {
+                        Some(format!("signal {}", sig.exit_signal.as_deref().unwrap_or_default()))
+                    }
+                    (_, Ok(code)) => Some(format!("exit code {code}")),
+                    _ => None,
+                };
             }
             drop(ch);
             self.sess.set_blocking(true);
             io.flush(&lines);
-            let fate = if killed {
-                "its process group was killed"
-            } else {
-                "it could not be killed (no pid recorded): it may still be running"
+            let seen = match &exit {
+                Some(e) => format!("; its exit was seen ({e})"),
+                None => String::new(),
+            };
+            let fate = match killed {
+                Killed::ByTerm => format!("SIGTERM sent to its process group, which ended{seen}"),
+                Killed::ByKill => format!("its process group ignored SIGTERM for 2 s and was killed (SIGKILL){seen}"),
+                Killed::No => "it could not be killed (no pid recorded): it may still be running".to_string(),
             };
             return Err(match timeout {
                 Some(t) => SshError::Timeout {
@@ -672,14 +716,15 @@ impl Session {
     /// Kills the process group of a command, from a second channel: waits briefly for its pid
     /// (a command stopped right after it started), TERM, then KILL after two seconds. Works
     /// with dash (`kill -SIG -PGID`, no `--`). True when a pid was found.
-    fn kill_blocking(&self, pidfile: &str, sudo: bool) -> bool {
+    fn kill_blocking(&self, pidfile: &str, sudo: bool) -> Killed {
         let f = sh_quote(pidfile);
         let script = format!(
             "i=0; while [ ! -s {f} ] && [ $i -lt 40 ]; do sleep 0.05; i=$((i+1)); done; \
              p=$(cat {f} 2>/dev/null) || {{ echo nopid; exit 0; }}; \
              kill -TERM -\"$p\" 2>/dev/null || kill -TERM \"$p\" 2>/dev/null; \
              i=0; while kill -0 -\"$p\" 2>/dev/null && [ $i -lt 20 ]; do sleep 0.1; i=$((i+1)); done; \
-             kill -KILL -\"$p\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null; rm -f {f}; echo killed"
+             if kill -0 -\"$p\" 2>/dev/null; then kill -KILL -\"$p\" 2>/dev/null || kill -KILL \"$p\" 2>/dev/null; \
+             echo killed-KILL; else echo killed-TERM; fi; rm -f {f}"
         );
         let cmd = if sudo {
             format!("sudo -n -- sh -c {}", sh_quote(&script))
@@ -695,7 +740,13 @@ impl Session {
             }
         }
         self.sess.set_timeout(0);
-        said.contains("killed")
+        if said.contains("killed-TERM") {
+            Killed::ByTerm
+        } else if said.contains("killed-KILL") {
+            Killed::ByKill
+        } else {
+            Killed::No
+        }
     }
 
     /// A command whose output is wanted whole (checksums, mv): runs and returns stdout.
