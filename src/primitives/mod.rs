@@ -38,7 +38,9 @@ pub fn register_all(lua: &Lua) -> mlua::Result<()> {
 /// After an attempt was abandoned (its step timed out, the run was cancelled or stopped): stops
 /// what it left running on servers, and says so in the run's events.
 pub async fn stop_abandoned(ctx: &crate::engine::Ctx, label: &crate::engine::WorkLabel) {
-    for said in db::orphans::stop_abandoned(label).await {
+    let mut said = db::orphans::stop_abandoned(label).await;
+    said.extend(exec::orphans::stop_abandoned(label).await);
+    for said in said {
         ctx.out.emit("warning", None, serde_json::json!({ "message": said }));
     }
 }

@@ -1,6 +1,8 @@
 //! Work a killed, timed-out or cancelled attempt left on a database server is found by its
 //! label (`application_name` = `runbook/<run>/<step>#<attempt>`; a leading comment on MySQL) and
 //! stopped before the step runs again, so a resumed step never runs beside its first attempt.
+//! Local commands carry the same label in their environment (`RUNBOOK_WORK`), which the
+//! processes they start inherit.
 use crate::harness::{signal, Env};
 use crate::servers::{mariadb, postgres};
 
@@ -214,4 +216,50 @@ end)
     let ledger = std::fs::read_to_string(format!("/tmp/rb-orphan-{marker}")).unwrap_or_default();
     let _ = std::fs::remove_file(format!("/tmp/rb-orphan-{marker}"));
     assert_eq!(ledger, "again\n", "the abandoned command never went on to its next line");
+}
+
+#[test]
+fn a_local_grandchild_left_running_by_a_killed_runner_is_stopped_before_the_step_runs_again() {
+    let env = Env::new();
+    let marker = format!("309.{}", std::process::id());
+    // The shell starts a child in the background, out of reach of the shell's own death.
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "local" }}
+step("started in the background", function() exec{{ shell = "sleep 4{marker} >/dev/null 2>&1 & echo started" }} end)
+step("rebuild", function(attempt)
+  if attempt == 1 then exec{{ shell = "sleep {marker} & wait; echo first >> ledger" }} end
+  exec{{ shell = "echo again >> ledger" }}
+end)
+"#
+        ),
+    );
+    let pgrep = |pattern: &str| {
+        let out = std::process::Command::new("pgrep").args(["-f", pattern]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    let runner = env.spawn(&["run", "rb.lua"]);
+    wait_until("the command runs", || pgrep(&format!("^sleep {marker}")) == 1);
+    let run = newest_run(&env);
+    signal(runner.id(), 9);
+    let _ = crate::harness::finish(runner, 30);
+    assert_eq!(pgrep(&format!("^sleep {marker}")), 1, "the grandchild outlives its runner and its shell");
+    let out = env.run(&["resume", &run]);
+    out.assert_code(0);
+    assert!(
+        out.stdout.contains(&format!("`sleep {marker}` left running by runbook/{run}/rebuild#1")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(pgrep(&format!("^sleep {marker}")), 0);
+    assert_eq!(env.read("ledger"), "again\n", "the abandoned command never went on");
+    // What an earlier, completed step put in the background on purpose is left alone.
+    assert_eq!(
+        pgrep(&format!("^sleep 4{marker}")),
+        1,
+        "a completed step's background process is not an orphan: {}",
+        out.stdout
+    );
+    let _ = std::process::Command::new("pkill").args(["-f", &format!("^sleep 4{marker}")]).status();
 }

@@ -2,6 +2,7 @@
 //! output streamed line by line as it comes. The child runs in its own process group, and the
 //! whole group is killed on timeout or when the step is abandoned.
 pub mod lua;
+pub mod orphans;
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -41,6 +42,9 @@ pub struct ExecSpec {
     /// The most output (stdout and stderr together) held in memory; past it the command is
     /// killed (the run's `--max-memory`).
     pub max_output: Option<usize>,
+    /// The attempt the command belongs to (`runbook/<run>/<step>#<attempt>`), passed down in
+    /// [`orphans::LABEL_VAR`] so that what it leaves running can be found later.
+    pub label: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +130,10 @@ pub async fn run(spec: &ExecSpec, mut on_line: impl FnMut(Stream, &str)) -> Resu
     };
     // The journal's URL (with its password) is the runner's, not the command's.
     cmd.env_remove("RUNBOOK_STATE");
+    match &spec.label {
+        Some(label) => cmd.env(orphans::LABEL_VAR, label),
+        None => cmd.env_remove(orphans::LABEL_VAR),
+    };
     cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
