@@ -285,15 +285,15 @@ pub struct Ctx {
 impl Ctx {
     /// A context outside any run, for the REPL: `Mode::Run` for its live primitives, or
     /// `Mode::Load` to capture a runbook's steps (with the run being attached, if any). `file`
-    /// names chunks in messages; relative paths resolve from `abs_path`'s folder.
+    /// names chunks in messages; relative paths resolve from `abs_path`'s folder. Params come
+    /// as `key=value` pairs and as values typed into the REPL ([`Invocation::supplied`]).
     pub fn standalone(
         mode: Mode,
         file: String,
         abs_path: PathBuf,
         journal: Option<Arc<dyn Journal>>,
         out: Reporter,
-        params: Vec<(String, String)>,
-        supplied: toml::Table,
+        (params, supplied): (Vec<(String, String)>, toml::Table),
         attached: Option<(RunRecord, Vec<StepRecord>)>,
     ) -> Rc<Ctx> {
         let (resume, records) = match attached {

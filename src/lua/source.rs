@@ -205,8 +205,7 @@ fn kept_call(src: &str, t: &[Token], ret: usize) -> Option<(usize, usize)> {
     };
     let mut calls_last = false;
     let mut selected = false;
-    loop {
-        let Some(tok) = t.get(i) else { break };
+    while let Some(tok) = t.get(i) {
         match tok.kind {
             Kind::Dot if t.get(i + 1).map(|n| n.kind) == Some(Kind::Name) => {
                 i += 2;

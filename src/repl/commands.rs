@@ -119,14 +119,13 @@ impl Repl {
             abs.clone(),
             Some(self.journal.clone()),
             Reporter::for_repl(),
-            params,
-            self.supplied.clone(),
+            (params, self.supplied.clone()),
             attached,
         );
         if let Some(dir) = abs.parent() {
             crate::lua::set_require_root(&self.lua, dir);
         }
-        let func = crate::lua::compile(&self.lua, &source, &path.display().to_string());
+        let func = crate::lua::compile(&self.lua, source, &path.display().to_string());
         let note = match func {
             Err((msg, loc)) => Some(
                 crate::secret::redact(&match loc {
@@ -455,8 +454,7 @@ impl Repl {
             path.clone(),
             Some(self.journal.clone()),
             Reporter::for_repl(),
-            vec![],
-            toml::Table::new(),
+            (vec![], toml::Table::new()),
             None,
         );
         step_ctx.enter_step(&run_id, &name, rec.attempts + 1);

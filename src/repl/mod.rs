@@ -184,8 +184,7 @@ impl Repl {
             cwd.join("repl"),
             Some(journal.clone()),
             Reporter::for_repl(),
-            Vec::new(),
-            toml::Table::new(),
+            (Vec::new(), toml::Table::new()),
             None,
         );
         lua.set_app_data(Rc::clone(&ctx));

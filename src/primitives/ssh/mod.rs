@@ -678,7 +678,7 @@ impl Session {
                     target: self.target.clone(),
                     command: spec.command.clone(),
                     after: crate::duration::human(t),
-                    fate: fate.into(),
+                    fate,
                 },
                 None => SshError::Remote {
                     target: self.target.clone(),
