@@ -10,8 +10,10 @@
 //! keeps its constant stack.
 use std::borrow::Cow;
 
-/// Globals whose calls are primitives (the rest are the runbook's own functions).
-const PRIMITIVE_GLOBALS: &[&str] = &["exec", "approve", "sleep", "secret", "fail", "step", "env"];
+/// Globals whose calls are primitives (the rest are the runbook's own functions). `step` and
+/// `approve` are left out: they declare, and a helper that returns `step(...)` means the step
+/// to be placed at its caller's line, as the tail call does.
+const PRIMITIVE_GLOBALS: &[&str] = &["exec", "sleep", "secret", "fail", "env"];
 
 const KEEP_OPEN: &str = "(function(...) return ... end)(";
 

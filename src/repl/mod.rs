@@ -583,8 +583,7 @@ fn read_hidden(prompt: &str) -> std::io::Result<Option<String>> {
     // SAFETY: termios is plain data; tcgetattr fills it or fails on a non-terminal.
     let mut saved: libc::termios = unsafe { std::mem::zeroed() };
     let tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
-    eprint!("{prompt}");
-    std::io::stderr().flush()?;
+    // Echo goes off before the prompt shows: what is typed after it is never echoed.
     if tty {
         let mut quiet = saved;
         quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
@@ -592,6 +591,8 @@ fn read_hidden(prompt: &str) -> std::io::Result<Option<String>> {
         // SAFETY: a termios derived from the terminal's own.
         unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
     }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
     let mut line = String::new();
     let read = std::io::stdin().lock().read_line(&mut line);
     if tty {
