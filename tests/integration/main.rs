@@ -20,6 +20,7 @@ mod locks;
 mod memory;
 mod orphans;
 mod params;
+mod pg_ops;
 mod pty;
 mod repl;
 mod resumable_runbooks;

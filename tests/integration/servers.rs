@@ -10,6 +10,8 @@ pub struct Postgres {
     pub url: String,
     pub port: u16,
     pub password: &'static str,
+    /// The server's log (every statement is logged: `log_statement = all`).
+    pub log: PathBuf,
 }
 
 struct Cleanup {
@@ -172,13 +174,19 @@ fn start_postgres(name: &str) -> Result<Postgres, String> {
     let mut start = as_user(as_postgres, &bin.join("pg_ctl"));
     start.arg("-D").arg(&data).arg("-l").arg(root.join("log")).args(["-w", "-o"]);
     start.arg(format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off",
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off \
+         -c shared_preload_libraries=pg_stat_statements -c log_statement=all",
         root.display()
     ));
     start.arg("start");
     run(start, "pg_ctl start")
         .map_err(|e| format!("{e}\nlog: {}", std::fs::read_to_string(root.join("log")).unwrap_or_default()))?;
-    Ok(Postgres { url: format!("postgres://runbook:{password}@127.0.0.1:{port}/postgres"), port, password })
+    Ok(Postgres {
+        url: format!("postgres://runbook:{password}@127.0.0.1:{port}/postgres"),
+        port,
+        password,
+        log: root.join("log"),
+    })
 }
 
 pub struct MariaDb {

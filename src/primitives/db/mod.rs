@@ -9,6 +9,7 @@
 //! tables, bytea as strings, arrays as arrays, NULL as `null`.
 pub mod lua;
 pub mod orphans;
+mod pg;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
 use sqlx::query::Query;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{
@@ -65,7 +66,7 @@ pub enum DbValue {
 }
 
 impl DbValue {
-    fn text(&self) -> Option<String> {
+    pub(crate) fn text(&self) -> Option<String> {
         match self {
             DbValue::Text(s) => Some(s.clone()),
             DbValue::Int(i) => Some(i.to_string()),
@@ -74,7 +75,7 @@ impl DbValue {
             _ => None,
         }
     }
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             DbValue::Null => "null",
             DbValue::Bool(_) => "boolean",
@@ -142,8 +143,8 @@ pub struct Db {
     pool: Pool,
     /// Where it points, without credentials: `postgres 127.0.0.1:5432/app`.
     pub target: String,
-    /// Parameter types PostgreSQL inferred, per statement text.
-    pg_params: Mutex<HashMap<String, Vec<PgTypeInfo>>>,
+    /// What PostgreSQL said of a statement (parameter and column types), per statement text.
+    pg_params: Mutex<HashMap<String, std::sync::Arc<Described>>>,
     /// Whom the sessions work for (see `orphans`), shared with the pool's connect hooks.
     label: std::sync::Arc<Mutex<orphans::Label>>,
 }
@@ -308,12 +309,14 @@ impl Db {
             }
             (_, Some(Tx::Sqlite(t))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(&mut **t).await?),
             (Pool::Postgres(p), None) => {
-                let types = self.pg_types(sql, None).await?;
-                pg_rows(pg_query(sql, &types, params)?.fetch_all(p).await?)
+                let d = self.pg_describe(sql, None).await?;
+                let run = d.wrapped.as_deref().unwrap_or(sql);
+                pg::rows(pg::query(run, &d.params, params)?.fetch_all(p).await?, d.names())
             }
             (_, Some(Tx::Postgres(t))) => {
-                let types = self.pg_types(sql, Some(t)).await?;
-                pg_rows(pg_query(sql, &types, params)?.fetch_all(&mut **t).await?)
+                let d = self.pg_describe(sql, Some(t)).await?;
+                let run = d.wrapped.as_deref().unwrap_or(sql);
+                pg::rows(pg::query(run, &d.params, params)?.fetch_all(&mut **t).await?, d.names())
             }
         }
     }
@@ -345,41 +348,64 @@ impl Db {
             }
             (_, Some(Tx::Sqlite(t))) => sqlite_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
             (Pool::Postgres(p), None) => {
-                let types = self.pg_types(sql, None).await?;
-                pg_query(sql, &types, params)?.execute(p).await?.rows_affected()
+                let d = self.pg_describe(sql, None).await?;
+                pg::query(sql, &d.params, params)?.execute(p).await?.rows_affected()
             }
             (_, Some(Tx::Postgres(t))) => {
-                let types = self.pg_types(sql, Some(t)).await?;
-                pg_query(sql, &types, params)?.execute(&mut **t).await?.rows_affected()
+                let d = self.pg_describe(sql, Some(t)).await?;
+                pg::query(sql, &d.params, params)?.execute(&mut **t).await?.rows_affected()
             }
         })
     }
 
-    /// The parameter types of a statement, as PostgreSQL inferred them (prepared once).
-    async fn pg_types(
+    /// What PostgreSQL says of a statement: its parameter types and result columns, and the
+    /// statement that asks for unreadable columns as text (see `pg`). Prepared once, cached.
+    async fn pg_describe(
         &self,
         sql: &str,
         tx: Option<&mut sqlx::Transaction<'static, Postgres>>,
-    ) -> Result<Vec<PgTypeInfo>, DbError> {
-        if let Some(t) = self.pg_params.lock().ok().and_then(|m| m.get(sql).cloned()) {
-            return Ok(t);
+    ) -> Result<std::sync::Arc<Described>, DbError> {
+        if let Some(d) = self.pg_params.lock().ok().and_then(|m| m.get(sql).cloned()) {
+            return Ok(d);
         }
         let statement = match (tx, &self.pool) {
             (Some(t), _) => (&mut **t).prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
             (None, Pool::Postgres(p)) => p.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
-            (None, Pool::Sqlite(_) | Pool::MySql(_)) => return Ok(vec![]),
+            (None, Pool::Sqlite(_) | Pool::MySql(_)) => return Ok(Default::default()),
         };
-        let types = match statement.parameters() {
+        let params = match statement.parameters() {
             Some(Either::Left(types)) => types.to_vec(),
             _ => vec![],
         };
+        let columns: Vec<(String, PgTypeInfo)> =
+            statement.columns().iter().map(|c| (c.name().to_string(), c.type_info().clone())).collect();
+        let wrapped = pg::text_wrapped(sql, &columns);
+        let column_names = pg::names(&columns);
+        let d = std::sync::Arc::new(Described { params, column_names, wrapped });
         if let Ok(mut m) = self.pg_params.lock() {
             if m.len() > 1000 {
                 m.clear();
             }
-            m.insert(sql.to_string(), types.clone());
+            m.insert(sql.to_string(), d.clone());
         }
-        Ok(types)
+        Ok(d)
+    }
+}
+
+/// A PostgreSQL statement as the server described it.
+#[derive(Default)]
+struct Described {
+    params: Vec<PgTypeInfo>,
+    /// The result's column names, as the statement gives them.
+    column_names: Vec<String>,
+    /// The statement that asks for the columns db cannot read as text, when there are some.
+    wrapped: Option<String>,
+}
+
+impl Described {
+    /// The column names to give the rows of the wrapped statement.
+    fn names(&self) -> Option<&[String]> {
+        self.wrapped.as_ref().map(|_| self.column_names.as_slice())
     }
 }
 
@@ -387,7 +413,8 @@ impl Db {
 pub enum RowStream<'a> {
     Sqlite(futures_util::stream::BoxStream<'a, Result<SqliteRow, sqlx::Error>>),
     MySql(futures_util::stream::BoxStream<'a, Result<MySqlRow, sqlx::Error>>),
-    Postgres(futures_util::stream::BoxStream<'a, Result<PgRow, sqlx::Error>>),
+    /// With the column names of a statement wrapped to read some columns as text.
+    Postgres(futures_util::stream::BoxStream<'a, Result<PgRow, sqlx::Error>>, Option<Vec<String>>),
 }
 
 impl RowStream<'_> {
@@ -403,8 +430,8 @@ impl RowStream<'_> {
                 Some(row) => Some(named(mysql_rows(vec![row])?)),
                 None => None,
             },
-            RowStream::Postgres(s) => match s.try_next().await? {
-                Some(row) => Some(named(pg_rows(vec![row])?)),
+            RowStream::Postgres(s, names) => match s.try_next().await? {
+                Some(row) => Some(named(pg::rows(vec![row], names.as_deref())?)),
                 None => None,
             },
         })
@@ -429,12 +456,16 @@ impl Db {
             (_, Some(Tx::MySql(t))) => RowStream::MySql(mysql_query(sql, params)?.fetch(&mut **t)),
             (_, Some(Tx::Sqlite(t))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(&mut **t)),
             (Pool::Postgres(p), None) => {
-                let types = self.pg_types(sql, None).await?;
-                RowStream::Postgres(pg_query(sql, &types, params)?.fetch(p))
+                let d = self.pg_describe(sql, None).await?;
+                let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
+                let names = d.names().map(<[String]>::to_vec);
+                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(p), names)
             }
             (_, Some(Tx::Postgres(t))) => {
-                let types = self.pg_types(sql, Some(&mut *t)).await?;
-                RowStream::Postgres(pg_query(sql, &types, params)?.fetch(&mut **t))
+                let d = self.pg_describe(sql, Some(&mut *t)).await?;
+                let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
+                let names = d.names().map(<[String]>::to_vec);
+                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(&mut **t), names)
             }
         })
     }
@@ -739,116 +770,6 @@ fn mysql_value(row: &MySqlRow, i: usize, col: &sqlx::mysql::MySqlColumn) -> Resu
     })
 }
 
-macro_rules! bind_as {
-    ($q:expr, $v:expr, $t:ty, $convert:expr) => {
-        match $v {
-            DbValue::Null => $q.bind(None::<$t>),
-            v => {
-                let converted: Result<$t, String> = $convert(v);
-                $q.bind(Some(converted?))
-            }
-        }
-    };
-}
-
-fn want(v: &DbValue, what: &str) -> String {
-    format!("expected {what}, got a {}", v.kind())
-}
-
-fn pg_query<'q>(
-    sql: &'q str,
-    types: &[PgTypeInfo],
-    params: &[DbValue],
-) -> Result<Query<'q, Postgres, PgArguments>, DbError> {
-    if !types.is_empty() && types.len() != params.len() {
-        return Err(DbError::Bind(format!("the statement takes {} parameter(s), {} given", types.len(), params.len())));
-    }
-    let mut q = sqlx::query(AssertSqlSafe(sql));
-    for (n, v) in params.iter().enumerate() {
-        let ty = types.get(n).map(|t| t.name().to_string()).unwrap_or_else(|| "TEXT".into());
-        let bound: Result<_, String> = (|| {
-            Ok(match ty.as_str() {
-                "BOOL" => bind_as!(q, v, bool, |v: &DbValue| match v {
-                    DbValue::Bool(b) => Ok(*b),
-                    other => Err(want(other, "a boolean")),
-                }),
-                "INT2" => bind_as!(q, v, i16, |v: &DbValue| int(v)
-                    .and_then(|i| i16::try_from(i).map_err(|_| format!("{i} does not fit a smallint")))),
-                "INT4" => bind_as!(q, v, i32, |v: &DbValue| int(v)
-                    .and_then(|i| i32::try_from(i).map_err(|_| format!("{i} does not fit an integer")))),
-                "INT8" => bind_as!(q, v, i64, int),
-                "FLOAT4" => bind_as!(q, v, f32, |v: &DbValue| float(v).map(|f| f as f32)),
-                "FLOAT8" => bind_as!(q, v, f64, float),
-                "NUMERIC" => bind_as!(q, v, bigdecimal::BigDecimal, |v: &DbValue| {
-                    let t = v.text().ok_or_else(|| want(v, "a number or a numeric string"))?;
-                    bigdecimal::BigDecimal::from_str(&t).map_err(|_| format!("'{t}' is not a number"))
-                }),
-                "UUID" => bind_as!(q, v, uuid::Uuid, |v: &DbValue| {
-                    let t = v.text().ok_or_else(|| want(v, "a uuid string"))?;
-                    uuid::Uuid::parse_str(&t).map_err(|_| format!("'{t}' is not a uuid"))
-                }),
-                "TIMESTAMPTZ" => bind_as!(q, v, chrono::DateTime<chrono::Utc>, |v: &DbValue| {
-                    let t = v.text().ok_or_else(|| want(v, "an RFC 3339 timestamp"))?;
-                    chrono::DateTime::parse_from_rfc3339(&t)
-                        .map(|d| d.with_timezone(&chrono::Utc))
-                        .map_err(|_| format!("'{t}' is not an RFC 3339 timestamp with offset (2026-11-22T03:15:00Z)"))
-                }),
-                "TIMESTAMP" => bind_as!(q, v, chrono::NaiveDateTime, |v: &DbValue| {
-                    let t = v.text().ok_or_else(|| want(v, "a timestamp"))?;
-                    chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
-                        .or_else(|_| chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f"))
-                        .map_err(|_| format!("'{t}' is not a timestamp (2026-11-22T03:15:00)"))
-                }),
-                "DATE" => bind_as!(q, v, chrono::NaiveDate, |v: &DbValue| {
-                    let t = v.text().ok_or_else(|| want(v, "a date"))?;
-                    chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
-                        .map_err(|_| format!("'{t}' is not a date (YYYY-MM-DD)"))
-                }),
-                "JSON" | "JSONB" => bind_as!(q, v, sqlx::types::Json<serde_json::Value>, |v: &DbValue| match v {
-                    DbValue::Json(j) => Ok(sqlx::types::Json(j.clone())),
-                    DbValue::Array(items) =>
-                        Ok(sqlx::types::Json(serde_json::Value::Array(items.iter().map(to_json_value).collect()))),
-                    DbValue::Text(t) =>
-                        serde_json::from_str(t).map(sqlx::types::Json).map_err(|e| format!("not JSON text: {e}")),
-                    DbValue::Int(i) => Ok(sqlx::types::Json(serde_json::Value::from(*i))),
-                    DbValue::Float(f) => Ok(sqlx::types::Json(serde_json::Value::from(*f))),
-                    DbValue::Bool(b) => Ok(sqlx::types::Json(serde_json::Value::from(*b))),
-                    other => Err(want(other, "a table or JSON text")),
-                }),
-                "BYTEA" => bind_as!(q, v, Vec<u8>, |v: &DbValue| match v {
-                    DbValue::Bytes(b) => Ok(b.clone()),
-                    DbValue::Text(t) => Ok(t.clone().into_bytes()),
-                    other => Err(want(other, "a string")),
-                }),
-                "INT4[]" => bind_as!(q, v, Vec<Option<i32>>, |v: &DbValue| array(v, |x| int(x)
-                    .and_then(|i| i32::try_from(i).map_err(|e| e.to_string())))),
-                "INT8[]" => bind_as!(q, v, Vec<Option<i64>>, |v: &DbValue| array(v, int)),
-                "FLOAT8[]" => bind_as!(q, v, Vec<Option<f64>>, |v: &DbValue| array(v, float)),
-                "BOOL[]" => bind_as!(q, v, Vec<Option<bool>>, |v: &DbValue| array(v, |x| match x {
-                    DbValue::Bool(b) => Ok(*b),
-                    other => Err(want(other, "a boolean")),
-                })),
-                "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
-                    bind_as!(q, v, Vec<Option<String>>, |v: &DbValue| array(v, |x| x
-                        .text()
-                        .ok_or_else(|| want(x, "a string"))))
-                }
-                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
-                    bind_as!(q, v, String, |v: &DbValue| v.text().ok_or_else(|| want(v, "a string")))
-                }
-                other => {
-                    return Err(format!(
-                        "type {other} is not bound by db yet; cast the parameter in SQL, e.g. ${}::text",
-                        n + 1
-                    ))
-                }
-            })
-        })();
-        q = bound.map_err(|e| DbError::Bind(format!("parameter ${} ({}): {e}", n + 1, ty.to_lowercase())))?;
-    }
-    Ok(q)
-}
-
 impl DbValue {
     /// The value as JSON (numeric as its text, bytes as lossy UTF-8).
     pub fn to_json(&self) -> serde_json::Value {
@@ -871,135 +792,26 @@ fn to_json_value(v: &DbValue) -> serde_json::Value {
     }
 }
 
-fn int(v: &DbValue) -> Result<i64, String> {
+pub(crate) fn int(v: &DbValue) -> Result<i64, String> {
     match v {
         DbValue::Int(i) => Ok(*i),
         DbValue::Float(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(*f as i64),
         DbValue::Text(t) => t.trim().parse().map_err(|_| format!("'{t}' is not an integer")),
-        other => Err(want(other, "an integer")),
+        other => Err(format!("expected an integer, got a {}", other.kind())),
     }
 }
 
-fn float(v: &DbValue) -> Result<f64, String> {
+pub(crate) fn float(v: &DbValue) -> Result<f64, String> {
     match v {
         DbValue::Int(i) => Ok(*i as f64),
         DbValue::Float(f) => Ok(*f),
         DbValue::Text(t) => t.trim().parse().map_err(|_| format!("'{t}' is not a number")),
-        other => Err(want(other, "a number")),
+        other => Err(format!("expected a number, got a {}", other.kind())),
     }
-}
-
-fn array<T>(v: &DbValue, item: impl Fn(&DbValue) -> Result<T, String>) -> Result<Vec<Option<T>>, String> {
-    match v {
-        DbValue::Array(items) => {
-            items.iter().map(|x| if *x == DbValue::Null { Ok(None) } else { item(x).map(Some) }).collect()
-        }
-        DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => Ok(vec![]),
-        other => Err(want(other, "an array")),
-    }
-}
-
-fn pg_rows(rows: Vec<PgRow>) -> Result<Rows, DbError> {
-    collect_rows(rows, |row, i, col| pg_value(row, i, col.type_info().name(), col.name()))
-}
-
-/// An array whose items may be NULL.
-fn items<T>(v: Vec<Option<T>>, f: impl Fn(T) -> DbValue) -> DbValue {
-    DbValue::Array(v.into_iter().map(|x| x.map(&f).unwrap_or(DbValue::Null)).collect())
 }
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> DbValue) -> DbValue {
     v.map(f).unwrap_or(DbValue::Null)
-}
-
-/// "infinity" / "-infinity" for PostgreSQL's special date and timestamp values.
-fn infinity(row: &PgRow, i: usize, ty: &str) -> Result<Option<String>, DbError> {
-    let raw = row.try_get_raw(i)?;
-    if raw.is_null() {
-        return Ok(None);
-    }
-    let Ok(bytes) = raw.as_bytes() else { return Ok(None) };
-    Ok(match (ty, bytes.len()) {
-        ("DATE", 4) => match i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) {
-            i32::MAX => Some("infinity".into()),
-            i32::MIN => Some("-infinity".into()),
-            _ => None,
-        },
-        (_, 8) => match i64::from_be_bytes(bytes.try_into().unwrap_or([0; 8])) {
-            i64::MAX => Some("infinity".into()),
-            i64::MIN => Some("-infinity".into()),
-            _ => None,
-        },
-        _ => None,
-    })
-}
-
-fn pg_value(row: &PgRow, i: usize, ty: &str, name: &str) -> Result<DbValue, DbError> {
-    if matches!(ty, "TIMESTAMPTZ" | "TIMESTAMP" | "DATE") {
-        if let Some(text) = infinity(row, i, ty)? {
-            return Ok(DbValue::Text(text));
-        }
-    }
-    Ok(match ty {
-        "BOOL" => opt(row.try_get::<Option<bool>, _>(i)?, DbValue::Bool),
-        "INT2" => opt(row.try_get::<Option<i16>, _>(i)?, |v| DbValue::Int(v.into())),
-        "INT4" => opt(row.try_get::<Option<i32>, _>(i)?, |v| DbValue::Int(v.into())),
-        "INT8" => opt(row.try_get::<Option<i64>, _>(i)?, DbValue::Int),
-        "OID" => opt(row.try_get::<Option<sqlx::postgres::types::Oid>, _>(i)?, |v| DbValue::Int(v.0.into())),
-        "FLOAT4" => {
-            opt(row.try_get::<Option<f32>, _>(i)?, |v| DbValue::Float(v.to_string().parse().unwrap_or(v.into())))
-        }
-        "FLOAT8" => opt(row.try_get::<Option<f64>, _>(i)?, DbValue::Float),
-        "NUMERIC" => {
-            // The display scale (dscale, bytes 6..8 of the binary form) keeps "1.50" as written.
-            let raw = row.try_get_raw(i)?;
-            let bytes = if raw.is_null() { None } else { raw.as_bytes().ok() };
-            // sign 0xC000 is NaN, which BigDecimal cannot hold.
-            if bytes.and_then(|b| b.get(4..6)).is_some_and(|s| s == [0xC0, 0x00]) {
-                return Ok(DbValue::Text("NaN".into()));
-            }
-            let dscale = bytes.and_then(|b| b.get(6..8)).map(|b| i64::from(u16::from_be_bytes([b[0], b[1]])));
-            opt(row.try_get::<Option<bigdecimal::BigDecimal>, _>(i)?, |v| {
-                let v = match dscale {
-                    Some(scale) => v.with_scale(scale),
-                    None => v,
-                };
-                DbValue::Text(v.to_plain_string())
-            })
-        }
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" | "UNKNOWN" => {
-            opt(row.try_get::<Option<String>, _>(i)?, DbValue::Text)
-        }
-        "UUID" => opt(row.try_get::<Option<uuid::Uuid>, _>(i)?, |v| DbValue::Text(v.to_string())),
-        // PostgreSQL's 'infinity' is the extreme value of the binary form; decoding it as a
-        // chrono value overflows (a panic inside sqlx), so it is recognised first.
-        "TIMESTAMPTZ" => opt(row.try_get::<Option<chrono::DateTime<chrono::Utc>>, _>(i)?, |v| {
-            DbValue::Text(v.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-        }),
-        "TIMESTAMP" => opt(row.try_get::<Option<chrono::NaiveDateTime>, _>(i)?, |v| {
-            DbValue::Text(v.format("%Y-%m-%dT%H:%M:%S%.f").to_string())
-        }),
-        "DATE" => {
-            opt(row.try_get::<Option<chrono::NaiveDate>, _>(i)?, |v| DbValue::Text(v.format("%Y-%m-%d").to_string()))
-        }
-        "JSON" | "JSONB" => {
-            opt(row.try_get::<Option<sqlx::types::Json<serde_json::Value>>, _>(i)?, |v| DbValue::Json(v.0))
-        }
-        "BYTEA" => opt(row.try_get::<Option<Vec<u8>>, _>(i)?, DbValue::Bytes),
-        "VOID" => DbValue::Null,
-        "INT4[]" => opt(row.try_get::<Option<Vec<Option<i32>>>, _>(i)?, |v| items(v, |x| DbValue::Int(x.into()))),
-        "INT8[]" => opt(row.try_get::<Option<Vec<Option<i64>>>, _>(i)?, |v| items(v, DbValue::Int)),
-        "FLOAT8[]" => opt(row.try_get::<Option<Vec<Option<f64>>>, _>(i)?, |v| items(v, DbValue::Float)),
-        "BOOL[]" => opt(row.try_get::<Option<Vec<Option<bool>>>, _>(i)?, |v| items(v, DbValue::Bool)),
-        "TEXT[]" | "VARCHAR[]" | "NAME[]" => {
-            opt(row.try_get::<Option<Vec<Option<String>>>, _>(i)?, |v| items(v, DbValue::Text))
-        }
-        other => {
-            return Err(DbError::Decode(format!(
-                "column '{name}' has type {other}, which db does not read yet; cast it in SQL, e.g. {name}::text"
-            )))
-        }
-    })
 }
 
 #[cfg(test)]

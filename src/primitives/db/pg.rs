@@ -1,0 +1,960 @@
+//! PostgreSQL values both ways, in the binary form the extended protocol carries.
+//!
+//! Every built-in type a DBA's query returns is read: numbers, text, time, intervals (as
+//! PostgreSQL prints them), network and MAC addresses, xid/xid8/oid/cid/tid, pg_lsn, bit strings,
+//! json, uuid, enums (their label), domains (as their base type) and arrays of any of these. A
+//! type without a binary form we read (reg*, money, tsvector, ranges, composites, geometric
+//! types, aclitem, extension types) is asked for as its text: the statement is wrapped as
+//! `WITH _rb("1", ...) AS (<statement>) SELECT "1", "2"::text ...`, so the server prints it as
+//! psql would, and the columns keep their names and order.
+//!
+//! Parameters are encoded in the type the server inferred for them (the statement is described
+//! once, then cached): `$1::interval` takes "5m" or "1 day 02:00:00", `$1::inet` takes
+//! "10.0.0.0/8", and so on; see [`encode`].
+use std::fmt::Write as _;
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgArguments, PgRow, PgTypeInfo, PgTypeKind};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, Column, Postgres, Row, TypeInfo, ValueRef};
+
+use super::{DbError, DbValue, Rows};
+
+/// Built-in type OIDs (pg_type.dat: stable across versions).
+mod oid {
+    pub const BOOL: u32 = 16;
+    pub const BYTEA: u32 = 17;
+    pub const CHAR: u32 = 18;
+    pub const NAME: u32 = 19;
+    pub const INT8: u32 = 20;
+    pub const INT2: u32 = 21;
+    pub const INT2VECTOR: u32 = 22;
+    pub const INT4: u32 = 23;
+    pub const TEXT: u32 = 25;
+    pub const OID: u32 = 26;
+    pub const TID: u32 = 27;
+    pub const XID: u32 = 28;
+    pub const CID: u32 = 29;
+    pub const OIDVECTOR: u32 = 30;
+    pub const JSON: u32 = 114;
+    pub const XML: u32 = 142;
+    pub const PG_NODE_TREE: u32 = 194;
+    pub const CIDR: u32 = 650;
+    pub const FLOAT4: u32 = 700;
+    pub const FLOAT8: u32 = 701;
+    pub const UNKNOWN: u32 = 705;
+    pub const MACADDR8: u32 = 774;
+    pub const MACADDR: u32 = 829;
+    pub const INET: u32 = 869;
+    pub const BPCHAR: u32 = 1042;
+    pub const VARCHAR: u32 = 1043;
+    pub const DATE: u32 = 1082;
+    pub const TIME: u32 = 1083;
+    pub const TIMESTAMP: u32 = 1114;
+    pub const TIMESTAMPTZ: u32 = 1184;
+    pub const INTERVAL: u32 = 1186;
+    pub const TIMETZ: u32 = 1266;
+    pub const BIT: u32 = 1560;
+    pub const VARBIT: u32 = 1562;
+    pub const NUMERIC: u32 = 1700;
+    pub const REFCURSOR: u32 = 1790;
+    pub const VOID: u32 = 2278;
+    pub const UUID: u32 = 2950;
+    pub const PG_LSN: u32 = 3220;
+    pub const JSONB: u32 = 3802;
+    pub const XID8: u32 = 5069;
+}
+
+fn oid_of(ty: &PgTypeInfo) -> u32 {
+    ty.oid().map(|o| o.0).unwrap_or(0)
+}
+
+/// The type's kind; a type sqlx did not resolve (known by its OID only) counts as simple,
+/// where sqlx's own `kind()` would panic.
+fn kind(ty: &PgTypeInfo) -> &PgTypeKind {
+    if ty.name() == "?" {
+        &PgTypeKind::Simple
+    } else {
+        ty.kind()
+    }
+}
+
+/// Whether values of `ty` are read from their binary form here (else they are asked as text).
+pub fn readable(ty: &PgTypeInfo) -> bool {
+    match kind(ty) {
+        PgTypeKind::Enum(_) => true,
+        PgTypeKind::Domain(base) => readable(base),
+        PgTypeKind::Array(elem) => readable(elem),
+        PgTypeKind::Composite(_) | PgTypeKind::Range(_) | PgTypeKind::Pseudo => oid_of(ty) == oid::VOID,
+        PgTypeKind::Simple => {
+            use oid::*;
+            matches!(
+                oid_of(ty),
+                BOOL | BYTEA
+                    | CHAR
+                    | NAME
+                    | INT8
+                    | INT2
+                    | INT2VECTOR
+                    | INT4
+                    | TEXT
+                    | OID
+                    | TID
+                    | XID
+                    | CID
+                    | OIDVECTOR
+                    | JSON
+                    | XML
+                    | PG_NODE_TREE
+                    | CIDR
+                    | FLOAT4
+                    | FLOAT8
+                    | UNKNOWN
+                    | MACADDR8
+                    | MACADDR
+                    | INET
+                    | BPCHAR
+                    | VARCHAR
+                    | DATE
+                    | TIME
+                    | TIMESTAMP
+                    | TIMESTAMPTZ
+                    | INTERVAL
+                    | TIMETZ
+                    | BIT
+                    | VARBIT
+                    | NUMERIC
+                    | REFCURSOR
+                    | VOID
+                    | UUID
+                    | PG_LSN
+                    | JSONB
+                    | XID8
+            ) || ty.name().eq_ignore_ascii_case("citext")
+        }
+    }
+}
+
+/// The statement asking for the columns db cannot read as text (see the module docs), or None
+/// when every column is readable or the statement cannot be wrapped (SHOW, EXPLAIN, CALL ...).
+pub fn text_wrapped(sql: &str, columns: &[(String, PgTypeInfo)]) -> Option<String> {
+    if columns.iter().all(|(_, t)| readable(t)) {
+        return None;
+    }
+    let body = trim_end(sql);
+    let first = first_word(body);
+    if !matches!(
+        first.as_str(),
+        "select" | "with" | "values" | "table" | "insert" | "update" | "delete" | "merge" | "("
+    ) {
+        return None;
+    }
+    let names: Vec<String> = (1..=columns.len()).map(|i| format!("\"{i}\"")).collect();
+    let select: Vec<String> = columns
+        .iter()
+        .zip(&names)
+        .map(|((_, t), n)| if readable(t) { n.clone() } else { format!("{n}::text") })
+        .collect();
+    Some(format!("WITH _rb({}) AS (\n{body}\n) SELECT {} FROM _rb", names.join(", "), select.join(", ")))
+}
+
+/// The first keyword of a statement, past comments and whitespace.
+fn first_word(sql: &str) -> String {
+    let mut s = sql;
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
+        } else {
+            break;
+        }
+    }
+    if s.starts_with('(') {
+        return "(".into();
+    }
+    s.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_lowercase()
+}
+
+/// The statement without its trailing `;` (and blanks).
+fn trim_end(sql: &str) -> &str {
+    let mut s = sql.trim_end();
+    while let Some(rest) = s.strip_suffix(';') {
+        s = rest.trim_end();
+    }
+    s
+}
+
+// ---- reading ----
+
+/// Rows as values; `names` replaces the column names (a wrapped statement's are "1", "2" ...).
+pub fn rows(rows: Vec<PgRow>, names: Option<&[String]>) -> Result<Rows, DbError> {
+    let Some(first) = rows.first() else {
+        return Ok(Rows { columns: names.map(<[String]>::to_vec).unwrap_or_default(), rows: vec![] });
+    };
+    let types: Vec<PgTypeInfo> = first.columns().iter().map(|c| c.type_info().clone()).collect();
+    let columns = match names {
+        Some(n) => n.to_vec(),
+        None => first.columns().iter().map(|c| c.name().to_string()).collect(),
+    };
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push(row_values(row, &types, &columns)?);
+    }
+    Ok(Rows { columns, rows: out })
+}
+
+/// One row's values.
+pub fn row_values(row: &PgRow, types: &[PgTypeInfo], names: &[String]) -> Result<Vec<DbValue>, DbError> {
+    let mut values = Vec::with_capacity(types.len());
+    for (i, ty) in types.iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let v = if raw.is_null() {
+            DbValue::Null
+        } else {
+            let bytes = raw.as_bytes().map_err(|e| DbError::Decode(e.to_string()))?;
+            decode(bytes, ty).map_err(|e| {
+                let name = names.get(i).map(String::as_str).unwrap_or("?");
+                DbError::Decode(format!("column '{name}' ({}): {e}", ty.name().to_lowercase()))
+            })?
+        };
+        values.push(v);
+    }
+    Ok(values)
+}
+
+fn be<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N], String> {
+    b.get(at..at + N).and_then(|s| s.try_into().ok()).ok_or_else(|| format!("{} bytes is too short", b.len()))
+}
+fn i16_at(b: &[u8], at: usize) -> Result<i16, String> {
+    Ok(i16::from_be_bytes(be(b, at)?))
+}
+fn i32_at(b: &[u8], at: usize) -> Result<i32, String> {
+    Ok(i32::from_be_bytes(be(b, at)?))
+}
+fn u32_at(b: &[u8], at: usize) -> Result<u32, String> {
+    Ok(u32::from_be_bytes(be(b, at)?))
+}
+fn i64_at(b: &[u8], at: usize) -> Result<i64, String> {
+    Ok(i64::from_be_bytes(be(b, at)?))
+}
+
+fn text(b: &[u8]) -> Result<DbValue, String> {
+    String::from_utf8(b.to_vec()).map(DbValue::Text).map_err(|_| "not UTF-8 text".into())
+}
+
+/// 2000-01-01, PostgreSQL's epoch, in Unix microseconds.
+const PG_EPOCH_US: i64 = 946_684_800_000_000;
+
+/// A value of `ty` from its binary form.
+pub fn decode(b: &[u8], ty: &PgTypeInfo) -> Result<DbValue, String> {
+    match kind(ty) {
+        PgTypeKind::Enum(_) => text(b),
+        PgTypeKind::Domain(base) => decode(b, base),
+        PgTypeKind::Array(elem) => array(b, Some(elem)),
+        _ => decode_oid(b, oid_of(ty), ty.name()),
+    }
+}
+
+/// A value of a built-in type (or one named `name`) from its binary form.
+fn decode_oid(b: &[u8], type_oid: u32, name: &str) -> Result<DbValue, String> {
+    use oid::*;
+    Ok(match type_oid {
+        BOOL => DbValue::Bool(b.first().copied().unwrap_or(0) != 0),
+        INT2 => DbValue::Int(i16_at(b, 0)?.into()),
+        INT4 => DbValue::Int(i32_at(b, 0)?.into()),
+        INT8 => DbValue::Int(i64_at(b, 0)?),
+        OID | XID | CID => DbValue::Int(u32_at(b, 0)?.into()),
+        XID8 => {
+            let v = u64::from_be_bytes(be(b, 0)?);
+            i64::try_from(v).map(DbValue::Int).unwrap_or_else(|_| DbValue::Text(v.to_string()))
+        }
+        FLOAT4 => {
+            let v = f32::from_be_bytes(be(b, 0)?);
+            // Shortest text that reads back as the same f32, as PostgreSQL prints it.
+            DbValue::Float(v.to_string().parse().unwrap_or(v.into()))
+        }
+        FLOAT8 => DbValue::Float(f64::from_be_bytes(be(b, 0)?)),
+        NUMERIC => DbValue::Text(numeric(b)?),
+        TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | PG_NODE_TREE | REFCURSOR => text(b)?,
+        CHAR => DbValue::Text(String::from_utf8_lossy(b).into_owned()),
+        BYTEA => DbValue::Bytes(b.to_vec()),
+        UUID => DbValue::Text(uuid::Uuid::from_bytes(be(b, 0)?).to_string()),
+        JSON => DbValue::Json(serde_json::from_slice(b).map_err(|e| e.to_string())?),
+        JSONB => DbValue::Json(serde_json::from_slice(b.get(1..).unwrap_or_default()).map_err(|e| e.to_string())?),
+        TIMESTAMPTZ => match i64_at(b, 0)? {
+            i64::MAX => DbValue::Text("infinity".into()),
+            i64::MIN => DbValue::Text("-infinity".into()),
+            us => {
+                let t = chrono::DateTime::from_timestamp_micros(us.saturating_add(PG_EPOCH_US))
+                    .ok_or("a timestamp out of range")?;
+                DbValue::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
+            }
+        },
+        TIMESTAMP => match i64_at(b, 0)? {
+            i64::MAX => DbValue::Text("infinity".into()),
+            i64::MIN => DbValue::Text("-infinity".into()),
+            us => {
+                let t = chrono::DateTime::from_timestamp_micros(us.saturating_add(PG_EPOCH_US))
+                    .ok_or("a timestamp out of range")?;
+                DbValue::Text(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+            }
+        },
+        DATE => match i32_at(b, 0)? {
+            i32::MAX => DbValue::Text("infinity".into()),
+            i32::MIN => DbValue::Text("-infinity".into()),
+            days => {
+                let d = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+                    .and_then(|e| e.checked_add_signed(chrono::TimeDelta::days(days.into())))
+                    .ok_or("a date out of range")?;
+                DbValue::Text(d.format("%Y-%m-%d").to_string())
+            }
+        },
+        TIME => DbValue::Text(time_of_day(i64_at(b, 0)?)),
+        TIMETZ => {
+            // The zone is in seconds west of UTC.
+            let west = i32_at(b, 8)?;
+            let east = -west;
+            let (sign, east) = if east < 0 { ('-', -east) } else { ('+', east) };
+            let mut s = format!("{}{sign}{:02}", time_of_day(i64_at(b, 0)?), east / 3600);
+            if east % 3600 != 0 {
+                let _ = write!(s, ":{:02}", east % 3600 / 60);
+            }
+            DbValue::Text(s)
+        }
+        INTERVAL => DbValue::Text(interval(i64_at(b, 0)?, i32_at(b, 8)?, i32_at(b, 12)?)),
+        INET | CIDR => DbValue::Text(inet(b)?),
+        MACADDR | MACADDR8 => DbValue::Text(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")),
+        PG_LSN => {
+            let v = u64::from_be_bytes(be(b, 0)?);
+            DbValue::Text(format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff))
+        }
+        TID => DbValue::Text(format!("({},{})", u32_at(b, 0)?, u16::from_be_bytes(be(b, 4)?))),
+        BIT | VARBIT => {
+            let len = i32_at(b, 0)?.max(0) as usize;
+            let bits = b.get(4..).unwrap_or_default();
+            DbValue::Text((0..len).map(|i| if bits[i / 8] & (0x80 >> (i % 8)) != 0 { '1' } else { '0' }).collect())
+        }
+        INT2VECTOR | OIDVECTOR => array(b, None)?,
+        VOID => DbValue::Null,
+        _ if name.eq_ignore_ascii_case("citext") => text(b)?,
+        _ => return Err("db reads this type as text only".into()),
+    })
+}
+
+/// A binary array (any number of dimensions, as nested arrays); the element type is the
+/// array's, or the built-in one the data names (int2vector, oidvector).
+fn array(b: &[u8], elem: Option<&PgTypeInfo>) -> Result<DbValue, String> {
+    let ndim = i32_at(b, 0)?.max(0) as usize;
+    let elem_oid = u32_at(b, 8)?;
+    if ndim == 0 {
+        return Ok(DbValue::Array(vec![]));
+    }
+    let mut dims = Vec::with_capacity(ndim);
+    for d in 0..ndim {
+        dims.push(i32_at(b, 12 + d * 8)?.max(0) as usize);
+    }
+    let mut at = 12 + ndim * 8;
+    let total: usize = dims.iter().product();
+    let mut flat = Vec::with_capacity(total);
+    for _ in 0..total {
+        let len = i32_at(b, at)?;
+        at += 4;
+        if len < 0 {
+            flat.push(DbValue::Null);
+        } else {
+            let len = len as usize;
+            let item = b.get(at..at + len).ok_or("an array element runs past the value")?;
+            flat.push(match elem {
+                Some(e) => decode(item, e)?,
+                None => decode_oid(item, elem_oid, "")?,
+            });
+            at += len;
+        }
+    }
+    // Innermost dimension first: group the flat list into nested arrays.
+    for &d in dims.iter().skip(1).rev() {
+        let mut grouped = Vec::with_capacity(flat.len() / d.max(1));
+        let mut it = flat.into_iter();
+        loop {
+            let chunk: Vec<DbValue> = it.by_ref().take(d).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            grouped.push(DbValue::Array(chunk));
+        }
+        flat = grouped;
+    }
+    Ok(DbValue::Array(flat))
+}
+
+/// numeric's binary form (base-10000 digits) as its exact decimal text.
+fn numeric(b: &[u8]) -> Result<String, String> {
+    let ndigits = i16_at(b, 0)?.max(0) as usize;
+    let weight = i16_at(b, 2)? as i64;
+    let sign = u16::from_be_bytes(be(b, 4)?);
+    let dscale = u16::from_be_bytes(be(b, 6)?) as usize;
+    match sign {
+        0xC000 => return Ok("NaN".into()),
+        0xD000 => return Ok("Infinity".into()),
+        0xF000 => return Ok("-Infinity".into()),
+        _ => {}
+    }
+    let digit = |i: i64| -> Result<i64, String> {
+        if i < 0 || i as usize >= ndigits {
+            Ok(0)
+        } else {
+            Ok(i16_at(b, 8 + i as usize * 2)?.into())
+        }
+    };
+    let mut s = String::new();
+    if sign == 0x4000 {
+        s.push('-');
+    }
+    if weight < 0 {
+        s.push('0');
+    } else {
+        for i in 0..=weight {
+            let d = digit(i)?;
+            if i == 0 {
+                let _ = write!(s, "{d}");
+            } else {
+                let _ = write!(s, "{d:04}");
+            }
+        }
+    }
+    if dscale > 0 {
+        let mut frac = String::with_capacity(dscale + 4);
+        let mut i = weight + 1;
+        while frac.len() < dscale {
+            let _ = write!(frac, "{:04}", digit(i)?);
+            i += 1;
+        }
+        frac.truncate(dscale);
+        s.push('.');
+        s.push_str(&frac);
+    }
+    Ok(s)
+}
+
+fn time_of_day(us: i64) -> String {
+    let (h, m, s, f) = (us / 3_600_000_000, us / 60_000_000 % 60, us / 1_000_000 % 60, us % 1_000_000);
+    let mut out = format!("{h:02}:{m:02}:{s:02}");
+    push_fraction(&mut out, f);
+    out
+}
+
+fn push_fraction(out: &mut String, micros: i64) {
+    if micros != 0 {
+        let f = format!("{:06}", micros.abs());
+        out.push('.');
+        out.push_str(f.trim_end_matches('0'));
+    }
+}
+
+/// An interval as PostgreSQL prints it (IntervalStyle postgres): `1 year 2 mons 3 days
+/// 04:05:06.5`, `-1 days +02:00:00`, `00:00:00`.
+pub fn interval(micros: i64, days: i32, months: i32) -> String {
+    let mut out = String::new();
+    let mut is_zero = true;
+    let mut is_before = false;
+    let mut part = |value: i64, unit: &str, out: &mut String| {
+        if value == 0 {
+            return;
+        }
+        let _ = write!(
+            out,
+            "{}{}{value} {unit}{}",
+            if is_zero { "" } else { " " },
+            if is_before && value > 0 { "+" } else { "" },
+            if value != 1 { "s" } else { "" }
+        );
+        is_before = value < 0;
+        is_zero = false;
+    };
+    part(i64::from(months / 12), "year", &mut out);
+    part(i64::from(months % 12), "mon", &mut out);
+    part(i64::from(days), "day", &mut out);
+    if is_zero || micros != 0 {
+        let minus = micros < 0;
+        let a = micros.unsigned_abs();
+        let (h, m, s, f) = (a / 3_600_000_000, a / 60_000_000 % 60, a / 1_000_000 % 60, a % 1_000_000);
+        let _ = write!(
+            out,
+            "{}{}{h:02}:{m:02}:{s:02}",
+            if is_zero { "" } else { " " },
+            if minus {
+                "-"
+            } else if is_before {
+                "+"
+            } else {
+                ""
+            }
+        );
+        push_fraction(&mut out, f as i64);
+    }
+    out
+}
+
+/// inet/cidr: family, bits, is_cidr, length, address bytes.
+fn inet(b: &[u8]) -> Result<String, String> {
+    let (family, bits, is_cidr, n) = (
+        *b.first().ok_or("empty")?,
+        *b.get(1).ok_or("short")?,
+        *b.get(2).ok_or("short")? != 0,
+        *b.get(3).ok_or("short")? as usize,
+    );
+    let addr = b.get(4..4 + n).ok_or("short")?;
+    let (text, max) = match (family, addr.len()) {
+        (2, 4) => (std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string(), 32),
+        (3, 16) => {
+            let a: [u8; 16] = addr.try_into().map_err(|_| "short")?;
+            (std::net::Ipv6Addr::from(a).to_string(), 128)
+        }
+        _ => return Err(format!("unknown address family {family}")),
+    };
+    Ok(if is_cidr || bits != max { format!("{text}/{bits}") } else { text })
+}
+
+// ---- binding ----
+
+/// A parameter already in the binary form of the type the server inferred for it.
+struct Param {
+    ty: PgTypeInfo,
+    bytes: Option<Vec<u8>>,
+}
+
+/// `text`, resolved (a declared type would have no kind).
+fn text_type() -> PgTypeInfo {
+    <String as sqlx::Type<Postgres>>::type_info()
+}
+
+impl sqlx::Type<Postgres> for Param {
+    fn type_info() -> PgTypeInfo {
+        text_type()
+    }
+    fn compatible(_: &PgTypeInfo) -> bool {
+        true
+    }
+}
+
+impl sqlx::Encode<'_, Postgres> for Param {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        match &self.bytes {
+            Some(b) => {
+                buf.extend_from_slice(b);
+                Ok(IsNull::No)
+            }
+            None => Ok(IsNull::Yes),
+        }
+    }
+    fn produces(&self) -> Option<PgTypeInfo> {
+        Some(self.ty.clone())
+    }
+    fn size_hint(&self) -> usize {
+        self.bytes.as_ref().map(Vec::len).unwrap_or(0)
+    }
+}
+
+/// The statement with its parameters encoded for the types in `types`.
+pub fn query(
+    sql: &str,
+    types: &[PgTypeInfo],
+    params: &[DbValue],
+) -> Result<Query<'static, Postgres, PgArguments>, DbError> {
+    if !types.is_empty() && types.len() != params.len() {
+        return Err(DbError::Bind(format!("the statement takes {} parameter(s), {} given", types.len(), params.len())));
+    }
+    let mut q = sqlx::query(AssertSqlSafe(sql));
+    for (n, v) in params.iter().enumerate() {
+        let ty = types.get(n).cloned().unwrap_or_else(text_type);
+        let bytes = if *v == DbValue::Null {
+            None
+        } else {
+            Some(
+                encode(v, &ty)
+                    .map_err(|e| DbError::Bind(format!("parameter ${} ({}): {e}", n + 1, ty.name().to_lowercase())))?,
+            )
+        };
+        q = q.bind(Param { ty, bytes });
+    }
+    Ok(q)
+}
+
+fn want(v: &DbValue, what: &str) -> String {
+    format!("expected {what}, got a {}", v.kind())
+}
+
+fn text_of(v: &DbValue, what: &str) -> Result<String, String> {
+    v.text().ok_or_else(|| want(v, what))
+}
+
+/// A Lua value in the binary form of `ty`.
+pub fn encode(v: &DbValue, ty: &PgTypeInfo) -> Result<Vec<u8>, String> {
+    match kind(ty) {
+        PgTypeKind::Enum(labels) => {
+            let t = text_of(v, "a label")?;
+            if !labels.is_empty() && !labels.iter().any(|l| *l == t) {
+                return Err(format!("'{t}' is not one of {}", labels.join(", ")));
+            }
+            return Ok(t.into_bytes());
+        }
+        PgTypeKind::Domain(base) => return encode(v, base),
+        PgTypeKind::Array(elem) => return encode_array(v, elem),
+        _ => {}
+    }
+    use oid::*;
+    Ok(match oid_of(ty) {
+        BOOL => match v {
+            DbValue::Bool(b) => vec![u8::from(*b)],
+            other => return Err(want(other, "a boolean")),
+        },
+        INT2 => i16::try_from(super::int(v)?).map_err(|_| "does not fit a smallint")?.to_be_bytes().to_vec(),
+        INT4 => i32::try_from(super::int(v)?).map_err(|_| "does not fit an integer")?.to_be_bytes().to_vec(),
+        INT8 => super::int(v)?.to_be_bytes().to_vec(),
+        OID | XID | CID => {
+            u32::try_from(super::int(v)?).map_err(|_| "does not fit 32 unsigned bits")?.to_be_bytes().to_vec()
+        }
+        XID8 => u64::try_from(super::int(v)?).map_err(|_| "is negative")?.to_be_bytes().to_vec(),
+        FLOAT4 => (super::float(v)? as f32).to_be_bytes().to_vec(),
+        FLOAT8 => super::float(v)?.to_be_bytes().to_vec(),
+        NUMERIC => encode_numeric(&text_of(v, "a number or a numeric string")?)?,
+        TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | REFCURSOR | CHAR => text_of(v, "a string")?.into_bytes(),
+        BYTEA => match v {
+            DbValue::Bytes(b) => b.clone(),
+            DbValue::Text(t) => t.clone().into_bytes(),
+            other => return Err(want(other, "a string")),
+        },
+        UUID => {
+            let t = text_of(v, "a uuid string")?;
+            uuid::Uuid::parse_str(&t).map_err(|_| format!("'{t}' is not a uuid"))?.as_bytes().to_vec()
+        }
+        JSON | JSONB => {
+            let j = match v {
+                DbValue::Json(j) => j.clone(),
+                DbValue::Array(items) => serde_json::Value::Array(items.iter().map(DbValue::to_json).collect()),
+                DbValue::Text(t) => serde_json::from_str(t).map_err(|e| format!("not JSON text: {e}"))?,
+                other => other.to_json(),
+            };
+            let mut out = if oid_of(ty) == JSONB { vec![1u8] } else { vec![] };
+            out.extend(serde_json::to_vec(&j).map_err(|e| e.to_string())?);
+            out
+        }
+        TIMESTAMPTZ => {
+            let t = text_of(v, "an RFC 3339 timestamp")?;
+            let d = chrono::DateTime::parse_from_rfc3339(&t)
+                .map_err(|_| format!("'{t}' is not an RFC 3339 timestamp with offset (2026-11-22T03:15:00Z)"))?;
+            (d.timestamp_micros() - PG_EPOCH_US).to_be_bytes().to_vec()
+        }
+        TIMESTAMP => {
+            let t = text_of(v, "a timestamp")?;
+            let d = chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
+                .or_else(|_| chrono::NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S%.f"))
+                .map_err(|_| format!("'{t}' is not a timestamp (2026-11-22T03:15:00)"))?;
+            (d.and_utc().timestamp_micros() - PG_EPOCH_US).to_be_bytes().to_vec()
+        }
+        DATE => {
+            let t = text_of(v, "a date")?;
+            let d = chrono::NaiveDate::parse_from_str(&t, "%Y-%m-%d")
+                .map_err(|_| format!("'{t}' is not a date (YYYY-MM-DD)"))?;
+            let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+            i32::try_from((d - epoch).num_days()).map_err(|_| "out of range")?.to_be_bytes().to_vec()
+        }
+        TIME => {
+            let t = text_of(v, "a time of day (HH:MM:SS)")?;
+            let d = chrono::NaiveTime::parse_from_str(&t, "%H:%M:%S%.f")
+                .or_else(|_| chrono::NaiveTime::parse_from_str(&t, "%H:%M"))
+                .map_err(|_| format!("'{t}' is not a time of day (HH:MM:SS)"))?;
+            let us = (d - chrono::NaiveTime::MIN).num_microseconds().unwrap_or(0);
+            us.to_be_bytes().to_vec()
+        }
+        INTERVAL => {
+            let (us, days, months) = match v {
+                DbValue::Int(_) | DbValue::Float(_) => ((super::float(v)? * 1e6).round() as i64, 0, 0),
+                _ => parse_interval(&text_of(v, "a duration (\"5m\", \"1 day 02:00:00\")")?)?,
+            };
+            let mut out = us.to_be_bytes().to_vec();
+            out.extend(days.to_be_bytes());
+            out.extend(months.to_be_bytes());
+            out
+        }
+        INET | CIDR => encode_inet(&text_of(v, "an address (10.0.0.1, 10.0.0.0/8)")?, oid_of(ty) == CIDR)?,
+        MACADDR | MACADDR8 => {
+            let t = text_of(v, "a MAC address")?;
+            let bytes: Result<Vec<u8>, _> = t.split([':', '-']).map(|p| u8::from_str_radix(p, 16)).collect();
+            let want_len = if oid_of(ty) == MACADDR { 6 } else { 8 };
+            match bytes {
+                Ok(b) if b.len() == want_len => b,
+                _ => return Err(format!("'{t}' is not a MAC address of {want_len} bytes (08:00:2b:01:02:03)")),
+            }
+        }
+        PG_LSN => {
+            let t = text_of(v, "an LSN (16/B374D848)")?;
+            let (hi, lo) = t.split_once('/').ok_or_else(|| format!("'{t}' is not an LSN (16/B374D848)"))?;
+            let hi = u64::from_str_radix(hi, 16).map_err(|_| format!("'{t}' is not an LSN"))?;
+            let lo = u64::from_str_radix(lo, 16).map_err(|_| format!("'{t}' is not an LSN"))?;
+            ((hi << 32) | lo).to_be_bytes().to_vec()
+        }
+        BIT | VARBIT => {
+            let t = text_of(v, "a bit string (\"1010\")")?;
+            if !t.chars().all(|c| c == '0' || c == '1') {
+                return Err(format!("'{t}' is not a bit string of 0s and 1s"));
+            }
+            let mut out = (t.len() as i32).to_be_bytes().to_vec();
+            let mut bytes = vec![0u8; t.len().div_ceil(8)];
+            for (i, c) in t.chars().enumerate() {
+                if c == '1' {
+                    bytes[i / 8] |= 0x80 >> (i % 8);
+                }
+            }
+            out.extend(bytes);
+            out
+        }
+        _ if ty.name().eq_ignore_ascii_case("citext") => text_of(v, "a string")?.into_bytes(),
+        _ => {
+            return Err(format!(
+                "db does not send this type; cast the parameter through text in SQL, e.g. $N::text::{}",
+                ty.name().to_lowercase()
+            ))
+        }
+    })
+}
+
+fn encode_array(v: &DbValue, elem: &PgTypeInfo) -> Result<Vec<u8>, String> {
+    let items: &[DbValue] = match v {
+        DbValue::Array(items) => items,
+        DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => &[],
+        other => return Err(want(other, "an array")),
+    };
+    let has_null = items.iter().any(|i| *i == DbValue::Null);
+    let mut out = Vec::new();
+    out.extend(i32::from(!items.is_empty()).to_be_bytes());
+    out.extend(i32::from(has_null).to_be_bytes());
+    out.extend(oid_of(elem).to_be_bytes());
+    if !items.is_empty() {
+        out.extend((items.len() as i32).to_be_bytes());
+        out.extend(1i32.to_be_bytes());
+    }
+    for (i, item) in items.iter().enumerate() {
+        if *item == DbValue::Null {
+            out.extend((-1i32).to_be_bytes());
+        } else {
+            let b = encode(item, elem).map_err(|e| format!("item {}: {e}", i + 1))?;
+            out.extend((b.len() as i32).to_be_bytes());
+            out.extend(b);
+        }
+    }
+    Ok(out)
+}
+
+/// A decimal string as numeric's binary form.
+fn encode_numeric(t: &str) -> Result<Vec<u8>, String> {
+    let bad = || format!("'{t}' is not a number");
+    let s = t.trim();
+    let special = |sign: u16| {
+        let mut out = vec![0, 0, 0, 0];
+        out.extend(sign.to_be_bytes());
+        out.extend([0, 0]);
+        out
+    };
+    match s.to_ascii_lowercase().as_str() {
+        "nan" => return Ok(special(0xC000)),
+        "infinity" | "+infinity" | "inf" => return Ok(special(0xD000)),
+        "-infinity" | "-inf" => return Ok(special(0xF000)),
+        _ => {}
+    }
+    let (neg, s) = match s.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let (mantissa, exp) = match s.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| bad())?),
+        None => (s, 0),
+    };
+    let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if int_part.is_empty() && frac_part.is_empty()
+        || !int_part.chars().chain(frac_part.chars()).all(|c| c.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    // Shift the decimal point by the exponent.
+    let mut digits: String = format!("{int_part}{frac_part}");
+    let mut point = int_part.len() as i64 + exp;
+    let dscale = (frac_part.len() as i64 - exp).max(0) as usize;
+    if point < 0 {
+        digits = format!("{}{digits}", "0".repeat((-point) as usize));
+        point = 0;
+    }
+    while (digits.len() as i64) < point {
+        digits.push('0');
+    }
+    let (ip, fp) = digits.split_at(point as usize);
+    let ip = ip.trim_start_matches('0');
+    // Group into base-10000 digits aligned on the decimal point.
+    let ip_pad = format!("{}{ip}", "0".repeat((4 - ip.len() % 4) % 4));
+    let fp_pad = format!("{fp}{}", "0".repeat((4 - fp.len() % 4) % 4));
+    let mut groups: Vec<i16> = Vec::new();
+    for c in ip_pad.as_bytes().chunks(4).chain(fp_pad.as_bytes().chunks(4)) {
+        groups.push(std::str::from_utf8(c).unwrap_or("0").parse().unwrap_or(0));
+    }
+    let mut weight = (ip_pad.len() / 4) as i64 - 1;
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    let mut out = Vec::with_capacity(8 + groups.len() * 2);
+    out.extend((groups.len() as i16).to_be_bytes());
+    out.extend(i16::try_from(weight).map_err(|_| bad())?.to_be_bytes());
+    out.extend((if neg && !groups.is_empty() { 0x4000u16 } else { 0 }).to_be_bytes());
+    out.extend(u16::try_from(dscale).map_err(|_| bad())?.to_be_bytes());
+    for g in groups {
+        out.extend(g.to_be_bytes());
+    }
+    Ok(out)
+}
+
+fn encode_inet(t: &str, cidr: bool) -> Result<Vec<u8>, String> {
+    let (addr, bits) = match t.trim().split_once('/') {
+        Some((a, b)) => (a, Some(b.parse::<u8>().map_err(|_| format!("'{t}': bad prefix length"))?)),
+        None => (t.trim(), None),
+    };
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| format!("'{t}' is not an IP address"))?;
+    let (family, bytes, max) = match ip {
+        std::net::IpAddr::V4(a) => (2u8, a.octets().to_vec(), 32u8),
+        std::net::IpAddr::V6(a) => (3u8, a.octets().to_vec(), 128u8),
+    };
+    let bits = bits.unwrap_or(max);
+    if bits > max {
+        return Err(format!("'{t}': prefix length {bits} is more than {max}"));
+    }
+    let mut out = vec![family, bits, u8::from(cidr), bytes.len() as u8];
+    out.extend(bytes);
+    Ok(out)
+}
+
+/// An interval from a duration ("5m", "1h30m", "1.5s"), a clock ("02:00:00"), PostgreSQL's
+/// words ("1 day 2 hours", "3 mons", "-1 days +02:00:00"), or a number of seconds.
+pub fn parse_interval(t: &str) -> Result<(i64, i32, i32), String> {
+    let s = t.trim();
+    if let Ok(secs) = s.parse::<f64>() {
+        return Ok(((secs * 1e6).round() as i64, 0, 0));
+    }
+    if let Ok(d) = crate::duration::parse(s) {
+        return Ok((i64::try_from(d.as_micros()).map_err(|_| "too long")?, 0, 0));
+    }
+    let bad = || format!("'{t}' is not a duration (\"5m\", \"1h30m\", \"1 day 02:00:00\", \"3 mons\")");
+    let (mut us, mut days, mut months) = (0i64, 0i64, 0i64);
+    let words: Vec<&str> = s.split_whitespace().collect();
+    let mut i = 0;
+    while i < words.len() {
+        let w = words[i];
+        if w.contains(':') {
+            let (neg, clock) = match w.strip_prefix('-') {
+                Some(r) => (true, r),
+                None => (false, w.strip_prefix('+').unwrap_or(w)),
+            };
+            let parts: Vec<&str> = clock.split(':').collect();
+            let (h, m, sec) = match parts.as_slice() {
+                [h, m] => (h.parse::<i64>(), m.parse::<i64>(), Ok(0.0)),
+                [h, m, s] => (h.parse::<i64>(), m.parse::<i64>(), s.parse::<f64>()),
+                _ => return Err(bad()),
+            };
+            let (h, m, sec) = (h.map_err(|_| bad())?, m.map_err(|_| bad())?, sec.map_err(|_| bad())?);
+            let v = h * 3_600_000_000 + m * 60_000_000 + (sec * 1e6).round() as i64;
+            us += if neg { -v } else { v };
+            i += 1;
+            continue;
+        }
+        let n: f64 = w.parse().map_err(|_| bad())?;
+        let unit = words.get(i + 1).ok_or_else(bad)?.to_ascii_lowercase();
+        let unit = unit.trim_end_matches(',');
+        match unit.trim_end_matches('s') {
+            "microsecond" | "usec" | "u" => us += n.round() as i64,
+            "millisecond" | "msec" | "m" if unit.starts_with("ms") || unit.starts_with("milli") => {
+                us += (n * 1e3).round() as i64
+            }
+            "second" | "sec" => us += (n * 1e6).round() as i64,
+            "minute" | "min" => us += (n * 60e6).round() as i64,
+            "hour" | "hr" => us += (n * 3600e6).round() as i64,
+            "day" => days += n as i64,
+            "week" => days += 7 * n as i64,
+            "mon" | "month" => months += n as i64,
+            "year" | "yr" => months += 12 * n as i64,
+            _ => return Err(bad()),
+        }
+        i += 2;
+    }
+    if words.is_empty() {
+        return Err(bad());
+    }
+    Ok((us, i32::try_from(days).map_err(|_| bad())?, i32::try_from(months).map_err(|_| bad())?))
+}
+
+/// Names for a wrapped statement's rows: the original statement's columns.
+pub fn names(columns: &[(String, PgTypeInfo)]) -> Vec<String> {
+    columns.iter().map(|(n, _)| n.clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_print_as_postgresql_does() {
+        assert_eq!(interval(0, 0, 0), "00:00:00");
+        assert_eq!(interval(3_723_500_000, 0, 0), "01:02:03.5");
+        assert_eq!(interval(7_200_000_000, -1, 0), "-1 days +02:00:00");
+        assert_eq!(interval(0, 3, 14), "1 year 2 mons 3 days");
+        assert_eq!(interval(-1_000_000, 1, 0), "1 day -00:00:01");
+        assert_eq!(interval(90_000_000_000, 0, 0), "25:00:00");
+    }
+
+    #[test]
+    fn interval_parameters_take_durations_clocks_and_postgresql_words() {
+        assert_eq!(parse_interval("5m").unwrap(), (300_000_000, 0, 0));
+        assert_eq!(parse_interval("1 day 02:00:00").unwrap(), (7_200_000_000, 1, 0));
+        assert_eq!(parse_interval("3 mons").unwrap(), (0, 0, 3));
+        assert_eq!(parse_interval("2 hours 30 minutes").unwrap(), (9_000_000_000, 0, 0));
+        assert_eq!(parse_interval("90").unwrap(), (90_000_000, 0, 0));
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn numerics_round_trip_exactly() {
+        for t in ["0", "1.50", "-12345.6789", "100000000", "0.0001", "123456789012345678901234567890.5"] {
+            let b = encode_numeric(t).unwrap();
+            assert_eq!(numeric(&b).unwrap(), t, "{t}");
+        }
+        assert_eq!(numeric(&encode_numeric("NaN").unwrap()).unwrap(), "NaN");
+        assert!(encode_numeric("12abc").is_err());
+    }
+
+    #[test]
+    fn addresses_round_trip() {
+        assert_eq!(inet(&encode_inet("10.0.0.1", false).unwrap()).unwrap(), "10.0.0.1");
+        assert_eq!(inet(&encode_inet("10.0.0.0/8", true).unwrap()).unwrap(), "10.0.0.0/8");
+        assert_eq!(inet(&encode_inet("::1", false).unwrap()).unwrap(), "::1");
+        assert_eq!(inet(&encode_inet("10.1.2.3/24", false).unwrap()).unwrap(), "10.1.2.3/24");
+    }
+
+    #[test]
+    fn unreadable_columns_are_asked_as_text_in_place() {
+        let money = <sqlx::postgres::types::PgMoney as sqlx::Type<Postgres>>::type_info();
+        let int = <i32 as sqlx::Type<Postgres>>::type_info();
+        let cols = vec![("a".to_string(), int.clone()), ("b".to_string(), money)];
+        assert_eq!(
+            text_wrapped("select 1, '1'::money;  ", &cols).unwrap(),
+            "WITH _rb(\"1\", \"2\") AS (\nselect 1, '1'::money\n) SELECT \"1\", \"2\"::text FROM _rb"
+        );
+        assert_eq!(text_wrapped("show all", &cols), None);
+        assert_eq!(text_wrapped("select 1", &[("a".into(), int)]), None);
+    }
+}

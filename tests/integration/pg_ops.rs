@@ -1,0 +1,118 @@
+//! PostgreSQL as DBAs write it: every type reads and binds (the catalogue views with `select *`),
+//! statements that change things and return rows, SQL kept in files, pinned sessions, and
+//! passwords that never reach the server in the clear.
+use serde_json::json;
+
+use crate::harness::Env;
+use crate::servers::postgres;
+
+fn result(env: &Env, step: &str) -> serde_json::Value {
+    let show = env.show("last");
+    let s = Env::step(&show, step);
+    assert_eq!(s["status"], "succeeded", "step {step}: {s}");
+    s["result"].clone()
+}
+
+#[test]
+fn every_postgresql_type_reads_and_binds_and_the_catalogue_views_read_with_select_star() {
+    let env = Env::new();
+    let pg = postgres();
+    let url = pg.fresh_database("types");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "types", params = { url = { type = "secret", env = "PG_URL" } } }
+local c = db.connect(params.url)
+step("schema", function()
+  c:execute("create extension if not exists citext")
+  c:execute("create extension if not exists hstore")
+  c:execute("create extension if not exists pg_stat_statements")
+  c:execute("create type mood as enum ('calm', 'busy')")
+  c:execute("create domain port as integer check (value between 1 and 65535)")
+  c:execute("create type endpoint as (host text, port integer)")
+end)
+step("read", function()
+  return c:query_one([==[select
+    interval '1 day 02:03:04.5' as iv, interval '-5 minutes' as neg, interval '14 months' as mons,
+    inet '10.1.2.3' as ip, inet '10.1.2.3/24' as ipnet, cidr '10.0.0.0/8' as net, inet '::1' as ip6,
+    macaddr '08:00:2b:01:02:03' as mac, macaddr8 '08:00:2b:01:02:03:04:05' as mac8,
+    '1234'::xid as x, '5678'::xid8 as x8, 'pg_class'::regclass as rel, 'int4'::regtype as typ,
+    12.5::money as cash, B'1011' as bits, B'10'::varbit(5) as vbits,
+    to_tsvector('simple', 'fat cats') as tsv, int4range(1, 10) as r, tstzrange('2026-01-01', null) as tr,
+    'busy'::mood as m, 443::port as p, row('db1', 5432)::endpoint as ep, 'CamelCase'::citext as ci,
+    'a=>1'::hstore as hs, '16/B374D848'::pg_lsn as lsn, '(3,7)'::tid as t, time '13:45:00.25' as tod,
+    timetz '13:45:00+02' as todz, point(1,2) as pt, 'x'::"char" as ch,
+    array[interval '1 hour', interval '2 hours'] as ivs, array[inet '10.0.0.1', null] as ips,
+    array['calm', 'busy']::mood[] as moods, array[array[1,2],array[3,4]] as grid,
+    array['pg_class'::regclass] as rels, '{"a": [1, 2]}'::jsonb as j]==])
+end)
+step("bind", function()
+  return c:query_one([[select $1::interval as five, $2::interval as words, $3::inet as ip, $4::cidr as net,
+    $5::macaddr as mac, $6::mood as m, $7::port as p, $8::xid8 as x8, $9::pg_lsn as lsn, $10::varbit as bits,
+    $11::interval[] as ivs, $12::citext as ci, $13::numeric as n, $14::time as tod,
+    now() - $1::interval < now() as past]],
+    "5m", "1 day 02:00:00", "192.168.0.7", "10.0.0.0/8", "08:00:2b:01:02:03", "calm", 8080, 42,
+    "0/16B3748", "101", { "1s", "2 hours" }, "MiXeD", "12.50", "01:02:03")
+end)
+step("catalogue", function()
+  local counts = {}
+  for _, view in ipairs({ "pg_stat_activity", "pg_locks", "pg_stat_statements", "pg_settings",
+                          "pg_stat_replication", "pg_stat_database", "pg_roles", "pg_index" }) do
+    counts[view] = #c:query("select * from " .. view)
+  end
+  local joined = c:query([[select c.oid, c.relname, c.relkind, c.relacl, c.reloptions, n.nspname, c.oid::regclass as c
+    from pg_class c join pg_namespace n on n.oid = c.relnamespace where c.relname = 'pg_class']])
+  local me = c:query_one([[select pid, backend_start, xact_start, now() - backend_start as age, client_addr,
+    backend_xid, backend_xmin, wait_event_type, state from pg_stat_activity where pid = pg_backend_pid()]])
+  return { counts = counts, relkind = joined[1].relkind, relacl = type(joined[1].relacl),
+           oid_is_number = math.type(joined[1].oid), regclass = joined[1].c, age = type(me.age),
+           state = me.state }
+end)
+step("unsupported bind", function()
+  local ok, e = pcall(function() return c:scalar("select $1::point", "(1,2)") end)
+  return tostring(e)
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", url.as_str())]);
+    r.assert_code(0);
+    let read = result(&env, "read");
+    let expect = json!({
+        "iv": "1 day 02:03:04.5", "neg": "-00:05:00", "mons": "1 year 2 mons",
+        "ip": "10.1.2.3", "ipnet": "10.1.2.3/24", "net": "10.0.0.0/8", "ip6": "::1",
+        "mac": "08:00:2b:01:02:03", "mac8": "08:00:2b:01:02:03:04:05",
+        "x": 1234, "x8": 5678, "rel": "pg_class", "typ": "integer",
+        "cash": "$12.50", "bits": "1011", "vbits": "10",
+        "tsv": "'cats':2 'fat':1", "r": "[1,10)", "tr": "[\"2026-01-01 00:00:00+00\",)",
+        "m": "busy", "p": 443, "ep": "(db1,5432)", "ci": "CamelCase",
+        "hs": "\"a\"=>\"1\"", "lsn": "16/B374D848", "t": "(3,7)", "tod": "13:45:00.25",
+        "todz": "13:45:00+02", "pt": "(1,2)", "ch": "x",
+        "ivs": ["01:00:00", "02:00:00"], "ips": ["10.0.0.1", null], "moods": ["calm", "busy"],
+        "grid": [[1, 2], [3, 4]], "rels": "{pg_class}", "j": {"a": [1, 2]}
+    });
+    for (k, v) in expect.as_object().unwrap() {
+        assert_eq!(&read[k], v, "column {k}: {read}");
+    }
+    let bind = result(&env, "bind");
+    assert_eq!(
+        bind,
+        json!({
+            "five": "00:05:00", "words": "1 day 02:00:00", "ip": "192.168.0.7", "net": "10.0.0.0/8",
+            "mac": "08:00:2b:01:02:03", "m": "calm", "p": 8080, "x8": 42, "lsn": "0/16B3748", "bits": "101",
+            "ivs": ["00:00:01", "02:00:00"], "ci": "MiXeD", "n": "12.50", "tod": "01:02:03", "past": true
+        })
+    );
+    let cat = result(&env, "catalogue");
+    for view in ["pg_stat_activity", "pg_locks", "pg_stat_statements", "pg_settings", "pg_roles", "pg_index"] {
+        assert!(cat["counts"][view].as_i64().unwrap() > 0, "{view} read with select *: {cat}");
+    }
+    assert_eq!(cat["relkind"], "r");
+    assert_eq!(cat["oid_is_number"], "integer");
+    assert_eq!(cat["regclass"], "pg_class");
+    assert_eq!(cat["age"], "string");
+    assert_eq!(cat["state"], "active");
+    let unsupported = result(&env, "unsupported bind");
+    assert!(
+        unsupported.as_str().unwrap().contains("$1 (point)") && unsupported.as_str().unwrap().contains("::text::point"),
+        "{unsupported}"
+    );
+}
