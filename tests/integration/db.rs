@@ -440,7 +440,7 @@ end)
 }
 
 #[test]
-fn mysql_year_time_and_float_read_back() {
+fn mysql_year_time_float_bit_set_enum_and_spatial_read_back() {
     let env = Env::new();
     let my = crate::servers::mariadb();
     env.write(
@@ -452,8 +452,19 @@ step("types", function()
   c:execute("insert into my_more values (?, ?, ?)", 2026, "03:15:07", 1.1)
   return c:query_one("select * from my_more")
 end)
+step("more types", function()
+  c:execute([[create table my_kinds (long_t time(1), neg_t time, b bit(10), s set('a','b','c'), e enum('calm','busy'),
+    none_set set('x'), p point, poly polygon)]])
+  c:execute("insert into my_kinds values ('100:00:01.5', '-01:02:03', b'1000000001', 'a,c', 'busy', '', ST_GeomFromText('POINT(1 2)'), ST_GeomFromText('POLYGON((0 0,1 0,1 1,0 0))'))")
+  return c:query_one("select * from my_kinds")
+end)
 "#,
     );
     env.run_env(&["run", "rb.lua"], &[("MY_URL", my.url.as_str())]).assert_code(0);
     assert_eq!(result(&env, "types"), serde_json::json!({"y": 2026, "t": "03:15:07", "f": 1.1}));
+    assert_eq!(
+        result(&env, "more types"),
+        serde_json::json!({"long_t": "100:00:01.5", "neg_t": "-01:02:03", "b": 513, "s": "a,c", "e": "busy",
+                           "none_set": "", "p": "POINT(1 2)", "poly": "POLYGON((0 0,1 0,1 1,0 0))"})
+    );
 }
