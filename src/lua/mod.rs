@@ -128,8 +128,26 @@ fn require(lua: &Lua, name: String) -> mlua::Result<Value> {
     };
     let value: Value = func.call(name.as_str())?;
     let value = if value.is_nil() { Value::Boolean(true) } else { value };
+    // What a Lua module cannot do in the sandbox, Rust gives it.
+    if let (true, Value::Table(t)) = (name == "runbook.util", &value) {
+        t.set("random_password", lua.create_function(random_password)?)?;
+    }
     loaded.set(name.as_str(), value.clone())?;
     Ok(value)
+}
+
+/// `runbook.util.random_password([length])`: letters and digits from a CSPRNG
+/// (default 32, the most 1024), for a secret made with `secret{ value = ..., name = ... }`.
+fn random_password(_: &Lua, length: Option<i64>) -> mlua::Result<String> {
+    use rand::Rng;
+    let n = length.unwrap_or(32);
+    if !(8..=1024).contains(&n) {
+        return Err(mlua::Error::runtime(format!("random_password: length must be 8 to 1024, got {n}")));
+    }
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+    // ThreadRng: ChaCha12, seeded and reseeded from the OS (a CSPRNG).
+    let mut rng = rand::rng();
+    Ok((0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect())
 }
 
 /// Resolves `a.b.c` to `<runbook folder>/a/b/c.lua`, refusing anything that would leave the

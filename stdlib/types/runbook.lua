@@ -79,10 +79,12 @@ function Secret:name() end
 ---@class SecretSpec
 ---@field env? string Environment variable holding the value.
 ---@field file? string File holding the value (relative to the runbook's folder).
+---@field value? string|Secret A value the runbook made (a generated password); `name` is then required.
 ---@field name? string Name shown as `<secret:NAME>`.
 
 --- Reads a secret from an environment variable (`secret("DB_PASSWORD")`) or a file
---- (`secret{file = "pw.txt", name = "db"}`).
+--- (`secret{file = "pw.txt", name = "db"}`), or makes one of a value the runbook generated
+--- (`secret{ value = runbook.util.random_password(), name = "new_pw" }`).
 --- Example: `local pw = secret{ env = "PGPASSWORD", name = "pg" }`
 ---@param spec string|SecretSpec
 ---@return Secret
@@ -183,6 +185,11 @@ function log.error(message, fields) end
 ---@field statement_timeout? Duration PostgreSQL: cancel statements running longer.
 ---@field ssl_mode? "disable"|"allow"|"prefer"|"require"|"verify-ca"|"verify-full" PostgreSQL TLS mode.
 ---@field ssl_root_cert? string PostgreSQL: CA certificate file for verify-ca / verify-full.
+---@field lock_timeout? Duration PostgreSQL: give up waiting for a lock after this long (every connection).
+---@field idle_in_transaction_session_timeout? Duration PostgreSQL: end sessions idle in a transaction this long.
+---@field search_path? string PostgreSQL: the schemas to look in, as `SET search_path` takes them.
+---@field role? string PostgreSQL: `SET ROLE` for every connection.
+---@field application_name? string PostgreSQL: shown in pg_stat_activity (default `runbook/<run>/<step>#<attempt>`).
 
 ---@class DbConnection
 --- A database connection (a pool underneath), or a transaction on one. Parameters are bound
@@ -239,6 +246,37 @@ function DbConnection:each(sql, ...) end
 ---@param path string
 ---@return integer statements
 function DbConnection:execute_file(path) end
+
+--- Runs fn(s) with one connection of the pool pinned: SET, temporary tables, advisory locks
+--- and BEGIN/COMMIT all reach the same server session. The connection is closed afterwards,
+--- so nothing the session set reaches another statement (a transaction left open rolls back).
+--- Example: `pg:session(function(s) s:execute("set lock_timeout = '2s'"); s:execute("alter table t add c int") end)`
+---@generic T
+---@param fn fun(s: DbConnection): T
+---@return T
+function DbConnection:session(fn) end
+
+--- Runs a statement that changes things and returns rows (INSERT ... RETURNING,
+--- `select pg_terminate_backend(pid)`). A change: under --dry-run it does nothing and returns no rows.
+--- Example: `local r = pg:execute_returning("delete from jobs where state = $1 returning id", "dead")`
+---@param sql string
+---@param ... any parameters
+---@return table[]
+function DbConnection:execute_returning(sql, ...) end
+
+--- Runs the one query of a .sql file (relative to the runbook's folder) with parameters.
+--- Example: `pg:query_file("sql/long_transactions.sql", "5 minutes")`
+---@param path string
+---@param ... any parameters
+---@return table[]
+function DbConnection:query_file(path, ...) end
+
+--- PostgreSQL: sets a role's password from a secret, sending only its SCRAM-SHA-256 verifier
+--- (computed here): the password never reaches the server log, pg_stat_activity or the journal.
+--- Example: `pg:set_password("app", secret{ value = runbook.util.random_password(), name = "app_pw" })`
+---@param role string
+---@param password Secret
+function DbConnection:set_password(role, password) end
 
 --- Closes the pool.
 --- Example: `pg:close()`

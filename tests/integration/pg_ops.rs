@@ -116,3 +116,143 @@ end)
         "{unsupported}"
     );
 }
+
+#[test]
+fn a_session_keeps_its_settings_and_never_leaks_them_and_options_apply_to_every_connection() {
+    let env = Env::new();
+    let pg = postgres();
+    let url = pg.fresh_database("sessions");
+    env.write("sql/by_state.sql", "-- sessions of this database by state\nselect count(*) as n\nfrom pg_stat_activity\nwhere datname = current_database() and state = $1\n");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "sessions", params = { url = { type = "secret", env = "PG_URL" } } }
+local c = db.connect(params.url, { pool_size = 3, lock_timeout = "3s", idle_in_transaction_session_timeout = "1m",
+                                   search_path = "app, public", application_name = "nightly-report" })
+step("session", function()
+  c:execute("create schema if not exists app")
+  c:execute("create table app.jobs (id serial primary key, state text)")
+  local inside = c:session(function(s)
+    s:execute("set lock_timeout = '250ms'")
+    s:execute("create temp table scratch (x int)")
+    s:execute("insert into scratch values (1), (2)")
+    s:execute("begin")
+    s:execute("insert into app.jobs (state) values ('kept')")
+    s:execute("commit")
+    return { lock_timeout = s:scalar("show lock_timeout"), scratch = s:scalar("select count(*) from scratch"),
+             pid = s:scalar("select pg_backend_pid()") }
+  end)
+  -- Every pooled connection, several at once, has the options and none has the session's SET.
+  local seen = {}
+  for _ = 1, 6 do
+    local r = c:query_one([[select current_setting('lock_timeout') as lt, current_setting('search_path') as sp,
+      current_setting('idle_in_transaction_session_timeout') as it, current_setting('application_name') as app,
+      to_regclass('pg_temp.scratch') is not null as has_scratch, pg_backend_pid() as pid]])
+    seen[#seen + 1] = r
+  end
+  return { inside = inside, seen = seen, jobs = c:scalar("select count(*) from jobs") }
+end)
+step("returning", function()
+  local rows = c:execute_returning("insert into app.jobs (state) values ($1), ($2) returning id, state", "new", "old")
+  return { n = #rows, first = rows[1].state, from_file = c:query_file("sql/by_state.sql", "active")[1].n }
+end)
+step("secret in sql", function()
+  local pw = secret{ value = "Concat-Secret-77x", name = "pw" }
+  local ok, e = pcall(function() return c:query("select 1 where 'x' = '" .. pw .. "'") end)
+  return tostring(e)
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", url.as_str())]);
+    r.assert_code(0);
+    assert!(!r.all().contains("Concat-Secret-77x"), "{}", r.all());
+    let s = result(&env, "session");
+    assert_eq!(s["inside"]["lock_timeout"], "250ms");
+    assert_eq!(s["inside"]["scratch"], 2);
+    assert_eq!(s["jobs"], 1, "the session's BEGIN/COMMIT committed; jobs is found through search_path");
+    for row in s["seen"].as_array().unwrap() {
+        assert_eq!(row["lt"], "3s", "{row}");
+        assert_eq!(row["sp"], "app, public", "{row}");
+        assert_eq!(row["it"], "1min", "{row}");
+        assert_eq!(row["app"], "nightly-report", "{row}");
+        assert_eq!(row["has_scratch"], false, "{row}");
+        assert_ne!(row["pid"], s["inside"]["pid"], "the session's connection was closed, not returned: {row}");
+    }
+    let ret = result(&env, "returning");
+    assert_eq!(ret["n"], 2);
+    assert_eq!(ret["first"], "new");
+    assert!(ret["from_file"].as_i64().unwrap() >= 1);
+    let e = result(&env, "secret in sql");
+    let e = e.as_str().unwrap();
+    assert!(e.contains("the SQL text holds the secret 'pw'") && e.contains("Bind it as a parameter"), "{e}");
+
+    // A dry run of a RETURNING statement changes nothing.
+    env.write(
+        "dry.lua",
+        r#"runbook { name = "dry", params = { url = { type = "secret", env = "PG_URL" } } }
+local c = db.connect(params.url)
+step("delete", function()
+  return #c:execute_returning("delete from app.jobs returning id")
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "dry.lua", "--dry-run"], &[("PG_URL", url.as_str())]);
+    r.assert_code(0);
+    assert!(r.all().contains("delete from app.jobs returning id"), "{}", r.all());
+    assert_eq!(pg.query(&url, "select count(*) from app.jobs").trim(), "3");
+}
+
+#[test]
+fn a_password_set_from_a_secret_reaches_neither_the_server_log_nor_the_journal_and_logs_in() {
+    let env = Env::new();
+    let pg = postgres();
+    let url = pg.fresh_database("rotate");
+    let role = format!("app_{}", std::process::id());
+    let new_pw = "Rotated-Pw-8812-zebra";
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "pw", params = {{ url = {{ type = "secret", env = "PG_URL" }} }} }}
+local pg = require "runbook.pg"
+local util = require "runbook.util"
+local c = db.connect(params.url)
+local function login(pw)
+  -- The URL holding the password is a secret too (a string joined to a secret).
+  local conn = db.connect("postgres://{role}:" .. pw .. "@127.0.0.1:{port}/postgres")
+  local who = conn:scalar("select current_user")
+  conn:close()
+  return who
+end
+step("rotate", function()
+  if not pg.role_exists(c, "{role}") then c:execute("create role {role} login") end
+  local pw = secret("NEW_PW")
+  pg.set_password(c, "{role}", pw)
+  return login(pw)
+end)
+step("generated", function()
+  local pw = secret{{ value = util.random_password(40), name = "generated_pw" }}
+  pg.set_password(c, "{role}", pw)
+  return {{ who = login(pw), shown = tostring(pw) }}
+end)
+"#,
+            port = pg.port
+        ),
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", url.as_str()), ("NEW_PW", new_pw)]);
+    r.assert_code(0);
+    assert_eq!(result(&env, "rotate"), role.as_str(), "the new password logs in");
+    let generated = result(&env, "generated");
+    assert_eq!(generated["who"], role.as_str());
+    assert_eq!(generated["shown"], "<secret:generated_pw>");
+    // Nowhere: the run's output, the journal and its WAL, the server log, pg_stat_activity.
+    assert!(!r.all().contains(new_pw));
+    let journal = crate::harness::journal_bytes(&env.journal_path());
+    assert!(!crate::harness::contains_bytes(&journal, new_pw.as_bytes()), "the journal holds the password");
+    let log = std::fs::read_to_string(&pg.log).unwrap_or_default();
+    assert!(
+        log.contains(&format!("ALTER ROLE \"{role}\" PASSWORD 'SCRAM-SHA-256$4096:")),
+        "the verifier is what was sent"
+    );
+    assert!(!log.contains(new_pw), "the server log holds the password");
+    let activity = pg.query(&url, "select string_agg(query, ' ') from pg_stat_activity");
+    assert!(!activity.contains(new_pw));
+}

@@ -71,9 +71,35 @@ fn secret(lua: &Lua, spec: Value) -> mlua::Result<Value> {
         Value::Table(t) => {
             for pair in t.pairs::<String, Value>() {
                 let (k, _) = pair?;
-                if !["env", "file", "name"].contains(&k.as_str()) {
-                    return Err(error("secret", format!("unknown key '{k}' (known: env, file, name)")));
+                if !["env", "file", "name", "value"].contains(&k.as_str()) {
+                    return Err(error("secret", format!("unknown key '{k}' (known: env, file, value, name)")));
                 }
+            }
+            // A value the runbook made (a generated password): a secret from now on.
+            if let Some(v) = t.get::<Option<Value>>("value")? {
+                let name: Option<String> = t.get("name")?;
+                let Some(name) = name else {
+                    return Err(error("secret", "secret{ value = ... } needs a name = \"...\" to show it by"));
+                };
+                if t.contains_key("env")? || t.contains_key("file")? {
+                    return Err(error("secret", "give one of env, file or value"));
+                }
+                let value = match v {
+                    Value::String(s) => {
+                        s.to_str().map(|s| s.to_string()).map_err(|_| error("secret", "value: not UTF-8 text"))?
+                    }
+                    Value::UserData(ud) if ud.borrow::<crate::secret::Secret>().is_ok() => {
+                        ud.borrow::<crate::secret::Secret>()?.expose().to_string()
+                    }
+                    other => {
+                        return Err(error("secret", format!("value: expected a string, got a {}", other.type_name())))
+                    }
+                };
+                if value.is_empty() {
+                    return Err(error("secret", "value: the secret is empty"));
+                }
+                let made = crate::secret::Secret::new(&name, value);
+                return lua.create_userdata(made).map(Value::UserData);
             }
             let env: Option<String> = t.get("env")?;
             let file: Option<String> = t.get("file")?;

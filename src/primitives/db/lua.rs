@@ -56,7 +56,8 @@ async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Resu
             return Err(error("db", format!("connect expects a URL string or a secret, got a {}", other.type_name())))
         }
     };
-    let opts: Options = crate::primitives::options(&lua, "db", "connect options", opts)?;
+    let mut opts: Options = crate::primitives::options(&lua, "db", "connect options", opts)?;
+    opts.one_session = ctx.trigger == "repl";
     if let Some(p) = ctx.guard(&lua, "db", false, String::new)? {
         return Ok(p);
     }
@@ -186,7 +187,24 @@ fn sql_and_params(args: MultiValue) -> mlua::Result<(String, Vec<DbValue>)> {
     let mut it = args.into_iter();
     let sql = match it.next() {
         Some(Value::String(s)) => s.to_string_lossy(),
-        _ => return Err(error("db", "expected the SQL text as the first argument")),
+        Some(Value::UserData(ud)) if ud.borrow::<Secret>().is_ok() => {
+            let name = ud.borrow::<Secret>().map(|s| s.name().to_string()).unwrap_or_default();
+            return Err(error(
+                "db",
+                format!(
+                    "the SQL text holds the secret '{name}' (joined into it with ..): SQL text reaches the server log and pg_stat_activity. \
+                     Bind it as a parameter instead ($1 on PostgreSQL, ? on MySQL); to set a role's password, \
+                     runbook.pg.set_password(conn, role, secret) sends only its SCRAM verifier"
+                ),
+            ));
+        }
+        Some(other) => {
+            return Err(error(
+                "db",
+                format!("expected the SQL text as the first argument, got a {}", other.type_name()),
+            ))
+        }
+        None => return Err(error("db", "expected the SQL text as the first argument")),
     };
     let params = it.map(to_db).collect::<mlua::Result<Vec<_>>>()?;
     Ok((sql, params))
@@ -199,7 +217,7 @@ impl Conn {
         if self.tx.is_none() && self.state.in_transaction.load(Ordering::SeqCst) {
             return Err(error(
                 "db",
-                "a transaction is open on this connection: use the handle transaction() passes to its function",
+                "a transaction or session is open on this connection: use the handle transaction() or session() passes to its function",
             ));
         }
         Ok(())
@@ -342,7 +360,10 @@ impl UserData for Conn {
             let ctx = Ctx::from_lua(&lua)?;
             ctx.refuse_in_coroutine(&lua, "db transaction")?;
             if this.tx.is_some() {
-                return Err(error("db", "a transaction cannot be nested"));
+                return Err(error(
+                    "db",
+                    "a transaction cannot be nested (inside a session, run BEGIN and COMMIT with execute)",
+                ));
             }
             this.usable()?;
             this.label(&lua).await?;
@@ -374,6 +395,82 @@ impl UserData for Conn {
                 }
                 (r, None) => r,
             }
+        });
+        methods.add_async_method("session", |lua, this, f: Function| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db session")?;
+            if this.tx.is_some() {
+                return Err(error("db", "a session is opened on the connection, not inside a transaction or session"));
+            }
+            this.usable()?;
+            this.label(&lua).await?;
+            let session = this.db.session().await.map_err(|e| error("db", e))?;
+            let shared = Arc::new(Mutex::new(Some(session)));
+            let handle = lua.create_userdata(Conn {
+                db: Arc::clone(&this.db),
+                tx: Some(Arc::clone(&shared)),
+                state: Arc::clone(&this.state),
+            })?;
+            this.state.in_transaction.store(true, Ordering::SeqCst);
+            let result = f.call_async::<MultiValue>(handle).await;
+            this.state.in_transaction.store(false, Ordering::SeqCst);
+            this.state.tx_failed.store(false, Ordering::SeqCst);
+            // The connection is closed, not returned: what the session set stays with it.
+            if let Some(session) = shared.lock().await.take() {
+                let _ = session.rollback().await;
+            }
+            result
+        });
+        methods.add_async_method("execute_returning", |lua, this, args: MultiValue| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db execute_returning")?;
+            let (sql, params) = sql_and_params(args)?;
+            let short: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+            if ctx.guard(&lua, "db", true, || format!("execute `{short}` on {}", this.db.target))?.is_some() {
+                // A dry run changes nothing: no rows come back.
+                return rows_to_lua(&lua, Rows::default());
+            }
+            this.label(&lua).await?;
+            this.db.forget_types_after(&sql);
+            let rows = this.fetch(&sql, &params).await?;
+            rows_to_lua(&lua, rows)
+        });
+        methods.add_async_method("query_file", |lua, this, args: MultiValue| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db query_file")?;
+            let mut args = args.into_iter();
+            let path = match args.next() {
+                Some(Value::String(s)) => s.to_string_lossy(),
+                _ => return Err(error("db", "query_file expects the path of a .sql file first")),
+            };
+            let full = ctx.resolve_path(&path);
+            let sql = std::fs::read_to_string(&full)
+                .map_err(|e| error("db", format!("query_file {}: {e}", full.display())))?;
+            let params = args.map(to_db).collect::<mlua::Result<Vec<_>>>()?;
+            this.label(&lua).await?;
+            let rows = this.fetch(&sql, &params).await.map_err(|e| error("db", format!("{path}: {e}")))?;
+            rows_to_lua(&lua, rows)
+        });
+        methods.add_async_method("set_password", |lua, this, (role, password): (String, Value)| async move {
+            let ctx = Ctx::from_lua(&lua)?;
+            ctx.refuse_in_coroutine(&lua, "db set_password")?;
+            let Value::UserData(ud) = &password else {
+                return Err(error(
+                    "db",
+                    "set_password takes the password as a secret: secret{ value = ..., name = ... } or secret(\"ENV\")",
+                ));
+            };
+            let secret =
+                ud.borrow::<Secret>().map_err(|_| error("db", "set_password takes the password as a secret"))?;
+            if ctx
+                .guard(&lua, "db", true, || format!("set the password of role {role} on {}", this.db.target))?
+                .is_some()
+            {
+                return Ok(());
+            }
+            this.label(&lua).await?;
+            let sql = super::scram::alter_role_sql(&role, secret.expose()).map_err(|e| error("db", e))?;
+            this.execute(&sql, &[]).await.map(|_| ())
         });
         methods.add_async_method("each", |lua, this, args: MultiValue| async move {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db each")?;

@@ -10,6 +10,7 @@
 pub mod lua;
 pub mod orphans;
 mod pg;
+mod scram;
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -17,10 +18,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
+use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow, PgTypeInfo};
 use sqlx::query::Query;
-use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{
     AssertSqlSafe, Column, Either, Executor, MySql, Postgres, Row, SqlSafeStr, Sqlite, Statement, TypeInfo, ValueRef,
 };
@@ -105,6 +107,34 @@ pub struct Options {
     pub statement_timeout: Option<String>,
     pub ssl_mode: Option<String>,
     pub ssl_root_cert: Option<String>,
+    /// PostgreSQL settings applied to every connection of the pool.
+    pub lock_timeout: Option<String>,
+    pub idle_in_transaction_session_timeout: Option<String>,
+    pub search_path: Option<String>,
+    pub role: Option<String>,
+    /// Replaces the run/step label in `pg_stat_activity` (see `orphans`).
+    pub application_name: Option<String>,
+    /// The REPL's connections behave as psql's: one session, so `BEGIN` on one line and `COMMIT`
+    /// on the next reach the same server session.
+    #[serde(skip)]
+    pub one_session: bool,
+}
+
+impl Options {
+    fn pg_only(&self) -> Option<&'static str> {
+        [
+            (self.ssl_mode.is_some(), "ssl_mode"),
+            (self.ssl_root_cert.is_some(), "ssl_root_cert"),
+            (self.statement_timeout.is_some(), "statement_timeout"),
+            (self.lock_timeout.is_some(), "lock_timeout"),
+            (self.idle_in_transaction_session_timeout.is_some(), "idle_in_transaction_session_timeout"),
+            (self.search_path.is_some(), "search_path"),
+            (self.role.is_some(), "role"),
+            (self.application_name.is_some(), "application_name"),
+        ]
+        .into_iter()
+        .find_map(|(given, name)| given.then_some(name))
+    }
 }
 
 enum Pool {
@@ -113,27 +143,57 @@ enum Pool {
     MySql(MySqlPool),
 }
 
-/// An open transaction.
+/// An open transaction, or a session: one connection pinned for a sequence of statements
+/// (`conn:session`), with no transaction of its own.
 pub enum Tx {
     Sqlite(sqlx::Transaction<'static, Sqlite>),
     Postgres(sqlx::Transaction<'static, Postgres>),
     MySql(sqlx::Transaction<'static, MySql>),
+    SqliteSession(PoolConnection<Sqlite>),
+    PgSession(PoolConnection<Postgres>),
+    MySqlSession(PoolConnection<MySql>),
+}
+
+/// The connection a transaction or session holds.
+enum Pinned<'a> {
+    Lite(&'a mut SqliteConnection),
+    Pg(&'a mut PgConnection),
+    My(&'a mut MySqlConnection),
 }
 
 impl Tx {
+    fn pinned(&mut self) -> Pinned<'_> {
+        match self {
+            Tx::Sqlite(t) => Pinned::Lite(&mut **t),
+            Tx::Postgres(t) => Pinned::Pg(&mut **t),
+            Tx::MySql(t) => Pinned::My(&mut **t),
+            Tx::SqliteSession(c) => Pinned::Lite(&mut **c),
+            Tx::PgSession(c) => Pinned::Pg(&mut **c),
+            Tx::MySqlSession(c) => Pinned::My(&mut **c),
+        }
+    }
+    pub fn is_session(&self) -> bool {
+        matches!(self, Tx::SqliteSession(_) | Tx::PgSession(_) | Tx::MySqlSession(_))
+    }
     pub async fn commit(self) -> Result<(), DbError> {
         match self {
             Tx::Sqlite(t) => t.commit().await?,
             Tx::Postgres(t) => t.commit().await?,
             Tx::MySql(t) => t.commit().await?,
+            session => session.rollback().await?,
         }
         Ok(())
     }
+    /// Rolls a transaction back; closes a session's connection, so that nothing it set (SET,
+    /// temporary tables, advisory locks, a transaction left open) reaches another statement.
     pub async fn rollback(self) -> Result<(), DbError> {
         match self {
             Tx::Sqlite(t) => t.rollback().await?,
             Tx::Postgres(t) => t.rollback().await?,
             Tx::MySql(t) => t.rollback().await?,
+            Tx::SqliteSession(c) => c.close().await?,
+            Tx::PgSession(c) => c.close().await?,
+            Tx::MySqlSession(c) => c.close().await?,
         }
         Ok(())
     }
@@ -192,6 +252,25 @@ impl Db {
             if let Some(t) = statement_timeout {
                 o = o.options([("statement_timeout", format!("{}", t.as_millis()))]);
             }
+            for (name, value) in [
+                ("lock_timeout", &opts.lock_timeout),
+                ("idle_in_transaction_session_timeout", &opts.idle_in_transaction_session_timeout),
+            ] {
+                if let Some(t) = duration(value, name)? {
+                    o = o.options([(name, format!("{}", t.as_millis()))]);
+                }
+            }
+            for (name, value) in [("search_path", &opts.search_path), ("role", &opts.role)] {
+                if let Some(v) = value {
+                    if v.contains(['\0', '\\']) {
+                        return Err(DbError::Usage(format!("{name}: a NUL or a backslash is not allowed")));
+                    }
+                    o = o.options([(name, v.as_str())]);
+                }
+            }
+            if let Some(name) = &opts.application_name {
+                o = o.application_name(name);
+            }
             refused_at_once(o.get_host(), o.get_port())
                 .await
                 .map_err(|cause| DbError::Connect { target: target.clone(), cause })?;
@@ -199,8 +278,11 @@ impl Db {
             // An application_name the URL gives is the runbook's choice: kept, unlabelled.
             let labelled = o.get_application_name().is_none();
             let (on_connect, on_acquire) = (label.clone(), label.clone());
+            let one = opts.one_session;
             let pool = PgPoolOptions::new()
-                .max_connections(size)
+                .max_connections(if one { 1 } else { size })
+                .idle_timeout(if one { None } else { Some(Duration::from_secs(600)) })
+                .max_lifetime(if one { None } else { Some(Duration::from_secs(1800)) })
                 .acquire_timeout(connect_timeout)
                 // Every session shows whom it works for in pg_stat_activity.application_name,
                 // and a session made for an earlier step is not handed out again.
@@ -217,7 +299,8 @@ impl Db {
                     })
                 })
                 .before_acquire(move |_, meta| {
-                    let fresh = !labelled || on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
+                    let fresh =
+                        one || !labelled || on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
                     Box::pin(async move { Ok(fresh) })
                 })
                 .connect_with(o)
@@ -226,10 +309,8 @@ impl Db {
             return Ok(Db { pool: Pool::Postgres(pool), target, pg_params: Mutex::new(HashMap::new()), label });
         }
         if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
-                return Err(DbError::Usage(
-                    "ssl_mode, ssl_root_cert and statement_timeout apply to PostgreSQL only".into(),
-                ));
+            if let Some(name) = opts.pg_only() {
+                return Err(DbError::Usage(format!("{name} applies to PostgreSQL only")));
             }
             let url = url.replacen("mariadb://", "mysql://", 1);
             let o = MySqlConnectOptions::from_str(&url)
@@ -239,7 +320,9 @@ impl Db {
                 .await
                 .map_err(|cause| DbError::Connect { target: target.clone(), cause })?;
             let pool = MySqlPoolOptions::new()
-                .max_connections(size)
+                .max_connections(if opts.one_session { 1 } else { size })
+                .idle_timeout(if opts.one_session { None } else { Some(Duration::from_secs(600)) })
+                .max_lifetime(if opts.one_session { None } else { Some(Duration::from_secs(1800)) })
                 .acquire_timeout(connect_timeout)
                 .connect_with(o)
                 .await
@@ -252,10 +335,8 @@ impl Db {
             });
         }
         if url.starts_with("sqlite:") {
-            if opts.ssl_mode.is_some() || opts.ssl_root_cert.is_some() || statement_timeout.is_some() {
-                return Err(DbError::Usage(
-                    "ssl_mode, ssl_root_cert and statement_timeout apply to PostgreSQL only".into(),
-                ));
+            if let Some(name) = opts.pg_only() {
+                return Err(DbError::Usage(format!("{name} applies to PostgreSQL only")));
             }
             let o = SqliteConnectOptions::from_str(url)
                 .map_err(|e| DbError::Usage(format!("invalid SQLite URL: {e}")))?
@@ -283,6 +364,15 @@ impl Db {
         Err(DbError::Scheme(if url.contains("://") { format!("{scheme}://…") } else { "…".into() }))
     }
 
+    /// One connection of the pool, kept for a session (see [`Tx`]).
+    pub async fn session(&self) -> Result<Tx, DbError> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => Tx::SqliteSession(p.acquire().await?),
+            Pool::Postgres(p) => Tx::PgSession(p.acquire().await?),
+            Pool::MySql(p) => Tx::MySqlSession(p.acquire().await?),
+        })
+    }
+
     pub async fn begin(&self) -> Result<Tx, DbError> {
         Ok(match &self.pool {
             Pool::Sqlite(p) => Tx::Sqlite(p.begin().await?),
@@ -301,22 +391,20 @@ impl Db {
 
     /// Runs a statement and returns its rows.
     pub async fn fetch(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<Rows, DbError> {
-        match (&self.pool, tx) {
+        match (&self.pool, tx.map(Tx::pinned)) {
             (Pool::Sqlite(p), None) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(p).await?),
             (Pool::MySql(p), None) => mysql_rows(mysql_query(&self.mysql_labelled(sql), params)?.fetch_all(p).await?),
-            (_, Some(Tx::MySql(t))) => {
-                mysql_rows(mysql_query(&self.mysql_labelled(sql), params)?.fetch_all(&mut **t).await?)
-            }
-            (_, Some(Tx::Sqlite(t))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(&mut **t).await?),
+            (_, Some(Pinned::My(c))) => mysql_rows(mysql_query(&self.mysql_labelled(sql), params)?.fetch_all(c).await?),
+            (_, Some(Pinned::Lite(c))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(c).await?),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
                 let run = d.wrapped.as_deref().unwrap_or(sql);
                 pg::rows(pg::query(run, &d.params, params)?.fetch_all(p).await?, d.names())
             }
-            (_, Some(Tx::Postgres(t))) => {
-                let d = self.pg_describe(sql, Some(t)).await?;
+            (_, Some(Pinned::Pg(c))) => {
+                let d = self.pg_describe(sql, Some(&mut *c)).await?;
                 let run = d.wrapped.as_deref().unwrap_or(sql);
-                pg::rows(pg::query(run, &d.params, params)?.fetch_all(&mut **t).await?, d.names())
+                pg::rows(pg::query(run, &d.params, params)?.fetch_all(c).await?, d.names())
             }
         }
     }
@@ -334,26 +422,31 @@ impl Db {
         }
     }
 
-    /// Runs a statement and returns the number of rows it affected.
-    pub async fn execute(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
+    /// After DDL, a cached statement description may be wrong: forgets them all.
+    pub fn forget_types_after(&self, sql: &str) {
         let first = sql.split_whitespace().next().unwrap_or("").to_ascii_lowercase();
         if matches!(first.as_str(), "create" | "alter" | "drop" | "truncate" | "comment") {
             self.forget_types();
         }
-        Ok(match (&self.pool, tx) {
+    }
+
+    /// Runs a statement and returns the number of rows it affected.
+    pub async fn execute(&self, tx: Option<&mut Tx>, sql: &str, params: &[DbValue]) -> Result<u64, DbError> {
+        self.forget_types_after(sql);
+        Ok(match (&self.pool, tx.map(Tx::pinned)) {
             (Pool::Sqlite(p), None) => sqlite_query(sql, params)?.execute(p).await?.rows_affected(),
             (Pool::MySql(p), None) => mysql_query(&self.mysql_labelled(sql), params)?.execute(p).await?.rows_affected(),
-            (_, Some(Tx::MySql(t))) => {
-                mysql_query(&self.mysql_labelled(sql), params)?.execute(&mut **t).await?.rows_affected()
+            (_, Some(Pinned::My(c))) => {
+                mysql_query(&self.mysql_labelled(sql), params)?.execute(c).await?.rows_affected()
             }
-            (_, Some(Tx::Sqlite(t))) => sqlite_query(sql, params)?.execute(&mut **t).await?.rows_affected(),
+            (_, Some(Pinned::Lite(c))) => sqlite_query(sql, params)?.execute(c).await?.rows_affected(),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
                 pg::query(sql, &d.params, params)?.execute(p).await?.rows_affected()
             }
-            (_, Some(Tx::Postgres(t))) => {
-                let d = self.pg_describe(sql, Some(t)).await?;
-                pg::query(sql, &d.params, params)?.execute(&mut **t).await?.rows_affected()
+            (_, Some(Pinned::Pg(c))) => {
+                let d = self.pg_describe(sql, Some(&mut *c)).await?;
+                pg::query(sql, &d.params, params)?.execute(c).await?.rows_affected()
             }
         })
     }
@@ -363,13 +456,13 @@ impl Db {
     async fn pg_describe(
         &self,
         sql: &str,
-        tx: Option<&mut sqlx::Transaction<'static, Postgres>>,
+        conn: Option<&mut PgConnection>,
     ) -> Result<std::sync::Arc<Described>, DbError> {
         if let Some(d) = self.pg_params.lock().ok().and_then(|m| m.get(sql).cloned()) {
             return Ok(d);
         }
-        let statement = match (tx, &self.pool) {
-            (Some(t), _) => (&mut **t).prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
+        let statement = match (conn, &self.pool) {
+            (Some(c), _) => c.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
             (None, Pool::Postgres(p)) => p.prepare(AssertSqlSafe(sql.to_string()).into_sql_str()).await?,
             (None, Pool::Sqlite(_) | Pool::MySql(_)) => return Ok(Default::default()),
         };
@@ -450,22 +543,22 @@ impl Db {
         sql: &'a str,
         params: &[DbValue],
     ) -> Result<RowStream<'a>, DbError> {
-        Ok(match (&self.pool, tx) {
+        Ok(match (&self.pool, tx.map(Tx::pinned)) {
             (Pool::Sqlite(p), None) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(p)),
             (Pool::MySql(p), None) => RowStream::MySql(mysql_query(sql, params)?.fetch(p)),
-            (_, Some(Tx::MySql(t))) => RowStream::MySql(mysql_query(sql, params)?.fetch(&mut **t)),
-            (_, Some(Tx::Sqlite(t))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(&mut **t)),
+            (_, Some(Pinned::My(c))) => RowStream::MySql(mysql_query(sql, params)?.fetch(c)),
+            (_, Some(Pinned::Lite(c))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(c)),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
                 let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
                 let names = d.names().map(<[String]>::to_vec);
                 RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(p), names)
             }
-            (_, Some(Tx::Postgres(t))) => {
-                let d = self.pg_describe(sql, Some(&mut *t)).await?;
+            (_, Some(Pinned::Pg(c))) => {
+                let d = self.pg_describe(sql, Some(&mut *c)).await?;
                 let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
                 let names = d.names().map(<[String]>::to_vec);
-                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(&mut **t), names)
+                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(c), names)
             }
         })
     }
@@ -483,12 +576,10 @@ impl Db {
         self.forget_types();
         let mut tx = self.begin().await.map_err(|e| (0, e))?;
         for (line, sql) in &statements {
-            let done = match &mut tx {
-                Tx::Sqlite(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
-                Tx::Postgres(t) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(&mut **t).await.map(|_| ()),
-                Tx::MySql(t) => {
-                    sqlx::raw_sql(AssertSqlSafe(self.mysql_labelled(sql))).execute(&mut **t).await.map(|_| ())
-                }
+            let done = match tx.pinned() {
+                Pinned::Lite(c) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(c).await.map(|_| ()),
+                Pinned::Pg(c) => sqlx::raw_sql(AssertSqlSafe(sql.as_str())).execute(c).await.map(|_| ()),
+                Pinned::My(c) => sqlx::raw_sql(AssertSqlSafe(self.mysql_labelled(sql))).execute(c).await.map(|_| ()),
             };
             if let Err(e) = done {
                 let _ = tx.rollback().await;

@@ -596,7 +596,7 @@ pub fn encode(v: &DbValue, ty: &PgTypeInfo) -> Result<Vec<u8>, String> {
     match kind(ty) {
         PgTypeKind::Enum(labels) => {
             let t = text_of(v, "a label")?;
-            if !labels.is_empty() && !labels.iter().any(|l| *l == t) {
+            if !labels.is_empty() && !labels.contains(&t) {
                 return Err(format!("'{t}' is not one of {}", labels.join(", ")));
             }
             return Ok(t.into_bytes());
@@ -728,7 +728,7 @@ fn encode_array(v: &DbValue, elem: &PgTypeInfo) -> Result<Vec<u8>, String> {
         DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => &[],
         other => return Err(want(other, "an array")),
     };
-    let has_null = items.iter().any(|i| *i == DbValue::Null);
+    let has_null = items.contains(&DbValue::Null);
     let mut out = Vec::new();
     out.extend(i32::from(!items.is_empty()).to_be_bytes());
     out.extend(i32::from(has_null).to_be_bytes());

@@ -84,4 +84,93 @@ function pg.replication_lag(c) end
 ---@return table[]|nil, string|nil
 function pg.slow_queries(c, opts) end
 
+--- Seconds in an interval as PostgreSQL prints it ("1 day 02:03:04.5" -> 93784.5).
+---@param interval string|number
+---@return number
+function pg.seconds(interval) end
+
+--- Sessions whose transaction is older than `older_than`, oldest first: { pid, user, database,
+--- application, client, backend_start, xact_start, state, wait_event, xact_seconds, query, ... }.
+---@param c DbConnection
+---@param opts? { older_than?: Duration, state?: string }
+---@return table[]
+function pg.long_running(c, opts) end
+
+--- Sessions idle in a transaction longer than `older_than` (default "1m"), as `long_running`.
+---@param c DbConnection
+---@param opts? { older_than?: Duration }
+---@return table[]
+function pg.idle_in_transaction(c, opts) end
+
+--- Who blocks whom: `waiting` (each with `blocked_by` pids) and `roots` (blockers waiting on nobody).
+---@param c DbConnection
+---@return { waiting: table[], roots: table[] }
+function pg.blocking(c) end
+
+--- Cancels a session's statement if it is still the session looked at (pid, backend_start,
+--- xact_start of a row from long_running/idle_in_transaction/blocking). Returns whether it was sent.
+---@param c DbConnection
+---@param session table
+---@return boolean
+function pg.cancel(c, session) end
+
+--- Terminates a session, with the same guard as `cancel`. Returns whether it was terminated.
+---@param c DbConnection
+---@param session table
+---@return boolean
+function pg.terminate(c, session) end
+
+--- Terminates every session of a role but this one; returns their pids.
+---@param c DbConnection
+---@param role string
+---@return integer[]
+function pg.terminate_sessions(c, role) end
+
+--- Whether a role exists.
+---@param c DbConnection
+---@param role string
+---@return boolean
+function pg.role_exists(c, role) end
+
+--- Sets a role's password from a secret, sending only its SCRAM-SHA-256 verifier.
+---@param c DbConnection
+---@param role string
+---@param password Secret
+function pg.set_password(c, role, password) end
+
+--- Whether the server is a primary (not in recovery).
+---@param c DbConnection
+---@return boolean
+function pg.is_primary(c) end
+
+--- Waits until every replica (or this replica) has replayed `lsn` (default: the primary's
+--- current WAL position); fails after `timeout` (default "30s"). Returns the seconds waited.
+---@param c DbConnection
+---@param lsn? string
+---@param timeout? Duration
+---@return number
+function pg.wait_for_replication(c, lsn, timeout) end
+
+--- Estimated table bloat from the planner's statistics, largest first: { schema, table, pages,
+--- expected_pages, bloat_bytes, bloat_pct }.
+---@param c DbConnection
+---@param opts? { min_bytes?: integer, schema?: string }
+---@return table[]
+function pg.table_bloat(c, opts) end
+
+--- Estimated btree index bloat, largest first: { schema, index, table, pages, expected_pages,
+--- bloat_bytes, bloat_pct }.
+---@param c DbConnection
+---@param opts? { min_bytes?: integer, schema?: string }
+---@return table[]
+function pg.btree_bloat(c, opts) end
+
+--- REINDEX INDEX CONCURRENTLY that first drops an interrupted run's leftovers and retries a
+--- lock timeout. Returns { index, attempts, dropped }.
+---@param c DbConnection
+---@param index string
+---@param opts? { lock_timeout?: Duration, retries?: integer }
+---@return { index: string, attempts: integer, dropped: string[] }
+function pg.reindex_concurrently(c, index, opts) end
+
 return pg

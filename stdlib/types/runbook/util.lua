@@ -4,6 +4,13 @@
 ---@class runbook.util
 local util = {}
 
+--- A random password of letters and digits (default 32 characters, 8 to 1024) from a
+--- cryptographically secure generator; make it a secret before it goes anywhere.
+--- Example: `local pw = secret{ value = util.random_password(), name = "app_pw" }`
+---@param length? integer
+---@return string
+function util.random_password(length) end
+
 --- Formats a byte count for people: 1536 -> "1.5 KiB".
 ---@param n number
 ---@return string

@@ -77,6 +77,7 @@ impl PgNumericSign {
 
 impl PgNumeric {
     /// Equivalent value of `0::numeric`.
+    #[allow(dead_code)] // runbook: unused in the upstream crate too
     pub const ZERO: Self = PgNumeric::Number {
         sign: PgNumericSign::Positive,
         digits: vec![],
