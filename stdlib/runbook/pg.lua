@@ -277,10 +277,14 @@ function M.terminate(c, session) return signal(c, "terminate", session) end
 --- Terminates every session of `role` but this one (before a password rotation, a role drop).
 --- Returns the pids terminated.
 function M.terminate_sessions(c, role)
-  local rows = c:execute_returning([[select pid from pg_stat_activity
-    where usename = $1 and pid <> pg_backend_pid() and pg_terminate_backend(pid)]], role)
+  -- pg_terminate_backend in the select list: it runs for the rows the filter kept, never
+  -- for a row the planner had not ruled out yet.
+  local rows = c:execute_returning([[select pid, pg_terminate_backend(pid) as done from pg_stat_activity
+    where usename = $1 and pid <> pg_backend_pid()]], role)
   local pids = {}
-  for _, r in ipairs(rows) do pids[#pids + 1] = r.pid end
+  for _, r in ipairs(rows) do
+    if r.done then pids[#pids + 1] = r.pid end
+  end
   return pids
 end
 
@@ -338,7 +342,7 @@ function M.table_bloat(c, opts)
              bool_or(s.null_frac > 0) as has_nulls, count(*) as ncols
       from pg_stats s group by 1, 2),
     est as (
-      select n.nspname as schema, c.relname as table, c.reltuples, c.relpages::numeric as pages,
+      select n.nspname as schema, c.relname as table, c.reltuples::numeric as reltuples, c.relpages::numeric as pages,
              coalesce((select substring(o from 'fillfactor=(\d+)')::int from unnest(c.reloptions) o
                        where o like 'fillfactor=%'), 100) as fillfactor,
              -- tuple header 23 bytes (+ null bitmap), MAXALIGN 8, data, 4-byte line pointer
@@ -365,7 +369,7 @@ function M.btree_bloat(c, opts)
   return c:query([[
     with bs as (select current_setting('block_size')::numeric as bs),
     idx as (
-      select n.nspname as schema, ic.relname as index, tc.relname as table, ic.reltuples,
+      select n.nspname as schema, ic.relname as index, tc.relname as table, ic.reltuples::numeric as reltuples,
              ic.relpages::numeric as pages,
              coalesce((select substring(o from 'fillfactor=(\d+)')::int from unnest(ic.reloptions) o
                        where o like 'fillfactor=%'), 90) as fillfactor,

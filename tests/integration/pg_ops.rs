@@ -3,7 +3,7 @@
 //! passwords that never reach the server in the clear.
 use serde_json::json;
 
-use crate::harness::Env;
+use crate::harness::{signal, Env};
 use crate::servers::postgres;
 
 fn result(env: &Env, step: &str) -> serde_json::Value {
@@ -49,9 +49,9 @@ step("bind", function()
   return c:query_one([[select $1::interval as five, $2::interval as words, $3::inet as ip, $4::cidr as net,
     $5::macaddr as mac, $6::mood as m, $7::port as p, $8::xid8 as x8, $9::pg_lsn as lsn, $10::varbit as bits,
     $11::interval[] as ivs, $12::citext as ci, $13::numeric as n, $14::time as tod,
-    now() - $1::interval < now() as past]],
+    now() - $1::interval < now() as past, $15::regclass as rel, pg_relation_size($15) >= 0 as sized]],
     "5m", "1 day 02:00:00", "192.168.0.7", "10.0.0.0/8", "08:00:2b:01:02:03", "calm", 8080, 42,
-    "0/16B3748", "101", { "1s", "2 hours" }, "MiXeD", "12.50", "01:02:03")
+    "0/16B3748", "101", { "1s", "2 hours" }, "MiXeD", "12.50", "01:02:03", "pg_catalog.pg_class")
 end)
 step("catalogue", function()
   local counts = {}
@@ -98,7 +98,8 @@ end)
         json!({
             "five": "00:05:00", "words": "1 day 02:00:00", "ip": "192.168.0.7", "net": "10.0.0.0/8",
             "mac": "08:00:2b:01:02:03", "m": "calm", "p": 8080, "x8": 42, "lsn": "0/16B3748", "bits": "101",
-            "ivs": ["00:00:01", "02:00:00"], "ci": "MiXeD", "n": "12.50", "tod": "01:02:03", "past": true
+            "ivs": ["00:00:01", "02:00:00"], "ci": "MiXeD", "n": "12.50", "tod": "01:02:03", "past": true,
+            "rel": "pg_class", "sized": true
         })
     );
     let cat = result(&env, "catalogue");
@@ -255,4 +256,242 @@ end)
     assert!(!log.contains(new_pw), "the server log holds the password");
     let activity = pg.query(&url, "select string_agg(query, ' ') from pg_stat_activity");
     assert!(!activity.contains(new_pw));
+}
+
+// ---- The procedures DBAs publish, as runbooks (runbooks/long_transactions.lua,
+// reindex_bloated.lua, rotate_credentials.lua), on the real server, killed and resumed.
+
+fn shipped(name: &str) -> String {
+    format!("{}/runbooks/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A psql session fed line by line, as a person at another terminal.
+struct Psql {
+    child: std::process::Child,
+}
+
+impl Psql {
+    fn open(url: &str, application: &str) -> Psql {
+        let psql = crate::servers::pg_bindir().expect("PostgreSQL binaries").join("psql");
+        let child = std::process::Command::new(psql)
+            .args([url, "-X", "-q", "-v", "ON_ERROR_STOP=0"])
+            .env("PGAPPNAME", application)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("psql");
+        Psql { child }
+    }
+    fn send(&mut self, sql: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("psql stdin");
+        writeln!(stdin, "{sql}").expect("write to psql");
+        stdin.flush().ok();
+    }
+}
+
+impl Drop for Psql {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn long_transaction_triage_terminates_only_the_sessions_still_in_the_transaction_it_listed() {
+    let pg = postgres();
+    let url = pg.fresh_database("longtx");
+    pg.query(
+        &url,
+        "create table orders (id int primary key, state text); insert into orders values (1, 'new'), (2, 'new')",
+    );
+    let state = |app: &str| {
+        pg.query(&url, &format!("select coalesce(string_agg(state, ','), 'gone') from pg_stat_activity where application_name = '{app}'"))
+    };
+    // One holds a lock and does nothing; one is blocked behind it; one will move on.
+    let mut holder = Psql::open(&url, "holder");
+    holder.send("begin; update orders set state = 'held' where id = 1;");
+    wait_for("the holder's lock", || state("holder") == "idle in transaction");
+    let mut waiter = Psql::open(&url, "waiter");
+    waiter.send("update orders set state = 'waited' where id = 1;");
+    let mut mover = Psql::open(&url, "mover");
+    mover.send("begin; select 1;");
+    wait_for("the three sessions", || {
+        let states = (state("holder"), state("waiter"), state("mover"));
+        states.0 == "idle in transaction" && states.1 == "active" && states.2 == "idle in transaction"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+
+    let env = Env::new();
+    let args = [
+        "run",
+        &shipped("long_transactions.lua"),
+        "-p",
+        "idle_for=1s",
+        "-p",
+        "older_than=1h",
+        "-p",
+        "action=terminate",
+    ];
+    let r = env.cmd(&args).env("DATABASE_URL", &url).output().unwrap();
+    // The gate stops the run: nobody approved yet.
+    assert_eq!(r.status.code(), Some(3), "{}", String::from_utf8_lossy(&r.stderr));
+    let show = env.show("last");
+    let listed: Vec<String> = Env::step(&show, "list")["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["application"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ["holder", "mover"], "the holder, then the mover (oldest first)");
+    let tree = &Env::step(&show, "blocking tree")["result"];
+    assert_eq!(tree["waiting"], 1);
+    assert_eq!(tree["roots"][0]["application"], "holder", "{tree}");
+
+    // Meanwhile the mover commits and starts another transaction: it is no longer what was listed.
+    mover.send("commit; begin; select 2;");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let id = show["run_id"].as_str().unwrap().to_string();
+    env.run(&["approve", &id]).assert_code(0);
+    let r = env.cmd(&["resume", &id]).env("DATABASE_URL", &url).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let done = Env::step(&env.show("last"), "terminate")["result"].clone();
+    assert_eq!(done["done"].as_array().unwrap().len(), 1, "{done}");
+    assert_eq!(done["spared"].as_array().unwrap().len(), 1, "the mover was spared: {done}");
+    wait_for("the holder gone and the waiter through", || state("holder") == "gone" && state("waiter") == "idle");
+    assert_eq!(state("mover"), "idle in transaction");
+    assert_eq!(pg.query(&url, "select state from orders where id = 1"), "waited");
+}
+
+#[test]
+fn reindex_of_bloated_indexes_killed_midway_drops_its_leftovers_and_retries_a_lock_timeout() {
+    let pg = postgres();
+    let url = pg.fresh_database("bloat");
+    pg.query(
+        &url,
+        "create table events (id bigserial primary key, kind text); \
+         insert into events (kind) select 'kind-' || g from generate_series(1, 300000) g; \
+         create index events_kind on events (kind); \
+         delete from events where id % 10 <> 0; \
+         create table small (id int primary key); insert into small values (1)",
+    );
+    pg.query(&url, "vacuum events");
+    // A writer holds a lock REINDEX CONCURRENTLY must wait for.
+    let mut writer = Psql::open(&url, "writer");
+    writer.send("begin; update events set kind = kind where id = 10;");
+    let env = Env::new();
+    let args = ["run", &shipped("reindex_bloated.lua"), "-p", "min_bloat_bytes=1048576", "-p", "lock_timeout=1s"];
+    let child = env.cmd(&args).env("DATABASE_URL", &url).stdout(std::process::Stdio::null()).spawn().unwrap();
+    wait_for("REINDEX waiting on the writer", || {
+        pg.query(
+            &url,
+            "select count(*) from pg_stat_activity where query ilike 'reindex%' and application_name like 'runbook/%'",
+        ) == "1"
+    });
+    signal(child.id(), 9);
+    let _ = crate::harness::finish(child, 30);
+    let estimate = Env::step(&env.show("last"), "estimate")["result"].clone();
+    let names: Vec<&str> = estimate.as_array().unwrap().iter().map(|i| i["index"].as_str().unwrap()).collect();
+    assert!(names.contains(&"public.events_kind"), "{estimate}");
+    assert!(!names.iter().any(|n| n.contains("small")), "a table without waste is left alone: {estimate}");
+
+    // The writer finishes a little after the resume starts: the first try times out on its
+    // lock and is retried.
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        writer.send("rollback;");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(writer);
+    });
+    let out = env.cmd(&["resume", "last"]).env("DATABASE_URL", &url).output().unwrap();
+    release.join().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("stopped work left running by an earlier attempt"), "{stdout}");
+    let r = Env::step(&env.show("last"), "reindex public.events_kind")["result"].clone();
+    assert!(r["dropped"].as_array().unwrap().iter().any(|d| d.as_str().unwrap().contains("events_kind_ccnew")), "{r}");
+    assert!(r["after"].as_i64().unwrap() < r["before"].as_i64().unwrap(), "the index shrank: {r}");
+    assert_eq!(
+        pg.query(&url, "select count(*) from pg_index where indrelid = 'events'::regclass and not indisvalid"),
+        "0"
+    );
+    assert_eq!(
+        pg.query(
+            &url,
+            "select string_agg(indexname, ',' order by indexname) from pg_indexes where tablename = 'events'"
+        ),
+        "events_kind,events_pkey"
+    );
+}
+
+#[test]
+fn credential_rotation_cut_off_midway_is_redone_whole_and_the_password_is_found_nowhere() {
+    let pg = postgres();
+    let url = pg.fresh_database("rot");
+    let role = format!("svc_{}", std::process::id());
+    pg.query(&url, &format!("create role {role} login password 'Old-Password-1234'"));
+    let env = Env::new();
+    // The first run cannot write the file (its folder is missing): the step fails after the
+    // password was set, and nothing of it is kept.
+    let target = env.path("conf/database.pw");
+    let args = [
+        "run",
+        &shipped("rotate_credentials.lua"),
+        "-p",
+        &format!("role={role}"),
+        "-p",
+        &format!("port={}", pg.port),
+        "-p",
+        &format!("write_to={}", target.display()),
+    ];
+    let r = env.cmd(&args).env("DATABASE_URL", &url).output().unwrap();
+    assert_eq!(r.status.code(), Some(1), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::create_dir_all(env.path("conf")).unwrap();
+    let mut old = Psql::open(&format!("postgres://{role}:Old-Password-1234@127.0.0.1:{}/postgres", pg.port), "old-app");
+    old.send("select 1;");
+    let r = env.cmd(&["resume", "last"]).env("DATABASE_URL", &url).output().unwrap();
+    assert_eq!(r.status.code(), Some(0), "{}", String::from_utf8_lossy(&r.stderr));
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "rotate")["attempts"], 2);
+    assert_eq!(Env::step(&show, "rotate")["result"]["logged_in_as"], role.as_str());
+    let password = std::fs::read_to_string(&target).unwrap();
+    assert_eq!(password.len(), 40);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+    // The written password logs in; the old one does not.
+    let check = |pw: &str| {
+        std::process::Command::new(crate::servers::pg_bindir().unwrap().join("psql"))
+            .args([&format!("postgres://{role}:{pw}@127.0.0.1:{}/postgres", pg.port), "-X", "-c", "select 1"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(check(&password));
+    assert!(!check("Old-Password-1234"));
+    assert_eq!(
+        pg.query(
+            &url,
+            &format!("select count(*) from pg_stat_activity where usename = '{role}' and application_name = 'old-app'")
+        ),
+        "0",
+        "the session opened with the old password was ended"
+    );
+    let mut everything = String::from_utf8_lossy(&r.stdout).into_owned();
+    everything.push_str(&String::from_utf8_lossy(&r.stderr));
+    everything.push_str(&env.run(&["show", "last", "--events", "--output", "json"]).all());
+    everything.push_str(&std::fs::read_to_string(&pg.log).unwrap_or_default());
+    everything.push_str(&pg.query(&url, "select string_agg(coalesce(query, ''), ' ') from pg_stat_activity"));
+    assert!(!everything.contains(&password), "the new password leaked");
+    let journal = crate::harness::journal_bytes(&env.journal_path());
+    assert!(!crate::harness::contains_bytes(&journal, password.as_bytes()), "the journal holds the new password");
 }

@@ -398,13 +398,15 @@ impl Db {
             (_, Some(Pinned::Lite(c))) => sqlite_rows(sqlite_query(sql, params)?.fetch_all(c).await?),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
+                let params = self.pg_reg_params(&d, params, None).await?;
                 let run = d.wrapped.as_deref().unwrap_or(sql);
-                pg::rows(pg::query(run, &d.params, params)?.fetch_all(p).await?, d.names())
+                pg::rows(pg::query(run, &d.params, &params)?.fetch_all(p).await?, d.names())
             }
             (_, Some(Pinned::Pg(c))) => {
                 let d = self.pg_describe(sql, Some(&mut *c)).await?;
+                let params = self.pg_reg_params(&d, params, Some(&mut *c)).await?;
                 let run = d.wrapped.as_deref().unwrap_or(sql);
-                pg::rows(pg::query(run, &d.params, params)?.fetch_all(c).await?, d.names())
+                pg::rows(pg::query(run, &d.params, &params)?.fetch_all(c).await?, d.names())
             }
         }
     }
@@ -442,11 +444,13 @@ impl Db {
             (_, Some(Pinned::Lite(c))) => sqlite_query(sql, params)?.execute(c).await?.rows_affected(),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
-                pg::query(sql, &d.params, params)?.execute(p).await?.rows_affected()
+                let params = self.pg_reg_params(&d, params, None).await?;
+                pg::query(sql, &d.params, &params)?.execute(p).await?.rows_affected()
             }
             (_, Some(Pinned::Pg(c))) => {
                 let d = self.pg_describe(sql, Some(&mut *c)).await?;
-                pg::query(sql, &d.params, params)?.execute(c).await?.rows_affected()
+                let params = self.pg_reg_params(&d, params, Some(&mut *c)).await?;
+                pg::query(sql, &d.params, &params)?.execute(c).await?.rows_affected()
             }
         })
     }
@@ -482,6 +486,32 @@ impl Db {
             m.insert(sql.to_string(), d.clone());
         }
         Ok(d)
+    }
+}
+
+impl Db {
+    /// Parameters of a reg* type given as a name ('public.orders' for a regclass) as their OID,
+    /// which the server looks up (on the same connection, so a temporary table is found).
+    async fn pg_reg_params<'p>(
+        &self,
+        d: &Described,
+        params: &'p [DbValue],
+        mut conn: Option<&mut PgConnection>,
+    ) -> Result<std::borrow::Cow<'p, [DbValue]>, DbError> {
+        let mut out = std::borrow::Cow::Borrowed(params);
+        for (n, ty) in d.params.iter().enumerate() {
+            let (Some(reg), Some(DbValue::Text(name))) = (pg::reg_type(ty), params.get(n)) else { continue };
+            let sql = format!("SELECT $1::text::{reg}::oid::int8");
+            let q = sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)).bind(name.clone());
+            let oid = match (&mut conn, &self.pool) {
+                (Some(c), _) => q.fetch_one(&mut **c).await,
+                (None, Pool::Postgres(p)) => q.fetch_one(p).await,
+                _ => continue,
+            }
+            .map_err(|e| DbError::Bind(format!("parameter ${} ({reg}): {}", n + 1, cause(&e))))?;
+            out.to_mut()[n] = DbValue::Int(oid);
+        }
+        Ok(out)
     }
 }
 
@@ -550,15 +580,17 @@ impl Db {
             (_, Some(Pinned::Lite(c))) => RowStream::Sqlite(sqlite_query(sql, params)?.fetch(c)),
             (Pool::Postgres(p), None) => {
                 let d = self.pg_describe(sql, None).await?;
+                let params = self.pg_reg_params(&d, params, None).await?;
                 let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
                 let names = d.names().map(<[String]>::to_vec);
-                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(p), names)
+                RowStream::Postgres(pg::query(&run, &d.params, &params)?.fetch(p), names)
             }
             (_, Some(Pinned::Pg(c))) => {
                 let d = self.pg_describe(sql, Some(&mut *c)).await?;
+                let params = self.pg_reg_params(&d, params, Some(&mut *c)).await?;
                 let run = d.wrapped.clone().unwrap_or_else(|| sql.to_string());
                 let names = d.names().map(<[String]>::to_vec);
-                RowStream::Postgres(pg::query(&run, &d.params, params)?.fetch(c), names)
+                RowStream::Postgres(pg::query(&run, &d.params, &params)?.fetch(c), names)
             }
         })
     }

@@ -64,6 +64,14 @@ mod oid {
     pub const PG_LSN: u32 = 3220;
     pub const JSONB: u32 = 3802;
     pub const XID8: u32 = 5069;
+    /// regproc, regclass, regtype ...: an OID, printed and parsed as a name by the server.
+    pub const REG: &[u32] = &[24, 2202, 2203, 2204, 2205, 2206, 3734, 3769, 4089, 4096, 4191];
+}
+
+/// The reg* type of a parameter that takes a name ('public.orders'::regclass), if it is one:
+/// such a name is turned into its OID by the server first (see `Db::pg_reg_params`).
+pub fn reg_type(ty: &PgTypeInfo) -> Option<String> {
+    oid::REG.contains(&oid_of(ty)).then(|| ty.name().to_lowercase())
 }
 
 fn oid_of(ty: &PgTypeInfo) -> u32 {
@@ -614,7 +622,7 @@ pub fn encode(v: &DbValue, ty: &PgTypeInfo) -> Result<Vec<u8>, String> {
         INT2 => i16::try_from(super::int(v)?).map_err(|_| "does not fit a smallint")?.to_be_bytes().to_vec(),
         INT4 => i32::try_from(super::int(v)?).map_err(|_| "does not fit an integer")?.to_be_bytes().to_vec(),
         INT8 => super::int(v)?.to_be_bytes().to_vec(),
-        OID | XID | CID => {
+        o if o == OID || o == XID || o == CID || oid::REG.contains(&o) => {
             u32::try_from(super::int(v)?).map_err(|_| "does not fit 32 unsigned bits")?.to_be_bytes().to_vec()
         }
         XID8 => u64::try_from(super::int(v)?).map_err(|_| "is negative")?.to_be_bytes().to_vec(),
