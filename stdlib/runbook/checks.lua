@@ -125,6 +125,97 @@ function M.database(conn)
   return result(true, "ok", "database answers" .. (row.database and (": " .. row.database .. " as " .. row.user) or ""), row)
 end
 
+-- A PostgreSQL check that reports an unreachable server as critical, never raises.
+local function pg_check(name, fn)
+  local ok, r = pcall(fn)
+  if not ok then return result(false, "critical", name .. ": " .. reason(r)) end
+  return r
+end
+
+--- PostgreSQL: client connections against max_connections (warn at 80%, critical at 95%).
+--- opts: { warn = 0.8, critical = 0.95 }
+function M.pg_connections(conn, opts)
+  opts = opts or {}
+  return pg_check("connections", function()
+    local r = conn:query_one([[select count(*) filter (where backend_type = 'client backend') as used,
+      current_setting('max_connections')::int as max from pg_stat_activity]])
+    local share = r.used / r.max
+    local level = M.level(share, opts.warn or 0.8, opts.critical or 0.95)
+    return result(level == "ok", level, string.format("%d of %d connections in use (%.0f%%)", r.used, r.max, share * 100),
+      { used = r.used, max = r.max, share = share })
+  end)
+end
+
+--- PostgreSQL: the oldest open transaction (warn past `warn`, critical past `critical`).
+--- opts: { warn = "5m", critical = "1h" }
+function M.pg_long_transactions(conn, opts)
+  opts = opts or {}
+  local pg = require "runbook.pg"
+  return pg_check("long transactions", function()
+    local r = conn:query_one([[select count(*) filter (where now() - xact_start > $1::interval) as over,
+      coalesce(max(extract(epoch from now() - xact_start)), 0)::float8 as oldest_seconds
+      from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()]], opts.warn or "5m")
+    local level = M.level(r.oldest_seconds, pg.seconds(opts.warn or "5m"), pg.seconds(opts.critical or "1h"))
+    return result(level == "ok", level, string.format("oldest transaction open %.0fs (%d past %s)", r.oldest_seconds,
+      r.over, opts.warn or "5m"), r)
+  end)
+end
+
+--- PostgreSQL: replication lag of every replica, or of this replica, in seconds (warn 30 s,
+--- critical 300 s); ok with no replication. opts: { warn = 30, critical = 300 }
+function M.pg_replication_lag(conn, opts)
+  opts = opts or {}
+  local pg = require "runbook.pg"
+  return pg_check("replication lag", function()
+    local worst = 0
+    local lags = pg.replication_lag(conn)
+    for _, l in ipairs(lags) do
+      worst = math.max(worst, l.replay_lag_seconds or l.replay_delay_seconds or 0)
+    end
+    local level = M.level(worst, opts.warn or 30, opts.critical or 300)
+    return result(level == "ok", level, #lags == 0 and "no replication" or string.format("worst replica lag %.1fs", worst),
+      { replicas = lags, worst_seconds = worst })
+  end)
+end
+
+--- PostgreSQL: estimated table and btree bloat past a share of their size (warn 30%, critical
+--- 60%), counting only objects wasting at least `min_bytes` (default 10 MiB).
+--- opts: { warn = 30, critical = 60, min_bytes = 10485760 }
+function M.pg_bloat(conn, opts)
+  opts = opts or {}
+  local pg = require "runbook.pg"
+  return pg_check("bloat", function()
+    local worst, objects = 0, {}
+    for _, kind in ipairs({ "table_bloat", "btree_bloat" }) do
+      for _, o in ipairs(pg[kind](conn, { min_bytes = opts.min_bytes or 10485760 })) do
+        if o.bloat_pct >= (opts.warn or 30) then
+          objects[#objects + 1] = { name = o.schema .. "." .. (o.index or o.table), bloat_pct = o.bloat_pct,
+                                    bloat_bytes = o.bloat_bytes }
+        end
+        worst = math.max(worst, o.bloat_pct)
+      end
+    end
+    local level = M.level(worst, opts.warn or 30, opts.critical or 60)
+    return result(level == "ok", level, #objects == 0 and "no bloat past the limits"
+      or string.format("%d object(s) bloated, worst %.0f%%", #objects, worst), { objects = objects })
+  end)
+end
+
+--- PostgreSQL: transaction ID wraparound: the oldest database's age(datfrozenxid) against the
+--- 2^31 limit (warn at 50%, critical at 75%: autovacuum is not keeping up).
+--- opts: { warn = 0.5, critical = 0.75 }
+function M.pg_wraparound(conn, opts)
+  opts = opts or {}
+  return pg_check("wraparound", function()
+    local r = conn:query_one([[select datname as database, age(datfrozenxid)::bigint as age
+      from pg_database order by age(datfrozenxid) desc limit 1]])
+    local share = r.age / 2147483648
+    local level = M.level(share, opts.warn or 0.5, opts.critical or 0.75)
+    return result(level == "ok", level, string.format("oldest unfrozen transaction ID: %d (%.1f%% of the limit) in %s",
+      r.age, share * 100, r.database), { database = r.database, age = r.age, share = share })
+  end)
+end
+
 --- A bucket (or folder) reachable with the store's credentials.
 function M.bucket(store)
   -- A listing under a prefix nothing uses: empty when the bucket is there, an error when it is

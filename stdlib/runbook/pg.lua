@@ -179,6 +179,18 @@ end
 function M.seconds(interval)
   if type(interval) == "number" then return interval end
   local text = tostring(interval)
+  -- A duration as runbooks write them: "90s", "5m", "1h30m", "500ms", "2d".
+  if not text:find("%s") and not text:find(":") then
+    local total, rest = 0, text
+    local factors = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
+    for n, unit in text:gmatch("(%d+%.?%d*)(%a+)") do
+      local f = factors[unit]
+      if not f then error("runbook.pg.seconds: unknown unit '" .. unit .. "' in '" .. text .. "'", 2) end
+      total = total + tonumber(n) * f
+      rest = rest:gsub("^" .. n:gsub("%.", "%%.") .. unit, "", 1)
+    end
+    if rest == "" and text ~= "" then return total end
+  end
   local total = 0
   local units = { year = 365.25 * 86400, mon = 30 * 86400, day = 86400, week = 7 * 86400,
                   hour = 3600, min = 60, sec = 1, minute = 60, second = 1 }
@@ -338,7 +350,7 @@ function M.table_bloat(c, opts)
     with bs as (select current_setting('block_size')::numeric as bs),
     cols as (
       select s.schemaname, s.tablename,
-             sum((1 - coalesce(s.null_frac, 0)) * coalesce(s.avg_width, 0)) as data_width,
+             sum((1 - coalesce(s.null_frac, 0)) * coalesce(s.avg_width, 0))::numeric as data_width,
              bool_or(s.null_frac > 0) as has_nulls, count(*) as ncols
       from pg_stats s group by 1, 2),
     est as (

@@ -495,3 +495,50 @@ fn credential_rotation_cut_off_midway_is_redone_whole_and_the_password_is_found_
     let journal = crate::harness::journal_bytes(&env.journal_path());
     assert!(!crate::harness::contains_bytes(&journal, password.as_bytes()), "the journal holds the new password");
 }
+
+#[test]
+fn postgres_checks_report_connections_long_transactions_lag_bloat_and_wraparound() {
+    let pg = postgres();
+    let url = pg.fresh_database("pgchecks");
+    pg.query(&url, "create table t (id int primary key, pad text); insert into t select g, repeat('x', 200) from generate_series(1, 50000) g");
+    pg.query(&url, "delete from t where id % 20 <> 0");
+    pg.query(&url, "vacuum analyze t");
+    let mut open = Psql::open(&url, "open-tx");
+    open.send("begin; select 1;");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let env = Env::new();
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "pgchecks", params = { url = { type = "secret", env = "PG_URL" } } }
+local checks = require "runbook.checks"
+local c = db.connect(params.url)
+step("checks", function()
+  local down = db.connect(params.url)
+  down:close()
+  return {
+    connections = checks.pg_connections(c),
+    long = checks.pg_long_transactions(c, { warn = "1s", critical = "1h" }),
+    lag = checks.pg_replication_lag(c),
+    bloat = checks.pg_bloat(c, { min_bytes = 65536 }),
+    wraparound = checks.pg_wraparound(c),
+    unreachable = checks.pg_connections(down),
+    seconds = { require("runbook.pg").seconds("1 day 02:03:04.5"), require("runbook.pg").seconds("1h30m"),
+                require("runbook.pg").seconds("-00:05:00"), require("runbook.pg").seconds("3 mons") },
+  }
+end)
+"#,
+    );
+    env.run_env(&["run", "rb.lua"], &[("PG_URL", url.as_str())]).assert_code(0);
+    let r = result(&env, "checks");
+    assert_eq!(r["connections"]["level"], "ok", "{r}");
+    assert!(r["connections"]["used"].as_i64().unwrap() >= 2);
+    assert_eq!(r["long"]["level"], "warning", "the open transaction is past 1s: {r}");
+    assert_eq!(r["lag"]["summary"], "no replication");
+    assert_ne!(r["bloat"]["level"], "ok", "the table lost 95% of its rows: {r}");
+    assert!(r["bloat"]["objects"].as_array().unwrap().iter().any(|o| o["name"] == "public.t"), "{r}");
+    assert_eq!(r["wraparound"]["level"], "ok");
+    assert!(r["wraparound"]["age"].as_i64().unwrap() > 0);
+    assert_eq!(r["unreachable"]["level"], "critical", "{r}");
+    assert_eq!(r["seconds"], json!([93784.5, 5400, -300, 7776000]));
+    drop(open);
+}

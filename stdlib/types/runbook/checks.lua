@@ -45,6 +45,41 @@ function checks.http(services, opts) end
 ---@return CheckResult
 function checks.database(conn) end
 
+--- PostgreSQL: client connections against max_connections (warn 80%, critical 95%).
+--- Example: `checks.pg_connections(conn, { warn = 0.7 })`
+---@param conn DbConnection
+---@param opts? { warn?: number, critical?: number }
+---@return CheckResult
+function checks.pg_connections(conn, opts) end
+
+--- PostgreSQL: the oldest open transaction (warn past 5m, critical past 1h).
+--- Example: `checks.pg_long_transactions(conn, { warn = "10m" })`
+---@param conn DbConnection
+---@param opts? { warn?: Duration, critical?: Duration }
+---@return CheckResult
+function checks.pg_long_transactions(conn, opts) end
+
+--- PostgreSQL: worst replica lag in seconds (warn 30, critical 300); ok without replication.
+--- Example: `checks.pg_replication_lag(conn)`
+---@param conn DbConnection
+---@param opts? { warn?: number, critical?: number }
+---@return CheckResult
+function checks.pg_replication_lag(conn, opts) end
+
+--- PostgreSQL: estimated table and btree bloat (warn 30%, critical 60%) of objects wasting 10 MiB+.
+--- Example: `checks.pg_bloat(conn, { min_bytes = 1048576 })`
+---@param conn DbConnection
+---@param opts? { warn?: number, critical?: number, min_bytes?: integer }
+---@return CheckResult
+function checks.pg_bloat(conn, opts) end
+
+--- PostgreSQL: transaction ID wraparound age against the 2^31 limit (warn 50%, critical 75%).
+--- Example: `checks.pg_wraparound(conn)`
+---@param conn DbConnection
+---@param opts? { warn?: number, critical?: number }
+---@return CheckResult
+function checks.pg_wraparound(conn, opts) end
+
 --- A bucket reachable with the store's credentials.
 --- Example: `checks.bucket(storage.open("s3://mam-staging-prod"))`
 ---@param store Store
