@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""db benchmark (issue 3): 10,000 `select 1` round trips from Lua against a real PostgreSQL,
-against the same loop written directly with sqlx (benches/db_baseline.rs) in the same run; and
-peak RSS of `each` over 100,000 and 1,000,000 rows (it must stay flat).
+"""db benchmark (issues 3 and 16): 10,000 `select 1` round trips from Lua against a real
+PostgreSQL, against the same loop written directly with sqlx (benches/db_baseline.rs) in the same
+run; 100,000 rows of pg_stat_activity-like mixed types (interval, inet, jsonb, int[],
+timestamptz) read with `conn:query` into Lua tables, against sqlx reading the same columns cast
+to text; and peak RSS of `each` over 100,000 and 1,000,000 rows (it must stay flat).
 
     python3 benches/db.py
 
@@ -87,6 +89,21 @@ def main():
             base = subprocess.run(["cargo", "bench", "--quiet", "--bench", "db_baseline", "--", url, str(N)], cwd=ROOT,
                                   check=True, capture_output=True, text=True)
             sqlx_ms.append(float(base.stdout.strip().splitlines()[-1]))
+        subprocess.run([f"{bindir}/psql", url, "-X", "-q", "-c",
+                        "create table mixed as select g as pid, (g % 1000) * interval '1.5 second' as xact_age, "
+                        "('10.' || (g % 200) || '.' || (g % 250) || '.' || (g % 7))::inet as client_addr, "
+                        "jsonb_build_object('app', 'svc-' || (g % 10), 'n', g) as info, array[g, g + 1, g + 2] as ids, "
+                        "now() - (g % 5000) * interval '1 minute' as backend_start from generate_series(1, 100000) g"],
+                       check=True, capture_output=True)
+        mixed_lua, mixed_sqlx = [], []
+        for _ in range(3):
+            show, _ = run_runbook(work, header + 'c:query("select * from mixed limit 10")\n'
+                                  'step("read", function() return #c:query("select * from mixed") end)\n', url)
+            assert show["steps"][0]["result"] == 100_000, show
+            mixed_lua.append(show["steps"][0]["duration_ms"])
+            base = subprocess.run(["cargo", "bench", "--quiet", "--bench", "db_baseline", "--", url, "mixed"], cwd=ROOT,
+                                  check=True, capture_output=True, text=True)
+            mixed_sqlx.append(float(base.stdout.strip().splitlines()[-1]))
         rss = {}
         for rows in (100_000, 1_000_000):
             body = header + f'step("each", function() local n, s = 0, 0; c:each("select g, repeat(\'x\', 100) as pad from generate_series(1, {rows}) g", function(r) n = n + 1; s = s + r.g end); return n end)\n'
@@ -98,7 +115,9 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     lua, base = sorted(lua_ms)[1], sorted(sqlx_ms)[1]
+    mlua_ms, msqlx_ms = sorted(mixed_lua)[1], sorted(mixed_sqlx)[1]
     result = {"select1_lua_ms": lua, "select1_sqlx_ms": base, "ratio": lua / base,
+              "mixed_100k_lua_ms": mlua_ms, "mixed_100k_sqlx_text_ms": msqlx_ms, "mixed_ratio": mlua_ms / msqlx_ms,
               "each_100k_rss_mb": rss[100_000][0], "each_1m_rss_mb": rss[1_000_000][0],
               "each_1m_ms": rss[1_000_000][1], "runs_lua_ms": lua_ms, "runs_sqlx_ms": sqlx_ms}
     with open(os.path.join(OUT, "db.json"), "w") as f:
@@ -108,6 +127,9 @@ def main():
     print(f"| {N:,} `select 1` round trips from Lua (`conn:scalar`) | {lua:.0f} ms | |")
     print(f"| the same loop written with sqlx directly | {base:.0f} ms | |")
     print(f"| ratio Lua / sqlx | {lua / base:.2f}x | <= 1.3x |")
+    print(f"| 100,000 rows of mixed types (interval, inet, jsonb, int[], timestamptz) into Lua tables (`conn:query`) | {mlua_ms:.0f} ms | |")
+    print(f"| the same columns cast to text, read with sqlx | {msqlx_ms:.0f} ms | |")
+    print(f"| ratio Lua / sqlx text | {mlua_ms / msqlx_ms:.2f}x | <= 1.3x |")
     print(f"| peak RSS, `each` over 100,000 rows | {rss[100_000][0]:.1f} MB | |")
     print(f"| peak RSS, `each` over 1,000,000 rows | {rss[1_000_000][0]:.1f} MB ({rss[1_000_000][1] / 1000:.1f} s) | <= 60 MB |")
 

@@ -91,6 +91,11 @@ fn table(t: &Table, path: &str, depth: usize) -> Result<Json, String> {
 
 /// JSON to Lua: null becomes the `null` sentinel (so keys survive), arrays get the array marker.
 pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
+    from_json_marked(lua, value, &array_marker(lua)?)
+}
+
+/// `from_json` with the array marker already in hand (many values converted in a row).
+pub fn from_json_marked(lua: &Lua, value: &Json, marker: &Table) -> mlua::Result<Value> {
     Ok(match value {
         Json::Null => lua.null(),
         Json::Bool(b) => Value::Boolean(*b),
@@ -102,15 +107,15 @@ pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
         Json::Array(items) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, from_json(lua, item)?)?;
+                t.raw_set(i + 1, from_json_marked(lua, item, marker)?)?;
             }
-            t.set_metatable(Some(array_marker(lua)?))?;
+            t.set_metatable(Some(marker.clone()))?;
             Value::Table(t)
         }
         Json::Object(map) => {
             let t = lua.create_table_with_capacity(0, map.len())?;
             for (k, v) in map {
-                t.raw_set(k.as_str(), from_json(lua, v)?)?;
+                t.raw_set(k.as_str(), from_json_marked(lua, v, marker)?)?;
             }
             Value::Table(t)
         }
@@ -132,7 +137,8 @@ pub fn mark_array(lua: &Lua, t: &Table) -> mlua::Result<()> {
     t.set_metatable(Some(array_marker(lua)?))
 }
 
-fn array_marker(lua: &Lua) -> mlua::Result<Table> {
+/// The metatable marking arrays (shared by all of them).
+pub fn array_marker(lua: &Lua) -> mlua::Result<Table> {
     if let Ok(t) = lua.named_registry_value::<Table>("runbook.array_mt") {
         return Ok(t);
     }

@@ -47,6 +47,22 @@ impl Repl {
             ":retry" => self.retry(rest).await,
             ":skip" => self.skip(rest).await,
             ":param" => self.param(rest).await,
+            ":x" => match rest {
+                "" | "on" | "off" => {
+                    let on = if rest.is_empty() { !show::expanded() } else { rest == "on" };
+                    show::set_expanded(on);
+                    ok(format!("expanded display is {}", if on { "on" } else { "off" }))
+                }
+                other => fail(format!("usage: :x [on|off], not '{other}'")),
+            },
+            ":timing" => match rest {
+                "" | "on" | "off" => {
+                    self.timing = if rest.is_empty() { !self.timing } else { rest == "on" };
+                    ok(format!("timing is {}", if self.timing { "on" } else { "off" }))
+                }
+                other => fail(format!("usage: :timing [on|off], not '{other}'")),
+            },
+            ":watch" => self.watch(rest).await,
             ":resume" => self.resume(rest).await,
             ":timeline" => self.timeline(rest).await,
             other => fail(format!("unknown command {other}; `:help` lists the commands")),
@@ -63,6 +79,58 @@ impl Repl {
             self.complete(event, done.ok, started.elapsed(), &text).await;
         }
         done.ok
+    }
+
+    /// `:watch EXPR [EVERY]`: evaluates EXPR every EVERY (default 2s) and prints it with the
+    /// time, until Ctrl-C, as psql's `\\watch`.
+    async fn watch(&mut self, args: &str) -> Done {
+        let (expr, every) = match args.rsplit_once(char::is_whitespace) {
+            Some((e, d)) if crate::duration::parse(d).is_ok() => {
+                (e.trim(), crate::duration::parse(d).unwrap_or_default())
+            }
+            _ => (args.trim(), std::time::Duration::from_secs(2)),
+        };
+        if expr.is_empty() {
+            return fail(
+                "usage: :watch EXPR [EVERY], e.g. :watch pg:query(\"select count(*) from pg_stat_activity\") 5s",
+            );
+        }
+        if every < std::time::Duration::from_millis(100) {
+            return fail("`:watch` waits at least 100ms between evaluations");
+        }
+        let func = match super::compile(&self.lua, expr) {
+            super::Compiled::Ready(f) => f,
+            super::Compiled::Incomplete => return fail("`:watch` takes one complete expression"),
+            super::Compiled::Error(e) => return fail(e),
+        };
+        let mut times = 0u64;
+        loop {
+            let outcome = self.call(func.clone(), ()).await;
+            times += 1;
+            match outcome {
+                Outcome::Values(values) => {
+                    println!(
+                        "{}  every {}  (Ctrl-C stops)",
+                        chrono::Local::now().format("%H:%M:%S"),
+                        crate::duration::human(every)
+                    );
+                    print!("{}", show::values(&values));
+                }
+                Outcome::Failed(e) => return fail(format!("stopped after {times} evaluation(s): {e}")),
+                Outcome::Interrupted | Outcome::ServerAnswered { .. } => break,
+            }
+            let mut sigint = self.sigints.subscribe();
+            self.in_call.store(true, std::sync::atomic::Ordering::SeqCst);
+            let stopped = tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = sigint.changed() => true,
+            };
+            self.in_call.store(false, std::sync::atomic::Ordering::SeqCst);
+            if stopped {
+                break;
+            }
+        }
+        ok(format!("watched {times} time(s)"))
     }
 
     async fn load(&mut self, args: &str) -> Done {

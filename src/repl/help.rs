@@ -143,6 +143,9 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":skip", "STEP REASON", "record the step as skipped by you, with the reason; a resume passes over it"),
     (":param", "NAME", "type a param the attached run is missing (a secret: not echoed, kept off history and journal)"),
     (":resume", "[--allow-changed]", "continue the attached run from its next step, with live progress"),
+    (":x", "[on|off]", "expanded display: each row as `column | value` lines, values whole (psql's \\x)"),
+    (":timing", "[on|off]", "print how long each evaluation took (psql's \\timing)"),
+    (":watch", "EXPR [EVERY]", "evaluate EXPR every EVERY (default 2s) until Ctrl-C (psql's \\watch)"),
     (":timeline", "[FILE]", "this session as Markdown for the postmortem (printed, or written to FILE)"),
     (":quit", "", "leave (Ctrl-D does the same)"),
 ];

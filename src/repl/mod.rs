@@ -66,6 +66,8 @@ pub struct Repl {
     /// Counts the Ctrl-Cs that arrived during calls; a call waits for it to change.
     sigints: tokio::sync::watch::Sender<u64>,
     history: Option<PathBuf>,
+    /// `:timing`: each evaluation's time is printed after it, as psql's `\\timing`.
+    timing: bool,
     /// Params typed with `:param NAME` (not echoed, never on a command line or in the history).
     supplied: toml::Table,
     /// The redactor's generation when the session's record and history were last scrubbed.
@@ -126,7 +128,7 @@ impl Stopping {
 /// How long Ctrl-C waits for the server's answer to its cancel request.
 const SERVER_ANSWER: Duration = Duration::from_secs(3);
 
-enum Outcome {
+pub(super) enum Outcome {
     Values(Vec<Value>),
     Failed(String),
     Interrupted,
@@ -238,6 +240,7 @@ impl Repl {
             sigints,
             history: history_path(),
             supplied: toml::Table::new(),
+            timing: false,
             scrubbed_at: crate::secret::generation(),
         })
     }
@@ -377,6 +380,9 @@ impl Repl {
             }
         };
         let ok = matches!(outcome, Outcome::Values(_));
+        if self.timing {
+            println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+        }
         self.complete(event, ok, started.elapsed(), &format!("{printed}{shown}")).await;
     }
 
@@ -384,7 +390,7 @@ impl Repl {
     /// query, an HTTP wait, a sleep, a command end there) and a pure-Lua loop is stopped by the
     /// instruction hook (which keeps raising until the call returns, so a `pcall` in a loop
     /// cannot hold it).
-    async fn call(&self, func: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
+    pub(super) async fn call(&self, func: Function, args: impl mlua::IntoLuaMulti) -> Outcome {
         self.interrupted.store(false, Ordering::SeqCst);
         let mut sigint = self.sigints.subscribe();
         self.in_call.store(true, Ordering::SeqCst);
@@ -541,13 +547,13 @@ fn watch_sigint(
 }
 
 /// A chunk, compiled: as an expression whose values print, else as a statement.
-enum Compiled {
+pub(super) enum Compiled {
     Ready(Function),
     Incomplete,
     Error(String),
 }
 
-fn compile(lua: &Lua, chunk: &str) -> Compiled {
+pub(super) fn compile(lua: &Lua, chunk: &str) -> Compiled {
     let load = |text: &str| lua.load(text).set_name("=repl").set_mode(ChunkMode::Text).into_function();
     if let Ok(f) = load(&format!("return {chunk}")) {
         return Compiled::Ready(f);

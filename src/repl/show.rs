@@ -21,6 +21,18 @@ const MAX_STRING: usize = 64 * 1024;
 /// Width of one cell of a result table.
 const MAX_CELL: usize = 48;
 
+/// How result tables are shown (`:x` switches, as psql's `\\x`).
+static EXPANDED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Expanded display: each row as `column | value` lines, values whole.
+pub fn set_expanded(on: bool) {
+    EXPANDED.store(on, std::sync::atomic::Ordering::SeqCst);
+}
+
+pub fn expanded() -> bool {
+    EXPANDED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// The text for the values an expression returned (one per line).
 pub fn values(values: &[Value]) -> String {
     let mut out = String::new();
@@ -156,23 +168,30 @@ fn rows(t: &Table) -> Option<String> {
         let headers: Vec<&str> = columns.iter().map(String::as_str).collect();
         return Some(format!("{}(0 rows)", grid(&headers, &[])));
     }
+    let is_result = !columns.is_empty();
     let mut seen: HashSet<String> = columns.iter().cloned().collect();
     let mut table: Vec<Vec<(String, String)>> = Vec::new();
+    let expanded = expanded();
     for i in 1..=n {
         let Ok(Value::Table(row)) = t.raw_get::<Value>(i) else { return None };
         let mut cells = Vec::new();
         for pair in row.pairs::<Value, Value>() {
             let (k, v) = pair.ok()?;
             let Value::String(k) = k else { return None };
-            if matches!(v, Value::Table(_) | Value::Function(_)) {
-                return None;
-            }
+            let text = match &v {
+                Value::Function(_) => return None,
+                // A query's array and JSON columns stay in their column, on one line (other
+                // nested data prints as Lua).
+                Value::Table(inner) if is_result => compact(inner, 0)?,
+                Value::Table(_) => return None,
+                other => scalar(other, false),
+            };
             let k = k.to_string_lossy();
             if seen.insert(k.clone()) {
                 columns.push(k.clone());
             }
             if i <= MAX_ROWS {
-                cells.push((k, scalar(&v, false)));
+                cells.push((k, text));
             }
         }
         if i <= MAX_ROWS {
@@ -182,14 +201,36 @@ fn rows(t: &Table) -> Option<String> {
     if columns.is_empty() {
         return None;
     }
+    let find = |cells: &[(String, String)], c: &str| -> String {
+        cells.iter().find(|(k, _)| k == c).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    if expanded {
+        let width = columns.iter().map(|c| c.chars().count()).max().unwrap_or(0);
+        let mut out = String::new();
+        for (i, cells) in table.iter().enumerate() {
+            let _ = writeln!(out, "-[ RECORD {} ]-", i + 1);
+            for c in &columns {
+                let value = find(cells, c).replace('\n', &format!("\n{:width$} | ", ""));
+                let _ = writeln!(out, "{c:<width$} | {value}");
+            }
+        }
+        if n > MAX_ROWS {
+            let _ = writeln!(out, "... {} more rows not shown", n - MAX_ROWS);
+        }
+        let _ = write!(out, "({n} row{})", if n == 1 { "" } else { "s" });
+        return Some(out);
+    }
+    let mut cut = false;
     let body: Vec<Vec<String>> = table
         .iter()
         .map(|cells| {
             columns
                 .iter()
                 .map(|c| {
-                    let text = cells.iter().find(|(k, _)| k == c).map(|(_, v)| v.as_str()).unwrap_or("");
-                    cell(text)
+                    let text = find(cells, c);
+                    let shown = cell(&text);
+                    cut |= shown != text;
+                    shown
                 })
                 .collect()
         })
@@ -200,7 +241,50 @@ fn rows(t: &Table) -> Option<String> {
         let _ = writeln!(out, "... {} more rows not shown", n - MAX_ROWS);
     }
     let _ = write!(out, "({n} row{})", if n == 1 { "" } else { "s" });
+    if cut {
+        let _ = write!(out, "; cells cut at {MAX_CELL} characters: `:x` shows rows whole, or `_[1].column` one value");
+    }
     Some(out)
+}
+
+/// An array or a JSON object on one line, as JSON would print it (`[1,2,3]`, `{"a":1}`).
+fn compact(t: &Table, depth: usize) -> Option<String> {
+    if depth > 8 {
+        return Some("…".into());
+    }
+    let item = |v: &Value, depth: usize| -> Option<String> {
+        Some(match v {
+            Value::Table(inner) => compact(inner, depth + 1)?,
+            Value::String(s) => serde_json::to_string(&s.to_string_lossy()).unwrap_or_default(),
+            Value::Function(_) => return None,
+            other => scalar(other, false),
+        })
+    };
+    if let Some(len) = sequence_len(t) {
+        let mut parts = Vec::with_capacity(len);
+        for i in 1..=len {
+            parts.push(item(&t.raw_get::<Value>(i).ok()?, depth)?);
+        }
+        return Some(format!("[{}]", parts.join(",")));
+    }
+    let mut parts = Vec::new();
+    for pair in t.clone().pairs::<Value, Value>() {
+        let (k, v) = pair.ok()?;
+        let key = match k {
+            Value::String(s) => s.to_string_lossy(),
+            other => scalar(&other, false),
+        };
+        parts.push((key, item(&v, depth)?));
+    }
+    parts.sort();
+    Some(format!(
+        "{{{}}}",
+        parts
+            .iter()
+            .map(|(k, v)| format!("{}:{v}", serde_json::to_string(k).unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
 }
 
 /// Rows of cells under column headers, aligned, each line without trailing blanks.

@@ -112,8 +112,8 @@ fn completion_and_signature_hints() {
     p.type_keys("conn:");
     p.tab();
     p.tab();
-    let listed = p.expect("scalar(");
-    for m in ["execute(", "query(", "query_one("] {
+    let listed = p.expect("transaction(");
+    for m in ["execute(", "query(", "query_one(", "session(", "execute_returning(", "set_password("] {
         assert!(listed.contains(m), "{m} not listed:\n{listed}");
     }
     p.send(CTRL_U);
@@ -628,4 +628,58 @@ fn ctrl_c_during_a_remote_command_stops_its_process_group_and_reports_its_exit()
     p.quit();
     let left = Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
     assert!(left.stdout.is_empty(), "the remote sleep is gone: {}", String::from_utf8_lossy(&left.stdout));
+}
+
+#[test]
+fn a_connection_is_one_session_as_in_psql_with_expanded_display_timing_and_watch() {
+    let pg = servers::postgres();
+    let url = pg.fresh_database("psqlish");
+    pg.query(&url, "create table accounts (id int primary key, balance int); insert into accounts values (1, 100)");
+    let env = Env::new();
+    let mut c = repl_cmd(&env, &[]);
+    c.env("PG_URL", &url);
+    let mut p = Pty::spawn(c);
+    p.expect(PROMPT);
+    p.line("pg = db.connect(secret{ env = \"PG_URL\", name = \"pg_url\" })");
+    p.expect(PROMPT);
+    // BEGIN on one line, the change on the next, ROLLBACK on a third: one server session.
+    p.line("pg:execute(\"begin\")");
+    p.expect(PROMPT);
+    p.line("pg:execute(\"update accounts set balance = 0 where id = 1\")");
+    p.expect("\n1\n");
+    p.line("pg:scalar(\"select balance from accounts where id = 1\")");
+    p.expect("\n0\n");
+    p.line("pg:execute(\"rollback\")");
+    p.expect(PROMPT);
+    p.line("pg:scalar(\"select balance from accounts where id = 1\")");
+    p.expect("\n100\n");
+    // Arrays and JSON stay in their columns, in the query's order.
+    p.line("pg:query(\"select 1 as id, array[1,2,3] as ids, jsonb_build_object('a', 1) as doc, 'x' as last\")");
+    let out = p.expect("(1 row)");
+    assert!(out.contains("id | ids     | doc     | last"), "{out}");
+    assert!(out.contains("1  | [1,2,3] | {\"a\":1} | x"), "{out}");
+    // A wide value is cut in the grid and whole in the expanded display.
+    p.line("pg:query(\"select repeat('w', 60) || 'END' as wide\")");
+    p.expect("cells cut at 48 characters");
+    p.line(":x");
+    p.expect("expanded display is on");
+    p.line("pg:query(\"select 7 as id, repeat('w', 60) || 'END' as wide\")");
+    let out = p.expect("(1 row)");
+    assert!(out.contains("-[ RECORD 1 ]-"), "{out}");
+    assert!(out.contains("id   | 7") && out.contains("wwwEND"), "{out}");
+    p.line(":x off");
+    p.expect("expanded display is off");
+    p.line(":timing");
+    p.expect("timing is on");
+    p.line("pg:scalar(\"select 1\")");
+    p.expect("Time: ");
+    p.line(":timing off");
+    p.expect("timing is off");
+    p.line(":watch pg:scalar(\"select 'tick'\") 200ms");
+    p.expect("(Ctrl-C stops)");
+    p.expect("tick");
+    p.expect("(Ctrl-C stops)");
+    p.send(CTRL_C);
+    p.expect_within("watched ", Duration::from_secs(10));
+    p.quit();
 }

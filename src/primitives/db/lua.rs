@@ -58,6 +58,7 @@ async fn connect(lua: Lua, (target, opts): (Value, Option<Value>)) -> mlua::Resu
     };
     let mut opts: Options = crate::primitives::options(&lua, "db", "connect options", opts)?;
     opts.one_session = ctx.trigger == "repl";
+    opts.label = Some(ctx.work_label().text);
     if let Some(p) = ctx.guard(&lua, "db", false, String::new)? {
         return Ok(p);
     }
@@ -137,6 +138,11 @@ fn hidden_value(t: &Table, depth: usize) -> Option<&'static str> {
 }
 
 fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
+    to_lua_marked(lua, v, &crate::lua::convert::array_marker(lua)?)
+}
+
+/// `to_lua` with the array marker in hand (a result's many values).
+fn to_lua_marked(lua: &Lua, v: DbValue, marker: &Table) -> mlua::Result<Value> {
     Ok(match v {
         DbValue::Null => lua.null(),
         DbValue::Bool(b) => Value::Boolean(b),
@@ -144,13 +150,13 @@ fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
         DbValue::Float(f) => Value::Number(f),
         DbValue::Text(s) => Value::String(lua.create_string(s)?),
         DbValue::Bytes(b) => Value::String(lua.create_string(b)?),
-        DbValue::Json(j) => crate::lua::convert::from_json(lua, &j)?,
+        DbValue::Json(j) => crate::lua::convert::from_json_marked(lua, &j, marker)?,
         DbValue::Array(items) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.into_iter().enumerate() {
-                t.raw_set(i + 1, to_lua(lua, item)?)?;
+                t.raw_set(i + 1, to_lua_marked(lua, item, marker)?)?;
             }
-            crate::lua::convert::mark_array(lua, &t)?;
+            t.set_metatable(Some(marker.clone()))?;
             Value::Table(t)
         }
     })
@@ -171,10 +177,14 @@ fn unique_columns(columns: &[String]) -> mlua::Result<()> {
 fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
     unique_columns(&rows.columns)?;
     let out = lua.create_table_with_capacity(rows.rows.len(), 0)?;
+    // Column names made Lua strings once, the array marker looked up once: per value, only
+    // the value is made.
+    let keys = rows.columns.iter().map(|c| lua.create_string(c)).collect::<mlua::Result<Vec<_>>>()?;
+    let marker = crate::lua::convert::array_marker(lua)?;
     for (n, row) in rows.rows.into_iter().enumerate() {
-        let t = lua.create_table_with_capacity(0, rows.columns.len())?;
-        for (col, v) in rows.columns.iter().zip(row) {
-            t.raw_set(col.as_str(), to_lua(lua, v)?)?;
+        let t = lua.create_table_with_capacity(0, keys.len())?;
+        for (key, v) in keys.iter().zip(row) {
+            t.raw_set(key, to_lua_marked(lua, v, &marker)?)?;
         }
         out.raw_set(n + 1, t)?;
     }

@@ -118,6 +118,9 @@ pub struct Options {
     /// on the next reach the same server session.
     #[serde(skip)]
     pub one_session: bool,
+    /// The first sessions' label (the run, step and attempt connecting).
+    #[serde(skip)]
+    pub label: Option<String>,
 }
 
 impl Options {
@@ -274,7 +277,11 @@ impl Db {
             refused_at_once(o.get_host(), o.get_port())
                 .await
                 .map_err(|cause| DbError::Connect { target: target.clone(), cause })?;
-            let label = std::sync::Arc::new(Mutex::new(orphans::Label::default()));
+            let mut first = orphans::Label::default();
+            if let Some(text) = &opts.label {
+                first.text.clone_from(text);
+            }
+            let label = std::sync::Arc::new(Mutex::new(first));
             // An application_name the URL gives is the runbook's choice: kept, unlabelled.
             let labelled = o.get_application_name().is_none();
             let (on_connect, on_acquire) = (label.clone(), label.clone());
@@ -298,10 +305,22 @@ impl Db {
                         Ok(())
                     })
                 })
-                .before_acquire(move |_, meta| {
-                    let fresh =
-                        one || !labelled || on_acquire.lock().map(|l| meta.age <= l.since.elapsed()).unwrap_or(true);
-                    Box::pin(async move { Ok(fresh) })
+                .before_acquire(move |conn, meta| {
+                    let (fresh, text) = on_acquire
+                        .lock()
+                        .map(|l| (!labelled || meta.age <= l.since.elapsed(), l.text.clone()))
+                        .unwrap_or((true, String::new()));
+                    Box::pin(async move {
+                        // The REPL's one session is kept: it is relabelled instead of replaced.
+                        if !fresh && one {
+                            sqlx::query("SELECT set_config('application_name', $1, false)")
+                                .bind(text)
+                                .execute(&mut *conn)
+                                .await?;
+                            return Ok(true);
+                        }
+                        Ok(fresh)
+                    })
                 })
                 .connect_with(o)
                 .await

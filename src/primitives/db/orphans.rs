@@ -76,9 +76,10 @@ impl Db {
         let said = self.stop(target).await;
         let Pool::Postgres(p) = &self.pool else { return Ok(said) };
         let target = Target::EarlierThan { run_prefix: prefix, current: &label.text };
+        let Ok(mut side) = side(p).await else { return Ok(said) };
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let left = match pg_sessions(p, &target).await {
+            let left = match pg_sessions(&mut side, &target).await {
                 Ok(rows) => rows,
                 Err(_) => return Ok(said),
             };
@@ -100,7 +101,10 @@ impl Db {
 
     async fn stop(&self, target: Target<'_>) -> Vec<String> {
         let result = match &self.pool {
-            Pool::Postgres(p) => stop_pg(p, &target).await,
+            Pool::Postgres(p) => match side(p).await {
+                Ok(mut c) => stop_pg(&mut c, &target).await,
+                Err(e) => Err(e),
+            },
             Pool::MySql(p) => stop_mysql(p, &target).await,
             Pool::Sqlite(_) => Ok(Vec::new()),
         };
@@ -126,13 +130,20 @@ pub async fn stop_abandoned(label: &WorkLabel) -> Vec<String> {
     said
 }
 
+/// A connection of its own to the pool's server, for stopping work: the pool's connections may
+/// all be busy with the very work to stop (a pool of one, the REPL's one session).
+async fn side(pool: &sqlx::PgPool) -> Result<sqlx::PgConnection, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    pool.connect_options().connect().await
+}
+
 fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
 }
 
 /// The sessions a target names that are not idle: (pid, state, application_name, query).
 async fn pg_sessions(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     target: &Target<'_>,
 ) -> Result<Vec<(i32, String, String, String)>, sqlx::Error> {
     let (pattern, current) = match target {
@@ -148,7 +159,7 @@ async fn pg_sessions(
     )
     .bind(&pattern)
     .bind(&current)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     rows.iter()
         .map(|row| {
@@ -157,13 +168,14 @@ async fn pg_sessions(
         .collect()
 }
 
-async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+async fn stop_pg(conn: &mut sqlx::PgConnection, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
     let mut said = Vec::new();
     let mut waiting = Vec::new();
-    for (pid, state, app, query) in pg_sessions(pool, target).await? {
+    for (pid, state, app, query) in pg_sessions(&mut *conn, target).await? {
         let what = format!("PostgreSQL backend {pid} of {app} ({state}: `{query}`)");
         if state == "active" {
-            let ok: Option<bool> = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(pool).await?;
+            let ok: Option<bool> =
+                sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(&mut *conn).await?;
             if ok == Some(true) {
                 waiting.push((pid, what));
             } else {
@@ -172,7 +184,7 @@ async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>
         } else {
             // Idle in a transaction (its locks held): a cancel would not end it.
             let ok: Option<bool> =
-                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(pool).await?;
+                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut *conn).await?;
             said.push(if ok == Some(true) {
                 format!("stopped work left running by an earlier attempt: terminated {what}")
             } else {
@@ -188,12 +200,12 @@ async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>
     let mut still: Vec<i32> = pids.clone();
     while !still.is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        still = busy_pids(pool, &pids).await?;
+        still = busy_pids(&mut *conn, &pids).await?;
     }
     for (pid, what) in waiting {
         if still.contains(&pid) {
             let ok: Option<bool> =
-                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(pool).await?;
+                sqlx::query_scalar("SELECT pg_terminate_backend($1)").bind(pid).fetch_one(&mut *conn).await?;
             said.push(if ok == Some(true) {
                 format!(
                     "stopped work left running by an earlier attempt: cancelled {what}, then terminated it after {}s",
@@ -208,23 +220,29 @@ async fn stop_pg(pool: &sqlx::PgPool, target: &Target<'_>) -> Result<Vec<String>
     }
     // A terminated backend ends asynchronously: wait (briefly) until it is gone.
     let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline && !busy_pids(pool, &pids).await?.is_empty() {
+    while Instant::now() < deadline && !busy_pids(&mut *conn, &pids).await?.is_empty() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(said)
 }
 
 /// Those of `pids` still running a statement or holding a transaction open.
-async fn busy_pids(pool: &sqlx::PgPool, pids: &[i32]) -> Result<Vec<i32>, sqlx::Error> {
+async fn busy_pids(conn: &mut sqlx::PgConnection, pids: &[i32]) -> Result<Vec<i32>, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT pid FROM pg_stat_activity WHERE pid = ANY($1) AND coalesce(state, '') NOT IN ('idle', '')",
     )
     .bind(pids)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await
 }
 
 async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let mut side = pool.connect_options().connect().await?;
+    stop_mysql_on(&mut side, target).await
+}
+
+async fn stop_mysql_on(conn: &mut sqlx::MySqlConnection, target: &Target<'_>) -> Result<Vec<String>, sqlx::Error> {
     let (pattern, current) = match target {
         Target::EarlierThan { run_prefix, current } => {
             (format!("/* {}%", like_escape(run_prefix)), format!("/* {} */%", like_escape(current)))
@@ -237,7 +255,7 @@ async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<S
     )
     .bind(&pattern)
     .bind(if current.is_empty() { "\u{1}".to_string() } else { current })
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     let mut said = Vec::new();
     for row in rows {
@@ -252,7 +270,7 @@ async fn stop_mysql(pool: &sqlx::MySqlPool, target: &Target<'_>) -> Result<Vec<S
             Target::EarlierThan { .. } => "KILL CONNECTION",
             Target::Exactly(_) => "KILL QUERY",
         };
-        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{kill} {id}"))).execute(pool).await {
+        match sqlx::raw_sql(sqlx::AssertSqlSafe(format!("{kill} {id}"))).execute(&mut *conn).await {
             Ok(_) => said.push(format!("stopped work left running by an earlier attempt: {kill} {id} (`{info}`)")),
             Err(e) => said.push(format!("could not {kill} {id} (`{info}`): {e}")),
         }
@@ -267,7 +285,10 @@ pub async fn cancel_label(label: &str) -> Vec<String> {
     let mut reached = Vec::new();
     for db in live() {
         let r = match &db.pool {
-            Pool::Postgres(p) => cancel_pg(p, label).await,
+            Pool::Postgres(p) => match side(p).await {
+                Ok(mut c) => cancel_pg(&mut c, label).await,
+                Err(e) => Err(e),
+            },
             Pool::MySql(p) => stop_mysql(p, &Target::Exactly(label)).await,
             Pool::Sqlite(_) => Ok(Vec::new()),
         };
@@ -276,11 +297,12 @@ pub async fn cancel_label(label: &str) -> Vec<String> {
     reached
 }
 
-async fn cancel_pg(pool: &sqlx::PgPool, label: &str) -> Result<Vec<String>, sqlx::Error> {
+async fn cancel_pg(conn: &mut sqlx::PgConnection, label: &str) -> Result<Vec<String>, sqlx::Error> {
     let mut reached = Vec::new();
-    for (pid, state, _, query) in pg_sessions(pool, &Target::Exactly(label)).await? {
+    for (pid, state, _, query) in pg_sessions(&mut *conn, &Target::Exactly(label)).await? {
         if state == "active" {
-            let ok: Option<bool> = sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(pool).await?;
+            let ok: Option<bool> =
+                sqlx::query_scalar("SELECT pg_cancel_backend($1)").bind(pid).fetch_one(&mut *conn).await?;
             if ok == Some(true) {
                 reached.push(format!("backend {pid} (`{query}`)"));
             }
@@ -294,7 +316,9 @@ pub async fn terminate_label(label: &str) -> Vec<String> {
     let mut said = Vec::new();
     for db in live() {
         if let Pool::Postgres(p) = &db.pool {
-            said.extend(stop_pg(p, &Target::Exactly(label)).await.unwrap_or_default());
+            if let Ok(mut c) = side(p).await {
+                said.extend(stop_pg(&mut c, &Target::Exactly(label)).await.unwrap_or_default());
+            }
         }
     }
     said
