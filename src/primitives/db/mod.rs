@@ -167,12 +167,12 @@ enum Pinned<'a> {
 impl Tx {
     fn pinned(&mut self) -> Pinned<'_> {
         match self {
-            Tx::Sqlite(t) => Pinned::Lite(&mut **t),
-            Tx::Postgres(t) => Pinned::Pg(&mut **t),
-            Tx::MySql(t) => Pinned::My(&mut **t),
-            Tx::SqliteSession(c) => Pinned::Lite(&mut **c),
-            Tx::PgSession(c) => Pinned::Pg(&mut **c),
-            Tx::MySqlSession(c) => Pinned::My(&mut **c),
+            Tx::Sqlite(t) => Pinned::Lite(t),
+            Tx::Postgres(t) => Pinned::Pg(t),
+            Tx::MySql(t) => Pinned::My(t),
+            Tx::SqliteSession(c) => Pinned::Lite(c),
+            Tx::PgSession(c) => Pinned::Pg(c),
+            Tx::MySqlSession(c) => Pinned::My(c),
         }
     }
     pub fn is_session(&self) -> bool {
