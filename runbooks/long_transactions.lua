@@ -11,6 +11,7 @@ runbook {
     database_url = { type = "secret", env = "DATABASE_URL", required = true, description = "the PostgreSQL server" },
     older_than = { type = "duration", default = "5m", description = "an active transaction open longer than this" },
     idle_for = { type = "duration", default = "1m", description = "idle in a transaction longer than this" },
+    database = { type = "string", description = "only sessions of this database (default: every database)" },
     action = { type = "enum", choices = { "report", "cancel", "terminate" }, default = "report",
                description = "report only, cancel the statement, or terminate the session" },
   },
@@ -21,11 +22,11 @@ local pg = require "runbook.pg"
 local conn = db.connect(params.database_url, { application_name = "runbook long_transactions" })
 
 local found = step("list", { description = "Transactions open too long, or idle in a transaction too long" }, function()
-  return conn:query_file("sql/long_transactions.sql", params.older_than, params.idle_for)
+  return conn:query_file("sql/long_transactions.sql", params.older_than, params.idle_for, params.database or null)
 end)
 
 local blocking = step("blocking tree", { description = "Who waits on whom (pg_blocking_pids)" }, function()
-  local tree = pg.blocking(conn)
+  local tree = pg.blocking(conn, { database = params.database })
   for _, w in ipairs(tree.waiting) do
     log.warn("waiting on a lock", { pid = w.pid, blocked_by = table.concat(w.blocked_by, ","), query = w.query })
   end

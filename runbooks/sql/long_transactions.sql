@@ -18,6 +18,7 @@ from pg_stat_activity
 where backend_type = 'client backend'
   and pid <> pg_backend_pid()
   and xact_start is not null
+  and ($3::text is null or datname = $3::text)
   and (
         (state = 'active' and now() - xact_start > $1::interval)
      or (state like 'idle in transaction%' and now() - state_change > $2::interval)

@@ -104,10 +104,13 @@ impl Repl {
             super::Compiled::Error(e) => return fail(e),
         };
         let mut times = 0u64;
+        // Ctrl-C between evaluations stops the watch (it counts as a call's Ctrl-C).
+        let mut sigint = self.sigints.subscribe();
         loop {
             let outcome = self.call(func.clone(), ()).await;
+            self.in_call.store(true, std::sync::atomic::Ordering::SeqCst);
             times += 1;
-            match outcome {
+            let stop = match outcome {
                 Outcome::Values(values) => {
                     println!(
                         "{}  every {}  (Ctrl-C stops)",
@@ -115,21 +118,25 @@ impl Repl {
                         crate::duration::human(every)
                     );
                     print!("{}", show::values(&values));
+                    false
                 }
-                Outcome::Failed(e) => return fail(format!("stopped after {times} evaluation(s): {e}")),
-                Outcome::Interrupted | Outcome::ServerAnswered { .. } => break,
-            }
-            let mut sigint = self.sigints.subscribe();
-            self.in_call.store(true, std::sync::atomic::Ordering::SeqCst);
-            let stopped = tokio::select! {
-                _ = tokio::time::sleep(every) => false,
-                _ = sigint.changed() => true,
+                Outcome::Failed(e) => {
+                    self.in_call.store(false, std::sync::atomic::Ordering::SeqCst);
+                    return fail(format!("stopped after {times} evaluation(s): {e}"));
+                }
+                Outcome::Interrupted | Outcome::ServerAnswered { .. } => true,
             };
-            self.in_call.store(false, std::sync::atomic::Ordering::SeqCst);
-            if stopped {
+            let stop = stop
+                || sigint.has_changed().unwrap_or(true)
+                || tokio::select! {
+                    _ = tokio::time::sleep(every) => false,
+                    _ = sigint.changed() => true,
+                };
+            if stop {
                 break;
             }
         }
+        self.in_call.store(false, std::sync::atomic::Ordering::SeqCst);
         ok(format!("watched {times} time(s)"))
     }
 

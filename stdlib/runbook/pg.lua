@@ -241,14 +241,16 @@ end
 
 --- Who blocks whom: every session waiting on a lock, with the pids blocking it (from
 --- pg_blocking_pids), and `roots`: the blockers that wait on nobody, the ones to look at first.
-function M.blocking(c)
+--- opts: { database = nil } (only sessions of this database)
+function M.blocking(c, opts)
+  opts = opts or {}
   local waiting = c:query([[
     select a.pid, a.usename as user, a.application_name as application, a.state,
            pg_blocking_pids(a.pid) as blocked_by, a.wait_event_type, a.wait_event,
            extract(epoch from now() - a.query_start)::float8 as waiting_seconds, left(a.query, 2000) as query
     from pg_stat_activity a
-    where cardinality(pg_blocking_pids(a.pid)) > 0
-    order by a.query_start]])
+    where cardinality(pg_blocking_pids(a.pid)) > 0 and ($1::text is null or a.datname = $1::text)
+    order by a.query_start]], opts.database or null)
   local is_waiting, roots, seen = {}, {}, {}
   for _, w in ipairs(waiting) do is_waiting[w.pid] = true end
   for _, w in ipairs(waiting) do

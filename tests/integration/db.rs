@@ -429,7 +429,10 @@ end)
     assert!(r["nested_secret"].as_str().unwrap().contains("a table parameter holds a secret"), "{r}");
     assert!(r["duplicate"].as_str().unwrap().contains("'a' appears twice"), "{r}");
     assert!(r["begin_in_file"].as_str().unwrap().contains("with_begin.sql:1: `begin` in a SQL file"), "{r}");
-    assert!(r["parent_inside"].as_str().unwrap().contains("a transaction is open on this connection"), "{r}");
+    assert!(
+        r["parent_inside"].as_str().unwrap().contains("a transaction or session is open on this connection"),
+        "{r}"
+    );
     assert!(r["close_inside"].as_str().unwrap().contains("not the transaction handle"), "{r}");
     assert!(r["close_in_each"].as_str().unwrap().contains("cannot close the connection while"), "{r}");
     let rolled = result(&env, "caught error rolls back");

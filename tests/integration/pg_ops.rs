@@ -332,6 +332,8 @@ fn long_transaction_triage_terminates_only_the_sessions_still_in_the_transaction
     std::thread::sleep(std::time::Duration::from_millis(1200));
 
     let env = Env::new();
+    // Only this database: other tests' sessions share the server.
+    let database = format!("database={}", url.rsplit('/').next().unwrap());
     let args = [
         "run",
         &shipped("long_transactions.lua"),
@@ -341,6 +343,8 @@ fn long_transaction_triage_terminates_only_the_sessions_still_in_the_transaction
         "older_than=1h",
         "-p",
         "action=terminate",
+        "-p",
+        &database,
     ];
     let r = env.cmd(&args).env("DATABASE_URL", &url).output().unwrap();
     // The gate stops the run: nobody approved yet.
@@ -352,7 +356,7 @@ fn long_transaction_triage_terminates_only_the_sessions_still_in_the_transaction
         .iter()
         .map(|s| s["application"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(listed, ["holder", "mover"], "the holder, then the mover (oldest first)");
+    assert_eq!(listed, ["holder", "mover"], "the holder, then the mover (oldest first): {}", Env::step(&show, "list"));
     let tree = &Env::step(&show, "blocking tree")["result"];
     assert_eq!(tree["waiting"], 1);
     assert_eq!(tree["roots"][0]["application"], "holder", "{tree}");

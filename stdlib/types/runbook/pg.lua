@@ -104,8 +104,9 @@ function pg.idle_in_transaction(c, opts) end
 
 --- Who blocks whom: `waiting` (each with `blocked_by` pids) and `roots` (blockers waiting on nobody).
 ---@param c DbConnection
+---@param opts? { database?: string }
 ---@return { waiting: table[], roots: table[] }
-function pg.blocking(c) end
+function pg.blocking(c, opts) end
 
 --- Cancels a session's statement if it is still the session looked at (pid, backend_start,
 --- xact_start of a row from long_running/idle_in_transaction/blocking). Returns whether it was sent.
