@@ -398,7 +398,7 @@ fn reindex_of_bloated_indexes_killed_midway_drops_its_leftovers_and_retries_a_lo
     wait_for("REINDEX waiting on the writer", || {
         pg.query(
             &url,
-            "select count(*) from pg_stat_activity where query ilike 'reindex%' and application_name like 'runbook/%'",
+            "select count(*) from pg_stat_activity where query ilike 'reindex%' and application_name like 'runbook/%' and datname = current_database()",
         ) == "1"
     });
     signal(child.id(), 9);
