@@ -113,7 +113,7 @@ fn maintenance_monthly_killed_during_reindex_resumes_without_a_second_reindex_or
     let args = ["run", &runbook("maintenance_monthly.lua"), "-p", "tables=events"];
     let child = env.cmd(&args).env("DATABASE_URL", &url).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let reindexing = || {
-        pg.query(&url, "select count(*) from pg_stat_activity where query ilike 'REINDEX%' and state = 'active' and application_name like 'runbook/%'")
+        pg.query(&url, "select count(*) from pg_stat_activity where query ilike 'REINDEX%' and state = 'active' and application_name like 'runbook/%' and datname = current_database()")
     };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while reindexing() != "1" {
