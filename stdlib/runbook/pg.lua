@@ -179,17 +179,20 @@ end
 function M.seconds(interval)
   if type(interval) == "number" then return interval end
   local text = tostring(interval)
-  -- A duration as runbooks write them: "90s", "5m", "1h30m", "500ms", "2d".
+  if tonumber(text) then return tonumber(text) end
+  -- A duration as runbooks write them: "90s", "5m", "-5m", "1h30m", "500ms", "2days".
   if not text:find("%s") and not text:find(":") then
-    local total, rest = 0, text
-    local factors = { ms = 0.001, s = 1, m = 60, h = 3600, d = 86400, w = 604800 }
-    for n, unit in text:gmatch("(%d+%.?%d*)(%a+)") do
+    local sign, body = text:match("^([+-]?)(.+)$")
+    local total, rest = 0, body
+    local factors = { ms = 0.001, s = 1, sec = 1, secs = 1, m = 60, min = 60, mins = 60, h = 3600, hr = 3600,
+                      hour = 3600, hours = 3600, d = 86400, day = 86400, days = 86400, w = 604800 }
+    for n, unit in body:gmatch("(%d+%.?%d*)(%a+)") do
       local f = factors[unit]
       if not f then error("runbook.pg.seconds: unknown unit '" .. unit .. "' in '" .. text .. "'", 2) end
       total = total + tonumber(n) * f
       rest = rest:gsub("^" .. n:gsub("%.", "%%.") .. unit, "", 1)
     end
-    if rest == "" and text ~= "" then return total end
+    if rest == "" and body ~= "" then return sign == "-" and -total or total end
   end
   local total = 0
   local units = { year = 365.25 * 86400, mon = 30 * 86400, day = 86400, week = 7 * 86400,
@@ -204,6 +207,8 @@ function M.seconds(interval)
   if h then
     local clock = tonumber(h) * 3600 + tonumber(m) * 60 + tonumber(sec)
     total = total + (sign == "-" and -clock or clock)
+  elseif not text:find("%d+%.?%d*%s+%a") then
+    error("runbook.pg.seconds: '" .. text .. "' is not an interval or a duration", 2)
   end
   return total
 end
@@ -257,9 +262,17 @@ function M.blocking(c, opts)
     for _, b in ipairs(w.blocked_by) do
       if not is_waiting[b] and not seen[b] then
         seen[b] = true
-        roots[#roots + 1] = c:query_one([[select pid, usename as user, application_name as application, state,
-          backend_start, xact_start, extract(epoch from now() - xact_start)::float8 as xact_seconds,
-          left(query, 2000) as query from pg_stat_activity where pid = $1]], b)
+        if b == 0 then
+          -- pg_blocking_pids gives 0 for a prepared (two-phase) transaction.
+          roots[#roots + 1] = { pid = 0, state = "prepared transaction",
+            prepared = c:query("select gid, prepared, owner, database from pg_prepared_xacts order by prepared") }
+        else
+          -- (A blocker may have ended between the two queries: then it is not listed.)
+          local row = c:query([[select pid, usename as user, application_name as application, state,
+            backend_start, xact_start, extract(epoch from now() - xact_start)::float8 as xact_seconds,
+            left(query, 2000) as query from pg_stat_activity where pid = $1]], b)[1]
+          if row then roots[#roots + 1] = row end
+        end
       end
     end
   end
@@ -328,8 +341,13 @@ function M.wait_for_replication(c, lsn, timeout)
   while true do
     local behind
     if primary then
+      -- No replica streaming is not "every replica caught up".
+      local streaming = c:scalar("select count(*) from pg_stat_replication where state = 'streaming'")
+      if streaming == 0 then
+        error("runbook.pg.wait_for_replication: no replica is streaming from this primary", 2)
+      end
       behind = c:scalar([[select count(*) from pg_stat_replication
-                          where replay_lsn is null or replay_lsn < $1::pg_lsn]], lsn)
+                          where state = 'streaming' and (replay_lsn is null or replay_lsn < $1::pg_lsn)]], lsn)
     else
       behind = c:scalar("select case when pg_last_wal_replay_lsn() >= $1::pg_lsn then 0 else 1 end", lsn)
     end
@@ -396,7 +414,7 @@ function M.btree_bloat(c, opts)
       join pg_class tc on tc.oid = i.indrelid
       join pg_namespace n on n.oid = ic.relnamespace
       join pg_am am on am.oid = ic.relam and am.amname = 'btree'
-      where n.nspname not in ('pg_catalog', 'information_schema') and i.indisvalid
+      where n.nspname not in ('pg_catalog', 'information_schema') and i.indisvalid and ic.reltuples >= 0
         and ($1::text is null or n.nspname = $1::text))
     select schema, index, "table", pages::bigint as pages,
            (1 + ceil(reltuples * tuple_bytes / ((bs - 24 - 16) * fillfactor / 100)))::bigint as expected_pages,
@@ -425,7 +443,9 @@ function M.reindex_concurrently(c, index, opts)
   for attempt = 1, retries + 1 do
     local ok, err = pcall(function()
       c:session(function(s)
-        s:execute("select set_config('lock_timeout', $1, false)", opts.lock_timeout or "5s")
+        -- In milliseconds: PostgreSQL does not read "1m" or "1h30m".
+        s:execute("select set_config('lock_timeout', $1, false)",
+          tostring(math.floor(M.seconds(opts.lock_timeout or "5s") * 1000)))
         s:execute("reindex index concurrently " .. target)
       end)
     end)

@@ -152,6 +152,12 @@ step("session", function()
   end
   return { inside = inside, seen = seen, jobs = c:scalar("select count(*) from jobs") }
 end)
+step("cut off", { timeout = "1s", continue_on_error = true }, function()
+  c:session(function(s) s:execute("set lock_timeout = '9s'"); s:execute("select pg_sleep(5)") end)
+end)
+step("usable after", function()
+  return { one = c:scalar("select 1"), lt = c:scalar("show lock_timeout") }
+end)
 step("returning", function()
   local rows = c:execute_returning("insert into app.jobs (state) values ($1), ($2) returning id, state", "new", "old")
   return { n = #rows, first = rows[1].state, from_file = c:query_file("sql/by_state.sql", "active")[1].n }
@@ -178,6 +184,8 @@ end)
         assert_eq!(row["has_scratch"], false, "{row}");
         assert_ne!(row["pid"], s["inside"]["pid"], "the session's connection was closed, not returned: {row}");
     }
+    let after = result(&env, "usable after");
+    assert_eq!(after, json!({"one": 1, "lt": "3s"}), "a session cut off by a timeout leaves the connection clean");
     let ret = result(&env, "returning");
     assert_eq!(ret["n"], 2);
     assert_eq!(ret["first"], "new");
@@ -527,7 +535,9 @@ step("checks", function()
     wraparound = checks.pg_wraparound(c),
     unreachable = checks.pg_connections(down),
     seconds = { require("runbook.pg").seconds("1 day 02:03:04.5"), require("runbook.pg").seconds("1h30m"),
-                require("runbook.pg").seconds("-00:05:00"), require("runbook.pg").seconds("3 mons") },
+                require("runbook.pg").seconds("-00:05:00"), require("runbook.pg").seconds("3 mons"),
+                require("runbook.pg").seconds("90"), require("runbook.pg").seconds("-5m"),
+                require("runbook.pg").seconds("2days") },
   }
 end)
 "#,
@@ -543,6 +553,6 @@ end)
     assert_eq!(r["wraparound"]["level"], "ok");
     assert!(r["wraparound"]["age"].as_i64().unwrap() > 0);
     assert_eq!(r["unreachable"]["level"], "critical", "{r}");
-    assert_eq!(r["seconds"], json!([93784.5, 5400, -300, 7776000]));
+    assert_eq!(r["seconds"], json!([93784.5, 5400, -300, 7776000, 90, -300, 172800]));
     drop(open);
 }

@@ -27,6 +27,23 @@ pub struct Conn {
     state: Arc<ConnState>,
 }
 
+/// Clears `in_transaction` however the function inside a transaction or session ends, also
+/// when its future is dropped (a step timeout): the connection stays usable afterwards.
+struct Open(Arc<ConnState>);
+
+impl Open {
+    fn new(state: &Arc<ConnState>) -> Open {
+        state.in_transaction.store(true, Ordering::SeqCst);
+        Open(Arc::clone(state))
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.in_transaction.store(false, Ordering::SeqCst);
+    }
+}
+
 #[derive(Default)]
 pub struct ConnState {
     /// A transaction is open on this connection: calls go through its handle.
@@ -381,10 +398,10 @@ impl UserData for Conn {
             let shared = Arc::new(Mutex::new(Some(tx)));
             let handle =
                 lua.create_userdata(Conn { db: Arc::clone(&this.db), tx: Some(Arc::clone(&shared)), state: Arc::clone(&this.state) })?;
-            this.state.in_transaction.store(true, Ordering::SeqCst);
+            let open = Open::new(&this.state);
             this.state.tx_failed.store(false, Ordering::SeqCst);
             let result = f.call_async::<MultiValue>(handle).await;
-            this.state.in_transaction.store(false, Ordering::SeqCst);
+            drop(open);
             let tx = shared.lock().await.take();
             // PostgreSQL answers COMMIT on a transaction that had an error with a silent
             // ROLLBACK: a statement that failed inside (even one the runbook caught) rolls back.
@@ -421,9 +438,9 @@ impl UserData for Conn {
                 tx: Some(Arc::clone(&shared)),
                 state: Arc::clone(&this.state),
             })?;
-            this.state.in_transaction.store(true, Ordering::SeqCst);
+            let open = Open::new(&this.state);
             let result = f.call_async::<MultiValue>(handle).await;
-            this.state.in_transaction.store(false, Ordering::SeqCst);
+            drop(open);
             this.state.tx_failed.store(false, Ordering::SeqCst);
             // The connection is closed, not returned: what the session set stays with it.
             if let Some(session) = shared.lock().await.take() {

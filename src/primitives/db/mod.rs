@@ -385,10 +385,24 @@ impl Db {
 
     /// One connection of the pool, kept for a session (see [`Tx`]).
     pub async fn session(&self) -> Result<Tx, DbError> {
+        // Closed, never returned to the pool, also when the session is cut off (a step timeout
+        // drops it): what it set must not reach another statement.
         Ok(match &self.pool {
-            Pool::Sqlite(p) => Tx::SqliteSession(p.acquire().await?),
-            Pool::Postgres(p) => Tx::PgSession(p.acquire().await?),
-            Pool::MySql(p) => Tx::MySqlSession(p.acquire().await?),
+            Pool::Sqlite(p) => Tx::SqliteSession({
+                let mut c = p.acquire().await?;
+                c.close_on_drop();
+                c
+            }),
+            Pool::Postgres(p) => Tx::PgSession({
+                let mut c = p.acquire().await?;
+                c.close_on_drop();
+                c
+            }),
+            Pool::MySql(p) => Tx::MySqlSession({
+                let mut c = p.acquire().await?;
+                c.close_on_drop();
+                c
+            }),
         })
     }
 

@@ -150,12 +150,17 @@ pub fn text_wrapped(sql: &str, columns: &[(String, PgTypeInfo)]) -> Option<Strin
     if columns.iter().all(|(_, t)| readable(t)) {
         return None;
     }
-    let body = trim_end(sql);
+    // One statement, without its trailing `;` and comments (`select 1::money; -- done`).
+    let statements = super::split_statements(sql, false);
+    let [(_, body)] = statements.as_slice() else { return None };
+    let body = trim_end(body);
     let first = first_word(body);
-    if !matches!(
-        first.as_str(),
-        "select" | "with" | "values" | "table" | "insert" | "update" | "delete" | "merge" | "("
-    ) {
+    if !matches!(first.as_str(), "select" | "with" | "values" | "table" | "insert" | "update" | "delete" | "(") {
+        return None;
+    }
+    // A data-modifying WITH must stay at the top level, and MERGE cannot be in a WITH at all:
+    // those run as written (an unreadable column is then an error saying to cast it).
+    if first == "with" && modifies(body) {
         return None;
     }
     let names: Vec<String> = (1..=columns.len()).map(|i| format!("\"{i}\"")).collect();
@@ -165,6 +170,13 @@ pub fn text_wrapped(sql: &str, columns: &[(String, PgTypeInfo)]) -> Option<Strin
         .map(|((_, t), n)| if readable(t) { n.clone() } else { format!("{n}::text") })
         .collect();
     Some(format!("WITH _rb({}) AS (\n{body}\n) SELECT {} FROM _rb", names.join(", "), select.join(", ")))
+}
+
+/// Whether a statement has INSERT, UPDATE, DELETE or MERGE as a word (outside nothing: a rough
+/// test, erring on the side of not wrapping).
+fn modifies(sql: &str) -> bool {
+    sql.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .any(|w| ["insert", "update", "delete", "merge"].iter().any(|k| w.eq_ignore_ascii_case(k)))
 }
 
 /// The first keyword of a statement, past comments and whitespace.
@@ -332,7 +344,12 @@ fn decode_oid(b: &[u8], type_oid: u32, name: &str) -> Result<DbValue, String> {
             }
             DbValue::Text(s)
         }
-        INTERVAL => DbValue::Text(interval(i64_at(b, 0)?, i32_at(b, 8)?, i32_at(b, 12)?)),
+        INTERVAL => DbValue::Text(match (i64_at(b, 0)?, i32_at(b, 8)?, i32_at(b, 12)?) {
+            // PostgreSQL 17's infinite intervals.
+            (i64::MAX, i32::MAX, i32::MAX) => "infinity".into(),
+            (i64::MIN, i32::MIN, i32::MIN) => "-infinity".into(),
+            (us, days, months) => interval(us, days, months),
+        }),
         INET | CIDR => DbValue::Text(inet(b)?),
         MACADDR | MACADDR8 => DbValue::Text(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")),
         PG_LSN => {
@@ -778,7 +795,11 @@ fn encode_numeric(t: &str) -> Result<Vec<u8>, String> {
         None => (false, s.strip_prefix('+').unwrap_or(s)),
     };
     let (mantissa, exp) = match s.split_once(['e', 'E']) {
-        Some((m, e)) => (m, e.parse::<i64>().map_err(|_| bad())?),
+        Some((m, e)) => match e.parse::<i64>() {
+            // numeric holds at most 131072 digits before the point and 16383 after.
+            Ok(x) if x.abs() <= 200_000 => (m, x),
+            _ => return Err(bad()),
+        },
         None => (s, 0),
     };
     let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
@@ -852,6 +873,11 @@ fn encode_inet(t: &str, cidr: bool) -> Result<Vec<u8>, String> {
 /// words ("1 day 2 hours", "3 mons", "-1 days +02:00:00"), or a number of seconds.
 pub fn parse_interval(t: &str) -> Result<(i64, i32, i32), String> {
     let s = t.trim();
+    match s.to_ascii_lowercase().as_str() {
+        "infinity" | "+infinity" => return Ok((i64::MAX, i32::MAX, i32::MAX)),
+        "-infinity" => return Ok((i64::MIN, i32::MIN, i32::MIN)),
+        _ => {}
+    }
     if let Ok(secs) = s.parse::<f64>() {
         return Ok(((secs * 1e6).round() as i64, 0, 0));
     }
@@ -892,10 +918,23 @@ pub fn parse_interval(t: &str) -> Result<(i64, i32, i32), String> {
             "second" | "sec" => us += (n * 1e6).round() as i64,
             "minute" | "min" => us += (n * 60e6).round() as i64,
             "hour" | "hr" => us += (n * 3600e6).round() as i64,
-            "day" => days += n as i64,
-            "week" => days += 7 * n as i64,
-            "mon" | "month" => months += n as i64,
-            "year" | "yr" => months += 12 * n as i64,
+            // Fractions carry down as PostgreSQL does: a month is 30 days, a day 24 hours.
+            "day" => {
+                days += n.trunc() as i64;
+                us += (n.fract() * 86_400e6).round() as i64;
+            }
+            "week" => {
+                let d = 7.0 * n;
+                days += d.trunc() as i64;
+                us += (d.fract() * 86_400e6).round() as i64;
+            }
+            "mon" | "month" | "year" | "yr" => {
+                let m = if unit.starts_with('y') { 12.0 * n } else { n };
+                months += m.trunc() as i64;
+                let d = m.fract() * 30.0;
+                days += d.trunc() as i64;
+                us += (d.fract() * 86_400e6).round() as i64;
+            }
             _ => return Err(bad()),
         }
         i += 2;
@@ -933,6 +972,9 @@ mod tests {
         assert_eq!(parse_interval("2 hours 30 minutes").unwrap(), (9_000_000_000, 0, 0));
         assert_eq!(parse_interval("90").unwrap(), (90_000_000, 0, 0));
         assert!(parse_interval("soon").is_err());
+        assert_eq!(parse_interval("0.5 days").unwrap(), (43_200_000_000, 0, 0));
+        assert_eq!(parse_interval("1.5 mons").unwrap(), (0, 15, 1));
+        assert_eq!(parse_interval("infinity").unwrap(), (i64::MAX, i32::MAX, i32::MAX));
     }
 
     #[test]
@@ -943,6 +985,8 @@ mod tests {
         }
         assert_eq!(numeric(&encode_numeric("NaN").unwrap()).unwrap(), "NaN");
         assert!(encode_numeric("12abc").is_err());
+        assert!(encode_numeric("1e-9999999999").is_err(), "a huge exponent is refused, not allocated");
+        assert!(encode_numeric("1e2147483647").is_err());
     }
 
     #[test]
@@ -963,6 +1007,9 @@ mod tests {
             "WITH _rb(\"1\", \"2\") AS (\nselect 1, '1'::money\n) SELECT \"1\", \"2\"::text FROM _rb"
         );
         assert_eq!(text_wrapped("show all", &cols), None);
+        assert!(text_wrapped("select 1, '1'::money; -- done", &cols).unwrap().contains("select 1, '1'::money\n)"));
+        assert_eq!(text_wrapped("with d as (delete from q returning x) select 1, x::money from d", &cols), None);
+        assert_eq!(text_wrapped("select 1; select 2", &cols), None);
         assert_eq!(text_wrapped("select 1", &[("a".into(), int)]), None);
     }
 }
