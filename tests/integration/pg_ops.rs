@@ -49,9 +49,10 @@ step("bind", function()
   return c:query_one([[select $1::interval as five, $2::interval as words, $3::inet as ip, $4::cidr as net,
     $5::macaddr as mac, $6::mood as m, $7::port as p, $8::xid8 as x8, $9::pg_lsn as lsn, $10::varbit as bits,
     $11::interval[] as ivs, $12::citext as ci, $13::numeric as n, $14::time as tod,
-    now() - $1::interval < now() as past, $15::regclass as rel, pg_relation_size($15) >= 0 as sized]],
+    now() - $1::interval < now() as past, $15::regclass as rel, pg_relation_size($15) >= 0 as sized,
+    $16::int[] as grid]],
     "5m", "1 day 02:00:00", "192.168.0.7", "10.0.0.0/8", "08:00:2b:01:02:03", "calm", 8080, 42,
-    "0/16B3748", "101", { "1s", "2 hours" }, "MiXeD", "12.50", "01:02:03", "pg_catalog.pg_class")
+    "0/16B3748", "101", { "1s", "2 hours" }, "MiXeD", "12.50", "01:02:03", "pg_catalog.pg_class", { { 1, 2 }, { 3, 4 } })
 end)
 step("catalogue", function()
   local counts = {}
@@ -99,7 +100,7 @@ end)
             "five": "00:05:00", "words": "1 day 02:00:00", "ip": "192.168.0.7", "net": "10.0.0.0/8",
             "mac": "08:00:2b:01:02:03", "m": "calm", "p": 8080, "x8": 42, "lsn": "0/16B3748", "bits": "101",
             "ivs": ["00:00:01", "02:00:00"], "ci": "MiXeD", "n": "12.50", "tod": "01:02:03", "past": true,
-            "rel": "pg_class", "sized": true
+            "rel": "pg_class", "sized": true, "grid": [[1, 2], [3, 4]]
         })
     );
     let cat = result(&env, "catalogue");

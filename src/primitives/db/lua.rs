@@ -108,28 +108,40 @@ fn to_db(v: Value) -> mlua::Result<DbValue> {
             let json =
                 crate::lua::convert::to_json(&Value::Table(t)).map_err(|e| error("db", format!("parameter: {e}")))?;
             match json {
-                serde_json::Value::Array(items) if items.iter().all(|i| !i.is_object() && !i.is_array()) => {
-                    DbValue::Array(
-                        items
-                            .into_iter()
-                            .map(|i| match i {
-                                serde_json::Value::Null => DbValue::Null,
-                                serde_json::Value::Bool(b) => DbValue::Bool(b),
-                                serde_json::Value::Number(n) => n
-                                    .as_i64()
-                                    .map(DbValue::Int)
-                                    .unwrap_or(DbValue::Float(n.as_f64().unwrap_or_default())),
-                                serde_json::Value::String(s) => DbValue::Text(s),
-                                other => DbValue::Json(other),
-                            })
-                            .collect(),
-                    )
-                }
+                serde_json::Value::Array(items) if scalar_array(&items, 0) => array_value(items),
                 other => DbValue::Json(other),
             }
         }
         other => return Err(error("db", format!("a parameter is a {}; pass plain data", other.type_name()))),
     })
+}
+
+/// An array of scalars, or of such arrays (a multi-dimensional SQL array), not of objects.
+fn scalar_array(items: &[serde_json::Value], depth: usize) -> bool {
+    depth < 6
+        && items.iter().all(|i| match i {
+            serde_json::Value::Object(_) => false,
+            serde_json::Value::Array(inner) => scalar_array(inner, depth + 1),
+            _ => true,
+        })
+}
+
+fn array_value(items: Vec<serde_json::Value>) -> DbValue {
+    DbValue::Array(
+        items
+            .into_iter()
+            .map(|i| match i {
+                serde_json::Value::Null => DbValue::Null,
+                serde_json::Value::Bool(b) => DbValue::Bool(b),
+                serde_json::Value::Number(n) => {
+                    n.as_i64().map(DbValue::Int).unwrap_or(DbValue::Float(n.as_f64().unwrap_or_default()))
+                }
+                serde_json::Value::String(s) => DbValue::Text(s),
+                serde_json::Value::Array(inner) => array_value(inner),
+                other => DbValue::Json(other),
+            })
+            .collect(),
+    )
 }
 
 /// A secret or a placeholder inside a table would be bound as its label: find one.

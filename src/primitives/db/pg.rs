@@ -753,22 +753,48 @@ fn encode_array(v: &DbValue, elem: &PgTypeInfo) -> Result<Vec<u8>, String> {
         DbValue::Json(serde_json::Value::Object(m)) if m.is_empty() => &[],
         other => return Err(want(other, "an array")),
     };
-    let has_null = items.contains(&DbValue::Null);
+    // The dimensions, from the first item at each level; every sub-array must match them.
+    let mut dims = vec![items.len()];
+    let mut probe = items;
+    while let Some(DbValue::Array(inner)) = probe.first() {
+        dims.push(inner.len());
+        probe = inner;
+    }
+    let mut flat: Vec<&DbValue> = Vec::new();
+    fn flatten<'a>(items: &'a [DbValue], dims: &[usize], out: &mut Vec<&'a DbValue>) -> Result<(), String> {
+        if items.len() != dims[0] {
+            return Err("a multi-dimensional array must be rectangular (every sub-array the same length)".into());
+        }
+        for item in items {
+            match (item, dims.len()) {
+                (DbValue::Array(inner), n) if n > 1 => flatten(inner, &dims[1..], out)?,
+                (DbValue::Array(_), _) => return Err("the array's items nest unevenly".into()),
+                (_, n) if n > 1 => return Err("the array's items nest unevenly".into()),
+                (other, _) => out.push(other),
+            }
+        }
+        Ok(())
+    }
+    flatten(items, &dims, &mut flat)?;
+    let empty = dims.contains(&0);
+    let has_null = flat.contains(&&DbValue::Null);
     let mut out = Vec::new();
-    out.extend(i32::from(!items.is_empty()).to_be_bytes());
+    out.extend((if empty { 0 } else { dims.len() as i32 }).to_be_bytes());
     out.extend(i32::from(has_null).to_be_bytes());
     out.extend(oid_of(elem).to_be_bytes());
-    if !items.is_empty() {
-        out.extend((items.len() as i32).to_be_bytes());
-        out.extend(1i32.to_be_bytes());
-    }
-    for (i, item) in items.iter().enumerate() {
-        if *item == DbValue::Null {
-            out.extend((-1i32).to_be_bytes());
-        } else {
-            let b = encode(item, elem).map_err(|e| format!("item {}: {e}", i + 1))?;
-            out.extend((b.len() as i32).to_be_bytes());
-            out.extend(b);
+    if !empty {
+        for d in &dims {
+            out.extend((*d as i32).to_be_bytes());
+            out.extend(1i32.to_be_bytes());
+        }
+        for (i, item) in flat.iter().enumerate() {
+            if **item == DbValue::Null {
+                out.extend((-1i32).to_be_bytes());
+            } else {
+                let b = encode(item, elem).map_err(|e| format!("item {}: {e}", i + 1))?;
+                out.extend((b.len() as i32).to_be_bytes());
+                out.extend(b);
+            }
         }
     }
     Ok(out)
