@@ -17,6 +17,17 @@ fn repl_cmd(env: &Env, args: &[&str]) -> Command {
     c
 }
 
+/// A REPL with `pg` connected to `url` (given as a secret through PG_URL).
+fn pg_repl(env: &Env, url: &str) -> Pty {
+    let mut c = repl_cmd(env, &[]);
+    c.env("PG_URL", url);
+    let mut p = Pty::spawn(c);
+    p.expect(PROMPT);
+    p.line("pg = db.connect(secret{ env = \"PG_URL\", name = \"pg_url\" })");
+    p.expect(PROMPT);
+    p
+}
+
 fn start(env: &Env) -> Pty {
     let mut p = Pty::spawn(repl_cmd(env, &[]));
     p.expect(PROMPT);
@@ -247,12 +258,7 @@ fn query_results_print_as_tables_from_postgres() {
     let pg = servers::postgres();
     let url = pg.fresh_database("repl");
     let env = Env::new();
-    let mut c = repl_cmd(&env, &[]);
-    c.env("PG_URL", &url);
-    let mut p = Pty::spawn(c);
-    p.expect(PROMPT);
-    p.line("pg = db.connect(secret{ env = \"PG_URL\", name = \"pg_url\" })");
-    p.expect(PROMPT);
+    let mut p = pg_repl(&env, &url);
     p.line("pg");
     p.expect("<db connection (");
     p.line(
@@ -491,12 +497,7 @@ fn ctrl_c_cancels_a_statement_on_the_server_and_says_what_the_server_did() {
     let url = pg.fresh_database("replcancel");
     pg.query(&url, "create table accounts (id int primary key, balance int); insert into accounts values (1, 100)");
     let env = Env::new();
-    let mut c = repl_cmd(&env, &[]);
-    c.env("PGURL", &url);
-    let mut p = Pty::spawn(c);
-    p.expect(PROMPT);
-    p.line("pg = db.connect(env(\"PGURL\"))");
-    p.expect(PROMPT);
+    let mut p = pg_repl(&env, &url);
     let busy = |what: &str| {
         pg.query(
             &url,
@@ -636,12 +637,7 @@ fn a_connection_is_one_session_as_in_psql_with_expanded_display_timing_and_watch
     let url = pg.fresh_database("psqlish");
     pg.query(&url, "create table accounts (id int primary key, balance int); insert into accounts values (1, 100)");
     let env = Env::new();
-    let mut c = repl_cmd(&env, &[]);
-    c.env("PG_URL", &url);
-    let mut p = Pty::spawn(c);
-    p.expect(PROMPT);
-    p.line("pg = db.connect(secret{ env = \"PG_URL\", name = \"pg_url\" })");
-    p.expect(PROMPT);
+    let mut p = pg_repl(&env, &url);
     // BEGIN on one line, the change on the next, ROLLBACK on a third: one server session.
     p.line("pg:execute(\"begin\")");
     p.expect(PROMPT);
