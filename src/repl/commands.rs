@@ -62,6 +62,13 @@ impl Repl {
                 }
                 other => fail(format!("usage: :timing [on|off], not '{other}'")),
             },
+            ":pager" => match rest {
+                "" | "on" | "off" => {
+                    self.pager = if rest.is_empty() { !self.pager } else { rest == "on" };
+                    ok(format!("pager is {}", if self.pager { "on" } else { "off" }))
+                }
+                other => fail(format!("usage: :pager [on|off], not '{other}'")),
+            },
             ":watch" => self.watch(rest).await,
             ":resume" => self.resume(rest).await,
             ":timeline" => self.timeline(rest).await,

@@ -145,6 +145,7 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":resume", "[--allow-changed]", "continue the attached run from its next step, with live progress"),
     (":x", "[on|off]", "expanded display: each row as `column | value` lines, values whole (psql's \\x)"),
     (":timing", "[on|off]", "print how long each evaluation took (psql's \\timing)"),
+    (":pager", "[on|off]", "results longer than the screen go through $RUNBOOK_PAGER, $PAGER or less -FRX"),
     (":watch", "EXPR [EVERY]", "evaluate EXPR every EVERY (default 2s) until Ctrl-C (psql's \\watch)"),
     (":timeline", "[FILE]", "this session as Markdown for the postmortem (printed, or written to FILE)"),
     (":quit", "", "leave (Ctrl-D does the same)"),

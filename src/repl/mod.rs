@@ -68,6 +68,8 @@ pub struct Repl {
     history: Option<PathBuf>,
     /// `:timing`: each evaluation's time is printed after it, as psql's `\\timing`.
     timing: bool,
+    /// `:pager`: a result longer than the terminal goes through the pager, as in psql.
+    pager: bool,
     /// Params typed with `:param NAME` (not echoed, never on a command line or in the history).
     supplied: toml::Table,
     /// The redactor's generation when the session's record and history were last scrubbed.
@@ -241,6 +243,7 @@ impl Repl {
             history: history_path(),
             supplied: toml::Table::new(),
             timing: false,
+            pager: std::env::var("RUNBOOK_PAGER").map(|v| v != "off").unwrap_or(true),
             scrubbed_at: crate::secret::generation(),
         })
     }
@@ -359,7 +362,7 @@ impl Repl {
             Outcome::Values(values) if !values.is_empty() => {
                 let _ = self.lua.globals().set("_", values[0].clone());
                 let text = show::values(values);
-                print!("{text}");
+                self.page(&text);
                 text
             }
             Outcome::Values(_) => String::new(),
@@ -547,6 +550,44 @@ fn watch_sigint(
 }
 
 /// A chunk, compiled: as an expression whose values print, else as a statement.
+impl Repl {
+    /// Prints a result; one longer than the terminal goes through the pager (`$RUNBOOK_PAGER`,
+    /// else `$PAGER`, else `less -FRX`), as psql does. Off a terminal, or with `:pager off`,
+    /// it is printed as it is.
+    pub(super) fn page(&self, text: &str) {
+        use std::io::{IsTerminal, Write};
+        let rows = terminal_rows();
+        let long = rows.is_some_and(|r| text.lines().count() + 1 >= r);
+        if !(self.pager && long && std::io::stdout().is_terminal()) {
+            print!("{text}");
+            return;
+        }
+        let command =
+            std::env::var("RUNBOOK_PAGER").or_else(|_| std::env::var("PAGER")).unwrap_or_else(|_| "less -FRX".into());
+        let spawned =
+            std::process::Command::new("/bin/sh").arg("-c").arg(&command).stdin(std::process::Stdio::piped()).spawn();
+        let Ok(mut child) = spawned else {
+            print!("{text}");
+            return;
+        };
+        // Ctrl-C in the pager is the pager's, not a request to leave the REPL.
+        self.in_call.store(true, Ordering::SeqCst);
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        let _ = child.wait();
+        self.in_call.store(false, Ordering::SeqCst);
+    }
+}
+
+/// The terminal's height, when stdout is one.
+fn terminal_rows() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ fills a winsize; on a non-terminal it fails and nothing is read.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_row > 0).then_some(size.ws_row as usize)
+}
+
 pub(super) enum Compiled {
     Ready(Function),
     Incomplete,

@@ -14,6 +14,8 @@ fn repl_cmd(env: &Env, args: &[&str]) -> Command {
     all.extend_from_slice(args);
     let mut c = env.cmd(&all);
     c.env("RUNBOOK_HISTORY", env.path("history")).env("USER", "oncall").env("RUNBOOK_HOSTNAME", "bastion");
+    // Long results print as they are (the pager has its own test).
+    c.env("RUNBOOK_PAGER", "off");
     c
 }
 
@@ -678,4 +680,26 @@ fn a_connection_is_one_session_as_in_psql_with_expanded_display_timing_and_watch
     p.send(CTRL_C);
     p.expect_within("watched ", Duration::from_secs(10));
     p.quit();
+}
+
+#[test]
+fn a_result_longer_than_the_screen_goes_through_the_pager() {
+    let env = Env::new();
+    let mut c = repl_cmd(&env, &[]);
+    // A pager that keeps what it was given: the test reads it back.
+    c.env("RUNBOOK_PAGER", format!("cat > {}", env.path("paged").display()));
+    let mut p = Pty::spawn(c);
+    p.expect(PROMPT);
+    p.line("local t = {} for i = 1, 80 do t[i] = { n = i } end return t");
+    p.expect(PROMPT);
+    p.line("{ a = 1 }");
+    p.expect("a = 1");
+    p.line(":pager off");
+    p.expect("pager is off");
+    p.line("local t = {} for i = 1, 80 do t[i] = { n = i * 2 } end return t");
+    p.expect("(80 rows)");
+    p.quit();
+    let paged = env.read("paged");
+    assert!(paged.starts_with("n\n--\n1\n2\n") && paged.contains("(80 rows)"), "{paged}");
+    assert!(!paged.contains("160"), "with the pager off, the second result printed directly: {paged}");
 }
