@@ -67,6 +67,12 @@ step("backup", function() return backup.create{ source = secret("SOURCE_URL"), t
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // pg_restore's session names the run, the step and the attempt, as the db primitive's do.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pg.query(&target, "select count(*) from pg_stat_activity where application_name like 'runbook/%/restore#1' and datname = current_database()") == "0" {
+        assert!(std::time::Instant::now() < deadline, "pg_restore's session is labelled with its attempt");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Let it restore part of the data, then kill the runner (pg_restore dies with it).
     std::thread::sleep(std::time::Duration::from_millis(300));
     signal(child.id(), 9);

@@ -125,7 +125,7 @@ async fn create(lua: Lua, t: Table) -> mlua::Result<Value> {
         tables: o.tables.unwrap_or_default(),
         label: o.label,
     };
-    let m = super::create(&spec).await.map_err(err)?;
+    let m = labelled(&ctx, super::create(&spec)).await.map_err(err)?;
     to_lua(&lua, &m)
 }
 
@@ -239,8 +239,9 @@ async fn verify(lua: Lua, (target, opts): (Value, Option<Table>)) -> mlua::Resul
         return Ok(p);
     }
     let (m, store) = manifest(&lua, target, store.as_ref()).await?;
-    let v =
-        super::verify(&store, m, server.as_ref(), into.as_ref(), &o.checks.unwrap_or_default()).await.map_err(err)?;
+    let v = labelled(&ctx, super::verify(&store, m, server.as_ref(), into.as_ref(), &o.checks.unwrap_or_default()))
+        .await
+        .map_err(err)?;
     crate::lua::convert::from_json(&lua, &v)
 }
 
@@ -277,7 +278,9 @@ async fn restore(lua: Lua, (target, opts): (Value, Table)) -> mlua::Result<Value
         (Some(run), Some(step)) if ctx.mode == crate::engine::Mode::Run => Some(format!("{run}/{step}")),
         _ => None,
     };
-    let report = super::restore(&store, &m, &into, o.clean.unwrap_or(false), run.as_deref()).await.map_err(err)?;
+    let report = labelled(&ctx, super::restore(&store, &m, &into, o.clean.unwrap_or(false), run.as_deref()))
+        .await
+        .map_err(err)?;
     crate::lua::convert::from_json(&lua, &report)
 }
 
@@ -293,4 +296,14 @@ async fn prune(lua: Lua, (store, opts): (Value, Option<Value>)) -> mlua::Result<
     }
     let report = super::prune_store(&store, &policy).await.map_err(err)?;
     crate::lua::convert::from_json(&lua, &report)
+}
+
+/// Runs a backup call under the attempt's label (its tools carry it), after stopping what an
+/// earlier attempt of the step left running here.
+async fn labelled<T>(ctx: &Ctx, fut: impl std::future::Future<Output = T>) -> T {
+    let label = ctx.work_label();
+    for said in crate::primitives::exec::orphans::stop_earlier_once(&label).await {
+        ctx.emit("warning", serde_json::json!({ "message": said }));
+    }
+    super::WORK_LABEL.scope(label.text, fut).await
 }

@@ -207,6 +207,10 @@ impl Source {
 
     /// Environment for the PostgreSQL tools: the password never on a command line.
     fn pg_env(&self, cmd: &mut tokio::process::Command) {
+        // The tool's server session shows whom it works for, as the db primitive's do.
+        if let Ok(label) = WORK_LABEL.try_with(String::clone) {
+            cmd.env("PGAPPNAME", label);
+        }
         if let Source::Postgres { host, port, user, password, db, tls } = self {
             cmd.env("PGHOST", host).env("PGPORT", port.to_string()).env("PGUSER", user).env("PGDATABASE", db);
             for (k, v) in tls {
@@ -227,6 +231,20 @@ impl Source {
                 cmd.env("MYSQL_PWD", p);
             }
         }
+    }
+}
+
+tokio::task_local! {
+    /// The attempt a backup works for (`runbook/<run>/<step>#<attempt>`), set by the Lua
+    /// binding around each call.
+    pub static WORK_LABEL: String;
+}
+
+/// A dump or restore tool carries its attempt's label like `exec`'s commands, so that one left
+/// running by a killed runner is found and stopped before the step runs again.
+fn label_tool(cmd: &mut tokio::process::Command) {
+    if let Ok(label) = WORK_LABEL.try_with(String::clone) {
+        cmd.env(crate::primitives::exec::orphans::LABEL_VAR, label);
     }
 }
 
@@ -560,6 +578,7 @@ async fn dump_with(
     level: Option<i32>,
 ) -> Result<(u64, u64, String), BackupError> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    label_tool(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Usage(format!("cannot start {tool}: {e} (is it installed?)")))?;
     let stdout = child.stdout.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stdout")))?;
@@ -858,6 +877,7 @@ async fn restore_with(
     mut input: Pin<Box<dyn AsyncRead + Send>>,
 ) -> Result<(), BackupError> {
     cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
+    label_tool(&mut cmd);
     let mut child =
         cmd.spawn().map_err(|e| BackupError::Usage(format!("cannot start {tool}: {e} (is it installed?)")))?;
     let mut stdin = child.stdin.take().ok_or_else(|| BackupError::Usage(format!("{tool}: no stdin")))?;

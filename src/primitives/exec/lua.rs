@@ -124,18 +124,6 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
     Ok(Parsed { spec, readonly, echo })
 }
 
-/// Whether no command ran yet under this attempt's label in this process (earlier attempts are
-/// looked for once per attempt).
-fn first_command_of(label: &str) -> bool {
-    static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
-    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
-    if *last == label {
-        return false;
-    }
-    label.clone_into(&mut last);
-    true
-}
-
 async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
     let t = match arg {
         Value::Table(t) => t,
@@ -153,10 +141,8 @@ async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
         return Ok(p);
     }
     let label = ctx.work_label();
-    if label.rerun && first_command_of(&label.text) {
-        for said in super::orphans::stop_earlier(&label).await {
-            ctx.emit("warning", json!({ "message": said }));
-        }
+    for said in super::orphans::stop_earlier_once(&label).await {
+        ctx.emit("warning", json!({ "message": said }));
     }
     parsed.spec.label = Some(label.text);
     let echo = parsed.echo;

@@ -100,6 +100,28 @@ pub async fn stop_earlier(label: &WorkLabel) -> Vec<String> {
     stop(found, "an earlier attempt").await
 }
 
+/// Whether no command ran yet under this attempt's label in this process (earlier attempts are
+/// looked for once per attempt).
+fn first_command_of(label: &str) -> bool {
+    static LAST: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if *last == label {
+        return false;
+    }
+    label.clone_into(&mut last);
+    true
+}
+
+/// [`stop_earlier`], once per attempt: before the first local command (exec, a backup tool)
+/// of an attempt that follows an earlier one.
+pub async fn stop_earlier_once(label: &WorkLabel) -> Vec<String> {
+    if label.rerun && first_command_of(&label.text) {
+        stop_earlier(label).await
+    } else {
+        Vec::new()
+    }
+}
+
 /// After an attempt was abandoned (timeout, cancel, stop): what it still has running here.
 pub async fn stop_abandoned(label: &WorkLabel) -> Vec<String> {
     if label.run_prefix.is_none() {
