@@ -94,8 +94,7 @@ pub fn from_json(lua: &Lua, value: &Json) -> mlua::Result<Value> {
     from_json_marked(lua, value, &array_marker(lua)?)
 }
 
-/// `from_json` with the array marker already in hand (many values converted in a row).
-pub fn from_json_marked(lua: &Lua, value: &Json, marker: &Table) -> mlua::Result<Value> {
+fn from_json_marked(lua: &Lua, value: &Json, marker: &Table) -> mlua::Result<Value> {
     Ok(match value {
         Json::Null => lua.null(),
         Json::Bool(b) => Value::Boolean(*b),

@@ -166,29 +166,17 @@ fn hidden_value(t: &Table, depth: usize) -> Option<&'static str> {
     None
 }
 
+/// One value as Lua (through the same C-API path as whole results; see `rows_to_lua`).
 fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
-    to_lua_marked(lua, v, &crate::lua::convert::array_marker(lua)?)
-}
-
-/// `to_lua` with the array marker in hand (a result's many values).
-fn to_lua_marked(lua: &Lua, v: DbValue, marker: &Table) -> mlua::Result<Value> {
-    Ok(match v {
-        DbValue::Null => lua.null(),
-        DbValue::Bool(b) => Value::Boolean(b),
-        DbValue::Int(i) => Value::Integer(i),
-        DbValue::Float(f) => Value::Number(f),
-        DbValue::Text(s) => Value::String(lua.create_string(s)?),
-        DbValue::Bytes(b) => Value::String(lua.create_string(b)?),
-        DbValue::Json(j) => crate::lua::convert::from_json_marked(lua, &j, marker)?,
-        DbValue::Array(items) => {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, item) in items.into_iter().enumerate() {
-                t.raw_set(i + 1, to_lua_marked(lua, item, marker)?)?;
-            }
-            t.set_metatable(Some(marker.clone()))?;
-            Value::Table(t)
-        }
-    })
+    let marker = crate::lua::convert::array_marker(lua)?;
+    // SAFETY: as in `rows_to_lua`: the closure only borrows `v` and pushes.
+    unsafe {
+        lua.exec_raw(marker, |state| {
+            push_value(state, &v);
+            mlua::ffi::lua_replace(state, 1);
+            mlua::ffi::lua_settop(state, 1);
+        })
+    }
 }
 
 fn unique_columns(columns: &[String]) -> mlua::Result<()> {
@@ -244,16 +232,22 @@ unsafe fn build_rows(state: *mut mlua::ffi::lua_State, rows: &Rows) {
     ffi::lua_createtable(state, len, 0);
     let result = ffi::lua_gettop(state);
     for (n, row) in rows.rows.iter().enumerate() {
-        ffi::lua_createtable(state, 0, ncols as std::ffi::c_int);
-        for (i, v) in row.iter().enumerate() {
-            ffi::lua_pushvalue(state, 2 + i as std::ffi::c_int);
-            push_value(state, v);
-            ffi::lua_rawset(state, -3);
-        }
+        push_row(state, row);
         ffi::lua_rawseti(state, result, n as ffi::lua_Integer + 1);
     }
     ffi::lua_replace(state, 1);
     ffi::lua_settop(state, 1);
+}
+
+/// Pushes one row as a table keyed by the column names at stack indexes 2, 3 ...
+unsafe fn push_row(state: *mut mlua::ffi::lua_State, row: &[DbValue]) {
+    use mlua::ffi;
+    ffi::lua_createtable(state, 0, row.len() as std::ffi::c_int);
+    for (i, v) in row.iter().enumerate() {
+        ffi::lua_pushvalue(state, 2 + i as std::ffi::c_int);
+        push_value(state, v);
+        ffi::lua_rawset(state, -3);
+    }
 }
 
 /// Pushes one value (arrays and JSON as tables, arrays marked with the marker at index 1).
@@ -433,13 +427,22 @@ fn busy(tx: &Mutex<Option<Tx>>) -> mlua::Result<tokio::sync::MutexGuard<'_, Opti
 }
 
 fn row_table(lua: &Lua, row: Vec<(String, DbValue)>) -> mlua::Result<Table> {
-    let names: Vec<String> = row.iter().map(|(c, _)| c.clone()).collect();
+    let (names, values): (Vec<String>, Vec<DbValue>) = row.into_iter().unzip();
     unique_columns(&names)?;
-    let t = lua.create_table_with_capacity(0, row.len())?;
-    for (col, v) in row {
-        t.raw_set(col, to_lua(lua, v)?)?;
+    let marker = crate::lua::convert::array_marker(lua)?;
+    // SAFETY: as in `rows_to_lua`: the closure only borrows and pushes.
+    unsafe {
+        lua.exec_raw(marker, |state| {
+            use mlua::ffi;
+            ffi::luaL_checkstack(state, names.len() as std::ffi::c_int + 8, std::ptr::null());
+            for c in &names {
+                ffi::lua_pushlstring(state, c.as_ptr().cast(), c.len());
+            }
+            push_row(state, &values);
+            ffi::lua_replace(state, 1);
+            ffi::lua_settop(state, 1);
+        })
     }
-    Ok(t)
 }
 
 fn one_row(rows: Rows, sql: &str) -> mlua::Result<Rows> {

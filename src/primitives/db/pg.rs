@@ -153,7 +153,6 @@ pub fn text_wrapped(sql: &str, columns: &[(String, PgTypeInfo)]) -> Option<Strin
     // One statement, without its trailing `;` and comments (`select 1::money; -- done`).
     let statements = super::split_statements(sql, false);
     let [(_, body)] = statements.as_slice() else { return None };
-    let body = trim_end(body);
     let first = first_word(body);
     if !matches!(first.as_str(), "select" | "with" | "values" | "table" | "insert" | "update" | "delete" | "(") {
         return None;
@@ -196,15 +195,6 @@ fn first_word(sql: &str) -> String {
         return "(".into();
     }
     s.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_lowercase()
-}
-
-/// The statement without its trailing `;` (and blanks).
-fn trim_end(sql: &str) -> &str {
-    let mut s = sql.trim_end();
-    while let Some(rest) = s.strip_suffix(';') {
-        s = rest.trim_end();
-    }
-    s
 }
 
 // ---- reading ----
@@ -360,6 +350,9 @@ fn decode_oid(b: &[u8], type_oid: u32, name: &str) -> Result<DbValue, String> {
         BIT | VARBIT => {
             let len = i32_at(b, 0)?.max(0) as usize;
             let bits = b.get(4..).unwrap_or_default();
+            if bits.len() * 8 < len {
+                return Err(format!("{len} bits in {} bytes", bits.len()));
+            }
             DbValue::Text((0..len).map(|i| if bits[i / 8] & (0x80 >> (i % 8)) != 0 { '1' } else { '0' }).collect())
         }
         INT2VECTOR | OIDVECTOR => array(b, None)?,
@@ -383,7 +376,8 @@ fn array(b: &[u8], elem: Option<&PgTypeInfo>) -> Result<DbValue, String> {
     }
     let mut at = 12 + ndim * 8;
     let total: usize = dims.iter().product();
-    let mut flat = Vec::with_capacity(total);
+    // (Each element takes 4 bytes at least: a count past that is a damaged value.)
+    let mut flat = Vec::with_capacity(total.min(b.len() / 4));
     for _ in 0..total {
         let len = i32_at(b, at)?;
         at += 4;
