@@ -42,6 +42,11 @@ struct EventBuffer {
     /// Why the last write failed (a full disk...), while events wait unwritten: the engine stops
     /// the run rather than claim work it could not record.
     failure: std::sync::Mutex<Option<String>>,
+    /// Asks the writer to write now rather than at its next tick.
+    now: tokio::sync::Notify,
+    /// Write attempts made so far (each followed by `written`).
+    attempts: std::sync::atomic::AtomicU64,
+    written: tokio::sync::Notify,
 }
 
 /// Events kept for another try when the journal refuses them; past this, the oldest are lost
@@ -142,6 +147,7 @@ impl Reporter {
             loop {
                 let closing = tokio::select! {
                     _ = tick.tick() => false,
+                    _ = shared.now.notified() => false,
                     _ = shared.closed.notified() => true,
                 };
                 let mut batch = std::mem::take(&mut *shared.events.lock().unwrap_or_else(|p| p.into_inner()));
@@ -169,6 +175,8 @@ impl Reporter {
                         }
                     }
                 }
+                shared.attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                shared.written.notify_waiters();
                 if closing {
                     break;
                 }
@@ -198,6 +206,39 @@ impl Reporter {
             let _ = h.await;
         }
         buffer.and_then(|b| b.failure.lock().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+
+    /// Before a step starts: when many events wait unwritten (a chatty step's output), they are
+    /// written now and the outcome awaited, so that a journal refusing them stops the run
+    /// before the next step rather than after it. A few lifecycle events wait for the next
+    /// tick: their write is small, as is the step record the engine writes itself.
+    pub async fn settle(&self) {
+        const MANY: usize = 64;
+        let Some(buffer) = self.buffer.borrow().clone() else { return };
+        if buffer.events.lock().unwrap_or_else(|p| p.into_inner()).len() < MANY {
+            return;
+        }
+        let attempts = || buffer.attempts.load(std::sync::atomic::Ordering::SeqCst);
+        let pending = || !buffer.events.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+        let failed = || buffer.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        // (A write already under way when asked may not hold these events: wait for one that
+        // found them, or for a failure.)
+        let mut seen = attempts();
+        buffer.now.notify_one();
+        while tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(10), buffer.written.notified()).await;
+            if failed() {
+                break;
+            }
+            if attempts() != seen {
+                if !pending() {
+                    break;
+                }
+                seen = attempts();
+                buffer.now.notify_one();
+            }
+        }
     }
 
     /// Why the journal refuses the run's events now, if it does.

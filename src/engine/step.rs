@@ -328,6 +328,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
         return Ok(Value::Nil);
     }
 
+    ctx.out.settle().await;
     if let Some(why) = ctx.out.journal_failure() {
         return Err(ctx.raise(Halt::Journal(format!(
             "{why}; stopping before step '{name}' (resume the run once the journal has room)"
