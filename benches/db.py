@@ -96,7 +96,9 @@ def main():
                         "now() - (g % 5000) * interval '1 minute' as backend_start from generate_series(1, 100000) g"],
                        check=True, capture_output=True)
         mixed_lua, mixed_sqlx = [], []
-        for _ in range(3):
+        # Five pairs, each Lua read right after its baseline: the machine's speed drifts by up to
+        # 40% over a minute, so the ratio is taken per pair and the median reported.
+        for _ in range(5):
             show, _ = run_runbook(work, header + 'c:query("select * from mixed limit 10")\n'
                                   'step("read", function() return #c:query("select * from mixed") end)\n', url)
             assert show["steps"][0]["result"] == 100_000, show
@@ -115,9 +117,11 @@ def main():
         shutil.rmtree(root, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
     lua, base = sorted(lua_ms)[1], sorted(sqlx_ms)[1]
-    mlua_ms, msqlx_ms = sorted(mixed_lua)[1], sorted(mixed_sqlx)[1]
+    mlua_ms, msqlx_ms = sorted(mixed_lua)[2], sorted(mixed_sqlx)[2]
+    mixed_ratios = sorted(a / b for a, b in zip(mixed_lua, mixed_sqlx))
+    mixed_ratio = mixed_ratios[2]
     result = {"select1_lua_ms": lua, "select1_sqlx_ms": base, "ratio": lua / base,
-              "mixed_100k_lua_ms": mlua_ms, "mixed_100k_sqlx_text_ms": msqlx_ms, "mixed_ratio": mlua_ms / msqlx_ms,
+              "mixed_100k_lua_ms": mlua_ms, "mixed_100k_sqlx_text_ms": msqlx_ms, "mixed_ratio": mixed_ratio, "mixed_ratios": mixed_ratios,
               "each_100k_rss_mb": rss[100_000][0], "each_1m_rss_mb": rss[1_000_000][0],
               "each_1m_ms": rss[1_000_000][1], "runs_lua_ms": lua_ms, "runs_sqlx_ms": sqlx_ms}
     with open(os.path.join(OUT, "db.json"), "w") as f:
@@ -129,7 +133,7 @@ def main():
     print(f"| ratio Lua / sqlx | {lua / base:.2f}x | <= 1.3x |")
     print(f"| 100,000 rows of mixed types (interval, inet, jsonb, int[], timestamptz) into Lua tables (`conn:query`) | {mlua_ms:.0f} ms | |")
     print(f"| the same columns cast to text, read with sqlx | {msqlx_ms:.0f} ms | |")
-    print(f"| ratio Lua / sqlx text | {mlua_ms / msqlx_ms:.2f}x | <= 1.3x |")
+    print(f"| ratio Lua / sqlx text (median of five pairs; {mixed_ratios[0]:.2f}x to {mixed_ratios[-1]:.2f}x) | {mixed_ratio:.2f}x | <= 1.3x |")
     print(f"| peak RSS, `each` over 100,000 rows | {rss[100_000][0]:.1f} MB | |")
     print(f"| peak RSS, `each` over 1,000,000 rows | {rss[1_000_000][0]:.1f} MB ({rss[1_000_000][1] / 1000:.1f} s) | <= 60 MB |")
 

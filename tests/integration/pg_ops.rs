@@ -557,3 +557,65 @@ end)
     assert_eq!(r["seconds"], json!([93784.5, 5400, -300, 7776000, 90, -300, 172800]));
     drop(open);
 }
+
+#[test]
+fn a_large_result_arrives_whole_over_many_batches_and_an_error_midway_leaves_the_connection_usable() {
+    let env = Env::new();
+    let pg = postgres();
+    let url = pg.fresh_database("batches");
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "batches", params = { url = { type = "secret", env = "PG_URL" } } }
+local c = db.connect(params.url)
+step("large", function()
+  -- Over a thousand rows and over a megabyte: several batches.
+  local rows = c:query([[select g as n, repeat('x', 3000) as pad, jsonb_build_object('n', g, 'tags', array['a', g::text]) as j,
+      array[g, null] as arr, g * interval '1 second' as iv from generate_series(1, 2500) g]])
+  local sum, ok = 0, true
+  for i, r in ipairs(rows) do
+    sum = sum + r.n
+    ok = ok and r.n == i and #r.pad == 3000 and r.j.n == i and r.j.tags[2] == tostring(i)
+      and r.arr[1] == i and r.arr[2] == db.null and #r.arr == 2
+  end
+  return { count = #rows, sum = sum, ok = ok, last_iv = rows[#rows].iv,
+           columns = table.concat(getmetatable(rows).__columns, ",") }
+end)
+step("midway", function()
+  -- The server fails after sending 1,500 rows.
+  local ok, e = pcall(function() return c:query("select 1 / (1500 - g) as q from generate_series(1, 3000) g") end)
+  local again = c:scalar("select count(*) from generate_series(1, 10)")
+  local tx_ok, tx_e = pcall(function()
+    return c:transaction(function(tx) return tx:query("select 1 / (1200 - g) from generate_series(1, 3000) g") end)
+  end)
+  return { failed = not ok, error = tostring(e), again = again, in_tx = not tx_ok and tostring(tx_e):find("division by zero") ~= nil,
+           after_tx = c:scalar("select 7") }
+end)
+step("memory", function()
+  -- A large result made again and again is collected, not kept.
+  collectgarbage()
+  local before = collectgarbage("count")
+  for _ = 1, 30 do
+    local rows = c:query("select g, repeat('y', 200) as pad from generate_series(1, 5000) g")
+    assert(#rows == 5000)
+  end
+  collectgarbage()
+  return math.floor((collectgarbage("count") - before) / 1024)
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PG_URL", url.as_str())]);
+    r.assert_code(0);
+    let large = result(&env, "large");
+    assert_eq!(
+        large,
+        json!({"count": 2500, "sum": 2500 * 2501 / 2, "ok": true, "last_iv": "00:41:40", "columns": "n,pad,j,arr,iv"})
+    );
+    let midway = result(&env, "midway");
+    assert_eq!(midway["failed"], true, "{midway}");
+    assert!(midway["error"].as_str().unwrap().contains("division by zero"), "{midway}");
+    assert_eq!(midway["again"], 10);
+    assert_eq!(midway["in_tx"], true, "{midway}");
+    assert_eq!(midway["after_tx"], 7);
+    let grown_mib = result(&env, "memory").as_i64().unwrap();
+    assert!(grown_mib < 5, "Lua memory grew by {grown_mib} MiB over 30 large results");
+}

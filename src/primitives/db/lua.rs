@@ -7,7 +7,9 @@ use mlua::{Function, Lua, LuaSerdeExt, MetaMethod, MultiValue, Table, UserData, 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::sync::Mutex;
 
-use super::{Db, DbValue, Options, Rows, Tx};
+use super::pg::Reader;
+use super::tape::{Item, Tape};
+use super::{Db, DbError, DbValue, Options, RowStream, Rows, Tx};
 use crate::engine::Ctx;
 use crate::primitives::error;
 use crate::secret::Secret;
@@ -166,13 +168,16 @@ fn hidden_value(t: &Table, depth: usize) -> Option<&'static str> {
     None
 }
 
-/// One value as Lua (through the same C-API path as whole results; see `rows_to_lua`).
+/// One value as Lua (through the same C-API path as whole results; see [`Results`]).
 fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
+    let mut tape = Tape::default();
+    tape.add(&v);
     let marker = crate::lua::convert::array_marker(lua)?;
-    // SAFETY: as in `rows_to_lua`: the closure only borrows `v` and pushes.
+    // SAFETY: as in `Results::add`: the closure only reads the tape and pushes.
     unsafe {
         lua.exec_raw(marker, |state| {
-            push_value(state, &v);
+            let mut i = 0;
+            push_item(state, &tape, &mut i);
             mlua::ffi::lua_replace(state, 1);
             mlua::ffi::lua_settop(state, 1);
         })
@@ -192,120 +197,129 @@ fn unique_columns(columns: &[String]) -> mlua::Result<()> {
 }
 
 fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
-    unique_columns(&rows.columns)?;
-    let marker = crate::lua::convert::array_marker(lua)?;
-    // One protected call builds the whole result through Lua's C API: with a memory limit set,
-    // mlua protects every table and string it makes one by one, which costs more than the
-    // values themselves (a 100,000-row result spent most of its time there).
-    // SAFETY: the closure runs in a protected call; on a Lua error (out of memory) it is left
-    // by longjmp, so it owns nothing to drop: it only borrows `rows` and pushes onto the stack.
-    // Building a result makes no garbage (every table and string stays reachable), so the
-    // collector's steps while it grows were pure cost (a sixth of the time): paused meanwhile.
-    let collecting = lua.gc_is_running();
-    if collecting {
-        lua.gc_stop();
+    let mut results = Results::new(lua, rows.columns)?;
+    let mut tape = Tape::default();
+    for row in &rows.rows {
+        row.iter().for_each(|v| tape.add(v));
     }
-    let built: mlua::Result<Table> = unsafe {
-        lua.exec_raw(marker, |state| {
-            build_rows(state, &rows);
-        })
-    };
-    if collecting {
-        lua.gc_restart();
-    }
-    let out = built?;
-    crate::lua::convert::mark_rows(lua, &out, &rows.columns)?;
-    Ok(out)
+    results.add(&tape, rows.rows.len())?;
+    results.finish()
 }
 
-/// Leaves the rows as one table (of tables keyed by column) at stack index 1, where the array
-/// marker was (the only argument).
-unsafe fn build_rows(state: *mut mlua::ffi::lua_State, rows: &Rows) {
-    use mlua::ffi;
-    let ncols = rows.columns.len();
-    ffi::luaL_checkstack(state, ncols as std::ffi::c_int + 8, std::ptr::null());
-    // 1: marker, 2..=ncols+1: the column names, then the result.
-    for c in &rows.columns {
-        ffi::lua_pushlstring(state, c.as_ptr().cast(), c.len());
-    }
-    let len = i32::try_from(rows.rows.len()).unwrap_or(i32::MAX);
-    ffi::lua_createtable(state, len, 0);
-    let result = ffi::lua_gettop(state);
-    for (n, row) in rows.rows.iter().enumerate() {
-        push_row(state, row);
-        ffi::lua_rawseti(state, result, n as ffi::lua_Integer + 1);
-    }
-    ffi::lua_replace(state, 1);
-    ffi::lua_settop(state, 1);
+/// Rows read a batch at a time onto a reused tape (see `Conn::query_table`).
+const BATCH_ROWS: usize = 1024;
+const BATCH_BYTES: usize = 1 << 20;
+/// A batch from which on building a result pauses the collector.
+const LARGE_BATCH: usize = 256;
+
+/// A result table (an array of rows keyed by column) built from tapes, a batch of rows at a
+/// time, through Lua's C API in one protected call per batch: with a memory limit set, mlua
+/// protects every table and string it makes one by one, which costs more than the values
+/// themselves. From the first large batch on, the collector is paused until the result is
+/// done: building it makes no garbage (every table and string stays reachable), so its steps
+/// while the result grows were pure cost. (Not for small results: `each` builds one row at a
+/// time, and a collector paused and restarted around every row let a million rows pile up.)
+struct Results<'a> {
+    lua: &'a Lua,
+    table: Table,
+    marker: Table,
+    columns: Vec<String>,
+    rows: usize,
+    /// Whether this result paused the collector (and restarts it when dropped).
+    paused: bool,
 }
 
-/// Pushes one row as a table keyed by the column names at stack indexes 2, 3 ...
-unsafe fn push_row(state: *mut mlua::ffi::lua_State, row: &[DbValue]) {
-    use mlua::ffi;
-    ffi::lua_createtable(state, 0, row.len() as std::ffi::c_int);
-    for (i, v) in row.iter().enumerate() {
-        ffi::lua_pushvalue(state, 2 + i as std::ffi::c_int);
-        push_value(state, v);
-        ffi::lua_rawset(state, -3);
+impl<'a> Results<'a> {
+    fn new(lua: &'a Lua, columns: Vec<String>) -> mlua::Result<Results<'a>> {
+        unique_columns(&columns)?;
+        let marker = crate::lua::convert::array_marker(lua)?;
+        Ok(Results { lua, table: lua.create_table()?, marker, columns, rows: 0, paused: false })
     }
-}
 
-/// Pushes one value (arrays and JSON as tables, arrays marked with the marker at index 1).
-unsafe fn push_value(state: *mut mlua::ffi::lua_State, v: &DbValue) {
-    use mlua::ffi;
-    match v {
-        DbValue::Null => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
-        DbValue::Bool(b) => ffi::lua_pushboolean(state, std::ffi::c_int::from(*b)),
-        DbValue::Int(i) => ffi::lua_pushinteger(state, *i),
-        DbValue::Float(f) => ffi::lua_pushnumber(state, *f),
-        DbValue::Text(t) => {
-            ffi::lua_pushlstring(state, t.as_ptr().cast(), t.len());
+    /// Appends `rows` rows of `tape` (one value per column each).
+    fn add(&mut self, tape: &Tape, rows: usize) -> mlua::Result<()> {
+        if rows >= LARGE_BATCH && !self.paused && self.lua.gc_is_running() {
+            self.lua.gc_stop();
+            self.paused = true;
         }
-        DbValue::Bytes(b) => {
+        let (columns, first) = (&self.columns, self.rows);
+        // SAFETY: the closure runs in a protected call; on a Lua error (out of memory) it is
+        // left by longjmp, so it owns nothing to drop: it only reads the tape and pushes.
+        unsafe {
+            self.lua.exec_raw::<()>((&self.marker, &self.table), |state| {
+                use mlua::ffi;
+                // 1: marker, 2: the result, 3..: the column names.
+                ffi::luaL_checkstack(state, columns.len() as std::ffi::c_int + 8, std::ptr::null());
+                for c in columns {
+                    ffi::lua_pushlstring(state, c.as_ptr().cast(), c.len());
+                }
+                let mut i = 0;
+                for n in 0..rows {
+                    ffi::lua_createtable(state, 0, columns.len() as std::ffi::c_int);
+                    for c in 0..columns.len() {
+                        ffi::lua_pushvalue(state, 3 + c as std::ffi::c_int);
+                        push_item(state, tape, &mut i);
+                        ffi::lua_rawset(state, -3);
+                    }
+                    ffi::lua_rawseti(state, 2, (first + n) as ffi::lua_Integer + 1);
+                }
+                ffi::lua_settop(state, 0);
+            })?;
+        }
+        self.rows += rows;
+        Ok(())
+    }
+
+    fn finish(self) -> mlua::Result<Table> {
+        crate::lua::convert::mark_rows(self.lua, &self.table, &self.columns)?;
+        Ok(self.table.clone())
+    }
+}
+
+impl Drop for Results<'_> {
+    fn drop(&mut self) {
+        if self.paused {
+            self.lua.gc_restart();
+        }
+    }
+}
+
+/// Pushes the value at item `*i` of the tape and moves past it: arrays and JSON as tables,
+/// arrays marked with the marker at stack index 1, NULL as `null`.
+unsafe fn push_item(state: *mut mlua::ffi::lua_State, t: &Tape, i: &mut usize) {
+    use mlua::ffi;
+    let Some(&item) = t.items.get(*i) else {
+        ffi::lua_pushlightuserdata(state, std::ptr::null_mut());
+        return;
+    };
+    *i += 1;
+    match item {
+        Item::Null => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
+        Item::Bool(b) => ffi::lua_pushboolean(state, std::ffi::c_int::from(b)),
+        Item::Int(n) => ffi::lua_pushinteger(state, n),
+        Item::Float(f) => ffi::lua_pushnumber(state, f),
+        Item::U64(n) => ffi::lua_pushnumber(state, n as f64),
+        Item::Text(at, len) | Item::Bytes(at, len) => {
+            let b = t.slice(at, len);
             ffi::lua_pushlstring(state, b.as_ptr().cast(), b.len());
         }
-        DbValue::Json(j) => push_json(state, j),
-        DbValue::Array(items) => {
+        Item::Json => push_item(state, t, i),
+        Item::Array(n) => {
             ffi::luaL_checkstack(state, 4, std::ptr::null());
-            ffi::lua_createtable(state, i32::try_from(items.len()).unwrap_or(0), 0);
-            for (i, item) in items.iter().enumerate() {
-                push_value(state, item);
-                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
+            ffi::lua_createtable(state, i32::try_from(n).unwrap_or(0), 0);
+            for k in 1..=n {
+                push_item(state, t, i);
+                ffi::lua_rawseti(state, -2, ffi::lua_Integer::from(k));
             }
             ffi::lua_pushvalue(state, 1);
             ffi::lua_setmetatable(state, -2);
         }
-    }
-}
-
-unsafe fn push_json(state: *mut mlua::ffi::lua_State, j: &serde_json::Value) {
-    use mlua::ffi;
-    use serde_json::Value as J;
-    ffi::luaL_checkstack(state, 4, std::ptr::null());
-    match j {
-        J::Null => ffi::lua_pushlightuserdata(state, std::ptr::null_mut()),
-        J::Bool(b) => ffi::lua_pushboolean(state, std::ffi::c_int::from(*b)),
-        J::Number(n) => match n.as_i64() {
-            Some(i) => ffi::lua_pushinteger(state, i),
-            None => ffi::lua_pushnumber(state, n.as_f64().unwrap_or(f64::NAN)),
-        },
-        J::String(t) => {
-            ffi::lua_pushlstring(state, t.as_ptr().cast(), t.len());
-        }
-        J::Array(items) => {
-            ffi::lua_createtable(state, i32::try_from(items.len()).unwrap_or(0), 0);
-            for (i, item) in items.iter().enumerate() {
-                push_json(state, item);
-                ffi::lua_rawseti(state, -2, i as ffi::lua_Integer + 1);
-            }
-            ffi::lua_pushvalue(state, 1);
-            ffi::lua_setmetatable(state, -2);
-        }
-        J::Object(map) => {
-            ffi::lua_createtable(state, 0, i32::try_from(map.len()).unwrap_or(0));
-            for (k, v) in map {
-                ffi::lua_pushlstring(state, k.as_ptr().cast(), k.len());
-                push_json(state, v);
+        Item::Object(n) => {
+            ffi::luaL_checkstack(state, 4, std::ptr::null());
+            ffi::lua_createtable(state, 0, i32::try_from(n).unwrap_or(0));
+            for _ in 0..n {
+                push_item(state, t, i);
+                push_item(state, t, i);
                 ffi::lua_rawset(state, -3);
             }
         }
@@ -401,6 +415,60 @@ impl Conn {
         .map_err(|e| error("db", e))
     }
 
+    /// The rows of a statement as a Lua table. PostgreSQL's arrive as a stream and are read a
+    /// batch at a time onto one reused tape, so a large result never exists twice in memory.
+    async fn query_table(&self, lua: &Lua, sql: &str, params: &[DbValue]) -> mlua::Result<Table> {
+        self.usable()?;
+        let r = self.query_table_inner(lua, sql, params).await;
+        self.track(r)
+    }
+
+    async fn query_table_inner(&self, lua: &Lua, sql: &str, params: &[DbValue]) -> mlua::Result<Table> {
+        use futures_util::TryStreamExt;
+        if !matches!(self.db.pool, super::Pool::Postgres(_)) {
+            return rows_to_lua(lua, self.fetch_inner(sql, params).await?);
+        }
+        let mut guard = match &self.tx {
+            Some(tx) => Some(busy(tx)?),
+            None => None,
+        };
+        let tx = match guard.as_mut() {
+            Some(g) => Some(g.as_mut().ok_or_else(|| error("db", "the transaction is over"))?),
+            None => None,
+        };
+        let mut stream = self.db.stream(tx, sql, params).await.map_err(|e| error("db", e))?;
+        let RowStream::Postgres(rows, names) = &mut stream else {
+            return Err(error("db", "a PostgreSQL connection streamed rows of another kind"));
+        };
+        let mut out: Option<(Reader, Results)> = None;
+        let mut tape = Tape::default();
+        let mut batch = 0;
+        while let Some(row) = rows.try_next().await.map_err(|e| error("db", DbError::from(e)))? {
+            let (reader, results) = match &mut out {
+                Some(o) => o,
+                None => {
+                    let reader = Reader::new(&row, names.as_deref());
+                    let results = Results::new(lua, reader.columns.clone())?;
+                    out.insert((reader, results))
+                }
+            };
+            reader.row(&row, &mut tape).map_err(|e| error("db", e))?;
+            batch += 1;
+            if batch == BATCH_ROWS || tape.bytes.len() >= BATCH_BYTES {
+                results.add(&tape, batch)?;
+                tape.clear();
+                batch = 0;
+            }
+        }
+        match out {
+            Some((_, mut results)) => {
+                results.add(&tape, batch)?;
+                results.finish()
+            }
+            None => Results::new(lua, names.clone().unwrap_or_default())?.finish(),
+        }
+    }
+
     async fn execute(&self, sql: &str, params: &[DbValue]) -> mlua::Result<u64> {
         self.usable()?;
         let r = self.execute_inner(sql, params).await;
@@ -428,21 +496,11 @@ fn busy(tx: &Mutex<Option<Tx>>) -> mlua::Result<tokio::sync::MutexGuard<'_, Opti
 
 fn row_table(lua: &Lua, row: Vec<(String, DbValue)>) -> mlua::Result<Table> {
     let (names, values): (Vec<String>, Vec<DbValue>) = row.into_iter().unzip();
-    unique_columns(&names)?;
-    let marker = crate::lua::convert::array_marker(lua)?;
-    // SAFETY: as in `rows_to_lua`: the closure only borrows and pushes.
-    unsafe {
-        lua.exec_raw(marker, |state| {
-            use mlua::ffi;
-            ffi::luaL_checkstack(state, names.len() as std::ffi::c_int + 8, std::ptr::null());
-            for c in &names {
-                ffi::lua_pushlstring(state, c.as_ptr().cast(), c.len());
-            }
-            push_row(state, &values);
-            ffi::lua_replace(state, 1);
-            ffi::lua_settop(state, 1);
-        })
-    }
+    let mut tape = Tape::default();
+    values.iter().for_each(|v| tape.add(v));
+    let mut results = Results::new(lua, names)?;
+    results.add(&tape, 1)?;
+    results.table.raw_get(1)
 }
 
 fn one_row(rows: Rows, sql: &str) -> mlua::Result<Rows> {
@@ -464,8 +522,7 @@ impl UserData for Conn {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query")?;
             let (sql, params) = sql_and_params(args)?;
             this.label(&lua).await?;
-            let rows = this.fetch(&sql, &params).await?;
-            rows_to_lua(&lua, rows)
+            this.query_table(&lua, &sql, &params).await
         });
         methods.add_async_method("query_one", |lua, this, args: MultiValue| async move {
             Ctx::from_lua(&lua)?.refuse_in_coroutine(&lua, "db query_one")?;
@@ -571,8 +628,7 @@ impl UserData for Conn {
             }
             this.label(&lua).await?;
             this.db.forget_types_after(&sql);
-            let rows = this.fetch(&sql, &params).await?;
-            rows_to_lua(&lua, rows)
+            this.query_table(&lua, &sql, &params).await
         });
         methods.add_async_method("query_file", |lua, this, args: MultiValue| async move {
             let ctx = Ctx::from_lua(&lua)?;
@@ -587,8 +643,7 @@ impl UserData for Conn {
                 .map_err(|e| error("db", format!("query_file {}: {e}", full.display())))?;
             let params = args.map(to_db).collect::<mlua::Result<Vec<_>>>()?;
             this.label(&lua).await?;
-            let rows = this.fetch(&sql, &params).await.map_err(|e| error("db", format!("{path}: {e}")))?;
-            rows_to_lua(&lua, rows)
+            this.query_table(&lua, &sql, &params).await.map_err(|e| error("db", format!("{path}: {e}")))
         });
         methods.add_async_method("set_password", |lua, this, (role, password): (String, Value)| async move {
             let ctx = Ctx::from_lua(&lua)?;

@@ -12,6 +12,7 @@ mod mysql;
 pub mod orphans;
 mod pg;
 mod scram;
+mod tape;
 
 use std::collections::HashMap;
 use std::str::FromStr;

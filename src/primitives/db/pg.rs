@@ -11,13 +11,15 @@
 //! Parameters are encoded in the type the server inferred for them (the statement is described
 //! once, then cached): `$1::interval` takes "5m" or "1 day 02:00:00", `$1::inet` takes
 //! "10.0.0.0/8", and so on; see [`encode`].
-use std::fmt::Write as _;
+use std::fmt::Write;
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::{PgArgumentBuffer, PgArguments, PgRow, PgTypeInfo, PgTypeKind};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Column, Postgres, Row, TypeInfo, ValueRef};
+
+use super::tape::{Item, Out, Tape};
 
 use super::{DbError, DbValue, Rows};
 
@@ -199,40 +201,57 @@ fn first_word(sql: &str) -> String {
 
 // ---- reading ----
 
+/// Reads rows of one statement onto a tape, column by column.
+pub struct Reader {
+    types: Vec<PgTypeInfo>,
+    pub columns: Vec<String>,
+}
+
+impl Reader {
+    /// For the statement `first` is a row of; `names` replaces the column names (a wrapped
+    /// statement's are "1", "2" ...).
+    pub fn new(first: &PgRow, names: Option<&[String]>) -> Reader {
+        Reader {
+            types: first.columns().iter().map(|c| c.type_info().clone()).collect(),
+            columns: match names {
+                Some(n) => n.to_vec(),
+                None => first.columns().iter().map(|c| c.name().to_string()).collect(),
+            },
+        }
+    }
+
+    /// Appends the row's values, one per column, to the tape.
+    pub fn row(&self, row: &PgRow, t: &mut Tape) -> Result<(), DbError> {
+        for (i, ty) in self.types.iter().enumerate() {
+            let raw = row.try_get_raw(i)?;
+            if raw.is_null() {
+                t.push(Item::Null);
+                continue;
+            }
+            let bytes = raw.as_bytes().map_err(|e| DbError::Decode(e.to_string()))?;
+            decode(bytes, ty, t).map_err(|e| {
+                let name = self.columns.get(i).map(String::as_str).unwrap_or("?");
+                DbError::Decode(format!("column '{name}' ({}): {e}", ty.name().to_lowercase()))
+            })?;
+        }
+        Ok(())
+    }
+}
+
 /// Rows as values; `names` replaces the column names (a wrapped statement's are "1", "2" ...).
 pub fn rows(rows: Vec<PgRow>, names: Option<&[String]>) -> Result<Rows, DbError> {
     let Some(first) = rows.first() else {
         return Ok(Rows { columns: names.map(<[String]>::to_vec).unwrap_or_default(), rows: vec![] });
     };
-    let types: Vec<PgTypeInfo> = first.columns().iter().map(|c| c.type_info().clone()).collect();
-    let columns = match names {
-        Some(n) => n.to_vec(),
-        None => first.columns().iter().map(|c| c.name().to_string()).collect(),
-    };
+    let reader = Reader::new(first, names);
+    let mut tape = Tape::default();
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
-        out.push(row_values(row, &types, &columns)?);
+        tape.clear();
+        reader.row(row, &mut tape)?;
+        out.push(tape.values());
     }
-    Ok(Rows { columns, rows: out })
-}
-
-/// One row's values.
-pub fn row_values(row: &PgRow, types: &[PgTypeInfo], names: &[String]) -> Result<Vec<DbValue>, DbError> {
-    let mut values = Vec::with_capacity(types.len());
-    for (i, ty) in types.iter().enumerate() {
-        let raw = row.try_get_raw(i)?;
-        let v = if raw.is_null() {
-            DbValue::Null
-        } else {
-            let bytes = raw.as_bytes().map_err(|e| DbError::Decode(e.to_string()))?;
-            decode(bytes, ty).map_err(|e| {
-                let name = names.get(i).map(String::as_str).unwrap_or("?");
-                DbError::Decode(format!("column '{name}' ({}): {e}", ty.name().to_lowercase()))
-            })?
-        };
-        values.push(v);
-    }
-    Ok(values)
+    Ok(Rows { columns: reader.columns, rows: out })
 }
 
 fn be<const N: usize>(b: &[u8], at: usize) -> Result<[u8; N], String> {
@@ -251,162 +270,189 @@ fn i64_at(b: &[u8], at: usize) -> Result<i64, String> {
     Ok(i64::from_be_bytes(be(b, at)?))
 }
 
-fn text(b: &[u8]) -> Result<DbValue, String> {
-    String::from_utf8(b.to_vec()).map(DbValue::Text).map_err(|_| "not UTF-8 text".into())
-}
-
 /// 2000-01-01, PostgreSQL's epoch, in Unix microseconds.
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
-/// A value of `ty` from its binary form.
-pub fn decode(b: &[u8], ty: &PgTypeInfo) -> Result<DbValue, String> {
+/// PostgreSQL's limit on an array's dimensions (MAXDIM).
+const MAX_DIMS: usize = 6;
+
+/// Appends a value of `ty` from its binary form to the tape.
+pub fn decode(b: &[u8], ty: &PgTypeInfo, t: &mut Tape) -> Result<(), String> {
     match kind(ty) {
-        PgTypeKind::Enum(_) => text(b),
-        PgTypeKind::Domain(base) => decode(b, base),
-        PgTypeKind::Array(elem) => array(b, Some(elem)),
-        _ => decode_oid(b, oid_of(ty), ty.name()),
+        PgTypeKind::Enum(_) => t.utf8(b),
+        PgTypeKind::Domain(base) => decode(b, base, t),
+        PgTypeKind::Array(elem) => array(b, Some(elem), t),
+        _ => decode_oid(b, oid_of(ty), ty.name(), t),
     }
 }
 
-/// A value of a built-in type (or one named `name`) from its binary form.
-fn decode_oid(b: &[u8], type_oid: u32, name: &str) -> Result<DbValue, String> {
+/// Appends a value of a built-in type (or one named `name`) from its binary form.
+fn decode_oid(b: &[u8], type_oid: u32, name: &str, t: &mut Tape) -> Result<(), String> {
     use oid::*;
-    Ok(match type_oid {
-        BOOL => DbValue::Bool(b.first().copied().unwrap_or(0) != 0),
-        INT2 => DbValue::Int(i16_at(b, 0)?.into()),
-        INT4 => DbValue::Int(i32_at(b, 0)?.into()),
-        INT8 => DbValue::Int(i64_at(b, 0)?),
-        OID | XID | CID => DbValue::Int(u32_at(b, 0)?.into()),
+    match type_oid {
+        BOOL => t.push(Item::Bool(b.first().copied().unwrap_or(0) != 0)),
+        INT2 => t.push(Item::Int(i16_at(b, 0)?.into())),
+        INT4 => t.push(Item::Int(i32_at(b, 0)?.into())),
+        INT8 => t.push(Item::Int(i64_at(b, 0)?)),
+        OID | XID | CID => t.push(Item::Int(u32_at(b, 0)?.into())),
         XID8 => {
             let v = u64::from_be_bytes(be(b, 0)?);
-            i64::try_from(v).map(DbValue::Int).unwrap_or_else(|_| DbValue::Text(v.to_string()))
+            match i64::try_from(v) {
+                Ok(v) => t.push(Item::Int(v)),
+                Err(_) => t.write(|o| write!(o, "{v}"))?,
+            }
         }
         FLOAT4 => {
             let v = f32::from_be_bytes(be(b, 0)?);
             // Shortest text that reads back as the same f32, as PostgreSQL prints it.
-            DbValue::Float(v.to_string().parse().unwrap_or(v.into()))
+            t.push(Item::Float(v.to_string().parse().unwrap_or(v.into())))
         }
-        FLOAT8 => DbValue::Float(f64::from_be_bytes(be(b, 0)?)),
-        NUMERIC => DbValue::Text(numeric(b)?),
-        TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | PG_NODE_TREE | REFCURSOR => text(b)?,
-        CHAR => DbValue::Text(String::from_utf8_lossy(b).into_owned()),
-        BYTEA => DbValue::Bytes(b.to_vec()),
-        UUID => DbValue::Text(uuid::Uuid::from_bytes(be(b, 0)?).to_string()),
-        JSON => DbValue::Json(serde_json::from_slice(b).map_err(|e| e.to_string())?),
-        JSONB => DbValue::Json(serde_json::from_slice(b.get(1..).unwrap_or_default()).map_err(|e| e.to_string())?),
-        TIMESTAMPTZ => match i64_at(b, 0)? {
-            i64::MAX => DbValue::Text("infinity".into()),
-            i64::MIN => DbValue::Text("-infinity".into()),
+        FLOAT8 => t.push(Item::Float(f64::from_be_bytes(be(b, 0)?))),
+        NUMERIC => t.text(&numeric(b)?)?,
+        TEXT | VARCHAR | BPCHAR | NAME | UNKNOWN | XML | PG_NODE_TREE | REFCURSOR => t.utf8(b)?,
+        CHAR => t.text(&String::from_utf8_lossy(b))?,
+        BYTEA => t.raw(b)?,
+        UUID => {
+            let id = uuid::Uuid::from_bytes(be(b, 0)?);
+            t.write(|o| write!(o, "{id}"))?
+        }
+        JSON => t.json(b)?,
+        JSONB => t.json(b.get(1..).unwrap_or_default())?,
+        TIMESTAMPTZ | TIMESTAMP => match i64_at(b, 0)? {
+            i64::MAX => t.text("infinity")?,
+            i64::MIN => t.text("-infinity")?,
             us => {
-                let t = chrono::DateTime::from_timestamp_micros(us.saturating_add(PG_EPOCH_US))
-                    .ok_or("a timestamp out of range")?;
-                DbValue::Text(t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false))
-            }
-        },
-        TIMESTAMP => match i64_at(b, 0)? {
-            i64::MAX => DbValue::Text("infinity".into()),
-            i64::MIN => DbValue::Text("-infinity".into()),
-            us => {
-                let t = chrono::DateTime::from_timestamp_micros(us.saturating_add(PG_EPOCH_US))
-                    .ok_or("a timestamp out of range")?;
-                DbValue::Text(t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string())
+                let unix = us.saturating_add(PG_EPOCH_US);
+                let t0 = chrono::DateTime::from_timestamp_micros(unix).ok_or("a timestamp out of range")?;
+                let zone = type_oid == TIMESTAMPTZ;
+                t.write(|o| timestamp(o, &t0.naive_utc(), unix.rem_euclid(1_000_000), zone))?
             }
         },
         DATE => match i32_at(b, 0)? {
-            i32::MAX => DbValue::Text("infinity".into()),
-            i32::MIN => DbValue::Text("-infinity".into()),
+            i32::MAX => t.text("infinity")?,
+            i32::MIN => t.text("-infinity")?,
             days => {
                 let d = chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
                     .and_then(|e| e.checked_add_signed(chrono::TimeDelta::days(days.into())))
                     .ok_or("a date out of range")?;
-                DbValue::Text(d.format("%Y-%m-%d").to_string())
+                t.write(|o| date(o, &d))?
             }
         },
-        TIME => DbValue::Text(time_of_day(i64_at(b, 0)?)),
+        TIME => {
+            let us = i64_at(b, 0)?;
+            t.write(|o| time_of_day(o, us))?
+        }
         TIMETZ => {
             // The zone is in seconds west of UTC.
-            let west = i32_at(b, 8)?;
+            let (us, west) = (i64_at(b, 0)?, i32_at(b, 8)?);
             let east = -west;
             let (sign, east) = if east < 0 { ('-', -east) } else { ('+', east) };
-            let mut s = format!("{}{sign}{:02}", time_of_day(i64_at(b, 0)?), east / 3600);
-            if east % 3600 != 0 {
-                let _ = write!(s, ":{:02}", east % 3600 / 60);
-            }
-            DbValue::Text(s)
+            t.write(|o| {
+                time_of_day(o, us)?;
+                write!(o, "{sign}{:02}", east / 3600)?;
+                if east % 3600 != 0 {
+                    write!(o, ":{:02}", east % 3600 / 60)?;
+                }
+                Ok(())
+            })?
         }
-        INTERVAL => DbValue::Text(match (i64_at(b, 0)?, i32_at(b, 8)?, i32_at(b, 12)?) {
+        INTERVAL => match (i64_at(b, 0)?, i32_at(b, 8)?, i32_at(b, 12)?) {
             // PostgreSQL 17's infinite intervals.
-            (i64::MAX, i32::MAX, i32::MAX) => "infinity".into(),
-            (i64::MIN, i32::MIN, i32::MIN) => "-infinity".into(),
-            (us, days, months) => interval(us, days, months),
-        }),
-        INET | CIDR => DbValue::Text(inet(b)?),
-        MACADDR | MACADDR8 => DbValue::Text(b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")),
+            (i64::MAX, i32::MAX, i32::MAX) => t.text("infinity")?,
+            (i64::MIN, i32::MIN, i32::MIN) => t.text("-infinity")?,
+            (us, days, months) => t.write(|o| write_interval(o, us, days, months))?,
+        },
+        INET | CIDR => inet(b, t)?,
+        MACADDR | MACADDR8 => t.write(|o| {
+            for (i, x) in b.iter().enumerate() {
+                write!(o, "{}{x:02x}", if i == 0 { "" } else { ":" })?;
+            }
+            Ok(())
+        })?,
         PG_LSN => {
             let v = u64::from_be_bytes(be(b, 0)?);
-            DbValue::Text(format!("{:X}/{:X}", v >> 32, v & 0xffff_ffff))
+            t.write(|o| write!(o, "{:X}/{:X}", v >> 32, v & 0xffff_ffff))?
         }
-        TID => DbValue::Text(format!("({},{})", u32_at(b, 0)?, u16::from_be_bytes(be(b, 4)?))),
+        TID => {
+            let (block, offset) = (u32_at(b, 0)?, u16::from_be_bytes(be(b, 4)?));
+            t.write(|o| write!(o, "({block},{offset})"))?
+        }
         BIT | VARBIT => {
             let len = i32_at(b, 0)?.max(0) as usize;
             let bits = b.get(4..).unwrap_or_default();
             if bits.len() * 8 < len {
                 return Err(format!("{len} bits in {} bytes", bits.len()));
             }
-            DbValue::Text((0..len).map(|i| if bits[i / 8] & (0x80 >> (i % 8)) != 0 { '1' } else { '0' }).collect())
+            t.write(|o| {
+                o.bytes(
+                    &(0..len)
+                        .map(|i| if bits[i / 8] & (0x80 >> (i % 8)) != 0 { b'1' } else { b'0' })
+                        .collect::<Vec<_>>(),
+                );
+                Ok(())
+            })?
         }
-        INT2VECTOR | OIDVECTOR => array(b, None)?,
-        VOID => DbValue::Null,
-        _ if name.eq_ignore_ascii_case("citext") => text(b)?,
+        INT2VECTOR | OIDVECTOR => array(b, None, t)?,
+        VOID => t.push(Item::Null),
+        _ if name.eq_ignore_ascii_case("citext") => t.utf8(b)?,
         _ => return Err("db reads this type as text only".into()),
-    })
+    }
+    Ok(())
 }
 
-/// A binary array (any number of dimensions, as nested arrays); the element type is the
-/// array's, or the built-in one the data names (int2vector, oidvector).
-fn array(b: &[u8], elem: Option<&PgTypeInfo>) -> Result<DbValue, String> {
+/// Appends a binary array (any number of dimensions, as nested arrays); the element type is
+/// the array's, or the built-in one the data names (int2vector, oidvector).
+fn array(b: &[u8], elem: Option<&PgTypeInfo>, t: &mut Tape) -> Result<(), String> {
     let ndim = i32_at(b, 0)?.max(0) as usize;
     let elem_oid = u32_at(b, 8)?;
-    if ndim == 0 {
-        return Ok(DbValue::Array(vec![]));
+    if ndim > MAX_DIMS {
+        return Err(format!("an array of {ndim} dimensions (PostgreSQL allows {MAX_DIMS})"));
     }
-    let mut dims = Vec::with_capacity(ndim);
-    for d in 0..ndim {
-        dims.push(i32_at(b, 12 + d * 8)?.max(0) as usize);
+    let mut dims = [0usize; MAX_DIMS];
+    for (d, dim) in dims.iter_mut().enumerate().take(ndim) {
+        *dim = i32_at(b, 12 + d * 8)?.max(0) as usize;
+    }
+    let total = dims[..ndim].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    // (Each element takes 4 bytes at least: a count past that is a damaged value.)
+    if ndim > 0 && total.is_none_or(|n| n > b.len() / 4) {
+        return Err("an array's dimensions run past the value".into());
     }
     let mut at = 12 + ndim * 8;
-    let total: usize = dims.iter().product();
-    // (Each element takes 4 bytes at least: a count past that is a damaged value.)
-    let mut flat = Vec::with_capacity(total.min(b.len() / 4));
-    for _ in 0..total {
+    let mut element = |t: &mut Tape| -> Result<(), String> {
         let len = i32_at(b, at)?;
         at += 4;
         if len < 0 {
-            flat.push(DbValue::Null);
+            t.push(Item::Null);
+            return Ok(());
+        }
+        let len = len as usize;
+        let item = b.get(at..at + len).ok_or("an array element runs past the value")?;
+        at += len;
+        match elem {
+            Some(e) => decode(item, e, t),
+            None => decode_oid(item, elem_oid, "", t),
+        }
+    };
+    if ndim == 0 {
+        t.push(Item::Array(0));
+        return Ok(());
+    }
+    nest(&dims[..ndim], t, &mut element)
+}
+
+/// One level of a multi-dimensional array, its elements read in order (the last dimension
+/// varies fastest).
+fn nest(dims: &[usize], t: &mut Tape, element: &mut impl FnMut(&mut Tape) -> Result<(), String>) -> Result<(), String> {
+    let n = dims[0];
+    t.push(Item::Array(u32::try_from(n).map_err(|_| "an array too large")?));
+    for _ in 0..n {
+        if dims.len() == 1 {
+            element(t)?;
         } else {
-            let len = len as usize;
-            let item = b.get(at..at + len).ok_or("an array element runs past the value")?;
-            flat.push(match elem {
-                Some(e) => decode(item, e)?,
-                None => decode_oid(item, elem_oid, "")?,
-            });
-            at += len;
+            nest(&dims[1..], t, element)?;
         }
     }
-    // Innermost dimension first: group the flat list into nested arrays.
-    for &d in dims.iter().skip(1).rev() {
-        let mut grouped = Vec::with_capacity(flat.len() / d.max(1));
-        let mut it = flat.into_iter();
-        loop {
-            let chunk: Vec<DbValue> = it.by_ref().take(d).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            grouped.push(DbValue::Array(chunk));
-        }
-        flat = grouped;
-    }
-    Ok(DbValue::Array(flat))
+    Ok(())
 }
 
 /// numeric's binary form (base-10000 digits) as its exact decimal text.
@@ -458,67 +504,117 @@ fn numeric(b: &[u8]) -> Result<String, String> {
     Ok(s)
 }
 
-fn time_of_day(us: i64) -> String {
+fn time_of_day(out: &mut impl Write, us: i64) -> std::fmt::Result {
     let (h, m, s, f) = (us / 3_600_000_000, us / 60_000_000 % 60, us / 1_000_000 % 60, us % 1_000_000);
-    let mut out = format!("{h:02}:{m:02}:{s:02}");
-    push_fraction(&mut out, f);
-    out
+    write!(out, "{h:02}:{m:02}:{s:02}")?;
+    fraction(out, f.unsigned_abs())
 }
 
-fn push_fraction(out: &mut String, micros: i64) {
-    if micros != 0 {
-        let f = format!("{:06}", micros.abs());
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
+/// `.5`, `.000123`: microseconds with the trailing zeros dropped, nothing for none.
+fn fraction(out: &mut impl Write, micros: u64) -> std::fmt::Result {
+    if micros == 0 {
+        return Ok(());
     }
+    let (mut f, mut width) = (micros, 6);
+    while f % 10 == 0 {
+        f /= 10;
+        width -= 1;
+    }
+    write!(out, ".{f:0width$}")
+}
+
+/// Two-digit fields written without the formatting machinery (a result has many timestamps).
+fn two(buf: &mut [u8], at: usize, v: u32) {
+    buf[at] = b'0' + (v / 10 % 10) as u8;
+    buf[at + 1] = b'0' + (v % 10) as u8;
+}
+
+/// `YYYY-MM-DD`, as PostgreSQL and chrono print a date (years past 9999 through chrono).
+fn date(out: &mut Out<'_>, d: &chrono::NaiveDate) -> std::fmt::Result {
+    use chrono::Datelike;
+    let year = d.year();
+    if !(0..=9999).contains(&year) {
+        return write!(out, "{}", d.format("%Y-%m-%d"));
+    }
+    let mut buf = *b"0000-00-00";
+    two(&mut buf, 0, year as u32 / 100);
+    two(&mut buf, 2, year as u32 % 100);
+    two(&mut buf, 5, d.month());
+    two(&mut buf, 8, d.day());
+    out.bytes(&buf);
+    Ok(())
+}
+
+/// RFC 3339 as chrono prints it (`2026-12-03T03:00:00.250+00:00`): the fraction in 3 or 6
+/// digits as needed, the offset for a timestamptz (always UTC).
+fn timestamp(out: &mut Out<'_>, t: &chrono::NaiveDateTime, micros: i64, zone: bool) -> std::fmt::Result {
+    use chrono::Timelike;
+    date(out, &t.date())?;
+    let mut buf = *b"T00:00:00";
+    two(&mut buf, 1, t.hour());
+    two(&mut buf, 4, t.minute());
+    two(&mut buf, 7, t.second());
+    out.bytes(&buf);
+    match micros {
+        0 => {}
+        us if us % 1000 == 0 => write!(out, ".{:03}", us / 1000)?,
+        us => write!(out, ".{us:06}")?,
+    }
+    if zone {
+        out.bytes(b"+00:00");
+    }
+    Ok(())
 }
 
 /// An interval as PostgreSQL prints it (IntervalStyle postgres): `1 year 2 mons 3 days
 /// 04:05:06.5`, `-1 days +02:00:00`, `00:00:00`.
+#[cfg(test)]
 pub fn interval(micros: i64, days: i32, months: i32) -> String {
     let mut out = String::new();
+    let _ = write_interval(&mut out, micros, days, months);
+    out
+}
+
+fn write_interval(out: &mut impl Write, micros: i64, days: i32, months: i32) -> std::fmt::Result {
     let mut is_zero = true;
     let mut is_before = false;
-    let mut part = |value: i64, unit: &str, out: &mut String| {
+    let mut part = |value: i64, unit: &str, out: &mut dyn Write| -> std::fmt::Result {
         if value == 0 {
-            return;
+            return Ok(());
         }
-        let _ = write!(
+        write!(
             out,
             "{}{}{value} {unit}{}",
             if is_zero { "" } else { " " },
             if is_before && value > 0 { "+" } else { "" },
             if value != 1 { "s" } else { "" }
-        );
+        )?;
         is_before = value < 0;
         is_zero = false;
+        Ok(())
     };
-    part(i64::from(months / 12), "year", &mut out);
-    part(i64::from(months % 12), "mon", &mut out);
-    part(i64::from(days), "day", &mut out);
+    part(i64::from(months / 12), "year", out)?;
+    part(i64::from(months % 12), "mon", out)?;
+    part(i64::from(days), "day", out)?;
     if is_zero || micros != 0 {
         let minus = micros < 0;
         let a = micros.unsigned_abs();
         let (h, m, s, f) = (a / 3_600_000_000, a / 60_000_000 % 60, a / 1_000_000 % 60, a % 1_000_000);
-        let _ = write!(
-            out,
-            "{}{}{h:02}:{m:02}:{s:02}",
-            if is_zero { "" } else { " " },
-            if minus {
-                "-"
-            } else if is_before {
-                "+"
-            } else {
-                ""
-            }
-        );
-        push_fraction(&mut out, f as i64);
+        let sign = if minus {
+            "-"
+        } else if is_before {
+            "+"
+        } else {
+            ""
+        };
+        write!(out, "{}{sign}{h:02}:{m:02}:{s:02}", if is_zero { "" } else { " " })?;
+        fraction(out, f)?;
     }
-    out
+    Ok(())
 }
 
 /// inet/cidr: family, bits, is_cidr, length, address bytes.
-fn inet(b: &[u8]) -> Result<String, String> {
+fn inet(b: &[u8], t: &mut Tape) -> Result<(), String> {
     let (family, bits, is_cidr, n) = (
         *b.first().ok_or("empty")?,
         *b.get(1).ok_or("short")?,
@@ -526,15 +622,22 @@ fn inet(b: &[u8]) -> Result<String, String> {
         *b.get(3).ok_or("short")? as usize,
     );
     let addr = b.get(4..4 + n).ok_or("short")?;
-    let (text, max) = match (family, addr.len()) {
-        (2, 4) => (std::net::Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]).to_string(), 32),
-        (3, 16) => {
-            let a: [u8; 16] = addr.try_into().map_err(|_| "short")?;
-            (std::net::Ipv6Addr::from(a).to_string(), 128)
-        }
+    let max = match (family, addr.len()) {
+        (2, 4) => 32,
+        (3, 16) => 128,
         _ => return Err(format!("unknown address family {family}")),
     };
-    Ok(if is_cidr || bits != max { format!("{text}/{bits}") } else { text })
+    t.write(|o| {
+        if let Ok(a) = <[u8; 4]>::try_from(addr) {
+            write!(o, "{}", std::net::Ipv4Addr::from(a))?;
+        } else if let Ok(a) = <[u8; 16]>::try_from(addr) {
+            write!(o, "{}", std::net::Ipv6Addr::from(a))?;
+        }
+        if is_cidr || bits != max {
+            write!(o, "/{bits}")?;
+        }
+        Ok(())
+    })
 }
 
 // ---- binding ----
@@ -1009,12 +1112,50 @@ mod tests {
         assert!(encode_numeric("1e2147483647").is_err());
     }
 
+    /// The text one value decodes to.
+    fn decoded(b: &[u8], type_oid: u32) -> String {
+        let mut t = Tape::default();
+        decode_oid(b, type_oid, "", &mut t).unwrap();
+        match t.values().remove(0) {
+            DbValue::Text(s) => s,
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
     #[test]
     fn addresses_round_trip() {
-        assert_eq!(inet(&encode_inet("10.0.0.1", false).unwrap()).unwrap(), "10.0.0.1");
-        assert_eq!(inet(&encode_inet("10.0.0.0/8", true).unwrap()).unwrap(), "10.0.0.0/8");
-        assert_eq!(inet(&encode_inet("::1", false).unwrap()).unwrap(), "::1");
-        assert_eq!(inet(&encode_inet("10.1.2.3/24", false).unwrap()).unwrap(), "10.1.2.3/24");
+        for (text, cidr) in [("10.0.0.1", false), ("10.0.0.0/8", true), ("::1", false), ("10.1.2.3/24", false)] {
+            assert_eq!(decoded(&encode_inet(text, cidr).unwrap(), oid::INET), text);
+        }
+    }
+
+    #[test]
+    fn timestamps_and_dates_print_as_chrono_prints_them() {
+        let pg = |unix_us: i64| (unix_us - PG_EPOCH_US).to_be_bytes();
+        for unix_us in [
+            0,
+            1_700_000_000_000_000,
+            1_700_000_000_250_000,
+            1_700_000_000_000_123,
+            -1_000_001,
+            -62_135_596_800_000_000,
+            253_402_300_799_999_999,
+            253_402_300_800_000_000,
+        ] {
+            let t = chrono::DateTime::from_timestamp_micros(unix_us).unwrap();
+            assert_eq!(
+                decoded(&pg(unix_us), oid::TIMESTAMPTZ),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, false),
+                "{unix_us}"
+            );
+            assert_eq!(
+                decoded(&pg(unix_us), oid::TIMESTAMP),
+                t.naive_utc().format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+                "{unix_us}"
+            );
+            let days = (unix_us.div_euclid(86_400_000_000) - PG_EPOCH_US / 86_400_000_000) as i32;
+            assert_eq!(decoded(&days.to_be_bytes(), oid::DATE), t.date_naive().format("%Y-%m-%d").to_string());
+        }
     }
 
     #[test]
