@@ -124,6 +124,9 @@ const USERDATA_METHODS: &[&str] = &[
     "Store.exists",
     "Store.delete",
     "Store.copy",
+    "Prometheus.query",
+    "Prometheus.value",
+    "Prometheus.range",
 ];
 
 /// Classes of plain tables whose methods come from a metatable kept in the registry.

@@ -6,6 +6,7 @@ pub mod db;
 pub mod exec;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod ssh;
 pub mod storage;
 pub mod tls;
@@ -23,6 +24,7 @@ pub const PRIMITIVES: &[(&str, Register)] = &[
     ("exec", exec::lua::register),
     ("http", http::lua::register),
     ("log", log::lua::register),
+    ("metrics", metrics::lua::register),
     ("ssh", ssh::lua::register),
     ("storage", storage::lua::register),
     ("tls", tls::lua::register),

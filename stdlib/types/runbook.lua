@@ -432,6 +432,61 @@ function tls.certificate(target, opts) end
 ---@return {host: string, days_left: integer, not_after: string}[]
 function tls.check_expiry(hosts, opts) end
 
+---@class PrometheusOptions
+---@field token? string|Secret A bearer token (Authorization: Bearer).
+---@field user? string Basic auth user, with `password`.
+---@field password? string|Secret Basic auth password.
+---@field headers? table<string, string|Secret> More headers (a tenant header of Cortex or Mimir, say).
+---@field timeout? Duration Per request (default 30s).
+---@field ca? string A PEM file of a private CA to trust besides the system's.
+---@field insecure? boolean Skip TLS verification (never in production).
+
+---@class MetricSample
+---@field labels table<string, string> The series' labels (`__name__` included when Prometheus gives it).
+---@field value number|string The sample's value (a whole number as an integer; NaN and ±Inf as Lua numbers); text for a string result.
+---@field time number Unix seconds.
+
+---@class MetricSeries
+---@field labels table<string, string>
+---@field values {[1]: number, [2]: number}[] (time, value) points, oldest first.
+
+---@class Prometheus
+local Prometheus = {}
+
+--- An instant query: one sample per series (a scalar result is one sample without labels).
+--- Example: `prom:query('sum by (status) (rate(http_requests_total[5m]))')`
+---@param promql string
+---@param opts? {at?: number} Evaluate at this Unix time instead of now.
+---@return MetricSample[]
+function Prometheus:query(promql, opts) end
+
+--- The one number an instant query returns, or nil when it has no samples (no data is not
+--- zero). More than one series is an error naming how many and the first one's labels.
+--- Example: `local rate = prom:value('sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))')`
+---@param promql string
+---@param opts? {at?: number}
+---@return number?
+function Prometheus:value(promql, opts) end
+
+--- A range query: the series over the last `last` (or from `start` to `end`, Unix seconds),
+--- every `step` (default: about 100 points, at least 1s apart).
+--- Example: `prom:range('up{job="api"}', { last = "10m", step = "30s" })`
+---@param promql string
+---@param opts {last?: Duration, start?: number, end?: number, step?: Duration}
+---@return MetricSeries[]
+function Prometheus:range(promql, opts) end
+
+---@class metrics
+metrics = {}
+
+--- A Prometheus server (or anything with its HTTP query API: Thanos, Mimir, VictoriaMetrics).
+--- A PromQL error is an error naming its kind, the query and Prometheus' message.
+--- Example: `local prom = metrics.prometheus("http://prometheus:9090", { token = secret("PROM_TOKEN") })`
+---@param url string|Secret
+---@param opts? PrometheusOptions
+---@return Prometheus
+function metrics.prometheus(url, opts) end
+
 ---@class SshConnectOptions
 ---@field host? string "host", "host:port" or "user@host:port" (or give it as the first argument).
 ---@field user? string Default: the inventory's, else $USER.

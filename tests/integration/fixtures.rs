@@ -135,6 +135,15 @@ fn handle<S: Read + Write>(
             br#"{"status":"healthy","version":"1.2.3","checks":{"db":{"status":"up"}},"items":[{"state":"a"},{"state":"b"}],"none":null}"#.to_vec(),
         ),
         ["notjson"] => (200, "text/html", b"<html><body>not json</body></html>".to_vec()),
+        // A service's Prometheus exposition: 5% errors, and a latency histogram whose p95 is 4/3 s.
+        ["metrics"] => (
+            200,
+            "text/plain; version=0.0.4",
+            b"# TYPE app_requests_total counter\napp_requests_total{status=\"200\"} 950\napp_requests_total{status=\"500\"} 50\n\
+# TYPE app_latency_seconds histogram\napp_latency_seconds_bucket{le=\"0.5\"} 900\napp_latency_seconds_bucket{le=\"2\"} 990\n\
+app_latency_seconds_bucket{le=\"+Inf\"} 1000\napp_latency_seconds_sum 300\napp_latency_seconds_count 1000\n"
+                .to_vec(),
+        ),
         ["echo"] => {
             let h: serde_json::Map<String, serde_json::Value> =
                 headers.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();

@@ -18,6 +18,7 @@ mod http;
 mod inputs;
 mod locks;
 mod memory;
+mod metrics;
 mod orphans;
 mod params;
 mod pg_ops;

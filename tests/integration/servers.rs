@@ -560,3 +560,65 @@ fn start_s3() -> Result<S3, String> {
     }
     Ok(S3 { endpoint: format!("http://127.0.0.1:{port}"), bucket, access_key, secret_key, root })
 }
+
+/// Debian's Prometheus server, one per test that asks, scraping `targets` every second; killed
+/// and removed when dropped.
+pub struct Prometheus {
+    pub url: String,
+    child: std::process::Child,
+    root: PathBuf,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn prometheus(targets: &[String]) -> Prometheus {
+    start_prometheus(targets).unwrap_or_else(|e| {
+        panic!("cannot start Prometheus for the tests: {e}\ninstall it with: apt-get install --no-install-recommends prometheus (scripts/test does this)")
+    })
+}
+
+fn start_prometheus(targets: &[String]) -> Result<Prometheus, String> {
+    let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .ok_or("no prometheus binary")?;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = std::env::temp_dir().join(format!("runbook-test-prometheus-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [{list}]\n"
+    );
+    std::fs::write(root.join("prometheus.yml"), config).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let log = std::fs::File::create(root.join("prometheus.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .arg(format!("--config.file={}", root.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", root.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let server = Prometheus { url: format!("http://127.0.0.1:{port}"), child, root };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "prometheus did not listen: {}",
+                std::fs::read_to_string(server.root.join("prometheus.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(server)
+}

@@ -1,0 +1,97 @@
+//! `metrics`: Prometheus' query API against Debian's real Prometheus, scraping a fixture
+//! service: instant and range queries, one value or none, PromQL errors, and credentials that
+//! reach the server but nothing else.
+use crate::fixtures::HttpServer;
+use crate::harness::Env;
+use crate::servers::prometheus;
+
+#[test]
+fn prometheus_queries_read_a_scraped_service_and_say_clearly_what_went_wrong() {
+    let env = Env::new();
+    let service = HttpServer::start();
+    let prom = prometheus(&[service.target()]);
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "metrics" }
+local prom = metrics.prometheus(env("PROM_URL"))
+step("ready", function()
+  for i = 1, 240 do
+    if prom:value('up{job="app"}') == 1 and prom:value('app_requests_total{status="500"}') then return true end
+    sleep("250ms")
+  end
+  fail("Prometheus never scraped the service")
+end)
+step("numbers", function()
+  local by_status = {}
+  for _, s in ipairs(prom:query('sum by (status) (app_requests_total)')) do by_status[s.labels.status] = s.value end
+  local range = prom:range('up{job="app"}', { last = "20s", step = "1s" })
+  local points = range[1].values
+  local ordered = #points >= 1
+  for i = 2, #points do ordered = ordered and points[i - 1][1] < points[i][1] end
+  return {
+    error_rate = prom:value('sum(app_requests_total{status=~"5.."}) / sum(app_requests_total)'),
+    by_status = by_status,
+    p95 = prom:value('histogram_quantile(0.95, sum by (le) (app_latency_seconds_bucket))'),
+    no_data = prom:value('app_requests_total{status="418"}') == nil,
+    empty = #prom:query('app_requests_total{status="418"}'),
+    scalar = prom:value('scalar(vector(2)) * 21'),
+    series = #range, last_up = points[#points][2], ordered = ordered,
+    at_time = math.floor(prom:query('vector(1)', { at = 1700000000 })[1].time),
+    shown = tostring(prom):match("^prometheus http://127.0.0.1:%d+/$") ~= nil,
+  }
+end)
+step("errors", function()
+  local function err(f) local ok, e = pcall(f); assert(not ok, "expected an error"); return tostring(e) end
+  return {
+    syntax = err(function() return prom:value('sum(rate(app_requests_total[5m])') end),
+    many = err(function() return prom:value('app_requests_total') end),
+    not_api = err(function() return metrics.prometheus(env("SERVICE_URL"), { token = secret("PROM_TOKEN") }):value("up") end),
+    unknown = err(function() return metrics.prometheus(env("PROM_URL"), { tokn = "x" }) end),
+    half_auth = err(function() return metrics.prometheus(env("PROM_URL"), { user = "u" }) end),
+    range = err(function() return prom:range("up", { last = "30d", step = "1s" }) end),
+  }
+end)
+"#,
+    );
+    let token = "prom-token-7c1f9e";
+    let r = env.run_env(
+        &["run", "rb.lua"],
+        &[("PROM_URL", prom.url.as_str()), ("SERVICE_URL", &service.url("/")), ("PROM_TOKEN", token)],
+    );
+    r.assert_code(0);
+    let show = env.show("last");
+    let numbers = &Env::step(&show, "numbers")["result"];
+    assert_eq!(numbers["error_rate"], 0.05, "{numbers}");
+    assert_eq!(numbers["by_status"], serde_json::json!({"200": 950, "500": 50}));
+    let p95 = numbers["p95"].as_f64().unwrap();
+    assert!((p95 - 4.0 / 3.0).abs() < 1e-9, "p95 {p95}");
+    assert_eq!(numbers["no_data"], true);
+    assert_eq!(numbers["empty"], 0);
+    assert_eq!(numbers["scalar"], 42);
+    assert_eq!(numbers["series"], 1);
+    assert_eq!(numbers["last_up"], 1);
+    assert_eq!(numbers["ordered"], true);
+    assert_eq!(numbers["at_time"], 1_700_000_000);
+    assert_eq!(numbers["shown"], true);
+    let errors = &Env::step(&show, "errors")["result"];
+    let e = |k: &str| errors[k].as_str().unwrap().to_string();
+    assert!(
+        e("syntax").contains("metrics: PromQL bad_data error in `sum(rate(app_requests_total[5m])`"),
+        "{}",
+        e("syntax")
+    );
+    assert!(e("many").contains("returned 2 series") && e("many").contains("status=\"200\""), "{}", e("many"));
+    assert!(e("not_api").contains("did not answer as Prometheus' API does (404 Not Found)"), "{}", e("not_api"));
+    assert!(e("unknown").contains("unknown key `tokn`") && e("unknown").contains("token"), "{}", e("unknown"));
+    assert!(e("half_auth").contains("a user needs a password"), "{}", e("half_auth"));
+    assert!(e("range").contains("at most 11,000"), "{}", e("range"));
+    // The token reached the service, and nothing else.
+    let sent = service.recorded();
+    assert!(
+        sent.iter().any(|q| q.path == "/api/v1/query"
+            && q.headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {token}"))),
+        "the token was not sent"
+    );
+    assert!(!r.all().contains(token) && !show.to_string().contains(token));
+    assert!(!crate::harness::contains_bytes(&crate::harness::journal_bytes(&env.journal_path()), token.as_bytes()));
+}
