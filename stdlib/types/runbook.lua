@@ -476,8 +476,48 @@ function Prometheus:value(promql, opts) end
 ---@return MetricSeries[]
 function Prometheus:range(promql, opts) end
 
+---@class AnalysisCheck
+---@field name string
+---@field query? string PromQL giving one number (or give `fn`).
+---@field fn? fun(): number? A function giving one number, or nil for no data (a health endpoint, a log count ...).
+---@field below? number|string The value must stay below this: a number, "5%" or a duration in seconds ("2s").
+---@field above? number|string Or above this.
+---@field for? Duration How long it must be broken before the check fails (like an alert rule's `for`; default: at once).
+
+---@class AnalysisOptions
+---@field prometheus? Prometheus Where `query` checks are asked.
+---@field checks (string|AnalysisCheck)[] Rules as alert rules are written ("error_rate < 0.05 for 5m", "p95_latency < 2s for 2m"), or tables.
+---@field queries? table<string, string|fun(): number?> The query (or function) of each rule's name.
+---@field duration Duration How long the stage is watched; it passes when this goes by with no check failed.
+---@field interval? Duration Between samples (default 15s).
+---@field on_no_data? "fail"|"pause"|"continue" A sample without data: an error (default), return `no_data` for the caller to decide, or count for nothing.
+---@field raise? boolean Raise when the analysis fails (default true); false returns the outcome instead.
+
+---@class AnalysisCheckResult
+---@field rule string As read, e.g. "error_rate < 0.05 for 5m0s".
+---@field last? number The last value seen (NaN left out).
+---@field worst? number The value furthest on the wrong side.
+---@field samples integer
+---@field no_data integer Samples without data.
+---@field verdict "ok"|"breaking"|"failed"|"no_data"
+
+---@class AnalysisResult
+---@field outcome "passed"|"failed"|"no_data"
+---@field elapsed number Seconds.
+---@field rounds integer Samples of every check taken.
+---@field checks table<string, AnalysisCheckResult>
+
 ---@class metrics
 metrics = {}
+
+--- Watches a stage (a canary's traffic weight, a scaled-out host) for `duration`, sampling every
+--- check each `interval`, and fails as soon as a check has broken its threshold for its `for`,
+--- with the numbers that broke it in the error. Each round is logged on one line. Under
+--- `--dry-run` it samples once and returns without waiting.
+--- Example: `metrics.analyze{ prometheus = prom, duration = "5m", interval = "30s", queries = { error_rate = q }, checks = { "error_rate < 0.05 for 5m" } }`
+---@param opts AnalysisOptions
+---@return AnalysisResult
+function metrics.analyze(opts) end
 
 --- A Prometheus server (or anything with its HTTP query API: Thanos, Mimir, VictoriaMetrics).
 --- A PromQL error is an error naming its kind, the query and Prometheus' message.

@@ -95,3 +95,102 @@ end)
     assert!(!r.all().contains(token) && !show.to_string().contains(token));
     assert!(!crate::harness::contains_bytes(&crate::harness::journal_bytes(&env.journal_path()), token.as_bytes()));
 }
+
+#[test]
+fn a_stage_analysis_passes_fails_with_its_numbers_and_treats_no_data_as_its_own_outcome() {
+    let env = Env::new();
+    let service = HttpServer::start();
+    let prom = prometheus(&[service.target()]);
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "analysis" }
+local prom = metrics.prometheus(env("PROM_URL"))
+local queries = {
+  error_rate = 'sum(app_requests_total{status=~"5.."}) / sum(app_requests_total)',
+  p95_latency = 'histogram_quantile(0.95, sum by (le) (app_latency_seconds_bucket))',
+  teapots = 'sum(app_requests_total{status="418"})',
+}
+step("ready", function()
+  for _ = 1, 240 do
+    if prom:value('app_requests_total{status="500"}') then return true end
+    sleep("250ms")
+  end
+  fail("Prometheus never scraped the service")
+end)
+step("passes", function()
+  local r = metrics.analyze{ prometheus = prom, duration = "1500ms", interval = "250ms", queries = queries,
+                             checks = { "error_rate < 10% for 1s", "p95_latency < 2s" } }
+  return { outcome = r.outcome, rounds_ok = r.rounds >= 3, last = r.checks.error_rate.last, rule = r.checks.p95_latency.rule }
+end)
+step("fails", function()
+  local ok, e = pcall(metrics.analyze, { prometheus = prom, duration = "10s", interval = "250ms", queries = queries,
+                                        checks = { "p95_latency < 2s", "error_rate < 0.05 for 1s" } })
+  return { ok = ok, error = tostring(e) }
+end)
+step("no data", function()
+  local function with(policy)
+    local ok, r = pcall(metrics.analyze, { prometheus = prom, duration = "600ms", interval = "200ms", queries = queries,
+                                          checks = { "teapots < 1" }, on_no_data = policy })
+    return ok and r.outcome or tostring(r)
+  end
+  return { pause = with("pause"), continue = with("continue"), fail = with(nil) }
+end)
+step("function", function()
+  local n = 0
+  local r = metrics.analyze{ duration = "5s", interval = "100ms", raise = false,
+    checks = { { name = "health", below = 1, fn = function() n = n + 1; return n < 3 and 0 or 1 end } } }
+  return { outcome = r.outcome, verdict = r.checks.health.verdict, worst = r.checks.health.worst, calls = n }
+end)
+step("bad input", function()
+  local function err(o) local ok, e = pcall(metrics.analyze, o); assert(not ok); return tostring(e) end
+  return {
+    hold = err{ prometheus = prom, duration = "1m", queries = queries, checks = { "error_rate < 1 for 5m" } },
+    no_query = err{ prometheus = prom, duration = "1m", checks = { "error_rate < 1" } },
+    empty = err{ prometheus = prom, duration = "1m", checks = {} },
+    typo = err{ prometheus = prom, duration = "1m", queries = queries, checks = { "error_rate < 1" }, intervall = "1s" },
+    rule = err{ prometheus = prom, duration = "1m", queries = queries, checks = { "error_rate 0.05" } },
+    no_prom = err{ duration = "1m", queries = queries, checks = { "error_rate < 1" } },
+  }
+end)
+"#,
+    );
+    let r = env.run_env(&["run", "rb.lua"], &[("PROM_URL", prom.url.as_str())]);
+    r.assert_code(0);
+    let show = env.show("last");
+    let get = |s: &str| Env::step(&show, s)["result"].clone();
+    assert_eq!(
+        get("passes"),
+        serde_json::json!({"outcome": "passed", "rounds_ok": true, "last": 0.05, "rule": "p95_latency < 2"})
+    );
+    let fails = get("fails");
+    assert_eq!(fails["ok"], false);
+    let e = fails["error"].as_str().unwrap();
+    assert!(
+        e.contains("metrics: analysis failed after 1.")
+            && e.contains("error_rate = 0.05 broke `error_rate < 0.05 for 1.0s` (worst 0.05)")
+            && !e.contains("p95_latency ="),
+        "{e}"
+    );
+    let no_data = get("no data");
+    assert_eq!(no_data["pause"], "no_data");
+    assert_eq!(no_data["continue"], "passed");
+    assert!(
+        no_data["fail"].as_str().unwrap().contains("analysis inconclusive after")
+            && no_data["fail"]
+                .as_str()
+                .unwrap()
+                .contains("no data for teapots (`sum(app_requests_total{status=\"418\"})`)"),
+        "{no_data}"
+    );
+    assert_eq!(get("function"), serde_json::json!({"outcome": "failed", "verdict": "failed", "worst": 1, "calls": 3}));
+    let bad = get("bad input");
+    let b = |k: &str| bad[k].as_str().unwrap().to_string();
+    assert!(b("hold").contains("holds longer than the analysis (1m00s): it could never fail"), "{}", b("hold"));
+    assert!(b("no_query").contains("no query for 'error_rate'"), "{}", b("no_query"));
+    assert!(b("empty").contains("would always pass"), "{}", b("empty"));
+    assert!(b("typo").contains("unknown key `intervall`"), "{}", b("typo"));
+    assert!(b("rule").contains("no comparison"), "{}", b("rule"));
+    assert!(b("no_prom").contains("no prometheus"), "{}", b("no_prom"));
+    // Each round was logged on one line with its numbers.
+    assert!(r.stdout.contains("analysis ") && r.stdout.contains("error_rate=0.05 (< 0.05: breaking)"), "{}", r.stdout);
+}

@@ -8,15 +8,18 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mlua::{Lua, MetaMethod, Table, UserData, UserDataMethods, Value};
 use serde::de::IgnoredAny;
 
+use super::analysis::{self, Op, Rule, Tally, Verdict};
 use super::{Answer, Prometheus};
 use crate::engine::Ctx;
 use crate::primitives::error;
 use crate::primitives::http::{self, ClientKey};
+use crate::primitives::log::Level;
 use crate::secret::Secret;
 
 pub fn register(lua: &Lua) -> mlua::Result<()> {
     let t = lua.create_table()?;
     t.set("prometheus", lua.create_function(prometheus)?)?;
+    t.set("analyze", lua.create_async_function(analyze)?)?;
     lua.globals().set("metrics", t)
 }
 
@@ -268,5 +271,341 @@ impl UserData for Handle {
             let a = this.0.query_range(&query, start, end, step).await.map_err(|e| error("metrics", e))?;
             Ok(Value::Table(answer_to_lua(&lua, &a)?))
         });
+    }
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnalyzeOptions {
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    duration: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    interval: Option<Duration>,
+    on_no_data: Option<String>,
+    raise: Option<bool>,
+    // Read by hand (a handle, functions); named here so an unknown key's error lists them.
+    #[allow(dead_code)]
+    prometheus: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    checks: Option<IgnoredAny>,
+    #[allow(dead_code)]
+    queries: Option<IgnoredAny>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckTable {
+    name: String,
+    query: Option<String>,
+    below: Option<serde_json::Value>,
+    above: Option<serde_json::Value>,
+    #[serde(default, rename = "for", deserialize_with = "crate::duration::de_opt")]
+    hold: Option<Duration>,
+    #[allow(dead_code)]
+    #[serde(rename = "fn")]
+    function: Option<IgnoredAny>,
+}
+
+enum Source {
+    Query(String),
+    Function(mlua::Function),
+}
+
+struct Check {
+    rule: Rule,
+    source: Source,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum NoData {
+    Fail,
+    Pause,
+    Continue,
+}
+
+fn threshold_value(v: &serde_json::Value, what: &str) -> mlua::Result<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().ok_or_else(|| error("metrics", format!("{what}: not a number"))),
+        serde_json::Value::String(s) => analysis::threshold(s).map_err(|e| error("metrics", format!("{what}: {e}"))),
+        _ => Err(error("metrics", format!("{what}: expected a number, a percentage or a duration"))),
+    }
+}
+
+fn checks_of(lua: &Lua, opts: &Table) -> mlua::Result<Vec<Check>> {
+    let queries: Option<Table> = opts.get("queries")?;
+    let Value::Table(list) = opts.get::<Value>("checks")? else {
+        return Err(error("metrics", "analyze: checks is required: a list such as { \"error_rate < 0.05 for 5m\" }"));
+    };
+    let mut out: Vec<Check> = Vec::new();
+    for (i, item) in list.sequence_values::<Value>().enumerate() {
+        let what = format!("analyze: checks[{}]", i + 1);
+        let check = match item? {
+            Value::String(s) => {
+                let rule =
+                    analysis::parse_rule(&s.to_string_lossy()).map_err(|e| error("metrics", format!("{what}: {e}")))?;
+                let source = match queries.as_ref().map(|q| q.get::<Value>(rule.name.as_str())).transpose()? {
+                    Some(Value::String(q)) => Source::Query(q.to_string_lossy()),
+                    Some(Value::Function(f)) => Source::Function(f),
+                    _ => return Err(error(
+                        "metrics",
+                        format!(
+                            "{what}: no query for '{}': give it in queries = {{ {} = \"<PromQL>\" }} (or a function)",
+                            rule.name, rule.name
+                        ),
+                    )),
+                };
+                Check { rule, source }
+            }
+            Value::Table(t) => {
+                let function: Option<mlua::Function> = t.get("fn")?;
+                // Functions have no serde form: `fn` is read above and only named in CheckTable.
+                let plain = lua.create_table()?;
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, v) = pair?;
+                    if k.as_string().map(|s| s.to_string_lossy()).as_deref() != Some("fn") {
+                        plain.set(k, v)?;
+                    }
+                }
+                let c: CheckTable = crate::primitives::options(lua, "metrics", &what, Some(Value::Table(plain)))?;
+                let (op, limit) = match (&c.below, &c.above) {
+                    (Some(b), None) => (Op::Below, threshold_value(b, &format!("{what}: below"))?),
+                    (None, Some(a)) => (Op::Above, threshold_value(a, &format!("{what}: above"))?),
+                    _ => return Err(error("metrics", format!("{what}: give one of below or above"))),
+                };
+                let source = match (c.query, function) {
+                    (Some(q), None) => Source::Query(q),
+                    (None, Some(f)) => Source::Function(f),
+                    _ => {
+                        return Err(error(
+                            "metrics",
+                            format!("{what}: give one of query (PromQL) or fn (a function returning a number or nil)"),
+                        ))
+                    }
+                };
+                Check { rule: Rule { name: c.name, op, threshold: limit, hold: c.hold.unwrap_or_default() }, source }
+            }
+            other => {
+                return Err(error(
+                    "metrics",
+                    format!("{what}: expected a rule string or a table, got a {}", other.type_name()),
+                ))
+            }
+        };
+        if out.iter().any(|o| o.rule.name == check.rule.name) {
+            return Err(error("metrics", format!("{what}: a second check named '{}'", check.rule.name)));
+        }
+        out.push(check);
+    }
+    if out.is_empty() {
+        return Err(error("metrics", "analyze: checks is empty: an analysis that checks nothing would always pass"));
+    }
+    Ok(out)
+}
+
+/// A value for the journal: NaN has no JSON form, so it is left out (nil).
+fn kept(v: Option<f64>) -> Value {
+    match v {
+        Some(v) if !v.is_nan() => num(v),
+        _ => Value::Nil,
+    }
+}
+
+async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
+    let prometheus: Option<mlua::AnyUserData> = opts.get("prometheus")?;
+    let checks = checks_of(&lua, &opts)?;
+    let plain = lua.create_table()?;
+    for pair in opts.pairs::<Value, Value>() {
+        let (k, v) = pair?;
+        if !matches!(k.as_string().map(|s| s.to_string_lossy()).as_deref(), Some("prometheus" | "checks" | "queries")) {
+            plain.set(k, v)?;
+        }
+    }
+    let o: AnalyzeOptions = crate::primitives::options(&lua, "metrics", "analyze", Some(Value::Table(plain)))?;
+    let duration = o.duration.ok_or_else(|| {
+        error("metrics", "analyze: duration is required: how long the stage is watched (e.g. \"5m\")")
+    })?;
+    let interval = o.interval.unwrap_or(Duration::from_secs(15)).max(Duration::from_millis(100));
+    let policy = match o.on_no_data.as_deref() {
+        None | Some("fail") => NoData::Fail,
+        Some("pause") => NoData::Pause,
+        Some("continue") => NoData::Continue,
+        Some(other) => {
+            return Err(error("metrics", format!("analyze: on_no_data '{other}': expected fail, pause or continue")))
+        }
+    };
+    for c in &checks {
+        if c.rule.hold > duration {
+            return Err(error(
+                "metrics",
+                format!(
+                    "analyze: `{}` holds longer than the analysis ({}): it could never fail",
+                    c.rule.describe(),
+                    crate::duration::human(duration)
+                ),
+            ));
+        }
+    }
+    let prom = match &prometheus {
+        Some(ud) => Some(
+            ud.borrow::<Handle>()
+                .map_err(|_| error("metrics", "analyze: prometheus must be a metrics.prometheus(...) handle"))?
+                .0
+                .clone(),
+        ),
+        None => None,
+    };
+    if prom.is_none() && checks.iter().any(|c| matches!(c.source, Source::Query(_))) {
+        return Err(error(
+            "metrics",
+            "analyze: a check has a query but no prometheus = metrics.prometheus(...) was given",
+        ));
+    }
+    let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "metrics.analyze")?;
+    if let Some(p) = ctx.guard(&lua, "metrics", false, String::new)? {
+        return Ok(p);
+    }
+    // A dry run takes one sample of each check and reports it, without waiting out the stage.
+    let once = ctx.mode == crate::engine::Mode::DryRun;
+    let start = tokio::time::Instant::now();
+    let mut tallies = vec![Tally::default(); checks.len()];
+    let mut verdicts = vec![Verdict::Fine; checks.len()];
+    let mut rounds = 0u32;
+    let outcome = 'watch: loop {
+        rounds += 1;
+        let at = start.elapsed().as_secs_f64();
+        for (i, c) in checks.iter().enumerate() {
+            let value = match &c.source {
+                Source::Query(q) => {
+                    let p = prom.as_ref().ok_or_else(|| error("metrics", "analyze: a query check needs prometheus"))?;
+                    let a = p
+                        .query(q, None)
+                        .await
+                        .map_err(|e| error("metrics", format!("check '{}': {e}", c.rule.name)))?;
+                    one_value(&a, q)?
+                }
+                Source::Function(f) => match f.call_async::<Value>(()).await? {
+                    Value::Nil => None,
+                    Value::Integer(n) => Some(n as f64),
+                    Value::Number(n) => Some(n),
+                    other => {
+                        return Err(error(
+                            "metrics",
+                            format!(
+                                "check '{}': its function returned a {}; return a number, or nil for no data",
+                                c.rule.name,
+                                other.type_name()
+                            ),
+                        ))
+                    }
+                },
+            };
+            verdicts[i] = tallies[i].record(&c.rule, value, at);
+        }
+        let line: Vec<String> = checks
+            .iter()
+            .zip(&tallies)
+            .zip(&verdicts)
+            .map(|((c, t), v)| {
+                let value =
+                    t.last.filter(|_| *v != Verdict::NoData).map(analysis::number).unwrap_or_else(|| "no data".into());
+                let said = match v {
+                    Verdict::Fine => "ok",
+                    Verdict::Breaking => "breaking",
+                    Verdict::Failed => "FAILED",
+                    Verdict::NoData => "?",
+                };
+                format!(
+                    "{}={value} ({} {}: {said})",
+                    c.rule.name,
+                    c.rule.op.symbol(),
+                    analysis::number(c.rule.threshold)
+                )
+            })
+            .collect();
+        let message = format!(
+            "analysis {} of {}: {}",
+            crate::duration::human(start.elapsed()),
+            crate::duration::human(duration),
+            line.join(", ")
+        );
+        crate::primitives::log::log(&ctx, Level::Info, &message, serde_json::json!({}));
+        if verdicts.contains(&Verdict::Failed) {
+            break 'watch "failed";
+        }
+        if verdicts.contains(&Verdict::NoData) && policy != NoData::Continue {
+            break 'watch "no_data";
+        }
+        let elapsed = start.elapsed();
+        if once || elapsed >= duration {
+            break 'watch "passed";
+        }
+        tokio::time::sleep(interval.min(duration - elapsed)).await;
+    };
+    let elapsed = start.elapsed();
+    let result = lua.create_table()?;
+    result.set("outcome", outcome)?;
+    result.set("elapsed", elapsed.as_secs_f64())?;
+    result.set("rounds", rounds)?;
+    let per = lua.create_table()?;
+    for ((c, t), v) in checks.iter().zip(&tallies).zip(&verdicts) {
+        let e = lua.create_table()?;
+        e.set("rule", c.rule.describe())?;
+        e.set("last", kept(t.last))?;
+        e.set("worst", kept(t.worst))?;
+        e.set("samples", t.samples)?;
+        e.set("no_data", t.no_data)?;
+        e.set(
+            "verdict",
+            match v {
+                Verdict::Fine => "ok",
+                Verdict::Breaking => "breaking",
+                Verdict::Failed => "failed",
+                Verdict::NoData => "no_data",
+            },
+        )?;
+        per.set(c.rule.name.as_str(), e)?;
+    }
+    result.set("checks", per)?;
+    let raise = o.raise.unwrap_or(true);
+    let after = crate::duration::human(elapsed);
+    match outcome {
+        "failed" if raise => {
+            let failed: Vec<String> = checks
+                .iter()
+                .zip(&tallies)
+                .zip(&verdicts)
+                .filter(|(_, v)| **v == Verdict::Failed)
+                .map(|((c, t), _)| {
+                    format!(
+                        "{} = {} broke `{}` (worst {})",
+                        c.rule.name,
+                        t.last.map(analysis::number).unwrap_or_default(),
+                        c.rule.describe(),
+                        t.worst.map(analysis::number).unwrap_or_default()
+                    )
+                })
+                .collect();
+            Err(error("metrics", format!("analysis failed after {after}: {}", failed.join("; "))))
+        }
+        "no_data" if raise && policy == NoData::Fail => {
+            let missing: Vec<String> = checks
+                .iter()
+                .zip(&verdicts)
+                .filter(|(_, v)| **v == Verdict::NoData)
+                .map(|(c, _)| match &c.source {
+                    Source::Query(q) => format!("{} (`{q}`)", c.rule.name),
+                    Source::Function(_) => format!("{} (its function returned nil)", c.rule.name),
+                })
+                .collect();
+            Err(error(
+                "metrics",
+                format!(
+                    "analysis inconclusive after {after}: no data for {} (on_no_data = \"fail\"; \"pause\" returns to decide, \"continue\" ignores such samples)",
+                    missing.join(", ")
+                ),
+            ))
+        }
+        _ => Ok(Value::Table(result)),
     }
 }

@@ -2,6 +2,7 @@
 //! judge a canary or a scaling decision by numbers. Requests go through the `http` primitive's
 //! client (TLS verified, retries on 429/502/503/504, credentials never shown); a PromQL error is
 //! an error naming its kind, the query and Prometheus' message.
+pub mod analysis;
 pub mod lua;
 
 use std::collections::BTreeMap;
