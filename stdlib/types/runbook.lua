@@ -460,19 +460,20 @@ local Prometheus = {}
 ---@return MetricSample[]
 function Prometheus:query(promql, opts) end
 
---- The one number an instant query returns, or nil when it has no samples (no data is not
---- zero). More than one series is an error naming how many and the first one's labels.
+--- The one number an instant query returns, or nil when it has no samples or its value is NaN
+--- (a ratio without traffic, 0/0): no data is not zero. More than one series is an error naming
+--- how many and the first one's labels. Warnings Prometheus sends (a partial answer) are logged.
 --- Example: `local rate = prom:value('sum(rate(http_requests_total{status=~"5.."}[5m])) / sum(rate(http_requests_total[5m]))')`
 ---@param promql string
 ---@param opts? {at?: number}
 ---@return number?
 function Prometheus:value(promql, opts) end
 
---- A range query: the series over the last `last` (or from `start` to `end`, Unix seconds),
---- every `step` (default: about 100 points, at least 1s apart).
+--- A range query: the series over the last `last` (or from `start` to `stop`, Unix seconds;
+--- `["end"]` works too), every `step` (default: about 100 points, at least 1s apart).
 --- Example: `prom:range('up{job="api"}', { last = "10m", step = "30s" })`
 ---@param promql string
----@param opts {last?: Duration, start?: number, end?: number, step?: Duration}
+---@param opts {last?: Duration, start?: number, stop?: number, step?: Duration}
 ---@return MetricSeries[]
 function Prometheus:range(promql, opts) end
 

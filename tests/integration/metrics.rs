@@ -38,6 +38,12 @@ step("numbers", function()
     series = #range, last_up = points[#points][2], ordered = ordered,
     at_time = math.floor(prom:query('vector(1)', { at = 1700000000 })[1].time),
     shown = tostring(prom):match("^prometheus http://127.0.0.1:%d+/$") ~= nil,
+    nan_is_no_data = prom:value('vector(0) / vector(0)') == nil,
+    by_stop = (function()
+      local t = prom:value('time()')
+      local r = prom:range('up{job="app"}', { start = t - 10, stop = t, step = "1s" })
+      return #r == 1 and #r[1].values >= 1
+    end)(),
   }
 end)
 step("errors", function()
@@ -49,6 +55,11 @@ step("errors", function()
     unknown = err(function() return metrics.prometheus(env("PROM_URL"), { tokn = "x" }) end),
     half_auth = err(function() return metrics.prometheus(env("PROM_URL"), { user = "u" }) end),
     range = err(function() return prom:range("up", { last = "30d", step = "1s" }) end),
+    infinite = err(function() return prom:range("up", { start = -math.huge }) end),
+    both_auth = err(function() return metrics.prometheus(env("PROM_URL"), { token = "t", headers = { Authorization = "x" } }) end),
+    basic = err(function()
+      return metrics.prometheus(env("SERVICE_URL"), { user = "ops", password = secret("PROM_PASSWORD") }):value("up")
+    end),
   }
 end)
 "#,
@@ -56,7 +67,12 @@ end)
     let token = "prom-token-7c1f9e";
     let r = env.run_env(
         &["run", "rb.lua"],
-        &[("PROM_URL", prom.url.as_str()), ("SERVICE_URL", &service.url("/")), ("PROM_TOKEN", token)],
+        &[
+            ("PROM_URL", prom.url.as_str()),
+            ("SERVICE_URL", &service.url("/")),
+            ("PROM_TOKEN", token),
+            ("PROM_PASSWORD", "prom-pw-51d2"),
+        ],
     );
     r.assert_code(0);
     let show = env.show("last");
@@ -73,6 +89,8 @@ end)
     assert_eq!(numbers["ordered"], true);
     assert_eq!(numbers["at_time"], 1_700_000_000);
     assert_eq!(numbers["shown"], true);
+    assert_eq!(numbers["nan_is_no_data"], true);
+    assert_eq!(numbers["by_stop"], true);
     let errors = &Env::step(&show, "errors")["result"];
     let e = |k: &str| errors[k].as_str().unwrap().to_string();
     assert!(
@@ -85,6 +103,9 @@ end)
     assert!(e("unknown").contains("unknown key `tokn`") && e("unknown").contains("token"), "{}", e("unknown"));
     assert!(e("half_auth").contains("a user needs a password"), "{}", e("half_auth"));
     assert!(e("range").contains("at most 11,000"), "{}", e("range"));
+    assert!(e("infinite").contains("must be Unix times"), "{}", e("infinite"));
+    assert!(e("both_auth").contains("give one"), "{}", e("both_auth"));
+    assert!(e("basic").contains("404 Not Found"), "{}", e("basic"));
     // The token reached the service, and nothing else.
     let sent = service.recorded();
     assert!(
@@ -92,8 +113,18 @@ end)
             && q.headers.iter().any(|(k, v)| k == "authorization" && v == &format!("Bearer {token}"))),
         "the token was not sent"
     );
-    assert!(!r.all().contains(token) && !show.to_string().contains(token));
-    assert!(!crate::harness::contains_bytes(&crate::harness::journal_bytes(&env.journal_path()), token.as_bytes()));
+    // Basic auth: the header's base64 is a form of the password the redactor was never told
+    // about, so finding it nowhere checks that the header itself is never shown or stored.
+    let basic = "Basic b3BzOnByb20tcHctNTFkMg=="; // base64("ops:prom-pw-51d2")
+    assert!(
+        sent.iter().any(|q| q.headers.iter().any(|(k, v)| k == "authorization" && v == basic)),
+        "no basic auth sent"
+    );
+    let journal = crate::harness::journal_bytes(&env.journal_path());
+    for leaked in [token, "b3BzOnByb20tcHctNTFkMg==", "prom-pw-51d2"] {
+        assert!(!r.all().contains(leaked) && !show.to_string().contains(leaked), "{leaked} shown");
+        assert!(!crate::harness::contains_bytes(&journal, leaked.as_bytes()), "{leaked} in the journal");
+    }
 }
 
 #[test]

@@ -171,7 +171,7 @@ fn hidden_value(t: &Table, depth: usize) -> Option<&'static str> {
 /// One value as Lua (through the same C-API path as whole results; see [`Results`]).
 fn to_lua(lua: &Lua, v: DbValue) -> mlua::Result<Value> {
     let mut tape = Tape::default();
-    tape.add(&v);
+    tape.add(&v).map_err(|e| error("db", e))?;
     let marker = crate::lua::convert::array_marker(lua)?;
     // SAFETY: as in `Results::add`: the closure only reads the tape and pushes.
     unsafe {
@@ -199,10 +199,13 @@ fn unique_columns(columns: &[String]) -> mlua::Result<()> {
 fn rows_to_lua(lua: &Lua, rows: Rows) -> mlua::Result<Table> {
     let mut results = Results::new(lua, rows.columns)?;
     let mut tape = Tape::default();
-    for row in &rows.rows {
-        row.iter().for_each(|v| tape.add(v));
+    for batch in rows.rows.chunks(BATCH_ROWS) {
+        tape.clear();
+        for v in batch.iter().flatten() {
+            tape.add(v).map_err(|e| error("db", e))?;
+        }
+        results.add(&tape, batch.len())?;
     }
-    results.add(&tape, rows.rows.len())?;
     results.finish()
 }
 
@@ -497,7 +500,9 @@ fn busy(tx: &Mutex<Option<Tx>>) -> mlua::Result<tokio::sync::MutexGuard<'_, Opti
 fn row_table(lua: &Lua, row: Vec<(String, DbValue)>) -> mlua::Result<Table> {
     let (names, values): (Vec<String>, Vec<DbValue>) = row.into_iter().unzip();
     let mut tape = Tape::default();
-    values.iter().for_each(|v| tape.add(v));
+    for v in &values {
+        tape.add(v).map_err(|e| error("db", e))?;
+    }
     let mut results = Results::new(lua, names)?;
     results.add(&tape, 1)?;
     results.table.raw_get(1)

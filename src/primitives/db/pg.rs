@@ -417,6 +417,12 @@ fn array(b: &[u8], elem: Option<&PgTypeInfo>, t: &mut Tape) -> Result<(), String
     if ndim > 0 && total.is_none_or(|n| n > b.len() / 4) {
         return Err("an array's dimensions run past the value".into());
     }
+    // No elements: PostgreSQL writes an empty array with no dimensions; a header that names a
+    // zero-length one (whatever the others say) is read as empty too, not as nested empties.
+    if total == Some(0) {
+        t.push(Item::Array(0));
+        return Ok(());
+    }
     let mut at = 12 + ndim * 8;
     let mut element = |t: &mut Tape| -> Result<(), String> {
         let len = i32_at(b, at)?;

@@ -128,26 +128,29 @@ impl Tape {
     }
 
     /// Appends a value read some other way (MySQL, SQLite, one value).
-    pub fn add(&mut self, v: &DbValue) {
+    pub fn add(&mut self, v: &DbValue) -> Result<(), String> {
         match v {
             DbValue::Null => self.push(Item::Null),
             DbValue::Bool(b) => self.push(Item::Bool(*b)),
             DbValue::Int(n) => self.push(Item::Int(*n)),
             DbValue::Float(f) => self.push(Item::Float(*f)),
-            DbValue::Text(t) => self.text(t).unwrap_or_else(|_| self.push(Item::Null)),
-            DbValue::Bytes(b) => self.raw(b).unwrap_or_else(|_| self.push(Item::Null)),
+            DbValue::Text(t) => self.text(t)?,
+            DbValue::Bytes(b) => self.raw(b)?,
             DbValue::Json(j) => {
                 self.push(Item::Json);
-                self.add_json(j);
+                self.add_json(j)?;
             }
             DbValue::Array(items) => {
-                self.push(Item::Array(u32::try_from(items.len()).unwrap_or(u32::MAX)));
-                items.iter().take(u32::MAX as usize).for_each(|v| self.add(v));
+                self.push(Item::Array(u32::try_from(items.len()).map_err(|_| "an array too large")?));
+                for v in items {
+                    self.add(v)?;
+                }
             }
         }
+        Ok(())
     }
 
-    fn add_json(&mut self, j: &serde_json::Value) {
+    fn add_json(&mut self, j: &serde_json::Value) -> Result<(), String> {
         use serde_json::Value as J;
         match j {
             J::Null => self.push(Item::Null),
@@ -157,19 +160,22 @@ impl Tape {
                 (None, Some(u)) => Item::U64(u),
                 _ => Item::Float(n.as_f64().unwrap_or(f64::NAN)),
             }),
-            J::String(t) => self.text(t).unwrap_or_else(|_| self.push(Item::Null)),
+            J::String(t) => self.text(t)?,
             J::Array(items) => {
-                self.push(Item::Array(u32::try_from(items.len()).unwrap_or(u32::MAX)));
-                items.iter().take(u32::MAX as usize).for_each(|v| self.add_json(v));
+                self.push(Item::Array(u32::try_from(items.len()).map_err(|_| "a JSON array too large")?));
+                for v in items {
+                    self.add_json(v)?;
+                }
             }
             J::Object(map) => {
-                self.push(Item::Object(u32::try_from(map.len()).unwrap_or(u32::MAX)));
-                for (k, v) in map.iter().take(u32::MAX as usize) {
-                    self.text(k).unwrap_or_else(|_| self.push(Item::Null));
-                    self.add_json(v);
+                self.push(Item::Object(u32::try_from(map.len()).map_err(|_| "a JSON object too large")?));
+                for (k, v) in map {
+                    self.text(k)?;
+                    self.add_json(v)?;
                 }
             }
         }
+        Ok(())
     }
 
     /// Every value on the tape, from the start.

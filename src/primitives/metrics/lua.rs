@@ -53,8 +53,9 @@ struct RangeOptions {
     #[serde(default, deserialize_with = "crate::duration::de_opt")]
     last: Option<Duration>,
     start: Option<f64>,
-    #[serde(rename = "end")]
-    end: Option<f64>,
+    /// `stop`, or `["end"]` as Prometheus names it (`end` is a Lua keyword).
+    #[serde(alias = "end")]
+    stop: Option<f64>,
     #[serde(default, deserialize_with = "crate::duration::de_opt")]
     step: Option<Duration>,
 }
@@ -72,8 +73,23 @@ fn text(v: Value, what: &str) -> mlua::Result<(String, bool)> {
 }
 
 fn prometheus(lua: &Lua, (url, opts): (Value, Option<Table>)) -> mlua::Result<Handle> {
+    let secret_name = match &url {
+        Value::UserData(ud) => ud.borrow::<Secret>().ok().map(|s| s.name().to_string()),
+        _ => None,
+    };
     let (url, url_secret) = text(url, "metrics.prometheus: the URL")?;
     let mut base = http::parse_url(&url).map_err(|e| error("metrics", e))?;
+    if let Some(name) = secret_name {
+        // As in http: the URL as shown (normalised, credentials stripped) must stay secret too.
+        crate::secret::register(base.as_str(), &name);
+        crate::secret::register(&http::shown_url(&base), &name);
+    }
+    if base.query().is_some() || base.fragment().is_some() {
+        return Err(error(
+            "metrics",
+            "metrics.prometheus: give the server's base URL, without a query string or fragment",
+        ));
+    }
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
@@ -103,6 +119,10 @@ fn prometheus(lua: &Lua, (url, opts): (Value, Option<Table>)) -> mlua::Result<Ha
         plain = Some(Value::Table(rest));
     }
     let opts: Options = crate::primitives::options(lua, "metrics", "metrics.prometheus", plain)?;
+    let own_auth = headers.iter().any(|(n, _, _)| n.eq_ignore_ascii_case("authorization"));
+    if own_auth && (token.is_some() || opts.user.is_some()) {
+        return Err(error("metrics", "metrics.prometheus: an Authorization header and token/user: give one"));
+    }
     match (token, opts.user.as_deref(), password) {
         (Some(_), Some(_), _) => {
             return Err(error("metrics", "metrics.prometheus: give a token or a user and password, not both"))
@@ -199,11 +219,23 @@ fn answer_to_lua(lua: &Lua, a: &Answer) -> mlua::Result<Table> {
     }
 }
 
+/// The answer of a query, its warnings logged (a partial answer says so).
+fn answered(lua: &Lua, r: Result<super::Reply, super::MetricsError>) -> mlua::Result<Answer> {
+    let reply = r.map_err(|e| error("metrics", e))?;
+    if let Ok(ctx) = Ctx::from_lua(lua) {
+        for w in &reply.warnings {
+            crate::primitives::log::log(&ctx, Level::Warn, &format!("Prometheus warns: {w}"), serde_json::Value::Null);
+        }
+    }
+    Ok(reply.answer)
+}
+
 /// The one value of an instant query, or nil when it has no samples.
 fn one_value(a: &Answer, query: &str) -> mlua::Result<Option<f64>> {
     match a {
         Answer::Vector(s) if s.is_empty() => Ok(None),
-        Answer::Vector(s) if s.len() == 1 => Ok(Some(s[0].value)),
+        // NaN is what a ratio gives without traffic (0/0): no data, not a number to judge by.
+        Answer::Vector(s) if s.len() == 1 => Ok(Some(s[0].value).filter(|v| !v.is_nan())),
         Answer::Vector(s) => {
             let first: Vec<String> = s[0].labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
             Err(error(
@@ -239,7 +271,7 @@ impl UserData for Handle {
             if let Some(p) = guard(&lua, "metrics query")? {
                 return Ok(p);
             }
-            let a = this.0.query(&query, o.at).await.map_err(|e| error("metrics", e))?;
+            let a = answered(&lua, this.0.query(&query, o.at).await)?;
             Ok(Value::Table(answer_to_lua(&lua, &a)?))
         });
         methods.add_async_method("value", |lua, this, (query, opts): (String, Option<Value>)| async move {
@@ -247,12 +279,12 @@ impl UserData for Handle {
             if let Some(p) = guard(&lua, "metrics value")? {
                 return Ok(p);
             }
-            let a = this.0.query(&query, o.at).await.map_err(|e| error("metrics", e))?;
+            let a = answered(&lua, this.0.query(&query, o.at).await)?;
             Ok(one_value(&a, &query)?.map(num).unwrap_or(Value::Nil))
         });
         methods.add_async_method("range", |lua, this, (query, opts): (String, Option<Value>)| async move {
             let o: RangeOptions = crate::primitives::options(&lua, "metrics", "range", opts)?;
-            let (start, end) = match (o.last, o.start, o.end) {
+            let (start, end) = match (o.last, o.start, o.stop) {
                 (Some(last), None, end) => {
                     let end = end.unwrap_or_else(now);
                     (end - last.as_secs_f64(), end)
@@ -266,9 +298,16 @@ impl UserData for Handle {
             if let Some(p) = guard(&lua, "metrics range")? {
                 return Ok(p);
             }
+            if !start.is_finite() || !end.is_finite() || end < start {
+                return Err(error("metrics", "range: start and stop must be Unix times in seconds, start first"));
+            }
             // About a hundred points by default, never under a second apart.
-            let step = o.step.unwrap_or_else(|| Duration::from_secs_f64(((end - start) / 100.0).max(1.0).round()));
-            let a = this.0.query_range(&query, start, end, step).await.map_err(|e| error("metrics", e))?;
+            let step = match o.step {
+                Some(s) => s,
+                None => Duration::try_from_secs_f64(((end - start) / 100.0).max(1.0).round())
+                    .map_err(|_| error("metrics", "range: too long a range"))?,
+            };
+            let a = answered(&lua, this.0.query_range(&query, start, end, step).await)?;
             Ok(Value::Table(answer_to_lua(&lua, &a)?))
         });
     }
@@ -346,13 +385,15 @@ fn checks_of(lua: &Lua, opts: &Table) -> mlua::Result<Vec<Check>> {
                 let source = match queries.as_ref().map(|q| q.get::<Value>(rule.name.as_str())).transpose()? {
                     Some(Value::String(q)) => Source::Query(q.to_string_lossy()),
                     Some(Value::Function(f)) => Source::Function(f),
-                    _ => return Err(error(
-                        "metrics",
-                        format!(
+                    _ => {
+                        return Err(error(
+                            "metrics",
+                            format!(
                             "{what}: no query for '{}': give it in queries = {{ {} = \"<PromQL>\" }} (or a function)",
                             rule.name, rule.name
                         ),
-                    )),
+                        ))
+                    }
                 };
                 Check { rule, source }
             }
@@ -478,10 +519,11 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
             let value = match &c.source {
                 Source::Query(q) => {
                     let p = prom.as_ref().ok_or_else(|| error("metrics", "analyze: a query check needs prometheus"))?;
-                    let a = p
+                    let reply = p
                         .query(q, None)
                         .await
                         .map_err(|e| error("metrics", format!("check '{}': {e}", c.rule.name)))?;
+                    let a = answered(&lua, Ok(reply))?;
                     one_value(&a, q)?
                 }
                 Source::Function(f) => match f.call_async::<Value>(()).await? {

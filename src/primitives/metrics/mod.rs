@@ -50,6 +50,14 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
+/// What a query returned, and the warnings Prometheus gave with it (a partial answer from
+/// Thanos or Mimir says so there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    pub answer: Answer,
+    pub warnings: Vec<String>,
+}
+
 /// What a query returned, by Prometheus' result type.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -71,6 +79,8 @@ struct Envelope {
     error_type: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    warnings: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,7 +116,10 @@ pub fn number(text: &str) -> Result<f64, String> {
 
 impl Prometheus {
     /// An instant query, evaluated now or at `time` (Unix seconds).
-    pub async fn query(&self, query: &str, time: Option<f64>) -> Result<Answer, MetricsError> {
+    pub async fn query(&self, query: &str, time: Option<f64>) -> Result<Reply, MetricsError> {
+        if time.is_some_and(|t| !t.is_finite()) {
+            return Err(MetricsError::Usage("`at` must be a Unix time in seconds".into()));
+        }
         let mut params = vec![("query".to_string(), query.to_string())];
         if let Some(t) = time {
             params.push(("time".into(), format_time(t)));
@@ -115,7 +128,10 @@ impl Prometheus {
     }
 
     /// A range query from `start` to `end` (Unix seconds) every `step`.
-    pub async fn query_range(&self, query: &str, start: f64, end: f64, step: Duration) -> Result<Answer, MetricsError> {
+    pub async fn query_range(&self, query: &str, start: f64, end: f64, step: Duration) -> Result<Reply, MetricsError> {
+        if !start.is_finite() || !end.is_finite() {
+            return Err(MetricsError::Usage("a range's start and stop must be Unix times in seconds".into()));
+        }
         if end < start {
             return Err(MetricsError::Usage("a range query's end is before its start".into()));
         }
@@ -140,24 +156,34 @@ impl Prometheus {
         self.call("api/v1/query_range", query, params).await
     }
 
-    async fn call(&self, path: &str, query: &str, params: Vec<(String, String)>) -> Result<Answer, MetricsError> {
+    async fn call(&self, path: &str, query: &str, params: Vec<(String, String)>) -> Result<Reply, MetricsError> {
         let url = self.base.join(path).map_err(|e| MetricsError::Usage(format!("{}: {e}", self.base)))?;
-        // A form POST: a long PromQL expression does not fit every proxy's URL limit, and the API
-        // takes both (POST is as idempotent as GET here, so it is retried like one).
+        // A GET: idempotent, so a transport error is retried by `send` whatever happened, and a
+        // redirect (http to https) keeps the query. Statuses are all accepted there (an error's
+        // JSON says more than its status) and the overloaded ones retried here.
         let req = Request {
-            method: Method::POST,
+            method: Method::GET,
             url: url.clone(),
             headers: self.headers.clone(),
-            query: vec![],
-            body: Body::Form(params),
+            query: params,
+            body: Body::None,
             timeout: self.timeout,
             retries: 2,
             retry_delay: Duration::from_millis(500),
             expect: Expect::Any,
             client: self.client.clone(),
         };
-        let resp = http::send(&req, |_| {}).await?;
-        parse(&resp.body, resp.status, query).map_err(|cause| match cause {
+        let mut delay = Duration::from_millis(500);
+        let resp = loop {
+            let resp = http::send(&req, |_| {}).await?;
+            if matches!(resp.status, 429 | 502 | 503 | 504) && delay < Duration::from_secs(2) {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+                continue;
+            }
+            break resp;
+        };
+        parse(&resp.body, resp.status).map_err(|cause| match cause {
             Parsed::Query(kind, message) => MetricsError::Query { kind, query: short(query), message },
             Parsed::Bad(cause) => MetricsError::Answer {
                 url: http::shown_url(&url),
@@ -188,7 +214,7 @@ enum Parsed {
     Bad(String),
 }
 
-fn parse(body: &[u8], status: u16, _query: &str) -> Result<Answer, Parsed> {
+fn parse(body: &[u8], status: u16) -> Result<Reply, Parsed> {
     let env: Envelope = serde_json::from_slice(body).map_err(|e| Parsed::Bad(format!("not its JSON ({e})")))?;
     if env.status != "success" {
         return Err(Parsed::Query(
@@ -196,21 +222,22 @@ fn parse(body: &[u8], status: u16, _query: &str) -> Result<Answer, Parsed> {
             env.error.unwrap_or_else(|| format!("status {}", http::status_line(status))),
         ));
     }
+    let warnings = env.warnings;
     let data = env.data.ok_or_else(|| Parsed::Bad("a success without data".into()))?;
     let bad = |e: String| Parsed::Bad(format!("a {} result that does not read: {e}", data.result_type));
-    match data.result_type.as_str() {
+    let answer = match data.result_type.as_str() {
         "vector" => {
             let raw: Vec<RawSample> = serde_json::from_value(data.result.clone()).map_err(|e| bad(e.to_string()))?;
             let mut out = Vec::with_capacity(raw.len());
             for s in raw {
                 out.push(Sample { labels: s.metric, time: s.value.0, value: number(&s.value.1).map_err(bad)? });
             }
-            Ok(Answer::Vector(out))
+            Answer::Vector(out)
         }
         "scalar" => {
             let (time, v): (f64, String) =
                 serde_json::from_value(data.result.clone()).map_err(|e| bad(e.to_string()))?;
-            Ok(Answer::Vector(vec![Sample { labels: BTreeMap::new(), time, value: number(&v).map_err(bad)? }]))
+            Answer::Vector(vec![Sample { labels: BTreeMap::new(), time, value: number(&v).map_err(bad)? }])
         }
         "matrix" => {
             let raw: Vec<RawSeries> = serde_json::from_value(data.result.clone()).map_err(|e| bad(e.to_string()))?;
@@ -224,15 +251,16 @@ fn parse(body: &[u8], status: u16, _query: &str) -> Result<Answer, Parsed> {
                     .map_err(bad)?;
                 out.push(Series { labels: s.metric, points });
             }
-            Ok(Answer::Matrix(out))
+            Answer::Matrix(out)
         }
         "string" => {
             let (time, v): (f64, String) =
                 serde_json::from_value(data.result.clone()).map_err(|e| bad(e.to_string()))?;
-            Ok(Answer::Text(time, v))
+            Answer::Text(time, v)
         }
-        other => Err(Parsed::Bad(format!("an unknown result type '{other}'"))),
-    }
+        other => return Err(Parsed::Bad(format!("an unknown result type '{other}'"))),
+    };
+    Ok(Reply { answer, warnings })
 }
 
 #[cfg(test)]
@@ -244,14 +272,14 @@ mod tests {
         let v = br#"{"status":"success","data":{"resultType":"vector","result":[
             {"metric":{"job":"api"},"value":[1700000000.5,"0.05"]},{"metric":{},"value":[1700000000.5,"NaN"]},
             {"metric":{"le":"+Inf"},"value":[1,"+Inf"]}]}}"#;
-        let Answer::Vector(s) = parse(v, 200, "q").ok().unwrap() else { panic!("not a vector") };
+        let Answer::Vector(s) = parse(v, 200).ok().unwrap().answer else { panic!("not a vector") };
         assert_eq!(s[0].labels.get("job").map(String::as_str), Some("api"));
         assert_eq!((s[0].time, s[0].value), (1_700_000_000.5, 0.05));
         assert!(s[1].value.is_nan());
         assert_eq!(s[2].value, f64::INFINITY);
         let m = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{"a":"b"},"values":[[1,"1"],[2,"-Inf"]]}]}}"#;
         assert_eq!(
-            parse(m, 200, "q").ok().unwrap(),
+            parse(m, 200).ok().unwrap().answer,
             Answer::Matrix(vec![Series {
                 labels: [("a".to_string(), "b".to_string())].into(),
                 points: vec![(1.0, 1.0), (2.0, f64::NEG_INFINITY)]
@@ -259,16 +287,18 @@ mod tests {
         );
         let sc = br#"{"status":"success","data":{"resultType":"scalar","result":[5,"2"]}}"#;
         assert!(
-            matches!(parse(sc, 200, "q").ok().unwrap(), Answer::Vector(v) if v[0].value == 2.0 && v[0].labels.is_empty())
+            matches!(parse(sc, 200).ok().unwrap().answer, Answer::Vector(v) if v[0].value == 2.0 && v[0].labels.is_empty())
         );
     }
 
     #[test]
     fn a_promql_error_and_a_page_that_is_not_the_api_are_told_apart() {
         let e = br#"{"status":"error","errorType":"bad_data","error":"1:5: parse error: unexpected"}"#;
-        assert!(matches!(parse(e, 400, "q"), Err(Parsed::Query(k, m)) if k == "bad_data" && m.contains("parse error")));
-        assert!(matches!(parse(b"<html>login</html>", 200, "q"), Err(Parsed::Bad(_))));
+        assert!(matches!(parse(e, 400), Err(Parsed::Query(k, m)) if k == "bad_data" && m.contains("parse error")));
+        assert!(matches!(parse(b"<html>login</html>", 200), Err(Parsed::Bad(_))));
         let odd = br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"lots"]}]}}"#;
-        assert!(matches!(parse(odd, 200, "q"), Err(Parsed::Bad(c)) if c.contains("'lots'")));
+        assert!(matches!(parse(odd, 200), Err(Parsed::Bad(c)) if c.contains("'lots'")));
+        let warned = br#"{"status":"success","warnings":["partial response: store down"],"data":{"resultType":"vector","result":[]}}"#;
+        assert_eq!(parse(warned, 200).ok().unwrap().warnings, vec!["partial response: store down".to_string()]);
     }
 }
