@@ -394,6 +394,41 @@ function http.delete(url, opts) end
 ---@return HttpResponse
 function http.wait_healthy(url, opts) end
 
+--- A load test as a step: virtual users (`stages` or `vus`) or a constant `rate`, against the one
+--- request described (method, headers, body as in `http.request`; each sent once, never
+--- retried). Fails when a threshold is crossed, naming it and the numbers; logs a progress line
+--- every few seconds. Under `--dry-run` nothing is sent.
+--- Example: `http.load{ url = base .. "/api/health", stages = { { duration = "2m", target = 100 } }, thresholds = { p95 = "2s", error_rate = 0.01 } }`
+---@param opts LoadOptions
+---@return LoadReport
+function http.load(opts) end
+
+---@class LoadStage
+---@field duration Duration
+---@field target integer Virtual users at the end of the stage (ramping linearly from the stage before, or 0).
+
+---@class LoadOptions: HttpOptions
+---@field url string|Secret What to load (only this).
+---@field stages? LoadStage[] Virtual users ramping: each sends its next request when its last is answered, over reused connections.
+---@field vus? integer A constant number of virtual users, for `duration`.
+---@field rate? number Or a constant arrival rate: requests started per second, for `duration`.
+---@field duration? Duration With `vus` or `rate`.
+---@field max_vus? integer With `rate`: requests in flight at most (default 100); one due when none is free is counted as dropped.
+---@field thresholds? {p50?: Duration, p90?: Duration, p95?: Duration, p99?: Duration, max?: Duration, error_rate?: number} Crossing one fails the call with the numbers.
+---@field report_every? Duration A one-line progress summary this often (default 5s).
+
+---@class LoadReport
+---@field requests integer
+---@field errors integer Transport errors and unexpected statuses.
+---@field dropped integer `rate` only: requests not started because `max_vus` were in flight.
+---@field error_rate number errors / requests.
+---@field rps number Requests per second.
+---@field duration number Seconds.
+---@field peak_vus integer
+---@field statuses table<string, integer> By status code.
+---@field latency {min?: number, mean?: number, p50?: number, p90?: number, p95?: number, p99?: number, max?: number} Seconds (an HDR histogram, 3 significant digits).
+---@field causes string[] The first few distinct causes of errors.
+
 ---@class TlsCertificate
 ---@field host string "host:port" as connected to.
 ---@field subject string e.g. "CN=db.example.com, O=Example"

@@ -432,3 +432,91 @@ end)
     let e = Env::step(&env.show("last"), "wait")["error"].as_str().unwrap().to_string();
     assert!(e.contains(&format!("({calls} attempts)")), "{e}");
 }
+
+#[test]
+fn a_load_test_measures_users_ramps_and_rates_and_fails_on_its_thresholds_and_not_in_a_dry_run() {
+    let env = Env::new();
+    let srv = HttpServer::start();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "load" }}
+local base = "{base}"
+step("users", function()
+  return http.load{{ url = base .. "/slow/50", vus = 4, duration = "2s", report_every = "500ms",
+                     thresholds = {{ p95 = "1s", error_rate = 0.01 }} }}
+end)
+step("ramp", function()
+  return http.load{{ url = base .. "/ok", stages = {{ {{ duration = "1s", target = 5 }}, {{ duration = "500ms", target = 0 }} }} }}
+end)
+step("rate", function()
+  return http.load{{ url = base .. "/slow/20", rate = 40, duration = "2s", max_vus = 10 }}
+end)
+step("crossed", function()
+  local _, slow = pcall(http.load, {{ url = base .. "/slow/100", vus = 2, duration = "1s", thresholds = {{ p95 = "20ms" }} }})
+  local _, failing = pcall(http.load, {{ url = base .. "/status/500", vus = 2, duration = "500ms", thresholds = {{ error_rate = 0.01 }} }})
+  return {{ slow = tostring(slow), failing = tostring(failing) }}
+end)
+step("bad", function()
+  local function err(o) local ok, e = pcall(http.load, o); assert(not ok); return tostring(e) end
+  return {{
+    retries = err{{ url = base .. "/ok", vus = 1, duration = "1s", retries = 3 }},
+    two = err{{ url = base .. "/ok", vus = 1, rate = 5, duration = "1s" }},
+    no_duration = err{{ url = base .. "/ok", vus = 3 }},
+    too_many = err{{ url = base .. "/ok", vus = 100000, duration = "1s" }},
+    in_request = tostring(select(2, pcall(http.get, base .. "/ok", {{ vus = 3 }}))),
+  }}
+end)
+"#,
+            base = srv.url("")
+        ),
+    );
+    let r = env.run(&["run", "rb.lua"]);
+    r.assert_code(0);
+    let show = env.show("last");
+    let users = result(&show, "users");
+    let n = users["requests"].as_u64().unwrap();
+    // 4 users, 2 s, 50 ms a request: about 160 (less on a busy machine, never more than 170).
+    assert!((40..=170).contains(&n), "{users}");
+    assert_eq!(users["errors"], 0);
+    assert_eq!(users["statuses"]["200"], n);
+    let p50 = users["latency"]["p50"].as_f64().unwrap();
+    assert!((0.045..1.0).contains(&p50), "{users}");
+    assert!(users["latency"]["p99"].as_f64().unwrap() >= p50);
+    assert_eq!(users["peak_vus"], 4);
+    let ramp = result(&show, "ramp");
+    assert_eq!(ramp["peak_vus"], 5, "{ramp}");
+    assert!(ramp["requests"].as_u64().unwrap() > 0);
+    let rate = result(&show, "rate");
+    // 40 a second for 2 s, each answered in 20 ms: 80 due, none dropped (a stalled machine may
+    // reach the end before the last few are due).
+    assert!((72..=80).contains(&rate["requests"].as_u64().unwrap()), "{rate}");
+    assert_eq!(rate["dropped"], 0);
+    let crossed = result(&show, "crossed");
+    let slow = crossed["slow"].as_str().unwrap();
+    assert!(slow.contains("crossed its thresholds: p95 ") && slow.contains("> 20ms"), "{slow}");
+    let failing = crossed["failing"].as_str().unwrap();
+    assert!(failing.contains("error_rate 100.00% > 1.00% (status 500 Internal Server Error)"), "{failing}");
+    let bad = result(&show, "bad");
+    let b = |k: &str| bad[k].as_str().unwrap().to_string();
+    assert!(b("retries").contains("`retries` has no place in a load test"), "{}", b("retries"));
+    assert!(b("two").contains("give one of stages"), "{}", b("two"));
+    assert!(b("no_duration").contains("vus needs a duration"), "{}", b("no_duration"));
+    assert!(b("too_many").contains("between 1 and 10000 virtual users"), "{}", b("too_many"));
+    assert!(b("in_request").contains("`vus` belongs to http.load"), "{}", b("in_request"));
+    assert!(r.stdout.contains(" VUs, ") && r.stdout.contains(" req/s, "), "no progress lines: {}", r.stdout);
+
+    // A dry run sends no load at all and says what it would have sent.
+    let before = srv.recorded().len();
+    env.write(
+        "dry.lua",
+        &format!(
+            "runbook {{ name = \"load-dry\" }}\nstep(\"load\", function() return http.load{{ url = \"{}\", vus = 2, duration = \"1s\" }} end)\n",
+            srv.url("/ok")
+        ),
+    );
+    let dry = env.run(&["run", "dry.lua", "--dry-run"]);
+    dry.assert_code(0);
+    assert_eq!(srv.recorded().len(), before, "a dry run sent load");
+    assert!(dry.all().contains(&format!("load test: GET {} for 1.0s", srv.url("/ok"))), "{}", dry.all());
+}

@@ -10,6 +10,7 @@ use mlua::{Lua, Table, Value};
 use serde::de::IgnoredAny;
 use serde_json::json;
 
+use super::load::{Shape, Stage};
 use super::{Attempt, Body, ClientKey, Expect, Health, Request, Response};
 use crate::engine::Ctx;
 use crate::primitives::error;
@@ -31,6 +32,7 @@ pub fn register(lua: &Lua) -> mlua::Result<()> {
         t.set(method, f)?;
     }
     t.set("wait_healthy", lua.create_async_function(wait_healthy)?)?;
+    t.set("load", lua.create_async_function(load)?)?;
     let methods = lua.create_table()?;
     methods.set("json", lua.create_function(response_json)?)?;
     let mt = lua.create_table()?;
@@ -65,6 +67,16 @@ struct Options {
     body_contains: Option<String>,
     json_path: Option<String>,
     equals: Option<serde_json::Value>,
+    // load only
+    stages: Option<Vec<StageOptions>>,
+    rate: Option<f64>,
+    vus: Option<u32>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    duration: Option<Duration>,
+    max_vus: Option<u32>,
+    thresholds: Option<Thresholds>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    report_every: Option<Duration>,
     // read by hand
     #[allow(dead_code)]
     url: Option<IgnoredAny>,
@@ -82,8 +94,36 @@ struct Options {
     form: Option<IgnoredAny>,
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StageOptions {
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    duration: Option<Duration>,
+    target: u32,
+}
+
+/// A load test's limits: latency quantiles (durations) and the share of failed requests.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Thresholds {
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    p50: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    p90: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    p95: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    p99: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    max: Option<Duration>,
+    error_rate: Option<f64>,
+}
+
 const BY_HAND: &[&str] = &["url", "headers", "bearer", "query", "json", "body", "form"];
 const WAIT_ONLY: &[&str] = &["interval", "attempt_timeout", "body_contains", "json_path", "equals"];
+const LOAD_ONLY: &[&str] = &["stages", "rate", "vus", "duration", "max_vus", "thresholds", "report_every"];
+/// A load test sends its requests once each: no retries (a retry would hide the error rate).
+const NOT_IN_LOAD: &[&str] = &["retries", "retry_delay", "readonly"];
 /// A health check is a GET: nothing that could change the server, even under --dry-run.
 const REQUEST_ONLY: &[&str] = &["method", "retries", "retry_delay", "json", "body", "form", "readonly"];
 
@@ -93,7 +133,7 @@ struct Parsed {
     lua_keys: Table,
 }
 
-fn parse(lua: &Lua, what: &str, v: Value, forbidden: &[&str], forbidden_why: &str) -> mlua::Result<Parsed> {
+fn parse(lua: &Lua, what: &str, v: Value, forbidden: &[(&[&str], &str)]) -> mlua::Result<Parsed> {
     let t = match v {
         Value::Nil => lua.create_table()?,
         Value::Table(t) => t,
@@ -107,8 +147,8 @@ fn parse(lua: &Lua, what: &str, v: Value, forbidden: &[&str], forbidden_why: &st
             return Err(error("http", format!("{what}: unexpected {} key (options are named)", k.type_name())));
         };
         let name = name.to_string_lossy();
-        if forbidden.contains(&name.as_str()) {
-            return Err(error("http", format!("{what}: `{name}` {forbidden_why}")));
+        if let Some((_, why)) = forbidden.iter().find(|(keys, _)| keys.contains(&name.as_str())) {
+            return Err(error("http", format!("{what}: `{name}` {why}")));
         }
         if BY_HAND.contains(&name.as_str()) {
             lua_keys.set(name, v)?;
@@ -374,7 +414,8 @@ async fn request(lua: Lua, method: Option<&'static str>, url: Option<Value>, opt
         Some(m) => format!("{m} options"),
         None => "request options".into(),
     };
-    let parsed = parse(&lua, &what, opts, WAIT_ONLY, "belongs to http.wait_healthy")?;
+    let parsed =
+        parse(&lua, &what, opts, &[(WAIT_ONLY, "belongs to http.wait_healthy"), (LOAD_ONLY, "belongs to http.load")])?;
     let req = build(&lua, method, url, &parsed)?;
     let ctx = Ctx::from_lua(&lua)?;
     ctx.refuse_in_coroutine(&lua, "http")?;
@@ -409,8 +450,12 @@ async fn request(lua: Lua, method: Option<&'static str>, url: Option<Value>, opt
 }
 
 async fn wait_healthy(lua: Lua, (url, opts): (Value, Option<Value>)) -> mlua::Result<Value> {
-    let parsed =
-        parse(&lua, "wait_healthy options", opts.unwrap_or(Value::Nil), REQUEST_ONLY, "belongs to http.request")?;
+    let parsed = parse(
+        &lua,
+        "wait_healthy options",
+        opts.unwrap_or(Value::Nil),
+        &[(REQUEST_ONLY, "belongs to http.request"), (LOAD_ONLY, "belongs to http.load")],
+    )?;
     if !parsed.lua_keys.get::<Value>("url")?.is_nil() {
         return Err(error("http", "wait_healthy takes the URL as its first argument"));
     }
@@ -438,4 +483,180 @@ async fn wait_healthy(lua: Lua, (url, opts): (Value, Option<Value>)) -> mlua::Re
     .await
     .map_err(|e| error("http", e))?;
     response_to_lua(&lua, &resp)
+}
+
+/// The limits a load test may not pass: at most 24 hours, 10,000 virtual users or requests in
+/// flight, a million requests a second.
+const MAX_LOAD: Duration = Duration::from_secs(24 * 3600);
+const MAX_VUS: u32 = 10_000;
+
+fn shape(o: &Options) -> mlua::Result<Shape> {
+    let bad = |m: &str| error("http", format!("load: {m}"));
+    let shape = match (&o.stages, o.rate, o.vus) {
+        (Some(stages), None, None) => {
+            if o.duration.is_some() {
+                return Err(bad("stages carry their own durations; `duration` goes with rate or vus"));
+            }
+            if stages.is_empty() {
+                return Err(bad("stages is empty"));
+            }
+            let mut out = Vec::new();
+            for (i, st) in stages.iter().enumerate() {
+                let duration = st.duration.ok_or_else(|| bad(&format!("stages[{}]: duration is required", i + 1)))?;
+                out.push(Stage { duration, target: st.target });
+            }
+            Shape::Users(out)
+        }
+        (None, Some(rate), None) => {
+            if !(rate > 0.0 && rate <= 1_000_000.0) {
+                return Err(bad("rate: requests per second, more than 0 and at most 1,000,000"));
+            }
+            let duration = o.duration.ok_or_else(|| bad("rate needs a duration"))?;
+            Shape::Rate { per_second: rate, duration, max_vus: o.max_vus.unwrap_or(100) }
+        }
+        (None, None, Some(vus)) => {
+            let duration = o.duration.ok_or_else(|| bad("vus needs a duration"))?;
+            Shape::Users(vec![Stage { duration: Duration::ZERO, target: vus }, Stage { duration, target: vus }])
+        }
+        _ => {
+            return Err(bad(
+                "give one of stages (virtual users ramping), vus (a constant number) or rate (requests per second)",
+            ))
+        }
+    };
+    if o.max_vus.is_some() && !matches!(shape, Shape::Rate { .. }) {
+        return Err(bad("max_vus goes with rate (virtual users are the stages' targets)"));
+    }
+    let most = match &shape {
+        Shape::Users(stages) => stages.iter().map(|s| s.target).max().unwrap_or(0),
+        Shape::Rate { max_vus, .. } => *max_vus,
+    };
+    if most == 0 || most > MAX_VUS {
+        return Err(bad(&format!("between 1 and {MAX_VUS} virtual users")));
+    }
+    if shape.total().is_zero() || shape.total() > MAX_LOAD {
+        return Err(bad("the test lasts more than 0 and at most 24h"));
+    }
+    Ok(shape)
+}
+
+/// `http.load{ url, stages | vus | rate, duration, thresholds, ... }`: see `load.rs`.
+async fn load(lua: Lua, opts: Value) -> mlua::Result<Value> {
+    let parsed = parse(
+        &lua,
+        "load options",
+        opts,
+        &[
+            (WAIT_ONLY, "belongs to http.wait_healthy"),
+            (NOT_IN_LOAD, "has no place in a load test (each request is sent once)"),
+        ],
+    )?;
+    let req = build(&lua, None, None, &parsed)?;
+    let o = &parsed.opts;
+    let shape = shape(o)?;
+    let limits = o.thresholds.as_ref();
+    if let Some(rate) = limits.and_then(|t| t.error_rate) {
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(error("http", "load: thresholds.error_rate is a share between 0 and 1 (0.01 is 1%)"));
+        }
+    }
+    let ctx = Ctx::from_lua(&lua)?;
+    ctx.refuse_in_coroutine(&lua, "http.load")?;
+    let shown = super::shown_url(&req.url);
+    let total = crate::duration::human(shape.total());
+    // Load is never sent by a dry run: it says what it would send.
+    if let Some(p) = ctx.guard(&lua, "http", true, || format!("load test: {} {shown} for {total}", req.method))? {
+        return Ok(p);
+    }
+    warn_insecure(&ctx, &req);
+    let every = o.report_every.unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(100));
+    let report = super::load::run(&req, &shape, every, |p| {
+        let message = format!(
+            "load {} of {}: {} VUs, {:.0} req/s, {:.2}% errors, p95 {}",
+            crate::duration::human(p.at),
+            crate::duration::human(p.total),
+            p.users,
+            p.per_second,
+            p.error_rate * 100.0,
+            crate::duration::human(Duration::from_secs_f64(p.p95))
+        );
+        log(&ctx, Level::Info, &message, serde_json::Value::Null);
+    })
+    .await
+    .map_err(|e| error("http", e))?;
+    let q = |x: f64| report.quantile(x);
+    let summary = format!(
+        "{} requests in {} ({:.1} req/s), {:.2}% errors, p50 {}, p95 {}, p99 {}",
+        report.requests,
+        crate::duration::human(report.elapsed),
+        report.per_second(),
+        report.error_rate() * 100.0,
+        crate::duration::human(Duration::from_secs_f64(q(0.5))),
+        crate::duration::human(Duration::from_secs_f64(q(0.95))),
+        crate::duration::human(Duration::from_secs_f64(q(0.99))),
+    );
+    log(&ctx, Level::Info, &format!("load test of {shown}: {summary}"), serde_json::Value::Null);
+    let mut crossed = Vec::new();
+    if let Some(t) = limits {
+        for (name, limit, value) in [
+            ("p50", t.p50, q(0.5)),
+            ("p90", t.p90, q(0.9)),
+            ("p95", t.p95, q(0.95)),
+            ("p99", t.p99, q(0.99)),
+            ("max", t.max, report.latency.max() as f64 / 1e6),
+        ] {
+            if let Some(limit) = limit {
+                if value > limit.as_secs_f64() {
+                    crossed.push(format!(
+                        "{name} {} > {}",
+                        crate::duration::human(Duration::from_secs_f64(value)),
+                        crate::duration::human(limit)
+                    ));
+                }
+            }
+        }
+        if let Some(limit) = t.error_rate {
+            if report.error_rate() > limit {
+                let causes =
+                    if report.causes.is_empty() { String::new() } else { format!(" ({})", report.causes.join("; ")) };
+                crossed.push(format!("error_rate {:.2}% > {:.2}%{causes}", report.error_rate() * 100.0, limit * 100.0));
+            }
+        }
+    }
+    if !crossed.is_empty() {
+        return Err(error(
+            "http",
+            format!("load test of {shown} crossed its thresholds: {}; {summary}", crossed.join(", ")),
+        ));
+    }
+    let t = lua.create_table()?;
+    t.set("requests", report.requests)?;
+    t.set("errors", report.errors)?;
+    t.set("dropped", report.dropped)?;
+    t.set("error_rate", report.error_rate())?;
+    t.set("rps", report.per_second())?;
+    t.set("duration", report.elapsed.as_secs_f64())?;
+    t.set("peak_vus", report.peak_users)?;
+    let statuses = lua.create_table()?;
+    for (status, n) in &report.statuses {
+        statuses.set(status.to_string(), *n)?;
+    }
+    t.set("statuses", statuses)?;
+    let latency = lua.create_table()?;
+    if !report.latency.is_empty() {
+        latency.set("min", report.latency.min() as f64 / 1e6)?;
+        latency.set("mean", report.latency.mean() / 1e6)?;
+        for (name, x) in [("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)] {
+            latency.set(name, q(x))?;
+        }
+        latency.set("max", report.latency.max() as f64 / 1e6)?;
+    }
+    t.set("latency", latency)?;
+    let causes = lua.create_table()?;
+    for c in &report.causes {
+        causes.raw_push(c.as_str())?;
+    }
+    crate::lua::convert::mark_array(&lua, &causes)?;
+    t.set("causes", causes)?;
+    Ok(Value::Table(t))
 }

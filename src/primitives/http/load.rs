@@ -1,0 +1,312 @@
+//! `http.load`: a load test as a step. Virtual users ramping through stages (each VU sends its
+//! next request when the last one is answered, over reused connections), or a constant arrival
+//! rate (requests started on a schedule, at most `max_vus` in flight; one that finds none free
+//! is counted as dropped). Latencies go into an HDR histogram (microseconds, 3 significant
+//! digits). Bounded by design: only the request the runbook names, and nothing after the last
+//! stage (requests still in flight then get their timeout at most).
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use super::{client, transport_failure, Body, HttpError, Request};
+
+/// One stage of virtual users: from the previous stage's target (0 at first) to `target`,
+/// linearly over `duration`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stage {
+    pub duration: Duration,
+    pub target: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shape {
+    Users(Vec<Stage>),
+    Rate { per_second: f64, duration: Duration, max_vus: u32 },
+}
+
+impl Shape {
+    pub fn total(&self) -> Duration {
+        match self {
+            Shape::Users(stages) => stages.iter().map(|s| s.duration).sum(),
+            Shape::Rate { duration, .. } => *duration,
+        }
+    }
+
+    /// The virtual users wanted `at` into the test.
+    fn users_at(stages: &[Stage], at: Duration) -> u32 {
+        let mut from = 0f64;
+        let mut start = Duration::ZERO;
+        for s in stages {
+            let end = start + s.duration;
+            if at < end {
+                let f = if s.duration.is_zero() { 1.0 } else { (at - start).as_secs_f64() / s.duration.as_secs_f64() };
+                return (from + (f64::from(s.target) - from) * f).round() as u32;
+            }
+            from = f64::from(s.target);
+            start = end;
+        }
+        0
+    }
+}
+
+/// What the test measured.
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+    pub dropped: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    /// The first few distinct causes of errors.
+    pub causes: Vec<String>,
+    pub elapsed: Duration,
+    /// Latencies of answered requests, in microseconds.
+    pub latency: Histogram<u64>,
+    pub peak_users: u32,
+}
+
+impl Report {
+    pub fn error_rate(&self) -> f64 {
+        if self.requests == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.requests as f64
+        }
+    }
+    pub fn per_second(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// A latency quantile in seconds.
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.latency.value_at_quantile(q) as f64 / 1e6
+    }
+}
+
+/// A progress summary, every few seconds.
+pub struct Progress {
+    pub at: Duration,
+    pub total: Duration,
+    pub users: u32,
+    pub per_second: f64,
+    pub error_rate: f64,
+    pub p95: f64,
+}
+
+struct Shared {
+    requests: AtomicU64,
+    errors: AtomicU64,
+    dropped: AtomicU64,
+    stats: Mutex<Stats>,
+}
+
+struct Stats {
+    latency: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+    causes: Vec<String>,
+}
+
+const MAX_CAUSES: usize = 5;
+
+fn histogram() -> Result<Histogram<u64>, HttpError> {
+    // 1 us to 1 hour, 3 significant digits.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| HttpError::Usage(format!("histogram: {e}")))
+}
+
+/// Sends one request of the test and records it.
+async fn one(http: &reqwest::Client, req: &Request, headers: &HeaderMap, shared: &Shared) {
+    let mut rb = http.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
+    if !req.query.is_empty() {
+        rb = rb.query(&req.query);
+    }
+    rb = match &req.body {
+        Body::None => rb,
+        Body::Bytes(b) => rb.body(b.clone()),
+        Body::Json(j) => {
+            rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(j).unwrap_or_default())
+        }
+        Body::Form(f) => rb.form(f),
+    };
+    let started = Instant::now();
+    let outcome = match rb.send().await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            match resp.bytes().await {
+                Ok(_) => Ok(status),
+                Err(e) => Err(format!("reading the body: {}", transport_failure(e, req.timeout).cause)),
+            }
+        }
+        Err(e) => Err(transport_failure(e, req.timeout).cause),
+    };
+    let micros = (started.elapsed().as_micros() as u64).max(1);
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    let mut stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+    match outcome {
+        Ok(status) => {
+            let _ = stats.latency.record(micros);
+            *stats.statuses.entry(status).or_insert(0) += 1;
+            if !req.expect.accepts(status) {
+                shared.errors.fetch_add(1, Ordering::Relaxed);
+                let cause = format!("status {}", super::status_line(status));
+                if stats.causes.len() < MAX_CAUSES && !stats.causes.contains(&cause) {
+                    stats.causes.push(cause);
+                }
+            }
+        }
+        Err(cause) => {
+            shared.errors.fetch_add(1, Ordering::Relaxed);
+            if stats.causes.len() < MAX_CAUSES && !stats.causes.contains(&cause) {
+                stats.causes.push(cause);
+            }
+        }
+    }
+}
+
+/// Runs the load test; `progress` is called every `every`.
+pub async fn run(
+    req: &Request,
+    shape: &Shape,
+    every: Duration,
+    mut progress: impl FnMut(Progress),
+) -> Result<Report, HttpError> {
+    let http = client(&req.client).await?;
+    let mut headers = HeaderMap::new();
+    for (name, value, secret) in &req.headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpError::Usage(format!("invalid header name '{name}'")))?;
+        let mut v = HeaderValue::from_str(value)
+            .map_err(|_| HttpError::Usage(format!("header '{name}': invalid value (control characters?)")))?;
+        v.set_sensitive(*secret);
+        headers.append(n, v);
+    }
+    let shared = Arc::new(Shared {
+        requests: AtomicU64::new(0),
+        errors: AtomicU64::new(0),
+        dropped: AtomicU64::new(0),
+        stats: Mutex::new(Stats { latency: histogram()?, statuses: BTreeMap::new(), causes: vec![] }),
+    });
+    let req = Arc::new(req.clone());
+    let headers = Arc::new(headers);
+    let total = shape.total();
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    // Virtual users: the number wanted now; user i runs while i < wanted.
+    let wanted = Arc::new(AtomicUsize::new(0));
+    let mut vus: Vec<tokio::task::AbortHandle> = Vec::new();
+    let mut peak = 0u32;
+    let mut next_report = every;
+    let mut last = (Duration::ZERO, 0u64);
+    let tick = Duration::from_millis(50);
+    let mut sent = 0u64;
+    loop {
+        let at = start.elapsed();
+        if at >= total {
+            break;
+        }
+        match shape {
+            Shape::Users(stages) => {
+                let want = Shape::users_at(stages, at);
+                wanted.store(want as usize, Ordering::SeqCst);
+                // User i runs while i < wanted; one past the target stops after its request in
+                // hand, and its slot is started again when the target comes back up.
+                for me in 0..want as usize {
+                    if vus.get(me).is_some_and(|h: &tokio::task::AbortHandle| !h.is_finished()) {
+                        continue;
+                    }
+                    let (http, req, headers, shared, wanted) =
+                        (http.clone(), req.clone(), headers.clone(), shared.clone(), wanted.clone());
+                    let handle = tasks.spawn(async move {
+                        while me < wanted.load(Ordering::SeqCst) {
+                            one(&http, &req, &headers, &shared).await;
+                        }
+                    });
+                    match vus.get_mut(me) {
+                        Some(slot) => *slot = handle,
+                        None => vus.push(handle),
+                    }
+                }
+                peak = peak.max(want);
+                while tasks.try_join_next().is_some() {}
+                tokio::time::sleep(tick).await;
+            }
+            Shape::Rate { per_second, max_vus, .. } => {
+                // Start every request due by now, then sleep until the next one is.
+                let due = (at.as_secs_f64() * per_second).floor() as u64 + 1;
+                while sent < due {
+                    sent += 1;
+                    while tasks.try_join_next().is_some() {}
+                    if tasks.len() >= *max_vus as usize {
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    let (http, req, headers, shared) = (http.clone(), req.clone(), headers.clone(), shared.clone());
+                    tasks.spawn(async move { one(&http, &req, &headers, &shared).await });
+                }
+                peak = peak.max(tasks.len() as u32);
+                let next = Duration::from_secs_f64(sent as f64 / per_second);
+                tokio::time::sleep_until(start + next.min(total)).await;
+            }
+        }
+        let at = start.elapsed();
+        if at >= next_report && at < total {
+            let requests = shared.requests.load(Ordering::Relaxed);
+            let errors = shared.errors.load(Ordering::Relaxed);
+            let window = (at - last.0).as_secs_f64().max(1e-9);
+            let p95 = shared.stats.lock().map(|s| s.latency.value_at_quantile(0.95) as f64 / 1e6).unwrap_or(0.0);
+            progress(Progress {
+                at,
+                total,
+                users: match shape {
+                    Shape::Users(_) => wanted.load(Ordering::SeqCst) as u32,
+                    Shape::Rate { .. } => tasks.len() as u32,
+                },
+                per_second: (requests - last.1) as f64 / window,
+                error_rate: if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+                p95,
+            });
+            last = (at, requests);
+            next_report += every;
+        }
+    }
+    // The end: no new request; those in flight get their timeout at most.
+    wanted.store(0, Ordering::SeqCst);
+    let elapsed = start.elapsed();
+    let grace = tokio::time::sleep(req.timeout);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            done = tasks.join_next() => if done.is_none() { break },
+            _ = &mut grace => { tasks.abort_all(); break }
+        }
+    }
+    let stats = std::mem::replace(
+        &mut *shared.stats.lock().unwrap_or_else(|p| p.into_inner()),
+        Stats { latency: histogram()?, statuses: BTreeMap::new(), causes: vec![] },
+    );
+    Ok(Report {
+        requests: shared.requests.load(Ordering::Relaxed),
+        errors: shared.errors.load(Ordering::Relaxed),
+        dropped: shared.dropped.load(Ordering::Relaxed),
+        statuses: stats.statuses,
+        causes: stats.causes,
+        elapsed,
+        latency: stats.latency,
+        peak_users: peak,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_ramp_linearly_from_one_stage_to_the_next() {
+        let s = |secs, target| Stage { duration: Duration::from_secs(secs), target };
+        let stages = [s(10, 100), s(10, 100), s(10, 0)];
+        let at = |secs: f64| Shape::users_at(&stages, Duration::from_secs_f64(secs));
+        assert_eq!((at(0.0), at(5.0), at(10.0), at(15.0), at(25.0), at(30.0)), (0, 50, 100, 100, 50, 0));
+        assert_eq!(Shape::Users(stages.to_vec()).total(), Duration::from_secs(30));
+    }
+}
