@@ -115,8 +115,60 @@ fn histogram() -> Result<Histogram<u64>, HttpError> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).map_err(|e| HttpError::Usage(format!("histogram: {e}")))
 }
 
-/// Sends one request of the test and records it.
-async fn one(http: &reqwest::Client, req: &Request, headers: &HeaderMap, shared: &Shared) {
+/// Each task keeps its own tally and adds it to the shared one every so many requests (and at
+/// its end): one lock per request cost a fifth of the rate at 40,000 requests a second. The
+/// tally is a few hundred bytes (latencies waiting, statuses seen), not a histogram of its own.
+const FLUSH_EVERY: usize = 64;
+
+#[derive(Default)]
+struct Local {
+    latencies: Vec<u64>,
+    statuses: Vec<(u16, u64)>,
+    causes: Vec<String>,
+}
+
+impl Stats {
+    fn new() -> Result<Stats, HttpError> {
+        Ok(Stats { latency: histogram()?, statuses: BTreeMap::new(), causes: vec![] })
+    }
+
+    fn cause(&mut self, cause: String) {
+        if self.causes.len() < MAX_CAUSES && !self.causes.contains(&cause) {
+            self.causes.push(cause);
+        }
+    }
+}
+
+impl Local {
+    fn status(&mut self, status: u16) {
+        match self.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.statuses.push((status, 1)),
+        }
+    }
+
+    fn cause(&mut self, cause: String) {
+        if self.causes.len() < MAX_CAUSES && !self.causes.contains(&cause) {
+            self.causes.push(cause);
+        }
+    }
+
+    fn flush(&mut self, shared: &Shared) {
+        let mut all = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
+        for us in self.latencies.drain(..) {
+            let _ = all.latency.record(us);
+        }
+        for (status, n) in self.statuses.drain(..) {
+            *all.statuses.entry(status).or_insert(0) += n;
+        }
+        for c in self.causes.drain(..) {
+            all.cause(c);
+        }
+    }
+}
+
+/// Sends one request of the test and records it in the task's own tally.
+async fn one(http: &reqwest::Client, req: &Request, headers: &HeaderMap, shared: &Shared, local: &mut Local) {
     let mut rb = http.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
     if !req.query.is_empty() {
         rb = rb.query(&req.query);
@@ -142,25 +194,22 @@ async fn one(http: &reqwest::Client, req: &Request, headers: &HeaderMap, shared:
     };
     let micros = (started.elapsed().as_micros() as u64).max(1);
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    let mut stats = shared.stats.lock().unwrap_or_else(|p| p.into_inner());
     match outcome {
         Ok(status) => {
-            let _ = stats.latency.record(micros);
-            *stats.statuses.entry(status).or_insert(0) += 1;
+            local.latencies.push(micros);
+            local.status(status);
             if !req.expect.accepts(status) {
                 shared.errors.fetch_add(1, Ordering::Relaxed);
-                let cause = format!("status {}", super::status_line(status));
-                if stats.causes.len() < MAX_CAUSES && !stats.causes.contains(&cause) {
-                    stats.causes.push(cause);
-                }
+                local.cause(format!("status {}", super::status_line(status)));
             }
         }
         Err(cause) => {
             shared.errors.fetch_add(1, Ordering::Relaxed);
-            if stats.causes.len() < MAX_CAUSES && !stats.causes.contains(&cause) {
-                stats.causes.push(cause);
-            }
+            local.cause(cause);
         }
+    }
+    if local.latencies.len() >= FLUSH_EVERY || !local.causes.is_empty() {
+        local.flush(shared);
     }
 }
 
@@ -185,7 +234,7 @@ pub async fn run(
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),
         dropped: AtomicU64::new(0),
-        stats: Mutex::new(Stats { latency: histogram()?, statuses: BTreeMap::new(), causes: vec![] }),
+        stats: Mutex::new(Stats::new()?),
     });
     let req = Arc::new(req.clone());
     let headers = Arc::new(headers);
@@ -217,10 +266,12 @@ pub async fn run(
                     }
                     let (http, req, headers, shared, wanted) =
                         (http.clone(), req.clone(), headers.clone(), shared.clone(), wanted.clone());
+                    let mut local = Local::default();
                     let handle = tasks.spawn(async move {
-                        while me < wanted.load(Ordering::SeqCst) {
-                            one(&http, &req, &headers, &shared).await;
+                        while me < wanted.load(Ordering::Relaxed) {
+                            one(&http, &req, &headers, &shared, &mut local).await;
                         }
+                        local.flush(&shared);
                     });
                     match vus.get_mut(me) {
                         Some(slot) => *slot = handle,
@@ -242,7 +293,11 @@ pub async fn run(
                         continue;
                     }
                     let (http, req, headers, shared) = (http.clone(), req.clone(), headers.clone(), shared.clone());
-                    tasks.spawn(async move { one(&http, &req, &headers, &shared).await });
+                    let mut local = Local::default();
+                    tasks.spawn(async move {
+                        one(&http, &req, &headers, &shared, &mut local).await;
+                        local.flush(&shared);
+                    });
                 }
                 peak = peak.max(tasks.len() as u32);
                 let next = Duration::from_secs_f64(sent as f64 / per_second);
@@ -281,10 +336,7 @@ pub async fn run(
             _ = &mut grace => { tasks.abort_all(); break }
         }
     }
-    let stats = std::mem::replace(
-        &mut *shared.stats.lock().unwrap_or_else(|p| p.into_inner()),
-        Stats { latency: histogram()?, statuses: BTreeMap::new(), causes: vec![] },
-    );
+    let stats = std::mem::replace(&mut *shared.stats.lock().unwrap_or_else(|p| p.into_inner()), Stats::new()?);
     Ok(Report {
         requests: shared.requests.load(Ordering::Relaxed),
         errors: shared.errors.load(Ordering::Relaxed),
