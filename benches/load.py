@@ -21,20 +21,10 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/runbook-target")
-BIN = os.path.join(TARGET, "release", "runbook")
-OUT = os.path.join(ROOT, "benches", "out")
+from common import BIN, OUT, build, free_port
+
 CONNECTIONS = 64
 SECONDS = 10
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_nginx(root):
@@ -111,9 +101,7 @@ def main():
     for tool in ("/usr/sbin/nginx", shutil.which("wrk")):
         if not tool or not os.path.exists(tool):
             sys.exit("needs nginx and wrk: apt-get install --no-install-recommends nginx wrk")
-    os.makedirs(OUT, exist_ok=True)
-    os.environ["CARGO_TARGET_DIR"] = TARGET
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    build()
     root = tempfile.mkdtemp(prefix="runbook-bench-nginx-")
     work = tempfile.mkdtemp(prefix="runbook-bench-load-")
     nginx, url = start_nginx(root)

@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::HeaderMap;
 use tokio::time::Instant;
 
-use super::{client, transport_failure, Body, HttpError, Request};
+use super::{builder, client, header_map, transport_failure, HttpError, Request};
 
 /// One stage of virtual users: from the previous stage's target (0 at first) to `target`,
 /// linearly over `duration`.
@@ -169,18 +169,7 @@ impl Local {
 
 /// Sends one request of the test and records it in the task's own tally.
 async fn one(http: &reqwest::Client, req: &Request, headers: &HeaderMap, shared: &Shared, local: &mut Local) {
-    let mut rb = http.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
-    if !req.query.is_empty() {
-        rb = rb.query(&req.query);
-    }
-    rb = match &req.body {
-        Body::None => rb,
-        Body::Bytes(b) => rb.body(b.clone()),
-        Body::Json(j) => {
-            rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(j).unwrap_or_default())
-        }
-        Body::Form(f) => rb.form(f),
-    };
+    let rb = builder(http, req, headers);
     let started = Instant::now();
     let outcome = match rb.send().await {
         Ok(resp) => {
@@ -221,15 +210,7 @@ pub async fn run(
     mut progress: impl FnMut(Progress),
 ) -> Result<Report, HttpError> {
     let http = client(&req.client).await?;
-    let mut headers = HeaderMap::new();
-    for (name, value, secret) in &req.headers {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| HttpError::Usage(format!("invalid header name '{name}'")))?;
-        let mut v = HeaderValue::from_str(value)
-            .map_err(|_| HttpError::Usage(format!("header '{name}': invalid value (control characters?)")))?;
-        v.set_sensitive(*secret);
-        headers.append(n, v);
-    }
+    let headers = header_map(&req.headers)?;
     let shared = Arc::new(Shared {
         requests: AtomicU64::new(0),
         errors: AtomicU64::new(0),

@@ -276,6 +276,36 @@ fn retry_after(resp: &Response) -> Option<Duration> {
     v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(60)))
 }
 
+/// The request's headers as reqwest takes them, secret ones marked sensitive.
+fn header_map(headers: &[(String, String, bool)]) -> Result<HeaderMap, HttpError> {
+    let mut map = HeaderMap::new();
+    for (name, value, secret) in headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| HttpError::Usage(format!("invalid header name '{name}'")))?;
+        let mut v = HeaderValue::from_str(value)
+            .map_err(|_| HttpError::Usage(format!("header '{name}': invalid value (control characters?)")))?;
+        v.set_sensitive(*secret);
+        map.append(n, v);
+    }
+    Ok(map)
+}
+
+/// One attempt of `req`: method, URL, headers, timeout, query and body.
+fn builder(client: &reqwest::Client, req: &Request, headers: &HeaderMap) -> reqwest::RequestBuilder {
+    let mut rb = client.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
+    if !req.query.is_empty() {
+        rb = rb.query(&req.query);
+    }
+    match &req.body {
+        Body::None => rb,
+        Body::Bytes(b) => rb.body(b.clone()),
+        Body::Json(j) => {
+            rb.header(reqwest::header::CONTENT_TYPE, "application/json").body(serde_json::to_vec(j).unwrap_or_default())
+        }
+        Body::Form(f) => rb.form(f),
+    }
+}
+
 /// Sends a request, with up to `retries` more attempts after a transport error or a retryable
 /// status (see [`retryable`]), doubling `retry_delay` each time (at most 30s) unless the server
 /// says how long to wait.
@@ -284,32 +314,13 @@ pub async fn send(req: &Request, mut on_attempt: impl FnMut(Attempt)) -> Result<
     let method = req.method.to_string();
     let url = shown_url(&req.url);
     let idempotent = !matches!(req.method, Method::POST | Method::PATCH);
-    let mut headers = HeaderMap::new();
-    for (name, value, secret) in &req.headers {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| HttpError::Usage(format!("invalid header name '{name}'")))?;
-        let mut v = HeaderValue::from_str(value)
-            .map_err(|_| HttpError::Usage(format!("header '{name}': invalid value (control characters?)")))?;
-        v.set_sensitive(*secret);
-        headers.append(n, v);
-    }
+    let headers = header_map(&req.headers)?;
     let attempts = req.retries + 1;
     let mut delay = req.retry_delay;
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let mut rb = client.request(req.method.clone(), req.url.clone()).headers(headers.clone()).timeout(req.timeout);
-        if !req.query.is_empty() {
-            rb = rb.query(&req.query);
-        }
-        rb = match &req.body {
-            Body::None => rb,
-            Body::Bytes(b) => rb.body(b.clone()),
-            Body::Json(j) => rb
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(serde_json::to_vec(j).unwrap_or_default()),
-            Body::Form(f) => rb.form(f),
-        };
+        let rb = builder(&client, req, &headers);
         let started = Instant::now();
         let outcome = match rb.send().await {
             Ok(resp) => {
