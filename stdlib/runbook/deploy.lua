@@ -219,4 +219,69 @@ function M.blue_green_rollback(layout, hosts, opts)
   end, { connect = opts.connect })
 end
 
+--- Traffic canary, as the guides describe it (5% -> 25% -> 50% -> 100%, judged by numbers).
+--- Each stage is a step of its own ("traffic 5%", ...): the weight is set through `backend`,
+--- held for `hold` and, when `analysis` is given, judged by metrics.analyze over that hold. A
+--- stage whose analysis fails puts every request back on the stable version at once, then
+--- fails its step with the numbers; its undo (for `rollback = "auto"`, a declined gate or a
+--- cancel) does the same. A crash mid-rollout resumes at the stage in flight; completed stages
+--- never run again. With `analysis.on_no_data = "pause"`, a stage without data asks for an
+--- approval (`approve`) before the next one.
+---   backend: { name = "haproxy app", set = function(percent) ... end } (see the traffic helpers)
+---   opts: { stages = {5, 25, 50, 100}, hold = "5m", analysis = { prometheus, queries, checks, interval, on_no_data } }
+--- Call it from the runbook's top level (it declares steps); returns the last stage's result.
+function M.traffic_canary(backend, opts)
+  opts = opts or {}
+  assert(type(backend) == "table" and type(backend.set) == "function",
+    "deploy.traffic_canary: backend must be a table with set = function(percent)")
+  local stages = opts.stages or { 5, 25, 50, 100 }
+  local last = 0
+  for i, p in ipairs(stages) do
+    if type(p) ~= "number" or p <= last or p > 100 then
+      error("deploy.traffic_canary: stages must rise from above 0 to at most 100 (stage " .. i .. " is " .. tostring(p) .. ")", 2)
+    end
+    last = p
+  end
+  if opts.analysis and not opts.hold then
+    error("deploy.traffic_canary: an analysis needs a hold (how long each stage is watched)", 2)
+  end
+  local name = backend.name or "traffic"
+  local function to_stable()
+    backend.set(0)
+    log.warn("traffic back on the stable version", { backend = name })
+  end
+  local result
+  for _, p in ipairs(stages) do
+    result = step("traffic " .. p .. "%", { undo = to_stable }, function()
+      backend.set(p)
+      log.info("canary at " .. p .. "% of traffic", { backend = name })
+      if p == 100 or not opts.hold then return { percent = p } end
+      if not opts.analysis then
+        sleep(opts.hold)
+        return { percent = p }
+      end
+      local a = {}
+      for k, v in pairs(opts.analysis) do a[k] = v end
+      a.duration, a.raise = opts.hold, false
+      local r = metrics.analyze(a)
+      if r.outcome == "failed" then
+        to_stable()
+        local failed = {}
+        for check, c in pairs(r.checks) do
+          if c.verdict == "failed" then
+            failed[#failed + 1] = check .. " = " .. tostring(c.last) .. " broke `" .. c.rule .. "` (worst " .. tostring(c.worst) .. ")"
+          end
+        end
+        table.sort(failed)
+        error("the canary failed at " .. p .. "% of traffic: " .. table.concat(failed, "; "), 0)
+      end
+      return { percent = p, outcome = r.outcome, checks = r.checks }
+    end)
+    if result and result.outcome == "no_data" then
+      approve("The canary's analysis had no data at " .. p .. "% of traffic. Go on to the next stage?")
+    end
+  end
+  return result
+end
+
 return M

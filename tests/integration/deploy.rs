@@ -656,3 +656,83 @@ fn system_generic_app() {
         Some("insert into users (email) values ('a@example.com')"),
     );
 }
+
+/// A traffic canary whose backend writes each weight to `weights` and whose error rate turns bad
+/// from the stage `fail_at` on.
+const TRAFFIC_CANARY: &str = r#"runbook { name = "traffic", params = { fail_at = { type = "number", default = 0 }, hold = { default = "300ms" } } }
+local deploy = require "runbook.deploy"
+local lb = { name = "test lb", set = function(p) exec{ "sh", "-c", 'echo "$1" >> weights', "_", tostring(p) } end }
+local function current()
+  return tonumber(exec{ "sh", "-c", "tail -n 1 weights" }.stdout) or 0
+end
+local function error_rate()
+  if params.fail_at > 0 and current() >= params.fail_at then return 0.2 end
+  return 0.01
+end
+local last = deploy.traffic_canary(lb, { hold = params.hold,
+  analysis = { interval = "100ms", queries = { error_rate = error_rate }, checks = { "error_rate < 0.05" } } })
+step("done", function() return last.percent end)
+"#;
+
+fn weights(env: &Env) -> Vec<String> {
+    env.read("weights").lines().map(str::to_string).collect()
+}
+
+#[test]
+fn a_traffic_canary_moves_through_its_stages_judged_by_numbers_and_goes_back_to_stable_when_they_fail() {
+    let env = Env::new();
+    env.write("rb.lua", TRAFFIC_CANARY);
+    env.write("weights", "");
+    let r = env.run(&["run", "rb.lua"]);
+    r.assert_code(0);
+    assert_eq!(weights(&env), ["5", "25", "50", "100"]);
+    let show = env.show("last");
+    for stage in ["traffic 5%", "traffic 25%", "traffic 50%", "traffic 100%"] {
+        assert_eq!(Env::step(&show, stage)["status"], "succeeded", "{stage}");
+    }
+    assert_eq!(Env::step(&show, "traffic 25%")["result"]["checks"]["error_rate"]["last"], 0.01);
+    assert_eq!(Env::step(&show, "done")["result"], 100);
+
+    // Bad numbers at 25%: traffic goes back to the stable version at once, and the step says why.
+    env.write("weights", "");
+    let r = env.run(&["run", "rb.lua", "-p", "fail_at=25"]);
+    r.assert_code(1);
+    assert_eq!(weights(&env), ["5", "25", "0"]);
+    assert!(
+        r.stderr.contains("step 'traffic 25%'")
+            && r.stderr.contains(
+                "the canary failed at 25% of traffic: error_rate = 0.2 broke `error_rate < 0.05` (worst 0.2)"
+            ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stdout.contains("traffic back on the stable version"), "{}", r.stdout);
+
+    // Killed while 50% is held: the resume sets 50% again and goes on; 5% and 25% stay done.
+    env.write("weights", "");
+    let mut child = env.cmd(&["run", "rb.lua", "-p", "hold=3s"]).spawn().unwrap();
+    let mut killed = false;
+    for _ in 0..600 {
+        if weights(&env).last().map(String::as_str) == Some("50") {
+            crate::harness::signal(child.id(), libc::SIGKILL);
+            killed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.wait();
+    assert!(killed, "the canary never reached 50%: {:?}", weights(&env));
+    let r = env.run(&["resume", "--last"]);
+    r.assert_code(0);
+    assert_eq!(weights(&env), ["5", "25", "50", "50", "100"]);
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "traffic 5%")["attempts"], 1, "{show}");
+    assert_eq!(Env::step(&show, "done")["result"], 100);
+
+    // Stages that do not rise are refused before any weight is set.
+    env.write("weights", "");
+    env.write("bad.lua", "runbook { name = \"bad\" }\nrequire(\"runbook.deploy\").traffic_canary({ set = function() end }, { stages = { 5, 50, 25 } })\n");
+    let r = env.run(&["run", "bad.lua"]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("stages must rise") && r.stderr.contains("bad.lua:2"), "{}", r.stderr);
+}

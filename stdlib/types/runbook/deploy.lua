@@ -127,3 +127,23 @@ function deploy.blue_green(layout, hosts, opts) end
 ---@param opts? {connect?: SshConnectOptions}
 ---@return table<string, SshHostOutcome>
 function deploy.blue_green_rollback(layout, hosts, opts) end
+
+---@class TrafficBackend
+---@field name? string Shown in logs ("haproxy app", "nginx upstream app").
+---@field set fun(percent: number) Sends `percent` of the traffic to the new version (0: all on the stable one).
+
+---@class TrafficCanaryOptions
+---@field stages? number[] Percentages, rising (default {5, 25, 50, 100}).
+---@field hold? Duration How long each stage below 100% is held (and watched).
+---@field analysis? AnalysisOptions metrics.analyze options without `duration` (the hold is used): prometheus, queries, checks, interval, on_no_data.
+
+--- Traffic canary: one step per stage ("traffic 5%", ...), each setting the weight, holding it
+--- and judging it by the analysis. A failed stage puts all traffic back on the stable version and
+--- fails with the numbers; each stage's undo does the same; a crash resumes at the stage in
+--- flight. `on_no_data = "pause"` asks for an approval before the next stage. Call it from the
+--- runbook's top level.
+--- Example: `deploy.traffic_canary(lb, { hold = "5m", analysis = { prometheus = prom, queries = q, checks = { "error_rate < 5% for 5m" } } })`
+---@param backend TrafficBackend
+---@param opts? TrafficCanaryOptions
+---@return {percent: number, outcome?: string, checks?: table}
+function deploy.traffic_canary(backend, opts) end
