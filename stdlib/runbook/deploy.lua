@@ -219,6 +219,76 @@ function M.blue_green_rollback(layout, hosts, opts)
   end, { connect = opts.connect })
 end
 
+-- Weights for `p` percent of requests on `nc` canary servers and the rest on `ns` stable ones,
+-- within HAProxy's 0..256: canary * nc / (canary * nc + stable * ns) = p / 100.
+local function split_weights(p, nc, ns)
+  if p <= 0 then return 0, 100 end
+  if p >= 100 then return 100, 0 end
+  local wc, ws = p * ns, (100 - p) * nc
+  local scale = math.max(wc, ws) / 256
+  if scale > 1 then wc, ws = wc / scale, ws / scale end
+  return math.max(1, math.floor(wc + 0.5)), math.max(1, math.floor(ws + 0.5))
+end
+M.split_weights = split_weights
+
+--- A traffic backend for HAProxy: the servers' weights are set through its runtime API (no
+--- reload, no dropped connection), with socat on the load balancer: over `ssh` when given (a
+--- host of the inventory or "user@host"), else on this machine.
+---   deploy.haproxy{ socket = "/run/haproxy/admin.sock", backend = "app",
+---                   stable = { "web1", "web2" }, canary = { "web3" }, ssh = "lb1" }
+--- Returns a backend for traffic_canary, with `weights()` to read them back.
+function M.haproxy(opts)
+  assert(type(opts) == "table" and opts.socket and opts.backend and opts.stable and opts.canary,
+    "deploy.haproxy: socket, backend, stable and canary are required")
+  for _, name in ipairs({ opts.backend, table.unpack(opts.stable) }) do
+    assert(tostring(name):match("^[%w%._%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a backend or server name")
+  end
+  for _, name in ipairs(opts.canary) do
+    assert(tostring(name):match("^[%w%._%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a server name")
+  end
+  -- Several commands go as one line separated by ';': HAProxy answers each in turn.
+  local function api(commands, readonly)
+    local input = table.concat(commands, "; ") .. "\n"
+    local out
+    if opts.ssh then
+      local s = ssh.connect(opts.ssh, opts.connect)
+      out = s:exec("socat stdio " .. q("unix-connect:" .. opts.socket), { stdin = input, echo = false, readonly = readonly }).stdout
+      s:close()
+    else
+      out = exec{ "socat", "stdio", "unix-connect:" .. opts.socket, stdin = input, echo = false, readonly = readonly }.stdout
+    end
+    -- (A dry run's placeholder in place of the output: nothing was sent.)
+    return type(out) == "string" and out or ""
+  end
+  local b = { name = "haproxy " .. opts.backend }
+  function b.set(p)
+    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+    local commands = {}
+    for _, srv in ipairs(opts.canary) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. wc end
+    for _, srv in ipairs(opts.stable) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. ws end
+    local out = api(commands)
+    -- A command that worked answers nothing; one that did not says why ("No such server.").
+    if out:match("%S") then error("haproxy " .. opts.backend .. ": " .. out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""), 0) end
+    return { canary = wc, stable = ws }
+  end
+  function b.weights()
+    local servers = {}
+    for _, srv in ipairs(opts.stable) do servers[#servers + 1] = srv end
+    for _, srv in ipairs(opts.canary) do servers[#servers + 1] = srv end
+    local commands = {}
+    for _, srv in ipairs(servers) do commands[#commands + 1] = "get weight " .. opts.backend .. "/" .. srv end
+    local out, weights, i = api(commands, true), {}, 0
+    for line in out:gmatch("[^\n]+") do
+      local w = line:match("^(%d+) %(initial")
+      if not w then error("haproxy " .. opts.backend .. ": " .. line, 0) end
+      i = i + 1
+      weights[servers[i]] = tonumber(w)
+    end
+    return weights
+  end
+  return b
+end
+
 --- Traffic canary, as the guides describe it (5% -> 25% -> 50% -> 100%, judged by numbers).
 --- Each stage is a step of its own ("traffic 5%", ...): the weight is set through `backend`,
 --- held for `hold` and, when `analysis` is given, judged by metrics.analyze over that hold. A

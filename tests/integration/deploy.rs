@@ -736,3 +736,45 @@ fn a_traffic_canary_moves_through_its_stages_judged_by_numbers_and_goes_back_to_
     r.assert_code(1);
     assert!(r.stderr.contains("stages must rise") && r.stderr.contains("bad.lua:2"), "{}", r.stderr);
 }
+
+#[test]
+fn a_traffic_canary_through_haproxy_sets_the_weights_it_reports_and_requests_follow_them() {
+    use crate::fixtures::HttpServer;
+    let env = Env::new();
+    let (stable, canary) = (HttpServer::start(), HttpServer::start());
+    let lb = servers::haproxy(&stable.target(), &canary.target());
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "haproxy-canary" }
+local deploy = require "runbook.deploy"
+local hap = deploy.haproxy{ socket = env("HAPROXY_SOCKET"), backend = "app", stable = { "stable" }, canary = { "canary" } }
+local lb = { name = hap.name, set = function(p)
+  hap.set(p)
+  local w = hap.weights()
+  exec{ "sh", "-c", 'echo "$1 $2 $3" >> weights', "_", tostring(p), tostring(w.canary), tostring(w.stable) }
+  for _ = 1, 20 do http.get(env("FRONTEND") .. "/ok") end
+end }
+deploy.traffic_canary(lb, { hold = "100ms" })
+step("unknown server", function()
+  local ok, e = pcall(deploy.haproxy{ socket = env("HAPROXY_SOCKET"), backend = "app", stable = { "stable" }, canary = { "nope" } }.set, 5)
+  return tostring(e)
+end)
+"#,
+    );
+    env.write("weights", "");
+    let r = env.run_env(
+        &["run", "rb.lua"],
+        &[("HAPROXY_SOCKET", lb.socket.to_str().unwrap()), ("FRONTEND", lb.frontend.as_str())],
+    );
+    r.assert_code(0);
+    // The weights HAProxy reports after each stage: canary, stable.
+    assert_eq!(env.read("weights").lines().collect::<Vec<_>>(), ["5 5 95", "25 25 75", "50 50 50", "100 100 0"]);
+    // 20 requests a stage: 1 + 5 + 10 + 20 = 36 of 80 on the canary (round robin may shift one a stage).
+    let on_canary = canary.recorded().iter().filter(|q| q.path == "/ok").count();
+    let on_stable = stable.recorded().iter().filter(|q| q.path == "/ok").count();
+    assert_eq!(on_canary + on_stable, 80);
+    assert!((32..=40).contains(&on_canary), "{on_canary} of 80 on the canary");
+    let show = env.show("last");
+    let e = Env::step(&show, "unknown server")["result"].as_str().unwrap().to_string();
+    assert!(e.contains("haproxy app: No such server."), "{e}");
+}

@@ -622,3 +622,69 @@ fn start_prometheus(targets: &[String]) -> Result<Prometheus, String> {
     }
     Ok(server)
 }
+
+/// Debian's HAProxy, one per test that asks: a frontend on a free loopback port balancing
+/// backend `app` between servers `stable` and `canary` (weights 100 and 0), its runtime API on a
+/// unix socket (level admin); killed and removed when dropped.
+pub struct Haproxy {
+    pub frontend: String,
+    pub socket: PathBuf,
+    child: std::process::Child,
+    root: PathBuf,
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn haproxy(stable: &str, canary: &str) -> Haproxy {
+    start_haproxy(stable, canary).unwrap_or_else(|e| {
+        panic!("cannot start HAProxy for the tests: {e}\ninstall it with: apt-get install --no-install-recommends haproxy socat (scripts/test does this)")
+    })
+}
+
+fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
+    let bin = PathBuf::from("/usr/sbin/haproxy");
+    if !bin.exists() {
+        return Err("no haproxy binary".into());
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = std::env::temp_dir().join(format!("runbook-test-haproxy-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let socket = root.join("admin.sock");
+    let config = format!(
+        "global\n  stats socket {} mode 600 level admin\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
+         frontend fe\n  bind 127.0.0.1:{port}\n  default_backend app\n\
+         backend app\n  balance roundrobin\n  server stable {stable} weight 100\n  server canary {canary} weight 0\n",
+        socket.display()
+    );
+    std::fs::write(root.join("haproxy.cfg"), config).map_err(|e| e.to_string())?;
+    let log = std::fs::File::create(root.join("haproxy.log")).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .arg("-db")
+        .arg("-f")
+        .arg(root.join("haproxy.cfg"))
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let server = Haproxy { frontend: format!("http://127.0.0.1:{port}"), socket, child, root };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !server.socket.exists() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "haproxy did not listen: {}",
+                std::fs::read_to_string(server.root.join("haproxy.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(server)
+}

@@ -147,3 +147,31 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 ---@param opts? TrafficCanaryOptions
 ---@return {percent: number, outcome?: string, checks?: table}
 function deploy.traffic_canary(backend, opts) end
+
+--- The HAProxy weights that send `percent` of requests to `canary_servers` servers and the rest
+--- to `stable_servers` (within HAProxy's 0..256).
+--- Example: `deploy.split_weights(25, 1, 3)` is 75, 75 (one canary at 75 beside three stable at 75 each: 25%)
+---@param percent number
+---@param canary_servers integer
+---@param stable_servers integer
+---@return integer canary_weight
+---@return integer stable_weight
+function deploy.split_weights(percent, canary_servers, stable_servers) end
+
+---@class HaproxyBackend: TrafficBackend
+---@field weights fun(): table<string, integer> The servers' current weights, by name.
+
+---@class HaproxyOptions
+---@field socket string The runtime API's socket on the load balancer (`stats socket ... level admin`).
+---@field backend string
+---@field stable string[] Servers of the stable version.
+---@field canary string[] Servers of the new version.
+---@field ssh? string The load balancer, when it is not this machine (socat runs there).
+---@field connect? SshConnectOptions
+
+--- A traffic backend for HAProxy: weights set through its runtime API (no reload), with socat on
+--- the load balancer. An unknown backend or server is an error with HAProxy's answer.
+--- Example: `local lb = deploy.haproxy{ socket = "/run/haproxy/admin.sock", backend = "app", stable = { "web1" }, canary = { "web2" }, ssh = "lb1" }`
+---@param opts HaproxyOptions
+---@return HaproxyBackend
+function deploy.haproxy(opts) end
