@@ -411,6 +411,7 @@ function http.load(opts) end
 ---@field url string|Secret What to load (only this).
 ---@field stages? LoadStage[] Virtual users ramping: each sends its next request when its last is answered, over reused connections.
 ---@field vus? integer A constant number of virtual users, for `duration`.
+---@field think? Duration With virtual users: each pauses this long between its requests (k6's `sleep(1)`).
 ---@field rate? number Or a constant arrival rate: requests started per second, for `duration`.
 ---@field duration? Duration With `vus` or `rate`.
 ---@field max_vus? integer With `rate`: requests in flight at most (default 100); one due when none is free is counted as dropped.

@@ -312,3 +312,35 @@ fn scaling_check_measures_hosts_and_database_and_posts_what_fired() {
     assert_eq!(body["status"], "triggered");
     assert_eq!(body["triggers"].as_array().unwrap().len(), fired.len());
 }
+
+#[test]
+fn the_guides_load_test_ramps_holds_and_fails_past_its_latency_or_error_thresholds() {
+    let env = Env::new();
+    let srv = HttpServer::start();
+    let run = |path: &str, more: &[&str]| {
+        let mut args: Vec<String> =
+            vec!["run".into(), runbook("load_test.lua"), "-p".into(), format!("url={}", srv.url(path))];
+        args.extend(["-p".into(), format!("health={}", srv.url("/ok"))]);
+        for p in ["users=5", "ramp_up=500ms", "hold=1s", "ramp_down=500ms", "think=50ms"].iter().chain(more) {
+            args.extend(["-p".to_string(), p.to_string()]);
+        }
+        env.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let r = run("/slow/20", &[]);
+    r.assert_code(0);
+    let show = env.show("last");
+    let load = &Env::step(&show, "load")["result"];
+    assert!(load["requests"].as_u64().unwrap() > 10, "{load}");
+    assert_eq!(load["error_rate"], 0.0);
+    assert!(load["latency"]["p50"].as_f64().unwrap() >= 0.019, "{load}");
+    assert_eq!(Env::step(&show, "healthy after")["status"], "succeeded");
+    assert!(srv.recorded().iter().all(|q| q.path == "/slow/20" || q.path == "/ok"), "only the named URLs");
+
+    let r = run("/slow/300", &["p95=100ms"]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("step 'load'") && r.stderr.contains("crossed its thresholds: p95 "), "{}", r.stderr);
+
+    let r = run("/status/500", &[]);
+    r.assert_code(1);
+    assert!(r.stderr.contains("error_rate 100.00% > 1.00% (status 500 Internal Server Error)"), "{}", r.stderr);
+}

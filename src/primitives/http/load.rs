@@ -25,14 +25,19 @@ pub struct Stage {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Shape {
-    Users(Vec<Stage>),
-    Rate { per_second: f64, duration: Duration, max_vus: u32 },
+    /// Virtual users through stages, each pausing `think` between its requests (k6's `sleep`).
+    Users(Vec<Stage>, Duration),
+    Rate {
+        per_second: f64,
+        duration: Duration,
+        max_vus: u32,
+    },
 }
 
 impl Shape {
     pub fn total(&self) -> Duration {
         match self {
-            Shape::Users(stages) => stages.iter().map(|s| s.duration).sum(),
+            Shape::Users(stages, _) => stages.iter().map(|s| s.duration).sum(),
             Shape::Rate { duration, .. } => *duration,
         }
     }
@@ -236,7 +241,8 @@ pub async fn run(
             break;
         }
         match shape {
-            Shape::Users(stages) => {
+            Shape::Users(stages, think) => {
+                let think = *think;
                 let want = Shape::users_at(stages, at);
                 wanted.store(want as usize, Ordering::SeqCst);
                 // User i runs while i < wanted; one past the target stops after its request in
@@ -251,6 +257,9 @@ pub async fn run(
                     let handle = tasks.spawn(async move {
                         while me < wanted.load(Ordering::Relaxed) {
                             one(&http, &req, &headers, &shared, &mut local).await;
+                            if !think.is_zero() {
+                                tokio::time::sleep(think).await;
+                            }
                         }
                         local.flush(&shared);
                     });
@@ -295,7 +304,7 @@ pub async fn run(
                 at,
                 total,
                 users: match shape {
-                    Shape::Users(_) => wanted.load(Ordering::SeqCst) as u32,
+                    Shape::Users(..) => wanted.load(Ordering::SeqCst) as u32,
                     Shape::Rate { .. } => tasks.len() as u32,
                 },
                 per_second: (requests - last.1) as f64 / window,
@@ -340,6 +349,6 @@ mod tests {
         let stages = [s(10, 100), s(10, 100), s(10, 0)];
         let at = |secs: f64| Shape::users_at(&stages, Duration::from_secs_f64(secs));
         assert_eq!((at(0.0), at(5.0), at(10.0), at(15.0), at(25.0), at(30.0)), (0, 50, 100, 100, 50, 0));
-        assert_eq!(Shape::Users(stages.to_vec()).total(), Duration::from_secs(30));
+        assert_eq!(Shape::Users(stages.to_vec(), Duration::ZERO).total(), Duration::from_secs(30));
     }
 }

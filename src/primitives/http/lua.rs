@@ -77,6 +77,8 @@ struct Options {
     thresholds: Option<Thresholds>,
     #[serde(default, deserialize_with = "crate::duration::de_opt")]
     report_every: Option<Duration>,
+    #[serde(default, deserialize_with = "crate::duration::de_opt")]
+    think: Option<Duration>,
     // read by hand
     #[allow(dead_code)]
     url: Option<IgnoredAny>,
@@ -121,7 +123,7 @@ struct Thresholds {
 
 const BY_HAND: &[&str] = &["url", "headers", "bearer", "query", "json", "body", "form"];
 const WAIT_ONLY: &[&str] = &["interval", "attempt_timeout", "body_contains", "json_path", "equals"];
-const LOAD_ONLY: &[&str] = &["stages", "rate", "vus", "duration", "max_vus", "thresholds", "report_every"];
+const LOAD_ONLY: &[&str] = &["stages", "rate", "vus", "duration", "max_vus", "thresholds", "report_every", "think"];
 /// A load test sends its requests once each: no retries (a retry would hide the error rate).
 const NOT_IN_LOAD: &[&str] = &["retries", "retry_delay", "readonly"];
 /// A health check is a GET: nothing that could change the server, even under --dry-run.
@@ -492,6 +494,10 @@ const MAX_VUS: u32 = 10_000;
 
 fn shape(o: &Options) -> mlua::Result<Shape> {
     let bad = |m: &str| error("http", format!("load: {m}"));
+    let think = o.think.unwrap_or_default();
+    if o.think.is_some() && o.rate.is_some() {
+        return Err(bad("think goes with virtual users (a rate sets its own pace)"));
+    }
     let shape = match (&o.stages, o.rate, o.vus) {
         (Some(stages), None, None) => {
             if o.duration.is_some() {
@@ -505,7 +511,7 @@ fn shape(o: &Options) -> mlua::Result<Shape> {
                 let duration = st.duration.ok_or_else(|| bad(&format!("stages[{}]: duration is required", i + 1)))?;
                 out.push(Stage { duration, target: st.target });
             }
-            Shape::Users(out)
+            Shape::Users(out, think)
         }
         (None, Some(rate), None) => {
             if !(rate > 0.0 && rate <= 1_000_000.0) {
@@ -516,7 +522,7 @@ fn shape(o: &Options) -> mlua::Result<Shape> {
         }
         (None, None, Some(vus)) => {
             let duration = o.duration.ok_or_else(|| bad("vus needs a duration"))?;
-            Shape::Users(vec![Stage { duration: Duration::ZERO, target: vus }, Stage { duration, target: vus }])
+            Shape::Users(vec![Stage { duration: Duration::ZERO, target: vus }, Stage { duration, target: vus }], think)
         }
         _ => {
             return Err(bad(
@@ -528,7 +534,7 @@ fn shape(o: &Options) -> mlua::Result<Shape> {
         return Err(bad("max_vus goes with rate (virtual users are the stages' targets)"));
     }
     let most = match &shape {
-        Shape::Users(stages) => stages.iter().map(|s| s.target).max().unwrap_or(0),
+        Shape::Users(stages, _) => stages.iter().map(|s| s.target).max().unwrap_or(0),
         Shape::Rate { max_vus, .. } => *max_vus,
     };
     if most == 0 || most > MAX_VUS {
