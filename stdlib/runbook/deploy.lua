@@ -222,12 +222,20 @@ end
 -- Weights for `p` percent of requests on `nc` canary servers and the rest on `ns` stable ones,
 -- within HAProxy's 0..256: canary * nc / (canary * nc + stable * ns) = p / 100.
 local function split_weights(p, nc, ns)
+  assert(nc >= 1 and ns >= 1, "deploy.split_weights: at least one canary and one stable server")
   if p <= 0 then return 0, 100 end
   if p >= 100 then return 100, 0 end
   local wc, ws = p * ns, (100 - p) * nc
   local scale = math.max(wc, ws) / 256
   if scale > 1 then wc, ws = wc / scale, ws / scale end
-  return math.max(1, math.floor(wc + 0.5)), math.max(1, math.floor(ws + 0.5))
+  wc, ws = math.max(1, math.floor(wc + 0.5)), math.max(1, math.floor(ws + 0.5))
+  -- Weights are whole numbers from 1 to 256: some shares cannot be had with some server counts.
+  local share = 100 * wc * nc / (wc * nc + ws * ns)
+  if math.abs(share - p) > 1 then
+    error(string.format("deploy.split_weights: %s%% cannot be sent to %d canary server(s) beside %d stable one(s) "
+      .. "within HAProxy's weights (the nearest is %.1f%%)", p, nc, ns, share), 2)
+  end
+  return wc, ws
 end
 M.split_weights = split_weights
 
@@ -247,13 +255,16 @@ function M.haproxy(opts)
     assert(tostring(name):match("^[%w%._%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a server name")
   end
   -- Several commands go as one line separated by ';': HAProxy answers each in turn.
+  assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.haproxy: at least one stable and one canary server")
   local function api(commands, readonly)
     local input = table.concat(commands, "; ") .. "\n"
     local out
     if opts.ssh then
       local s = ssh.connect(opts.ssh, opts.connect)
-      out = s:exec("socat stdio " .. q("unix-connect:" .. opts.socket), { stdin = input, echo = false, readonly = readonly }).stdout
+      local ok, r = pcall(s.exec, s, "socat stdio " .. q("unix-connect:" .. opts.socket), { stdin = input, echo = false, readonly = readonly })
       s:close()
+      if not ok then error(r, 0) end
+      out = r.stdout
     else
       out = exec{ "socat", "stdio", "unix-connect:" .. opts.socket, stdin = input, echo = false, readonly = readonly }.stdout
     end
@@ -263,6 +274,9 @@ function M.haproxy(opts)
   local b = { name = "haproxy " .. opts.backend }
   function b.set(p)
     local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+    -- Every server is read first: HAProxy goes on after a command it refuses, so a misspelt
+    -- canary would otherwise leave the stable servers' weights changed.
+    b.weights()
     local commands = {}
     for _, srv in ipairs(opts.canary) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. wc end
     for _, srv in ipairs(opts.stable) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. ws end
@@ -305,9 +319,10 @@ function M.traffic_canary(backend, opts)
   assert(type(backend) == "table" and type(backend.set) == "function",
     "deploy.traffic_canary: backend must be a table with set = function(percent)")
   local stages = opts.stages or { 5, 25, 50, 100 }
+  if #stages == 0 then error("deploy.traffic_canary: stages is empty", 2) end
   local last = 0
   for i, p in ipairs(stages) do
-    if type(p) ~= "number" or p <= last or p > 100 then
+    if type(p) ~= "number" or p ~= p or p <= last or p > 100 then
       error("deploy.traffic_canary: stages must rise from above 0 to at most 100 (stage " .. i .. " is " .. tostring(p) .. ")", 2)
     end
     last = p
@@ -315,40 +330,46 @@ function M.traffic_canary(backend, opts)
   if opts.analysis and not opts.hold then
     error("deploy.traffic_canary: an analysis needs a hold (how long each stage is watched)", 2)
   end
+  for _, key in ipairs({ "duration", "raise" }) do
+    if opts.analysis and opts.analysis[key] ~= nil then
+      error("deploy.traffic_canary: analysis." .. key .. " is set by the canary (the hold; a failed stage raises)", 2)
+    end
+  end
   local name = backend.name or "traffic"
+  local prefix = opts.name and (opts.name .. " ") or ""
   local function to_stable()
     backend.set(0)
     log.warn("traffic back on the stable version", { backend = name })
   end
   local result
   for _, p in ipairs(stages) do
-    result = step("traffic " .. p .. "%", { undo = to_stable }, function()
-      backend.set(p)
-      log.info("canary at " .. p .. "% of traffic", { backend = name })
-      if p == 100 or not opts.hold then return { percent = p } end
-      if not opts.analysis then
-        sleep(opts.hold)
-        return { percent = p }
-      end
-      local a = {}
-      for k, v in pairs(opts.analysis) do a[k] = v end
-      a.duration, a.raise = opts.hold, false
-      local r = metrics.analyze(a)
-      if r.outcome == "failed" then
-        to_stable()
-        local failed = {}
-        for check, c in pairs(r.checks) do
-          if c.verdict == "failed" then
-            failed[#failed + 1] = check .. " = " .. tostring(c.last) .. " broke `" .. c.rule .. "` (worst " .. tostring(c.worst) .. ")"
-          end
+    result = step(prefix .. "traffic " .. p .. "%", { undo = to_stable }, function()
+      -- Whatever stops this stage (bad numbers, no data, Prometheus down, the weight change
+      -- itself), traffic goes back to the stable version before the step fails: the undo
+      -- belongs to completed steps only.
+      local ok, r = pcall(function()
+        backend.set(p)
+        log.info("canary at " .. p .. "% of traffic", { backend = name })
+        if p == 100 or not opts.hold then return { percent = p } end
+        if not opts.analysis then
+          sleep(opts.hold)
+          return { percent = p }
         end
-        table.sort(failed)
-        error("the canary failed at " .. p .. "% of traffic: " .. table.concat(failed, "; "), 0)
-      end
-      return { percent = p, outcome = r.outcome, checks = r.checks }
+        local a = {}
+        for k, v in pairs(opts.analysis) do a[k] = v end
+        a.duration = opts.hold
+        local r = metrics.analyze(a)
+        return { percent = p, outcome = r.outcome, checks = r.checks }
+      end)
+      if ok then return r end
+      local back, why = pcall(to_stable)
+      local message = "the canary failed at " .. p .. "% of traffic: " .. tostring(r):gsub("^runtime error: ", "")
+      if not back then message = message .. "; and putting traffic back on the stable version failed too: " .. tostring(why) end
+      error(message, 0)
     end)
+    -- Only with on_no_data = "pause": a stage without data asks before the canary goes on.
     if result and result.outcome == "no_data" then
-      approve("The canary's analysis had no data at " .. p .. "% of traffic. Go on to the next stage?")
+      approve("The canary's analysis had no data at " .. p .. "% of traffic. Go on?")
     end
   end
   return result

@@ -421,13 +421,13 @@ function http.load(opts) end
 ---@class LoadReport
 ---@field requests integer
 ---@field errors integer Transport errors and unexpected statuses.
----@field dropped integer `rate` only: requests not started because `max_vus` were in flight.
----@field error_rate number errors / requests.
+---@field dropped integer `rate` only: requests not started because `max_vus` were in flight (they count as errors in error_rate).
+---@field error_rate number (errors + dropped) / (requests + dropped).
 ---@field rps number Requests per second.
 ---@field duration number Seconds.
 ---@field peak_vus integer
 ---@field statuses table<string, integer> By status code.
----@field latency {min?: number, mean?: number, p50?: number, p90?: number, p95?: number, p99?: number, max?: number} Seconds (an HDR histogram, 3 significant digits).
+---@field latency {min?: number, mean?: number, p50?: number, p90?: number, p95?: number, p99?: number, max?: number} Seconds, failed requests included (an HDR histogram, 3 significant digits).
 ---@field causes string[] The first few distinct causes of errors.
 
 ---@class TlsCertificate

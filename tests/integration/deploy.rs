@@ -659,13 +659,14 @@ fn system_generic_app() {
 
 /// A traffic canary whose backend writes each weight to `weights` and whose error rate turns bad
 /// from the stage `fail_at` on.
-const TRAFFIC_CANARY: &str = r#"runbook { name = "traffic", params = { fail_at = { type = "number", default = 0 }, hold = { default = "300ms" } } }
+const TRAFFIC_CANARY: &str = r#"runbook { name = "traffic", params = { fail_at = { type = "number", default = 0 }, no_data = { type = "boolean", default = false }, hold = { default = "300ms" } } }
 local deploy = require "runbook.deploy"
 local lb = { name = "test lb", set = function(p) exec{ "sh", "-c", 'echo "$1" >> weights', "_", tostring(p) } end }
 local function current()
   return tonumber(exec{ "sh", "-c", "tail -n 1 weights" }.stdout) or 0
 end
 local function error_rate()
+  if params.no_data then return nil end
   if params.fail_at > 0 and current() >= params.fail_at then return 0.2 end
   return 0.01
 end
@@ -700,19 +701,25 @@ fn a_traffic_canary_moves_through_its_stages_judged_by_numbers_and_goes_back_to_
     assert_eq!(weights(&env), ["5", "25", "0"]);
     assert!(
         r.stderr.contains("step 'traffic 25%'")
-            && r.stderr.contains(
-                "the canary failed at 25% of traffic: error_rate = 0.2 broke `error_rate < 0.05` (worst 0.2)"
-            ),
+            && r.stderr.contains("the canary failed at 25% of traffic: metrics: analysis failed after ")
+            && r.stderr.contains("error_rate = 0.2 broke `error_rate < 0.05` (worst 0.2)"),
         "{}",
         r.stderr
     );
     assert!(r.stdout.contains("traffic back on the stable version"), "{}", r.stdout);
 
+    // No data (on_no_data = "fail", the default) is not a pass: the first stage goes back too.
+    env.write("weights", "");
+    let r = env.run(&["run", "rb.lua", "-p", "no_data=true"]);
+    r.assert_code(1);
+    assert_eq!(weights(&env), ["5", "0"]);
+    assert!(r.stderr.contains("the canary failed at 5% of traffic: metrics: analysis inconclusive"), "{}", r.stderr);
+
     // Killed while 50% is held: the resume sets 50% again and goes on; 5% and 25% stay done.
     env.write("weights", "");
     let mut child = env.cmd(&["run", "rb.lua", "-p", "hold=3s"]).spawn().unwrap();
     let mut killed = false;
-    for _ in 0..600 {
+    for _ in 0..3000 {
         if weights(&env).last().map(String::as_str) == Some("50") {
             crate::harness::signal(child.id(), libc::SIGKILL);
             killed = true;
@@ -757,7 +764,8 @@ end }
 deploy.traffic_canary(lb, { hold = "100ms" })
 step("unknown server", function()
   local ok, e = pcall(deploy.haproxy{ socket = env("HAPROXY_SOCKET"), backend = "app", stable = { "stable" }, canary = { "nope" } }.set, 5)
-  return tostring(e)
+  -- Refused before any weight changed: stable stays where the canary left it.
+  return { error = tostring(e), stable = hap.weights().stable }
 end)
 "#,
     );
@@ -775,6 +783,7 @@ end)
     assert_eq!(on_canary + on_stable, 80);
     assert!((32..=40).contains(&on_canary), "{on_canary} of 80 on the canary");
     let show = env.show("last");
-    let e = Env::step(&show, "unknown server")["result"].as_str().unwrap().to_string();
-    assert!(e.contains("haproxy app: No such server."), "{e}");
+    let unknown = &Env::step(&show, "unknown server")["result"];
+    assert!(unknown["error"].as_str().unwrap().contains("haproxy app: No such server."), "{unknown}");
+    assert_eq!(unknown["stable"], 0, "a refused change moved the stable servers");
 }

@@ -518,6 +518,9 @@ fn shape(o: &Options) -> mlua::Result<Shape> {
                 return Err(bad("rate: requests per second, more than 0 and at most 1,000,000"));
             }
             let duration = o.duration.ok_or_else(|| bad("rate needs a duration"))?;
+            if rate * duration.as_secs_f64() < 1.0 {
+                return Err(bad("rate and duration make less than one request"));
+            }
             Shape::Rate { per_second: rate, duration, max_vus: o.max_vus.unwrap_or(100) }
         }
         (None, None, Some(vus)) => {

@@ -132,10 +132,18 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 ---@field name? string Shown in logs ("haproxy app", "nginx upstream app").
 ---@field set fun(percent: number) Sends `percent` of the traffic to the new version (0: all on the stable one).
 
+---@class TrafficAnalysisOptions
+---@field prometheus? Prometheus
+---@field checks (string|AnalysisCheck)[] e.g. { "error_rate < 5% for 5m", "p95_latency < 2s for 2m" }
+---@field queries? table<string, string|fun(): number?>
+---@field interval? Duration Between samples (default 15s).
+---@field on_no_data? "fail"|"pause"|"continue" "fail" (default) fails the stage; "pause" asks for an approval before the next stage.
+
 ---@class TrafficCanaryOptions
 ---@field stages? number[] Percentages, rising (default {5, 25, 50, 100}).
----@field hold? Duration How long each stage below 100% is held (and watched).
----@field analysis? AnalysisOptions metrics.analyze options without `duration` (the hold is used): prometheus, queries, checks, interval, on_no_data.
+---@field hold? Duration How long each stage below 100% is held (and watched by the analysis).
+---@field analysis? TrafficAnalysisOptions metrics.analyze over each hold (its duration is the hold).
+---@field name? string Put before the steps' names ("api traffic 5%"), for two canaries in one runbook.
 
 --- Traffic canary: one step per stage ("traffic 5%", ...), each setting the weight, holding it
 --- and judging it by the analysis. A failed stage puts all traffic back on the stable version and
