@@ -303,6 +303,63 @@ function M.haproxy(opts)
   return b
 end
 
+--- A traffic backend for nginx: the upstream block is written with weights (a 0% side marked
+--- `down`), checked with `nginx -t` and only then reloaded; a config nginx refuses is put back
+--- as it was and the error carries nginx's words. Over `ssh` when given, else on this machine.
+---   deploy.nginx{ file = "/etc/nginx/conf.d/app-upstream.conf", upstream = "app",
+---                 stable = { "10.0.0.5:3000" }, canary = { "10.0.0.9:3000" }, ssh = "lb1",
+---                 test = "nginx -t", reload = "nginx -s reload" }
+function M.nginx(opts)
+  assert(type(opts) == "table" and opts.file and opts.upstream and opts.stable and opts.canary,
+    "deploy.nginx: file, upstream, stable and canary are required")
+  assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.nginx: at least one stable and one canary server")
+  assert(tostring(opts.upstream):match("^[%w_%-]+$"), "deploy.nginx: '" .. tostring(opts.upstream) .. "' is not an upstream name")
+  for _, list in ipairs({ opts.stable, opts.canary }) do
+    for _, server in ipairs(list) do
+      assert(tostring(server):match("^[%w%.%-_:%[%]]+$"), "deploy.nginx: '" .. tostring(server) .. "' is not a server address")
+    end
+  end
+  local test_cmd, reload_cmd = opts.test or "nginx -t", opts.reload or "nginx -s reload"
+  local function sh(command, input, readonly)
+    if opts.ssh then
+      local s = ssh.connect(opts.ssh, opts.connect)
+      local ok, r = pcall(s.exec, s, command, { stdin = input, check = false, echo = false, readonly = readonly })
+      s:close()
+      if not ok then error(r, 0) end
+      return r
+    end
+    return exec{ shell = command, stdin = input, check = false, echo = false, readonly = readonly }
+  end
+  local b = { name = "nginx " .. opts.upstream }
+  function b.set(p)
+    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+    local lines = { "# Written by runbook (deploy.nginx): " .. p .. "% of requests on the canary.", "upstream " .. opts.upstream .. " {" }
+    for _, server in ipairs(opts.stable) do
+      lines[#lines + 1] = "  server " .. server .. (ws == 0 and " down;" or (" weight=" .. ws .. ";"))
+    end
+    for _, server in ipairs(opts.canary) do
+      lines[#lines + 1] = "  server " .. server .. (wc == 0 and " down;" or (" weight=" .. wc .. ";"))
+    end
+    lines[#lines + 1] = "}"
+    local file, prev = q(opts.file), q(opts.file .. ".runbook-prev")
+    local w = sh("if [ -e " .. file .. " ]; then cp -p " .. file .. " " .. prev .. "; fi && cat > " .. file .. ".runbook-next && mv "
+      .. file .. ".runbook-next " .. file, table.concat(lines, "\n") .. "\n")
+    if type(w) == "table" and w.code ~= 0 then error("nginx " .. opts.upstream .. ": cannot write " .. opts.file .. ": " .. w.stderr, 0) end
+    local t = sh(test_cmd)
+    if type(t) == "table" and t.code ~= 0 then
+      sh("if [ -e " .. prev .. " ]; then mv " .. prev .. " " .. file .. "; fi")
+      error("nginx " .. opts.upstream .. ": `" .. test_cmd .. "` refused the new upstream (put back as it was): "
+        .. (t.stderr .. t.stdout):gsub("%s+$", ""), 0)
+    end
+    local r = sh(reload_cmd)
+    if type(r) == "table" and r.code ~= 0 then
+      error("nginx " .. opts.upstream .. ": `" .. reload_cmd .. "` failed: " .. (r.stderr .. r.stdout):gsub("%s+$", ""), 0)
+    end
+    return { canary = wc, stable = ws }
+  end
+  return b
+end
+
 --- Traffic canary, as the guides describe it (5% -> 25% -> 50% -> 100%, judged by numbers).
 --- Each stage is a step of its own ("traffic 5%", ...): the weight is set through `backend`,
 --- held for `hold` and, when `analysis` is given, judged by metrics.analyze over that hold. A

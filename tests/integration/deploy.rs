@@ -787,3 +787,63 @@ end)
     assert!(unknown["error"].as_str().unwrap().contains("haproxy app: No such server."), "{unknown}");
     assert_eq!(unknown["stable"], 0, "a refused change moved the stable servers");
 }
+
+#[test]
+fn a_traffic_canary_through_nginx_rewrites_its_upstream_checks_it_reloads_and_requests_follow() {
+    use crate::fixtures::HttpServer;
+    let env = Env::new();
+    let (stable, canary) = (HttpServer::start(), HttpServer::start());
+    let lb = servers::nginx(&stable.target(), &canary.target());
+    env.write(
+        "rb.lua",
+        r#"runbook { name = "nginx-canary" }
+local deploy = require "runbook.deploy"
+local function backend(canary)
+  return deploy.nginx{ file = env("UPSTREAM"), upstream = "app", stable = { env("STABLE") }, canary = { canary },
+                       test = env("NGINX_TEST"), reload = env("NGINX_RELOAD") }
+end
+local nginx = backend(env("CANARY"))
+local lb = { name = nginx.name, set = function(p)
+  nginx.set(p)
+  sleep("400ms") -- the reloaded workers take over
+  for _ = 1, 20 do http.get(env("FRONTEND") .. "/ok") end
+end }
+deploy.traffic_canary(lb, { hold = "100ms" })
+step("refused", function()
+  -- An address nginx cannot resolve: `nginx -t` refuses it and the file is put back.
+  local ok, e = pcall(backend("no-such-host.invalid:80").set, 50)
+  return tostring(e)
+end)
+"#,
+    );
+    let r = env.run_env(
+        &["run", "rb.lua"],
+        &[
+            ("UPSTREAM", lb.upstream.to_str().unwrap()),
+            ("STABLE", stable.target().as_str()),
+            ("CANARY", canary.target().as_str()),
+            ("NGINX_TEST", lb.test.as_str()),
+            ("NGINX_RELOAD", lb.reload.as_str()),
+            ("FRONTEND", lb.frontend.as_str()),
+        ],
+    );
+    r.assert_code(0);
+    let on_canary = canary.recorded().iter().filter(|q| q.path == "/ok").count();
+    let on_stable = stable.recorded().iter().filter(|q| q.path == "/ok").count();
+    assert_eq!(on_canary + on_stable, 80);
+    // 1 + 5 + 10 + 20 = 36 of 80 on the canary; a worker that had not yet taken the new config
+    // may serve a few by the old one.
+    assert!((28..=44).contains(&on_canary), "{on_canary} of 80 on the canary");
+    let upstream = std::fs::read_to_string(&lb.upstream).unwrap();
+    assert!(
+        upstream.contains(&format!("server {} down;", stable.target()))
+            && upstream.contains(&format!("server {} weight=100;", canary.target())),
+        "{upstream}"
+    );
+    let show = env.show("last");
+    let refused = Env::step(&show, "refused")["result"].as_str().unwrap().to_string();
+    assert!(
+        refused.contains("refused the new upstream (put back as it was)") && refused.contains("no-such-host.invalid"),
+        "{refused}"
+    );
+}

@@ -688,3 +688,84 @@ fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
     }
     Ok(server)
 }
+
+/// Debian's nginx, one per test that asks: a frontend on a free loopback port proxying to
+/// upstream `app`, whose block lives in its own file (`upstream`) for a runbook to rewrite;
+/// `test` and `reload` are the commands for this instance. Stopped and removed when dropped.
+pub struct Nginx {
+    pub frontend: String,
+    pub upstream: PathBuf,
+    pub test: String,
+    pub reload: String,
+    child: std::process::Child,
+    root: PathBuf,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+pub fn nginx(stable: &str, canary: &str) -> Nginx {
+    start_nginx(stable, canary).unwrap_or_else(|e| {
+        panic!("cannot start nginx for the tests: {e}\ninstall it with: apt-get install --no-install-recommends nginx (scripts/test does this)")
+    })
+}
+
+fn start_nginx(stable: &str, canary: &str) -> Result<Nginx, String> {
+    let bin = PathBuf::from("/usr/sbin/nginx");
+    if !bin.exists() {
+        return Err("no nginx binary".into());
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = std::env::temp_dir().join(format!("runbook-test-nginx-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("tmp")).map_err(|e| e.to_string())?;
+    let port = free_port();
+    let upstream = root.join("upstream.conf");
+    std::fs::write(&upstream, format!("upstream app {{\n  server {stable} weight=100;\n  server {canary} down;\n}}\n"))
+        .map_err(|e| e.to_string())?;
+    let r = root.display();
+    let config = format!(
+        "daemon off;\nworker_processes 1;\npid {r}/nginx.pid;\nerror_log {r}/error.log;\nevents {{ worker_connections 256; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {r}/tmp; proxy_temp_path {r}/tmp; fastcgi_temp_path {r}/tmp;\n  \
+         uwsgi_temp_path {r}/tmp; scgi_temp_path {r}/tmp;\n  include {};\n  \
+         server {{ listen 127.0.0.1:{port}; location / {{ proxy_pass http://app; }} }}\n}}\n",
+        upstream.display()
+    );
+    let conf = root.join("nginx.conf");
+    std::fs::write(&conf, config).map_err(|e| e.to_string())?;
+    let child = Command::new(&bin)
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(&root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    let flags = format!("-c {} -p {}", conf.display(), root.display());
+    let server = Nginx {
+        frontend: format!("http://127.0.0.1:{port}"),
+        upstream,
+        test: format!("{} -t {flags}", bin.display()),
+        reload: format!("{} -s reload {flags}", bin.display()),
+        child,
+        root,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "nginx did not listen: {}",
+                std::fs::read_to_string(server.root.join("error.log")).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(server)
+}

@@ -183,3 +183,21 @@ function deploy.split_weights(percent, canary_servers, stable_servers) end
 ---@param opts HaproxyOptions
 ---@return HaproxyBackend
 function deploy.haproxy(opts) end
+
+---@class NginxOptions
+---@field file string The file holding the upstream block (included by nginx.conf), rewritten whole.
+---@field upstream string The upstream's name.
+---@field stable string[] "host:port" of the stable version's servers.
+---@field canary string[] "host:port" of the new version's servers.
+---@field ssh? string The load balancer, when it is not this machine.
+---@field connect? SshConnectOptions
+---@field test? string The config check (default "nginx -t").
+---@field reload? string The reload (default "nginx -s reload").
+
+--- A traffic backend for nginx: the upstream block is written with weights (a side at 0%
+--- marked `down`), checked with `nginx -t`, then reloaded; a config nginx refuses is put back
+--- and the error quotes nginx.
+--- Example: `local lb = deploy.nginx{ file = "/etc/nginx/conf.d/app-upstream.conf", upstream = "app", stable = { "10.0.0.5:3000" }, canary = { "10.0.0.9:3000" }, ssh = "lb1" }`
+---@param opts NginxOptions
+---@return TrafficBackend
+function deploy.nginx(opts) end
