@@ -561,20 +561,60 @@ fn start_s3() -> Result<S3, String> {
     Ok(S3 { endpoint: format!("http://127.0.0.1:{port}"), bucket, access_key, secret_key, root })
 }
 
-/// Debian's Prometheus server, one per test that asks, scraping `targets` every second; killed
-/// and removed when dropped.
-pub struct Prometheus {
-    pub url: String,
+/// A server process of one test, in a directory of its own: killed and the directory removed
+/// when dropped.
+pub struct Daemon {
     child: std::process::Child,
-    root: PathBuf,
+    pub root: PathBuf,
 }
 
-impl Drop for Prometheus {
+impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// A fresh directory for one test's `kind` of server.
+fn daemon_root(kind: &str) -> Result<PathBuf, String> {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let root = std::env::temp_dir().join(format!("runbook-test-{kind}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(root.join("tmp")).map_err(|e| e.to_string())?;
+    Ok(root)
+}
+
+/// Starts `cmd` (its output to `root/<kind>.log`) and waits until `port` accepts and `ready`
+/// holds, at most 30 s.
+fn daemon(kind: &str, root: PathBuf, mut cmd: Command, port: u16, ready: impl Fn() -> bool) -> Result<Daemon, String> {
+    let log_path = root.join(format!("{kind}.log"));
+    let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
+    let child = cmd
+        .stdout(log.try_clone().map_err(|e| e.to_string())?)
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("{kind}: {e}"))?;
+    let d = Daemon { child, root };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !ready() {
+        if std::time::Instant::now() > deadline {
+            let error_log = std::fs::read_to_string(d.root.join("error.log")).unwrap_or_default();
+            return Err(format!(
+                "{kind} did not listen: {}{error_log}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(d)
+}
+
+/// Debian's Prometheus server, one per test that asks, scraping `targets` every second.
+pub struct Prometheus {
+    pub url: String,
+    _daemon: Daemon,
 }
 
 pub fn prometheus(targets: &[String]) -> Prometheus {
@@ -589,56 +629,27 @@ fn start_prometheus(targets: &[String]) -> Result<Prometheus, String> {
         .map(PathBuf::from)
         .find(|p| p.exists())
         .ok_or("no prometheus binary")?;
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let root = std::env::temp_dir().join(format!("runbook-test-prometheus-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let root = daemon_root("prometheus")?;
     let list = targets.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
     let config = format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: [{list}]\n"
     );
     std::fs::write(root.join("prometheus.yml"), config).map_err(|e| e.to_string())?;
     let port = free_port();
-    let log = std::fs::File::create(root.join("prometheus.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
-        .arg(format!("--config.file={}", root.join("prometheus.yml").display()))
+    let mut cmd = Command::new(&bin);
+    cmd.arg(format!("--config.file={}", root.join("prometheus.yml").display()))
         .arg(format!("--storage.tsdb.path={}", root.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    let server = Prometheus { url: format!("http://127.0.0.1:{port}"), child, root };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "prometheus did not listen: {}",
-                std::fs::read_to_string(server.root.join("prometheus.log")).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(server)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"));
+    Ok(Prometheus { url: format!("http://127.0.0.1:{port}"), _daemon: daemon("prometheus", root, cmd, port, || true)? })
 }
 
 /// Debian's HAProxy, one per test that asks: a frontend on a free loopback port balancing
 /// backend `app` between servers `stable` and `canary` (weights 100 and 0), its runtime API on a
-/// unix socket (level admin); killed and removed when dropped.
+/// unix socket (level admin).
 pub struct Haproxy {
     pub frontend: String,
     pub socket: PathBuf,
-    child: std::process::Child,
-    root: PathBuf,
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+    _daemon: Daemon,
 }
 
 pub fn haproxy(stable: &str, canary: &str) -> Haproxy {
@@ -652,11 +663,7 @@ fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
     if !bin.exists() {
         return Err("no haproxy binary".into());
     }
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let root = std::env::temp_dir().join(format!("runbook-test-haproxy-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let root = daemon_root("haproxy")?;
     let port = free_port();
     let socket = root.join("admin.sock");
     let config = format!(
@@ -666,47 +673,22 @@ fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
         socket.display()
     );
     std::fs::write(root.join("haproxy.cfg"), config).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(root.join("haproxy.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
-        .arg("-db")
-        .arg("-f")
-        .arg(root.join("haproxy.cfg"))
-        .stdout(log.try_clone().map_err(|e| e.to_string())?)
-        .stderr(log)
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
-    let server = Haproxy { frontend: format!("http://127.0.0.1:{port}"), socket, child, root };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !server.socket.exists() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "haproxy did not listen: {}",
-                std::fs::read_to_string(server.root.join("haproxy.log")).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(server)
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-db").arg("-f").arg(root.join("haproxy.cfg"));
+    let sock = socket.clone();
+    let d = daemon("haproxy", root, cmd, port, move || sock.exists())?;
+    Ok(Haproxy { frontend: format!("http://127.0.0.1:{port}"), socket, _daemon: d })
 }
 
 /// Debian's nginx, one per test that asks: a frontend on a free loopback port proxying to
 /// upstream `app`, whose block lives in its own file (`upstream`) for a runbook to rewrite;
-/// `test` and `reload` are the commands for this instance. Stopped and removed when dropped.
+/// `test` and `reload` are the commands for this instance.
 pub struct Nginx {
     pub frontend: String,
     pub upstream: PathBuf,
     pub test: String,
     pub reload: String,
-    child: std::process::Child,
-    root: PathBuf,
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.root);
-    }
+    _daemon: Daemon,
 }
 
 pub fn nginx(stable: &str, canary: &str) -> Nginx {
@@ -720,11 +702,7 @@ fn start_nginx(stable: &str, canary: &str) -> Result<Nginx, String> {
     if !bin.exists() {
         return Err("no nginx binary".into());
     }
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let root = std::env::temp_dir().join(format!("runbook-test-nginx-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    std::fs::create_dir_all(root.join("tmp")).map_err(|e| e.to_string())?;
+    let root = daemon_root("nginx")?;
     let port = free_port();
     let upstream = root.join("upstream.conf");
     std::fs::write(&upstream, format!("upstream app {{\n  server {stable} weight=100;\n  server {canary} down;\n}}\n"))
@@ -739,33 +717,14 @@ fn start_nginx(stable: &str, canary: &str) -> Result<Nginx, String> {
     );
     let conf = root.join("nginx.conf");
     std::fs::write(&conf, config).map_err(|e| e.to_string())?;
-    let child = Command::new(&bin)
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(&root)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{}: {e}", bin.display()))?;
     let flags = format!("-c {} -p {}", conf.display(), root.display());
-    let server = Nginx {
+    let mut cmd = Command::new(&bin);
+    cmd.arg("-c").arg(&conf).arg("-p").arg(&root);
+    Ok(Nginx {
         frontend: format!("http://127.0.0.1:{port}"),
         upstream,
         test: format!("{} -t {flags}", bin.display()),
         reload: format!("{} -s reload {flags}", bin.display()),
-        child,
-        root,
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "nginx did not listen: {}",
-                std::fs::read_to_string(server.root.join("error.log")).unwrap_or_default()
-            ));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    Ok(server)
+        _daemon: daemon("nginx", root, cmd, port, || true)?,
+    })
 }
