@@ -79,6 +79,26 @@ pub fn options<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
+/// A string, number, boolean or secret (its value), and whether it must be kept out of sight: a
+/// secret, or a string that holds one (joined with `..`).
+pub fn text_and_secrecy(primitive: &str, what: &str, v: Value) -> mlua::Result<(String, bool)> {
+    match v {
+        Value::String(s) => {
+            let s = s.to_string_lossy();
+            let secret = crate::secret::redact(&s) != s;
+            Ok((s, secret))
+        }
+        Value::Integer(i) => Ok((i.to_string(), false)),
+        Value::Number(n) => Ok((n.to_string(), false)),
+        Value::Boolean(b) => Ok((b.to_string(), false)),
+        Value::UserData(ud) => match ud.borrow::<crate::secret::Secret>() {
+            Ok(s) => Ok((s.expose().to_string(), true)),
+            Err(_) => Err(error(primitive, format!("{what}: expected a string or a secret"))),
+        },
+        other => Err(error(primitive, format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
+    }
+}
+
 /// A string, number, boolean or secret (its value) for env and stdin, where secrets may go.
 pub fn text_or_secret(primitive: &str, what: &str, v: Value) -> mlua::Result<String> {
     match v {

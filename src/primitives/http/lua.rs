@@ -162,23 +162,8 @@ fn parse(lua: &Lua, what: &str, v: Value, forbidden: &[(&[&str], &str)]) -> mlua
     Ok(Parsed { opts, lua_keys })
 }
 
-/// A string or a secret; the flag says whether it must be kept out of sight.
 fn text(v: Value, what: &str) -> mlua::Result<(String, bool)> {
-    match v {
-        Value::String(s) => {
-            let s = s.to_string_lossy();
-            let secret = crate::secret::redact(&s) != s;
-            Ok((s, secret))
-        }
-        Value::Integer(i) => Ok((i.to_string(), false)),
-        Value::Number(n) => Ok((n.to_string(), false)),
-        Value::Boolean(b) => Ok((b.to_string(), false)),
-        Value::UserData(ud) => match ud.borrow::<Secret>() {
-            Ok(s) => Ok((s.expose().to_string(), true)),
-            Err(_) => Err(error("http", format!("{what}: expected a string or a secret"))),
-        },
-        other => Err(error("http", format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
-    }
+    crate::primitives::text_and_secrecy("http", what, v)
 }
 
 /// `{name = value}` as sorted pairs of strings (or secrets).

@@ -125,6 +125,17 @@ pub enum Verdict {
     NoData,
 }
 
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Fine => "ok",
+            Verdict::Breaking => "breaking",
+            Verdict::Failed => "failed",
+            Verdict::NoData => "no_data",
+        }
+    }
+}
+
 impl Tally {
     /// Records a sample taken `at` seconds into the analysis.
     pub fn record(&mut self, rule: &Rule, value: Option<f64>, at: f64) -> Verdict {

@@ -60,16 +60,8 @@ struct RangeOptions {
     step: Option<Duration>,
 }
 
-/// A string or a secret's value, and whether it was a secret.
 fn text(v: Value, what: &str) -> mlua::Result<(String, bool)> {
-    match v {
-        Value::String(s) => Ok((s.to_string_lossy(), false)),
-        Value::UserData(ud) => match ud.borrow::<Secret>() {
-            Ok(s) => Ok((s.expose().to_string(), true)),
-            Err(_) => Err(error("metrics", format!("{what}: expected a string or a secret"))),
-        },
-        other => Err(error("metrics", format!("{what}: expected a string or a secret, got a {}", other.type_name()))),
-    }
+    crate::primitives::text_and_secrecy("metrics", what, v)
 }
 
 fn prometheus(lua: &Lua, (url, opts): (Value, Option<Table>)) -> mlua::Result<Handle> {
@@ -551,12 +543,7 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
             .map(|((c, t), v)| {
                 let value =
                     t.last.filter(|_| *v != Verdict::NoData).map(analysis::number).unwrap_or_else(|| "no data".into());
-                let said = match v {
-                    Verdict::Fine => "ok",
-                    Verdict::Breaking => "breaking",
-                    Verdict::Failed => "FAILED",
-                    Verdict::NoData => "?",
-                };
+                let said = v.as_str();
                 format!(
                     "{}={value} ({} {}: {said})",
                     c.rule.name,
@@ -597,15 +584,7 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
         e.set("worst", kept(t.worst))?;
         e.set("samples", t.samples)?;
         e.set("no_data", t.no_data)?;
-        e.set(
-            "verdict",
-            match v {
-                Verdict::Fine => "ok",
-                Verdict::Breaking => "breaking",
-                Verdict::Failed => "failed",
-                Verdict::NoData => "no_data",
-            },
-        )?;
+        e.set("verdict", v.as_str())?;
         per.set(c.rule.name.as_str(), e)?;
     }
     result.set("checks", per)?;
