@@ -2,6 +2,9 @@
 -- one transaction, the schema verified (tables, indexes, row-level security), the release to the
 -- hosts with a strategy, health checks and smoke requests. A failure after the migration rolls
 -- the release and the database back (the backup is restored); one notification names the step.
+-- With strategy=traffic_canary the release is judged by live traffic, as the guides' canary is: the
+-- canary hosts take 5%, 25%, 50%, then 100% of the requests through HAProxy or nginx, each stage
+-- held and judged by Prometheus' numbers (the alert rules in `checks`), then the rest follow.
 --   runbook run runbooks/deploy.lua -p version=1.4.2 -p from=build/ -p migration=migrations/006_media_tables.sql \
 --     -p health_url=http://{host}:3000/api/health -p expect_tables=media_assets,media_usage_logs
 runbook {
@@ -12,13 +15,49 @@ runbook {
     version = { type = "string", required = true, pattern = "^[A-Za-z0-9._-]+$", description = "the release id" },
     from = { type = "string", required = true, description = "the release: a local folder or .tar.gz" },
     hosts = { type = "string", default = "web", description = "the inventory group of runbook.toml" },
-    strategy = { type = "enum", choices = { "canary", "rolling", "blue_green" }, default = "canary" },
+    strategy = { type = "enum", choices = { "canary", "rolling", "blue_green", "traffic_canary" }, default = "canary",
+                 description = "canary: one host first; traffic_canary: a share of the requests, stage by stage (needs lb)" },
     root = { type = "string", default = "/srv/app", description = "release root on each host ({host} is its address)" },
     restart = { type = "string", description = "run in the root after a switch ($RELEASE_HOST, $RELEASE_COLOR set)" },
     health_url = { type = "string", required = true, description = "each host's health URL, {host} its address" },
     green_health_url = { type = "string", description = "blue/green: the green colour's health URL ({host})" },
     health_timeout = { type = "string", default = "1m", description = "how long a host may take to become healthy" },
     smoke = { type = "list", description = "paths requested on each host after the release (2xx expected)" },
+    -- traffic_canary: the load balancer, the stages and the numbers that judge them.
+    lb = { type = "enum", choices = { "haproxy", "nginx" }, description = "traffic_canary: the load balancer in front of the hosts" },
+    lb_host = { type = "string", description = "the load balancer over SSH (an inventory host or user@host); else this machine" },
+    lb_server = { type = "string", default = "{host}:3000",
+                  description = "each host as the load balancer names it: HAProxy's server name or nginx's address ({host})" },
+    haproxy_socket = { type = "string", default = "/run/haproxy/admin.sock", description = "HAProxy's runtime API (level admin)" },
+    lb_backend = { type = "string", default = "app", description = "HAProxy's backend or nginx's upstream" },
+    nginx_file = { type = "string", default = "/etc/nginx/conf.d/app-upstream.conf",
+                   description = "the file holding nginx's upstream block, rewritten whole" },
+    nginx_test = { type = "string", default = "nginx -t" },
+    nginx_reload = { type = "string", default = "nginx -s reload" },
+    canary_hosts = { type = "integer", default = 1, min = 1, description = "traffic_canary: hosts that take the canary's share" },
+    stages = { type = "list", default = { "5", "25", "50", "100" }, description = "traffic_canary: percentages, the last 100" },
+    hold = { type = "duration", default = "5m", description = "how long each stage is watched" },
+    warmup = { type = "duration", default = "1m",
+               description = "after each weight change, before the watch begins (at least the queries' rate window)" },
+    prometheus = { type = "string", env = "PROMETHEUS_URL",
+                   description = "judge stages by Prometheus (else by the canaries' health endpoint)" },
+    prometheus_token = { type = "secret", env = "PROMETHEUS_TOKEN", description = "a bearer token for Prometheus" },
+    error_rate_query = {
+      type = "string",
+      default = '(sum(rate(http_requests_total{instance=~"({canary}):.*",status=~"5.."}[1m])) or vector(0))'
+        .. ' / sum(rate(http_requests_total{instance=~"({canary}):.*"}[1m]))',
+      description = "PromQL: the canaries' error ratio ({canary}: their addresses as a regex)",
+    },
+    latency_query = {
+      type = "string",
+      default = 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{instance=~"({canary}):.*"}[1m])))',
+      description = "PromQL: the canaries' 95th percentile latency in seconds",
+    },
+    checks = { type = "list", default = { "error_rate < 5% for 5m", "p95_latency < 2s for 2m" },
+               description = "the rules a stage must keep (the guide's alert rules); names: error_rate, p95_latency" },
+    interval = { type = "duration", default = "15s", description = "between two samples of the checks" },
+    on_no_data = { type = "enum", choices = { "fail", "pause", "continue" }, default = "fail",
+                   description = "a stage without numbers: fails, asks for an approval, or goes on" },
     database_url = { type = "secret", env = "DATABASE_URL", required = true, description = "the PostgreSQL database" },
     migration = { type = "string", description = "a SQL file applied in one transaction" },
     down_migration = { type = "string",
@@ -53,6 +92,9 @@ end
 if params.strategy == "blue_green" and not params.green_health_url then
   fail("strategy blue_green needs green_health_url: the idle colour is checked before traffic moves to it")
 end
+if params.strategy == "traffic_canary" and not params.lb then
+  fail("strategy traffic_canary needs lb (haproxy or nginx): the load balancer that moves the requests")
+end
 
 local conn = db.connect(params.database_url)
 local app = deploy.layout {
@@ -61,6 +103,60 @@ local app = deploy.layout {
 }
 local function health(host, color)
   http.wait_healthy(url_for(host, color), { timeout = params.health_timeout, interval = "500ms", attempt_timeout = "5s" })
+end
+
+-- The traffic canary's plan: which hosts take the canary's share, the load balancer's backend,
+-- and the analysis of each stage (Prometheus' numbers, else the canaries' health endpoint).
+local function traffic_plan()
+  local all = ssh.group(params.hosts)
+  if #all <= params.canary_hosts then
+    fail("traffic_canary: " .. #all .. " host(s) in " .. params.hosts .. ", " .. params.canary_hosts
+      .. " of them canaries: the others must carry the rest of the traffic")
+  end
+  local canary, stable, servers = {}, {}, {}
+  local function server(host) return (params.lb_server:gsub("{host}", address(host))) end
+  for i, host in ipairs(all) do
+    if i <= params.canary_hosts then canary[#canary + 1] = host; servers[#servers + 1] = server(host)
+    else stable[#stable + 1] = server(host) end
+  end
+  -- (an empty lb_host, e.g. `-p lb_host=` over a params file's, is this machine)
+  local lb_host = params.lb_host ~= "" and params.lb_host or nil
+  local backend
+  if params.lb == "haproxy" then
+    backend = deploy.haproxy { socket = params.haproxy_socket, backend = params.lb_backend, ssh = lb_host,
+                               canary = servers, stable = stable }
+  else
+    backend = deploy.nginx { file = params.nginx_file, upstream = params.lb_backend, ssh = lb_host,
+                             canary = servers, stable = stable, test = params.nginx_test, reload = params.nginx_reload }
+  end
+  local stages = {}
+  for i, v in ipairs(params.stages) do
+    stages[i] = tonumber(v) or fail("stages: '" .. v .. "' is not a percentage")
+  end
+  local analysis = { checks = params.checks, interval = params.interval, on_no_data = params.on_no_data }
+  if params.prometheus then
+    local addresses = {}
+    for _, host in ipairs(canary) do addresses[#addresses + 1] = (address(host):gsub("%.", "\\\\.")) end
+    local pattern = table.concat(addresses, "|")
+    analysis.prometheus = metrics.prometheus(params.prometheus, { token = params.prometheus_token })
+    analysis.queries = {
+      error_rate = (params.error_rate_query:gsub("{canary}", function() return pattern end)),
+      p95_latency = (params.latency_query:gsub("{canary}", function() return pattern end)),
+    }
+  else
+    -- Without Prometheus: the share of canaries whose health endpoint does not answer 2xx.
+    analysis.checks = { "unhealthy < 1" }
+    analysis.queries = { unhealthy = function()
+      local bad = 0
+      for _, host in ipairs(canary) do
+        -- (anything but 2xx raises)
+        if not pcall(http.get, url_for(host), { timeout = "5s", readonly = true }) then bad = bad + 1 end
+      end
+      return bad / #canary
+    end }
+  end
+  return { id = params.version, from = params.from, health = health, canary = canary, backend = backend,
+           stages = stages, hold = params.hold, warmup = params.warmup, analysis = analysis }
 end
 
 notify.on_failure(params.webhook, function()
@@ -137,25 +233,30 @@ notify.on_failure(params.webhook, function()
     return "ok"
   end)
 
-  local released = step("release", {
-    description = "Upload, switch and restart on each host with the chosen strategy, health-gated",
-    undo = function()
-      if params.strategy == "blue_green" then
-        deploy.blue_green_rollback(app, params.hosts)
-      else
-        -- Only hosts that run this release (a host left on the old one is not moved further back).
-        ssh.each(params.hosts, function(s, host)
-          if app:current(s, host) == params.version then return app:rollback(s, host) end
-        end)
-      end
-    end,
-  }, function()
-    local r = deploy[params.strategy](app, params.hosts, { id = params.version, from = params.from, health = health })
-    -- Per host: the live colour (blue/green), else the outcome.
-    local out = {}
-    for host, o in pairs(r) do out[host] = type(o.result) == "table" and o.result.live or o.status end
-    return out
-  end)
+  local released = nil
+  if params.strategy == "traffic_canary" then
+    deploy.traffic_rollout(app, params.hosts, traffic_plan())
+  else
+    released = step("release", {
+      description = "Upload, switch and restart on each host with the chosen strategy, health-gated",
+      undo = function()
+        if params.strategy == "blue_green" then
+          deploy.blue_green_rollback(app, params.hosts)
+        else
+          -- Only hosts that run this release (a host left on the old one is not moved further back).
+          ssh.each(params.hosts, function(s, host)
+            if app:current(s, host) == params.version then return app:rollback(s, host) end
+          end)
+        end
+      end,
+    }, function()
+      local r = deploy[params.strategy](app, params.hosts, { id = params.version, from = params.from, health = health })
+      -- Per host: the live colour (blue/green), else the outcome.
+      local out = {}
+      for host, o in pairs(r) do out[host] = type(o.result) == "table" and o.result.live or o.status end
+      return out
+    end)
+  end
 
   step("health", { description = "Every host's health endpoint answers 2xx" }, function()
     local services = {}

@@ -134,6 +134,22 @@ local function host_list(hosts)
   return hosts
 end
 
+-- Every host of `list` that runs release `id` goes back to its release before.
+local function roll_back_hosts(layout, list, id, connect)
+  for _, host in ipairs(list) do
+    local rok, err = pcall(function()
+      local s = ssh.connect(host, connect)
+      if layout:current(s, host) == id then
+        local to = layout:rollback(s, host)
+        if to then log.warn("rolled back", { host = host, to = to })
+        else log.warn("no release before this one to roll back to", { host = host }) end
+      end
+      s:close()
+    end)
+    if not rok then log.error("rollback failed", { host = host, error = tostring(err):match("[^\n]*") }) end
+  end
+end
+
 -- Runs ssh.rolling with upload, switch and restart per host. When it halts, every host of the
 -- list that now runs this release (switched in this attempt or in an earlier one, before a
 -- resume) goes back to its release before, and the error is raised again.
@@ -145,18 +161,7 @@ local function rollout(layout, hosts, opts, rolling_opts)
     return layout:install(s, host, opts.id, archive)
   end, rolling_opts)
   if ok then return result end
-  for _, host in ipairs(host_list(hosts)) do
-    local rok, err = pcall(function()
-      local s = ssh.connect(host, opts.connect)
-      if layout:current(s, host) == opts.id then
-        local to = layout:rollback(s, host)
-        if to then log.warn("rolled back", { host = host, to = to })
-        else log.warn("no release before this one to roll back to", { host = host }) end
-      end
-      s:close()
-    end)
-    if not rok then log.error("rollback failed", { host = host, error = tostring(err):match("[^\n]*") }) end
-  end
+  roll_back_hosts(layout, host_list(hosts), opts.id, opts.connect)
   error(result, 0)
 end
 
@@ -248,11 +253,12 @@ M.split_weights = split_weights
 function M.haproxy(opts)
   assert(type(opts) == "table" and opts.socket and opts.backend and opts.stable and opts.canary,
     "deploy.haproxy: socket, backend, stable and canary are required")
+  -- HAProxy's names are letters, digits, '-', '_', '.' and ':'.
   for _, name in ipairs({ opts.backend, table.unpack(opts.stable) }) do
-    assert(tostring(name):match("^[%w%._%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a backend or server name")
+    assert(tostring(name):match("^[%w%._:%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a backend or server name")
   end
   for _, name in ipairs(opts.canary) do
-    assert(tostring(name):match("^[%w%._%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a server name")
+    assert(tostring(name):match("^[%w%._:%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a server name")
   end
   -- Several commands go as one line separated by ';': HAProxy answers each in turn.
   assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.haproxy: at least one stable and one canary server")
@@ -272,8 +278,9 @@ function M.haproxy(opts)
     return type(out) == "string" and out or ""
   end
   local b = { name = "haproxy " .. opts.backend }
-  function b.set(p)
-    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+  -- Sets the canary servers to `wc` and the stable ones to `ws`; returns the weights HAProxy
+  -- then reports, by server.
+  local function apply(wc, ws)
     -- Every server is read first: HAProxy goes on after a command it refuses, so a misspelt
     -- canary would otherwise leave the stable servers' weights changed.
     b.weights()
@@ -283,7 +290,15 @@ function M.haproxy(opts)
     local out = api(commands)
     -- A command that worked answers nothing; one that did not says why ("No such server.").
     if out:match("%S") then error("haproxy " .. opts.backend .. ": " .. out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""), 0) end
-    return { canary = wc, stable = ws }
+    return b.weights()
+  end
+  function b.set(p)
+    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+    return { canary = wc, stable = ws, seen = apply(wc, ws) }
+  end
+  --- Every server at the same weight (100): the pool as it is between releases.
+  function b.even()
+    return { canary = 100, stable = 100, seen = apply(100, 100) }
   end
   function b.weights()
     local servers = {}
@@ -331,9 +346,10 @@ function M.nginx(opts)
     return exec{ shell = command, stdin = input, check = false, echo = false, readonly = readonly }
   end
   local b = { name = "nginx " .. opts.upstream }
-  function b.set(p)
-    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
-    local lines = { "# Written by runbook (deploy.nginx): " .. p .. "% of requests on the canary.", "upstream " .. opts.upstream .. " {" }
+  -- Writes the upstream with the canary servers at `wc` and the stable ones at `ws` (0: down),
+  -- checks it and reloads.
+  local function apply(wc, ws, what)
+    local lines = { "# Written by runbook (deploy.nginx): " .. what .. ".", "upstream " .. opts.upstream .. " {" }
     for _, server in ipairs(opts.stable) do
       lines[#lines + 1] = "  server " .. server .. (ws == 0 and " down;" or (" weight=" .. ws .. ";"))
     end
@@ -357,6 +373,14 @@ function M.nginx(opts)
     end
     return { canary = wc, stable = ws }
   end
+  function b.set(p)
+    local wc, ws = split_weights(p, #opts.canary, #opts.stable)
+    return apply(wc, ws, p .. "% of requests on the canary")
+  end
+  --- Every server at the same weight: the pool as it is between releases.
+  function b.even()
+    return apply(1, 1, "every server at the same weight")
+  end
   return b
 end
 
@@ -367,9 +391,10 @@ end
 --- fails its step with the numbers; its undo (for `rollback = "auto"`, a declined gate or a
 --- cancel) does the same. A crash mid-rollout resumes at the stage in flight; completed stages
 --- never run again. With `analysis.on_no_data = "pause"`, a stage without data asks for an
---- approval (`approve`) before the next one.
+--- approval (`approve`) before the next one. `warmup` waits after each weight change before the
+--- hold begins (a rate over a window needs the new traffic in it).
 ---   backend: { name = "haproxy app", set = function(percent) ... end } (see the traffic helpers)
----   opts: { stages = {5, 25, 50, 100}, hold = "5m", analysis = { prometheus, queries, checks, interval, on_no_data } }
+---   opts: { stages = {5, 25, 50, 100}, hold = "5m", warmup = "1m", analysis = { prometheus, queries, checks, interval, on_no_data } }
 --- Call it from the runbook's top level (it declares steps); returns the last stage's result.
 function M.traffic_canary(backend, opts)
   opts = opts or {}
@@ -405,18 +430,21 @@ function M.traffic_canary(backend, opts)
       -- itself), traffic goes back to the stable version before the step fails: the undo
       -- belongs to completed steps only.
       local ok, r = pcall(function()
-        backend.set(p)
+        local set = backend.set(p)
+        local weights = type(set) == "table" and set or nil
         log.info("canary at " .. p .. "% of traffic", { backend = name })
-        if p == 100 or not opts.hold then return { percent = p } end
+        if p == 100 or not opts.hold then return { percent = p, weights = weights } end
+        -- The new weights take a moment to show in the numbers (a rate over a window).
+        if opts.warmup then sleep(opts.warmup) end
         if not opts.analysis then
           sleep(opts.hold)
-          return { percent = p }
+          return { percent = p, weights = weights }
         end
         local a = {}
         for k, v in pairs(opts.analysis) do a[k] = v end
         a.duration = opts.hold
         local r = metrics.analyze(a)
-        return { percent = p, outcome = r.outcome, checks = r.checks }
+        return { percent = p, weights = weights, outcome = r.outcome, checks = r.checks }
       end)
       if ok then return r end
       local back, why = pcall(to_stable)
@@ -430,6 +458,67 @@ function M.traffic_canary(backend, opts)
     end
   end
   return result
+end
+
+--- A release judged by live traffic (the guides' canary): the canary hosts leave the pool
+--- (weight 0), get the release and are health-checked ("canary release"); the traffic canary
+--- then moves requests to them stage by stage, each judged by the analysis ("traffic 5%" ...
+--- "traffic 100%"); with every request on the canaries, the other hosts get the release without
+--- traffic, and the pool goes back to even weights ("promote"). A failure anywhere puts
+--- traffic on the stable version first; each step's undo (rollback = "auto") takes its hosts
+--- back to the release before, and the canary release's undo brings the pool back even.
+---   opts: { id, from, health = fun(host), canary = { hosts }, backend (with set and even),
+---           stages (the last 100), hold, warmup, analysis, batch, connect, name }
+--- Call it from the runbook's top level (it declares steps).
+function M.traffic_rollout(layout, hosts, opts)
+  check_id(opts.id)
+  assert(opts.from, "deploy.traffic_rollout: from is required")
+  local backend = opts.backend
+  if type(backend) ~= "table" or type(backend.set) ~= "function" or type(backend.even) ~= "function" then
+    error("deploy.traffic_rollout: backend must have set(percent) and even() (deploy.haproxy and deploy.nginx do)", 2)
+  end
+  local all, canary, is_canary, rest = host_list(hosts), opts.canary or {}, {}, {}
+  for _, h in ipairs(canary) do is_canary[h] = true end
+  for _, h in ipairs(all) do if not is_canary[h] then rest[#rest + 1] = h end end
+  if #canary == 0 or #rest == 0 or #canary + #rest ~= #all then
+    error("deploy.traffic_rollout: the canary hosts must be some, not all, of the " .. #all .. " host(s)", 2)
+  end
+  local stages = opts.stages or { 5, 25, 50, 100 }
+  if stages[#stages] ~= 100 then
+    error("deploy.traffic_rollout: the last stage must be 100 (the other hosts are released without traffic)", 2)
+  end
+  local prefix = opts.name and (opts.name .. " ") or ""
+  local rolling = { batch = opts.batch, max_failures = 0, health = opts.health, pause = opts.pause, connect = opts.connect }
+
+  step(prefix .. "canary release", {
+    description = "The canary hosts leave the pool, get the release and are health-checked",
+    undo = function()
+      roll_back_hosts(layout, canary, opts.id, opts.connect)
+      backend.even()
+    end,
+  }, function()
+    backend.set(0)
+    local ok, err = pcall(rollout, layout, canary, opts, rolling)
+    if not ok then
+      -- rollout took the canaries back to their release: they rejoin the pool.
+      local back, why = pcall(backend.even)
+      if not back then log.error("the canaries could not rejoin the pool", { error = tostring(why) }) end
+      error(err, 0)
+    end
+    return canary
+  end)
+  M.traffic_canary(backend, { stages = stages, hold = opts.hold, warmup = opts.warmup, analysis = opts.analysis,
+                              name = opts.name })
+  return step(prefix .. "promote", {
+    description = "Every request on the canaries: the other hosts get the release, then the pool is even",
+    undo = function()
+      backend.set(100)
+      roll_back_hosts(layout, rest, opts.id, opts.connect)
+    end,
+  }, function()
+    rollout(layout, rest, opts, rolling)
+    return backend.even()
+  end)
 end
 
 return M

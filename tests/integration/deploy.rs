@@ -7,29 +7,68 @@ use crate::harness::Env;
 use crate::servers;
 
 /// The service a release carries: /api/health answers {"status", "version"}, 503 when the
-/// release was built unhealthy.
-const SERVER: &str = r#"import http.server, json, os, sys
+/// release was built unhealthy; / answers the same, every Nth request a 500 when the release was
+/// built with ERRORS=N, after SLOW seconds when built slow; /metrics exports the requests by
+/// status and their latencies (a histogram) for Prometheus.
+const SERVER: &str = r##"import http.server, json, os, sys, threading, time
 here = os.path.dirname(os.path.abspath(__file__))
-version = open(os.path.join(here, "VERSION")).read().strip()
+def read(name, default):
+    path = os.path.join(here, name)
+    return open(path).read().strip() if os.path.exists(path) else default
+version = read("VERSION", "")
 healthy = not os.path.exists(os.path.join(here, "UNHEALTHY"))
+errors_every = int(read("ERRORS", "0"))
+slow = float(read("SLOW", "0"))
+lock = threading.Lock()
+served, by_status, total, seconds = 0, {}, 0, 0.0
+bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5]
+buckets = [0] * len(bounds)
 class Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        if self.path not in ("/", "/api/health"):
-            self.send_response(404)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        code = 200 if healthy else 503
-        body = json.dumps({"status": "ok" if healthy else "failing", "version": version}).encode()
+    def reply(self, code, body, kind):
         self.send_response(code)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    def do_GET(self):
+        global served, total, seconds
+        start = time.monotonic()
+        if self.path == "/metrics":
+            with lock:
+                lines = ["# TYPE http_requests_total counter"]
+                lines += ['http_requests_total{status="%s"} %d' % (k, v) for k, v in sorted(by_status.items())]
+                lines.append("# TYPE http_request_duration_seconds histogram")
+                lines += ['http_request_duration_seconds_bucket{le="%g"} %d' % (b, n) for b, n in zip(bounds, buckets)]
+                lines.append('http_request_duration_seconds_bucket{le="+Inf"} %d' % total)
+                lines.append("http_request_duration_seconds_sum %f" % seconds)
+                lines.append("http_request_duration_seconds_count %d" % total)
+            self.reply(200, ("\n".join(lines) + "\n").encode(), "text/plain; version=0.0.4")
+            return
+        if self.path not in ("/", "/api/health"):
+            self.reply(404, b"", "text/plain")
+            return
+        code = 200 if healthy else 503
+        if self.path == "/":
+            with lock:
+                served += 1
+                if errors_every and served % errors_every == 0:
+                    code = 500
+            if slow:
+                time.sleep(slow)
+        body = json.dumps({"status": "ok" if code == 200 else "failing", "version": version}).encode()
+        self.reply(code, body, "application/json")
+        took = time.monotonic() - start
+        with lock:
+            by_status[str(code)] = by_status.get(str(code), 0) + 1
+            total += 1
+            seconds += took
+            for i, b in enumerate(bounds):
+                if took <= b:
+                    buckets[i] += 1
     def log_message(self, *args):
         pass
-http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
-"#;
+http.server.ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), Handler).serve_forever()
+"##;
 
 const RELEASE: &str = r#"
 runbook {
@@ -562,7 +601,7 @@ step("ship", function() deploy.rolling(app, "web", { id = params.version, from =
 /// One system of shared/procedures, as examples/NAME has it: its deploy (with its migration and
 /// the tables, indexes and RLS it must leave), a backup, its verification by restore, and one
 /// maintenance runbook, each with the example's params file, on the staging environment.
-fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>) {
+fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>, deploy_extra: &[&str]) {
     let pg = servers::postgres();
     let url = pg.fresh_database(&name.replace('-', "_"));
     let st = Staging::new(false);
@@ -602,7 +641,10 @@ fn system_end_to_end(name: &str, maintenance: &str, setup_sql: Option<&str>) {
             format!("health_url=http://{{host}}:{}/api/health", st.port),
             // (the migration is the params file's own: a path from the runbook's folder)
             store.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(deploy_extra.iter().map(|e| e.to_string()))
+        .collect(),
     );
     r.assert_code(0);
     let show = env.show("last");
@@ -626,17 +668,19 @@ fn system_aligned_ai() {
         "aligned-ai",
         "storage_quota.lua",
         Some("insert into storage_quotas (brand_id, used_bytes) values ('5f1d7a4e-1111-4f6e-9c2a-0123456789ab', 1073741824)"),
+        &[],
     );
 }
 
 #[test]
 fn system_ai_super_assistant() {
-    system_end_to_end("ai-super-assistant", "maintenance_weekly.lua", None);
+    system_end_to_end("ai-super-assistant", "maintenance_weekly.lua", None, &[]);
 }
 
 #[test]
 fn system_steward() {
-    system_end_to_end("steward", "maintenance_monthly.lua", None);
+    // (a first release has nothing to canary against; the traffic canary has its own test below)
+    system_end_to_end("steward", "maintenance_monthly.lua", None, &["strategy=rolling"]);
 }
 
 #[test]
@@ -645,6 +689,7 @@ fn system_media_asset_management() {
         "media-asset-management",
         "maintenance_weekly.lua",
         Some("insert into assets (title) values ('trailer.mov'), ('poster.png')"),
+        &[],
     );
 }
 
@@ -654,6 +699,7 @@ fn system_generic_app() {
         "generic-app",
         "maintenance_weekly.lua",
         Some("insert into users (email) values ('a@example.com')"),
+        &[],
     );
 }
 
@@ -846,4 +892,166 @@ end)
         refused.contains("refused the new upstream (put back as it was)") && refused.contains("no-such-host.invalid"),
         "{refused}"
     );
+}
+
+/// The weights HAProxy reports for `servers` of backend `app`.
+fn haproxy_weights(socket: &std::path::Path, servers: &[String]) -> Vec<u32> {
+    servers
+        .iter()
+        .map(|s| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("echo 'get weight app/{s}' | socat stdio unix-connect:{}", socket.display()))
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).to_string();
+            text.split(' ').next().and_then(|w| w.parse().ok()).unwrap_or_else(|| panic!("haproxy said {text}"))
+        })
+        .collect()
+}
+
+/// examples/steward's deploy is the guide's canary: 5%, 25%, 50%, 100% of the requests through
+/// HAProxy, each stage judged by Prometheus scraping the staging services, under steady traffic.
+/// A healthy release reaches every host with no failed request; one that fails a fifth of its
+/// requests is stopped at its first stage, the pool and the database put back.
+#[test]
+fn steward_releases_by_traffic_canary_and_a_release_with_errors_goes_back_at_the_first_stage() {
+    use crate::fixtures::SteadyLoad;
+    let pg = servers::postgres();
+    let url = pg.fresh_database("steward_canary");
+    let st = Staging::new(false);
+    let env = &st.env;
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        st.build(v, true);
+    }
+    env.write("build-1.2.0/ERRORS", "5"); // every fifth request a 500
+    env.write("m-1.1.0.sql", "alter table agent_logs add column level text");
+    env.write("down-1.1.0.sql", "alter table agent_logs drop column level");
+    env.write("m-1.2.0.sql", "alter table agent_logs add column trace_id text");
+    env.write("down-1.2.0.sql", "alter table agent_logs drop column trace_id");
+    let servers: Vec<String> =
+        st.hosts.iter().map(|h| format!("{}:{}", h.split(':').next().unwrap(), st.port)).collect();
+    let pool: Vec<(&str, &str, u32)> = servers.iter().map(|s| (s.as_str(), s.as_str(), 100)).collect();
+    let lb = servers::haproxy_pool(&pool);
+    let prom = servers::prometheus(&servers);
+    let window = "3s";
+    let deploy = |version: &str, extra: &[String]| {
+        let mut args = vec![
+            "run".to_string(),
+            repo.join("runbooks/deploy.lua").display().to_string(),
+            "--params-file".into(),
+            repo.join("examples/steward/params/deploy.toml").display().to_string(),
+        ];
+        let mut p = vec![
+            format!("version={version}"),
+            format!("from={}", env.path(&format!("build-{version}")).display()),
+            format!("root={}/{{host}}", env.path("hosts").display()),
+            format!("restart={}", RESTART.replace("PORT", &st.port.to_string())),
+            format!("health_url=http://{{host}}:{}/api/health", st.port),
+            format!("store=file://{}", env.path("backups").display()),
+            // The load balancer and Prometheus of this staging, and the guide's stages held for
+            // seconds instead of minutes (the rules' `for` fit in the hold).
+            "lb_host=".into(),
+            format!("haproxy_socket={}", lb.socket.display()),
+            "lb_backend=app".into(),
+            format!("lb_server={{host}}:{}", st.port),
+            format!("prometheus={}", prom.url),
+            "hold=4s".into(),
+            format!("warmup={window}"),
+            "interval=1s".into(),
+            "checks=error_rate < 5%,p95_latency < 5s".into(),
+            format!(
+                "error_rate_query=(sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\",status=~\"5..\"}}[{window}])) or vector(0)) \
+                 / sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\"}}[{window}]))"
+            ),
+            format!(
+                "latency_query=histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{instance=~\"({{canary}}):.*\"}}[{window}])))"
+            ),
+        ];
+        p.extend(extra.iter().cloned());
+        for v in p {
+            args.push("-p".into());
+            args.push(v);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run_env(&args, &[("DATABASE_URL", url.as_str()), ("NEXT_PUBLIC_APP_URL", "https://app")])
+    };
+    // A first release has nothing to canary against: everywhere at once.
+    deploy("1.0.0", &["strategy=rolling".into()]).assert_code(0);
+    let load = SteadyLoad::start(&lb.frontend, "/", 50);
+
+    let r = deploy(
+        "1.1.0",
+        &[
+            format!("migration={}", env.path("m-1.1.0.sql").display()),
+            format!("down_migration={}", env.path("down-1.1.0.sql").display()),
+        ],
+    );
+    r.assert_code(0);
+    let show = env.show("last");
+    // The canary is the group's first host; the weights are HAProxy's own answers after each stage.
+    let seen = |stage: &str| -> Vec<u64> {
+        let w = &Env::step(&show, stage)["result"]["weights"]["seen"];
+        servers.iter().map(|s| w[s].as_u64().unwrap_or_else(|| panic!("{stage}: {w}"))).collect()
+    };
+    assert_eq!(seen("traffic 5%"), [10, 95, 95]);
+    assert_eq!(seen("traffic 25%"), [50, 75, 75]);
+    assert_eq!(seen("traffic 50%"), [100, 50, 50]);
+    assert_eq!(seen("traffic 100%"), [100, 0, 0]);
+    for stage in ["traffic 5%", "traffic 25%", "traffic 50%"] {
+        let result = &Env::step(&show, stage)["result"];
+        assert_eq!(result["outcome"], "passed", "{stage}: {result}");
+        assert!(result["checks"]["error_rate"]["samples"].as_u64().unwrap() >= 2, "{stage}: {result}");
+        assert_eq!(result["checks"]["error_rate"]["worst"], 0, "{stage}: {result}");
+    }
+    assert_eq!(Env::step(&show, "promote")["status"], "succeeded");
+    assert_eq!(haproxy_weights(&lb.socket, &servers), [100, 100, 100]);
+    for h in &st.hosts {
+        assert_eq!(st.current(h).as_deref(), Some("1.1.0"), "{h}");
+    }
+    let during = load.statuses();
+    assert!(during.len() > 500, "{} requests", during.len());
+    assert!(during.iter().all(|s| *s == 200), "failed requests during a healthy canary: {:?}", {
+        let mut bad: Vec<_> = during.iter().filter(|s| **s != 200).collect();
+        bad.dedup();
+        bad
+    });
+
+    // 1.2.0 fails a fifth of its requests: the first stage sees it, and everything goes back.
+    let r = deploy(
+        "1.2.0",
+        &[
+            format!("migration={}", env.path("m-1.2.0.sql").display()),
+            format!("down_migration={}", env.path("down-1.2.0.sql").display()),
+        ],
+    );
+    r.assert_code(1);
+    assert!(
+        r.stderr.contains("the canary failed at 5% of traffic")
+            && r.stderr.contains("error_rate = ")
+            && r.stderr.contains("broke `error_rate < 5%`"),
+        "{}",
+        r.stderr
+    );
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, "traffic 5%")["status"], "failed");
+    assert!(show["steps"].as_array().unwrap().iter().all(|s| s["name"] != "traffic 25%"), "{show}");
+    assert_eq!(show["status"], "rolled_back", "{show}");
+    assert_eq!(Env::step(&show, "canary release")["undo_status"], "done", "{show}");
+    assert_eq!(Env::step(&show, "migrate")["undo_status"], "done", "{show}");
+    assert_eq!(haproxy_weights(&lb.socket, &servers), [100, 100, 100]);
+    for h in &st.hosts {
+        assert_eq!(st.current(h).as_deref(), Some("1.1.0"), "{h}");
+    }
+    let columns = pg.query(
+        &url,
+        "select string_agg(column_name, ',' order by column_name) from information_schema.columns where table_name = 'agent_logs'",
+    );
+    assert!(columns.contains("level") && !columns.contains("trace_id"), "{columns}");
+    // Back on 1.1.0 everywhere: requests succeed again.
+    let after = load.statuses().len();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let statuses = load.stop();
+    assert!(statuses.len() > after + 20 && statuses[after..].iter().all(|s| *s == 200), "{:?}", &statuses[after..]);
 }

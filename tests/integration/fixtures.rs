@@ -292,3 +292,62 @@ fn server_cert(chain: Vec<rustls::pki_types::CertificateDer<'static>>, key: KeyP
 }
 
 use rustls::pki_types::pem::PemObject;
+
+/// Steady traffic from the test: `per_second` GETs of `path` through `base` (an http://host:port
+/// address), one connection each, until stopped; every answer's status is kept (0: no answer).
+pub struct SteadyLoad {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    statuses: Arc<Mutex<Vec<u16>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyLoad {
+    pub fn start(base: &str, path: &str, per_second: u32) -> SteadyLoad {
+        let addr = base.trim_start_matches("http://").trim_end_matches('/').to_string();
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let statuses = Arc::new(Mutex::new(Vec::new()));
+        let (s, st) = (stop.clone(), statuses.clone());
+        let gap = Duration::from_secs_f64(1.0 / f64::from(per_second));
+        let thread = std::thread::spawn(move || {
+            let mut next = std::time::Instant::now();
+            while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = (|| -> Option<u16> {
+                    let mut c = TcpStream::connect(&addr).ok()?;
+                    c.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+                    c.write_all(request.as_bytes()).ok()?;
+                    let mut answer = String::new();
+                    c.read_to_string(&mut answer).ok()?;
+                    answer.split(' ').nth(1)?.parse().ok()
+                })()
+                .unwrap_or(0);
+                st.lock().unwrap().push(status);
+                next += gap;
+                if let Some(wait) = next.checked_duration_since(std::time::Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        });
+        SteadyLoad { stop, statuses, thread: Some(thread) }
+    }
+
+    /// Statuses so far.
+    pub fn statuses(&self) -> Vec<u16> {
+        self.statuses.lock().unwrap().clone()
+    }
+
+    /// Stops and returns every status.
+    pub fn stop(mut self) -> Vec<u16> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.statuses()
+    }
+}
+
+impl Drop for SteadyLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}

@@ -198,7 +198,7 @@ end)
     let e = fails["error"].as_str().unwrap();
     assert!(
         e.contains("metrics: analysis failed after 1.")
-            && e.contains("error_rate = 0.05 broke `error_rate < 0.05 for 1.0s` (worst 0.05)")
+            && e.contains("error_rate = 0.05 broke `error_rate < 0.05 for 1s` (worst 0.05)")
             && !e.contains("p95_latency ="),
         "{e}"
     );

@@ -644,21 +644,27 @@ fn start_prometheus(targets: &[String]) -> Result<Prometheus, String> {
 }
 
 /// Debian's HAProxy, one per test that asks: a frontend on a free loopback port balancing
-/// backend `app` between servers `stable` and `canary` (weights 100 and 0), its runtime API on a
-/// unix socket (level admin).
+/// backend `app` (round robin) between its servers, its runtime API on a unix socket (level
+/// admin).
 pub struct Haproxy {
     pub frontend: String,
     pub socket: PathBuf,
     _daemon: Daemon,
 }
 
+/// HAProxy with servers `stable` (weight 100) and `canary` (weight 0).
 pub fn haproxy(stable: &str, canary: &str) -> Haproxy {
-    start_haproxy(stable, canary).unwrap_or_else(|e| {
+    haproxy_pool(&[("stable", stable, 100), ("canary", canary, 0)])
+}
+
+/// HAProxy with `servers`: (name, address, weight).
+pub fn haproxy_pool(servers: &[(&str, &str, u32)]) -> Haproxy {
+    start_haproxy(servers).unwrap_or_else(|e| {
         panic!("cannot start HAProxy for the tests: {e}\ninstall it with: apt-get install --no-install-recommends haproxy socat (scripts/test does this)")
     })
 }
 
-fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
+fn start_haproxy(servers: &[(&str, &str, u32)]) -> Result<Haproxy, String> {
     let bin = PathBuf::from("/usr/sbin/haproxy");
     if !bin.exists() {
         return Err("no haproxy binary".into());
@@ -666,10 +672,12 @@ fn start_haproxy(stable: &str, canary: &str) -> Result<Haproxy, String> {
     let root = daemon_root("haproxy")?;
     let port = free_port();
     let socket = root.join("admin.sock");
+    let lines: String =
+        servers.iter().map(|(name, addr, weight)| format!("  server {name} {addr} weight {weight}\n")).collect();
     let config = format!(
         "global\n  stats socket {} mode 600 level admin\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 10s\n  timeout server 10s\n\
          frontend fe\n  bind 127.0.0.1:{port}\n  default_backend app\n\
-         backend app\n  balance roundrobin\n  server stable {stable} weight 100\n  server canary {canary} weight 0\n",
+         backend app\n  balance roundrobin\n{lines}",
         socket.display()
     );
     std::fs::write(root.join("haproxy.cfg"), config).map_err(|e| e.to_string())?;

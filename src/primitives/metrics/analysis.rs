@@ -45,14 +45,20 @@ pub struct Rule {
     pub name: String,
     pub op: Op,
     pub threshold: f64,
+    /// The threshold as the rule wrote it ("5%", "2s"), for messages.
+    pub written: String,
     pub hold: Duration,
+    /// The hold as the rule wrote it ("5m"), when it did.
+    pub hold_written: Option<String>,
 }
 
 impl Rule {
     pub fn describe(&self) -> String {
-        let mut s = format!("{} {} {}", self.name, self.op.symbol(), number(self.threshold));
-        if !self.hold.is_zero() {
-            s.push_str(&format!(" for {}", crate::duration::human(self.hold)));
+        let mut s = format!("{} {} {}", self.name, self.op.symbol(), self.written);
+        match &self.hold_written {
+            Some(w) => s.push_str(&format!(" for {w}")),
+            None if !self.hold.is_zero() => s.push_str(&format!(" for {}", crate::duration::human(self.hold))),
+            None => {}
         }
         s
     }
@@ -95,12 +101,12 @@ pub fn parse_rule(text: &str) -> Result<Rule, String> {
     let mut words = rest.split_whitespace();
     let value = words.next().ok_or_else(|| bad("no threshold"))?;
     let threshold = threshold(value).map_err(|e| bad(&e))?;
-    let hold = match (words.next(), words.next(), words.next()) {
-        (None, _, _) => Duration::ZERO,
-        (Some("for"), Some(d), None) => crate::duration::parse(d).map_err(|e| bad(&e))?,
+    let (hold, hold_written) = match (words.next(), words.next(), words.next()) {
+        (None, _, _) => (Duration::ZERO, None),
+        (Some("for"), Some(d), None) => (crate::duration::parse(d).map_err(|e| bad(&e))?, Some(d.to_string())),
         _ => return Err(bad("only `for DURATION` may follow the threshold")),
     };
-    Ok(Rule { name: name.to_string(), op, threshold, hold })
+    Ok(Rule { name: name.to_string(), op, threshold, written: value.to_string(), hold, hold_written })
 }
 
 /// What a check has seen so far.
@@ -180,15 +186,23 @@ mod tests {
 
     #[test]
     fn rules_read_as_alert_rules_are_written() {
-        let r = parse_rule("error_rate < 0.05 for 5m").unwrap();
+        let r = parse_rule("error_rate < 5% for 5m").unwrap();
         assert_eq!(
             r,
-            Rule { name: "error_rate".into(), op: Op::Below, threshold: 0.05, hold: Duration::from_secs(300) }
+            Rule {
+                name: "error_rate".into(),
+                op: Op::Below,
+                threshold: 0.05,
+                written: "5%".into(),
+                hold: Duration::from_secs(300),
+                hold_written: Some("5m".into()),
+            }
         );
+        assert_eq!(r.describe(), "error_rate < 5% for 5m");
         let r = parse_rule("p95_latency<=2s").unwrap();
         assert_eq!((r.op, r.threshold, r.hold), (Op::AtMost, 2.0, Duration::ZERO));
         assert_eq!(parse_rule("success >= 99.5%").unwrap().threshold, 0.995);
-        assert_eq!(parse_rule("up > 0 for 30s").unwrap().describe(), "up > 0 for 30.0s");
+        assert_eq!(parse_rule("up > 0 for 30s").unwrap().describe(), "up > 0 for 30s");
         for bad in ["error_rate 0.05", "< 1", "a < many", "a < 1 during 5m", "a < 1 for", "a b < 1"] {
             assert!(parse_rule(bad).is_err(), "{bad}");
         }

@@ -415,7 +415,15 @@ fn checks_of(lua: &Lua, opts: &Table) -> mlua::Result<Vec<Check>> {
                         ))
                     }
                 };
-                Check { rule: Rule { name: c.name, op, threshold: limit, hold: c.hold.unwrap_or_default() }, source }
+                let rule = Rule {
+                    name: c.name,
+                    op,
+                    threshold: limit,
+                    written: analysis::number(limit),
+                    hold: c.hold.unwrap_or_default(),
+                    hold_written: None,
+                };
+                Check { rule, source }
             }
             other => {
                 return Err(error(
@@ -548,7 +556,7 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
                     "{}={value} ({} {}: {said})",
                     c.rule.name,
                     c.rule.op.symbol(),
-                    analysis::number(c.rule.threshold)
+                    c.rule.written
                 )
             })
             .collect();
