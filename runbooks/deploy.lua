@@ -7,11 +7,13 @@
 -- held and judged by Prometheus' numbers (the alert rules in `checks`), then the rest follow.
 --   runbook run runbooks/deploy.lua -p version=1.4.2 -p from=build/ -p migration=migrations/006_media_tables.sql \
 --     -p health_url=http://{host}:3000/api/health -p expect_tables=media_assets,media_usage_logs
+local deploy = require "runbook.deploy"
+
 runbook {
   name = "deploy",
   description = "Pre-flight checks, backup, migration, schema verification, release with a strategy, health checks "
     .. "and smoke requests; the release and the database are rolled back when a step fails",
-  params = {
+  params = deploy.with_traffic_params {
     version = { type = "string", required = true, pattern = "^[A-Za-z0-9._-]+$", description = "the release id" },
     from = { type = "string", required = true, description = "the release: a local folder or .tar.gz" },
     hosts = { type = "string", default = "web", description = "the inventory group of runbook.toml" },
@@ -23,41 +25,10 @@ runbook {
     green_health_url = { type = "string", description = "blue/green: the green colour's health URL ({host})" },
     health_timeout = { type = "string", default = "1m", description = "how long a host may take to become healthy" },
     smoke = { type = "list", description = "paths requested on each host after the release (2xx expected)" },
-    -- traffic_canary: the load balancer, the stages and the numbers that judge them.
-    lb = { type = "enum", choices = { "haproxy", "nginx" }, description = "traffic_canary: the load balancer in front of the hosts" },
-    lb_host = { type = "string", description = "the load balancer over SSH (an inventory host or user@host); else this machine" },
-    lb_server = { type = "string", default = "{host}:3000",
-                  description = "each host as the load balancer names it: HAProxy's server name or nginx's address ({host})" },
-    haproxy_socket = { type = "string", default = "/run/haproxy/admin.sock", description = "HAProxy's runtime API (level admin)" },
-    lb_backend = { type = "string", default = "app", description = "HAProxy's backend or nginx's upstream" },
-    nginx_file = { type = "string", default = "/etc/nginx/conf.d/app-upstream.conf",
-                   description = "the file holding nginx's upstream block, rewritten whole" },
-    nginx_test = { type = "string", default = "nginx -t" },
-    nginx_reload = { type = "string", default = "nginx -s reload" },
+    -- traffic_canary: the hosts that take the canary's share and its stages (the load balancer
+    -- and the numbers that judge a stage are runbook.deploy's traffic params, added below).
     canary_hosts = { type = "integer", default = 1, min = 1, description = "traffic_canary: hosts that take the canary's share" },
     stages = { type = "list", default = { "5", "25", "50", "100" }, description = "traffic_canary: percentages, the last 100" },
-    hold = { type = "duration", default = "5m", description = "how long each stage is watched" },
-    warmup = { type = "duration", default = "1m",
-               description = "after each weight change, before the watch begins (at least the queries' rate window)" },
-    prometheus = { type = "string", env = "PROMETHEUS_URL",
-                   description = "judge stages by Prometheus (else by the canaries' health endpoint)" },
-    prometheus_token = { type = "secret", env = "PROMETHEUS_TOKEN", description = "a bearer token for Prometheus" },
-    error_rate_query = {
-      type = "string",
-      default = '(sum(rate(http_requests_total{instance=~"({canary}):.*",status=~"5.."}[1m])) or vector(0))'
-        .. ' / sum(rate(http_requests_total{instance=~"({canary}):.*"}[1m]))',
-      description = "PromQL: the canaries' error ratio ({canary}: their addresses as a regex)",
-    },
-    latency_query = {
-      type = "string",
-      default = 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{instance=~"({canary}):.*"}[1m])))',
-      description = "PromQL: the canaries' 95th percentile latency in seconds",
-    },
-    checks = { type = "list", default = { "error_rate < 5% for 5m", "p95_latency < 2s for 2m" },
-               description = "the rules a stage must keep (the guide's alert rules); names: error_rate, p95_latency" },
-    interval = { type = "duration", default = "15s", description = "between two samples of the checks" },
-    on_no_data = { type = "enum", choices = { "fail", "pause", "continue" }, default = "fail",
-                   description = "a stage without numbers: fails, asks for an approval, or goes on" },
     database_url = { type = "secret", env = "DATABASE_URL", required = true, description = "the PostgreSQL database" },
     migration = { type = "string", description = "a SQL file applied in one transaction" },
     down_migration = { type = "string",
@@ -79,7 +50,6 @@ runbook {
 }
 
 local checks = require "runbook.checks"
-local deploy = require "runbook.deploy"
 local notify = require "runbook.notify"
 local pg = require "runbook.pg"
 
@@ -114,47 +84,18 @@ local function traffic_plan()
       .. " of them canaries: the others must carry the rest of the traffic")
   end
   local canary, stable, servers = {}, {}, {}
-  local function server(host) return (params.lb_server:gsub("{host}", address(host))) end
   for i, host in ipairs(all) do
-    if i <= params.canary_hosts then canary[#canary + 1] = host; servers[#servers + 1] = server(host)
-    else stable[#stable + 1] = server(host) end
+    if i <= params.canary_hosts then canary[#canary + 1] = host; servers[#servers + 1] = deploy.lb_server(params, host)
+    else stable[#stable + 1] = deploy.lb_server(params, host) end
   end
-  -- (an empty lb_host, e.g. `-p lb_host=` over a params file's, is this machine)
-  local lb_host = params.lb_host ~= "" and params.lb_host or nil
-  local backend
-  if params.lb == "haproxy" then
-    backend = deploy.haproxy { socket = params.haproxy_socket, backend = params.lb_backend, ssh = lb_host,
-                               canary = servers, stable = stable }
-  else
-    backend = deploy.nginx { file = params.nginx_file, upstream = params.lb_backend, ssh = lb_host,
-                             canary = servers, stable = stable, test = params.nginx_test, reload = params.nginx_reload }
-  end
+  local backend = deploy.traffic_backend(params, servers, stable)
   local stages = {}
   for i, v in ipairs(params.stages) do
     stages[i] = tonumber(v) or fail("stages: '" .. v .. "' is not a percentage")
   end
-  local analysis = { checks = params.checks, interval = params.interval, on_no_data = params.on_no_data }
-  if params.prometheus then
-    local addresses = {}
-    for _, host in ipairs(canary) do addresses[#addresses + 1] = (address(host):gsub("%.", "\\\\.")) end
-    local pattern = table.concat(addresses, "|")
-    analysis.prometheus = metrics.prometheus(params.prometheus, { token = params.prometheus_token })
-    analysis.queries = {
-      error_rate = (params.error_rate_query:gsub("{canary}", function() return pattern end)),
-      p95_latency = (params.latency_query:gsub("{canary}", function() return pattern end)),
-    }
-  else
-    -- Without Prometheus: the share of canaries whose health endpoint does not answer 2xx.
-    analysis.checks = { "unhealthy < 1" }
-    analysis.queries = { unhealthy = function()
-      local bad = 0
-      for _, host in ipairs(canary) do
-        -- (anything but 2xx raises)
-        if not pcall(http.get, url_for(host), { timeout = "5s", readonly = true }) then bad = bad + 1 end
-      end
-      return bad / #canary
-    end }
-  end
+  local analysis = deploy.traffic_analysis(params, canary, function(host)
+    return pcall(http.get, url_for(host), { timeout = "5s", readonly = true })
+  end)
   return { id = params.version, from = params.from, health = health, canary = canary, backend = backend,
            stages = stages, hold = params.hold, warmup = params.warmup, analysis = analysis }
 end

@@ -2,10 +2,15 @@
 -- connection pool exhausted, query response time > 1s"): measured on the hosts (over SSH) and the
 -- database, reported, and posted to the webhook when one triggers:
 --   runbook run runbooks/scaling_check.lua -p hosts=app -p webhook=https://hooks.example.com/...
+-- Given a spare host, a trigger that fired hands over to scale out (runbooks/scale_out.lua's
+-- steps) behind an approval; given a host to retire and an idle threshold, hosts all under it
+-- hand over to scale in (scale_in.lua's steps), behind an approval too.
+local deploy = require "runbook.deploy"
+
 runbook {
   name = "scaling_check",
   description = "Measure the scale-up triggers (CPU, memory, connections, query time) and report which fired",
-  params = {
+  params = deploy.with_traffic_params {
     hosts = { type = "list", description = "host specs, or one inventory group of runbook.toml" },
     database_url = { type = "secret", env = "DATABASE_URL", description = "the PostgreSQL database (checked when given)" },
     cpu_percent = { type = "number", default = 80, min = 1, max = 100, description = "CPU busy over this in every sample" },
@@ -15,10 +20,23 @@ runbook {
                             description = "connections in use, of max_connections" },
     slow_query = { type = "number", default = 1, description = "seconds: an active query running longer triggers" },
     webhook = { type = "string", env = "RUNBOOK_NOTIFY_URL", description = "posted when a trigger fires" },
+    -- Acting on the findings (each behind an approval), with the load balancer of lb*:
+    spare = { type = "string", description = "a host to add to the pool when a trigger fires (as scale_out.lua does)" },
+    retire = { type = "string", description = "a host to drain from the pool when every host is idle (as scale_in.lua does)" },
+    idle_percent = { type = "number", min = 0, max = 100, description = "CPU under this in every sample of every host: idle" },
+    root = { type = "string", default = "/srv/app", description = "release root on each host ({host} is its address)" },
+    restart = { type = "string", description = "spare: run in the root after the release is installed" },
+    stop = { type = "string", description = "stops a host's service (run in the root)" },
+    start = { type = "string", description = "retire: starts it again when a rollback puts the host back" },
+    health_url = { type = "string", description = "spare: each host's health URL, {host} its address" },
+    deadline = { type = "duration", default = "5m", description = "retire: how long requests in flight may take" },
+    port = { type = "integer", default = 3000, description = "retire with nginx: the port the host serves on" },
   },
+  rollback = "auto",
 }
 
 local notify = require "runbook.notify"
+local scale = require "runbook.scale"
 
 -- CPU busy percent between two readings of /proc/stat's first line.
 local function cpu_busy(a, b)
@@ -72,9 +90,11 @@ local db_load = step("database", { description = "Connections against max_connec
   return { connections = c.total, max_connections = c.max, connections_percent = c.used * 100, longest_query = longest }
 end)
 
-step("triggers", { description = "Which scale-up triggers fired; posted to the webhook" }, function()
+local findings = step("triggers", { description = "Which scale-up triggers fired; posted to the webhook" }, function()
   local fired = {}
+  local idle = params.idle_percent ~= nil and host_load ~= nil and next(host_load) ~= nil
   for host, h in pairs(host_load or {}) do
+    for _, v in ipairs(h.cpu) do if v >= (params.idle_percent or 0) then idle = false end end
     local sustained = #h.cpu > 0
     for _, v in ipairs(h.cpu) do if v <= params.cpu_percent then sustained = false end end
     if sustained then fired[#fired + 1] = string.format("%s: CPU over %g%% in %d samples", host, params.cpu_percent, #h.cpu) end
@@ -98,5 +118,41 @@ step("triggers", { description = "Which scale-up triggers fired; posted to the w
         { status = "triggered", triggers = fired })
     end
   end
-  return { fired = fired }
+  return { fired = fired, idle = idle or nil }
 end)
+
+-- Acting on the findings, each behind an approval (the steps are scale_out.lua's and scale_in.lua's).
+local function root(host) return (params.root:gsub("{host}", function() return deploy.address(host) end)) end
+if params.spare and findings and #findings.fired > 0 then
+  if not params.health_url then fail("spare needs health_url: the new host is health-checked before it takes traffic") end
+  local function url_for(host) return (params.health_url:gsub("{host}", function() return deploy.address(host) end)) end
+  local source = (type(hosts) == "string" and ssh.group(hosts) or hosts)[1]
+  approve("Scale-up triggers fired: " .. table.concat(findings.fired, "; ") .. ". Add " .. params.spare .. " to the pool?")
+  scale.out {
+    host = params.spare,
+    server = deploy.lb_server(params, params.spare),
+    address = (params.lb_address:gsub("{host}", function() return deploy.address(params.spare) end)),
+    pool = deploy.traffic_pool(params),
+    layout = deploy.layout { root = root, restart = params.restart },
+    source = source,
+    health = function(host) http.wait_healthy(url_for(host), { timeout = "1m", interval = "500ms", attempt_timeout = "5s" }) end,
+    hold = params.hold,
+    warmup = params.warmup,
+    analysis = deploy.traffic_analysis(params, { params.spare }, function(host)
+      return pcall(http.get, url_for(host), { timeout = "5s", readonly = true })
+    end),
+    stop = params.stop,
+  }
+elseif params.retire and findings and findings.idle then
+  approve("Every host stayed under " .. params.idle_percent .. "% CPU. Drain " .. params.retire .. " from the pool?")
+  scale.drain {
+    host = params.retire,
+    server = deploy.lb_server(params, params.retire),
+    pool = deploy.traffic_pool(params),
+    deadline = params.deadline,
+    port = params.port,
+    layout = deploy.layout { root = root },
+    stop = params.stop,
+    start = params.start,
+  }
+end

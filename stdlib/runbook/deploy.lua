@@ -244,6 +244,26 @@ local function split_weights(p, nc, ns)
 end
 M.split_weights = split_weights
 
+-- HAProxy's runtime API: `api(commands, readonly)` sends the commands as one line (HAProxy
+-- answers each in turn) with socat on the load balancer: over `opts.ssh` when given, else here.
+local function haproxy_api(opts)
+  return function(commands, readonly)
+    local input = table.concat(commands, "; ") .. "\n"
+    local out
+    if opts.ssh then
+      local s = ssh.connect(opts.ssh, opts.connect)
+      local ok, r = pcall(s.exec, s, "socat stdio " .. q("unix-connect:" .. opts.socket), { stdin = input, echo = false, readonly = readonly })
+      s:close()
+      if not ok then error(r, 0) end
+      out = r.stdout
+    else
+      out = exec{ "socat", "stdio", "unix-connect:" .. opts.socket, stdin = input, echo = false, readonly = readonly }.stdout
+    end
+    -- (A dry run's placeholder in place of the output: nothing was sent.)
+    return type(out) == "string" and out or ""
+  end
+end
+
 --- A traffic backend for HAProxy: the servers' weights are set through its runtime API (no
 --- reload, no dropped connection), with socat on the load balancer: over `ssh` when given (a
 --- host of the inventory or "user@host"), else on this machine.
@@ -260,23 +280,8 @@ function M.haproxy(opts)
   for _, name in ipairs(opts.canary) do
     assert(tostring(name):match("^[%w%._:%-]+$"), "deploy.haproxy: '" .. tostring(name) .. "' is not a server name")
   end
-  -- Several commands go as one line separated by ';': HAProxy answers each in turn.
   assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.haproxy: at least one stable and one canary server")
-  local function api(commands, readonly)
-    local input = table.concat(commands, "; ") .. "\n"
-    local out
-    if opts.ssh then
-      local s = ssh.connect(opts.ssh, opts.connect)
-      local ok, r = pcall(s.exec, s, "socat stdio " .. q("unix-connect:" .. opts.socket), { stdin = input, echo = false, readonly = readonly })
-      s:close()
-      if not ok then error(r, 0) end
-      out = r.stdout
-    else
-      out = exec{ "socat", "stdio", "unix-connect:" .. opts.socket, stdin = input, echo = false, readonly = readonly }.stdout
-    end
-    -- (A dry run's placeholder in place of the output: nothing was sent.)
-    return type(out) == "string" and out or ""
-  end
+  local api = haproxy_api(opts)
   local b = { name = "haproxy " .. opts.backend }
   -- Sets the canary servers to `wc` and the stable ones to `ws`; returns the weights HAProxy
   -- then reports, by server.
@@ -318,22 +323,15 @@ function M.haproxy(opts)
   return b
 end
 
---- A traffic backend for nginx: the upstream block is written with weights (a 0% side marked
---- `down`), checked with `nginx -t` and only then reloaded; a config nginx refuses is put back
---- as it was and the error carries nginx's words. Over `ssh` when given, else on this machine.
----   deploy.nginx{ file = "/etc/nginx/conf.d/app-upstream.conf", upstream = "app",
----                 stable = { "10.0.0.5:3000" }, canary = { "10.0.0.9:3000" }, ssh = "lb1",
----                 test = "nginx -t", reload = "nginx -s reload" }
-function M.nginx(opts)
-  assert(type(opts) == "table" and opts.file and opts.upstream and opts.stable and opts.canary,
-    "deploy.nginx: file, upstream, stable and canary are required")
-  assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.nginx: at least one stable and one canary server")
+local function check_nginx_server(server)
+  assert(tostring(server):match("^[%w%.%-_:%[%]]+$"), "deploy.nginx: '" .. tostring(server) .. "' is not a server address")
+end
+
+-- An nginx upstream block in a file of its own: `write(servers, what)` writes it whole ({ address,
+-- weight } each, weight 0 marked down), checks it with `nginx -t` (putting the file back when
+-- refused) and reloads; `read()` returns the servers it has. Over `opts.ssh` when given.
+local function nginx_upstream(opts)
   assert(tostring(opts.upstream):match("^[%w_%-]+$"), "deploy.nginx: '" .. tostring(opts.upstream) .. "' is not an upstream name")
-  for _, list in ipairs({ opts.stable, opts.canary }) do
-    for _, server in ipairs(list) do
-      assert(tostring(server):match("^[%w%.%-_:%[%]]+$"), "deploy.nginx: '" .. tostring(server) .. "' is not a server address")
-    end
-  end
   local test_cmd, reload_cmd = opts.test or "nginx -t", opts.reload or "nginx -s reload"
   local function sh(command, input, readonly)
     if opts.ssh then
@@ -345,16 +343,12 @@ function M.nginx(opts)
     end
     return exec{ shell = command, stdin = input, check = false, echo = false, readonly = readonly }
   end
-  local b = { name = "nginx " .. opts.upstream }
-  -- Writes the upstream with the canary servers at `wc` and the stable ones at `ws` (0: down),
-  -- checks it and reloads.
-  local function apply(wc, ws, what)
+  local u = {}
+  function u.write(servers, what)
     local lines = { "# Written by runbook (deploy.nginx): " .. what .. ".", "upstream " .. opts.upstream .. " {" }
-    for _, server in ipairs(opts.stable) do
-      lines[#lines + 1] = "  server " .. server .. (ws == 0 and " down;" or (" weight=" .. ws .. ";"))
-    end
-    for _, server in ipairs(opts.canary) do
-      lines[#lines + 1] = "  server " .. server .. (wc == 0 and " down;" or (" weight=" .. wc .. ";"))
+    for _, server in ipairs(servers) do
+      check_nginx_server(server.address)
+      lines[#lines + 1] = "  server " .. server.address .. (server.weight == 0 and " down;" or (" weight=" .. server.weight .. ";"))
     end
     lines[#lines + 1] = "}"
     local file, prev = q(opts.file), q(opts.file .. ".runbook-prev")
@@ -371,6 +365,42 @@ function M.nginx(opts)
     if type(r) == "table" and r.code ~= 0 then
       error("nginx " .. opts.upstream .. ": `" .. reload_cmd .. "` failed: " .. (r.stderr .. r.stdout):gsub("%s+$", ""), 0)
     end
+  end
+  function u.read()
+    local r = sh("cat " .. q(opts.file), nil, true)
+    if type(r) ~= "table" then return {} end
+    if r.code ~= 0 then error("nginx " .. opts.upstream .. ": cannot read " .. opts.file .. ": " .. r.stderr, 0) end
+    local servers = {}
+    for address, rest in r.stdout:gmatch("server%s+([^%s;]+)([^;]*);") do
+      local weight = rest:match("%f[%w]down%f[%W]") and 0 or tonumber(rest:match("weight=(%d+)")) or 1
+      servers[#servers + 1] = { address = address, weight = weight }
+    end
+    return servers
+  end
+  return u
+end
+
+--- A traffic backend for nginx: the upstream block is written with weights (a 0% side marked
+--- `down`), checked with `nginx -t` and only then reloaded; a config nginx refuses is put back
+--- as it was and the error carries nginx's words. Over `ssh` when given, else on this machine.
+---   deploy.nginx{ file = "/etc/nginx/conf.d/app-upstream.conf", upstream = "app",
+---                 stable = { "10.0.0.5:3000" }, canary = { "10.0.0.9:3000" }, ssh = "lb1",
+---                 test = "nginx -t", reload = "nginx -s reload" }
+function M.nginx(opts)
+  assert(type(opts) == "table" and opts.file and opts.upstream and opts.stable and opts.canary,
+    "deploy.nginx: file, upstream, stable and canary are required")
+  assert(#opts.stable >= 1 and #opts.canary >= 1, "deploy.nginx: at least one stable and one canary server")
+  local upstream = nginx_upstream(opts)
+  for _, list in ipairs({ opts.stable, opts.canary }) do
+    for _, server in ipairs(list) do check_nginx_server(server) end
+  end
+  local b = { name = "nginx " .. opts.upstream }
+  -- The canary servers at `wc` and the stable ones at `ws` (0: down).
+  local function apply(wc, ws, what)
+    local servers = {}
+    for _, server in ipairs(opts.stable) do servers[#servers + 1] = { address = server, weight = ws } end
+    for _, server in ipairs(opts.canary) do servers[#servers + 1] = { address = server, weight = wc } end
+    upstream.write(servers, what)
     return { canary = wc, stable = ws }
   end
   function b.set(p)
@@ -382,6 +412,111 @@ function M.nginx(opts)
     return apply(1, 1, "every server at the same weight")
   end
   return b
+end
+
+-- Many answers on one line, as an error reads them.
+local function squash(out)
+  return (out:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", ""))
+end
+
+--- A load balancer's pool, one server at a time (scaling out and in):
+---   deploy.pool{ lb = "haproxy", socket = "/run/haproxy/admin.sock", backend = "app", ssh = "lb1" }
+---   deploy.pool{ lb = "nginx", file = "/etc/nginx/conf.d/app-upstream.conf", upstream = "app", ssh = "lb1" }
+--- servers() -> { [name] = { weight, sessions?, address? } }; add(name, address, weight) (again
+--- with the same name only sets its weight); weight(name, w); sessions(name) -> the requests in
+--- flight (HAProxy; nil with nginx, which does not say); remove(name) -> whether it was there.
+--- For nginx a server's name is its address.
+function M.pool(spec)
+  assert(type(spec) == "table" and (spec.lb == "haproxy" or spec.lb == "nginx"), "deploy.pool: lb must be haproxy or nginx")
+  local p = { lb = spec.lb }
+  if spec.lb == "nginx" then
+    assert(spec.file and spec.upstream, "deploy.pool: nginx needs file and upstream")
+    local upstream = nginx_upstream(spec)
+    p.name = "nginx " .. spec.upstream
+    function p.servers()
+      local out = {}
+      for _, s in ipairs(upstream.read()) do out[s.address] = { weight = s.weight, address = s.address } end
+      return out
+    end
+    local function change(name, weight, what)
+      local list, found = upstream.read(), false
+      for i = #list, 1, -1 do
+        if list[i].address == name then
+          found = true
+          if weight then list[i].weight = weight else table.remove(list, i) end
+        end
+      end
+      if not found and weight then list[#list + 1] = { address = name, weight = weight } end
+      if found or weight then upstream.write(list, what) end
+      return found
+    end
+    function p.add(name, _, weight)
+      change(name, weight, "added " .. name)
+    end
+    function p.weight(name, weight)
+      if not p.servers()[name] then error(p.name .. ": no server " .. name, 0) end
+      change(name, weight, name .. " at weight " .. weight)
+    end
+    function p.sessions() return nil end
+    function p.remove(name) return change(name, nil, "removed " .. name) end
+    return p
+  end
+  assert(spec.socket and spec.backend, "deploy.pool: haproxy needs socket and backend")
+  local api = haproxy_api(spec)
+  local b = spec.backend
+  p.name = "haproxy " .. b
+  local function named(name)
+    assert(tostring(name):match("^[%w%._:%-]+$"), "deploy.pool: '" .. tostring(name) .. "' is not a server name")
+    return b .. "/" .. name
+  end
+  function p.servers()
+    local out = api({ "show stat" }, true)
+    local header, servers = nil, {}
+    for line in out:gmatch("[^\n]+") do
+      local fields = {}
+      for f in ((line:gsub("^# ", "")) .. ","):gmatch("([^,]*),") do fields[#fields + 1] = f end
+      if line:sub(1, 2) == "# " then
+        header = fields
+      elseif header then
+        local row = {}
+        for i, f in ipairs(fields) do if header[i] then row[header[i]] = f end end
+        if row.pxname == b and row.svname ~= "BACKEND" and row.svname ~= "FRONTEND" then
+          servers[row.svname] = { weight = tonumber(row.weight), sessions = tonumber(row.scur), status = row.status,
+                                  address = row.addr }
+        end
+      end
+    end
+    return servers
+  end
+  function p.add(name, address, weight)
+    assert(tostring(address):match("^[%w%._:%-%[%]]+$"), "deploy.pool: '" .. tostring(address) .. "' is not an address")
+    local have = p.servers()[name]
+    local out
+    if have then
+      out = api({ "set weight " .. named(name) .. " " .. weight, "enable server " .. named(name) })
+    else
+      -- A server added at run time starts in maintenance: enabled once it is there.
+      out = api({ "add server " .. named(name) .. " " .. address .. " weight " .. weight, "enable server " .. named(name) })
+      out = out:gsub("New server registered%.", "")
+    end
+    if out:match("%S") then error(p.name .. ": adding " .. name .. ": " .. squash(out), 0) end
+  end
+  function p.weight(name, weight)
+    local out = api({ "set weight " .. named(name) .. " " .. weight })
+    if out:match("%S") then error(p.name .. ": " .. name .. ": " .. squash(out), 0) end
+  end
+  function p.sessions(name)
+    local s = p.servers()[name]
+    return s and s.sessions or 0
+  end
+  function p.remove(name)
+    if not p.servers()[name] then return false end
+    -- Only a server in maintenance without connections can be deleted.
+    local out = api({ "disable server " .. named(name), "del server " .. named(name) })
+    if not out:match("Server deleted%.") then error(p.name .. ": removing " .. name .. ": " .. squash(out), 0) end
+    return true
+  end
+  return p
 end
 
 --- Traffic canary, as the guides describe it (5% -> 25% -> 50% -> 100%, judged by numbers).
@@ -519,6 +654,109 @@ function M.traffic_rollout(layout, hosts, opts)
     rollout(layout, rest, opts, rolling)
     return backend.even()
   end)
+end
+
+--- The params of a load balancer and of the numbers that judge a stage, shared by the runbooks
+--- that move traffic (deploy.lua, scale_out.lua, scale_in.lua): returns `own` with them added.
+--- traffic_backend, traffic_pool and traffic_analysis read them back.
+function M.with_traffic_params(own)
+  local shared = {
+    lb = { type = "enum", choices = { "haproxy", "nginx" }, description = "the load balancer in front of the hosts" },
+    lb_host = { type = "string", description = "the load balancer over SSH (an inventory host or user@host); else this machine" },
+    lb_server = { type = "string", default = "{host}:3000",
+                  description = "each host as the load balancer names it: HAProxy's server name or nginx's address ({host})" },
+    lb_address = { type = "string", default = "{host}:3000", description = "HAProxy: the address of a server added to the pool" },
+    haproxy_socket = { type = "string", default = "/run/haproxy/admin.sock", description = "HAProxy's runtime API (level admin)" },
+    lb_backend = { type = "string", default = "app", description = "HAProxy's backend or nginx's upstream" },
+    nginx_file = { type = "string", default = "/etc/nginx/conf.d/app-upstream.conf",
+                   description = "the file holding nginx's upstream block, rewritten whole" },
+    nginx_test = { type = "string", default = "nginx -t" },
+    nginx_reload = { type = "string", default = "nginx -s reload" },
+    hold = { type = "duration", default = "5m", description = "how long a stage (a share of the traffic) is watched" },
+    warmup = { type = "duration", default = "90s",
+               description = "after each weight change, before the watch begins: the queries' rate window and two scrapes" },
+    prometheus = { type = "string", env = "PROMETHEUS_URL",
+                   description = "judge stages by Prometheus (else by the judged hosts' health endpoint)" },
+    prometheus_token = { type = "secret", env = "PROMETHEUS_TOKEN", description = "a bearer token for Prometheus" },
+    error_rate_query = {
+      type = "string",
+      default = '(sum(rate(http_requests_total{instance=~"({canary}):.*",status=~"5.."}[1m])) or vector(0))'
+        .. ' / sum(rate(http_requests_total{instance=~"({canary}):.*"}[1m]))',
+      description = "PromQL: the judged hosts' error ratio ({canary}: their addresses as a regex)",
+    },
+    latency_query = {
+      type = "string",
+      default = 'histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{instance=~"({canary}):.*"}[1m])))',
+      description = "PromQL: the judged hosts' 95th percentile latency in seconds",
+    },
+    checks = { type = "list", default = { "error_rate < 5% for 5m", "p95_latency < 2s for 2m" },
+               description = "the rules a stage must keep (the guide's alert rules); names: error_rate, p95_latency" },
+    interval = { type = "duration", default = "15s", description = "between two samples of the checks" },
+    on_no_data = { type = "enum", choices = { "fail", "pause", "continue" }, default = "fail",
+                   description = "a stage without numbers: fails, asks for an approval, or goes on" },
+  }
+  for k, v in pairs(shared) do
+    if own[k] == nil then own[k] = v end
+  end
+  return own
+end
+
+--- A host as the load balancer of the traffic params names it (lb_server, {host} its address).
+function M.lb_server(params, host)
+  return (params.lb_server:gsub("{host}", function() return M.address(host) end))
+end
+
+-- The load balancer over SSH, or nil for this machine (an empty lb_host, e.g. `-p lb_host=`
+-- over a params file's, is this machine).
+local function lb_host(params)
+  return params.lb_host ~= "" and params.lb_host or nil
+end
+
+--- The traffic backend of the traffic params, for canary servers and stable ones.
+function M.traffic_backend(params, canary, stable)
+  if params.lb == "haproxy" then
+    return M.haproxy { socket = params.haproxy_socket, backend = params.lb_backend, ssh = lb_host(params),
+                       canary = canary, stable = stable }
+  elseif params.lb == "nginx" then
+    return M.nginx { file = params.nginx_file, upstream = params.lb_backend, ssh = lb_host(params), canary = canary,
+                     stable = stable, test = params.nginx_test, reload = params.nginx_reload }
+  end
+  error("lb is required: haproxy or nginx, the load balancer that moves the requests", 0)
+end
+
+--- The pool of the traffic params (deploy.pool).
+function M.traffic_pool(params)
+  if not params.lb then error("lb is required: haproxy or nginx, the load balancer of the pool", 0) end
+  return M.pool { lb = params.lb, ssh = lb_host(params), socket = params.haproxy_socket, backend = params.lb_backend,
+                  file = params.nginx_file, upstream = params.lb_backend, test = params.nginx_test,
+                  reload = params.nginx_reload }
+end
+
+--- The analysis of the traffic params for the judged hosts: Prometheus' error ratio and latency
+--- of those hosts when `prometheus` is set, else the share of them whose `healthy(host)` is false.
+function M.traffic_analysis(params, hosts, healthy)
+  local analysis = { checks = params.checks, interval = params.interval, on_no_data = params.on_no_data }
+  if params.prometheus then
+    local addresses = {}
+    for _, host in ipairs(hosts) do addresses[#addresses + 1] = (M.address(host):gsub("%.", "\\\\.")) end
+    local pattern = table.concat(addresses, "|")
+    analysis.prometheus = metrics.prometheus(params.prometheus, { token = params.prometheus_token })
+    analysis.queries = {
+      error_rate = (params.error_rate_query:gsub("{canary}", function() return pattern end)),
+      p95_latency = (params.latency_query:gsub("{canary}", function() return pattern end)),
+    }
+  else
+    -- (the number of judged hosts whose health endpoint does not answer 2xx)
+    analysis.checks = { "unhealthy < 1" }
+    analysis.queries = { unhealthy = function()
+      local bad = 0
+      for _, host in ipairs(hosts) do
+        if not healthy(host) then bad = bad + 1 end
+      end
+      return bad
+    end }
+  end
+  return analysis
 end
 
 return M

@@ -894,6 +894,27 @@ end)
     );
 }
 
+/// The analysis params of the traffic runbooks for this staging: Prometheus at `prom` (scraping
+/// every second), sampled every second after a warmup of the rate window (3 s; the runbooks' are
+/// minutes) and two scrapes, with the guide's rules without their `for` (the holds here are
+/// seconds).
+fn judged_by(prom: &str) -> Vec<String> {
+    let window = "3s";
+    vec![
+        format!("prometheus={prom}"),
+        "warmup=5s".into(),
+        "interval=1s".into(),
+        "checks=error_rate < 5%,p95_latency < 5s".into(),
+        format!(
+            "error_rate_query=(sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\",status=~\"5..\"}}[{window}])) or vector(0)) \
+             / sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\"}}[{window}]))"
+        ),
+        format!(
+            "latency_query=histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{instance=~\"({{canary}}):.*\"}}[{window}])))"
+        ),
+    ]
+}
+
 /// The weights HAProxy reports for `servers` of backend `app`.
 fn haproxy_weights(socket: &std::path::Path, servers: &[String]) -> Vec<u32> {
     servers
@@ -935,7 +956,6 @@ fn steward_releases_by_traffic_canary_and_a_release_with_errors_goes_back_at_the
     let pool: Vec<(&str, &str, u32)> = servers.iter().map(|s| (s.as_str(), s.as_str(), 100)).collect();
     let lb = servers::haproxy_pool(&pool);
     let prom = servers::prometheus(&servers);
-    let window = "3s";
     let deploy = |version: &str, extra: &[String]| {
         let mut args = vec![
             "run".to_string(),
@@ -956,19 +976,9 @@ fn steward_releases_by_traffic_canary_and_a_release_with_errors_goes_back_at_the
             format!("haproxy_socket={}", lb.socket.display()),
             "lb_backend=app".into(),
             format!("lb_server={{host}}:{}", st.port),
-            format!("prometheus={}", prom.url),
             "hold=4s".into(),
-            format!("warmup={window}"),
-            "interval=1s".into(),
-            "checks=error_rate < 5%,p95_latency < 5s".into(),
-            format!(
-                "error_rate_query=(sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\",status=~\"5..\"}}[{window}])) or vector(0)) \
-                 / sum(rate(http_requests_total{{instance=~\"({{canary}}):.*\"}}[{window}]))"
-            ),
-            format!(
-                "latency_query=histogram_quantile(0.95, sum by (le) (rate(http_request_duration_seconds_bucket{{instance=~\"({{canary}}):.*\"}}[{window}])))"
-            ),
         ];
+        p.extend(judged_by(&prom.url));
         p.extend(extra.iter().cloned());
         for v in p {
             args.push("-p".into());
@@ -1054,4 +1064,135 @@ fn steward_releases_by_traffic_canary_and_a_release_with_errors_goes_back_at_the
     std::thread::sleep(std::time::Duration::from_secs(2));
     let statuses = load.stop();
     assert!(statuses.len() > after + 20 && statuses[after..].iter().all(|s| *s == 200), "{:?}", &statuses[after..]);
+}
+
+/// What HAProxy's `show stat` says of backend `app`'s servers: (name, weight) each.
+fn haproxy_servers(socket: &std::path::Path) -> Vec<(String, u32)> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo 'show stat' | socat stdio unix-connect:{}", socket.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let header: Vec<&str> = text.lines().next().unwrap().trim_start_matches("# ").split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() > 2 && f[0] == "app" && f[1] != "BACKEND")
+        .map(|f| (f[1].to_string(), f[col("weight")].parse().unwrap()))
+        .collect()
+}
+
+/// Requests with a 200 a staging service has answered (its /metrics).
+fn answered(ip: &str, port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect((ip, port)).unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("http_requests_total{status=\"200\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A host scaled out under steady traffic gets the pool's release, joins HAProxy at a small
+/// weight, is judged by Prometheus, takes its full weight and serves; scaled in, it is drained,
+/// removed and stopped; scaling_check hands a fired trigger to the same scale-out behind an
+/// approval. Not one request fails along the way.
+#[test]
+fn a_host_scales_out_and_in_under_steady_traffic_with_no_failed_request() {
+    use crate::fixtures::SteadyLoad;
+    let st = Staging::new(false);
+    let env = &st.env;
+    let s = servers::sshd();
+    let (pool_hosts, spare) = (&st.hosts[..2], &st.hosts[2]);
+    // The pool is the first two hosts; the third, the spare, in a group of its own for its SSH settings.
+    let settings =
+        format!("user = \"{}\"\nkey = \"{}\"\nknown_hosts = \"{}\"\ntimeout = \"3s\"\n", s.user, s.key.display(), s.known_hosts.display());
+    env.write(
+        "runbook.toml",
+        &format!(
+            "[hosts.web]\nhosts = [\"{}\", \"{}\"]\n{settings}\n[hosts.spare]\nhosts = [\"{spare}\"]\n{settings}",
+            pool_hosts[0], pool_hosts[1]
+        ),
+    );
+    st.build("1.0.0", true);
+    st.release("1.0.0", "rolling", &[]).assert_code(0);
+    let ip = |h: &str| h.split(':').next().unwrap().to_string();
+    let server = |h: &str| format!("{}:{}", ip(h), st.port);
+    let lb = servers::haproxy_pool(&[
+        (&server(&pool_hosts[0]), &server(&pool_hosts[0]), 100),
+        (&server(&pool_hosts[1]), &server(&pool_hosts[1]), 100),
+    ]);
+    let prom = servers::prometheus(&st.hosts.iter().map(|h| server(h)).collect::<Vec<_>>());
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let common = {
+        let mut p = vec![
+            "lb=haproxy".to_string(),
+            format!("haproxy_socket={}", lb.socket.display()),
+            "lb_backend=app".into(),
+            format!("lb_server={{host}}:{}", st.port),
+            format!("lb_address={{host}}:{}", st.port),
+            format!("root={}/{{host}}", env.path("hosts").display()),
+            "stop=kill $(cat run-main.pid)".into(),
+            "hold=3s".into(),
+        ];
+        p.extend(judged_by(&prom.url));
+        p
+    };
+    let run = |runbook: &str, extra: &[String]| {
+        let mut args = vec!["run".to_string(), repo.join("runbooks").join(runbook).display().to_string()];
+        for v in common.iter().chain(extra) {
+            args.push("-p".into());
+            args.push(v.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        env.run(&args)
+    };
+    let restart = format!("restart={}", RESTART.replace("PORT", &st.port.to_string()));
+    let health = format!("health_url=http://{{host}}:{}/api/health", st.port);
+    let load = SteadyLoad::start(&lb.frontend, "/", 50);
+    std::thread::sleep(std::time::Duration::from_secs(1));
+
+    // Out: the release the pool runs, copied from it; weight 10 while judged, then 100.
+    run("scale_out.lua", &[format!("host={spare}"), restart.clone(), health.clone()]).assert_code(0);
+    let show = env.show("last");
+    assert_eq!(Env::step(&show, &format!("release on {spare}"))["result"]["id"], "1.0.0");
+    assert_eq!(Env::step(&show, "join pool")["result"]["weight"], 10);
+    let watched = &Env::step(&show, &format!("watch {spare}"))["result"];
+    assert_eq!(watched["outcome"], "passed", "{watched}");
+    assert!(watched["checks"]["error_rate"]["samples"].as_u64().unwrap() >= 2, "{watched}");
+    assert_eq!(haproxy_servers(&lb.socket).last().unwrap(), &(server(spare), 100));
+    assert_eq!(st.current(spare).as_deref(), Some("1.0.0"));
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let served = answered(&ip(spare), st.port);
+    assert!(served >= 10, "the new host answered {served} requests");
+
+    // In: drained, removed, stopped.
+    run("scale_in.lua", &[format!("host={spare}"), "deadline=10s".into()]).assert_code(0);
+    let names: Vec<String> = haproxy_servers(&lb.socket).into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [server(&pool_hosts[0]), server(&pool_hosts[1])]);
+    assert_eq!(st.serving_eventually(spare, st.port, "down"), "down");
+
+    // scaling_check: memory over 1% fires; with a spare, it asks, then scales out.
+    let check = [
+        "hosts=web".to_string(),
+        "cpu_samples=1".into(),
+        "memory_percent=1".into(),
+        format!("spare={spare}"),
+        restart,
+        health,
+    ];
+    run("scaling_check.lua", &check).assert_code(3);
+    assert_eq!(haproxy_servers(&lb.socket).len(), 2, "scaled out before the approval");
+    env.run(&["approve", "last"]).assert_code(0);
+    env.run(&["resume", "last"]).assert_code(0);
+    assert_eq!(haproxy_servers(&lb.socket).last().unwrap(), &(server(spare), 100));
+
+    let statuses = load.stop();
+    assert!(statuses.len() > 300, "{} requests", statuses.len());
+    let failed: Vec<_> = statuses.iter().enumerate().filter(|(_, s)| **s != 200).collect();
+    assert!(failed.is_empty(), "failed requests (index, status): {failed:?}");
 }

@@ -130,7 +130,8 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 
 ---@class TrafficBackend
 ---@field name? string Shown in logs ("haproxy app", "nginx upstream app").
----@field set fun(percent: number) Sends `percent` of the traffic to the new version (0: all on the stable one).
+---@field set fun(percent: number): table? Sends `percent` of the traffic to the new version (0: all on the stable one); may return the weights set.
+---@field even? fun(): table? Every server at the same weight, as between releases (needed by traffic_rollout).
 
 ---@class TrafficAnalysisOptions
 ---@field prometheus? Prometheus
@@ -142,6 +143,7 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 ---@class TrafficCanaryOptions
 ---@field stages? number[] Percentages, rising (default {5, 25, 50, 100}).
 ---@field hold? Duration How long each stage below 100% is held (and watched by the analysis).
+---@field warmup? Duration Waited after each weight change, before the hold (at least the queries' rate window).
 ---@field analysis? TrafficAnalysisOptions metrics.analyze over each hold (its duration is the hold).
 ---@field name? string Put before the steps' names ("api traffic 5%"), for two canaries in one runbook.
 
@@ -153,8 +155,29 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 --- Example: `deploy.traffic_canary(lb, { hold = "5m", analysis = { prometheus = prom, queries = q, checks = { "error_rate < 5% for 5m" } } })`
 ---@param backend TrafficBackend
 ---@param opts? TrafficCanaryOptions
----@return {percent: number, outcome?: string, checks?: table}
+---@return {percent: number, weights?: table, outcome?: string, checks?: table}
 function deploy.traffic_canary(backend, opts) end
+
+---@class TrafficRolloutOptions: TrafficCanaryOptions
+---@field id string The release id.
+---@field from string A local folder or .tar.gz.
+---@field health? fun(host: string) Raises (or returns false) when a host is not healthy.
+---@field canary string[] The hosts, of `hosts`, that take the canary's share.
+---@field backend TrafficBackend With set and even (deploy.haproxy and deploy.nginx have both).
+---@field batch? integer|string Hosts at a time when the rest follow.
+---@field connect? SshConnectOptions
+
+--- A release judged by live traffic: "canary release" (the canary hosts leave the pool, get the
+--- release, are health-checked), the traffic canary's stages ("traffic 5%" ... "traffic 100%"),
+--- then "promote" (the other hosts get the release without traffic; the pool goes back to even
+--- weights). A failure puts traffic on the stable version first; each step's undo takes its
+--- hosts back to their release before. The last stage must be 100. Call it from the top level.
+--- Example: `deploy.traffic_rollout(app, "web", { id = v, from = "build/", health = check, canary = { "10.0.0.11" }, backend = lb, hold = "5m", analysis = a })`
+---@param layout DeployLayout
+---@param hosts string|string[] An inventory group or host specs.
+---@param opts TrafficRolloutOptions
+---@return table weights The pool's weights once even.
+function deploy.traffic_rollout(layout, hosts, opts) end
 
 --- The HAProxy weights that send `percent` of requests to `canary_servers` servers and the rest
 --- to `stable_servers` (within HAProxy's 0..256).
@@ -168,6 +191,8 @@ function deploy.split_weights(percent, canary_servers, stable_servers) end
 
 ---@class HaproxyBackend: TrafficBackend
 ---@field weights fun(): table<string, integer> The servers' current weights, by name.
+---@field set fun(percent: number): {canary: integer, stable: integer, seen: table<string, integer>} `seen`: the weights HAProxy reports afterwards.
+---@field even fun(): {canary: integer, stable: integer, seen: table<string, integer>} Every server at 100.
 
 ---@class HaproxyOptions
 ---@field socket string The runtime API's socket on the load balancer (`stats socket ... level admin`).
@@ -201,3 +226,91 @@ function deploy.haproxy(opts) end
 ---@param opts NginxOptions
 ---@return TrafficBackend
 function deploy.nginx(opts) end
+
+---@class DeployPoolOptions
+---@field lb "haproxy"|"nginx"
+---@field ssh? string The load balancer, when it is not this machine.
+---@field connect? SshConnectOptions
+---@field socket? string HAProxy: the runtime API's socket.
+---@field backend? string HAProxy: the backend.
+---@field file? string nginx: the file holding the upstream block.
+---@field upstream? string nginx: the upstream's name.
+---@field test? string nginx: the config check (default "nginx -t").
+---@field reload? string nginx: the reload (default "nginx -s reload").
+
+---@class DeployPoolServer
+---@field weight integer 0: no new requests (nginx: `down`).
+---@field sessions? integer HAProxy: requests in flight.
+---@field status? string HAProxy: "UP", "MAINT", "no check" ...
+---@field address? string
+
+---@class DeployPool
+---@field name string
+---@field lb string
+---@field servers fun(): table<string, DeployPoolServer> By name (nginx: by address).
+---@field add fun(name: string, address: string?, weight: integer) Joins the pool (again: only its weight is set); HAProxy adds it at run time.
+---@field weight fun(name: string, weight: integer)
+---@field sessions fun(name: string): integer? Requests in flight (HAProxy); nil with nginx, which does not say.
+---@field remove fun(name: string): boolean Leaves the pool (HAProxy: maintenance, then deleted); false when it was not there.
+
+--- A load balancer's pool, one server at a time, for scaling out and in.
+--- Example: `local pool = deploy.pool{ lb = "haproxy", socket = "/run/haproxy/admin.sock", backend = "app", ssh = "lb1" }`
+---@param spec DeployPoolOptions
+---@return DeployPool
+function deploy.pool(spec) end
+
+---@class TrafficParams
+---@field lb? "haproxy"|"nginx"
+---@field lb_host? string
+---@field lb_server string
+---@field lb_address string
+---@field haproxy_socket string
+---@field lb_backend string
+---@field nginx_file string
+---@field nginx_test string
+---@field nginx_reload string
+---@field hold Duration
+---@field warmup Duration
+---@field prometheus? string
+---@field prometheus_token? Secret
+---@field error_rate_query string
+---@field latency_query string
+---@field checks string[]
+---@field interval Duration
+---@field on_no_data "fail"|"pause"|"continue"
+
+--- The param declarations of a load balancer and of the numbers that judge a stage (lb,
+--- lb_host, lb_server, lb_address, haproxy_socket, lb_backend, nginx_*, hold, warmup,
+--- prometheus, prometheus_token, error_rate_query, latency_query, checks, interval,
+--- on_no_data), added to the runbook's own; the readers below take `params` back.
+--- Example: `runbook { name = "scale_out", params = deploy.with_traffic_params { host = { type = "string", required = true } } }`
+---@param own table<string, table> The runbook's own param declarations.
+---@return table<string, table>
+function deploy.with_traffic_params(own) end
+
+--- A host as the load balancer names it: lb_server with {host} its address.
+---@param params TrafficParams
+---@param host string
+---@return string
+function deploy.lb_server(params, host) end
+
+--- The traffic backend (deploy.haproxy or deploy.nginx) of the traffic params.
+---@param params TrafficParams
+---@param canary string[] Servers, as the load balancer names them.
+---@param stable string[]
+---@return TrafficBackend
+function deploy.traffic_backend(params, canary, stable) end
+
+--- The pool (deploy.pool) of the traffic params.
+---@param params TrafficParams
+---@return DeployPool
+function deploy.traffic_pool(params) end
+
+--- The analysis of the traffic params for the judged hosts: Prometheus' error ratio and latency
+--- ({canary} in the queries: their addresses) when `prometheus` is set, else how many of them
+--- `healthy(host)` says are not.
+---@param params TrafficParams
+---@param hosts string[]
+---@param healthy fun(host: string): boolean
+---@return TrafficAnalysisOptions
+function deploy.traffic_analysis(params, hosts, healthy) end
