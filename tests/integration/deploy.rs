@@ -1109,8 +1109,12 @@ fn a_host_scales_out_and_in_under_steady_traffic_with_no_failed_request() {
     let s = servers::sshd();
     let (pool_hosts, spare) = (&st.hosts[..2], &st.hosts[2]);
     // The pool is the first two hosts; the third, the spare, in a group of its own for its SSH settings.
-    let settings =
-        format!("user = \"{}\"\nkey = \"{}\"\nknown_hosts = \"{}\"\ntimeout = \"3s\"\n", s.user, s.key.display(), s.known_hosts.display());
+    let settings = format!(
+        "user = \"{}\"\nkey = \"{}\"\nknown_hosts = \"{}\"\ntimeout = \"3s\"\n",
+        s.user,
+        s.key.display(),
+        s.known_hosts.display()
+    );
     env.write(
         "runbook.toml",
         &format!(

@@ -191,7 +191,7 @@ end)
     let get = |s: &str| Env::step(&show, s)["result"].clone();
     assert_eq!(
         get("passes"),
-        serde_json::json!({"outcome": "passed", "rounds_ok": true, "last": 0.05, "rule": "p95_latency < 2"})
+        serde_json::json!({"outcome": "passed", "rounds_ok": true, "last": 0.05, "rule": "p95_latency < 2s"})
     );
     let fails = get("fails");
     assert_eq!(fails["ok"], false);

@@ -552,12 +552,7 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
                 let value =
                     t.last.filter(|_| *v != Verdict::NoData).map(analysis::number).unwrap_or_else(|| "no data".into());
                 let said = v.as_str();
-                format!(
-                    "{}={value} ({} {}: {said})",
-                    c.rule.name,
-                    c.rule.op.symbol(),
-                    c.rule.written
-                )
+                format!("{}={value} ({} {}: {said})", c.rule.name, c.rule.op.symbol(), c.rule.written)
             })
             .collect();
         let message = format!(
