@@ -18,6 +18,7 @@ use time::OffsetDateTime;
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -116,6 +117,7 @@ fn handle<S: Read + Write>(
     recorded.lock().unwrap().push(Recorded {
         method: method.clone(),
         path: path.clone(),
+        query: query.to_string(),
         headers: headers.clone(),
         body: body.clone(),
     });

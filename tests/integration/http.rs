@@ -520,3 +520,52 @@ end)
     assert_eq!(srv.recorded().len(), before, "a dry run sent load");
     assert!(dry.all().contains(&format!("load test: GET {} for 1.0s", srv.url("/ok"))), "{}", dry.all());
 }
+
+/// Virtual users send over connections of their own (reopened when the server closes them,
+/// as this fixture does after every answer), and the request is the one written: method, query,
+/// headers, a JSON body, a secret bearer; a redirect is followed as any request's is.
+#[test]
+fn a_load_tests_virtual_users_send_the_request_as_written_and_follow_redirects() {
+    let env = Env::new();
+    let srv = HttpServer::start();
+    env.write(
+        "rb.lua",
+        &format!(
+            r#"runbook {{ name = "load-request" }}
+step("post", function()
+  return http.load{{ method = "POST", url = "{base}/echo", query = {{ page = "2" }}, headers = {{ ["X-Run"] = "load" }},
+                     bearer = secret("LOAD_TOKEN"), json = {{ n = 1 }}, vus = 2, duration = "1s" }}
+end)
+step("redirected", function()
+  return http.load{{ url = "{base}/redirect/1", vus = 1, duration = "500ms" }}
+end)
+"#,
+            base = srv.url("")
+        ),
+    );
+    let token = "load-token-93e1";
+    let r = env.run_env(&["run", "rb.lua"], &[("LOAD_TOKEN", token)]);
+    r.assert_code(0);
+    let show = env.show("last");
+    let post = result(&show, "post");
+    let n = post["requests"].as_u64().unwrap();
+    assert!(n >= 10, "{post}");
+    assert_eq!(post["errors"], 0, "{post}");
+    let sent: Vec<_> = srv.recorded().into_iter().filter(|q| q.method == "POST").collect();
+    assert_eq!(sent.len() as u64, n, "every request reached the server once");
+    for q in &sent {
+        assert_eq!((q.path.as_str(), q.query.as_str()), ("/echo", "page=2"));
+        let header = |k: &str| q.headers.iter().find(|(h, _)| h == k).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!(header("x-run"), "load");
+        assert_eq!(header("authorization"), format!("Bearer {token}"));
+        assert_eq!(header("content-type"), "application/json");
+        assert!(header("user-agent").starts_with("runbook/"), "{:?}", q.headers);
+        assert_eq!(q.body, br#"{"n":1}"#);
+    }
+    let redirected = result(&show, "redirected");
+    assert_eq!(redirected["errors"], 0, "{redirected}");
+    let answered = redirected["statuses"]["200"].as_u64().unwrap();
+    assert!(answered >= 1, "{redirected}");
+    assert!(srv.recorded().iter().any(|q| q.path == "/echo" && q.method == "GET"), "the redirect was not followed");
+    assert!(!r.all().contains(token) && !show.to_string().contains(token), "the token was shown");
+}
