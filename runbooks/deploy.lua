@@ -97,6 +97,7 @@ local function traffic_plan()
     return pcall(http.get, url_for(host), { timeout = "5s", readonly = true })
   end)
   return { id = params.version, from = params.from, health = health, canary = canary, backend = backend,
+           pool = deploy.traffic_pool(params), server = function(host) return deploy.lb_server(params, host) end,
            stages = stages, hold = params.hold, warmup = params.warmup, analysis = analysis }
 end
 

@@ -1,14 +1,15 @@
 -- Scale out, done and not only detected: a new host gets the release the pool runs (copied from
--- a host of the pool), is health-checked, joins the load balancer's pool at a small weight, is
--- watched by the same numbers as a canary stage (Prometheus, else its health), then takes its
--- full weight. Each move is a step with an undo: a failure takes the host out of the pool again.
+-- a host of the pool), is health-checked, joins the load balancer's pool with a small share of
+-- the requests, is watched by the same numbers as a canary stage (Prometheus, else its health),
+-- then takes its peers' weight. Each move is a step with an undo: a failure takes the host out
+-- of the pool again. A host already in the pool is refused.
 --   runbook run runbooks/scale_out.lua -p host=deploy@10.0.0.14 -p lb=haproxy -p lb_host=deploy@10.0.0.10 \
 --     -p lb_server=web-{host} -p health_url=http://{host}:3000/api/health
 local deploy = require "runbook.deploy"
 
 runbook {
   name = "scale_out",
-  description = "Add a host to the pool: the current release, health-checked, a small weight watched, then full weight",
+  description = "Add a host to the pool: the current release, health-checked, a small share watched, then its peers' weight",
   params = deploy.with_traffic_params {
     host = { type = "string", required = true, description = "the new host (user@address or address)" },
     hosts = { type = "string", default = "web", description = "the pool's inventory group; its first host is the release's source" },
@@ -19,8 +20,8 @@ runbook {
     stop = { type = "string", description = "run in the root to stop the service when the new host is taken out again" },
     health_url = { type = "string", required = true, description = "each host's health URL, {host} its address" },
     health_timeout = { type = "duration", default = "1m" },
-    weight = { type = "integer", default = 10, min = 1, max = 256, description = "the new host's weight while it is watched" },
-    full_weight = { type = "integer", default = 100, min = 1, max = 256, description = "its weight once watched" },
+    share = { type = "number", default = 10, min = 1, max = 50,
+              description = "percent of the requests the new host takes while watched (then its peers' weight)" },
   },
   lock = "deploy",
   rollback = "auto",
@@ -46,8 +47,7 @@ scale.out {
   health = function(host)
     http.wait_healthy(url_for(host), { timeout = params.health_timeout, interval = "500ms", attempt_timeout = "5s" })
   end,
-  weight = params.weight,
-  full_weight = params.full_weight,
+  share = params.share,
   hold = params.hold,
   warmup = params.warmup,
   analysis = deploy.traffic_analysis(params, { params.host }, function(host)

@@ -27,11 +27,12 @@ runbook {
     root = { type = "string", default = "/srv/app", description = "release root on each host ({host} is its address)" },
     restart = { type = "string", description = "spare: run in the root after the release is installed" },
     stop = { type = "string", description = "stops a host's service (run in the root)" },
-    start = { type = "string", description = "retire: starts it again when a rollback puts the host back" },
+    start = { type = "string", description = "retire: starts it again when a rollback puts the host back (stop needs it)" },
     health_url = { type = "string", description = "spare: each host's health URL, {host} its address" },
     deadline = { type = "duration", default = "5m", description = "retire: how long requests in flight may take" },
     port = { type = "integer", default = 3000, description = "retire with nginx: the port the host serves on" },
   },
+  lock = "deploy",
   rollback = "auto",
 }
 
@@ -144,6 +145,7 @@ if params.spare and findings and #findings.fired > 0 then
     stop = params.stop,
   }
 elseif params.retire and findings and findings.idle then
+  if params.stop and not params.start then fail("stop needs start: a rollback must be able to bring the host back") end
   approve("Every host stayed under " .. params.idle_percent .. "% CPU. Drain " .. params.retire .. " from the pool?")
   scale.drain {
     host = params.retire,
@@ -152,6 +154,10 @@ elseif params.retire and findings and findings.idle then
     deadline = params.deadline,
     port = params.port,
     layout = deploy.layout { root = root },
+    health = params.health_url and function(host)
+      http.wait_healthy((params.health_url:gsub("{host}", function() return deploy.address(host) end)),
+        { timeout = "1m", interval = "500ms", attempt_timeout = "5s" })
+    end,
     stop = params.stop,
     start = params.start,
   }

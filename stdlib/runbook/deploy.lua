@@ -285,10 +285,24 @@ function M.haproxy(opts)
   local b = { name = "haproxy " .. opts.backend }
   -- Sets the canary servers to `wc` and the stable ones to `ws`; returns the weights HAProxy
   -- then reports, by server.
+  local named = {}
+  for _, name in ipairs(opts.stable) do named[name] = true end
+  for _, name in ipairs(opts.canary) do named[name] = true end
   local function apply(wc, ws)
     -- Every server is read first: HAProxy goes on after a command it refuses, so a misspelt
     -- canary would otherwise leave the stable servers' weights changed.
     b.weights()
+    -- A server of the backend that is neither would take a share of its own.
+    local others = {}
+    for name, srv in pairs(M.pool { lb = "haproxy", socket = opts.socket, backend = opts.backend, ssh = opts.ssh,
+                                    connect = opts.connect }.servers()) do
+      if not named[name] and (srv.weight or 0) > 0 then others[#others + 1] = name end
+    end
+    table.sort(others)
+    if #others > 0 then
+      error("haproxy " .. opts.backend .. ": " .. table.concat(others, ", ") .. " take(s) requests but are neither canary nor "
+        .. "stable servers, so the shares would be wrong: name them, or set their weight to 0", 0)
+    end
     local commands = {}
     for _, srv in ipairs(opts.canary) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. wc end
     for _, srv in ipairs(opts.stable) do commands[#commands + 1] = "set weight " .. opts.backend .. "/" .. srv .. " " .. ws end
@@ -301,6 +315,7 @@ function M.haproxy(opts)
     local wc, ws = split_weights(p, #opts.canary, #opts.stable)
     return { canary = wc, stable = ws, seen = apply(wc, ws) }
   end
+  b.even_weight = 100
   --- Every server at the same weight (100): the pool as it is between releases.
   function b.even()
     return { canary = 100, stable = 100, seen = apply(100, 100) }
@@ -370,10 +385,21 @@ local function nginx_upstream(opts)
     local r = sh("cat " .. q(opts.file), nil, true)
     if type(r) ~= "table" then return {} end
     if r.code ~= 0 then error("nginx " .. opts.upstream .. ": cannot read " .. opts.file .. ": " .. r.stderr, 0) end
-    local servers = {}
-    for address, rest in r.stdout:gmatch("server%s+([^%s;]+)([^;]*);") do
-      local weight = rest:match("%f[%w]down%f[%W]") and 0 or tonumber(rest:match("weight=(%d+)")) or 1
-      servers[#servers + 1] = { address = address, weight = weight }
+    -- Only `server` lines of this upstream's block, comments dropped.
+    local servers, inside = {}, false
+    for line in r.stdout:gmatch("[^\n]+") do
+      line = line:gsub("#.*$", "")
+      if line:match("^%s*upstream%s+" .. opts.upstream:gsub("%-", "%%-") .. "%s*{") then
+        inside = true
+      elseif inside and line:match("^%s*}") then
+        inside = false
+      elseif inside then
+        local address, rest = line:match("^%s*server%s+([^%s;]+)([^;]*);")
+        if address then
+          local weight = rest:match("%f[%w]down%f[%W]") and 0 or tonumber(rest:match("weight=(%d+)")) or 1
+          servers[#servers + 1] = { address = address, weight = weight }
+        end
+      end
     end
     return servers
   end
@@ -396,7 +422,19 @@ function M.nginx(opts)
   end
   local b = { name = "nginx " .. opts.upstream }
   -- The canary servers at `wc` and the stable ones at `ws` (0: down).
+  local named = {}
+  for _, server in ipairs(opts.stable) do named[server] = true end
+  for _, server in ipairs(opts.canary) do named[server] = true end
   local function apply(wc, ws, what)
+    -- The block is written whole: a server in it that is neither would be dropped.
+    local others = {}
+    for _, s in ipairs(upstream.read()) do
+      if not named[s.address] and s.weight > 0 then others[#others + 1] = s.address end
+    end
+    if #others > 0 then
+      error("nginx " .. opts.upstream .. ": " .. table.concat(others, ", ") .. " take(s) requests but are neither canary nor "
+        .. "stable servers (the upstream is rewritten whole): name them, or mark them down", 0)
+    end
     local servers = {}
     for _, server in ipairs(opts.stable) do servers[#servers + 1] = { address = server, weight = ws } end
     for _, server in ipairs(opts.canary) do servers[#servers + 1] = { address = server, weight = wc } end
@@ -407,6 +445,7 @@ function M.nginx(opts)
     local wc, ws = split_weights(p, #opts.canary, #opts.stable)
     return apply(wc, ws, p .. "% of requests on the canary")
   end
+  b.even_weight = 1
   --- Every server at the same weight: the pool as it is between releases.
   function b.even()
     return apply(1, 1, "every server at the same weight")
@@ -429,6 +468,12 @@ end
 function M.pool(spec)
   assert(type(spec) == "table" and (spec.lb == "haproxy" or spec.lb == "nginx"), "deploy.pool: lb must be haproxy or nginx")
   local p = { lb = spec.lb }
+  local function whole(weight)
+    if math.type(weight) ~= "integer" or weight < 0 or weight > 256 then
+      error("deploy.pool: a weight is a whole number from 0 to 256, got " .. tostring(weight), 3)
+    end
+    return weight
+  end
   if spec.lb == "nginx" then
     assert(spec.file and spec.upstream, "deploy.pool: nginx needs file and upstream")
     local upstream = nginx_upstream(spec)
@@ -451,11 +496,11 @@ function M.pool(spec)
       return found
     end
     function p.add(name, _, weight)
-      change(name, weight, "added " .. name)
+      change(name, whole(weight), "added " .. name)
     end
     function p.weight(name, weight)
       if not p.servers()[name] then error(p.name .. ": no server " .. name, 0) end
-      change(name, weight, name .. " at weight " .. weight)
+      change(name, whole(weight), name .. " at weight " .. weight)
     end
     function p.sessions() return nil end
     function p.remove(name) return change(name, nil, "removed " .. name) end
@@ -493,16 +538,16 @@ function M.pool(spec)
     local have = p.servers()[name]
     local out
     if have then
-      out = api({ "set weight " .. named(name) .. " " .. weight, "enable server " .. named(name) })
+      out = api({ "set weight " .. named(name) .. " " .. whole(weight), "enable server " .. named(name) })
     else
       -- A server added at run time starts in maintenance: enabled once it is there.
-      out = api({ "add server " .. named(name) .. " " .. address .. " weight " .. weight, "enable server " .. named(name) })
+      out = api({ "add server " .. named(name) .. " " .. address .. " weight " .. whole(weight), "enable server " .. named(name) })
       out = out:gsub("New server registered%.", "")
     end
     if out:match("%S") then error(p.name .. ": adding " .. name .. ": " .. squash(out), 0) end
   end
   function p.weight(name, weight)
-    local out = api({ "set weight " .. named(name) .. " " .. weight })
+    local out = api({ "set weight " .. named(name) .. " " .. whole(weight) })
     if out:match("%S") then error(p.name .. ": " .. name .. ": " .. squash(out), 0) end
   end
   function p.sessions(name)
@@ -595,22 +640,49 @@ function M.traffic_canary(backend, opts)
   return result
 end
 
---- A release judged by live traffic (the guides' canary): the canary hosts leave the pool
---- (weight 0), get the release and are health-checked ("canary release"); the traffic canary
---- then moves requests to them stage by stage, each judged by the analysis ("traffic 5%" ...
---- "traffic 100%"); with every request on the canaries, the other hosts get the release without
---- traffic, and the pool goes back to even weights ("promote"). A failure anywhere puts
---- traffic on the stable version first; each step's undo (rollback = "auto") takes its hosts
---- back to the release before, and the canary release's undo brings the pool back even.
+--- Waits until `server` of `pool` has no request in flight, at most `deadline` (a duration);
+--- returns how many were left. A pool that cannot say (nginx) waits `settle` (default 2s)
+--- instead: its reload lets old workers finish what they have.
+function M.wait_drained(pool, server, deadline, settle)
+  local left = pool.sessions(server)
+  if left == nil then
+    sleep(settle or "2s")
+    return 0
+  end
+  for _ = 1, math.ceil(require("runbook.pg").seconds(deadline or "30s") / 0.5) do
+    if left == 0 then break end
+    log.info("draining", { server = server, in_flight = left })
+    sleep("500ms")
+    left = pool.sessions(server) or 0
+  end
+  return left
+end
+
+--- A release judged by live traffic (the guides' canary), in three kinds of step:
+---   "canary release": the canary hosts leave the pool (weight 0, their requests in flight
+---     finished), get the release and are health-checked;
+---   "traffic 5%" ... : the traffic canary's stages below 100, each held and judged by the
+---     analysis (`deploy.traffic_canary`);
+---   "promote" (the final 100): the other hosts, one at a time, leave the pool, get the release,
+---     are health-checked and rejoin it, so capacity never drops by more than one host; then
+---     every server is at the same weight.
+--- A failure anywhere puts traffic on the stable version first. Each step's undo takes its hosts
+--- back one at a time the same way (out of the pool, back to their release, health-checked,
+--- back in), and leaves a host that is not healthy out of the pool, failing the rollback.
 ---   opts: { id, from, health = fun(host), canary = { hosts }, backend (with set and even),
----           stages (the last 100), hold, warmup, analysis, batch, connect, name }
+---           pool (deploy.pool of the same load balancer), server = fun(host) -> its name there,
+---           stages (the last 100), hold, warmup, analysis, drain (deadline, default 30s),
+---           connect, name }
 --- Call it from the runbook's top level (it declares steps).
 function M.traffic_rollout(layout, hosts, opts)
   check_id(opts.id)
   assert(opts.from, "deploy.traffic_rollout: from is required")
-  local backend = opts.backend
+  local backend, pool = opts.backend, opts.pool
   if type(backend) ~= "table" or type(backend.set) ~= "function" or type(backend.even) ~= "function" then
     error("deploy.traffic_rollout: backend must have set(percent) and even() (deploy.haproxy and deploy.nginx do)", 2)
+  end
+  if type(pool) ~= "table" or type(opts.server) ~= "function" then
+    error("deploy.traffic_rollout: pool (deploy.pool) and server = function(host) are required (hosts leave the pool one at a time)", 2)
   end
   local all, canary, is_canary, rest = host_list(hosts), opts.canary or {}, {}, {}
   for _, h in ipairs(canary) do is_canary[h] = true end
@@ -619,42 +691,94 @@ function M.traffic_rollout(layout, hosts, opts)
     error("deploy.traffic_rollout: the canary hosts must be some, not all, of the " .. #all .. " host(s)", 2)
   end
   local stages = opts.stages or { 5, 25, 50, 100 }
-  if stages[#stages] ~= 100 then
-    error("deploy.traffic_rollout: the last stage must be 100 (the other hosts are released without traffic)", 2)
+  if #stages < 2 or stages[#stages] ~= 100 then
+    error("deploy.traffic_rollout: stages end with 100 (the promotion), after at least one share to judge", 2)
   end
+  local shares = {}
+  for i = 1, #stages - 1 do shares[i] = stages[i] end
   local prefix = opts.name and (opts.name .. " ") or ""
-  local rolling = { batch = opts.batch, max_failures = 0, health = opts.health, pause = opts.pause, connect = opts.connect }
+  local archive_of = function() return M.archive(opts.from, opts.id) end
+
+  -- One host out of the pool, changed by `change(s)`, health-checked, back in at `weight`.
+  local function cycle(host, weight, change)
+    local server = opts.server(host)
+    pool.weight(server, 0)
+    local left = M.wait_drained(pool, server, opts.drain)
+    if left > 0 then log.warn("requests still in flight; going on", { server = server, in_flight = left }) end
+    local s = ssh.connect(host, opts.connect)
+    local ok, err = pcall(change, s)
+    s:close()
+    if not ok then error(err, 0) end
+    if opts.health and opts.health(host) == false then error(host .. " is not healthy; it stays out of the pool", 0) end
+    pool.weight(server, weight)
+  end
+  -- Every host of `list` on this release goes back to its release before, one at a time.
+  local function back(list)
+    for _, host in ipairs(list) do
+      local s = ssh.connect(host, opts.connect)
+      local on_it = layout:current(s, host) == opts.id
+      s:close()
+      if on_it then
+        cycle(host, backend.even_weight or 1, function(session)
+          local to = layout:rollback(session, host)
+          log.warn("rolled back", { host = host, to = to or "nothing before" })
+        end)
+      end
+    end
+  end
 
   step(prefix .. "canary release", {
     description = "The canary hosts leave the pool, get the release and are health-checked",
     undo = function()
-      roll_back_hosts(layout, canary, opts.id, opts.connect)
+      back(canary)
       backend.even()
     end,
   }, function()
     backend.set(0)
-    local ok, err = pcall(rollout, layout, canary, opts, rolling)
+    for _, host in ipairs(canary) do
+      local left = M.wait_drained(pool, opts.server(host), opts.drain)
+      if left > 0 then log.warn("requests still in flight; going on", { server = opts.server(host), in_flight = left }) end
+    end
+    local archive = archive_of()
+    local ok, err = pcall(function()
+      for _, host in ipairs(canary) do
+        local s = ssh.connect(host, opts.connect)
+        local iok, ierr = pcall(layout.install, layout, s, host, opts.id, archive)
+        s:close()
+        if not iok then error(ierr, 0) end
+        if opts.health and opts.health(host) == false then error(host .. " is not healthy", 0) end
+      end
+    end)
     if not ok then
-      -- rollout took the canaries back to their release: they rejoin the pool.
-      local back, why = pcall(backend.even)
-      if not back then log.error("the canaries could not rejoin the pool", { error = tostring(why) }) end
+      -- Back to their release, healthy, then into the pool again.
+      local bok, why = pcall(function() back(canary); backend.even() end)
+      if not bok then log.error("the canaries could not be put back", { error = tostring(why) }) end
       error(err, 0)
     end
     return canary
   end)
-  M.traffic_canary(backend, { stages = stages, hold = opts.hold, warmup = opts.warmup, analysis = opts.analysis,
+  M.traffic_canary(backend, { stages = shares, hold = opts.hold, warmup = opts.warmup, analysis = opts.analysis,
                               name = opts.name })
   return step(prefix .. "promote", {
-    description = "Every request on the canaries: the other hosts get the release, then the pool is even",
-    undo = function()
-      backend.set(100)
-      roll_back_hosts(layout, rest, opts.id, opts.connect)
-    end,
+    description = "The other hosts, one at a time: out of the pool, the release, health-checked, back in; then even",
+    undo = function() back(rest) end,
   }, function()
-    rollout(layout, rest, opts, rolling)
+    local archive = archive_of()
+    for _, host in ipairs(rest) do
+      local ok, err = pcall(cycle, host, backend.even_weight or 1, function(s)
+        layout:install(s, host, opts.id, archive)
+      end)
+      if not ok then
+        -- This attempt's hosts go back; the stages' undo then moves traffic off the canaries.
+        local bok, why = pcall(back, rest)
+        if not bok then log.error("putting the other hosts back failed", { error = tostring(why) }) end
+        error(err, 0)
+      end
+    end
     return backend.even()
   end)
 end
+
 
 --- The params of a load balancer and of the numbers that judge a stage, shared by the runbooks
 --- that move traffic (deploy.lua, scale_out.lua, scale_in.lua): returns `own` with them added.
@@ -672,7 +796,8 @@ function M.with_traffic_params(own)
                    description = "the file holding nginx's upstream block, rewritten whole" },
     nginx_test = { type = "string", default = "nginx -t" },
     nginx_reload = { type = "string", default = "nginx -s reload" },
-    hold = { type = "duration", default = "5m", description = "how long a stage (a share of the traffic) is watched" },
+    hold = { type = "duration", default = "10m",
+             description = "how long a stage (a share of the traffic) is watched; longer than the checks' `for`" },
     warmup = { type = "duration", default = "90s",
                description = "after each weight change, before the watch begins: the queries' rate window and two scrapes" },
     prometheus = { type = "string", env = "PROMETHEUS_URL",

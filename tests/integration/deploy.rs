@@ -844,8 +844,8 @@ fn a_traffic_canary_through_nginx_rewrites_its_upstream_checks_it_reloads_and_re
         "rb.lua",
         r#"runbook { name = "nginx-canary" }
 local deploy = require "runbook.deploy"
-local function backend(canary)
-  return deploy.nginx{ file = env("UPSTREAM"), upstream = "app", stable = { env("STABLE") }, canary = { canary },
+local function backend(...)
+  return deploy.nginx{ file = env("UPSTREAM"), upstream = "app", stable = { env("STABLE") }, canary = { ... },
                        test = env("NGINX_TEST"), reload = env("NGINX_RELOAD") }
 end
 local nginx = backend(env("CANARY"))
@@ -857,7 +857,29 @@ end }
 deploy.traffic_canary(lb, { hold = "100ms" })
 step("refused", function()
   -- An address nginx cannot resolve: `nginx -t` refuses it and the file is put back.
-  local ok, e = pcall(backend("no-such-host.invalid:80").set, 50)
+  local ok, e = pcall(backend(env("CANARY"), "no-such-host.invalid:80").set, 50)
+  return tostring(e)
+end)
+step("pool", function()
+  -- The pool of the same upstream, read back after runbook wrote it (its comment is no server).
+  backend(env("CANARY")).even()
+  local pool = deploy.pool{ lb = "nginx", file = env("UPSTREAM"), upstream = "app", test = env("NGINX_TEST"),
+                            reload = env("NGINX_RELOAD") }
+  local names = {}
+  for name, s in pairs(pool.servers()) do names[#names + 1] = name .. "=" .. s.weight end
+  table.sort(names)
+  pool.add("127.0.0.1:9", nil, 0)
+  local added = pool.servers()["127.0.0.1:9"].weight
+  pool.weight(env("CANARY"), 3)
+  local weighed = pool.servers()[env("CANARY")].weight
+  local removed, again = pool.remove("127.0.0.1:9"), pool.remove("127.0.0.1:9")
+  local bad = tostring(select(2, pcall(pool.weight, env("CANARY"), 2.5)))
+  backend(env("CANARY")).set(100)
+  return { names = table.concat(names, " "), added = added, weighed = weighed, removed = removed, again = again, bad = bad }
+end)
+step("unnamed", function()
+  -- A server taking requests that the backend does not name would be dropped: refused.
+  local ok, e = pcall(backend("127.0.0.1:9").set, 50)
   return tostring(e)
 end)
 "#,
@@ -880,6 +902,7 @@ end)
     // 1 + 5 + 10 + 20 = 36 of 80 on the canary; a worker that had not yet taken the new config
     // may serve a few by the old one.
     assert!((28..=44).contains(&on_canary), "{on_canary} of 80 on the canary");
+    // (read after the refused changes below: they left the last stage's upstream as it was)
     let upstream = std::fs::read_to_string(&lb.upstream).unwrap();
     assert!(
         upstream.contains(&format!("server {} down;", stable.target()))
@@ -891,6 +914,18 @@ end)
     assert!(
         refused.contains("refused the new upstream (put back as it was)") && refused.contains("no-such-host.invalid"),
         "{refused}"
+    );
+    let pool = &Env::step(&show, "pool")["result"];
+    let mut names = [format!("{}=1", stable.target()), format!("{}=1", canary.target())];
+    names.sort();
+    assert_eq!(pool["names"], names.join(" ").as_str(), "{pool}");
+    assert_eq!((pool["added"].as_u64(), pool["weighed"].as_u64()), (Some(0), Some(3)), "{pool}");
+    assert_eq!((pool["removed"].as_bool(), pool["again"].as_bool()), (Some(true), Some(false)), "{pool}");
+    assert!(pool["bad"].as_str().unwrap().contains("a weight is a whole number from 0 to 256, got 2.5"), "{pool}");
+    let unnamed = Env::step(&show, "unnamed")["result"].as_str().unwrap().to_string();
+    assert!(
+        unnamed.contains(&format!("{} take(s) requests but are neither canary nor stable", canary.target())),
+        "{unnamed}"
     );
 }
 
@@ -1008,7 +1043,13 @@ fn steward_releases_by_traffic_canary_and_a_release_with_errors_goes_back_at_the
     assert_eq!(seen("traffic 5%"), [10, 95, 95]);
     assert_eq!(seen("traffic 25%"), [50, 75, 75]);
     assert_eq!(seen("traffic 50%"), [100, 50, 50]);
-    assert_eq!(seen("traffic 100%"), [100, 0, 0]);
+    // Promotion: the other hosts one at a time out of the pool and back, then every weight even.
+    let promoted = &Env::step(&show, "promote")["result"]["seen"];
+    assert_eq!(
+        servers.iter().map(|s| promoted[s].as_u64().unwrap()).collect::<Vec<_>>(),
+        [100, 100, 100],
+        "{promoted}"
+    );
     for stage in ["traffic 5%", "traffic 25%", "traffic 50%"] {
         let result = &Env::step(&show, stage)["result"];
         assert_eq!(result["outcome"], "passed", "{stage}: {result}");
@@ -1164,7 +1205,8 @@ fn a_host_scales_out_and_in_under_steady_traffic_with_no_failed_request() {
     run("scale_out.lua", &[format!("host={spare}"), restart.clone(), health.clone()]).assert_code(0);
     let show = env.show("last");
     assert_eq!(Env::step(&show, &format!("release on {spare}"))["result"]["id"], "1.0.0");
-    assert_eq!(Env::step(&show, "join pool")["result"]["weight"], 10);
+    // 10% of the requests beside two servers at 100: weight 22 (9.9%).
+    assert_eq!(Env::step(&show, "join pool")["result"]["weight"], 22);
     let watched = &Env::step(&show, &format!("watch {spare}"))["result"];
     assert_eq!(watched["outcome"], "passed", "{watched}");
     assert!(watched["checks"]["error_rate"]["samples"].as_u64().unwrap() >= 2, "{watched}");
@@ -1175,7 +1217,8 @@ fn a_host_scales_out_and_in_under_steady_traffic_with_no_failed_request() {
     assert!(served >= 10, "the new host answered {served} requests");
 
     // In: drained, removed, stopped.
-    run("scale_in.lua", &[format!("host={spare}"), "deadline=10s".into()]).assert_code(0);
+    let start = format!("start={}", RESTART.replace("PORT", &st.port.to_string()));
+    run("scale_in.lua", &[format!("host={spare}"), "deadline=10s".into(), start]).assert_code(0);
     let names: Vec<String> = haproxy_servers(&lb.socket).into_iter().map(|(n, _)| n).collect();
     assert_eq!(names, [server(&pool_hosts[0]), server(&pool_hosts[1])]);
     assert_eq!(st.serving_eventually(spare, st.port, "down"), "down");

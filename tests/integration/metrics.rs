@@ -164,7 +164,11 @@ step("no data", function()
                                           checks = { "teapots < 1" }, on_no_data = policy })
     return ok and r.outcome or tostring(r)
   end
-  return { pause = with("pause"), continue = with("continue"), fail = with(nil) }
+  -- Continue skips samples without data, but an analysis with none at all judged nothing.
+  local n = 0
+  local partly = metrics.analyze{ duration = "500ms", interval = "100ms", on_no_data = "continue",
+    checks = { { name = "late", below = 1, fn = function() n = n + 1; if n < 3 then return nil end; return 0 end } } }
+  return { pause = with("pause"), continue = with("continue"), fail = with(nil), partly = partly.outcome }
 end)
 step("function", function()
   local n = 0
@@ -176,6 +180,7 @@ step("bad input", function()
   local function err(o) local ok, e = pcall(metrics.analyze, o); assert(not ok); return tostring(e) end
   return {
     hold = err{ prometheus = prom, duration = "1m", queries = queries, checks = { "error_rate < 1 for 5m" } },
+    hold_equal = err{ prometheus = prom, duration = "5m", queries = queries, checks = { "error_rate < 1 for 5m" } },
     no_query = err{ prometheus = prom, duration = "1m", checks = { "error_rate < 1" } },
     empty = err{ prometheus = prom, duration = "1m", checks = {} },
     typo = err{ prometheus = prom, duration = "1m", queries = queries, checks = { "error_rate < 1" }, intervall = "1s" },
@@ -204,7 +209,12 @@ end)
     );
     let no_data = get("no data");
     assert_eq!(no_data["pause"], "no_data");
-    assert_eq!(no_data["continue"], "passed");
+    assert!(
+        no_data["continue"].as_str().unwrap().contains("no data for teapots")
+            && no_data["continue"].as_str().unwrap().contains("not one sample in the whole analysis"),
+        "{no_data}"
+    );
+    assert_eq!(no_data["partly"], "passed");
     assert!(
         no_data["fail"].as_str().unwrap().contains("analysis inconclusive after")
             && no_data["fail"]
@@ -216,7 +226,16 @@ end)
     assert_eq!(get("function"), serde_json::json!({"outcome": "failed", "verdict": "failed", "worst": 1, "calls": 3}));
     let bad = get("bad input");
     let b = |k: &str| bad[k].as_str().unwrap().to_string();
-    assert!(b("hold").contains("holds longer than the analysis (1m00s): it could never fail"), "{}", b("hold"));
+    assert!(
+        b("hold").contains("holds as long as the analysis (1m00s) or longer: it could hardly fail"),
+        "{}",
+        b("hold")
+    );
+    assert!(
+        b("hold_equal").contains("`error_rate < 1 for 5m` holds as long as the analysis (5m00s)"),
+        "{}",
+        b("hold_equal")
+    );
     assert!(b("no_query").contains("no query for 'error_rate'"), "{}", b("no_query"));
     assert!(b("empty").contains("would always pass"), "{}", b("empty"));
     assert!(b("typo").contains("unknown key `intervall`"), "{}", b("typo"));

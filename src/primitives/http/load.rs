@@ -198,6 +198,8 @@ struct Direct {
     body: Bytes,
     timeout: Duration,
     follow_redirects: bool,
+    /// The target answered with a redirect to follow: reqwest sends from then on.
+    redirects: std::sync::atomic::AtomicBool,
 }
 
 type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
@@ -205,6 +207,13 @@ type Connection = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 impl Direct {
     fn new(http: &reqwest::Client, req: &Request, headers: &HeaderMap) -> Option<Direct> {
         if req.url.scheme() != "http" || !req.url.username().is_empty() || req.url.password().is_some() {
+            return None;
+        }
+        // reqwest sends through a proxy named in the environment; so must the test.
+        if ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some_and(|p| !p.is_empty()))
+        {
             return None;
         }
         let built = builder(http, req, headers).build().ok()?;
@@ -237,6 +246,7 @@ impl Direct {
             body,
             timeout: req.timeout,
             follow_redirects: req.client.follow_redirects,
+            redirects: false.into(),
         })
     }
 
@@ -261,28 +271,36 @@ impl Direct {
     }
 
     /// One request on the user's connection (opened, or opened again, as needed). A kept-alive
-    /// connection the server closed meanwhile gets one more try on a new one, as a pool does.
-    /// `None`: a redirect reqwest must follow.
+    /// connection that turns out closed before the request was written gets one more try on a
+    /// new connection, as hyper's pool does (nothing reached the server); any other failure
+    /// counts. `None`: a redirect reqwest must follow.
     async fn send(&self, conn: &mut Option<Connection>) -> Result<Option<u16>, String> {
         let attempt = async {
-            for fresh in [false, true] {
-                if fresh || conn.as_ref().is_none_or(|c| c.is_closed()) {
-                    *conn = None;
+            let mut reused = true;
+            loop {
+                if conn.as_ref().is_none_or(|c| c.is_closed()) {
                     *conn = Some(self.connect().await?);
+                    reused = false;
                 }
-                let reused = !fresh;
-                let Some(c) = conn.as_mut() else { continue };
-                let sent = async {
-                    c.ready().await?;
-                    c.send_request(self.request()).await
+                let Some(c) = conn.as_mut() else { unreachable!("a connection was just set") };
+                if c.ready().await.is_err() {
+                    // Closed while idle: nothing was sent on it.
+                    *conn = None;
+                    if reused {
+                        reused = false;
+                        continue;
+                    }
+                    return Err("the connection closed before the request was sent".to_string());
                 }
-                .await;
-                let resp = match sent {
+                let resp = match c.send_request(self.request()).await {
                     Ok(resp) => resp,
-                    // Nothing of the request reached a handler on a closed connection: again.
-                    Err(e) if reused && (e.is_closed() || e.is_canceled() || e.is_incomplete_message()) => continue,
                     Err(e) => {
                         *conn = None;
+                        // Canceled: hyper did not write the request (the connection was closing).
+                        if reused && e.is_canceled() {
+                            reused = false;
+                            continue;
+                        }
                         return Err(e.to_string());
                     }
                 };
@@ -292,11 +310,13 @@ impl Direct {
                     return Err(format!("reading the body: {e}"));
                 }
                 if self.follow_redirects && matches!(status, 301 | 302 | 303 | 307 | 308) {
+                    // This target redirects: from now on its requests go through reqwest, which
+                    // follows (this one is sent again there, once per virtual user at most).
+                    self.redirects.store(true, Ordering::Relaxed);
                     return Ok(None);
                 }
                 return Ok(Some(status));
             }
-            Err("the connection closed twice".to_string())
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(r) => r,
@@ -319,8 +339,8 @@ struct Sender {
 async fn one(sender: &mut Sender, req: &Request, headers: &HeaderMap, shared: &Shared, local: &mut Local) {
     let started = Instant::now();
     let direct = match &sender.direct {
-        Some(d) => d.send(&mut sender.conn).await,
-        None => Ok(None),
+        Some(d) if !d.redirects.load(Ordering::Relaxed) => d.send(&mut sender.conn).await,
+        _ => Ok(None),
     };
     let outcome = match direct {
         Ok(Some(status)) => Ok(status),

@@ -475,11 +475,12 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
         }
     };
     for c in &checks {
-        if c.rule.hold > duration {
+        // A rule whose `for` is the whole analysis could only fail on its very last sample.
+        if c.rule.hold >= duration && !c.rule.hold.is_zero() {
             return Err(error(
                 "metrics",
                 format!(
-                    "analyze: `{}` holds longer than the analysis ({}): it could never fail",
+                    "analyze: `{}` holds as long as the analysis ({}) or longer: it could hardly fail (make the hold longer than the rule's `for`)",
                     c.rule.describe(),
                     crate::duration::human(duration)
                 ),
@@ -574,6 +575,8 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
         }
         tokio::time::sleep(interval.min(duration - elapsed)).await;
     };
+    // A check that never had a sample judged nothing, whatever the policy said of single ones.
+    let outcome = if outcome == "passed" && tallies.iter().any(|t| t.samples == 0) { "no_data" } else { outcome };
     let elapsed = start.elapsed();
     let result = lua.create_table()?;
     result.set("outcome", outcome)?;
@@ -612,22 +615,26 @@ async fn analyze(lua: Lua, opts: Table) -> mlua::Result<Value> {
                 .collect();
             Err(error("metrics", format!("analysis failed after {after}: {}", failed.join("; "))))
         }
-        "no_data" if raise && policy == NoData::Fail => {
+        "no_data" if raise && policy != NoData::Pause => {
             let missing: Vec<String> = checks
                 .iter()
                 .zip(&verdicts)
-                .filter(|(_, v)| **v == Verdict::NoData)
-                .map(|(c, _)| match &c.source {
+                .zip(&tallies)
+                .filter(|((_, v), t)| **v == Verdict::NoData || t.samples == 0)
+                .map(|((c, _), _)| c)
+                .map(|c| match &c.source {
                     Source::Query(q) => format!("{} (`{q}`)", c.rule.name),
                     Source::Function(_) => format!("{} (its function returned nil)", c.rule.name),
                 })
                 .collect();
+            let why = if policy == NoData::Continue {
+                "not one sample in the whole analysis (\"continue\" ignores samples without data, not all of them)"
+            } else {
+                "on_no_data = \"fail\"; \"pause\" returns to decide, \"continue\" ignores such samples"
+            };
             Err(error(
                 "metrics",
-                format!(
-                    "analysis inconclusive after {after}: no data for {} (on_no_data = \"fail\"; \"pause\" returns to decide, \"continue\" ignores such samples)",
-                    missing.join(", ")
-                ),
+                format!("analysis inconclusive after {after}: no data for {} ({why})", missing.join(", ")),
             ))
         }
         _ => Ok(Value::Table(result)),

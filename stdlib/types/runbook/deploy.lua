@@ -132,6 +132,7 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 ---@field name? string Shown in logs ("haproxy app", "nginx upstream app").
 ---@field set fun(percent: number): table? Sends `percent` of the traffic to the new version (0: all on the stable one); may return the weights set.
 ---@field even? fun(): table? Every server at the same weight, as between releases (needed by traffic_rollout).
+---@field even_weight? integer That weight (HAProxy 100, nginx 1).
 
 ---@class TrafficAnalysisOptions
 ---@field prometheus? Prometheus
@@ -159,19 +160,22 @@ function deploy.blue_green_rollback(layout, hosts, opts) end
 function deploy.traffic_canary(backend, opts) end
 
 ---@class TrafficRolloutOptions: TrafficCanaryOptions
+---@field pool DeployPool The same load balancer's pool: hosts leave and rejoin it one at a time.
+---@field server fun(host: string): string A host's name in the pool.
+---@field drain? Duration How long a host's requests in flight may take to finish (default 30s).
 ---@field id string The release id.
 ---@field from string A local folder or .tar.gz.
 ---@field health? fun(host: string) Raises (or returns false) when a host is not healthy.
 ---@field canary string[] The hosts, of `hosts`, that take the canary's share.
 ---@field backend TrafficBackend With set and even (deploy.haproxy and deploy.nginx have both).
----@field batch? integer|string Hosts at a time when the rest follow.
 ---@field connect? SshConnectOptions
 
 --- A release judged by live traffic: "canary release" (the canary hosts leave the pool, get the
---- release, are health-checked), the traffic canary's stages ("traffic 5%" ... "traffic 100%"),
---- then "promote" (the other hosts get the release without traffic; the pool goes back to even
---- weights). A failure puts traffic on the stable version first; each step's undo takes its
---- hosts back to their release before. The last stage must be 100. Call it from the top level.
+--- release, are health-checked), the traffic canary's stages below 100 ("traffic 5%" ...), then
+--- "promote" (the final 100: the other hosts one at a time out of the pool, the release,
+--- health-checked, back in; then even weights). A failure puts traffic on the stable version
+--- first; each step's undo takes its hosts back one at a time, health-checked before they take
+--- requests again. Call it from the top level.
 --- Example: `deploy.traffic_rollout(app, "web", { id = v, from = "build/", health = check, canary = { "10.0.0.11" }, backend = lb, hold = "5m", analysis = a })`
 ---@param layout DeployLayout
 ---@param hosts string|string[] An inventory group or host specs.
@@ -314,3 +318,14 @@ function deploy.traffic_pool(params) end
 ---@param healthy fun(host: string): boolean
 ---@return TrafficAnalysisOptions
 function deploy.traffic_analysis(params, hosts, healthy) end
+
+--- Waits until `server` has no request in flight (HAProxy's count), at most `deadline` (default
+--- 30s); returns how many were left. With nginx, which does not say, it waits `settle` (default
+--- 2s): a reload lets the old workers finish what they have.
+--- Example: `deploy.wait_drained(pool, "web3", "1m")`
+---@param pool DeployPool
+---@param server string
+---@param deadline? Duration
+---@param settle? Duration
+---@return integer
+function deploy.wait_drained(pool, server, deadline, settle) end
