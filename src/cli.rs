@@ -105,6 +105,26 @@ real result are not listed; a note says where.")]
         #[arg(long, value_name = "FILE.md")]
         output: Option<PathBuf>,
     },
+    /// Run the tests of runbooks (*_test.lua): each runs runbooks through the real engine with fakes
+    #[command(after_help = "Examples:
+  runbook test                       # every *_test.lua under this folder
+  runbook test runbooks/ -k canary   # the tests whose name contains \"canary\"
+  runbook test deploy_test.lua --output json
+
+A test file has test(name, fn), describe, expect(x).to_be/.to_equal/.to_match/.to_contain/
+.to_fail_with, expect_calls(r, \"exec\", {...}), and run(\"deploy.lua\", { params, fakes, approve }).
+A primitive call no fake answers fails the test. Exit codes: 0 all passed, 1 a test failed,
+2 a test file could not be loaded.")]
+    Test {
+        /// Test files, or folders searched for *_test.lua (default: this folder)
+        paths: Vec<PathBuf>,
+        /// Only the tests whose name contains this text
+        #[arg(short = 'k', value_name = "TEXT")]
+        filter: Option<String>,
+        /// text or json
+        #[arg(long, default_value = "text")]
+        output: Format,
+    },
     /// List recent runs, newest first
     #[command(after_help = "Examples:
   runbook history

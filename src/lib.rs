@@ -1,6 +1,7 @@
 //! `runbook`: operational procedures written in Lua, run step by step and checkpointed in a
 //! journal. See `docs/design.md` for the layers.
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod duration;
@@ -15,3 +16,4 @@ pub mod process;
 pub mod repl;
 pub mod scheduler;
 pub mod secret;
+pub mod testing;

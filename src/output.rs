@@ -32,6 +32,8 @@ enum Style {
     Repl {
         captured: RefCell<String>,
     },
+    /// `runbook test`: nothing shown; the run's events go to its (private) journal only.
+    Silent,
 }
 
 /// Events waiting to be journaled.
@@ -92,6 +94,15 @@ impl Reporter {
     /// For the REPL's own primitives: plain lines, kept until [`Reporter::take_captured`].
     pub fn for_repl() -> Reporter {
         Reporter { style: Style::Repl { captured: RefCell::new(String::new()) }, ..Reporter::new(Format::Json) }
+    }
+
+    /// For a run inside `runbook test`: nothing printed.
+    pub fn silent() -> Reporter {
+        Reporter { style: Style::Silent, ..Reporter::new(Format::Json) }
+    }
+
+    pub fn is_silent(&self) -> bool {
+        matches!(self.style, Style::Silent)
     }
 
     /// What the REPL printed through this reporter since the last call (redacted).
@@ -272,6 +283,7 @@ impl Reporter {
     pub fn line(&self, text: &str) {
         let text = redact(text);
         match &self.style {
+            Style::Silent => {}
             Style::Tty { mp, .. } => {
                 let _ = mp.println(text.as_ref());
             }
@@ -307,6 +319,7 @@ impl Reporter {
                 }
                 let _ = writeln!(self.sink(), "{}", Json::Object(obj));
             }
+            Style::Silent => {}
             Style::Repl { captured } => {
                 if let Some(text) = describe(event, step, f, true) {
                     println!("{text}");

@@ -148,7 +148,7 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-fn step_json(s: &StepRecord) -> serde_json::Value {
+pub(crate) fn step_json(s: &StepRecord) -> serde_json::Value {
     json!({
         "name": s.name, "kind": s.kind, "status": s.status, "attempts": s.attempts, "started_at": s.started_at,
         "finished_at": s.finished_at, "duration_ms": s.duration_ms, "result": s.result, "error": s.error,

@@ -1,6 +1,6 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
 mod doc;
-mod inspect;
+pub(crate) mod inspect;
 mod metrics;
 pub(crate) mod notify;
 mod queue;
@@ -24,6 +24,9 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Plan(args) => inspect::plan(args).await,
         Command::Check { file } => inspect::check(&file).await,
         Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
+        Command::Test { paths, filter, output } => {
+            crate::testing::command(&paths, filter.as_deref(), output == Format::Json).await
+        }
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
         Command::Approve { run } => approve(state, &run).await,

@@ -84,6 +84,8 @@ pub struct Invocation {
     /// Roll the resumed run back now (`runbook rollback`, `runbook cancel` of a stopped
     /// `rollback = "auto"` run), for this reason.
     pub rollback: Option<String>,
+    /// `runbook test`: the test's fakes, installed over the primitives.
+    pub fakes: Option<crate::testing::Fakes>,
 }
 
 impl Invocation {
@@ -104,6 +106,7 @@ impl Invocation {
             source: None,
             drain: false,
             rollback: None,
+            fakes: None,
         }
     }
 }
@@ -586,6 +589,7 @@ fn unattended(trigger: &str) -> bool {
 /// Reads, evaluates and journals one runbook.
 pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
     let file = inv.path.display().to_string();
+    let fakes = inv.fakes.clone();
     let source = match inv.source {
         Some(s) => s,
         None => {
@@ -669,6 +673,9 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         .map_err(|e| Error::Io(format!("cannot start the Lua runtime: {e}")))?;
     lua.set_app_data(Rc::clone(&ctx));
     register(&lua, &ctx).map_err(|e| Error::Io(format!("cannot set up the runbook environment: {e}")))?;
+    if let Some(f) = &fakes {
+        crate::testing::install(&lua, f).map_err(|e| Error::Io(format!("cannot install the test's fakes: {e}")))?;
+    }
 
     let func = crate::lua::compile(&lua, &ctx.source, &file).map_err(|(msg, loc)| {
         Error::Runbook(match loc {
@@ -1176,7 +1183,9 @@ fn print_summary(ctx: &Ctx, run_id: &str, status: RunStatus, elapsed_ms: u64, er
         | RunStatus::Interrupted,
     ) = (error, status)
     {
-        eprintln!("{}", crate::secret::redact(e));
+        if !ctx.out.is_silent() {
+            eprintln!("{}", crate::secret::redact(e));
+        }
     }
 }
 

@@ -399,10 +399,10 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
     }
     if let (StepStatus::Retrying, Some(at)) = (rec.status, rec.next_attempt_at.as_deref()) {
         if let Ok(at) = chrono::DateTime::parse_from_rfc3339(at) {
-            let wait = at.signed_duration_since(chrono::Utc::now());
+            let wait = at.signed_duration_since(crate::clock::now());
             if let Ok(wait) = wait.to_std() {
                 ctx.out.emit("log", Some(&name), json!({"level": "info", "message": format!("waiting {} before the next attempt, as scheduled before the restart", crate::duration::human(wait))}));
-                tokio::time::sleep(wait).await;
+                crate::clock::sleep(wait).await;
             }
         }
     }
@@ -503,7 +503,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             let delay = opts.backoff.delay(attempt);
             rec.status = StepStatus::Retrying;
             rec.next_attempt_at = Some(
-                (chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default())
+                (crate::clock::now() + chrono::Duration::from_std(delay).unwrap_or_default())
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             );
             put(&rec).await?;
@@ -512,7 +512,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
                 Some(&name),
                 json!({"status": "retrying", "attempt": attempt, "error": message, "delay_ms": delay.as_millis() as u64, "duration_ms": elapsed.as_millis() as u64}),
             );
-            tokio::time::sleep(delay).await;
+            crate::clock::sleep(delay).await;
             continue;
         }
         rec.status = StepStatus::Failed;

@@ -528,5 +528,5 @@ pub async fn open(state: Option<&str>) -> JResult<Arc<dyn Journal>> {
 
 /// Current time as the journal writes it: RFC 3339, UTC, milliseconds.
 pub fn now_ts() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

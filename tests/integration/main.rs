@@ -35,4 +35,5 @@ mod servers;
 mod ssh;
 mod stopping;
 mod storage;
+mod testing;
 mod tls;

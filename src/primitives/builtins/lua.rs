@@ -161,6 +161,6 @@ async fn sleep(lua: Lua, d: Value) -> mlua::Result<()> {
     if ctx.mode.is_static() {
         return Ok(());
     }
-    tokio::time::sleep(d).await;
+    crate::clock::sleep(d).await;
     Ok(())
 }

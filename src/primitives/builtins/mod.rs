@@ -29,5 +29,5 @@ pub fn secret_from_file(path: &Path, base: &Path, name: &str) -> Result<Secret, 
 
 /// The current time, UTC, RFC 3339.
 pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

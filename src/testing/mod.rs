@@ -1,0 +1,331 @@
+//! `runbook test`: a runbook's procedures proven by tests that run in milliseconds with nothing
+//! installed. A test file (`*_test.lua`) is Lua in the same sandbox as runbooks, with `test`,
+//! `describe`, `expect`, `expect_calls` (stdlib/internal/testing.lua) and `run(path, spec)`,
+//! which runs a runbook through the real engine on a journal private to the test, with the
+//! primitives replaced by the test's fakes (stdlib/internal/fakes.lua): a call no fake matches
+//! fails the test, so a test never reaches a real system by accident.
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use mlua::{Lua, LuaSerdeExt, Table, Value};
+
+use crate::error::{exit, Error, Result};
+
+/// What `run` hands the engine: the test's fakes, and where the calls go.
+#[derive(Clone)]
+pub struct Fakes {
+    pub spec: serde_json::Value,
+    pub calls: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+/// Installs the fakes over the primitives of a runbook's environment (after registration).
+pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
+    let install: mlua::Function = lua.unpack(crate::lua::run_internal(lua, "internal.fakes")?)?;
+    let calls = Arc::clone(&fakes.calls);
+    let record = lua.create_function(move |lua, call: Value| {
+        let json: serde_json::Value = lua.from_value(call)?;
+        calls.lock().unwrap_or_else(|p| p.into_inner()).push(json);
+        Ok(())
+    })?;
+    install.call::<()>((lua.to_value(&fakes.spec)?, record))
+}
+
+/// The test files under `paths` (files as given; folders searched for `*_test.lua`), sorted.
+fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.file_type()?.is_dir() {
+                if !name.starts_with('.') && name != "target" && name != "node_modules" {
+                    walk(&p, out)?;
+                }
+            } else if name.ends_with("_test.lua") {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    let here = [PathBuf::from(".")];
+    for p in if paths.is_empty() { &here[..] } else { paths } {
+        if p.is_dir() {
+            walk(p, &mut files).map_err(|e| Error::Usage(format!("cannot read {}: {e}", p.display())))?;
+        } else if p.is_file() {
+            files.push(p.clone());
+        } else {
+            return Err(Error::Usage(format!("{}: no such file or folder", p.display())));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One test's outcome.
+#[derive(Debug, serde::Serialize)]
+pub struct Outcome {
+    pub file: String,
+    pub name: String,
+    /// "passed", "failed", "skipped"
+    pub status: &'static str,
+    pub error: Option<String>,
+}
+
+/// `runbook test [PATH...] [-k TEXT]`: exit 0 when every test passed, 1 when one failed, 2 when
+/// a test file could not be loaded.
+pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool) -> Result<u8> {
+    let started = Instant::now();
+    crate::clock::set_virtual();
+    let files = discover(paths)?;
+    if files.is_empty() {
+        return Err(Error::Usage("no test files (*_test.lua) found".into()));
+    }
+    let mut outcomes = Vec::new();
+    let mut broken = Vec::new();
+    for file in &files {
+        match run_file(file, filter).await {
+            Ok(mut o) => outcomes.append(&mut o),
+            Err(e) => broken.push(e),
+        }
+    }
+    let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
+    let (passed, failed, skipped) = (count("passed"), count("failed"), count("skipped"));
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "tests": outcomes, "broken": broken, "passed": passed, "failed": failed,
+                                "skipped": skipped, "ms": started.elapsed().as_millis() as u64 })
+        );
+    } else {
+        for o in &outcomes {
+            match o.status {
+                "passed" => println!("ok    {}: {}", o.file, o.name),
+                "failed" => println!(
+                    "FAIL  {}: {}\n      {}",
+                    o.file,
+                    o.name,
+                    o.error.as_deref().unwrap_or("").replace('\n', "\n      ")
+                ),
+                _ => {}
+            }
+        }
+        for b in &broken {
+            println!("ERROR {b}");
+        }
+        println!(
+            "{passed} passed, {failed} failed, {skipped} skipped{} in {} ms",
+            if broken.is_empty() { String::new() } else { format!(", {} file(s) not loaded", broken.len()) },
+            started.elapsed().as_millis()
+        );
+    }
+    Ok(if !broken.is_empty() {
+        exit::USAGE
+    } else if failed > 0 {
+        exit::FAILED
+    } else {
+        exit::OK
+    })
+}
+
+/// Where a test file's runs keep their journals: one folder per test file, removed after it.
+struct TestDir {
+    dir: PathBuf,
+    tmp: tempfile::TempDir,
+    runs: std::sync::atomic::AtomicU32,
+}
+
+/// The globals of a test file written in stdlib/internal/testing.lua (`run` is Rust's).
+const FROM_LUA: [&str; 5] = ["test", "describe", "expect", "expect_calls", "time_of"];
+
+/// Loads one test file, collects its tests and runs them.
+async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<Outcome>, String> {
+    let shown = file.display().to_string();
+    let source = std::fs::read_to_string(file).map_err(|e| format!("{shown}: {e}"))?;
+    let dir = std::fs::canonicalize(file)
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let lua = crate::lua::new_sandbox(&dir, None).map_err(|e| format!("{shown}: {e}"))?;
+    let api: Table = lua
+        .unpack(crate::lua::run_internal(&lua, "internal.testing").map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let setup = || -> mlua::Result<()> {
+        let g = lua.globals();
+        for name in FROM_LUA {
+            g.set(name, api.get::<Value>(name)?)?;
+        }
+        g.set("run", lua.create_async_function(run_runbook)?)?;
+        Ok(())
+    };
+    setup().map_err(|e| format!("{shown}: {e}"))?;
+    let tmp = tempfile::tempdir().map_err(|e| format!("{shown}: {e}"))?;
+    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into() }));
+    let chunk = crate::lua::compile(&lua, &source, &shown).map_err(|(msg, loc)| match loc {
+        Some(l) => format!("{l}: syntax error: {msg}"),
+        None => format!("{shown}: syntax error: {msg}"),
+    })?;
+    chunk
+        .call_async::<()>(())
+        .await
+        .map_err(|e| crate::lua::errors::describe(&e).0)
+        .map_err(|e| format!("{shown}: {e}"))?;
+    let run_all: mlua::Function = api.get("run_all").map_err(|e| e.to_string())?;
+    let results: Vec<Table> = run_all.call_async(filter).await.map_err(|e| format!("{shown}: {e}"))?;
+    let mut out = Vec::new();
+    for r in results {
+        let name: String = r.get("name").unwrap_or_default();
+        let skipped: bool = r.get("skipped").unwrap_or(false);
+        let ok: bool = r.get("ok").unwrap_or(false);
+        let error: Option<String> = r.get::<Option<String>>("error").unwrap_or(None).map(|e| clean_error(&e, &shown));
+        let status = if skipped {
+            "skipped"
+        } else if ok {
+            "passed"
+        } else {
+            "failed"
+        };
+        out.push(Outcome { file: shown.clone(), name, status, error });
+    }
+    Ok(out)
+}
+
+/// JSON as a test reads it: null is nil.
+fn to_lua(lua: &Lua, v: &impl serde::Serialize) -> mlua::Result<Value> {
+    lua.to_value_with(
+        v,
+        mlua::serde::SerializeOptions::new().serialize_none_to_null(false).serialize_unit_to_null(false),
+    )
+}
+
+/// A failed test's error as people read it: no "runtime error:" prefix, no traceback, and the
+/// test file's line in front when the error came from deeper down (a `run` that failed).
+fn clean_error(text: &str, file: &str) -> String {
+    let (message, trace) = text.split_once("\nstack traceback:").unwrap_or((text, ""));
+    let message = message.trim_start_matches("runtime error: ").trim_end().to_string();
+    if message.starts_with(&format!("{file}:")) {
+        return message;
+    }
+    let at = trace.lines().map(str::trim).find_map(|l| {
+        let rest = l.strip_prefix(file)?.strip_prefix(':')?;
+        let line: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        (!line.is_empty()).then(|| format!("{file}:{line}"))
+    });
+    match at {
+        Some(at) => format!("{at}: {message}"),
+        None => message,
+    }
+}
+
+/// `run(path, { params = {...}, fakes = {...}, approve = true })`: the runbook through the real
+/// engine, on a journal of its own; returns its outcome: status, exit_code, error, steps[NAME]
+/// (status, attempts, result, error, undo_status), calls, run_id.
+async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::Result<Table> {
+    let test_dir = lua
+        .app_data_ref::<Arc<TestDir>>()
+        .map(|d| Arc::clone(&d))
+        .ok_or_else(|| mlua::Error::runtime("run() outside a test file"))?;
+    let runbook = test_dir.dir.join(&path);
+    if !runbook.is_file() {
+        return Err(mlua::Error::runtime(format!(
+            "run: no runbook {} (paths are from the test file's folder)",
+            runbook.display()
+        )));
+    }
+    let spec = spec.unwrap_or(lua.create_table()?);
+    let mut supplied = toml::Table::new();
+    if let Some(params) = spec.get::<Option<Table>>("params")? {
+        let json: serde_json::Value = lua.from_value(Value::Table(params))?;
+        supplied = serde_json::from_value(json).map_err(|e| mlua::Error::runtime(format!("run: params: {e}")))?;
+    }
+    let fakes_json: serde_json::Value = match spec.get::<Value>("fakes")? {
+        Value::Nil => serde_json::json!({}),
+        v => lua.from_value(v)?,
+    };
+    let approve = spec.get::<Option<bool>>("approve")?.unwrap_or(false);
+    let n = test_dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let state = test_dir.tmp.path().join(format!("journal-{n}.db"));
+    let state_url = format!("sqlite://{}", state.display());
+    let journal = crate::journal::open(Some(&state_url))
+        .await
+        .map_err(|e| mlua::Error::runtime(format!("run: the test's journal: {e}")))?;
+    let fakes = Fakes { spec: fakes_json, calls: Arc::new(Mutex::new(Vec::new())) };
+    // Shown in errors as the person typed paths: from the current folder when it is below it.
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| runbook.clone());
+    let mut inv = crate::engine::Invocation::new(shown, crate::engine::Mode::Run);
+    inv.supplied = supplied;
+    inv.yes = approve;
+    inv.trigger = "test".into();
+    inv.fakes = Some(fakes.clone());
+    let reporter = crate::output::Reporter::silent();
+    let outcome = crate::engine::execute(inv, Some(Arc::clone(&journal)), reporter).await;
+    let (exit_code, error) = match &outcome {
+        Ok(o) => (o.exit_code(), None),
+        Err(e) => (e.exit_code(), Some(e.to_string())),
+    };
+    let out = lua.create_table()?;
+    out.set("exit_code", exit_code)?;
+    // Where the runbook met its first unfaked call (a step's error carries file:line).
+    let mut unfaked_at: Option<String> = None;
+    if let Ok(run) = journal.find_run("last").await {
+        out.set("run_id", run.id.clone())?;
+        out.set("status", run.effective_status().to_string())?;
+        out.set("error", run.error.clone().or(error))?;
+        let steps = lua.create_table()?;
+        for s in journal.steps(&run.id).await.unwrap_or_default() {
+            if let Some(e) = s.error.as_deref().filter(|e| e.contains("unfaked call: ")) {
+                unfaked_at.get_or_insert_with(|| e.to_string());
+            }
+            steps.set(s.name.clone(), to_lua(&lua, &crate::commands::inspect::step_json(&s))?)?;
+        }
+        out.set("steps", steps)?;
+    } else {
+        // No run was recorded: bad params, a syntax error, a declaration the engine refused.
+        out.set("status", "not_started")?;
+        out.set("error", error)?;
+        out.set("steps", lua.create_table()?)?;
+    }
+    journal.close().await;
+    let calls: Vec<serde_json::Value> = fakes.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    // A call no fake answered fails the test, whatever the runbook did with the error.
+    if let Some(c) = calls.iter().find(|c| c["faked"] == false) {
+        let primitive = c["primitive"].as_str().unwrap_or("");
+        let said = unfaked_at.unwrap_or_else(|| {
+            format!(
+                "{path}: unfaked call: {primitive} {} (fakes tried: {})",
+                c["call"].as_str().unwrap_or(""),
+                c["tried"].as_str().unwrap_or("none")
+            )
+        });
+        return Err(mlua::Error::runtime(format!(
+            "{said}; fake it in `fakes.{primitive}`, or let it through with `real = {{ \"{primitive}\" }}`"
+        )));
+    }
+    out.set("calls", to_lua(&lua, &calls)?)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_global_of_a_test_file_has_a_stub() {
+        let stub = include_str!("../../stdlib/types/test.lua");
+        for name in super::FROM_LUA.iter().chain(&["run"]) {
+            assert!(stub.contains(&format!("\nfunction {name}(")), "stdlib/types/test.lua does not declare {name}");
+        }
+    }
+
+    #[test]
+    fn a_failed_tests_error_reads_without_traceback_and_with_the_test_line() {
+        let text = "runtime error: deploy.lua:12: step 'x': unfaked call\nstack traceback:\n\t[C]: in ?\n\tt_test.lua:7: in function <t_test.lua:5>";
+        assert_eq!(super::clean_error(text, "t_test.lua"), "t_test.lua:7: deploy.lua:12: step 'x': unfaked call");
+        assert_eq!(
+            super::clean_error("t_test.lua:3: expected 2, got 1", "t_test.lua"),
+            "t_test.lua:3: expected 2, got 1"
+        );
+    }
+}

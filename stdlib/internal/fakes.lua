@@ -1,0 +1,157 @@
+-- The fakes of `runbook test`, installed over the primitives of a runbook's environment when a
+-- test runs it. `spec` is the test's `fakes` table (values only: it crossed from the test's Lua
+-- state); `record(call)` keeps each call for the test. Every primitive call is matched against
+-- that primitive's fakes, tried in order: { match = "text the call contains" | pattern = "Lua
+-- pattern", ...answer }, where the answer is a value (exec: code, stdout, stderr; http:
+-- status, body, json, headers), an `error`, or `answers = { ... }` given in turn (the last one
+-- repeating). A call no fake matches raises "unfaked call" and is recorded as such, which fails
+-- the test: a test never reaches a real system by accident. `real = { "db" }` lets a primitive
+-- through. `steps = { NAME = { result = ... } | { error = ... } }` replaces a step's body;
+-- `faults = { { step = NAME, attempt = N, error = ... } }` fails one attempt of it.
+return function(spec, record)
+  local real = {}
+  for _, name in ipairs(spec.real or {}) do real[name] = true end
+
+  -- The fake answering `key` among the primitive's, and the ones tried.
+  local function answer(primitive, key)
+    local tried = {}
+    for _, f in ipairs(spec[primitive] or {}) do
+      local hit
+      if f.pattern then hit = key:find(f.pattern) ~= nil else hit = f.match == nil or key:find(f.match, 1, true) ~= nil end
+      tried[#tried + 1] = f.pattern and ("pattern " .. string.format("%q", f.pattern)) or string.format("%q", f.match or "")
+      if hit then
+        f.calls = (f.calls or 0) + 1
+        if not f.times or f.calls <= f.times then
+          if f.answers then return f.answers[math.min(f.calls, #f.answers)] or {}, tried end
+          return f, tried
+        end
+      end
+    end
+    return nil, tried
+  end
+
+  -- Records the call and returns its fake's answer, or raises: unfaked, or the fake's error.
+  local function faked(primitive, call, level)
+    local a, tried = answer(primitive, call)
+    record { primitive = primitive, call = call, faked = a ~= nil,
+             tried = #tried > 0 and table.concat(tried, ", ") or "none" }
+    if not a then
+      error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "
+        .. (#tried > 0 and table.concat(tried, ", ") or "none") .. ")", level + 1)
+    end
+    if a.error then error(primitive .. ": " .. a.error, level + 1) end
+    return a
+  end
+
+  local function text(v)
+    return tostring(v)
+  end
+
+  if not real.exec then
+    exec = function(opts)
+      local call
+      if type(opts) == "table" and opts.shell then
+        call = text(opts.shell)
+      elseif type(opts) == "table" then
+        local argv = {}
+        for i, a in ipairs(opts) do argv[i] = text(a) end
+        call = table.concat(argv, " ")
+      else
+        call = text(opts)
+      end
+      local a = faked("exec", call, 2)
+      local r = { code = a.code or 0, stdout = a.stdout or "", stderr = a.stderr or "", ms = a.ms or 0 }
+      if r.code ~= 0 and not (type(opts) == "table" and opts.check == false) then
+        error(string.format("exec: `%s` exited with %d: %s", call, r.code, r.stderr), 2)
+      end
+      return r
+    end
+  end
+
+  if not real.http then
+    local function response(method, url, opts)
+      local call = method .. " " .. text(url)
+      local a = faked("http", call, 3)
+      local status = a.status or 200
+      local r = { status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = text(url) }
+      function r.json() return a.json end
+      local expect = opts and opts.expect
+      local accepted = status >= 200 and status < 300
+      if expect == "any" then accepted = true
+      elseif type(expect) == "number" then accepted = status == expect
+      elseif type(expect) == "table" then
+        accepted = false
+        for _, s in ipairs(expect) do if s == status then accepted = true end end
+      end
+      if not accepted then error("http: " .. call .. " answered " .. status, 3) end
+      return r
+    end
+    http.request = function(opts) return response(opts.method or "GET", opts.url, opts) end
+    for _, method in ipairs({ "get", "post", "put", "patch", "delete" }) do
+      http[method] = function(url, opts) return response(method:upper(), url, opts) end
+    end
+    -- Polls the fake as the real one polls the service, every `interval` (default 5s) until
+    -- `timeout` (default 2m): on the test's virtual clock, so a long wait costs nothing.
+    http.wait_healthy = function(url, opts)
+      local seconds = require("runbook.pg").seconds
+      local interval = seconds((opts and opts.interval) or "5s")
+      local timeout = seconds((opts and opts.timeout) or "2m")
+      local waited, last = 0, nil
+      while true do
+        local ok, r = pcall(response, "GET", url, { expect = opts and opts.expect })
+        if ok then return r end
+        last = r
+        if waited + interval > timeout then break end
+        sleep(interval)
+        waited = waited + interval
+      end
+      error("http: " .. text(url) .. " did not become healthy within " .. timeout .. "s: " .. tostring(last), 2)
+    end
+    http.load = function(opts)
+      faked("http", "LOAD " .. text(opts.url), 2)
+      error("http.load has no fake answer yet", 2)
+    end
+  end
+
+  -- The primitives without fakes of their own yet: every call is unfaked unless `real` lets
+  -- it through.
+  for _, name in ipairs({ "db", "ssh", "storage", "backup", "tls", "metrics" }) do
+    local module = _G[name]
+    if not real[name] and type(module) == "table" then
+      for fname, f in pairs(module) do
+        if type(f) == "function" then
+          module[fname] = function(first)
+            local call = name .. "." .. fname .. "(" .. (first ~= nil and text(first) or "") .. ")"
+            faked(name, call, 2)
+            error(name .. "." .. fname .. ": only `real = { \"" .. name .. "\" }` runs it in a test for now", 2)
+          end
+        end
+      end
+    end
+  end
+
+  -- Step-level fakes and injected faults.
+  local real_step = step
+  step = function(name, opts, fn)
+    if fn == nil and type(opts) == "function" then opts, fn = nil, opts end
+    local body = fn
+    local fake = spec.steps and spec.steps[name]
+    if fake ~= nil then
+      body = function()
+        if fake.error then error(fake.error, 0) end
+        return fake.result
+      end
+    end
+    for _, f in ipairs(spec.faults or {}) do
+      if f.step == name then
+        local inner = body
+        body = function(attempt)
+          if f.attempt == nil or f.attempt == attempt then error(f.error or ("a fault injected into " .. name), 0) end
+          return inner(attempt)
+        end
+      end
+    end
+    if opts == nil then return real_step(name, body) end
+    return real_step(name, opts, body)
+  end
+end

@@ -1,0 +1,97 @@
+---@meta runbook-test
+-- The globals of a `runbook test` file (*_test.lua), besides the sandbox's Lua. A test file runs
+-- runbooks through the real engine with fakes in place of the primitives:
+--
+--   test("a failing smoke request rolls back", function()
+--     local r = run("deploy.lua", { params = { version = "1.2.0" }, fakes = { exec = {...}, http = {...} } })
+--     expect(r.status).to_be("rolled_back")
+--   end)
+
+---@class TestFake
+---@field match? string Text the call contains (exec: its argv joined by spaces, or its shell; http: "METHOD URL").
+---@field pattern? string A Lua pattern the call matches, instead of `match`.
+---@field times? integer Matches this many calls, then lets later fakes answer.
+---@field answers? table[] Answers given in turn, the last repeating.
+---@field error? string The call raises this.
+---@field code? integer exec: the exit code (default 0; not 0 raises unless `check = false`).
+---@field stdout? string exec
+---@field stderr? string exec
+---@field status? integer http: the status (default 200; outside 2xx raises unless `expect` accepts it).
+---@field json? any http: what `r:json()` returns.
+---@field body? string http
+---@field headers? table<string, string> http
+
+---@class TestFakes
+---@field exec? TestFake[]
+---@field http? TestFake[]
+---@field steps? table<string, {result?: any, error?: string}> Steps whose body does not run: they return `result` or fail with `error`.
+---@field faults? {step: string, attempt?: integer, error?: string}[] One attempt of a step (every attempt without `attempt`) fails.
+---@field real? string[] Primitives let through to real systems ("db", "ssh", ...); the others' calls must be faked.
+
+---@class TestRunSpec
+---@field params? table<string, any> The runbook's params, as a params file gives them.
+---@field fakes? TestFakes
+---@field approve? boolean Every gate approved (default: gates wait, and the run's status is "waiting_approval").
+
+---@class TestStep
+---@field status string
+---@field attempts integer
+---@field result any
+---@field error? string
+---@field undo_status? string "done", "failed", ... when the step has an undo.
+---@field started_at string A journal timestamp (virtual clock): see `time_of`.
+---@field finished_at? string
+
+---@class TestRun
+---@field status string "succeeded", "failed", "rolled_back", "waiting_approval", ..., or "not_started" (bad params, a runbook that does not load).
+---@field exit_code integer As `runbook run` would exit.
+---@field error? string
+---@field run_id? string
+---@field steps table<string, TestStep>
+---@field calls {primitive: string, call: string, faked: boolean}[] Every primitive call, in order.
+
+--- A test. Names are prefixed by the enclosing `describe`s.
+---@param name string
+---@param fn fun()
+function test(name, fn) end
+
+--- A group of tests.
+---@param name string
+---@param fn fun()
+function describe(name, fn) end
+
+--- Runs a runbook (a path from the test file's folder) through the real engine, on a journal of
+--- its own, with `fakes` in place of the primitives and time on a virtual clock (sleeps and
+--- retry backoffs pass at once). A primitive call no fake answers fails the test, even when the
+--- runbook caught its error.
+---@param path string
+---@param spec? TestRunSpec
+---@return TestRun
+function run(path, spec) end
+
+---@class Expectation
+---@field to_be fun(want: any) The same value (==).
+---@field to_equal fun(want: any) The same content, tables compared deeply; the first difference is shown.
+---@field to_match fun(pattern: string) A string matching a Lua pattern.
+---@field to_contain fun(x: any) A string containing text, or a table with a value equal to `x`.
+---@field to_be_nil fun()
+---@field to_be_truthy fun()
+---@field to_fail_with fun(pattern: string) A function that raises an error matching the pattern.
+
+--- An expectation on a value; a failed one fails the test at the caller's line.
+---@param actual any
+---@return Expectation
+function expect(actual) end
+
+--- The calls a run made of one primitive: in order, each containing its text, or `{ count = n }`.
+--- Example: `expect_calls(r, "exec", { "git fetch", "psql -f up.sql" })`
+---@param r TestRun
+---@param primitive string
+---@param want string[]|{count: integer}
+function expect_calls(r, primitive, want) end
+
+--- Seconds since the epoch of a journal timestamp, to compare the (virtual) times of steps.
+--- Example: `expect(time_of(r.steps.wait.finished_at) - time_of(r.steps.wait.started_at) >= 1800).to_be_truthy()`
+---@param ts string
+---@return number
+function time_of(ts) end

@@ -1,0 +1,81 @@
+//! `runbook test`: the runner's own tests, on the test files of tests/testing/: a passing suite
+//! (fakes, faults, step fakes, virtual time, assertions), tests that must fail (an unfaked call,
+//! one the runbook swallowed, a wrong expectation) and a test file that does not load.
+use crate::harness::{Env, Run};
+
+fn runbook_test(env: &Env, args: &[&str]) -> Run {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testing");
+    let mut all = vec!["test"];
+    all.extend_from_slice(args);
+    env.cmd(&all).current_dir(dir).output().expect("run runbook test").into()
+}
+
+#[test]
+fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_clock() {
+    let env = Env::new();
+    let r = runbook_test(&env, &["passing", "--output", "json"]);
+    r.assert_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(report["passed"], 6, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    let names: Vec<&str> = report["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert!(names.contains(&"release retries back off and waits on the virtual clock"), "{names:?}");
+    // Hours of backoff and waiting, on the virtual clock: the whole file well inside seconds
+    // even on a loaded machine (the figure itself is for benches, not asserted finely here).
+    assert!(report["ms"].as_u64().unwrap() < 20_000, "{report}");
+    // Nothing of the runs is printed: the report is the output.
+    assert!(!r.stdout.contains("started: release") && r.stderr.trim().is_empty(), "{}", r.all());
+    // The filter runs the named tests and skips the rest.
+    let r = runbook_test(&env, &["passing", "-k", "virtual clock"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("1 passed, 0 failed, 5 skipped"), "{}", r.stdout);
+}
+
+#[test]
+fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
+    let env = Env::new();
+    let r = runbook_test(&env, &["failing"]);
+    r.assert_code(1);
+    assert!(r.stdout.contains("0 passed, 3 failed"), "{}", r.stdout);
+    let failure = |name: &str| -> String {
+        let at = r
+            .stdout
+            .find(&format!("FAIL  failing/unfaked_test.lua: {name}"))
+            .unwrap_or_else(|| panic!("{name}: {}", r.stdout));
+        r.stdout[at..].lines().nth(1).unwrap_or("").trim().to_string()
+    };
+    // The unfaked call: the test's line, the runbook's line and step, the call, the fakes tried.
+    let unfaked = failure("an unfaked call fails the test");
+    assert!(
+        unfaked.starts_with("failing/unfaked_test.lua:4: ")
+            && unfaked.contains("release.lua:12: step 'health': unfaked call: http GET https://app.example.com/api/health (fakes tried: none)")
+            && unfaked.contains("fake it in `fakes.http`"),
+        "{unfaked}"
+    );
+    // Swallowed by the runbook's own pcall: the run succeeded, the test still fails.
+    let swallowed = failure("a call the runbook catches itself still fails the test");
+    assert!(
+        swallowed
+            .contains("unfaked call: http GET https://app.example.com/ (fakes tried: \"/api/health\", \"/ready\")"),
+        "{swallowed}"
+    );
+    let wrong = failure("a wrong expectation shows the difference");
+    assert!(
+        wrong.starts_with("failing/unfaked_test.lua:19: not equal, at .status: got \"succeeded\", want \"failed\""),
+        "{wrong}"
+    );
+    // No journal, no command, no request left the test: the runs' journals were the test's own.
+    assert!(!std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testing/.runbook").exists());
+}
+
+#[test]
+fn a_test_file_that_does_not_load_is_bad_input_with_its_line() {
+    let env = Env::new();
+    let r = runbook_test(&env, &["broken"]);
+    r.assert_code(2);
+    assert!(r.stdout.contains("ERROR broken/syntax_test.lua:4: syntax error"), "{}", r.stdout);
+    let r = runbook_test(&env, &["no-such-folder"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("no-such-folder: no such file or folder"), "{}", r.all());
+}
