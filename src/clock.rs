@@ -1,14 +1,22 @@
 //! Time as runbooks see it. Real by default; under `runbook test` it is virtual: a sleep (the
-//! `sleep` builtin, a step's retry backoff) advances the clock at once instead of waiting, and
-//! `now()`, the journal's timestamps and the retry schedule read the advanced clock, so a
-//! runbook whose retries back off for half an hour tests in milliseconds and a test can assert
-//! on the times it would have taken.
+//! `sleep` builtin, a step's retry backoff, a fake's health polls) advances the clock at once
+//! instead of waiting, and `now()`, `os.time`, the journal's timestamps and the retry schedule
+//! read the advanced clock, so a runbook whose retries back off for half an hour tests in
+//! milliseconds and a test can assert on the times it would have taken. A step's `timeout` is
+//! kept on the same clock: a sleep that would cross it ends the step as the real timeout would.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 static VIRTUAL: AtomicBool = AtomicBool::new(false);
 /// How far the virtual clock is ahead of the real one, in microseconds.
 static AHEAD_US: AtomicU64 = AtomicU64::new(0);
+/// The running step's timeout on the virtual clock (as AHEAD_US would read then; 0: none), and
+/// the timeout itself, in microseconds.
+static DEADLINE_US: AtomicU64 = AtomicU64::new(0);
+static LIMIT_US: AtomicU64 = AtomicU64::new(0);
+/// A run that sleeps longer than this in all is stopped: a loop waiting for what no fake will
+/// ever answer.
+const MOST_US: u64 = 366 * 24 * 3600 * 1_000_000;
 
 /// Turns the virtual clock on (for the rest of the process: `runbook test` is a process of its own).
 pub fn set_virtual() {
@@ -19,13 +27,58 @@ pub fn is_virtual() -> bool {
     VIRTUAL.load(Ordering::Relaxed)
 }
 
+/// Back to the real time (a new run of a test).
+pub fn reset() {
+    AHEAD_US.store(0, Ordering::SeqCst);
+    DEADLINE_US.store(0, Ordering::SeqCst);
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
 /// Waits `d`, or, on the virtual clock, moves it `d` ahead and returns at once.
 pub async fn sleep(d: Duration) {
     if is_virtual() {
-        AHEAD_US.fetch_add(d.as_micros().min(u128::from(u64::MAX / 4)) as u64, Ordering::SeqCst);
+        let ahead = AHEAD_US.load(Ordering::SeqCst);
+        AHEAD_US.store(ahead.saturating_add(micros(d)).min(MOST_US), Ordering::SeqCst);
         tokio::task::yield_now().await;
     } else {
         tokio::time::sleep(d).await;
+    }
+}
+
+/// A sleep inside a step: on the virtual clock, one that would cross the step's timeout ends
+/// there (`Err(timeout)`), and one past a year of virtual time in all is refused.
+pub async fn sleep_in_step(d: Duration) -> Result<(), String> {
+    if !is_virtual() {
+        tokio::time::sleep(d).await;
+        return Ok(());
+    }
+    let ahead = AHEAD_US.load(Ordering::SeqCst);
+    let to = ahead.saturating_add(micros(d));
+    let deadline = DEADLINE_US.load(Ordering::SeqCst);
+    if deadline != 0 && to > deadline {
+        AHEAD_US.store(deadline, Ordering::SeqCst);
+        let limit = Duration::from_micros(LIMIT_US.load(Ordering::SeqCst));
+        return Err(format!("timed out after {}", crate::duration::human(limit)));
+    }
+    if to > MOST_US {
+        return Err("the run slept more than a year of virtual time: a loop waiting for what no fake answers?".into());
+    }
+    AHEAD_US.store(to, Ordering::SeqCst);
+    tokio::task::yield_now().await;
+    Ok(())
+}
+
+/// The running step's timeout, on the virtual clock (none: `None`).
+pub fn set_step_timeout(limit: Option<Duration>) {
+    match limit.filter(|_| is_virtual()) {
+        Some(l) => {
+            LIMIT_US.store(micros(l), Ordering::SeqCst);
+            DEADLINE_US.store(AHEAD_US.load(Ordering::SeqCst).saturating_add(micros(l)).max(1), Ordering::SeqCst);
+        }
+        None => DEADLINE_US.store(0, Ordering::SeqCst),
     }
 }
 
@@ -34,6 +87,8 @@ pub fn now() -> chrono::DateTime<chrono::Utc> {
     let real = chrono::Utc::now();
     match AHEAD_US.load(Ordering::Relaxed) {
         0 => real,
-        us => real + chrono::Duration::microseconds(us.min(i64::MAX as u64) as i64),
+        us => real
+            .checked_add_signed(chrono::Duration::microseconds(i64::try_from(us).unwrap_or(i64::MAX)))
+            .unwrap_or(real),
     }
 }

@@ -433,6 +433,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             record: rec.clone(),
             label: label.clone(),
         });
+        crate::clock::set_step_timeout(opts.timeout);
         let outcome = match opts.timeout {
             Some(limit) => {
                 ctx.deadline.set(started.checked_add(limit));
@@ -450,6 +451,7 @@ pub(crate) async fn step(lua: Lua, args: MultiValue) -> mlua::Result<Value> {
             }
             None => func.call_async::<Value>(attempt).await,
         };
+        crate::clock::set_step_timeout(None);
         ctx.watch.lock().unwrap_or_else(|p| p.into_inner()).step = None;
         {
             let mut st = ctx.st.borrow_mut();

@@ -28,7 +28,20 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
         calls.lock().unwrap_or_else(|p| p.into_inner()).push(json);
         Ok(())
     })?;
-    install.call::<()>((lua.to_value(&fakes.spec)?, record))
+    // What the fakes need of Rust: the real argument checks, JSON, and the (virtual) time.
+    let helpers = lua.create_table()?;
+    helpers
+        .set("exec_check", lua.create_function(|_, arg: Value| crate::primitives::exec::lua::check_for_fake(arg))?)?;
+    helpers.set(
+        "json_decode",
+        lua.create_function(|lua, text: mlua::LuaString| {
+            let v: serde_json::Value = serde_json::from_slice(&text.as_bytes())
+                .map_err(|e| mlua::Error::runtime(format!("http: the body is not JSON: {e}")))?;
+            to_lua(lua, &v)
+        })?,
+    )?;
+    helpers.set("now", lua.create_function(|_, ()| Ok(crate::clock::now().timestamp()))?)?;
+    install.call::<()>((lua.to_value(&fakes.spec)?, record, helpers))
 }
 
 /// The test files under `paths` (files as given; folders searched for `*_test.lua`), sorted.
@@ -78,6 +91,8 @@ pub struct Outcome {
 pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool) -> Result<u8> {
     let started = Instant::now();
     crate::clock::set_virtual();
+    // A gate in a test never asks at the keyboard: it waits, as under cron (or `approve = true`).
+    crate::engine::disable_prompts();
     let files = discover(paths)?;
     if files.is_empty() {
         return Err(Error::Usage("no test files (*_test.lua) found".into()));
@@ -92,6 +107,12 @@ pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool) -> Res
     }
     let count = |s: &str| outcomes.iter().filter(|o| o.status == s).count();
     let (passed, failed, skipped) = (count("passed"), count("failed"), count("skipped"));
+    if passed + failed == 0 && broken.is_empty() {
+        return Err(Error::Usage(match filter {
+            Some(f) => format!("no test's name contains \"{f}\" ({skipped} test(s) skipped)"),
+            None => "the test files declare no test".into(),
+        }));
+    }
     if json {
         println!(
             "{}",
@@ -245,6 +266,8 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
     };
     let approve = spec.get::<Option<bool>>("approve")?.unwrap_or(false);
     let n = test_dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    // Each run starts on the real time: runs do not see each other's virtual hours.
+    crate::clock::reset();
     let state = test_dir.tmp.path().join(format!("journal-{n}.db"));
     let state_url = format!("sqlite://{}", state.display());
     let journal = crate::journal::open(Some(&state_url))

@@ -4,30 +4,40 @@
 -- that primitive's fakes, tried in order: { match = "text the call contains" | pattern = "Lua
 -- pattern", ...answer }, where the answer is a value (exec: code, stdout, stderr; http:
 -- status, body, json, headers), an `error`, or `answers = { ... }` given in turn (the last one
--- repeating). A call no fake matches raises "unfaked call" and is recorded as such, which fails
--- the test: a test never reaches a real system by accident. `real = { "db" }` lets a primitive
--- through. `steps = { NAME = { result = ... } | { error = ... } }` replaces a step's body;
--- `faults = { { step = NAME, attempt = N, error = ... } }` fails one attempt of it.
-return function(spec, record)
+-- repeating). When several fakes match, the most specific (longest `match` or `pattern`) answers.
+-- A call no fake matches raises "unfaked call" and is recorded as such, which fails the test: a
+-- test never reaches a real system by accident. `real = { "db" }` lets a primitive through.
+-- `secrets = { NAME = "value" }` and `env = { NAME = "value" }` answer `secret("NAME")` and
+-- `env("NAME")` (the process's environment is not read). `steps = { NAME = { result = ... } |
+-- { error = ... } }` replaces a step's body; `faults = { { step = NAME, attempt = N, error = ...
+-- } }` fails one attempt of it. `helpers` are Rust's: the real exec argument checks, JSON, the
+-- virtual time.
+return function(spec, record, helpers)
   local real = {}
   for _, name in ipairs(spec.real or {}) do real[name] = true end
 
-  -- The fake answering `key` among the primitive's, and the ones tried.
+  local function copy(v)
+    if type(v) ~= "table" then return v end
+    local t = {}
+    for k, x in pairs(v) do t[k] = copy(x) end
+    return t
+  end
+
+  -- The fake answering `key` among the primitive's (the most specific that matches and is not
+  -- used up), and the ones tried.
   local function answer(primitive, key)
-    local tried = {}
+    local tried, best, best_len = {}, nil, -1
     for _, f in ipairs(spec[primitive] or {}) do
       local hit
       if f.pattern then hit = key:find(f.pattern) ~= nil else hit = f.match == nil or key:find(f.match, 1, true) ~= nil end
       tried[#tried + 1] = f.pattern and ("pattern " .. string.format("%q", f.pattern)) or string.format("%q", f.match or "")
-      if hit then
-        f.calls = (f.calls or 0) + 1
-        if not f.times or f.calls <= f.times then
-          if f.answers then return f.answers[math.min(f.calls, #f.answers)] or {}, tried end
-          return f, tried
-        end
-      end
+      local len = #(f.pattern or f.match or "")
+      if hit and (not f.times or (f.calls or 0) < f.times) and len > best_len then best, best_len = f, len end
     end
-    return nil, tried
+    if not best then return nil, tried end
+    best.calls = (best.calls or 0) + 1
+    if best.answers then return copy(best.answers[math.min(best.calls, #best.answers)] or {}), tried end
+    return copy(best), tried
   end
 
   -- Records the call and returns its fake's answer, or raises: unfaked, or the fake's error.
@@ -49,16 +59,8 @@ return function(spec, record)
 
   if not real.exec then
     exec = function(opts)
-      local call
-      if type(opts) == "table" and opts.shell then
-        call = text(opts.shell)
-      elseif type(opts) == "table" then
-        local argv = {}
-        for i, a in ipairs(opts) do argv[i] = text(a) end
-        call = table.concat(argv, " ")
-      else
-        call = text(opts)
-      end
+      -- The checks the real exec makes (a table, no secret on the command line, known keys).
+      local call = helpers.exec_check(opts)
       local a = faked("exec", call, 2)
       local r = { code = a.code or 0, stdout = a.stdout or "", stderr = a.stderr or "", ms = a.ms or 0 }
       if r.code ~= 0 and not (type(opts) == "table" and opts.check == false) then
@@ -69,12 +71,18 @@ return function(spec, record)
   end
 
   if not real.http then
+    local Response = { __index = {} }
+    function Response.__index.json(self)
+      local a = getmetatable(self).answer
+      if a.json ~= nil then return copy(a.json) end
+      return helpers.json_decode(self.body)
+    end
     local function response(method, url, opts)
-      local call = method .. " " .. text(url)
+      local call = tostring(method):upper() .. " " .. text(url)
       local a = faked("http", call, 3)
       local status = a.status or 200
-      local r = { status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = text(url) }
-      function r.json() return a.json end
+      local r = setmetatable({ status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = text(url) },
+        { __index = Response.__index, answer = a })
       local expect = opts and opts.expect
       local accepted = status >= 200 and status < 300
       if expect == "any" then accepted = true
@@ -86,9 +94,36 @@ return function(spec, record)
       if not accepted then error("http: " .. call .. " answered " .. status, 3) end
       return r
     end
-    http.request = function(opts) return response(opts.method or "GET", opts.url, opts) end
+    -- (Not tail calls: an error names the runbook's line, which a tail call would drop.)
+    http.request = function(opts)
+      local r = response(opts.method or "GET", opts.url, opts)
+      return r
+    end
     for _, method in ipairs({ "get", "post", "put", "patch", "delete" }) do
-      http[method] = function(url, opts) return response(method:upper(), url, opts) end
+      http[method] = function(url, opts)
+        local r = response(method, url, opts)
+        return r
+      end
+    end
+    -- A health answer as the real check reads it: body_contains, json_path and equals.
+    local function healthy(r, opts)
+      if not opts then return true end
+      if opts.body_contains and not r.body:find(opts.body_contains, 1, true) then
+        return false, "the body does not contain " .. string.format("%q", opts.body_contains)
+      end
+      if opts.json_path then
+        local ok, v = pcall(r.json, r)
+        if not ok then return false, tostring(v) end
+        for part in tostring(opts.json_path):gmatch("[^%.]+") do
+          if type(v) ~= "table" then v = nil break end
+          v = v[tonumber(part) or part]
+        end
+        if opts.equals ~= nil and v ~= opts.equals and tostring(v) ~= tostring(opts.equals) then
+          return false, opts.json_path .. " is " .. tostring(v) .. ", not " .. tostring(opts.equals)
+        end
+        if opts.equals == nil and v == nil then return false, opts.json_path .. " is missing" end
+      end
+      return true
     end
     -- Polls the fake as the real one polls the service, every `interval` (default 5s) until
     -- `timeout` (default 2m): on the test's virtual clock, so a long wait costs nothing.
@@ -99,7 +134,11 @@ return function(spec, record)
       local waited, last = 0, nil
       while true do
         local ok, r = pcall(response, "GET", url, { expect = opts and opts.expect })
-        if ok then return r end
+        if ok then
+          local fine, why = healthy(r, opts)
+          if fine then return r end
+          ok, r = false, why
+        end
         last = r
         if waited + interval > timeout then break end
         sleep(interval)
@@ -128,6 +167,37 @@ return function(spec, record)
         end
       end
     end
+  end
+
+  -- Secrets and the environment come from the test, never from the process.
+  local real_secret = secret
+  local function fake_secret(name)
+    local v = spec.secrets and spec.secrets[name]
+    record { primitive = "secret", call = name, faked = v ~= nil, tried = "fakes.secrets" }
+    if v == nil then error("unfaked call: secret " .. name .. " (give it in fakes.secrets)", 3) end
+    return real_secret { value = tostring(v), name = name }
+  end
+  secret = function(s)
+    if type(s) == "string" then return fake_secret(s) end
+    if type(s) == "table" and s.value == nil then
+      local name = s.env or s.name or s.file
+      return fake_secret(tostring(name))
+    end
+    return real_secret(s)
+  end
+  env = function(name, default)
+    local v = spec.env and spec.env[name]
+    if v == nil then return default end
+    return tostring(v)
+  end
+  -- `os.time()` and `os.date()` read the test's (virtual) clock.
+  local real_time, real_date = os.time, os.date
+  os.time = function(t)
+    if t == nil then return helpers.now() end
+    return real_time(t)
+  end
+  os.date = function(format, t)
+    return real_date(format, t or helpers.now())
   end
 
   -- Step-level fakes and injected faults.

@@ -1,6 +1,8 @@
 //! `runbook test`: the runner's own tests, on the test files of tests/testing/: a passing suite
-//! (fakes, faults, step fakes, virtual time, assertions), tests that must fail (an unfaked call,
-//! one the runbook swallowed, a wrong expectation) and a test file that does not load.
+//! (fakes, faults, step fakes, virtual time and step timeouts on it, health checks reading the
+//! body, secrets and the environment from the test, the real argument checks, assertions), tests
+//! that must fail (an unfaked call, one the runbook swallowed, a wrong expectation) and a test
+//! file that does not load.
 use crate::harness::{Env, Run};
 
 fn runbook_test(env: &Env, args: &[&str]) -> Run {
@@ -17,7 +19,7 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     r.assert_code(0);
     let report: serde_json::Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    assert_eq!(report["passed"], 6, "{report}");
+    assert_eq!(report["passed"], 9, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     let names: Vec<&str> = report["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"release retries back off and waits on the virtual clock"), "{names:?}");
@@ -29,7 +31,11 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     // The filter runs the named tests and skips the rest.
     let r = runbook_test(&env, &["passing", "-k", "virtual clock"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("1 passed, 0 failed, 5 skipped"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 passed, 0 failed, 7 skipped"), "{}", r.stdout);
+    // A filter that matches nothing ran nothing: not a green run.
+    let r = runbook_test(&env, &["passing", "-k", "no such test"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("no test's name contains \"no such test\" (9 test(s) skipped)"), "{}", r.all());
 }
 
 #[test]

@@ -161,6 +161,5 @@ async fn sleep(lua: Lua, d: Value) -> mlua::Result<()> {
     if ctx.mode.is_static() {
         return Ok(());
     }
-    crate::clock::sleep(d).await;
-    Ok(())
+    crate::clock::sleep_in_step(d).await.map_err(mlua::Error::runtime)
 }

@@ -124,6 +124,18 @@ fn parse(t: Table) -> mlua::Result<Parsed> {
     Ok(Parsed { spec, readonly, echo })
 }
 
+/// The checks a real `exec` makes of its argument (a table, no secret in the command line, known
+/// keys), for `runbook test`'s fake: returns the command as shown.
+pub fn check_for_fake(arg: Value) -> mlua::Result<String> {
+    match arg {
+        Value::Table(t) => Ok(parse(t)?.spec.display()),
+        Value::String(_) => {
+            Err(error("exec", "expects a table: exec{\"prog\", \"arg\", ...} (argv, no shell) or exec{shell = \"a | b\"} (explicit shell)"))
+        }
+        other => Err(error("exec", format!("expects a table, got a {}", other.type_name()))),
+    }
+}
+
 async fn exec(lua: Lua, arg: Value) -> mlua::Result<Value> {
     let t = match arg {
         Value::Table(t) => t,
