@@ -154,6 +154,8 @@ pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool) -> Res
 struct TestDir {
     dir: PathBuf,
     tmp: tempfile::TempDir,
+    /// Each run's journal and first fakes, by run id, for `resume`.
+    journals: Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
     runs: std::sync::atomic::AtomicU32,
 }
 
@@ -178,11 +180,13 @@ async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<
             g.set(name, api.get::<Value>(name)?)?;
         }
         g.set("run", lua.create_async_function(run_runbook)?)?;
+        g.set("resume", lua.create_async_function(resume_run)?)?;
+        g.set("advance", lua.create_async_function(advance)?)?;
         Ok(())
     };
     setup().map_err(|e| format!("{shown}: {e}"))?;
     let tmp = tempfile::tempdir().map_err(|e| format!("{shown}: {e}"))?;
-    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into() }));
+    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into(), journals: Mutex::default() }));
     let chunk = crate::lua::compile(&lua, &source, &shown).map_err(|(msg, loc)| match loc {
         Some(l) => format!("{l}: syntax error: {msg}"),
         None => format!("{shown}: syntax error: {msg}"),
@@ -239,53 +243,127 @@ fn clean_error(text: &str, file: &str) -> String {
     }
 }
 
+/// What a test's spec gives a run: params, fakes (JSON), approve.
+struct Spec {
+    supplied: Option<toml::Table>,
+    fakes: Option<serde_json::Value>,
+    approve: bool,
+}
+
+fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
+    let Some(spec) = spec else { return Ok(Spec { supplied: None, fakes: None, approve: false }) };
+    for pair in spec.pairs::<Value, Value>() {
+        let (k, _) = pair?;
+        let key = k.to_string().unwrap_or_default();
+        if !["params", "fakes", "approve"].contains(&key.as_str()) {
+            return Err(mlua::Error::runtime(format!("{what}: unknown key `{key}` (known: params, fakes, approve)")));
+        }
+    }
+    let supplied = match spec.get::<Option<Table>>("params")? {
+        Some(params) => {
+            let json: serde_json::Value = lua.from_value(Value::Table(params))?;
+            Some(serde_json::from_value(json).map_err(|e| mlua::Error::runtime(format!("{what}: params: {e}")))?)
+        }
+        None => None,
+    };
+    let fakes = match spec.get::<Value>("fakes")? {
+        Value::Nil => None,
+        v => Some(lua.from_value(v)?),
+    };
+    Ok(Spec { supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
+}
+
+fn test_dir(lua: &Lua, what: &str) -> mlua::Result<Arc<TestDir>> {
+    lua.app_data_ref::<Arc<TestDir>>()
+        .map(|d| Arc::clone(&d))
+        .ok_or_else(|| mlua::Error::runtime(format!("{what}() outside a test file")))
+}
+
 /// `run(path, { params = {...}, fakes = {...}, approve = true })`: the runbook through the real
 /// engine, on a journal of its own; returns its outcome: status, exit_code, error, steps[NAME]
 /// (status, attempts, result, error, undo_status), calls, run_id.
 async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::Result<Table> {
-    let test_dir = lua
-        .app_data_ref::<Arc<TestDir>>()
-        .map(|d| Arc::clone(&d))
-        .ok_or_else(|| mlua::Error::runtime("run() outside a test file"))?;
-    let runbook = test_dir.dir.join(&path);
+    let dir = test_dir(&lua, "run")?;
+    let runbook = dir.dir.join(&path);
     if !runbook.is_file() {
         return Err(mlua::Error::runtime(format!(
             "run: no runbook {} (paths are from the test file's folder)",
             runbook.display()
         )));
     }
-    let spec = spec.unwrap_or(lua.create_table()?);
-    let mut supplied = toml::Table::new();
-    if let Some(params) = spec.get::<Option<Table>>("params")? {
-        let json: serde_json::Value = lua.from_value(Value::Table(params))?;
-        supplied = serde_json::from_value(json).map_err(|e| mlua::Error::runtime(format!("run: params: {e}")))?;
-    }
-    let fakes_json: serde_json::Value = match spec.get::<Value>("fakes")? {
-        Value::Nil => serde_json::json!({}),
-        v => lua.from_value(v)?,
-    };
-    let approve = spec.get::<Option<bool>>("approve")?.unwrap_or(false);
-    let n = test_dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    let spec = read_spec(&lua, spec, "run")?;
+    let n = dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     // Each run starts on the real time: runs do not see each other's virtual hours.
     crate::clock::reset();
-    let state = test_dir.tmp.path().join(format!("journal-{n}.db"));
-    let state_url = format!("sqlite://{}", state.display());
-    let journal = crate::journal::open(Some(&state_url))
-        .await
-        .map_err(|e| mlua::Error::runtime(format!("run: the test's journal: {e}")))?;
-    let fakes = Fakes { spec: fakes_json, calls: Arc::new(Mutex::new(Vec::new())) };
+    let state_url = format!("sqlite://{}", dir.tmp.path().join(format!("journal-{n}.db")).display());
     // Shown in errors as the person typed paths: from the current folder when it is below it.
     let shown = std::env::current_dir()
         .ok()
         .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| runbook.clone());
+    let fakes = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     let mut inv = crate::engine::Invocation::new(shown, crate::engine::Mode::Run);
-    inv.supplied = supplied;
+    inv.supplied = spec.supplied.unwrap_or_default();
+    execute(&lua, &dir, inv, &state_url, fakes, spec.approve, None, &path).await
+}
+
+/// `resume(r, { params, fakes, approve })`: resumes the run of `r` on its journal, as `runbook
+/// resume` would, with a fresh Lua state; its fakes are the first run's unless given. The
+/// virtual clock goes on from where it is (`advance` moves it between the two).
+async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result<Table> {
+    let dir = test_dir(&lua, "resume")?;
+    let run_id: String = r
+        .get::<Option<String>>("run_id")?
+        .ok_or_else(|| mlua::Error::runtime("resume: the first argument is the outcome of a run() that started"))?;
+    let (state_url, first_fakes) = dir
+        .journals
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&run_id)
+        .cloned()
+        .ok_or_else(|| mlua::Error::runtime(format!("resume: no run {run_id} in this test file")))?;
+    let spec = read_spec(&lua, spec, "resume")?;
+    let journal = crate::journal::open(Some(&state_url))
+        .await
+        .map_err(|e| mlua::Error::runtime(format!("resume: the test's journal: {e}")))?;
+    let run = journal.find_run(&run_id).await.map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
+    let path = crate::commands::resumable(&run, false, "").map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
+    let steps = journal.steps(&run_id).await.map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
+    journal.close().await;
+    let mut inv = crate::engine::Invocation::new(path, crate::engine::Mode::Run);
+    inv.supplied = spec.supplied.unwrap_or_default();
+    inv.resume = Some((run, steps));
+    let fakes = spec.fakes.unwrap_or(first_fakes);
+    execute(&lua, &dir, inv, &state_url, fakes, spec.approve, Some(&run_id), &run_id).await
+}
+
+/// `advance(duration)`: moves the virtual clock, as time passing between two runs.
+async fn advance(_lua: Lua, d: Value) -> mlua::Result<()> {
+    let d = crate::duration::from_lua(&d).map_err(|e| mlua::Error::runtime(format!("advance: {e}")))?;
+    crate::clock::sleep(d).await;
+    Ok(())
+}
+
+/// Runs `inv` with the fakes on the journal at `state_url`, and reads its outcome back.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    lua: &Lua,
+    dir: &TestDir,
+    mut inv: crate::engine::Invocation,
+    state_url: &str,
+    fakes_json: serde_json::Value,
+    approve: bool,
+    run_id: Option<&str>,
+    shown: &str,
+) -> mlua::Result<Table> {
+    let journal = crate::journal::open(Some(state_url))
+        .await
+        .map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
+    let fakes = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())) };
     inv.yes = approve;
     inv.trigger = "test".into();
     inv.fakes = Some(fakes.clone());
-    let reporter = crate::output::Reporter::silent();
-    let outcome = crate::engine::execute(inv, Some(Arc::clone(&journal)), reporter).await;
+    let outcome = crate::engine::execute(inv, Some(Arc::clone(&journal)), crate::output::Reporter::silent()).await;
     let (exit_code, error) = match &outcome {
         Ok(o) => (o.exit_code(), None),
         Err(e) => (e.exit_code(), Some(e.to_string())),
@@ -294,7 +372,11 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
     out.set("exit_code", exit_code)?;
     // Where the runbook met its first unfaked call (a step's error carries file:line).
     let mut unfaked_at: Option<String> = None;
-    if let Ok(run) = journal.find_run("last").await {
+    if let Ok(run) = journal.find_run(run_id.unwrap_or("last")).await {
+        dir.journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(run.id.clone(), (state_url.to_string(), fakes_json));
         out.set("run_id", run.id.clone())?;
         out.set("status", run.effective_status().to_string())?;
         out.set("error", run.error.clone().or(error))?;
@@ -303,7 +385,7 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
             if let Some(e) = s.error.as_deref().filter(|e| e.contains("unfaked call: ")) {
                 unfaked_at.get_or_insert_with(|| e.to_string());
             }
-            steps.set(s.name.clone(), to_lua(&lua, &crate::commands::inspect::step_json(&s))?)?;
+            steps.set(s.name.clone(), to_lua(lua, &crate::commands::inspect::step_json(&s))?)?;
         }
         out.set("steps", steps)?;
     } else {
@@ -319,7 +401,7 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
         let primitive = c["primitive"].as_str().unwrap_or("");
         let said = unfaked_at.unwrap_or_else(|| {
             format!(
-                "{path}: unfaked call: {primitive} {} (fakes tried: {})",
+                "{shown}: unfaked call: {primitive} {} (fakes tried: {})",
                 c["call"].as_str().unwrap_or(""),
                 c["tried"].as_str().unwrap_or("none")
             )
@@ -328,7 +410,7 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
             "{said}; fake it in `fakes.{primitive}`, or let it through with `real = {{ \"{primitive}\" }}`"
         )));
     }
-    out.set("calls", to_lua(&lua, &calls)?)?;
+    out.set("calls", to_lua(lua, &calls)?)?;
     Ok(out)
 }
 
@@ -337,7 +419,7 @@ mod tests {
     #[test]
     fn every_global_of_a_test_file_has_a_stub() {
         let stub = include_str!("../../stdlib/types/test.lua");
-        for name in super::FROM_LUA.iter().chain(&["run"]) {
+        for name in super::FROM_LUA.iter().chain(&["run", "resume", "advance"]) {
             assert!(stub.contains(&format!("\nfunction {name}(")), "stdlib/types/test.lua does not declare {name}");
         }
     }

@@ -95,3 +95,15 @@ function expect_calls(r, primitive, want) end
 ---@param ts string
 ---@return number
 function time_of(ts) end
+
+--- Resumes the run of `r` on its journal, as `runbook resume` would, with a fresh Lua state:
+--- completed steps return their recorded results. Its fakes are the first run's unless `spec`
+--- gives others; `approve = true` passes the gate it waits at.
+---@param r TestRun
+---@param spec? TestRunSpec
+---@return TestRun
+function resume(r, spec) end
+
+--- Moves the virtual clock, as time passing between a run and its resume.
+---@param d Duration
+function advance(d) end
