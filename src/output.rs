@@ -152,6 +152,8 @@ impl Reporter {
         *self.run_id.borrow_mut() = Some(run_id.to_string());
         let buffer = Arc::new(EventBuffer::default());
         let shared = Arc::clone(&buffer);
+        // (A test's run says nothing, not even this: its journal may be stopped on purpose.)
+        let quiet = matches!(self.style, Style::Silent);
         let handle = tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(50));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -175,7 +177,9 @@ impl Reporter {
                     match written {
                         Ok(()) => *failure = None,
                         Err(e) => {
-                            tracing::warn!("could not journal {} events: {e}", batch.len());
+                            if !quiet {
+                                tracing::warn!("could not journal {} events: {e}", batch.len());
+                            }
                             *failure = Some(format!("could not record {} event(s) of the run: {e}", batch.len()));
                             // Kept for the next try, in order.
                             let mut events = shared.events.lock().unwrap_or_else(|p| p.into_inner());

@@ -86,6 +86,9 @@ pub struct Invocation {
     pub rollback: Option<String>,
     /// `runbook test`: the test's fakes, installed over the primitives.
     pub fakes: Option<crate::testing::Fakes>,
+    /// `runbook test`'s crash proof: the run is owned by a process that looks dead once it
+    /// stops, so that the resume takes it over as it would after a real crash.
+    pub owner: Option<Owner>,
 }
 
 impl Invocation {
@@ -107,6 +110,7 @@ impl Invocation {
             drain: false,
             rollback: None,
             fakes: None,
+            owner: None,
         }
     }
 }
@@ -590,6 +594,7 @@ fn unattended(trigger: &str) -> bool {
 pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Reporter) -> Result<Outcome, Error> {
     let file = inv.path.display().to_string();
     let fakes = inv.fakes.clone();
+    let owner = inv.owner.clone().unwrap_or_else(Owner::current);
     let source = match inv.source {
         Some(s) => s,
         None => {
@@ -660,7 +665,7 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         drain: inv.drain,
         rollback_reason: inv.rollback,
         max_memory,
-        me: Owner::current(),
+        me: owner,
         st: RefCell::new(State { records, rollback_resume, replay_pending, ..State::default() }),
         stop_tx,
         deadline: Rc::new(Cell::new(None)),

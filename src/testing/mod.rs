@@ -13,18 +13,30 @@ use mlua::{Lua, LuaSerdeExt, Table, Value};
 use crate::error::{exit, Error, Result};
 
 /// What `run` hands the engine: the test's fakes, and where the calls go.
+pub mod crash;
+
 #[derive(Clone)]
 pub struct Fakes {
     pub spec: serde_json::Value,
     pub calls: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Set when the crash proof stopped the process: a primitive call after it never happens.
+    pub dead: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Installs the fakes over the primitives of a runbook's environment (after registration).
 pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
     let install: mlua::Function = lua.unpack(crate::lua::run_internal(lua, "internal.fakes")?)?;
     let calls = Arc::clone(&fakes.calls);
+    let dead = fakes.dead.clone();
     let record = lua.create_function(move |lua, call: Value| {
-        let json: serde_json::Value = lua.from_value(call)?;
+        if dead.as_ref().is_some_and(|d| d.load(std::sync::atomic::Ordering::SeqCst)) {
+            return Err(mlua::Error::runtime("the process stopped at a crash point"));
+        }
+        let mut json: serde_json::Value = lua.from_value(call)?;
+        // The step the call was made in (none: the runbook's top level, run again on resume).
+        if let Some(step) = crate::engine::Ctx::from_lua(lua).ok().and_then(|c| c.current_step()) {
+            json["step"] = step.into();
+        }
         calls.lock().unwrap_or_else(|p| p.into_inner()).push(json);
         Ok(())
     })?;
@@ -182,6 +194,7 @@ async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<
         g.set("run", lua.create_async_function(run_runbook)?)?;
         g.set("resume", lua.create_async_function(resume_run)?)?;
         g.set("advance", lua.create_async_function(advance)?)?;
+        g.set("crash_everywhere", lua.create_async_function(crash_everywhere)?)?;
         Ok(())
     };
     setup().map_err(|e| format!("{shown}: {e}"))?;
@@ -337,6 +350,180 @@ async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result
     execute(&lua, &dir, inv, &state_url, fakes, spec.approve, Some(&run_id), &run_id).await
 }
 
+/// One pass of the crash proof: the run, stopped dead before journal write `crash_at` (none:
+/// not stopped), then resumed on its journal as after a real crash.
+struct Pass {
+    status: String,
+    /// What each journal write of the first process was.
+    writes: Vec<String>,
+    before: Vec<serde_json::Value>,
+    after: Vec<serde_json::Value>,
+    /// Steps recorded succeeded, and the one running, when the process stopped.
+    done: Vec<String>,
+    running: Option<String>,
+}
+
+async fn crash_pass(
+    dir: &TestDir,
+    shown: &Path,
+    spec: &Spec,
+    fakes_json: &serde_json::Value,
+    crash_at: Option<u64>,
+) -> mlua::Result<Pass> {
+    use std::sync::atomic::AtomicBool;
+    let io = |e: crate::journal::JournalError| mlua::Error::runtime(format!("crash proof: the test's journal: {e}"));
+    let n = dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    crate::clock::reset();
+    let state_url = format!("sqlite://{}", dir.tmp.path().join(format!("journal-{n}.db")).display());
+    let inner = crate::journal::open(Some(&state_url)).await.map_err(io)?;
+    let dead = Arc::new(AtomicBool::new(false));
+    let cj = Arc::new(crash::CrashJournal::new(Arc::clone(&inner), crash_at, Arc::clone(&dead)));
+    let fakes =
+        Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: Some(Arc::clone(&dead)) };
+    let invocation = |fakes: &Fakes| {
+        let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Run);
+        inv.supplied = spec.supplied.clone().unwrap_or_default();
+        inv.yes = spec.approve;
+        inv.trigger = "test".into();
+        inv.fakes = Some(fakes.clone());
+        inv
+    };
+    let mut inv = invocation(&fakes);
+    if crash_at.is_some() {
+        // Owned by a process that reads as gone once stopped (same pid, another start time).
+        inv.owner = Some(crate::journal::Owner { pid_start: Some(-1), ..crate::journal::Owner::current() });
+    }
+    let journal: Arc<dyn crate::journal::Journal> = cj.clone();
+    let _ = crate::engine::execute(inv, Some(journal), crate::output::Reporter::silent()).await;
+    let before = fakes.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let writes = cj.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let mut pass = Pass { status: String::new(), writes, before, after: vec![], done: vec![], running: None };
+    let again = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: None };
+    match inner.find_run("last").await {
+        Ok(run) => {
+            for s in inner.steps(&run.id).await.map_err(io)? {
+                // An undo's calls are made as the step "undo NAME".
+                match s.undo_status.as_deref() {
+                    Some("done") => pass.done.push(format!("undo {}", s.name)),
+                    Some("running") => pass.running = Some(format!("undo {}", s.name)),
+                    _ => {}
+                }
+                match s.status {
+                    crate::journal::StepStatus::Succeeded => pass.done.push(s.name),
+                    crate::journal::StepStatus::Running | crate::journal::StepStatus::Retrying => {
+                        pass.running = Some(s.name)
+                    }
+                    _ => {}
+                }
+            }
+            if crash_at.is_some() && !run.effective_status().is_final() {
+                let path = crate::commands::resumable(&run, false, "")
+                    .map_err(|e| mlua::Error::runtime(format!("crash proof: {e}")))?;
+                let steps = inner.steps(&run.id).await.map_err(io)?;
+                let mut inv = invocation(&again);
+                inv.path = path;
+                inv.resume = Some((run.clone(), steps));
+                let _ = crate::engine::execute(inv, Some(Arc::clone(&inner)), crate::output::Reporter::silent()).await;
+            }
+            pass.status = inner.find_run(&run.id).await.map_err(io)?.effective_status().to_string();
+        }
+        Err(_) if crash_at.is_some() => {
+            // Stopped before the run was recorded: nothing happened yet; it is started again.
+            let inv = invocation(&again);
+            let _ = crate::engine::execute(inv, Some(Arc::clone(&inner)), crate::output::Reporter::silent()).await;
+            pass.status = match inner.find_run("last").await {
+                Ok(r) => r.effective_status().to_string(),
+                Err(_) => "not_started".into(),
+            };
+        }
+        Err(_) => pass.status = "not_started".into(),
+    }
+    pass.after = again.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    inner.close().await;
+    Ok(pass)
+}
+
+/// `crash_everywhere(path, spec)`: the scenario once, then once per crash point (before each
+/// journal write of the run: steps, undos, gates, the run's own records), each time stopping the
+/// process dead there and resuming on the same journal. Fails when a crash changes the outcome,
+/// when a call of a step that had completed ran again, or when a mutating call outside any step
+/// ran again; returns { points, outcome, repeated } (`repeated`: steps run again because they
+/// were in flight at the crash: at-least-once, allowed, shown).
+async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::Result<Table> {
+    let dir = test_dir(&lua, "crash_everywhere")?;
+    let runbook = dir.dir.join(&path);
+    if !runbook.is_file() {
+        return Err(mlua::Error::runtime(format!("crash_everywhere: no runbook {}", runbook.display())));
+    }
+    let shown = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| runbook.clone());
+    let spec = read_spec(&lua, spec, "crash_everywhere")?;
+    let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
+    let base = crash_pass(&dir, &shown, &spec, &fakes_json, None).await?;
+    if let Some(c) = base.before.iter().find(|c| c["faked"] == false) {
+        return Err(mlua::Error::runtime(format!(
+            "crash_everywhere: unfaked call: {} {} (the uncrashed run must be fully faked)",
+            c["primitive"].as_str().unwrap_or(""),
+            c["call"].as_str().unwrap_or("")
+        )));
+    }
+    let mut problems = Vec::new();
+    let mut repeated = std::collections::BTreeSet::new();
+    let call_of = |c: &serde_json::Value| {
+        format!("{} {}", c["primitive"].as_str().unwrap_or(""), c["call"].as_str().unwrap_or(""))
+    };
+    for k in 1..=base.writes.len() as u64 {
+        let p = crash_pass(&dir, &shown, &spec, &fakes_json, Some(k)).await?;
+        let at = format!(
+            "crash before journal write {k} ({})",
+            base.writes.get(k as usize - 1).map(String::as_str).unwrap_or("?")
+        );
+        if p.status != base.status {
+            problems.push(format!("{at}: the run ended {}, {} without the crash", p.status, base.status));
+        }
+        for c in p.after.iter().filter(|c| c["mutating"] == true) {
+            match c["step"].as_str() {
+                Some(step) if p.done.iter().any(|d| d == step) => problems.push(format!(
+                    "{at}: step '{step}' had completed, and its call `{}` ran again on resume",
+                    call_of(c)
+                )),
+                Some(step) => {
+                    if p.running.as_deref() == Some(step) && p.before.iter().any(|b| b["step"].as_str() == Some(step)) {
+                        repeated.insert(step.to_string());
+                    }
+                }
+                None => {
+                    if p.before.iter().any(|b| b["step"].is_null() && call_of(b) == call_of(c)) {
+                        problems.push(format!(
+                            "{at}: `{}` is outside any step: it ran again on resume (put it in a step)",
+                            call_of(c)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    problems.dedup();
+    if !problems.is_empty() {
+        let shown_problems: Vec<String> = problems.iter().take(10).map(|p| format!("  - {p}")).collect();
+        return Err(mlua::Error::runtime(format!(
+            "crash proof of {}: {} problem(s) over {} crash points:\n{}{}",
+            shown.display(),
+            problems.len(),
+            base.writes.len(),
+            shown_problems.join("\n"),
+            if problems.len() > 10 { "\n  ..." } else { "" }
+        )));
+    }
+    let out = lua.create_table()?;
+    out.set("points", base.writes.len())?;
+    out.set("outcome", base.status.clone())?;
+    out.set("repeated", lua.create_sequence_from(repeated)?)?;
+    Ok(out)
+}
+
 /// `advance(duration)`: moves the virtual clock, as time passing between two runs.
 async fn advance(_lua: Lua, d: Value) -> mlua::Result<()> {
     let d = crate::duration::from_lua(&d).map_err(|e| mlua::Error::runtime(format!("advance: {e}")))?;
@@ -359,7 +546,7 @@ async fn execute(
     let journal = crate::journal::open(Some(state_url))
         .await
         .map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
-    let fakes = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())) };
+    let fakes = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: None };
     inv.yes = approve;
     inv.trigger = "test".into();
     inv.fakes = Some(fakes.clone());
@@ -419,7 +606,7 @@ mod tests {
     #[test]
     fn every_global_of_a_test_file_has_a_stub() {
         let stub = include_str!("../../stdlib/types/test.lua");
-        for name in super::FROM_LUA.iter().chain(&["run", "resume", "advance"]) {
+        for name in super::FROM_LUA.iter().chain(&["run", "resume", "advance", "crash_everywhere"]) {
             assert!(stub.contains(&format!("\nfunction {name}(")), "stdlib/types/test.lua does not declare {name}");
         }
     }

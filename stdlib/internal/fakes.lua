@@ -41,9 +41,9 @@ return function(spec, record, helpers)
   end
 
   -- Records the call and returns its fake's answer, or raises: unfaked, or the fake's error.
-  local function faked(primitive, call, level)
+  local function faked(primitive, call, level, mutating)
     local a, tried = answer(primitive, call)
-    record { primitive = primitive, call = call, faked = a ~= nil,
+    record { primitive = primitive, call = call, faked = a ~= nil, mutating = mutating ~= false,
              tried = #tried > 0 and table.concat(tried, ", ") or "none" }
     if not a then
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "
@@ -61,7 +61,7 @@ return function(spec, record, helpers)
     exec = function(opts)
       -- The checks the real exec makes (a table, no secret on the command line, known keys).
       local call = helpers.exec_check(opts)
-      local a = faked("exec", call, 2)
+      local a = faked("exec", call, 2, not opts.readonly)
       local r = { code = a.code or 0, stdout = a.stdout or "", stderr = a.stderr or "", ms = a.ms or 0 }
       if r.code ~= 0 and not (type(opts) == "table" and opts.check == false) then
         error(string.format("exec: `%s` exited with %d: %s", call, r.code, r.stderr), 2)
@@ -79,7 +79,8 @@ return function(spec, record, helpers)
     end
     local function response(method, url, opts)
       local call = tostring(method):upper() .. " " .. text(url)
-      local a = faked("http", call, 3)
+      local verb = tostring(method):upper()
+      local a = faked("http", call, 3, not (verb == "GET" or verb == "HEAD" or verb == "OPTIONS"))
       local status = a.status or 200
       local r = setmetatable({ status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = text(url) },
         { __index = Response.__index, answer = a })
@@ -173,7 +174,7 @@ return function(spec, record, helpers)
   local real_secret = secret
   local function fake_secret(name)
     local v = spec.secrets and spec.secrets[name]
-    record { primitive = "secret", call = name, faked = v ~= nil, tried = "fakes.secrets" }
+    record { primitive = "secret", call = name, faked = v ~= nil, mutating = false, tried = "fakes.secrets" }
     if v == nil then error("unfaked call: secret " .. name .. " (give it in fakes.secrets)", 3) end
     return real_secret { value = tostring(v), name = name }
   end

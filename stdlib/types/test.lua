@@ -107,3 +107,19 @@ function resume(r, spec) end
 --- Moves the virtual clock, as time passing between a run and its resume.
 ---@param d Duration
 function advance(d) end
+
+---@class CrashReport
+---@field points integer The crash points tried: one before each journal write of the run.
+---@field outcome string The outcome without a crash, which every crashed and resumed run reached.
+---@field repeated string[] Steps run again because they were in flight at a crash (at-least-once).
+
+--- The crash proof: the scenario once, then once per crash point (before each journal write of
+--- the run: its steps, undos, gates and its own records), each time stopping the process dead
+--- there and resuming on the same journal with a fresh Lua state. Fails naming the crash point
+--- when the outcome differs from the uncrashed one, when a call of a step that had completed
+--- (or an undo that was done) ran again, or when a mutating call outside any step ran again.
+--- Example: `local report = crash_everywhere("deploy.lua", { params = p, fakes = f, approve = true })`
+---@param path string
+---@param spec? TestRunSpec
+---@return CrashReport
+function crash_everywhere(path, spec) end

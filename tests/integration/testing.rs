@@ -19,7 +19,7 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     r.assert_code(0);
     let report: serde_json::Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    assert_eq!(report["passed"], 12, "{report}");
+    assert_eq!(report["passed"], 14, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     let names: Vec<&str> = report["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"release retries back off and waits on the virtual clock"), "{names:?}");
@@ -27,6 +27,7 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
         names.contains(&"a run waits at its gate, and its resume goes on without redoing what was done"),
         "{names:?}"
     );
+    assert!(names.contains(&"so does its rollback"), "{names:?}");
     // Hours of backoff and waiting, on the virtual clock: the whole file well inside seconds
     // even on a loaded machine (the figure itself is for benches, not asserted finely here).
     assert!(report["ms"].as_u64().unwrap() < 20_000, "{report}");
@@ -35,11 +36,11 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     // The filter runs the named tests and skips the rest.
     let r = runbook_test(&env, &["passing", "-k", "virtual clock"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("2 passed, 0 failed, 10 skipped"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 passed, 0 failed, 12 skipped"), "{}", r.stdout);
     // A filter that matches nothing ran nothing: not a green run.
     let r = runbook_test(&env, &["passing", "-k", "no such test"]);
     r.assert_code(2);
-    assert!(r.stderr.contains("no test's name contains \"no such test\" (12 test(s) skipped)"), "{}", r.all());
+    assert!(r.stderr.contains("no test's name contains \"no such test\" (14 test(s) skipped)"), "{}", r.all());
 }
 
 #[test]
@@ -47,12 +48,9 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
     let env = Env::new();
     let r = runbook_test(&env, &["failing"]);
     r.assert_code(1);
-    assert!(r.stdout.contains("0 passed, 3 failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("0 passed, 4 failed"), "{}", r.stdout);
     let failure = |name: &str| -> String {
-        let at = r
-            .stdout
-            .find(&format!("FAIL  failing/unfaked_test.lua: {name}"))
-            .unwrap_or_else(|| panic!("{name}: {}", r.stdout));
+        let at = r.stdout.find(&format!(".lua: {name}\n")).unwrap_or_else(|| panic!("{name}: {}", r.stdout));
         r.stdout[at..].lines().nth(1).unwrap_or("").trim().to_string()
     };
     // The unfaked call: the test's line, the runbook's line and step, the call, the fakes tried.
@@ -75,6 +73,21 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
         wrong.starts_with("failing/unfaked_test.lua:19: not equal, at .status: got \"succeeded\", want \"failed\""),
         "{wrong}"
     );
+    // The crash proof names the crash point and the call that a resume ran again.
+    let outside = failure("a mutating call outside any step is found by the crash proof");
+    assert!(
+        outside.starts_with(
+            "failing/crash_test.lua:2: crash proof of failing/outside.lua: 5 problem(s) over 6 crash points"
+        ),
+        "{outside}"
+    );
+    assert!(
+        r.stdout.contains("crash before journal write 3 (step 'deploy' succeeded): `exec notify deploy started` is outside any step: it ran again on resume"),
+        "{}",
+        r.stdout
+    );
+    // Nothing of a crash point's journal shows: a test's runs say nothing.
+    assert!(!r.stderr.contains("could not journal"), "{}", r.stderr);
     // No journal, no command, no request left the test: the runs' journals were the test's own.
     assert!(!std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testing/.runbook").exists());
 }

@@ -1,0 +1,199 @@
+//! The crash proof of `runbook test`: a journal that stops dead before its Nth write. Every
+//! write that records progress (a run created or ended, a step's record, an item, a gate, a
+//! lock) is a crash point; once dead, every call fails as if the process were gone, so the
+//! engine stops there, and a resume on the same file (with a fresh Lua state and a journal
+//! handle of its own) shows what a real crash at that point would leave.
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use crate::journal::*;
+
+pub struct CrashJournal {
+    inner: Arc<dyn Journal>,
+    /// The write before which the process stops (none: it never does; the writes are counted).
+    crash_at: Option<u64>,
+    points: AtomicU64,
+    pub dead: Arc<AtomicBool>,
+    /// What each write was, in order (for naming crash points).
+    pub seen: Mutex<Vec<String>>,
+}
+
+impl CrashJournal {
+    pub fn new(inner: Arc<dyn Journal>, crash_at: Option<u64>, dead: Arc<AtomicBool>) -> CrashJournal {
+        CrashJournal { inner, crash_at, points: AtomicU64::new(0), dead, seen: Mutex::default() }
+    }
+
+    fn gone() -> JournalError {
+        JournalError::NotOwner("(the process stopped at a crash point of runbook test)".into())
+    }
+
+    fn alive(&self) -> JResult<()> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(Self::gone());
+        }
+        Ok(())
+    }
+
+    fn point(&self, what: String) -> JResult<()> {
+        self.alive()?;
+        let n = self.points.fetch_add(1, Ordering::SeqCst) + 1;
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).push(what);
+        if Some(n) == self.crash_at {
+            self.dead.store(true, Ordering::SeqCst);
+            return Err(Self::gone());
+        }
+        Ok(())
+    }
+
+    /// The writes made so far.
+    pub fn writes(&self) -> u64 {
+        self.points.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait]
+impl Journal for CrashJournal {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    async fn create_run(&self, run: &RunRecord) -> JResult<()> {
+        self.point("create_run".to_string())?;
+        self.inner.create_run(run).await
+    }
+    async fn run(&self, id: &str) -> JResult<Option<RunRecord>> {
+        self.alive()?;
+        self.inner.run(id).await
+    }
+    async fn find_run(&self, reference: &str) -> JResult<RunRecord> {
+        self.alive()?;
+        self.inner.find_run(reference).await
+    }
+    async fn runs(&self, filter: &RunFilter) -> JResult<Vec<RunRecord>> {
+        self.alive()?;
+        self.inner.runs(filter).await
+    }
+    async fn claim_run(&self, claim: &Claim<'_>) -> JResult<bool> {
+        self.point("claim_run".to_string())?;
+        self.inner.claim_run(claim).await
+    }
+    async fn set_run_status(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        self.point("set_run_status".to_string())?;
+        self.inner.set_run_status(id, me, status, error).await
+    }
+    async fn finish_run(&self, id: &str, me: &Owner, status: RunStatus, error: Option<&str>) -> JResult<()> {
+        self.point("finish_run".to_string())?;
+        self.inner.finish_run(id, me, status, error).await
+    }
+    async fn close_stopped_run(
+        &self,
+        id: &str,
+        expected: RunStatus,
+        previous: &Owner,
+        status: RunStatus,
+        error: &str,
+    ) -> JResult<bool> {
+        self.point("close_stopped_run".to_string())?;
+        self.inner.close_stopped_run(id, expected, previous, status, error).await
+    }
+    async fn heartbeat(&self, id: &str, me: &Owner) -> JResult<Beat> {
+        self.alive()?;
+        self.inner.heartbeat(id, me).await
+    }
+    async fn request_cancel(&self, id: &str, rollback: bool) -> JResult<()> {
+        self.alive()?;
+        self.inner.request_cancel(id, rollback).await
+    }
+    async fn steps(&self, run_id: &str) -> JResult<Vec<StepRecord>> {
+        self.alive()?;
+        self.inner.steps(run_id).await
+    }
+    async fn put_step(&self, run_id: &str, me: &Owner, step: &StepRecord) -> JResult<()> {
+        self.point(format!("step '{}' {}", step.name, step.status.as_str()))?;
+        self.inner.put_step(run_id, me, step).await
+    }
+    async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>> {
+        self.alive()?;
+        self.inner.items(run_id, step).await
+    }
+    async fn put_item(&self, run_id: &str, me: &Owner, item: &ItemRecord) -> JResult<()> {
+        self.point("put_item".to_string())?;
+        self.inner.put_item(run_id, me, item).await
+    }
+    async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool> {
+        self.point("approve_gate".to_string())?;
+        self.inner.approve_gate(run_id, gate, actor).await
+    }
+    async fn append_events(&self, events: &[EventRecord]) -> JResult<()> {
+        self.alive()?;
+        self.inner.append_events(events).await
+    }
+    async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>> {
+        self.alive()?;
+        self.inner.events(run_id).await
+    }
+    async fn claim_queued(&self, me: &Owner, lease_secs: i64) -> JResult<Option<RunRecord>> {
+        self.alive()?;
+        self.inner.claim_queued(me, lease_secs).await
+    }
+    async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>> {
+        self.alive()?;
+        self.inner.takeover_candidates().await
+    }
+    async fn fire(&self, fire: &FireRecord, run: Option<&RunRecord>) -> JResult<bool> {
+        self.alive()?;
+        self.inner.fire(fire, run).await
+    }
+    async fn fires(&self, schedule: &str, limit: i64) -> JResult<Vec<FireRecord>> {
+        self.alive()?;
+        self.inner.fires(schedule, limit).await
+    }
+    async fn unpaused_at(&self, schedule: &str) -> JResult<Option<String>> {
+        self.alive()?;
+        self.inner.unpaused_at(schedule).await
+    }
+    async fn unpause(&self, schedule: &str, actor: &str) -> JResult<()> {
+        self.alive()?;
+        self.inner.unpause(schedule, actor).await
+    }
+    async fn acquire_lock(&self, name: &str, run_id: &str, me: &Owner, lease_secs: i64) -> JResult<LockOutcome> {
+        self.point("acquire_lock".to_string())?;
+        self.inner.acquire_lock(name, run_id, me, lease_secs).await
+    }
+    async fn put_session(&self, session: &SessionRecord) -> JResult<()> {
+        self.alive()?;
+        self.inner.put_session(session).await
+    }
+    async fn session_event(&self, event: &SessionEvent) -> JResult<()> {
+        self.alive()?;
+        self.inner.session_event(event).await
+    }
+    async fn sessions(&self, limit: i64) -> JResult<Vec<SessionRecord>> {
+        self.alive()?;
+        self.inner.sessions(limit).await
+    }
+    async fn find_session(&self, reference: &str) -> JResult<SessionRecord> {
+        self.alive()?;
+        self.inner.find_session(reference).await
+    }
+    async fn session_events(&self, session_id: &str) -> JResult<Vec<SessionEvent>> {
+        self.alive()?;
+        self.inner.session_events(session_id).await
+    }
+    async fn release_lock(&self, name: &str, run_id: &str) -> JResult<()> {
+        self.point("release_lock".to_string())?;
+        self.inner.release_lock(name, run_id).await
+    }
+    async fn lock_holder(&self, name: &str) -> JResult<Option<LockHolder>> {
+        self.alive()?;
+        self.inner.lock_holder(name).await
+    }
+    async fn scrub_run(&self, run_id: &str, me: &Owner, scrub: for<'v> fn(&'v mut serde_json::Value)) -> JResult<()> {
+        self.alive()?;
+        self.inner.scrub_run(run_id, me, scrub).await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
