@@ -603,6 +603,52 @@ async fn execute(
 
 #[cfg(test)]
 mod tests {
+    /// A test never reaches a real system by accident: after the fakes are installed, no
+    /// function of any primitive (every one the registration list adds) is the real one.
+    #[test]
+    fn every_primitive_function_is_replaced_by_a_fake() {
+        use mlua::{Table, Value};
+        let lua = crate::lua::new_sandbox(std::path::Path::new("."), None).unwrap();
+        crate::engine::register_globals(&lua).unwrap();
+        let mut real = Vec::new();
+        for (name, _) in crate::primitives::PRIMITIVES {
+            match lua.globals().get::<Value>(*name).unwrap() {
+                Value::Function(f) => real.push((name.to_string(), Value::Function(f))),
+                Value::Table(t) => {
+                    for (k, v) in t.pairs::<String, Value>().flatten() {
+                        if matches!(v, Value::Function(_)) {
+                            real.push((format!("{name}.{k}"), v));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // And the builtins that read the world: the environment and secrets.
+        for name in ["secret", "env"] {
+            real.push((name.to_string(), lua.globals().get::<Value>(name).unwrap()));
+        }
+        let fakes = super::Fakes { spec: serde_json::json!({}), calls: Default::default(), dead: None };
+        super::install(&lua, &fakes).unwrap();
+        // Logging acts on nothing outside the run.
+        let harmless = |n: &str| n.starts_with("log.");
+        let mut kept = Vec::new();
+        for (name, before) in &real {
+            if harmless(name) {
+                continue;
+            }
+            let now: Value = match name.split_once('.') {
+                Some((m, f)) => lua.globals().get::<Table>(m).unwrap().get(f).unwrap(),
+                None => lua.globals().get(name.as_str()).unwrap(),
+            };
+            if &now == before {
+                kept.push(name.clone());
+            }
+        }
+        assert!(real.len() >= 30, "{} primitive functions found", real.len());
+        assert!(kept.is_empty(), "primitive functions a test would call for real: {kept:?}");
+    }
+
     #[test]
     fn every_global_of_a_test_file_has_a_stub() {
         let stub = include_str!("../../stdlib/types/test.lua");
