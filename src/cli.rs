@@ -110,6 +110,7 @@ real result are not listed; a note says where.")]
   runbook test                       # every *_test.lua under this folder
   runbook test runbooks/ -k canary   # the tests whose name contains \"canary\"
   runbook test deploy_test.lua --output json
+  runbook test --crash               # and every run() crashed at each journal write, resumed
 
 A test file has test(name, fn), describe, expect(x).to_be/.to_equal/.to_match/.to_contain/
 .to_fail_with, expect_calls(r, \"exec\", {...}), and run(\"deploy.lua\", { params, fakes, approve }).
@@ -124,6 +125,10 @@ A primitive call no fake answers fails the test. Exit codes: 0 all passed, 1 a t
         /// text or json
         #[arg(long, default_value = "text")]
         output: Format,
+        /// Also prove every run of the tests safe to resume after a crash at any point
+        /// (crash_everywhere for each run()): slower, by the number of journal writes
+        #[arg(long)]
+        crash: bool,
     },
     /// List recent runs, newest first
     #[command(after_help = "Examples:

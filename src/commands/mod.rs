@@ -24,8 +24,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Plan(args) => inspect::plan(args).await,
         Command::Check { file } => inspect::check(&file).await,
         Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
-        Command::Test { paths, filter, output } => {
-            crate::testing::command(&paths, filter.as_deref(), output == Format::Json).await
+        Command::Test { paths, filter, output, crash } => {
+            crate::testing::command(&paths, filter.as_deref(), output == Format::Json, crash).await
         }
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,

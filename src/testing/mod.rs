@@ -100,8 +100,9 @@ pub struct Outcome {
 
 /// `runbook test [PATH...] [-k TEXT]`: exit 0 when every test passed, 1 when one failed, 2 when
 /// a test file could not be loaded.
-pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool) -> Result<u8> {
+pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool, crash: bool) -> Result<u8> {
     let started = Instant::now();
+    CRASH.store(crash, std::sync::atomic::Ordering::SeqCst);
     crate::clock::set_virtual();
     // A gate in a test never asks at the keyboard: it waits, as under cron (or `approve = true`).
     crate::engine::disable_prompts();
@@ -257,6 +258,7 @@ fn clean_error(text: &str, file: &str) -> String {
 }
 
 /// What a test's spec gives a run: params, fakes (JSON), approve.
+#[derive(Clone)]
 struct Spec {
     supplied: Option<toml::Table>,
     fakes: Option<serde_json::Value>,
@@ -315,10 +317,19 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
         .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| runbook.clone());
     let fakes = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
-    let mut inv = crate::engine::Invocation::new(shown, crate::engine::Mode::Run);
-    inv.supplied = spec.supplied.unwrap_or_default();
-    execute(&lua, &dir, inv, &state_url, fakes, spec.approve, None, &path).await
+    let mut inv = crate::engine::Invocation::new(shown.clone(), crate::engine::Mode::Run);
+    inv.supplied = spec.supplied.clone().unwrap_or_default();
+    let out = execute(&lua, &dir, inv, &state_url, fakes, spec.approve, None, &path).await?;
+    // `runbook test --crash`: every run of the suite also gets its crash proof.
+    if CRASH.load(std::sync::atomic::Ordering::SeqCst) {
+        let report = crash_proof(&lua, &dir, &shown, &spec).await?;
+        out.set("crash", report)?;
+    }
+    Ok(out)
 }
+
+/// `runbook test --crash`.
+static CRASH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// `resume(r, { params, fakes, approve })`: resumes the run of `r` on its journal, as `runbook
 /// resume` would, with a fresh Lua state; its fakes are the first run's unless given. The
@@ -398,7 +409,18 @@ async fn crash_pass(
     let before = fakes.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let writes = cj.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut pass = Pass { status: String::new(), writes, before, after: vec![], done: vec![], running: None };
-    let again = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: None };
+    // The fakes are the world: after the crash they go on where they were (a service that
+    // answered 503 twice has still answered twice), they do not start again with the process.
+    let mut world = fakes_json.clone();
+    for c in &pass.before {
+        if let (Some(p), Some(i)) = (c["primitive"].as_str(), c["fake"].as_u64()) {
+            if let Some(f) = world.get_mut(p).and_then(|l| l.get_mut(i as usize - 1)) {
+                let n = f["calls"].as_u64().unwrap_or(0) + 1;
+                f["calls"] = n.into();
+            }
+        }
+    }
+    let again = Fakes { spec: world, calls: Arc::new(Mutex::new(Vec::new())), dead: None };
     match inner.find_run("last").await {
         Ok(run) => {
             for s in inner.steps(&run.id).await.map_err(io)? {
@@ -460,8 +482,13 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
         .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
         .unwrap_or_else(|| runbook.clone());
     let spec = read_spec(&lua, spec, "crash_everywhere")?;
+    crash_proof(&lua, &dir, &shown, &spec).await
+}
+
+/// The crash proof of one scenario (see `crash_everywhere`).
+async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlua::Result<Table> {
     let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
-    let base = crash_pass(&dir, &shown, &spec, &fakes_json, None).await?;
+    let base = crash_pass(dir, shown, spec, &fakes_json, None).await?;
     if let Some(c) = base.before.iter().find(|c| c["faked"] == false) {
         return Err(mlua::Error::runtime(format!(
             "crash_everywhere: unfaked call: {} {} (the uncrashed run must be fully faked)",
@@ -475,7 +502,7 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
         format!("{} {}", c["primitive"].as_str().unwrap_or(""), c["call"].as_str().unwrap_or(""))
     };
     for k in 1..=base.writes.len() as u64 {
-        let p = crash_pass(&dir, &shown, &spec, &fakes_json, Some(k)).await?;
+        let p = crash_pass(dir, shown, spec, &fakes_json, Some(k)).await?;
         let at = format!(
             "crash before journal write {k} ({})",
             base.writes.get(k as usize - 1).map(String::as_str).unwrap_or("?")

@@ -26,24 +26,26 @@ return function(spec, record, helpers)
   -- The fake answering `key` among the primitive's (the most specific that matches and is not
   -- used up), and the ones tried.
   local function answer(primitive, key)
-    local tried, best, best_len = {}, nil, -1
-    for _, f in ipairs(spec[primitive] or {}) do
+    local tried, best, best_len, best_at = {}, nil, -1, nil
+    for i, f in ipairs(spec[primitive] or {}) do
       local hit
       if f.pattern then hit = key:find(f.pattern) ~= nil else hit = f.match == nil or key:find(f.match, 1, true) ~= nil end
       tried[#tried + 1] = f.pattern and ("pattern " .. string.format("%q", f.pattern)) or string.format("%q", f.match or "")
       local len = #(f.pattern or f.match or "")
-      if hit and (not f.times or (f.calls or 0) < f.times) and len > best_len then best, best_len = f, len end
+      if hit and (not f.times or (f.calls or 0) < f.times) and len > best_len then best, best_len, best_at = f, len, i end
     end
     if not best then return nil, tried end
     best.calls = (best.calls or 0) + 1
-    if best.answers then return copy(best.answers[math.min(best.calls, #best.answers)] or {}), tried end
-    return copy(best), tried
+    if best.answers then return copy(best.answers[math.min(best.calls, #best.answers)] or {}), tried, best_at end
+    return copy(best), tried, best_at
   end
 
   -- Records the call and returns its fake's answer, or raises: unfaked, or the fake's error.
   local function faked(primitive, call, level, mutating)
-    local a, tried = answer(primitive, call)
-    record { primitive = primitive, call = call, faked = a ~= nil, mutating = mutating ~= false,
+    local a, tried, at = answer(primitive, call)
+    -- `fake`: which of the primitive's fakes answered (its answers go on after a crash: the
+    -- world does not restart with the process).
+    record { primitive = primitive, call = call, faked = a ~= nil, mutating = mutating ~= false, fake = at,
              tried = #tried > 0 and table.concat(tried, ", ") or "none" }
     if not a then
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "

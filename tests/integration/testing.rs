@@ -93,6 +93,27 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
 }
 
 #[test]
+fn with_crash_every_run_of_the_suite_gets_its_crash_proof() {
+    let env = Env::new();
+    // The passing suite holds at every crash point of every run (retries included: the fakes'
+    // answers go on after a crash, as the world does).
+    let r = runbook_test(&env, &["passing", "--crash"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("14 passed, 0 failed"), "{}", r.stdout);
+    // A test that passes plainly fails under --crash: its runbook calls exec outside its steps.
+    runbook_test(&env, &["crash"]).assert_code(0);
+    let r = runbook_test(&env, &["crash", "--crash"]);
+    r.assert_code(1);
+    assert!(
+        r.stdout.contains(
+            "crash/outside_test.lua:3: crash proof of crash/../failing/outside.lua: 5 problem(s) over 6 crash points"
+        ),
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
 fn a_test_file_that_does_not_load_is_bad_input_with_its_line() {
     let env = Env::new();
     let r = runbook_test(&env, &["broken"]);
