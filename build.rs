@@ -22,6 +22,25 @@ fn modules(dir: &str, prefix: &str, out: &mut String) {
     }
 }
 
+fn files(dir: &Path, root: &str, out: &mut String) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            files(&path, root, out);
+        } else {
+            let rel = path.display().to_string();
+            let under = rel.trim_start_matches(root).trim_start_matches('/');
+            writeln!(out, "    (\"{under}\", include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{rel}\"))),")
+                .unwrap();
+        }
+    }
+}
+
 fn main() {
     let mut out = String::from(
         "/// (module name, source) of every embedded Lua module.\npub static MODULES: &[(&str, &str)] = &[\n",
@@ -29,6 +48,14 @@ fn main() {
     modules("stdlib/runbook", "runbook.", &mut out);
     modules("stdlib/internal", "internal.", &mut out);
     out.push_str("];\n");
+    // The editor stubs (`runbook stubs`) and the project scaffold (`runbook init`), by path.
+    for (name, dir) in [("TYPES", "stdlib/types"), ("SCAFFOLD", "stdlib/scaffold")] {
+        writeln!(out, "/// (path under {dir}, text) of every file of {dir}.\npub static {name}: &[(&str, &str)] = &[")
+            .unwrap();
+        files(Path::new(dir), dir, &mut out);
+        out.push_str("];\n");
+        println!("cargo:rerun-if-changed={dir}");
+    }
     let dest = Path::new(&std::env::var("OUT_DIR").unwrap()).join("stdlib.rs");
     std::fs::write(dest, out).unwrap();
     println!("cargo:rerun-if-changed=stdlib/runbook");

@@ -130,6 +130,23 @@ A primitive call no fake answers fails the test. Exit codes: 0 all passed, 1 a t
         #[arg(long)]
         crash: bool,
     },
+    /// Create a runbook project: runbook.toml, a runbook and its tests, editor stubs, a README
+    #[command(after_help = "Examples:
+  runbook init ops        # then: cd ops && runbook test && runbook run hello.lua
+
+Nothing is written over: a file that exists already stops it (exit 2).")]
+    Init {
+        /// The project's folder (made when missing)
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Write the LuaLS stubs of every runbook global and stdlib module into a folder
+    #[command(after_help = "Examples:
+  runbook stubs types     # point .luarc.json's workspace.library at it")]
+    Stubs {
+        /// Where to write them
+        dir: PathBuf,
+    },
     /// List recent runs, newest first
     #[command(after_help = "Examples:
   runbook history

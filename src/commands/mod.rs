@@ -1,5 +1,6 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
 mod doc;
+mod init;
 pub(crate) mod inspect;
 mod metrics;
 pub(crate) mod notify;
@@ -24,6 +25,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Plan(args) => inspect::plan(args).await,
         Command::Check { file } => inspect::check(&file).await,
         Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
+        Command::Init { dir } => init::init(&dir),
+        Command::Stubs { dir } => init::stubs(&dir),
         Command::Test { paths, filter, output, crash } => {
             crate::testing::command(&paths, filter.as_deref(), output == Format::Json, crash).await
         }

@@ -24,6 +24,16 @@ pub fn embedded_module(name: &str) -> Option<&'static str> {
     embedded::MODULES.iter().find(|(n, _)| *n == name).map(|(_, src)| *src)
 }
 
+/// The editor stubs of stdlib/types/ (path under it, text), for `runbook stubs` and `init`.
+pub fn embedded_types() -> &'static [(&'static str, &'static str)] {
+    embedded::TYPES
+}
+
+/// The project scaffold of stdlib/scaffold/ (path under it, text), for `runbook init`.
+pub fn scaffold() -> &'static [(&'static str, &'static str)] {
+    embedded::SCAFFOLD
+}
+
 pub fn embedded_names() -> impl Iterator<Item = &'static str> {
     embedded::MODULES.iter().map(|(n, _)| *n)
 }

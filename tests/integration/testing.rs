@@ -123,3 +123,44 @@ fn a_test_file_that_does_not_load_is_bad_input_with_its_line() {
     r.assert_code(2);
     assert!(r.stderr.contains("no-such-folder: no such file or folder"), "{}", r.all());
 }
+
+#[test]
+fn init_scaffolds_a_project_whose_tests_pass_and_never_writes_over_a_file() {
+    let env = Env::new();
+    env.run(&["init", "ops"]).assert_code(0);
+    for f in [
+        "runbook.toml",
+        "hello.lua",
+        "hello_test.lua",
+        "README.md",
+        ".luarc.json",
+        "types/runbook.lua",
+        "types/test.lua",
+    ] {
+        assert!(env.path("ops").join(f).is_file(), "{f} missing");
+    }
+    let luarc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("ops/.luarc.json")).unwrap()).unwrap();
+    assert_eq!(luarc["workspace.library"][0], "types");
+    // The scaffold's tests pass, crash proof included, with nothing installed.
+    let r: crate::harness::Run =
+        env.cmd(&["test", "--crash"]).current_dir(env.path("ops")).output().expect("runbook test").into();
+    r.assert_code(0);
+    assert!(r.stdout.contains("4 passed, 0 failed"), "{}", r.stdout);
+    // A second init stops at the first file that exists, and writes nothing.
+    std::fs::write(env.path("ops/hello.lua"), "-- mine\n").unwrap();
+    let r = env.run(&["init", "ops"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("exist already, nothing was written") && r.stderr.contains("hello.lua"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(env.path("ops/hello.lua")).unwrap(), "-- mine\n");
+    // `runbook stubs` writes the stubs of the source tree, as they are.
+    env.run(&["stubs", "editor"]).assert_code(0);
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib/types");
+    for f in ["runbook.lua", "runbook/deploy.lua", "runbook/scale.lua", "test.lua", "repl.lua"] {
+        assert_eq!(
+            std::fs::read_to_string(env.path("editor").join(f)).unwrap(),
+            std::fs::read_to_string(repo.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
