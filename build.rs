@@ -30,6 +30,11 @@ fn files(dir: &Path, root: &str, out: &mut String) {
         .collect();
     entries.sort();
     for path in entries {
+        // Editor leftovers (.swp, backups~) are not part of the stubs or the scaffold.
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if (name.starts_with('.') && name != ".luarc.json") || name.ends_with('~') || name.ends_with(".swp") {
+            continue;
+        }
         if path.is_dir() {
             files(&path, root, out);
         } else {

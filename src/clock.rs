@@ -33,6 +33,15 @@ pub fn reset() {
     DEADLINE_US.store(0, Ordering::SeqCst);
 }
 
+/// How far ahead the virtual clock is (to put it back after a detour, see `set_offset`).
+pub fn offset() -> u64 {
+    AHEAD_US.load(Ordering::SeqCst)
+}
+
+pub fn set_offset(us: u64) {
+    AHEAD_US.store(us, Ordering::SeqCst);
+}
+
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }

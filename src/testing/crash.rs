@@ -110,7 +110,10 @@ impl Journal for CrashJournal {
         self.inner.steps(run_id).await
     }
     async fn put_step(&self, run_id: &str, me: &Owner, step: &StepRecord) -> JResult<()> {
-        self.point(format!("step '{}' {}", step.name, step.status.as_str()))?;
+        self.point(match step.undo_status.as_deref().filter(|u| *u != "pending") {
+            Some(undo) => format!("undo of '{}' {undo}", step.name),
+            None => format!("step '{}' {}", step.name, step.status.as_str()),
+        })?;
         self.inner.put_step(run_id, me, step).await
     }
     async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>> {

@@ -369,9 +369,10 @@ struct Pass {
     writes: Vec<String>,
     before: Vec<serde_json::Value>,
     after: Vec<serde_json::Value>,
-    /// Steps recorded succeeded, and the one running, when the process stopped.
+    /// Steps (and undos, as "undo NAME") recorded done when the process stopped, and those in
+    /// flight or failed then (a resume may run those again: at-least-once).
     done: Vec<String>,
-    running: Option<String>,
+    running: Vec<String>,
 }
 
 async fn crash_pass(
@@ -408,7 +409,7 @@ async fn crash_pass(
     let _ = crate::engine::execute(inv, Some(journal), crate::output::Reporter::silent()).await;
     let before = fakes.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let writes = cj.seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let mut pass = Pass { status: String::new(), writes, before, after: vec![], done: vec![], running: None };
+    let mut pass = Pass { status: String::new(), writes, before, after: vec![], done: vec![], running: vec![] };
     // The fakes are the world: after the crash they go on where they were (a service that
     // answered 503 twice has still answered twice), they do not start again with the process.
     let mut world = fakes_json.clone();
@@ -427,18 +428,19 @@ async fn crash_pass(
                 // An undo's calls are made as the step "undo NAME".
                 match s.undo_status.as_deref() {
                     Some("done") => pass.done.push(format!("undo {}", s.name)),
-                    Some("running") => pass.running = Some(format!("undo {}", s.name)),
+                    Some("running" | "failed") => pass.running.push(format!("undo {}", s.name)),
                     _ => {}
                 }
-                match s.status {
-                    crate::journal::StepStatus::Succeeded => pass.done.push(s.name),
-                    crate::journal::StepStatus::Running | crate::journal::StepStatus::Retrying => {
-                        pass.running = Some(s.name)
-                    }
-                    _ => {}
+                if s.status.is_done() {
+                    pass.done.push(s.name);
+                } else {
+                    pass.running.push(s.name);
                 }
             }
-            if crash_at.is_some() && !run.effective_status().is_final() {
+            // Resumed only when the process died mid-run: a run that had recorded its own end
+            // (failed, waiting at a gate) before the crash point is compared as it stands, as
+            // the uncrashed one is.
+            if crash_at.is_some() && run.status.is_active() {
                 let path = crate::commands::resumable(&run, false, "")
                     .map_err(|e| mlua::Error::runtime(format!("crash proof: {e}")))?;
                 let steps = inner.steps(&run.id).await.map_err(io)?;
@@ -462,6 +464,11 @@ async fn crash_pass(
     }
     pass.after = again.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
     inner.close().await;
+    // One journal per pass: gone with it (a long runbook has hundreds of passes).
+    let db = dir.tmp.path().join(format!("journal-{n}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
     Ok(pass)
 }
 
@@ -488,7 +495,26 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
 /// The crash proof of one scenario (see `crash_everywhere`).
 async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlua::Result<Table> {
     let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
-    let base = crash_pass(dir, shown, spec, &fakes_json, None).await?;
+    if fakes_json["real"].as_array().is_some_and(|r| !r.is_empty()) {
+        return Err(mlua::Error::runtime(
+            "crash proof: `real` lets calls through to real systems, which every crash point would make again; fake them all",
+        ));
+    }
+    // The test's clock is where it was after the proof's passes.
+    let clock = crate::clock::offset();
+    let report = crash_passes(lua, dir, shown, spec, &fakes_json).await;
+    crate::clock::set_offset(clock);
+    report
+}
+
+async fn crash_passes(
+    lua: &Lua,
+    dir: &TestDir,
+    shown: &Path,
+    spec: &Spec,
+    fakes_json: &serde_json::Value,
+) -> mlua::Result<Table> {
+    let base = crash_pass(dir, shown, spec, fakes_json, None).await?;
     if let Some(c) = base.before.iter().find(|c| c["faked"] == false) {
         return Err(mlua::Error::runtime(format!(
             "crash_everywhere: unfaked call: {} {} (the uncrashed run must be fully faked)",
@@ -496,52 +522,65 @@ async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlu
             c["call"].as_str().unwrap_or("")
         )));
     }
-    let mut problems = Vec::new();
+    // Each problem once, with the crash points where it showed.
+    let mut problems: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut found = |what: String, k: u64| match problems.iter_mut().find(|(w, _)| *w == what) {
+        Some((_, at)) => at.push(k),
+        None => problems.push((what, vec![k])),
+    };
     let mut repeated = std::collections::BTreeSet::new();
     let call_of = |c: &serde_json::Value| {
         format!("{} {}", c["primitive"].as_str().unwrap_or(""), c["call"].as_str().unwrap_or(""))
     };
     for k in 1..=base.writes.len() as u64 {
-        let p = crash_pass(dir, shown, spec, &fakes_json, Some(k)).await?;
-        let at = format!(
-            "crash before journal write {k} ({})",
-            base.writes.get(k as usize - 1).map(String::as_str).unwrap_or("?")
-        );
+        let p = crash_pass(dir, shown, spec, fakes_json, Some(k)).await?;
         if p.status != base.status {
-            problems.push(format!("{at}: the run ended {}, {} without the crash", p.status, base.status));
+            found(format!("the run ended {}, {} without the crash", p.status, base.status), k);
         }
         for c in p.after.iter().filter(|c| c["mutating"] == true) {
             match c["step"].as_str() {
-                Some(step) if p.done.iter().any(|d| d == step) => problems.push(format!(
-                    "{at}: step '{step}' had completed, and its call `{}` ran again on resume",
-                    call_of(c)
-                )),
+                Some(step) if p.done.iter().any(|d| d == step) => {
+                    found(format!("step '{step}' had completed, and its call `{}` ran again on resume", call_of(c)), k)
+                }
                 Some(step) => {
-                    if p.running.as_deref() == Some(step) && p.before.iter().any(|b| b["step"].as_str() == Some(step)) {
+                    if p.running.iter().any(|r| r == step) && p.before.iter().any(|b| b["step"].as_str() == Some(step))
+                    {
                         repeated.insert(step.to_string());
                     }
                 }
                 None => {
                     if p.before.iter().any(|b| b["step"].is_null() && call_of(b) == call_of(c)) {
-                        problems.push(format!(
-                            "{at}: `{}` is outside any step: it ran again on resume (put it in a step)",
-                            call_of(c)
-                        ));
+                        found(
+                            format!("`{}` is outside any step: it ran again on resume (put it in a step)", call_of(c)),
+                            k,
+                        );
                     }
                 }
             }
         }
     }
-    problems.dedup();
     if !problems.is_empty() {
-        let shown_problems: Vec<String> = problems.iter().take(10).map(|p| format!("  - {p}")).collect();
+        let point = |k: u64| {
+            format!("journal write {k} ({})", base.writes.get(k as usize - 1).map(String::as_str).unwrap_or("?"))
+        };
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|(what, at)| {
+                let list: Vec<String> = at.iter().map(u64::to_string).collect();
+                format!(
+                    "  - {what}: crashing before {} (and {} point(s) in all: {})",
+                    point(at[0]),
+                    at.len(),
+                    list.join(", ")
+                )
+            })
+            .collect();
         return Err(mlua::Error::runtime(format!(
-            "crash proof of {}: {} problem(s) over {} crash points:\n{}{}",
+            "crash proof of {}: {} problem(s) over {} crash points:\n{}",
             shown.display(),
             problems.len(),
             base.writes.len(),
-            shown_problems.join("\n"),
-            if problems.len() > 10 { "\n  ..." } else { "" }
+            lines.join("\n")
         )));
     }
     let out = lua.create_table()?;

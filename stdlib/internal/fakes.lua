@@ -82,7 +82,8 @@ return function(spec, record, helpers)
     local function response(method, url, opts)
       local call = tostring(method):upper() .. " " .. text(url)
       local verb = tostring(method):upper()
-      local a = faked("http", call, 3, not (verb == "GET" or verb == "HEAD" or verb == "OPTIONS"))
+      local reads = verb == "GET" or verb == "HEAD" or verb == "OPTIONS" or (opts and opts.readonly)
+      local a = faked("http", call, 3, not reads)
       local status = a.status or 200
       local r = setmetatable({ status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = text(url) },
         { __index = Response.__index, answer = a })

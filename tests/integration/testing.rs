@@ -77,12 +77,15 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
     let outside = failure("a mutating call outside any step is found by the crash proof");
     assert!(
         outside.starts_with(
-            "failing/crash_test.lua:2: crash proof of failing/outside.lua: 5 problem(s) over 6 crash points"
+            "failing/crash_test.lua:2: crash proof of failing/outside.lua: 1 problem(s) over 6 crash points"
         ),
         "{outside}"
     );
     assert!(
-        r.stdout.contains("crash before journal write 3 (step 'deploy' succeeded): `exec notify deploy started` is outside any step: it ran again on resume"),
+        r.stdout.contains(
+            "`exec notify deploy started` is outside any step: it ran again on resume (put it in a step): \
+             crashing before journal write 2 (step 'deploy' running) (and 5 point(s) in all: 2, 3, 4, 5, 6)"
+        ),
         "{}",
         r.stdout
     );
@@ -106,7 +109,7 @@ fn with_crash_every_run_of_the_suite_gets_its_crash_proof() {
     r.assert_code(1);
     assert!(
         r.stdout.contains(
-            "crash/outside_test.lua:3: crash proof of crash/../failing/outside.lua: 5 problem(s) over 6 crash points"
+            "crash/outside_test.lua:3: crash proof of crash/../failing/outside.lua: 1 problem(s) over 6 crash points"
         ),
         "{}",
         r.stdout
@@ -153,8 +156,16 @@ fn init_scaffolds_a_project_whose_tests_pass_and_never_writes_over_a_file() {
     r.assert_code(2);
     assert!(r.stderr.contains("exist already, nothing was written") && r.stderr.contains("hello.lua"), "{}", r.stderr);
     assert_eq!(std::fs::read_to_string(env.path("ops/hello.lua")).unwrap(), "-- mine\n");
-    // `runbook stubs` writes the stubs of the source tree, as they are.
+    // `runbook stubs` writes the stubs of the source tree, as they are, over earlier stubs but
+    // never over a file of the user's.
     env.run(&["stubs", "editor"]).assert_code(0);
+    env.run(&["stubs", "editor"]).assert_code(0);
+    env.write("mine/test.lua", "print('my own test.lua')\n");
+    let r = env.run(&["stubs", "mine"]);
+    r.assert_code(2);
+    assert!(r.stderr.contains("not stubs (no ---@meta), nothing was written"), "{}", r.stderr);
+    assert_eq!(env.read("mine/test.lua"), "print('my own test.lua')\n");
+    assert!(!env.path("mine/runbook.lua").exists());
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("stdlib/types");
     for f in ["runbook.lua", "runbook/deploy.lua", "runbook/scale.lua", "test.lua", "repl.lua"] {
         assert_eq!(

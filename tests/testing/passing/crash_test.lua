@@ -11,6 +11,9 @@ test("the release ends the same wherever it crashes, and never repeats a complet
   expect(report.points >= 10).to_be_truthy()
   -- A step in flight at a crash runs again (at-least-once): shown, not a failure.
   expect(report.repeated).to_contain("migrate")
+  -- Real calls would be made again at every crash point: refused.
+  expect(function() crash_everywhere("release.lua", { fakes = { real = { "exec" } } }) end)
+    .to_fail_with("`real` lets calls through to real systems")
 end)
 
 test("so does its rollback", function()
