@@ -110,6 +110,7 @@ real result are not listed; a note says where.")]
   runbook test                       # every *_test.lua under this folder
   runbook test runbooks/ -k canary   # the tests whose name contains \"canary\"
   runbook test deploy_test.lua --output json
+  runbook test --junit report.xml    # and the report as JUnit XML for CI
   runbook test --crash               # and every run() crashed at each journal write, resumed
 
 A test file has test(name, fn), describe, expect(x).to_be/.to_equal/.to_match/.to_contain/
@@ -129,6 +130,9 @@ A primitive call no fake answers fails the test. Exit codes: 0 all passed, 1 a t
         /// (crash_everywhere for each run()): slower, by the number of journal writes
         #[arg(long)]
         crash: bool,
+        /// Also write the report as JUnit XML to this file (for CI)
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
     },
     /// Create a runbook project: runbook.toml, a runbook and its tests, editor stubs, a README
     #[command(after_help = "Examples:

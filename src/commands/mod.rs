@@ -27,8 +27,8 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
         Command::Init { dir } => init::init(&dir),
         Command::Stubs { dir } => init::stubs(&dir),
-        Command::Test { paths, filter, output, crash } => {
-            crate::testing::command(&paths, filter.as_deref(), output == Format::Json, crash).await
+        Command::Test { paths, filter, output, crash, junit } => {
+            crate::testing::command(&paths, filter.as_deref(), output == Format::Json, crash, junit.as_deref()).await
         }
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,

@@ -100,7 +100,13 @@ pub struct Outcome {
 
 /// `runbook test [PATH...] [-k TEXT]`: exit 0 when every test passed, 1 when one failed, 2 when
 /// a test file could not be loaded.
-pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool, crash: bool) -> Result<u8> {
+pub async fn command(
+    paths: &[PathBuf],
+    filter: Option<&str>,
+    json: bool,
+    crash: bool,
+    junit: Option<&Path>,
+) -> Result<u8> {
     let started = Instant::now();
     CRASH.store(crash, std::sync::atomic::Ordering::SeqCst);
     crate::clock::set_virtual();
@@ -125,6 +131,10 @@ pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool, crash:
             Some(f) => format!("no test's name contains \"{f}\" ({skipped} test(s) skipped)"),
             None => "the test files declare no test".into(),
         }));
+    }
+    if let Some(path) = junit {
+        std::fs::write(path, junit_xml(&outcomes, &broken, started.elapsed()))
+            .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
     }
     if json {
         println!(
@@ -161,6 +171,76 @@ pub async fn command(paths: &[PathBuf], filter: Option<&str>, json: bool, crash:
     } else {
         exit::OK
     })
+}
+
+/// The report as JUnit XML, for CI: one testsuite per test file, a file that did not load as a
+/// test case in error.
+fn junit_xml(outcomes: &[Outcome], broken: &[String], took: std::time::Duration) -> String {
+    fn esc(s: &str) -> String {
+        s.chars()
+            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+            .collect::<String>()
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+    }
+    let mut files: Vec<&str> = outcomes.iter().map(|o| o.file.as_str()).collect();
+    files.dedup();
+    let failed = outcomes.iter().filter(|o| o.status == "failed").count();
+    let skipped = outcomes.iter().filter(|o| o.status == "skipped").count();
+    let mut x = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"runbook test\" tests=\"{}\" failures=\"{failed}\" errors=\"{}\" skipped=\"{skipped}\" time=\"{:.3}\">\n",
+        outcomes.len() + broken.len(),
+        broken.len(),
+        took.as_secs_f64()
+    );
+    for file in files {
+        let of: Vec<&Outcome> = outcomes.iter().filter(|o| o.file == file).collect();
+        x.push_str(&format!(
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" skipped=\"{}\">\n",
+            esc(file),
+            of.len(),
+            of.iter().filter(|o| o.status == "failed").count(),
+            of.iter().filter(|o| o.status == "skipped").count()
+        ));
+        for o in of {
+            x.push_str(&format!("    <testcase classname=\"{}\" name=\"{}\"", esc(file), esc(&o.name)));
+            match o.status {
+                "failed" => {
+                    let e = o.error.as_deref().unwrap_or("");
+                    let first = e.lines().next().unwrap_or("");
+                    x.push_str(&format!(
+                        ">\n      <failure message=\"{}\">{}</failure>\n    </testcase>\n",
+                        esc(first),
+                        esc(e)
+                    ));
+                }
+                "skipped" => x.push_str(">\n      <skipped/>\n    </testcase>\n"),
+                _ => x.push_str("/>\n"),
+            }
+        }
+        x.push_str("  </testsuite>\n");
+    }
+    if !broken.is_empty() {
+        x.push_str(&format!(
+            "  <testsuite name=\"not loaded\" tests=\"{}\" errors=\"{}\">\n",
+            broken.len(),
+            broken.len()
+        ));
+        for b in broken {
+            let first = b.lines().next().unwrap_or("");
+            x.push_str(&format!(
+                "    <testcase classname=\"runbook test\" name=\"{}\">\n      <error message=\"{}\">{}</error>\n    </testcase>\n",
+                esc(first),
+                esc(first),
+                esc(b)
+            ));
+        }
+        x.push_str("  </testsuite>\n");
+    }
+    x.push_str("</testsuites>\n");
+    x
 }
 
 /// Where a test file's runs keep their journals: one folder per test file, removed after it.

@@ -46,8 +46,20 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
 #[test]
 fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
     let env = Env::new();
-    let r = runbook_test(&env, &["failing"]);
+    let junit = env.path("report.xml");
+    let r = runbook_test(&env, &["failing", "--junit", junit.to_str().unwrap()]);
     r.assert_code(1);
+    // The same report as JUnit XML for CI: each failure with its first line as the message.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.starts_with("<?xml") && xml.contains("tests=\"4\" failures=\"4\""), "{xml}");
+    assert!(
+        xml.contains(
+            "<testcase classname=\"failing/unfaked_test.lua\" name=\"a wrong expectation shows the difference\">"
+        ) && xml.contains(
+            "<failure message=\"failing/unfaked_test.lua:19: not equal, at .status: got &quot;succeeded&quot;"
+        ),
+        "{xml}"
+    );
     assert!(r.stdout.contains("0 passed, 4 failed"), "{}", r.stdout);
     let failure = |name: &str| -> String {
         let at = r.stdout.find(&format!(".lua: {name}\n")).unwrap_or_else(|| panic!("{name}: {}", r.stdout));
