@@ -28,7 +28,6 @@ local scale = require "runbook.scale"
 if params.stop and not params.start then
   fail("stop needs start: a rollback (a later step failing) must be able to bring the host back")
 end
-local function address(host) return deploy.address(host) end
 
 scale.drain {
   host = params.host,
@@ -36,9 +35,9 @@ scale.drain {
   pool = deploy.traffic_pool(params),
   deadline = params.deadline,
   port = params.port,
-  layout = deploy.layout { root = function(host) return (params.root:gsub("{host}", function() return deploy.address(host) end)) end },
+  layout = deploy.layout { root = function(host) return deploy.at_host(params.root, host) end },
   health = params.health_url and function(host)
-    http.wait_healthy((params.health_url:gsub("{host}", function() return address(host) end)),
+    http.wait_healthy(deploy.at_host(params.health_url, host),
       { timeout = "1m", interval = "500ms", attempt_timeout = "5s" })
   end,
   stop = params.stop,

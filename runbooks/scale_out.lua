@@ -29,16 +29,16 @@ runbook {
 
 local scale = require "runbook.scale"
 
-local function url_for(host) return (params.health_url:gsub("{host}", function() return deploy.address(host) end)) end
+local function url_for(host) return deploy.at_host(params.health_url, host) end
 local source = ssh.group(params.hosts)[1] or fail("the group " .. params.hosts .. " has no host to copy the release from")
 
 scale.out {
   host = params.host,
   server = deploy.lb_server(params, params.host),
-  address = (params.lb_address:gsub("{host}", function() return deploy.address(params.host) end)),
+  address = deploy.at_host(params.lb_address, params.host),
   pool = deploy.traffic_pool(params),
   layout = deploy.layout {
-    root = function(host) return (params.root:gsub("{host}", function() return deploy.address(host) end)) end,
+    root = function(host) return deploy.at_host(params.root, host) end,
     restart = params.restart,
   },
   id = params.version,

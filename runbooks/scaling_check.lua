@@ -123,16 +123,16 @@ local findings = step("triggers", { description = "Which scale-up triggers fired
 end)
 
 -- Acting on the findings, each behind an approval (the steps are scale_out.lua's and scale_in.lua's).
-local function root(host) return (params.root:gsub("{host}", function() return deploy.address(host) end)) end
+local function root(host) return deploy.at_host(params.root, host) end
 if params.spare and findings and #findings.fired > 0 then
   if not params.health_url then fail("spare needs health_url: the new host is health-checked before it takes traffic") end
-  local function url_for(host) return (params.health_url:gsub("{host}", function() return deploy.address(host) end)) end
+  local function url_for(host) return deploy.at_host(params.health_url, host) end
   local source = (type(hosts) == "string" and ssh.group(hosts) or hosts)[1]
   approve("Scale-up triggers fired: " .. table.concat(findings.fired, "; ") .. ". Add " .. params.spare .. " to the pool?")
   scale.out {
     host = params.spare,
     server = deploy.lb_server(params, params.spare),
-    address = (params.lb_address:gsub("{host}", function() return deploy.address(params.spare) end)),
+    address = deploy.at_host(params.lb_address, params.spare),
     pool = deploy.traffic_pool(params),
     layout = deploy.layout { root = root, restart = params.restart },
     source = source,
@@ -155,7 +155,7 @@ elseif params.retire and findings and findings.idle then
     port = params.port,
     layout = deploy.layout { root = root },
     health = params.health_url and function(host)
-      http.wait_healthy((params.health_url:gsub("{host}", function() return deploy.address(host) end)),
+      http.wait_healthy(deploy.at_host(params.health_url, host),
         { timeout = "1m", interval = "500ms", attempt_timeout = "5s" })
     end,
     stop = params.stop,

@@ -374,6 +374,14 @@ fn test_dir(lua: &Lua, what: &str) -> mlua::Result<Arc<TestDir>> {
         .ok_or_else(|| mlua::Error::runtime(format!("{what}() outside a test file")))
 }
 
+/// A runbook's path as people typed it: from the current folder when it is below it.
+fn shown_path(runbook: &Path) -> PathBuf {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| runbook.to_path_buf())
+}
+
 /// `run(path, { params = {...}, fakes = {...}, approve = true })`: the runbook through the real
 /// engine, on a journal of its own; returns its outcome: status, exit_code, error, steps[NAME]
 /// (status, attempts, result, error, undo_status), calls, run_id.
@@ -391,11 +399,7 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
     // Each run starts on the real time: runs do not see each other's virtual hours.
     crate::clock::reset();
     let state_url = format!("sqlite://{}", dir.tmp.path().join(format!("journal-{n}.db")).display());
-    // Shown in errors as the person typed paths: from the current folder when it is below it.
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| runbook.clone());
+    let shown = shown_path(&runbook);
     let fakes = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     let mut inv = crate::engine::Invocation::new(shown.clone(), crate::engine::Mode::Run);
     inv.supplied = spec.supplied.clone().unwrap_or_default();
@@ -564,10 +568,7 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
     if !runbook.is_file() {
         return Err(mlua::Error::runtime(format!("crash_everywhere: no runbook {}", runbook.display())));
     }
-    let shown = std::env::current_dir()
-        .ok()
-        .and_then(|cwd| runbook.strip_prefix(cwd).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| runbook.clone());
+    let shown = shown_path(&runbook);
     let spec = read_spec(&lua, spec, "crash_everywhere")?;
     crash_proof(&lua, &dir, &shown, &spec).await
 }

@@ -826,9 +826,14 @@ function M.with_traffic_params(own)
   return own
 end
 
+--- `template` with {host} replaced by the host's address ("http://{host}:3000/health").
+function M.at_host(template, host)
+  return (template:gsub("{host}", function() return M.address(host) end))
+end
+
 --- A host as the load balancer of the traffic params names it (lb_server, {host} its address).
 function M.lb_server(params, host)
-  return (params.lb_server:gsub("{host}", function() return M.address(host) end))
+  return M.at_host(params.lb_server, host)
 end
 
 -- The load balancer over SSH, or nil for this machine (an empty lb_host, e.g. `-p lb_host=`

@@ -292,6 +292,13 @@ function deploy.pool(spec) end
 ---@return table<string, table>
 function deploy.with_traffic_params(own) end
 
+--- `template` with {host} replaced by the host's address.
+--- Example: `deploy.at_host("http://{host}:3000/api/health", "deploy@10.0.0.5")` is "http://10.0.0.5:3000/api/health"
+---@param template string
+---@param host string
+---@return string
+function deploy.at_host(template, host) end
+
 --- A host as the load balancer names it: lb_server with {host} its address.
 ---@param params TrafficParams
 ---@param host string
