@@ -46,6 +46,24 @@ fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
 }
 
+/// Time elapsed on the runbook's clock (monotonic; the virtual clock's moves included).
+#[derive(Debug, Clone, Copy)]
+pub struct Stopwatch {
+    real: std::time::Instant,
+    ahead: u64,
+}
+
+impl Stopwatch {
+    pub fn start() -> Stopwatch {
+        Stopwatch { real: std::time::Instant::now(), ahead: AHEAD_US.load(Ordering::SeqCst) }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        let moved = AHEAD_US.load(Ordering::SeqCst).saturating_sub(self.ahead);
+        self.real.elapsed() + Duration::from_micros(moved)
+    }
+}
+
 /// Waits `d`, or, on the virtual clock, moves it `d` ahead and returns at once.
 pub async fn sleep(d: Duration) {
     if is_virtual() {

@@ -16,25 +16,64 @@ use mlua::{Lua, Value};
 /// A primitive's Lua registration: installs its globals into the runbook environment.
 pub type Register = fn(&Lua) -> mlua::Result<()>;
 
+/// What a primitive's fake needs of Rust (the real argument checks, an in-memory store ...),
+/// given the folder of the test's world (files the fakes keep across a crash and its resume).
+pub type FakeSupport = fn(&Lua, &std::path::Path) -> mlua::Result<mlua::Table>;
+
+/// A primitive: its global, its registration, and its fake for `runbook test` (the Lua source
+/// of `fake.lua` in its room, a function of the fakes kit (stdlib/internal/fakes.lua) and of
+/// its `support`). A primitive cannot be listed without its fake, so none ships that a test
+/// could not replace.
+pub struct Primitive {
+    pub name: &'static str,
+    pub register: Register,
+    pub fake: &'static str,
+    pub support: Option<FakeSupport>,
+}
+
+macro_rules! primitive {
+    ($name:ident) => {
+        primitive!($name, None)
+    };
+    ($name:ident, support) => {
+        primitive!($name, Some($name::fake::support))
+    };
+    ($name:ident, $support:expr) => {
+        Primitive {
+            name: stringify!($name),
+            register: $name::lua::register,
+            fake: include_str!(concat!(stringify!($name), "/fake.lua")),
+            support: $support,
+        }
+    };
+}
+
 /// Every primitive, by the global it installs.
-pub const PRIMITIVES: &[(&str, Register)] = &[
-    ("backup", backup::lua::register),
-    ("builtins", builtins::lua::register),
-    ("db", db::lua::register),
-    ("exec", exec::lua::register),
-    ("http", http::lua::register),
-    ("log", log::lua::register),
-    ("metrics", metrics::lua::register),
-    ("ssh", ssh::lua::register),
-    ("storage", storage::lua::register),
-    ("tls", tls::lua::register),
+pub const PRIMITIVES: &[Primitive] = &[
+    primitive!(backup),
+    primitive!(builtins),
+    primitive!(db, support),
+    primitive!(exec, support),
+    primitive!(http, support),
+    primitive!(log),
+    primitive!(metrics),
+    primitive!(ssh),
+    primitive!(storage, support),
+    primitive!(tls),
 ];
 
 pub fn register_all(lua: &Lua) -> mlua::Result<()> {
-    for (_, register) in PRIMITIVES {
-        register(lua)?;
+    for p in PRIMITIVES {
+        (p.register)(lua)?;
     }
     Ok(())
+}
+
+/// Under `runbook test`: the function a primitive's fake set (fake.lua, through the kit's
+/// `hook`) for the calls Rust makes itself: the hosts of an ssh fan-out, a store's operations,
+/// a backup's dump. None outside tests.
+pub fn fake_hook(lua: &Lua, primitive: &str) -> Option<mlua::Function> {
+    lua.named_registry_value::<Option<mlua::Function>>(&format!("runbook.fake.{primitive}")).ok().flatten()
 }
 
 /// After an attempt was abandoned (its step timed out, the run was cancelled or stopped): stops

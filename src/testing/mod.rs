@@ -21,9 +21,19 @@ pub struct Fakes {
     pub calls: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Set when the crash proof stopped the process: a primitive call after it never happens.
     pub dead: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The folder of the fakes' world (SQLite databases; in-memory stores are keyed by it): the
+    /// same for a run and its resumes, so what a run did before a crash is there after it.
+    pub world: Option<PathBuf>,
 }
 
-/// Installs the fakes over the primitives of a runbook's environment (after registration).
+/// The world of the run whose journal is `state_url`.
+fn world_of(state_url: &str) -> PathBuf {
+    PathBuf::from(format!("{}.world", state_url.trim_start_matches("sqlite://")))
+}
+
+/// Installs the fakes over the primitives of a runbook's environment (after registration):
+/// the kit (stdlib/internal/fakes.lua) with each primitive's fake from its room, in the order
+/// of the one list.
 pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
     let install: mlua::Function = lua.unpack(crate::lua::run_internal(lua, "internal.fakes")?)?;
     let calls = Arc::clone(&fakes.calls);
@@ -40,20 +50,33 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
         calls.lock().unwrap_or_else(|p| p.into_inner()).push(json);
         Ok(())
     })?;
-    // What the fakes need of Rust: the real argument checks, JSON, and the (virtual) time.
+    // What the kit needs of Rust: the (virtual) time, and the hooks through which Rust asks a
+    // fake about the calls it makes itself (an ssh fan-out's hosts, a store's operations).
     let helpers = lua.create_table()?;
-    helpers
-        .set("exec_check", lua.create_function(|_, arg: Value| crate::primitives::exec::lua::check_for_fake(arg))?)?;
+    helpers.set("now", lua.create_function(|_, ()| Ok(crate::clock::now().timestamp()))?)?;
     helpers.set(
-        "json_decode",
-        lua.create_function(|lua, text: mlua::LuaString| {
-            let v: serde_json::Value = serde_json::from_slice(&text.as_bytes())
-                .map_err(|e| mlua::Error::runtime(format!("http: the body is not JSON: {e}")))?;
-            to_lua(lua, &v)
+        "hook",
+        lua.create_function(|lua, (name, f): (String, mlua::Function)| {
+            lua.set_named_registry_value(&format!("runbook.fake.{name}"), f)
         })?,
     )?;
-    helpers.set("now", lua.create_function(|_, ()| Ok(crate::clock::now().timestamp()))?)?;
-    install.call::<()>((lua.to_value(&fakes.spec)?, record, helpers))
+    let world = fakes.world.clone().unwrap_or_else(|| std::env::temp_dir().join("runbook-test-world"));
+    let rooms = lua.create_table()?;
+    for p in crate::primitives::PRIMITIVES {
+        let room = lua.create_table()?;
+        room.set("name", p.name)?;
+        let fake = lua
+            .load(p.fake)
+            .set_name(format!("@src/primitives/{}/fake.lua", p.name))
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .eval::<mlua::Function>()?;
+        room.set("fake", fake)?;
+        if let Some(support) = p.support {
+            room.set("support", support(lua, &world)?)?;
+        }
+        rooms.push(room)?;
+    }
+    install.call::<()>((lua.to_value(&fakes.spec)?, record, helpers, rooms))
 }
 
 /// The test files under `paths` (files as given; folders searched for `*_test.lua`), sorted.
@@ -250,6 +273,12 @@ struct TestDir {
     /// Each run's journal and first fakes, by run id, for `resume`.
     journals: Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
     runs: std::sync::atomic::AtomicU32,
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        crate::primitives::storage::fake::forget(self.tmp.path());
+    }
 }
 
 /// The globals of a test file written in stdlib/internal/testing.lua (`run` is Rust's).
@@ -474,8 +503,12 @@ async fn crash_pass(
     let inner = crate::journal::open(Some(&state_url)).await.map_err(io)?;
     let dead = Arc::new(AtomicBool::new(false));
     let cj = Arc::new(crash::CrashJournal::new(Arc::clone(&inner), crash_at, Arc::clone(&dead)));
-    let fakes =
-        Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: Some(Arc::clone(&dead)) };
+    let fakes = Fakes {
+        spec: fakes_json.clone(),
+        calls: Arc::new(Mutex::new(Vec::new())),
+        dead: Some(Arc::clone(&dead)),
+        world: Some(world_of(&state_url)),
+    };
     let invocation = |fakes: &Fakes| {
         let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Run);
         inv.supplied = spec.supplied.clone().unwrap_or_default();
@@ -505,7 +538,8 @@ async fn crash_pass(
             }
         }
     }
-    let again = Fakes { spec: world, calls: Arc::new(Mutex::new(Vec::new())), dead: None };
+    let again =
+        Fakes { spec: world, calls: Arc::new(Mutex::new(Vec::new())), dead: None, world: Some(world_of(&state_url)) };
     match inner.find_run("last").await {
         Ok(run) => {
             for s in inner.steps(&run.id).await.map_err(io)? {
@@ -553,6 +587,9 @@ async fn crash_pass(
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
+    let world = world_of(&state_url);
+    crate::primitives::storage::fake::forget(&world);
+    let _ = std::fs::remove_dir_all(&world);
     Ok(pass)
 }
 
@@ -693,7 +730,12 @@ async fn execute(
     let journal = crate::journal::open(Some(state_url))
         .await
         .map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
-    let fakes = Fakes { spec: fakes_json.clone(), calls: Arc::new(Mutex::new(Vec::new())), dead: None };
+    let fakes = Fakes {
+        spec: fakes_json.clone(),
+        calls: Arc::new(Mutex::new(Vec::new())),
+        dead: None,
+        world: Some(world_of(state_url)),
+    };
     inv.yes = approve;
     inv.trigger = "test".into();
     inv.fakes = Some(fakes.clone());
@@ -758,8 +800,9 @@ mod tests {
         let lua = crate::lua::new_sandbox(std::path::Path::new("."), None).unwrap();
         crate::engine::register_globals(&lua).unwrap();
         let mut real = Vec::new();
-        for (name, _) in crate::primitives::PRIMITIVES {
-            match lua.globals().get::<Value>(*name).unwrap() {
+        for p in crate::primitives::PRIMITIVES {
+            let name = p.name;
+            match lua.globals().get::<Value>(name).unwrap() {
                 Value::Function(f) => real.push((name.to_string(), Value::Function(f))),
                 Value::Table(t) => {
                     for (k, v) in t.pairs::<String, Value>().flatten() {
@@ -775,10 +818,14 @@ mod tests {
         for name in ["secret", "env"] {
             real.push((name.to_string(), lua.globals().get::<Value>(name).unwrap()));
         }
-        let fakes = super::Fakes { spec: serde_json::json!({}), calls: Default::default(), dead: None };
+        let fakes = super::Fakes { spec: serde_json::json!({}), calls: Default::default(), dead: None, world: None };
         super::install(&lua, &fakes).unwrap();
-        // Logging acts on nothing outside the run.
-        let harmless = |n: &str| n.starts_with("log.");
+        // Logging acts on nothing outside the run; ssh.group reads runbook.toml. The fan-outs
+        // and backup stay real (their checks, batches, journal, manifests) and ask the fake,
+        // through its hook, for each host's session and each dump, verification and restore.
+        let harmless = |n: &str| {
+            n.starts_with("log.") || n.starts_with("backup.") || ["ssh.each", "ssh.rolling", "ssh.group"].contains(&n)
+        };
         let mut kept = Vec::new();
         for (name, before) in &real {
             if harmless(name) {
@@ -791,6 +838,9 @@ mod tests {
             if &now == before {
                 kept.push(name.clone());
             }
+        }
+        for hooked in ["ssh", "storage", "backup"] {
+            assert!(crate::primitives::fake_hook(&lua, hooked).is_some(), "{hooked}'s fake set no hook");
         }
         assert!(real.len() >= 30, "{} primitive functions found", real.len());
         assert!(kept.is_empty(), "primitive functions a test would call for real: {kept:?}");

@@ -1,7 +1,7 @@
 //! Lua binding of `backup`: `backup.create{...}`, `backup.list(store, opts)`,
 //! `backup.latest(store, opts)`, `backup.verify(manifest_or_key, opts)`,
 //! `backup.restore(manifest_or_key, opts)` and `backup.prune(store, policy)`.
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, LuaSerdeExt, Table, Value};
 use serde::de::IgnoredAny;
 
 use super::prune::Policy;
@@ -48,6 +48,18 @@ fn database(lua: &Lua, v: Value, what: &str) -> mlua::Result<Source> {
         crate::secret::register(p, what);
     }
     Ok(source)
+}
+
+/// Under `runbook test`: the fake's answer to the call (recorded; a fake may fail it), or None
+/// outside tests.
+async fn fake(lua: &Lua, call: String, mutating: bool) -> mlua::Result<Option<super::fake::Answer>> {
+    let Some(hook) = crate::primitives::fake_hook(lua, "backup") else { return Ok(None) };
+    let answer: Value = hook.call_async((call, mutating)).await?;
+    let answer = match answer {
+        Value::Nil => super::fake::Answer::default(),
+        v => lua.from_value(v)?,
+    };
+    Ok(Some(answer))
 }
 
 fn store_of(v: &Value, what: &str) -> mlua::Result<Store> {
@@ -125,6 +137,9 @@ async fn create(lua: Lua, t: Table) -> mlua::Result<Value> {
         tables: o.tables.unwrap_or_default(),
         label: o.label,
     };
+    if let Some(answer) = fake(&lua, format!("create {shown} to {}", spec.store.url), true).await? {
+        return to_lua(&lua, &super::fake::create(&spec, &answer).await.map_err(err)?);
+    }
     let m = labelled(&ctx, super::create(&spec)).await.map_err(err)?;
     to_lua(&lua, &m)
 }
@@ -144,6 +159,7 @@ async fn list(lua: Lua, (store, opts): (Value, Option<Value>)) -> mlua::Result<V
     if let Some(p) = ctx.guard(&lua, "backup", false, String::new)? {
         return Ok(p);
     }
+    fake(&lua, format!("list {}", store.url), false).await?;
     let all = super::list(&store, o.prefix.as_deref().unwrap_or(""), o.label.as_deref()).await.map_err(err)?;
     to_lua(&lua, &all)
 }
@@ -156,6 +172,7 @@ async fn latest(lua: Lua, (store, opts): (Value, Option<Value>)) -> mlua::Result
     if let Some(p) = ctx.guard(&lua, "backup", false, String::new)? {
         return Ok(p);
     }
+    fake(&lua, format!("latest {}", store.url), false).await?;
     let all = super::list(&store, o.prefix.as_deref().unwrap_or(""), o.label.as_deref()).await.map_err(err)?;
     match all.first() {
         Some(m) => to_lua(&lua, m),
@@ -179,7 +196,9 @@ async fn manifest(lua: &Lua, v: Value, store: Option<&Store>) -> mlua::Result<(M
             let store = match (store, crate::primitives::storage::lua::opened(lua, &m.store)) {
                 (Some(s), _) => s.clone(),
                 (None, Some(s)) => s,
-                (None, None) if m.store.starts_with("file://") => {
+                (None, None)
+                    if m.store.starts_with("file://") && crate::primitives::fake_hook(lua, "backup").is_none() =>
+                {
                     let ctx = Ctx::from_lua(lua)?;
                     let base = ctx.abs_path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
                     Store::open(&m.store, &base, &Default::default()).map_err(|e| error("backup", e))?
@@ -239,6 +258,10 @@ async fn verify(lua: Lua, (target, opts): (Value, Option<Table>)) -> mlua::Resul
         return Ok(p);
     }
     let (m, store) = manifest(&lua, target, store.as_ref()).await?;
+    if let Some(answer) = fake(&lua, format!("verify {}", m.key), true).await? {
+        let v = super::fake::verify(&store, m, &answer).await.map_err(err)?;
+        return crate::lua::convert::from_json(&lua, &v);
+    }
     let v = labelled(&ctx, super::verify(&store, m, server.as_ref(), into.as_ref(), &o.checks.unwrap_or_default()))
         .await
         .map_err(err)?;
@@ -273,6 +296,10 @@ async fn restore(lua: Lua, (target, opts): (Value, Table)) -> mlua::Result<Value
         return Ok(p);
     }
     let (m, store) = manifest(&lua, target, store.as_ref()).await?;
+    if fake(&lua, format!("restore {} into {shown}", m.key), true).await?.is_some() {
+        let report = super::fake::restore(&store, &m, &into).await.map_err(err)?;
+        return crate::lua::convert::from_json(&lua, &report);
+    }
     // A retry of this very step (resume, retry) may clean what its cut-off attempt restored.
     let run = match (ctx.run_id(), ctx.current_step()) {
         (Some(run), Some(step)) if ctx.mode == crate::engine::Mode::Run => Some(format!("{run}/{step}")),
@@ -294,6 +321,7 @@ async fn prune(lua: Lua, (store, opts): (Value, Option<Value>)) -> mlua::Result<
     if let Some(p) = ctx.guard(&lua, "backup", mutating, || format!("prune backups in {}", store.url))? {
         return Ok(p);
     }
+    fake(&lua, format!("prune {}", store.url), mutating).await?;
     let report = super::prune_store(&store, &policy).await.map_err(err)?;
     crate::lua::convert::from_json(&lua, &report)
 }

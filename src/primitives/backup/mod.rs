@@ -7,6 +7,7 @@
 //! the manifest are those of the dump), SQLite through `VACUUM INTO`, MySQL/MariaDB through
 //! mysqldump --single-transaction. Passwords reach the tools through their environment
 //! (PGPASSWORD, MYSQL_PWD), never their command line.
+pub mod fake;
 pub mod lua;
 mod marker;
 pub mod prune;
@@ -629,11 +630,22 @@ async fn drain_tail(mut r: impl AsyncRead + Unpin) -> Vec<u8> {
 }
 
 fn timestamp_id() -> (String, String) {
-    let now = chrono::Utc::now();
+    let now = crate::clock::now();
     (
         now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         format!("{}-{:04x}", now.format("%Y%m%dT%H%M%SZ"), rand::random::<u16>()),
     )
+}
+
+/// The object's key without its extension: `prefix/engine-db-time-id`.
+fn object_base(spec: &CreateSpec, id: &str) -> String {
+    let prefix = spec.prefix.trim_matches('/');
+    let stem = format!("{}-{}-{id}", spec.source.engine(), spec.source.db_name().replace(['/', ' '], "_"));
+    if prefix.is_empty() {
+        stem
+    } else {
+        format!("{prefix}/{stem}")
+    }
 }
 
 /// Makes a backup; returns its manifest (stored last).
@@ -658,9 +670,7 @@ pub async fn create(spec: &CreateSpec) -> Result<Manifest, BackupError> {
     let started = Instant::now();
     let (created_at, id) = timestamp_id();
     let engine = spec.source.engine();
-    let prefix = spec.prefix.trim_matches('/');
-    let stem = format!("{engine}-{}-{id}", spec.source.db_name().replace(['/', ' '], "_"));
-    let base = if prefix.is_empty() { stem } else { format!("{prefix}/{stem}") };
+    let base = object_base(spec, &id);
     let mut tables_after = BTreeMap::new();
     let (key, tool, tool_version, server_version, tables, format, sizes) = match &spec.source {
         Source::Postgres { .. } => {
@@ -1031,7 +1041,7 @@ fn same(got: &serde_json::Value, want: &serde_json::Value) -> bool {
 /// checks. Records the outcome in the manifest, failures included. Returns the verification.
 pub async fn verify(
     store: &Store,
-    mut m: Manifest,
+    m: Manifest,
     server: Option<&Source>,
     into: Option<&Source>,
     checks: &[Check],
@@ -1058,6 +1068,18 @@ pub async fn verify(
     let started = Instant::now();
     let scratch_name = format!("runbook_verify_{}", m.id.replace(['-', 'T', 'Z'], "_").to_lowercase());
     let outcome = verify_steps(store, &m, server, into, checks, &scratch_name).await;
+    record_verification(store, m, started, outcome, &scratch_name).await
+}
+
+/// Records a verification's outcome in the manifest (only what says something about the backup
+/// itself), and returns it, or the error that failed it.
+async fn record_verification(
+    store: &Store,
+    mut m: Manifest,
+    started: Instant,
+    outcome: Result<Verified, BackupError>,
+    scratch_name: &str,
+) -> Result<serde_json::Value, BackupError> {
     let (verification, result) = match outcome {
         Ok((counts, check_results, problems, warnings, created)) => {
             let v = serde_json::json!({
@@ -1067,7 +1089,7 @@ pub async fn verify(
                 "problems": problems,
                 "warnings": warnings,
                 "duration_ms": started.elapsed().as_millis() as u64,
-                "scratch": if created { serde_json::Value::String(scratch_name) } else { serde_json::Value::Null },
+                "scratch": if created { serde_json::Value::String(scratch_name.to_string()) } else { serde_json::Value::Null },
             });
             let result = if problems.is_empty() {
                 Ok(v.clone())
@@ -1093,7 +1115,7 @@ pub async fn verify(
         ),
         Err(e) => return Err(e),
     };
-    m.verified_at = Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    m.verified_at = Some(crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
     m.verification = Some(verification);
     write_manifest(store, &m).await?;
     result
@@ -1334,7 +1356,7 @@ pub async fn prune_store(store: &Store, policy: &prune::Policy) -> Result<serde_
     let objects = store.list(prefix).await?;
     let manifest_keys: std::collections::HashSet<&str> =
         objects.iter().filter(|o| o.key.ends_with(".manifest.json")).map(|o| o.key.as_str()).collect();
-    let day_ago = chrono::Utc::now() - chrono::Duration::days(1);
+    let day_ago = crate::clock::now() - chrono::Duration::days(1);
     let mut incomplete = Vec::new();
     for o in &objects {
         if o.key.ends_with(".manifest.json") || manifest_keys.contains(manifest_key(&o.key).as_str()) {

@@ -7,6 +7,7 @@
 //! a `numeric`, a table to `jsonb`. Values come back the same way: numeric as a string (no
 //! precision lost), timestamps as RFC 3339 with their offset, dates as `YYYY-MM-DD`, json as
 //! tables, bytea as strings, arrays as arrays, NULL as `null`.
+pub mod fake;
 pub mod lua;
 mod mysql;
 pub mod orphans;

@@ -1,6 +1,7 @@
 //! `exec`: local commands, argv form or an explicit shell, with timeout, env, cwd and stdin,
 //! output streamed line by line as it comes. The child runs in its own process group, and the
 //! whole group is killed on timeout or when the step is abandoned.
+pub mod fake;
 pub mod lua;
 pub mod orphans;
 

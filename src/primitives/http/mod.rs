@@ -2,6 +2,7 @@
 //! private CA when given); retries on transport errors and 429/502/503/504; an unexpected
 //! status is an error naming method, URL (credentials stripped), status and the body's start.
 //! `wait_healthy` polls an endpoint until it answers as expected.
+pub mod fake;
 pub mod load;
 pub mod lua;
 

@@ -737,13 +737,22 @@ fn message_of(e: &mlua::Error) -> String {
 async fn run_host(lua: Lua, host: String, f: Function, connect: Rc<(ConnectOpts, Credentials)>) -> (String, Outcome) {
     let started = Instant::now();
     let failed = |e: String| Outcome { status: "failed", result: None, error: Some(e) };
-    let session = match open(&lua, &host, &connect.0, &connect.1).await {
-        Ok(s) => s,
-        Err(e) => return (host, failed(message_of(&e))),
-    };
-    let ud = match lua.create_userdata(SshSession { session, host: host.clone() }) {
-        Ok(ud) => ud,
-        Err(e) => return (host, failed(e.to_string())),
+    // Under `runbook test` the host's session is its fake's (fake.lua).
+    let ud = match crate::primitives::fake_hook(&lua, "ssh") {
+        Some(fake) => match fake.call_async::<Value>(host.clone()).await {
+            Ok(v) => v,
+            Err(e) => return (host, failed(message_of(&e))),
+        },
+        None => {
+            let session = match open(&lua, &host, &connect.0, &connect.1).await {
+                Ok(s) => s,
+                Err(e) => return (host, failed(message_of(&e))),
+            };
+            match lua.create_userdata(SshSession { session, host: host.clone() }) {
+                Ok(ud) => Value::UserData(ud),
+                Err(e) => return (host, failed(e.to_string())),
+            }
+        }
     };
     let outcome = match f.call_async::<Value>((ud, host.clone())).await {
         Ok(v) => match crate::lua::convert::to_json(&v) {
@@ -864,7 +873,7 @@ async fn rolling(lua: Lua, (hosts, f, opts): (Value, Function, Option<Value>)) -
                 &format!("pausing {} before batch {}", crate::duration::human(o.pause), i + 1),
                 serde_json::Value::Null,
             );
-            tokio::time::sleep(o.pause).await;
+            crate::clock::sleep_in_step(o.pause).await.map_err(|e| error("ssh", e))?;
         }
         acted_before = true;
         log(&ctx, Level::Info, &format!("batch {} of {count}: {}", i + 1, todo.join(", ")), serde_json::Value::Null);

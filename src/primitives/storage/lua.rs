@@ -25,6 +25,13 @@ pub fn opened(lua: &Lua, url: &str) -> Option<Store> {
     lua.app_data_ref::<Opened>().and_then(|o| o.0.borrow().get(url).cloned())
 }
 
+/// Keeps a store this run opened, for the manifests that name it.
+pub fn remember(lua: &Lua, store: &Store) {
+    if let Some(o) = lua.app_data_ref::<Opened>() {
+        o.0.borrow_mut().insert(store.url.clone(), store.clone());
+    }
+}
+
 fn err(e: StorageError) -> mlua::Error {
     error("storage", e)
 }
@@ -92,10 +99,18 @@ async fn open(lua: Lua, (url, opts): (String, Option<Table>)) -> mlua::Result<Va
         .await
         .map_err(|e| error("storage", e))?
         .map_err(err)?;
-    if let Some(o) = lua.app_data_ref::<Opened>() {
-        o.0.borrow_mut().insert(store.url.clone(), store.clone());
-    }
+    remember(&lua, &store);
     Ok(Value::UserData(lua.create_userdata(store)?))
+}
+
+/// Under `runbook test`: tells the store's fake of the call (recorded as `put s3://b/p/key`;
+/// a fake may fail it).
+async fn fake(lua: &Lua, store: &Store, what: &str, key: &str, mutating: bool) -> mlua::Result<()> {
+    if let Some(hook) = crate::primitives::fake_hook(lua, "storage") {
+        let call = format!("{what} {}/{}", store.url.trim_end_matches('/'), key.trim_start_matches('/'));
+        hook.call_async::<()>((call, mutating)).await?;
+    }
+    Ok(())
 }
 
 fn meta_table(lua: &Lua, m: &super::Meta) -> mlua::Result<Table> {
@@ -128,6 +143,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", true, || format!("put {key} in {}", this.url))? {
                 return Ok(p);
             }
+            fake(&lua, &this, "put", &key, true).await?;
             let meta = match data {
                 Value::String(s) => this.put_bytes(&key, s.as_bytes().to_vec()).await,
                 Value::Table(t) => {
@@ -157,6 +173,7 @@ impl UserData for Store {
                     if let Some(p) = ctx.guard(&lua, "storage", false, String::new)? {
                         return Ok(p);
                     }
+                    fake(&lua, &this, "get", &key, false).await?;
                     let bytes = this.get_bytes(&key).await.map_err(err)?;
                     Ok(Value::String(lua.create_string(&bytes)?))
                 }
@@ -165,6 +182,7 @@ impl UserData for Store {
                     if let Some(p) = ctx.guard(&lua, "storage", true, || format!("get {key} into {to}"))? {
                         return Ok(p);
                     }
+                    fake(&lua, &this, "get", &key, false).await?;
                     let meta = this.get_to_file(&key, &path).await.map_err(err)?;
                     Ok(Value::Table(meta_table(&lua, &meta)?))
                 }
@@ -176,6 +194,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", false, String::new)? {
                 return Ok(p);
             }
+            fake(&lua, &this, "list", prefix.as_deref().unwrap_or(""), false).await?;
             let items = this.list(prefix.as_deref().unwrap_or("")).await.map_err(err)?;
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, m) in items.iter().enumerate() {
@@ -190,6 +209,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", false, String::new)? {
                 return Ok(p);
             }
+            fake(&lua, &this, "stat", &key, false).await?;
             match this.stat(&key).await.map_err(err)? {
                 Some(m) => Ok(Value::Table(meta_table(&lua, &m)?)),
                 None => Ok(Value::Nil),
@@ -201,6 +221,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", false, String::new)? {
                 return Ok(p);
             }
+            fake(&lua, &this, "exists", &key, false).await?;
             Ok(Value::Boolean(this.stat(&key).await.map_err(err)?.is_some()))
         });
         methods.add_async_method("delete", |lua, this, key: String| async move {
@@ -209,6 +230,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", true, || format!("delete {key} from {}", this.url))? {
                 return Ok(p);
             }
+            fake(&lua, &this, "delete", &key, true).await?;
             this.delete(&key).await.map_err(err)?;
             Ok(Value::Boolean(true))
         });
@@ -218,6 +240,7 @@ impl UserData for Store {
             if let Some(p) = ctx.guard(&lua, "storage", true, || format!("copy {from} to {to} in {}", this.url))? {
                 return Ok(p);
             }
+            fake(&lua, &this, "copy", &from, true).await?;
             this.copy(&from, &to).await.map_err(err)?;
             Ok(Value::Boolean(true))
         });

@@ -1,6 +1,7 @@
 //! `storage`: objects on local disk (`file://`) or S3 (`s3://bucket/prefix`) through object_store.
 //! Big objects stream: files go up in 8 MiB parts and come down chunk by chunk, never whole in
 //! memory.
+pub mod fake;
 pub mod lua;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,64 @@
+//! What `storage`'s fake (fake.lua) needs of Rust: stores in memory (object_store's InMemory),
+//! so put, get, list and the rest behave as they do on S3 or disk. Each URL's store lives as
+//! long as the test's world (a run and its resumes, a crash pass and its resume), so what a run
+//! put before a crash is there after it, as it would be in a real bucket.
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use mlua::{Lua, Table};
+use object_store::memory::InMemory;
+use object_store::path::Path as Key;
+
+use super::Store;
+use crate::primitives::error;
+
+/// The stores in memory, by world and bucket.
+static MEMORY: Mutex<Option<HashMap<String, Arc<InMemory>>>> = Mutex::new(None);
+
+/// The in-memory store of `url` in `world`, and whether it was just made (to be seeded).
+pub fn memory_store(world: &Path, url: &str) -> Result<(Store, bool), String> {
+    let (root, prefix) = if let Some(rest) = url.strip_prefix("s3://") {
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("{url}: no bucket (s3://bucket/prefix)"));
+        }
+        (format!("s3://{bucket}"), prefix.trim_matches('/').to_string())
+    } else if url.starts_with("file://") {
+        (url.trim_end_matches('/').to_string(), String::new())
+    } else {
+        return Err(format!(
+            "unsupported storage URL '{url}': use file:///path, file://./relative or s3://bucket/prefix"
+        ));
+    };
+    let prefix = Key::parse(&prefix).map_err(|e| format!("{url}: invalid prefix: {e}"))?;
+    let key = format!("{}\u{0}{root}", world.display());
+    let mut all = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let all = all.get_or_insert_with(HashMap::new);
+    let fresh = !all.contains_key(&key);
+    let inner = Arc::clone(all.entry(key).or_insert_with(|| Arc::new(InMemory::new())));
+    Ok((Store { inner, prefix, url: url.to_string() }, fresh))
+}
+
+/// Forgets the stores of the worlds at or under `path`, which are gone.
+pub fn forget(path: &Path) {
+    let start = path.display().to_string();
+    if let Some(all) = MEMORY.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+        all.retain(|k, _| !k.starts_with(&start));
+    }
+}
+
+/// `open(url)`: the store in memory, and whether it is new.
+pub fn support(lua: &Lua, world: &Path) -> mlua::Result<Table> {
+    let t = lua.create_table()?;
+    let world = world.to_path_buf();
+    t.set(
+        "open",
+        lua.create_function(move |lua, url: String| {
+            let (store, fresh) = memory_store(&world, &url).map_err(|e| error("storage", e))?;
+            super::lua::remember(lua, &store);
+            Ok((lua.create_userdata(store)?, fresh))
+        })?,
+    )?;
+    Ok(t)
+}
