@@ -266,13 +266,32 @@ fn junit_xml(outcomes: &[Outcome], broken: &[String], took: std::time::Duration)
     x
 }
 
+/// A run of a test file: its journal, its first fakes and its world.
+#[derive(Clone)]
+struct Journaled {
+    state_url: String,
+    fakes: serde_json::Value,
+    world: PathBuf,
+}
+
 /// Where a test file's runs keep their journals: one folder per test file, removed after it.
 struct TestDir {
     dir: PathBuf,
     tmp: tempfile::TempDir,
     /// Each run's journal and first fakes, by run id, for `resume`.
-    journals: Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
+    journals: Mutex<std::collections::HashMap<String, Journaled>>,
     runs: std::sync::atomic::AtomicU32,
+}
+
+impl TestDir {
+    fn journaled(&self, run_id: &str, what: &str) -> mlua::Result<Journaled> {
+        self.journals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run_id)
+            .cloned()
+            .ok_or_else(|| mlua::Error::runtime(format!("{what}: no run {run_id} in this test file")))
+    }
 }
 
 impl Drop for TestDir {
@@ -369,20 +388,36 @@ fn clean_error(text: &str, file: &str) -> String {
 /// What a test's spec gives a run: params, fakes (JSON), approve.
 #[derive(Clone)]
 struct Spec {
+    /// The run whose world (stores, SQLite files) this run shares: `world = r`.
+    world: Option<String>,
     supplied: Option<toml::Table>,
     fakes: Option<serde_json::Value>,
     approve: bool,
 }
 
 fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
-    let Some(spec) = spec else { return Ok(Spec { supplied: None, fakes: None, approve: false }) };
+    let Some(spec) = spec else { return Ok(Spec { world: None, supplied: None, fakes: None, approve: false }) };
     for pair in spec.pairs::<Value, Value>() {
         let (k, _) = pair?;
         let key = k.to_string().unwrap_or_default();
-        if !["params", "fakes", "approve"].contains(&key.as_str()) {
-            return Err(mlua::Error::runtime(format!("{what}: unknown key `{key}` (known: params, fakes, approve)")));
+        if !["params", "fakes", "approve", "world"].contains(&key.as_str()) {
+            return Err(mlua::Error::runtime(format!(
+                "{what}: unknown key `{key}` (known: params, fakes, approve, world)"
+            )));
         }
     }
+    let world = match spec.get::<Value>("world")? {
+        Value::Nil => None,
+        Value::Table(r) => Some(r.get::<Option<String>>("run_id")?.ok_or_else(|| {
+            mlua::Error::runtime(format!("{what}: world: the outcome of a run() that started"))
+        })?),
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "{what}: world: the outcome of an earlier run(), got a {}",
+                other.type_name()
+            )))
+        }
+    };
     let supplied = match spec.get::<Option<Table>>("params")? {
         Some(params) => {
             let json: serde_json::Value = lua.from_value(Value::Table(params))?;
@@ -394,7 +429,7 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
         Value::Nil => None,
         v => Some(lua.from_value(v)?),
     };
-    Ok(Spec { supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
+    Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
 }
 
 fn test_dir(lua: &Lua, what: &str) -> mlua::Result<Arc<TestDir>> {
@@ -425,16 +460,24 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
     }
     let spec = read_spec(&lua, spec, "run")?;
     let n = dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    // Each run starts on the real time: runs do not see each other's virtual hours.
-    crate::clock::reset();
+    // Each run starts on the real time: runs do not see each other's virtual hours, unless it
+    // shares an earlier run's world, whose time goes on.
+    if spec.world.is_none() {
+        crate::clock::reset();
+    }
     let state_url = format!("sqlite://{}", dir.tmp.path().join(format!("journal-{n}.db")).display());
     let shown = shown_path(&runbook);
     let fakes = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     let mut inv = crate::engine::Invocation::new(shown.clone(), crate::engine::Mode::Run);
     inv.supplied = spec.supplied.clone().unwrap_or_default();
-    let out = execute(&lua, &dir, inv, &state_url, fakes, spec.approve, None, &path).await?;
+    let world = match &spec.world {
+        Some(run_id) => dir.journaled(run_id, "run")?.world,
+        None => world_of(&state_url),
+    };
+    let out = execute(&lua, &dir, inv, (&state_url, &world), fakes, spec.approve, None, &path).await?;
     // `runbook test --crash`: every run of the suite also gets its crash proof.
-    if CRASH.load(std::sync::atomic::Ordering::SeqCst) {
+    // (Not a run that shares an earlier one's world: that one had its proof.)
+    if CRASH.load(std::sync::atomic::Ordering::SeqCst) && spec.world.is_none() {
         let report = crash_proof(&lua, &dir, &shown, &spec).await?;
         out.set("crash", report)?;
     }
@@ -452,14 +495,11 @@ async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result
     let run_id: String = r
         .get::<Option<String>>("run_id")?
         .ok_or_else(|| mlua::Error::runtime("resume: the first argument is the outcome of a run() that started"))?;
-    let (state_url, first_fakes) = dir
-        .journals
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&run_id)
-        .cloned()
-        .ok_or_else(|| mlua::Error::runtime(format!("resume: no run {run_id} in this test file")))?;
+    let Journaled { state_url, fakes: first_fakes, world } = dir.journaled(&run_id, "resume")?;
     let spec = read_spec(&lua, spec, "resume")?;
+    if spec.world.is_some() {
+        return Err(mlua::Error::runtime("resume: a resumed run keeps its world (`world` is for run)"));
+    }
     let journal = crate::journal::open(Some(&state_url))
         .await
         .map_err(|e| mlua::Error::runtime(format!("resume: the test's journal: {e}")))?;
@@ -471,7 +511,7 @@ async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result
     inv.supplied = spec.supplied.unwrap_or_default();
     inv.resume = Some((run, steps));
     let fakes = spec.fakes.unwrap_or(first_fakes);
-    execute(&lua, &dir, inv, &state_url, fakes, spec.approve, Some(&run_id), &run_id).await
+    execute(&lua, &dir, inv, (&state_url, &world), fakes, spec.approve, Some(&run_id), &run_id).await
 }
 
 /// One pass of the crash proof: the run, stopped dead before journal write `crash_at` (none:
@@ -612,6 +652,11 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
 
 /// The crash proof of one scenario (see `crash_everywhere`).
 async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlua::Result<Table> {
+    if spec.world.is_some() {
+        return Err(mlua::Error::runtime(
+            "crash proof: each pass starts from a world of its own; `world` shares an earlier run's, which the passes would change",
+        ));
+    }
     let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     if fakes_json["real"].as_array().is_some_and(|r| !r.is_empty()) {
         return Err(mlua::Error::runtime(
@@ -721,7 +766,7 @@ async fn execute(
     lua: &Lua,
     dir: &TestDir,
     mut inv: crate::engine::Invocation,
-    state_url: &str,
+    (state_url, world): (&str, &Path),
     fakes_json: serde_json::Value,
     approve: bool,
     run_id: Option<&str>,
@@ -734,7 +779,7 @@ async fn execute(
         spec: fakes_json.clone(),
         calls: Arc::new(Mutex::new(Vec::new())),
         dead: None,
-        world: Some(world_of(state_url)),
+        world: Some(world.to_path_buf()),
     };
     inv.yes = approve;
     inv.trigger = "test".into();
@@ -752,7 +797,10 @@ async fn execute(
         dir.journals
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(run.id.clone(), (state_url.to_string(), fakes_json));
+            .insert(
+                run.id.clone(),
+                Journaled { state_url: state_url.to_string(), fakes: fakes_json, world: world.to_path_buf() },
+            );
         out.set("run_id", run.id.clone())?;
         out.set("status", run.effective_status().to_string())?;
         out.set("error", run.error.clone().or(error))?;

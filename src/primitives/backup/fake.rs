@@ -23,6 +23,10 @@ pub struct Answer {
     /// verify: what the verification found wrong (a check that failed, rows that differ).
     #[serde(default)]
     pub problems: Vec<String>,
+    /// create: the object is damaged on its way to the store (its bytes are not those the
+    /// manifest's SHA-256 was taken of), as a verification or restore will find.
+    #[serde(default)]
+    pub corrupt: bool,
 }
 
 /// A backup whose object is `answer.content`, with its manifest written last.
@@ -39,6 +43,12 @@ pub async fn create(spec: &CreateSpec, answer: &Answer) -> Result<Manifest, Back
     let bytes = content.into_bytes();
     let sha256 = super::hex(&Sha256::digest(&bytes));
     let size = bytes.len() as u64;
+    let mut bytes = bytes;
+    if answer.corrupt {
+        if let Some(b) = bytes.first_mut() {
+            *b ^= 0x20;
+        }
+    }
     spec.store.put_bytes(&key, bytes).await?;
     let manifest = Manifest {
         id,
