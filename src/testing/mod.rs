@@ -26,6 +26,22 @@ pub struct Fakes {
     pub world: Option<PathBuf>,
 }
 
+/// A copy of a world: its files (SQLite databases) and its stores in memory.
+fn copy_world(from: &Path, to: &Path) -> std::io::Result<()> {
+    crate::primitives::storage::fake::fork(from, to);
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        if e.file_type()?.is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 /// The world of the run whose journal is `state_url`.
 fn world_of(state_url: &str) -> PathBuf {
     PathBuf::from(format!("{}.world", state_url.trim_start_matches("sqlite://")))
@@ -79,6 +95,18 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
     install.call::<()>((lua.to_value(&fakes.spec)?, record, helpers, rooms))
 }
 
+/// Whether a file is a runbook (a line that starts `runbook {`) rather than a test file: a
+/// runbook may be named `load_test.lua`. Found in a folder, it is not run as tests; named on the
+/// command line, it is.
+fn declares_a_runbook(path: &Path) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|text| {
+        text.lines().any(|l| {
+            let l = l.trim_end();
+            l.starts_with("runbook {") || l.starts_with("runbook{") || l == "runbook"
+        })
+    })
+}
+
 /// The test files under `paths` (files as given; folders searched for `*_test.lua`), sorted.
 fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -90,7 +118,7 @@ fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 if !name.starts_with('.') && name != "target" && name != "node_modules" {
                     walk(&p, out)?;
                 }
-            } else if name.ends_with("_test.lua") {
+            } else if name.ends_with("_test.lua") && !declares_a_runbook(&p) {
                 out.push(p);
             }
         }
@@ -534,12 +562,19 @@ async fn crash_pass(
     spec: &Spec,
     fakes_json: &serde_json::Value,
     crash_at: Option<u64>,
+    start_clock: u64,
 ) -> mlua::Result<Pass> {
     use std::sync::atomic::AtomicBool;
     let io = |e: crate::journal::JournalError| mlua::Error::runtime(format!("crash proof: the test's journal: {e}"));
     let n = dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-    crate::clock::reset();
+    crate::clock::set_offset(start_clock);
     let state_url = format!("sqlite://{}", dir.tmp.path().join(format!("journal-{n}.db")).display());
+    // A scenario on an earlier run's world starts each pass from a copy of it.
+    if let Some(run_id) = &spec.world {
+        let from = dir.journaled(run_id, "crash proof")?.world;
+        copy_world(&from, &world_of(&state_url))
+            .map_err(|e| mlua::Error::runtime(format!("crash proof: copying the world of {run_id}: {e}")))?;
+    }
     let inner = crate::journal::open(Some(&state_url)).await.map_err(io)?;
     let dead = Arc::new(AtomicBool::new(false));
     let cj = Arc::new(crash::CrashJournal::new(Arc::clone(&inner), crash_at, Arc::clone(&dead)));
@@ -652,11 +687,6 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
 
 /// The crash proof of one scenario (see `crash_everywhere`).
 async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlua::Result<Table> {
-    if spec.world.is_some() {
-        return Err(mlua::Error::runtime(
-            "crash proof: each pass starts from a world of its own; `world` shares an earlier run's, which the passes would change",
-        ));
-    }
     let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     if fakes_json["real"].as_array().is_some_and(|r| !r.is_empty()) {
         return Err(mlua::Error::runtime(
@@ -677,7 +707,9 @@ async fn crash_passes(
     spec: &Spec,
     fakes_json: &serde_json::Value,
 ) -> mlua::Result<Table> {
-    let base = crash_pass(dir, shown, spec, fakes_json, None).await?;
+    // Each pass starts at the time the proof started on a shared world's clock, else at the real time.
+    let start_clock = if spec.world.is_some() { crate::clock::offset() } else { 0 };
+    let base = crash_pass(dir, shown, spec, fakes_json, None, start_clock).await?;
     if let Some(c) = base.before.iter().find(|c| c["faked"] == false) {
         return Err(mlua::Error::runtime(format!(
             "crash_everywhere: unfaked call: {} {} (the uncrashed run must be fully faked)",
@@ -696,7 +728,7 @@ async fn crash_passes(
         format!("{} {}", c["primitive"].as_str().unwrap_or(""), c["call"].as_str().unwrap_or(""))
     };
     for k in 1..=base.writes.len() as u64 {
-        let p = crash_pass(dir, shown, spec, fakes_json, Some(k)).await?;
+        let p = crash_pass(dir, shown, spec, fakes_json, Some(k), start_clock).await?;
         if p.status != base.status {
             found(format!("the run ended {}, {} without the crash", p.status, base.status), k);
         }

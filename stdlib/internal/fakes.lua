@@ -115,8 +115,21 @@ return function(spec, record, helpers, rooms)
   --- Sets the function Rust asks about the calls it makes itself (see primitives::fake_hook).
   kit.hook = helpers.hook
 
-  function kit.text(v)
-    return tostring(v)
+  --- A value as a call shows it: text as is, a table as `{101, 102}` or `{a = 1}`, a secret
+  --- as `<secret:NAME>`.
+  function kit.text(v, depth)
+    if type(v) ~= "table" then return tostring(v) end
+    depth = depth or 0
+    if depth > 3 then return "{...}" end
+    local parts, n = {}, #v
+    for i = 1, n do parts[#parts + 1] = kit.text(v[i], depth + 1) end
+    local keys = {}
+    for k in pairs(v) do
+      if not (math.type(k) == "integer" and k >= 1 and k <= n) then keys[#keys + 1] = k end
+    end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. " = " .. kit.text(v[k], depth + 1) end
+    return "{" .. table.concat(parts, ", ") .. "}"
   end
 
   --- Seconds of a duration ("5s", "2m", or a number), as the real primitives read it.

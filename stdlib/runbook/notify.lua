@@ -25,7 +25,10 @@ end
 --- Runs `fn` (the runbook's steps); when a step fails for good (its retries spent), posts one
 --- failure notification naming the step, with the error's first line and the time since `fn`
 --- started, then raises the error again so the run fails as it would have. A run stopped at an
---- approval gate, cancelled or interrupted is not a failure and posts nothing.
+--- approval gate, cancelled or interrupted is not a failure and posts nothing. The post is a
+--- step of its own ("notify: STEP failed"), so it is made once per run and failed step: a
+--- crash before the run recorded its end, or a resume that fails at the same step again, does
+--- not post it twice.
 function M.on_failure(url, fn)
   local started = os.time()
   local ok, err = pcall(fn)
@@ -34,14 +37,17 @@ function M.on_failure(url, fn)
   if url and url ~= "" and step_name and not tostring(err):find("waiting for approval", 1, true) then
     local run = current_run() or {}
     local first = tostring(err):match("[^\n]*")
-    M.post(url, string.format("runbook %s: run %s failed at step '%s': %s", run.runbook or "?", run.id or "?",
-      step_name, first), {
-      status = "failed",
-      failed_step = step_name,
-      error = first,
-      duration_ms = (os.time() - started) * 1000,
-      resume = run.id and ("runbook resume " .. run.id) or nil,
-    })
+    local duration_ms = (os.time() - started) * 1000
+    step("notify: " .. step_name .. " failed", { description = "The failure posted to the webhook" }, function()
+      return M.post(url, string.format("runbook %s: run %s failed at step '%s': %s", run.runbook or "?", run.id or "?",
+        step_name, first), {
+        status = "failed",
+        failed_step = step_name,
+        error = first,
+        duration_ms = duration_ms,
+        resume = run.id and ("runbook resume " .. run.id) or nil,
+      })
+    end)
   end
   error(err, 0)
 end

@@ -296,8 +296,8 @@ async fn restore(lua: Lua, (target, opts): (Value, Table)) -> mlua::Result<Value
         return Ok(p);
     }
     let (m, store) = manifest(&lua, target, store.as_ref()).await?;
-    if fake(&lua, format!("restore {} into {shown}", m.key), true).await?.is_some() {
-        let report = super::fake::restore(&store, &m, &into).await.map_err(err)?;
+    if let Some(answer) = fake(&lua, format!("restore {} into {shown}", m.key), true).await? {
+        let report = super::fake::restore(&store, &m, &into, &answer).await.map_err(err)?;
         return crate::lua::convert::from_json(&lua, &report);
     }
     // A retry of this very step (resume, retry) may clean what its cut-off attempt restored.

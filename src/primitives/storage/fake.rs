@@ -40,6 +40,19 @@ pub fn memory_store(world: &Path, url: &str) -> Result<(Store, bool), String> {
     Ok((Store { inner, prefix, url: url.to_string() }, fresh))
 }
 
+/// Copies the stores of world `from` into world `to` (object_store's InMemory fork): a crash
+/// proof's pass starts from an earlier run's world without changing it.
+pub fn fork(from: &Path, to: &Path) {
+    let (from, to) = (format!("{}\u{0}", from.display()), format!("{}\u{0}", to.display()));
+    let mut all = MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let all = all.get_or_insert_with(HashMap::new);
+    let copies: Vec<(String, Arc<InMemory>)> = all
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(&from).map(|root| (format!("{to}{root}"), Arc::new(v.fork()))))
+        .collect();
+    all.extend(copies);
+}
+
 /// Forgets the stores of the worlds at or under `path`, which are gone.
 pub fn forget(path: &Path) {
     let start = path.display().to_string();
