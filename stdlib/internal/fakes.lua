@@ -12,7 +12,8 @@
 -- (on the virtual clock), or `answers = { ... }` given in turn (the last one repeating);
 -- `times = N` uses a fake up at N calls. `host = "web-1"` (ssh) and `url = "text"` (db,
 -- storage, metrics, http) narrow a fake to one target. When several fakes match, the most
--- specific (longest `match` or `pattern`) answers. A call no fake matches raises "unfaked call"
+-- specific (longest `match` or `pattern`) answers, and of equally specific ones the last given
+-- (so a test can add to a shared set of fakes one that overrides). A call no fake matches raises "unfaked call"
 -- and is recorded as such, which fails the test: a test never reaches a real system by accident.
 -- `real = { "db" }` lets a primitive through.
 return function(spec, record, helpers, rooms)
@@ -65,7 +66,7 @@ return function(spec, record, helpers, rooms)
         if f.url ~= nil and (target == nil or target.url == nil or not target.url:find(f.url, 1, true)) then hit = false end
         tried[#tried + 1] = describe(f)
         local len = #(f.pattern or f.match or "") + (f.host and 1000 or 0) + (f.url and #f.url or 0)
-        if hit and (not f.times or (f.calls or 0) < f.times) and len > best_len then best, best_len, best_at = f, len, i end
+        if hit and (not f.times or (f.calls or 0) < f.times) and len >= best_len then best, best_len, best_at = f, len, i end
       end
     end
     if not best then return nil, tried end

@@ -114,20 +114,40 @@ end
 --- in order, each containing its text (or { count = n }: how many there were).
 function M.expect_calls(r, primitive, want)
   if type(r) ~= "table" or type(r.calls) ~= "table" then fail("expect_calls: the first argument is a run's outcome") end
+  if type(want) ~= "table" then fail("expect_calls: the third argument is a list of calls and options") end
+  for k in pairs(want) do
+    if math.type(k) ~= "integer" and k ~= "count" and k ~= "mutating" and k ~= "in_order" then
+      fail("expect_calls: unknown option `" .. tostring(k) .. "` (known: count, mutating, in_order)")
+    end
+  end
   local got = {}
   for _, c in ipairs(r.calls) do
-    if c.primitive == primitive then got[#got + 1] = c.call end
+    if c.primitive == primitive and (want.mutating == nil or c.mutating == want.mutating) then got[#got + 1] = c.call end
   end
-  if type(want) == "table" and want.count then
-    if #got ~= want.count then fail(string.format("%d %s call(s), want %d: %s", #got, primitive, want.count, show(got))) end
+  local what = primitive .. (want.mutating == true and " mutating" or want.mutating == false and " read-only" or "")
+  if want.count then
+    if #got ~= want.count then fail(string.format("%d %s call(s), want %d: %s", #got, what, want.count, show(got))) end
+    if #want == 0 then return end
+  end
+  if want.in_order then
+    -- The listed calls, in this order, among others.
+    local at = 1
+    for i, w in ipairs(want) do
+      while at <= #got and not got[at]:find(w, 1, true) do at = at + 1 end
+      if at > #got then
+        fail(string.format("%s call %s (the %d%s listed) not found in order\n  got:  %s", what, show(w), i,
+          i == 1 and "st" or i == 2 and "nd" or i == 3 and "rd" or "th", show(got)))
+      end
+      at = at + 1
+    end
     return
   end
   if #got ~= #want then
-    fail(string.format("%d %s call(s), want %d\n  got:  %s\n  want: %s", #got, primitive, #want, show(got), show(want)))
+    fail(string.format("%d %s call(s), want %d\n  got:  %s\n  want: %s", #got, what, #want, show(got), show(want)))
   end
   for i, w in ipairs(want) do
     if not got[i]:find(w, 1, true) then
-      fail(string.format("%s call %d is %s, want one containing %s\n  got:  %s", primitive, i, show(got[i]), show(w), show(got)))
+      fail(string.format("%s call %d is %s, want one containing %s\n  got:  %s", what, i, show(got[i]), show(w), show(got)))
     end
   end
 end

@@ -83,11 +83,13 @@ function run(path, spec) end
 ---@return Expectation
 function expect(actual) end
 
---- The calls a run made of one primitive: in order, each containing its text, or `{ count = n }`.
---- Example: `expect_calls(r, "exec", { "git fetch", "psql -f up.sql" })`
+--- The calls a run made of one primitive: exactly these, in order, each containing its text;
+--- with `in_order = true` these in this order among others; `mutating = true` (or false) looks
+--- only at the calls that change something (or those that do not); `count = n` checks how many.
+--- Example: `expect_calls(r, "db", { "REINDEX TABLE", "VACUUM ANALYZE", mutating = true })`
 ---@param r TestRun
 ---@param primitive string
----@param want string[]|{count: integer}
+---@param want {[integer]: string, count?: integer, mutating?: boolean, in_order?: boolean}
 function expect_calls(r, primitive, want) end
 
 --- Seconds since the epoch of a journal timestamp, to compare the (virtual) times of steps.

@@ -35,7 +35,7 @@ return function(kit, support)
     local rows = kit.copy(a.rows or {})
     if method == "query" or method == "execute_returning" or method == "query_file" then return rows end
     if method == "query_one" then
-      if #rows ~= 1 then error("db: query_one: expected exactly one row, got " .. #rows, 4) end
+      if #rows ~= 1 then error("db: query_one: expected exactly one row, got " .. #rows, 3) end
       return rows[1]
     end
     if method == "scalar" then
