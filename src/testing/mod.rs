@@ -900,12 +900,11 @@ mod tests {
         }
         let fakes = super::Fakes { spec: serde_json::json!({}), calls: Default::default(), dead: None, world: None };
         super::install(&lua, &fakes).unwrap();
-        // Logging acts on nothing outside the run; ssh.group reads runbook.toml. The fan-outs
-        // and backup stay real (their checks, batches, journal, manifests) and ask the fake,
-        // through its hook, for each host's session and each dump, verification and restore.
-        let harmless = |n: &str| {
-            n.starts_with("log.") || n.starts_with("backup.") || ["ssh.each", "ssh.rolling", "ssh.group"].contains(&n)
-        };
+        // Logging acts on nothing outside the run. The fan-outs and backup stay real (their
+        // checks, batches, journal, manifests) and ask the fake, through its hook, for the
+        // inventory, each host's session and each dump, verification and restore.
+        let harmless =
+            |n: &str| n.starts_with("log.") || n.starts_with("backup.") || ["ssh.each", "ssh.rolling"].contains(&n);
         let mut kept = Vec::new();
         for (name, before) in &real {
             if harmless(name) {
@@ -919,7 +918,7 @@ mod tests {
                 kept.push(name.clone());
             }
         }
-        for hooked in ["ssh", "storage", "backup"] {
+        for hooked in ["ssh", "ssh.group", "storage", "backup"] {
             assert!(crate::primitives::fake_hook(&lua, hooked).is_some(), "{hooked}'s fake set no hook");
         }
         assert!(real.len() >= 30, "{} primitive functions found", real.len());

@@ -12,8 +12,9 @@
 -- (on the virtual clock), or `answers = { ... }` given in turn (the last one repeating);
 -- `times = N` uses a fake up at N calls. `host = "web-1"` (ssh) and `url = "text"` (db,
 -- storage, metrics, http) narrow a fake to one target. When several fakes match, the most
--- specific (longest `match` or `pattern`) answers, and of equally specific ones the last given
--- (so a test can add to a shared set of fakes one that overrides). A call no fake matches raises "unfaked call"
+-- specific answers: the longest `match` (a `pattern` counts its literal characters only; `host`
+-- and `url` add to it), and of equally specific ones the last given (so a test can add to a
+-- shared set of fakes one that overrides). A call no fake matches raises "unfaked call"
 -- and is recorded as such, which fails the test: a test never reaches a real system by accident.
 -- `real = { "db" }` lets a primitive through.
 return function(spec, record, helpers, rooms)
@@ -43,13 +44,20 @@ return function(spec, record, helpers, rooms)
 
   -- Keys that describe the world (a host that is down, objects already stored, a real SQLite
   -- database) rather than answer a call.
-  local WORLD = { down = true, down_after = true, host_key_changed = true, objects = true, sqlite = true }
+  local WORLD = { down = true, down_after = true, host_key_changed = true, objects = true, sqlite = true, group = true }
 
   local function describe(f)
     local what = f.pattern and ("pattern " .. string.format("%q", f.pattern)) or string.format("%q", f.match or "")
     if f.host then what = what .. " on " .. f.host end
     if f.url then what = what .. " at " .. f.url end
     return what
+  end
+
+  -- How specific a pattern is: its literal characters (`%-` is one; classes, sets, anchors and
+  -- quantifiers count for nothing), so a pattern weighs less than a `match` of the same text.
+  local function literal_length(p)
+    local s = p:gsub("%%(%p)", "\1"):gsub("%%%a", ""):gsub("%[.-%]", ""):gsub("[%^%$%*%+%?%.%-]", "")
+    return #s
   end
 
   -- The fake answering `key` among the primitive's (the most specific that matches and is not
@@ -65,7 +73,8 @@ return function(spec, record, helpers, rooms)
         if f.host ~= nil and (target == nil or target.host ~= f.host) then hit = false end
         if f.url ~= nil and (target == nil or target.url == nil or not target.url:find(f.url, 1, true)) then hit = false end
         tried[#tried + 1] = describe(f)
-        local len = #(f.pattern or f.match or "") + (f.host and 1000 or 0) + (f.url and #f.url or 0)
+        local len = (f.pattern and literal_length(f.pattern) or #(f.match or "")) + (f.host and 1000 or 0)
+          + (f.url and #f.url or 0)
         if hit and (not f.times or (f.calls or 0) < f.times) and len >= best_len then best, best_len, best_at = f, len, i end
       end
     end

@@ -5,9 +5,10 @@
 -- "HOST: upload REMOTE" and "HOST: download REMOTE" (answered unless a fake fails them). The
 -- hosts' world: `{ host = "web-2", down = true }` refuses connections, `down_after = N` after
 -- its first N commands, `host_key_changed = true` fails the host key check.
--- ssh.each and ssh.rolling stay real (batches, canaries, failure limits, each host's outcome
--- journaled, pauses on the virtual clock) and get these sessions for their hosts; ssh.group
--- reads the inventory of runbook.toml beside the runbook, as in a real run.
+-- The inventory is the test's: `{ group = "web", hosts = { "web-1", "web-2" } }` answers
+-- ssh.group("web") (and a fan-out given the group's name). ssh.each and ssh.rolling stay real
+-- (batches, canaries, failure limits, each host's outcome journaled, pauses on the virtual
+-- clock) and get these sessions for their hosts.
 return function(kit, _support)
   local commands = {}
 
@@ -73,4 +74,21 @@ return function(kit, _support)
   end
   -- The sessions of ssh.each and ssh.rolling.
   kit.hook("ssh", function(host) return connect(host) end)
+
+  local function group(name)
+    for _, f in ipairs(kit.spec.ssh or {}) do
+      if f.group == name then
+        kit.record { primitive = "ssh", call = "group " .. name, faked = true, mutating = false, tried = "group" }
+        return kit.copy(f.hosts or {})
+      end
+    end
+    kit.record { primitive = "ssh", call = "group " .. tostring(name), faked = false, mutating = false, tried = "none" }
+    error("unfaked call: ssh group " .. tostring(name) .. " (give it in fakes.ssh: { group = \"" .. tostring(name)
+      .. "\", hosts = { ... } })", 3)
+  end
+  ssh.group = function(name)
+    local hosts = group(name)
+    return hosts
+  end
+  kit.hook("ssh.group", group)
 end

@@ -268,6 +268,10 @@ async fn connect(lua: Lua, (first, second): (Value, Option<Value>)) -> mlua::Res
 }
 
 fn group(lua: &Lua, name: String) -> mlua::Result<Value> {
+    // Under `runbook test` the inventory is the test's (fake.lua), not runbook.toml's.
+    if let Some(fake) = crate::primitives::fake_hook(lua, "ssh.group") {
+        return fake.call(name);
+    }
     let config = crate::config::get().map_err(|e| error("ssh", e))?;
     let Some(path) = &config.path else {
         return Err(error(
