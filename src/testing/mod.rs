@@ -348,6 +348,8 @@ async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<
         for name in FROM_LUA {
             g.set(name, api.get::<Value>(name)?)?;
         }
+        // SQL NULL in a fake's rows, as runbooks compare it.
+        g.set("null", lua.null())?;
         g.set("run", lua.create_async_function(run_runbook)?)?;
         g.set("resume", lua.create_async_function(resume_run)?)?;
         g.set("advance", lua.create_async_function(advance)?)?;
