@@ -24,6 +24,93 @@ pub struct Fakes {
     /// The folder of the fakes' world (SQLite databases; in-memory stores are keyed by it): the
     /// same for a run and its resumes, so what a run did before a crash is there after it.
     pub world: Option<PathBuf>,
+    /// The test file's functions that answer calls (`respond = function(call, args, n)`), by the
+    /// number the spec's `{ ["$respond"] = n }` gives; they run in the test file's Lua state.
+    pub responders: Option<Responders>,
+}
+
+/// A test file's answering functions (see `Fakes::responders`).
+#[derive(Clone)]
+pub struct Responders {
+    lua: mlua::WeakLua,
+    fns: std::rc::Rc<std::cell::RefCell<Vec<mlua::Function>>>,
+    /// Each world's `state` table (what a stateful fake keeps: a load balancer's servers),
+    /// by world: kept across a crash and its resume, fresh for each crash pass.
+    states: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<PathBuf, Table>>>,
+}
+
+impl Responders {
+    /// Calls answering function `id` with the call, its arguments and how many times this fake
+    /// answered; returns its answer as JSON.
+    fn call(
+        &self,
+        id: usize,
+        (call, args, n): (String, serde_json::Value, i64),
+        world: &Path,
+    ) -> mlua::Result<serde_json::Value> {
+        let f = self
+            .fns
+            .borrow()
+            .get(id.wrapping_sub(1))
+            .cloned()
+            .ok_or_else(|| mlua::Error::runtime(format!("fakes: no answering function {id}")))?;
+        let lua = self.lua.try_upgrade().ok_or_else(|| mlua::Error::runtime("fakes: the test file is gone"))?;
+        let state = self.state(&lua, world)?;
+        let out: Value = f.call((call, lua.to_value(&args)?, n, state))?;
+        match out {
+            Value::Nil => Ok(serde_json::json!({})),
+            Value::Table(_) => lua.from_value(out),
+            other => Err(mlua::Error::runtime(format!(
+                "fakes: a respond function returns an answer table (or nil), got a {}",
+                other.type_name()
+            ))),
+        }
+    }
+
+    fn state(&self, lua: &Lua, world: &Path) -> mlua::Result<Table> {
+        let mut states = self.states.borrow_mut();
+        if let Some(t) = states.get(world) {
+            return Ok(t.clone());
+        }
+        let t = lua.create_table()?;
+        states.insert(world.to_path_buf(), t.clone());
+        Ok(t)
+    }
+
+    /// World `to` starts with a copy of world `from`'s state (plain data: copied as JSON).
+    fn fork(&self, from: &Path, to: &Path) -> mlua::Result<()> {
+        let Some(lua) = self.lua.try_upgrade() else { return Ok(()) };
+        let Some(t) = self.states.borrow().get(from).cloned() else { return Ok(()) };
+        let json: serde_json::Value = lua.from_value(Value::Table(t))?;
+        let Value::Table(copy) = lua.to_value(&json)? else { return Ok(()) };
+        self.states.borrow_mut().insert(to.to_path_buf(), copy);
+        Ok(())
+    }
+
+    /// A copy of a test's `fakes` table with each function replaced by `{ ["$respond"] = n }`.
+    fn strip(&self, lua: &Lua, v: Value, depth: usize) -> mlua::Result<Value> {
+        match v {
+            Value::Function(f) => {
+                let mut fns = self.fns.borrow_mut();
+                fns.push(f);
+                let marker = lua.create_table()?;
+                marker.set("$respond", fns.len())?;
+                Ok(Value::Table(marker))
+            }
+            Value::Table(t) if depth < 32 => {
+                let copy = lua.create_table()?;
+                for pair in t.pairs::<Value, Value>() {
+                    let (k, x) = pair?;
+                    copy.raw_set(k, self.strip(lua, x, depth + 1)?)?;
+                }
+                if let Some(mt) = t.metatable() {
+                    copy.set_metatable(Some(mt))?;
+                }
+                Ok(Value::Table(copy))
+            }
+            other => Ok(other),
+        }
+    }
 }
 
 /// A copy of a world: its files (SQLite databases) and its stores in memory.
@@ -77,6 +164,16 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
         })?,
     )?;
     let world = fakes.world.clone().unwrap_or_else(|| std::env::temp_dir().join("runbook-test-world"));
+    let responders = fakes.responders.clone();
+    let here = world.clone();
+    helpers.set(
+        "respond",
+        lua.create_function(move |lua, (id, call, args, n): (usize, String, Value, i64)| {
+            let r = responders.as_ref().ok_or_else(|| mlua::Error::runtime("fakes: no answering functions here"))?;
+            let args: serde_json::Value = lua.from_value(args)?;
+            to_lua(lua, &r.call(id, (call, args, n), &here)?)
+        })?,
+    )?;
     let rooms = lua.create_table()?;
     for p in crate::primitives::PRIMITIVES {
         let room = lua.create_table()?;
@@ -308,6 +405,7 @@ struct TestDir {
     tmp: tempfile::TempDir,
     /// Each run's journal and first fakes, by run id, for `resume`.
     journals: Mutex<std::collections::HashMap<String, Journaled>>,
+    responders: Responders,
     runs: std::sync::atomic::AtomicU32,
 }
 
@@ -358,7 +456,8 @@ async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<
     };
     setup().map_err(|e| format!("{shown}: {e}"))?;
     let tmp = tempfile::tempdir().map_err(|e| format!("{shown}: {e}"))?;
-    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into(), journals: Mutex::default() }));
+    let responders = Responders { lua: lua.weak(), fns: Default::default(), states: Default::default() };
+    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into(), journals: Mutex::default(), responders }));
     let chunk = crate::lua::compile(&lua, &source, &shown).map_err(|(msg, loc)| match loc {
         Some(l) => format!("{l}: syntax error: {msg}"),
         None => format!("{shown}: syntax error: {msg}"),
@@ -457,7 +556,11 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
     };
     let fakes = match spec.get::<Value>("fakes")? {
         Value::Nil => None,
-        v => Some(lua.from_value(v)?),
+        v => {
+            let responders = test_dir(lua, what)?.responders.clone();
+            let v = responders.strip(lua, v, 0)?;
+            Some(lua.from_value(v)?)
+        }
     };
     Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
 }
@@ -576,6 +679,7 @@ async fn crash_pass(
         let from = dir.journaled(run_id, "crash proof")?.world;
         copy_world(&from, &world_of(&state_url))
             .map_err(|e| mlua::Error::runtime(format!("crash proof: copying the world of {run_id}: {e}")))?;
+        dir.responders.fork(&from, &world_of(&state_url))?;
     }
     let inner = crate::journal::open(Some(&state_url)).await.map_err(io)?;
     let dead = Arc::new(AtomicBool::new(false));
@@ -585,6 +689,7 @@ async fn crash_pass(
         calls: Arc::new(Mutex::new(Vec::new())),
         dead: Some(Arc::clone(&dead)),
         world: Some(world_of(&state_url)),
+        responders: Some(dir.responders.clone()),
     };
     let invocation = |fakes: &Fakes| {
         let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Run);
@@ -616,7 +721,13 @@ async fn crash_pass(
         }
     }
     let again =
-        Fakes { spec: world, calls: Arc::new(Mutex::new(Vec::new())), dead: None, world: Some(world_of(&state_url)) };
+        Fakes {
+            spec: world,
+            calls: Arc::new(Mutex::new(Vec::new())),
+            dead: None,
+            world: Some(world_of(&state_url)),
+            responders: Some(dir.responders.clone()),
+        };
     match inner.find_run("last").await {
         Ok(run) => {
             for s in inner.steps(&run.id).await.map_err(io)? {
@@ -665,6 +776,7 @@ async fn crash_pass(
         let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
     }
     let world = world_of(&state_url);
+    dir.responders.states.borrow_mut().remove(&world);
     crate::primitives::storage::fake::forget(&world);
     let _ = std::fs::remove_dir_all(&world);
     Ok(pass)
@@ -814,6 +926,7 @@ async fn execute(
         calls: Arc::new(Mutex::new(Vec::new())),
         dead: None,
         world: Some(world.to_path_buf()),
+        responders: Some(dir.responders.clone()),
     };
     inv.yes = approve;
     inv.trigger = "test".into();
@@ -900,7 +1013,13 @@ mod tests {
         for name in ["secret", "env"] {
             real.push((name.to_string(), lua.globals().get::<Value>(name).unwrap()));
         }
-        let fakes = super::Fakes { spec: serde_json::json!({}), calls: Default::default(), dead: None, world: None };
+        let fakes = super::Fakes {
+            spec: serde_json::json!({}),
+            calls: Default::default(),
+            dead: None,
+            world: None,
+            responders: None,
+        };
         super::install(&lua, &fakes).unwrap();
         // Logging acts on nothing outside the run. The fan-outs and backup stay real (their
         // checks, batches, journal, manifests) and ask the fake, through its hook, for the

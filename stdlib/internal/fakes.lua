@@ -10,7 +10,11 @@
 -- contains" | pattern = "Lua pattern", ...answer }, where the answer is a value (exec: code,
 -- stdout; http: status, json; db: rows, count; ssh: code, stdout ...), an `error`, a `delay`
 -- (on the virtual clock), or `answers = { ... }` given in turn (the last one repeating);
--- `times = N` uses a fake up at N calls. `host = "web-1"` (ssh) and `url = "text"` (db,
+-- `times = N` uses a fake up at N calls; `respond = function(call, args, n, state) return {...}
+-- end` answers with a function of the test file: n is the how-manieth call this fake answers,
+-- `state` a table of the fake's world (a load balancer's servers ...), kept across a crash and
+-- its resume, shared with a `world = r` run, fresh (or a copy of the shared world's) for each
+-- pass of a crash proof. `host = "web-1"` (ssh) and `url = "text"` (db,
 -- storage, metrics, http) narrow a fake to one target. When several fakes match, the most
 -- specific answers: the longest `match` (a `pattern` counts its literal characters only; `host`
 -- and `url` add to it), and of equally specific ones the last given (so a test can add to a
@@ -101,6 +105,12 @@ return function(spec, record, helpers, rooms)
       if o.world then return nil end
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "
         .. (#tried > 0 and table.concat(tried, ", ") or "none") .. ")", level + 1)
+    end
+    if type(a.respond) == "table" and a.respond["$respond"] then
+      -- A function of the test file answers: of the call, its arguments, and how many times
+      -- this fake has answered (1 for the first).
+      local n = (spec[primitive][at] or {}).calls or 1
+      a = helpers.respond(a.respond["$respond"], call, o.args or {}, n)
     end
     if a.delay then sleep(a.delay) end
     if a.error then
