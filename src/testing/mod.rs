@@ -931,6 +931,9 @@ async fn execute(
     inv.yes = approve;
     inv.trigger = "test".into();
     inv.fakes = Some(fakes.clone());
+    // Each run of a test is a process of its own, gone once it returns: a `resume` takes over
+    // its run and its lock as after `runbook resume` in another process.
+    inv.owner = Some(crate::journal::Owner { pid_start: Some(-1), ..crate::journal::Owner::current() });
     let outcome = crate::engine::execute(inv, Some(Arc::clone(&journal)), crate::output::Reporter::silent()).await;
     let (exit_code, error) = match &outcome {
         Ok(o) => (o.exit_code(), None),
@@ -950,7 +953,8 @@ async fn execute(
             );
         out.set("run_id", run.id.clone())?;
         out.set("status", run.effective_status().to_string())?;
-        out.set("error", run.error.clone().or(error))?;
+        // What stopped this process when it did not get to record it (a lock held), else the run's own.
+        out.set("error", error.clone().filter(|_| outcome.is_err()).or(run.error.clone()).or(error))?;
         let steps = lua.create_table()?;
         for s in journal.steps(&run.id).await.unwrap_or_default() {
             if let Some(e) = s.error.as_deref().filter(|e| e.contains("unfaked call: ")) {
