@@ -110,6 +110,8 @@ function M.out(opts)
   step("join pool", {
     description = "The new host joins the pool with a small share of the requests",
     undo = function()
+      -- Gone already: an undo cut off after it removed the server (a crash) is run again.
+      if not pool.servers()[opts.server] then return end
       pool.weight(opts.server, 0)
       local left = wait_drained(opts, "30s")
       if left > 0 then log.warn("removing a server with requests in flight", { server = opts.server, in_flight = left }) end
