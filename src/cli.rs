@@ -112,6 +112,8 @@ real result are not listed; a note says where.")]
   runbook test deploy_test.lua --output json
   runbook test --junit report.xml    # and the report as JUnit XML for CI
   runbook test --crash               # and every run() crashed at each journal write, resumed
+  runbook test --coverage            # and the steps, undos, gates, branches no test reached
+  runbook test --from-run last > deploy_incident_test.lua   # a test from a journaled run
 
 A test file has test(name, fn), describe, expect(x).to_be/.to_equal/.to_match/.to_contain/
 .to_fail_with, expect_calls(r, \"exec\", {...}), and run(\"deploy.lua\", { params, fakes, approve }).
@@ -133,6 +135,13 @@ A primitive call no fake answers fails the test. Exit codes: 0 all passed, 1 a t
         /// Also write the report as JUnit XML to this file (for CI)
         #[arg(long, value_name = "FILE")]
         junit: Option<PathBuf>,
+        /// Also list, per runbook, the steps, undos, gates and `when` branches no test reached
+        #[arg(long)]
+        coverage: bool,
+        /// Write a test skeleton from a journaled run (its params, its steps' results as fakes,
+        /// its outcome) to stdout, instead of running tests
+        #[arg(long, value_name = "RUN", conflicts_with_all = ["paths", "filter", "crash", "junit", "coverage"])]
+        from_run: Option<String>,
     },
     /// Create a runbook project: runbook.toml, a runbook and its tests, editor stubs, a README
     #[command(after_help = "Examples:

@@ -27,9 +27,20 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Doc { file, params, output } => doc::doc(&file, params, output).await,
         Command::Init { dir } => init::init(&dir),
         Command::Stubs { dir } => init::stubs(&dir),
-        Command::Test { paths, filter, output, crash, junit } => {
-            crate::testing::command(&paths, filter.as_deref(), output == Format::Json, crash, junit.as_deref()).await
-        }
+        Command::Test { paths, filter, output, crash, junit, coverage, from_run } => match from_run {
+            Some(run) => crate::testing::from_run::skeleton(state, &run).await,
+            None => {
+                crate::testing::command(crate::testing::Options {
+                    paths: &paths,
+                    filter: filter.as_deref(),
+                    json: output == Format::Json,
+                    crash,
+                    junit: junit.as_deref(),
+                    coverage,
+                })
+                .await
+            }
+        },
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
         Command::Approve { run } => approve(state, &run).await,

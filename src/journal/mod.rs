@@ -526,6 +526,11 @@ pub async fn open(state: Option<&str>) -> JResult<Arc<dyn Journal>> {
     }
 }
 
+/// A journal private to one run of `runbook test` (see `SqliteJournal::scratch`).
+pub async fn open_scratch(path: &Path) -> JResult<Arc<dyn Journal>> {
+    Ok(Arc::new(SqliteJournal::scratch(path).await?))
+}
+
 /// Current time as the journal writes it: RFC 3339, UTC, milliseconds.
 pub fn now_ts() -> String {
     crate::clock::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -13,7 +13,9 @@ use mlua::{Lua, LuaSerdeExt, Table, Value};
 use crate::error::{exit, Error, Result};
 
 /// What `run` hands the engine: the test's fakes, and where the calls go.
+pub mod coverage;
 pub mod crash;
+pub mod from_run;
 
 #[derive(Clone)]
 pub struct Fakes {
@@ -127,6 +129,11 @@ fn copy_world(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The journal of a test's run (`sqlite://PATH` in its folder): a scratch one, made or reopened.
+async fn journal_at(state_url: &str) -> crate::journal::JResult<Arc<dyn crate::journal::Journal>> {
+    crate::journal::open_scratch(Path::new(state_url.trim_start_matches("sqlite://"))).await
 }
 
 /// The world of the run whose journal is `state_url`.
@@ -248,21 +255,41 @@ pub struct Outcome {
 
 /// `runbook test [PATH...] [-k TEXT]`: exit 0 when every test passed, 1 when one failed, 2 when
 /// a test file could not be loaded.
-pub async fn command(
-    paths: &[PathBuf],
-    filter: Option<&str>,
-    json: bool,
-    crash: bool,
-    junit: Option<&Path>,
-) -> Result<u8> {
+/// How `runbook test` was asked to run.
+pub struct Options<'a> {
+    pub paths: &'a [PathBuf],
+    pub filter: Option<&'a str>,
+    pub json: bool,
+    pub crash: bool,
+    pub junit: Option<&'a Path>,
+    pub coverage: bool,
+}
+
+pub async fn command(o: Options<'_>) -> Result<u8> {
+    let Options { paths, filter, json, crash, junit, coverage: cover } = o;
     let started = Instant::now();
     CRASH.store(crash, std::sync::atomic::Ordering::SeqCst);
+    coverage::ON.store(cover, std::sync::atomic::Ordering::SeqCst);
     crate::clock::set_virtual();
     // A gate in a test never asks at the keyboard: it waits, as under cron (or `approve = true`).
     crate::engine::disable_prompts();
     let files = discover(paths)?;
     if files.is_empty() {
         return Err(Error::Usage("no test files (*_test.lua) found".into()));
+    }
+    if cover {
+        // The runbooks beside the tests, so that one no test runs is listed too.
+        let dirs: std::collections::BTreeSet<PathBuf> =
+            files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+        for d in dirs {
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let p = e.path();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".lua") && !name.ends_with("_test.lua") && declares_a_runbook(&p) {
+                    coverage::present(&shown_path(&std::fs::canonicalize(&p).unwrap_or(p)).display().to_string());
+                }
+            }
+        }
     }
     let mut outcomes = Vec::new();
     let mut broken = Vec::new();
@@ -284,11 +311,13 @@ pub async fn command(
         std::fs::write(path, junit_xml(&outcomes, &broken, started.elapsed()))
             .map_err(|e| Error::Io(format!("cannot write {}: {e}", path.display())))?;
     }
+    let covered = if cover { Some(coverage::reports()) } else { None };
     if json {
         println!(
             "{}",
             serde_json::json!({ "tests": outcomes, "broken": broken, "passed": passed, "failed": failed,
-                                "skipped": skipped, "ms": started.elapsed().as_millis() as u64 })
+                                "skipped": skipped, "ms": started.elapsed().as_millis() as u64,
+                                "coverage": covered })
         );
     } else {
         for o in &outcomes {
@@ -305,6 +334,9 @@ pub async fn command(
         }
         for b in &broken {
             println!("ERROR {b}");
+        }
+        if let Some(c) = &covered {
+            print!("{}", coverage::text(c));
         }
         println!(
             "{passed} passed, {failed} failed, {skipped} skipped{} in {} ms",
@@ -537,9 +569,10 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
     }
     let world = match spec.get::<Value>("world")? {
         Value::Nil => None,
-        Value::Table(r) => Some(r.get::<Option<String>>("run_id")?.ok_or_else(|| {
-            mlua::Error::runtime(format!("{what}: world: the outcome of a run() that started"))
-        })?),
+        Value::Table(r) => Some(
+            r.get::<Option<String>>("run_id")?
+                .ok_or_else(|| mlua::Error::runtime(format!("{what}: world: the outcome of a run() that started")))?,
+        ),
         other => {
             return Err(mlua::Error::runtime(format!(
                 "{what}: world: the outcome of an earlier run(), got a {}",
@@ -607,7 +640,10 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
         Some(run_id) => dir.journaled(run_id, "run")?.world,
         None => world_of(&state_url),
     };
-    let out = execute(&lua, &dir, inv, (&state_url, &world), fakes, spec.approve, None, &path).await?;
+    let out = execute(&lua, &dir, inv, (&state_url, &world), fakes.clone(), spec.approve, None, &path).await?;
+    if coverage::on() {
+        plan_for_coverage(&dir, &shown, &spec, fakes).await;
+    }
     // `runbook test --crash`: every run of the suite also gets its crash proof.
     // (Not a run that shares an earlier one's world: that one had its proof.)
     if CRASH.load(std::sync::atomic::Ordering::SeqCst) && spec.world.is_none() {
@@ -615,6 +651,24 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
         out.set("crash", report)?;
     }
     Ok(out)
+}
+
+/// `--coverage`: what the runbook has, as its plan with this run's params and fakes lists it.
+async fn plan_for_coverage(dir: &TestDir, shown: &Path, spec: &Spec, fakes: serde_json::Value) {
+    let clock = crate::clock::offset();
+    let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Plan);
+    inv.supplied = spec.supplied.clone().unwrap_or_default();
+    inv.fakes = Some(Fakes {
+        spec: fakes,
+        calls: Arc::new(Mutex::new(Vec::new())),
+        dead: None,
+        world: Some(dir.tmp.path().join("plan.world")),
+        responders: Some(dir.responders.clone()),
+    });
+    if let Ok(o) = crate::engine::execute(inv, None, crate::output::Reporter::silent()).await {
+        coverage::planned(&shown.display().to_string(), &o.plan);
+    }
+    crate::clock::set_offset(clock);
 }
 
 /// `runbook test --crash`.
@@ -633,9 +687,8 @@ async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result
     if spec.world.is_some() {
         return Err(mlua::Error::runtime("resume: a resumed run keeps its world (`world` is for run)"));
     }
-    let journal = crate::journal::open(Some(&state_url))
-        .await
-        .map_err(|e| mlua::Error::runtime(format!("resume: the test's journal: {e}")))?;
+    let journal =
+        journal_at(&state_url).await.map_err(|e| mlua::Error::runtime(format!("resume: the test's journal: {e}")))?;
     let run = journal.find_run(&run_id).await.map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
     let path = crate::commands::resumable(&run, false, "").map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
     let steps = journal.steps(&run_id).await.map_err(|e| mlua::Error::runtime(format!("resume: {e}")))?;
@@ -681,7 +734,7 @@ async fn crash_pass(
             .map_err(|e| mlua::Error::runtime(format!("crash proof: copying the world of {run_id}: {e}")))?;
         dir.responders.fork(&from, &world_of(&state_url))?;
     }
-    let inner = crate::journal::open(Some(&state_url)).await.map_err(io)?;
+    let inner = journal_at(&state_url).await.map_err(io)?;
     let dead = Arc::new(AtomicBool::new(false));
     let cj = Arc::new(crash::CrashJournal::new(Arc::clone(&inner), crash_at, Arc::clone(&dead)));
     let fakes = Fakes {
@@ -720,14 +773,13 @@ async fn crash_pass(
             }
         }
     }
-    let again =
-        Fakes {
-            spec: world,
-            calls: Arc::new(Mutex::new(Vec::new())),
-            dead: None,
-            world: Some(world_of(&state_url)),
-            responders: Some(dir.responders.clone()),
-        };
+    let again = Fakes {
+        spec: world,
+        calls: Arc::new(Mutex::new(Vec::new())),
+        dead: None,
+        world: Some(world_of(&state_url)),
+        responders: Some(dir.responders.clone()),
+    };
     match inner.find_run("last").await {
         Ok(run) => {
             for s in inner.steps(&run.id).await.map_err(io)? {
@@ -918,9 +970,8 @@ async fn execute(
     run_id: Option<&str>,
     shown: &str,
 ) -> mlua::Result<Table> {
-    let journal = crate::journal::open(Some(state_url))
-        .await
-        .map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
+    let journal = journal_at(state_url).await.map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
+    let cover_key = shown_path(&inv.path).display().to_string();
     let fakes = Fakes {
         spec: fakes_json.clone(),
         calls: Arc::new(Mutex::new(Vec::new())),
@@ -944,19 +995,20 @@ async fn execute(
     // Where the runbook met its first unfaked call (a step's error carries file:line).
     let mut unfaked_at: Option<String> = None;
     if let Ok(run) = journal.find_run(run_id.unwrap_or("last")).await {
-        dir.journals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(
-                run.id.clone(),
-                Journaled { state_url: state_url.to_string(), fakes: fakes_json, world: world.to_path_buf() },
-            );
+        dir.journals.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            run.id.clone(),
+            Journaled { state_url: state_url.to_string(), fakes: fakes_json, world: world.to_path_buf() },
+        );
         out.set("run_id", run.id.clone())?;
         out.set("status", run.effective_status().to_string())?;
         // What stopped this process when it did not get to record it (a lock held), else the run's own.
         out.set("error", error.clone().filter(|_| outcome.is_err()).or(run.error.clone()).or(error))?;
         let steps = lua.create_table()?;
-        for s in journal.steps(&run.id).await.unwrap_or_default() {
+        let records = journal.steps(&run.id).await.unwrap_or_default();
+        if coverage::on() {
+            coverage::seen(&cover_key, &records);
+        }
+        for s in records {
             if let Some(e) = s.error.as_deref().filter(|e| e.contains("unfaked call: ")) {
                 unfaked_at.get_or_insert_with(|| e.to_string());
             }
