@@ -19,7 +19,7 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     r.assert_code(0);
     let report: serde_json::Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    assert_eq!(report["passed"], 14, "{report}");
+    assert_eq!(report["passed"], 18, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     let names: Vec<&str> = report["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"release retries back off and waits on the virtual clock"), "{names:?}");
@@ -36,11 +36,11 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     // The filter runs the named tests and skips the rest.
     let r = runbook_test(&env, &["passing", "-k", "virtual clock"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("2 passed, 0 failed, 12 skipped"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 passed, 0 failed, 16 skipped"), "{}", r.stdout);
     // A filter that matches nothing ran nothing: not a green run.
     let r = runbook_test(&env, &["passing", "-k", "no such test"]);
     r.assert_code(2);
-    assert!(r.stderr.contains("no test's name contains \"no such test\" (14 test(s) skipped)"), "{}", r.all());
+    assert!(r.stderr.contains("no test's name contains \"no such test\" (18 test(s) skipped)"), "{}", r.all());
 }
 
 #[test]
@@ -114,7 +114,7 @@ fn with_crash_every_run_of_the_suite_gets_its_crash_proof() {
     // answers go on after a crash, as the world does).
     let r = runbook_test(&env, &["passing", "--crash"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("14 passed, 0 failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("18 passed, 0 failed"), "{}", r.stdout);
     // A test that passes plainly fails under --crash: its runbook calls exec outside its steps.
     runbook_test(&env, &["crash"]).assert_code(0);
     let r = runbook_test(&env, &["crash", "--crash"]);
@@ -126,6 +126,85 @@ fn with_crash_every_run_of_the_suite_gets_its_crash_proof() {
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn coverage_names_what_no_test_reached_in_each_runbook() {
+    let env = Env::new();
+    let r = runbook_test(&env, &["passing", "--coverage", "--output", "json"]);
+    r.assert_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let of = |name: &str| -> serde_json::Value {
+        report["coverage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["runbook"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name}: {report}"))
+    };
+    // world.lua's report step has a `when` no test made true.
+    let world = of("passing/world.lua");
+    assert_eq!(world["steps"], serde_json::json!([6, 7]), "{world}");
+    assert_eq!(world["branches"], serde_json::json!([1, 2]), "{world}");
+    assert_eq!(
+        world["missed"],
+        serde_json::json!(["line 35: step 'report' never ran", "line 35: the `when` of 'report' was never true"]),
+        "{world}"
+    );
+    // release.lua's migration undo ran in a test; its gate-less plan is covered whole.
+    let release = of("passing/release.lua");
+    assert_eq!(release["undos"], serde_json::json!([1, 1]), "{release}");
+    assert_eq!(release["missed"], serde_json::json!([]), "{release}");
+}
+
+#[test]
+fn a_journaled_run_becomes_a_test_that_passes() {
+    let env = Env::new();
+    env.write(
+        "incident.lua",
+        r#"runbook { name = "incident", params = { url = { type = "secret", env = "DB_URL", required = true },
+                                        hosts = { type = "list" } } }
+local found = step("find", function() return { rows = 3, hosts = params.hosts } end)
+step("fix", function() error('could not obtain lock on relation orders') end)
+"#,
+    );
+    let r = env.run_env(&["run", "incident.lua", "-p", "hosts=a,b"], &[("DB_URL", "postgres://u:hunter2@db/app")]);
+    r.assert_code(1);
+    let r = env.run(&["test", "--from-run", "last"]);
+    r.assert_code(0);
+    let skeleton = r.stdout;
+    assert!(!skeleton.contains("hunter2"), "{skeleton}");
+    assert!(skeleton.contains("REPLACE: <secret:url>"), "{skeleton}");
+    assert!(skeleton.contains(r#"["find"] = { result = { hosts = { "a", "b" }, rows = 3 } },"#), "{skeleton}");
+    assert!(skeleton.contains(r#"expect(r.status).to_be("failed")"#), "{skeleton}");
+    std::fs::write(env.path("incident_test.lua"), &skeleton).unwrap();
+    let r = env.run(&["test", "incident_test.lua"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("1 passed, 0 failed"), "{}", r.stdout);
+}
+
+#[test]
+fn every_shipped_runbook_has_tests_that_pass_at_every_crash_point() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let runbooks = root.join("runbooks");
+    for e in std::fs::read_dir(&runbooks).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        if name.ends_with(".lua") && !name.ends_with("_test.lua") && text.lines().any(|l| l.starts_with("runbook {")) {
+            let test = runbooks.join(name.replace(".lua", "_test.lua"));
+            assert!(test.is_file(), "{name} has no test file beside it ({})", test.display());
+        }
+    }
+    let env = Env::new();
+    let r: Run =
+        env.cmd(&["test", "runbooks", "--crash", "--output", "json"]).current_dir(root).output().unwrap().into();
+    r.assert_code(0);
+    let report: serde_json::Value =
+        serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["passed"].as_u64().unwrap() >= 85, "{report}");
 }
 
 #[test]
