@@ -154,6 +154,11 @@ fn register_one(value: &str, name: &str, derived: bool) {
         return;
     }
     let Ok(mut entries) = REDACTOR.write() else { return };
+    // Already known (a worker's every run, a test suite's every pass registers the same ones):
+    // once is enough, and the list every line is checked against stays short.
+    if entries.iter().any(|e| e.value == value) {
+        return;
+    }
     // A concatenation (`"pg://u:" .. pw .. "@h"`) contains a registered value, which is scrubbed
     // wherever the concatenation appears: registering it too would add nothing but cost (a loop
     // of concatenations would otherwise register thousands of values).

@@ -120,6 +120,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
         file: file_table.as_ref(),
         stored: ctx.resume.as_ref().filter(|_| !ctx.queued).map(|r| &r.params),
         lenient: ctx.mode.is_static() || ctx.mode == Mode::Load,
+        env: ctx.test_env.as_ref(),
     };
     let (values, warnings) = params::resolve(&decl.params, &sources).map_err(|p| ctx.raise(Halt::Params(p)))?;
     let table = lua.create_table()?;

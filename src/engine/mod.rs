@@ -264,6 +264,9 @@ pub struct Ctx {
     pub params_file: Option<PathBuf>,
     /// See [`Invocation::supplied`].
     pub supplied: toml::Table,
+    /// `runbook test`: the environment params' `env` read (the test's `fakes.env`), instead
+    /// of the process's.
+    pub test_env: Option<std::collections::BTreeMap<String, String>>,
     pub yes: bool,
     pub trigger: String,
     pub resume: Option<RunRecord>,
@@ -319,6 +322,7 @@ impl Ctx {
             inv_params: params,
             params_file: None,
             supplied,
+            test_env: None,
             yes: false,
             trigger: "repl".into(),
             resume,
@@ -657,6 +661,16 @@ pub async fn execute(inv: Invocation, journal: Option<Arc<dyn Journal>>, out: Re
         inv_params: inv.params,
         params_file: inv.params_file,
         supplied: inv.supplied,
+        test_env: fakes.as_ref().map(|f| {
+            f.spec["env"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                        .collect()
+                })
+                .unwrap_or_default()
+        }),
         yes: inv.yes,
         lock_wait: inv.lock_wait,
         trigger: inv.trigger,

@@ -230,6 +230,8 @@ pub struct Sources<'a> {
     pub stored: Option<&'a Json>,
     /// Plan and check: missing or wrong values are not errors.
     pub lenient: bool,
+    /// Where a param's `env` is read: the process's environment, or (`runbook test`) the test's.
+    pub env: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 /// Resolved values by name, and warnings to show.
@@ -298,7 +300,13 @@ pub fn resolve(specs: &[ParamSpec], src: &Sources<'_>) -> Result<Resolved, Vec<S
             ));
             continue;
         }
-        let env = spec.env.as_ref().and_then(|var| std::env::var(var).ok().map(|v| (var.clone(), v)));
+        let env = spec.env.as_ref().and_then(|var| {
+            let value = match src.env {
+                Some(test) => test.get(var).cloned(),
+                None => std::env::var(var).ok(),
+            };
+            value.map(|v| (var.clone(), v))
+        });
         let (raw, origin) = if let Some(c) = cli {
             (Raw::Text(c), "-p".to_string())
         } else if let Some(f) = file {

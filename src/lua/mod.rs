@@ -101,7 +101,24 @@ pub fn set_require_root(lua: &Lua, dir: &Path) {
 /// Runs an embedded internal module and returns what it returns.
 pub fn run_internal(lua: &Lua, name: &str) -> mlua::Result<Value> {
     let src = embedded_module(name).ok_or_else(|| mlua::Error::runtime(format!("internal module {name} missing")))?;
-    lua.load(src).set_name(format!("@{}.lua", name.replace('.', "/"))).set_mode(ChunkMode::Text).eval()
+    embedded(lua, src, &format!("@{}.lua", name.replace('.', "/")))?.call(())
+}
+
+/// An embedded chunk (ours, in the binary) as a function: compiled once per process, then
+/// loaded from its bytecode (debug information kept), so that the many Lua states of a test
+/// suite or a worker do not parse the stdlib again each time.
+pub fn embedded(lua: &Lua, src: &'static str, chunk_name: &str) -> mlua::Result<Function> {
+    static COMPILED: std::sync::Mutex<Vec<(usize, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
+    // Keyed by where the source lives: embedded sources are 'static and never move.
+    let key = src.as_ptr() as usize;
+    let cached =
+        COMPILED.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone());
+    if let Some(bytes) = cached {
+        return lua.load(bytes).set_name(chunk_name).set_mode(ChunkMode::Binary).into_function();
+    }
+    let f = lua.load(src).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?;
+    COMPILED.lock().unwrap_or_else(|p| p.into_inner()).push((key, f.dump(false)));
+    Ok(f)
 }
 
 fn require(lua: &Lua, name: String) -> mlua::Result<Value> {
@@ -127,7 +144,10 @@ fn require(lua: &Lua, name: String) -> mlua::Result<Value> {
         (src, format!("@{}", path.display()))
     };
     let func: Function = if name.starts_with("runbook.") {
-        lua.load(source).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?
+        match embedded_module(&name) {
+            Some(src) => embedded(lua, src, &chunk_name)?,
+            None => lua.load(source).set_name(chunk_name).set_mode(ChunkMode::Text).into_function()?,
+        }
     } else {
         compile(lua, &source, &chunk_name[1..]).map_err(|(msg, loc)| {
             mlua::Error::runtime(match loc {

@@ -185,6 +185,7 @@ fn lua_value(v: &serde_json::Value, depth: usize) -> String {
 mod tests {
     #[test]
     fn json_becomes_lua_that_reads_back_the_same() {
+        use mlua::LuaSerdeExt;
         let v = serde_json::json!({"a": [1, "x\"y\n"], "end": null, "ok": true, "nested": {"k-1": 2.5}});
         let text = super::lua_value(&v, 0);
         let lua = mlua::Lua::new();

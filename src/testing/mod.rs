@@ -185,11 +185,8 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
     for p in crate::primitives::PRIMITIVES {
         let room = lua.create_table()?;
         room.set("name", p.name)?;
-        let fake = lua
-            .load(p.fake)
-            .set_name(format!("@src/primitives/{}/fake.lua", p.name))
-            .set_mode(mlua::chunk::ChunkMode::Text)
-            .eval::<mlua::Function>()?;
+        let fake: mlua::Function =
+            crate::lua::embedded(lua, p.fake, &format!("@src/primitives/{}/fake.lua", p.name))?.call(())?;
         room.set("fake", fake)?;
         if let Some(support) = p.support {
             room.set("support", support(lua, &world)?)?;
@@ -293,8 +290,8 @@ pub async fn command(o: Options<'_>) -> Result<u8> {
     }
     let mut outcomes = Vec::new();
     let mut broken = Vec::new();
-    for file in &files {
-        match run_file(file, filter).await {
+    for result in run_files(&files, filter) {
+        match result {
             Ok(mut o) => outcomes.append(&mut o),
             Err(e) => broken.push(e),
         }
@@ -317,6 +314,7 @@ pub async fn command(o: Options<'_>) -> Result<u8> {
             "{}",
             serde_json::json!({ "tests": outcomes, "broken": broken, "passed": passed, "failed": failed,
                                 "skipped": skipped, "ms": started.elapsed().as_millis() as u64,
+                                "crash_passes": PASSES.load(std::sync::atomic::Ordering::SeqCst),
                                 "coverage": covered })
         );
     } else {
@@ -351,6 +349,48 @@ pub async fn command(o: Options<'_>) -> Result<u8> {
     } else {
         exit::OK
     })
+}
+
+/// Runs the test files on as many threads as there are cores, each file on one thread (its
+/// runtime, its Lua states, its virtual clock: see crate::clock), a file at a time per thread;
+/// the results in the files' order.
+/// A test file's outcomes, or why it did not load.
+type FileResult = std::result::Result<Vec<Outcome>, String>;
+
+fn run_files(files: &[PathBuf], filter: Option<&str>) -> Vec<FileResult> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8).min(files.len());
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<FileResult>>> = Mutex::new((0..files.len()).map(|_| None).collect());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        if let Some(slot) = results.lock().unwrap_or_else(|p| p.into_inner()).get_mut(i) {
+                            *slot = Some(Err(format!("cannot start a runtime for the tests: {e}")));
+                        }
+                        return;
+                    }
+                };
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(file) = files.get(i) else { break };
+                    let r = runtime.block_on(run_file(file, filter));
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|p| p.into_inner())
+        .into_iter()
+        .zip(files)
+        .map(|(r, f)| r.unwrap_or_else(|| Err(format!("{}: not run", f.display()))))
+        .collect()
 }
 
 /// The report as JUnit XML, for CI: one testsuite per test file, a file that did not load as a
@@ -489,7 +529,7 @@ async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<
     setup().map_err(|e| format!("{shown}: {e}"))?;
     let tmp = tempfile::tempdir().map_err(|e| format!("{shown}: {e}"))?;
     let responders = Responders { lua: lua.weak(), fns: Default::default(), states: Default::default() };
-    lua.set_app_data(Arc::new(TestDir { dir, tmp, runs: 0.into(), journals: Mutex::default(), responders }));
+    lua.set_app_data(std::rc::Rc::new(TestDir { dir, tmp, runs: 0.into(), journals: Mutex::default(), responders }));
     let chunk = crate::lua::compile(&lua, &source, &shown).map_err(|(msg, loc)| match loc {
         Some(l) => format!("{l}: syntax error: {msg}"),
         None => format!("{shown}: syntax error: {msg}"),
@@ -598,9 +638,9 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
     Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
 }
 
-fn test_dir(lua: &Lua, what: &str) -> mlua::Result<Arc<TestDir>> {
-    lua.app_data_ref::<Arc<TestDir>>()
-        .map(|d| Arc::clone(&d))
+fn test_dir(lua: &Lua, what: &str) -> mlua::Result<std::rc::Rc<TestDir>> {
+    lua.app_data_ref::<std::rc::Rc<TestDir>>()
+        .map(|d| std::rc::Rc::clone(&d))
         .ok_or_else(|| mlua::Error::runtime(format!("{what}() outside a test file")))
 }
 
@@ -671,6 +711,9 @@ async fn plan_for_coverage(dir: &TestDir, shown: &Path, spec: &Spec, fakes: serd
     crate::clock::set_offset(clock);
 }
 
+/// Crash passes made in this process (each one run of the scenario, stopped and resumed).
+pub static PASSES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// `runbook test --crash`.
 static CRASH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -723,6 +766,7 @@ async fn crash_pass(
     start_clock: u64,
 ) -> mlua::Result<Pass> {
     use std::sync::atomic::AtomicBool;
+    PASSES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let io = |e: crate::journal::JournalError| mlua::Error::runtime(format!("crash proof: the test's journal: {e}"));
     let n = dir.runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
     crate::clock::set_offset(start_clock);

@@ -8,22 +8,55 @@
 --   end)
 
 ---@class TestFake
----@field match? string Text the call contains (exec: its argv joined by spaces, or its shell; http: "METHOD URL").
----@field pattern? string A Lua pattern the call matches, instead of `match`.
+---@field match? string Text the call contains (exec: its argv as shown, then " <<< stdin"; http: "METHOD URL"; db: the SQL; ssh: "HOST: command"; storage: "put URL/KEY"; backup: "create SOURCE to STORE"; tls: "host:port"; metrics: "query PROMQL").
+---@field pattern? string A Lua pattern the call matches, instead of `match` (it weighs its literal characters).
+---@field host? string ssh: only this host's calls (or, with down/down_after/host_key_changed, the host's state).
+---@field url? string db, storage, metrics, http: only calls to a target whose URL contains this.
 ---@field times? integer Matches this many calls, then lets later fakes answer.
 ---@field answers? table[] Answers given in turn, the last repeating.
+---@field respond? fun(call: string, args: string[], n: integer, state: table): table? Answers with a function of the test file: `n` the how-manieth call this fake answers, `state` a table of the fake's world (kept across a crash and its resume, fresh for each crash pass).
 ---@field error? string The call raises this.
----@field code? integer exec: the exit code (default 0; not 0 raises unless `check = false`).
----@field stdout? string exec
----@field stderr? string exec
+---@field delay? Duration The answer comes after this long, on the virtual clock.
+---@field code? integer exec, ssh: the exit code (default 0; not 0 raises unless `check = false`).
+---@field stdout? string exec, ssh
+---@field stderr? string exec, ssh
 ---@field status? integer http: the status (default 200; outside 2xx raises unless `expect` accepts it).
 ---@field json? any http: what `r:json()` returns.
 ---@field body? string http
 ---@field headers? table<string, string> http
+---@field requests? integer http.load: the report's numbers (also errors, rps, latency = {p50, p95, ...}, statuses).
+---@field rows? table[] db: the rows of a query.
+---@field count? integer db: the rows an execute affected.
+---@field value? any db: what `scalar` returns; metrics: the one number (nil: no data).
+---@field sqlstate? string db: the SQLSTATE of `error`.
+---@field down? boolean|string db: the connection refused (the text: its cause); ssh: the host down.
+---@field down_after? integer ssh: the host goes down after this many commands.
+---@field host_key_changed? boolean ssh: the host key check fails.
+---@field sqlite? boolean db: a real SQLite database in the test's world for this `url`.
+---@field schema? string db, with sqlite: SQL run when the database is new.
+---@field group? string ssh: an inventory group, with `hosts`.
+---@field hosts? string[] ssh: the group's hosts.
+---@field objects? table<string, string> storage: objects in the store at `url` before the run.
+---@field tables? table<string, integer> backup: the rows per table of a dump (create) or a restore (verify, restore).
+---@field corrupt? boolean backup create: the object is damaged on its way to the store.
+---@field problems? string[] backup verify: what the verification finds wrong.
+---@field days_left? integer tls: the certificate's days left (`valid = false` with `reason`: one that does not verify).
+---@field samples? table[] metrics query: the samples.
+
+---@type lightuserdata SQL NULL, in a fake's rows.
+null = nil
 
 ---@class TestFakes
 ---@field exec? TestFake[]
 ---@field http? TestFake[]
+---@field db? TestFake[]
+---@field ssh? TestFake[]
+---@field storage? TestFake[]
+---@field backup? TestFake[]
+---@field tls? TestFake[]
+---@field metrics? TestFake[]
+---@field secrets? table<string, string> What `secret("NAME")` (and secret params) return.
+---@field env? table<string, string> What `env("NAME")` and params declared with `env` read.
 ---@field steps? table<string, {result?: any, error?: string}> Steps whose body does not run: they return `result` or fail with `error`.
 ---@field faults? {step: string, attempt?: integer, error?: string}[] One attempt of a step (every attempt without `attempt`) fails.
 ---@field real? string[] Primitives let through to real systems ("db", "ssh", ...); the others' calls must be faked.
@@ -32,6 +65,7 @@
 ---@field params? table<string, any> The runbook's params, as a params file gives them.
 ---@field fakes? TestFakes
 ---@field approve? boolean Every gate approved (default: gates wait, and the run's status is "waiting_approval").
+---@field world? TestRun An earlier run whose world (stores, SQLite files, `state` tables) this run shares.
 
 ---@class TestStep
 ---@field status string

@@ -1,6 +1,7 @@
 -- The fakes that describe a world: a real SQLite database, stores in memory, hosts that go down
 -- or change their key, certificates, Prometheus numbers, a load balancer answered by a function.
-runbook { name = "world", params = { report = { type = "boolean", default = false }, order = { type = "integer", default = 1 } } }
+runbook { name = "world", params = { report = { type = "boolean", default = false }, order = { type = "integer", default = 1 },
+                                     api_token = { type = "secret", env = "WORLD_API_TOKEN" } } }
 local conn = db.connect("postgres://app:pw@db.internal/app")
 step("orders", function()
   -- Idempotent, as a step must be: a crash after the insert runs it again.
@@ -32,4 +33,5 @@ step("counter", function()
   for _ = 1, 3 do n = tonumber(exec{ "next-ticket" }.stdout) end
   return n
 end)
+step("token", function() return params.api_token and params.api_token:name() or "none" end)
 step("report", { when = function() return params.report end }, function() return "reported" end)

@@ -26,6 +26,10 @@ test("the fakes of a world behave as the world would", function()
   -- The real analysis on the fake numbers: broken from the second sample, failed after 2m.
   expect(r.steps.canary.result).to_equal({ outcome = "failed", worst = 0.09 })
   expect(r.steps.counter.result).to_be(3)
+  -- A param's `env` is read from the test's env, never the process's (the harness sets it there).
+  expect(r.steps.token.result).to_be("none")
+  local given = run("world.lua", { fakes = (function() local f = world(); f.env = { WORLD_API_TOKEN = "t0k3n-for-test" }; return f end)() })
+  expect(given.steps.token.result).to_be("api_token")
   expect_calls(r, "db", { "insert or ignore into orders", "select count(*) from orders" })
   expect_calls(r, "storage", { "open s3://archive/app", "put s3://archive/app/orders/1.json", in_order = true })
 end)
