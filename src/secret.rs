@@ -153,22 +153,47 @@ fn register_one(value: &str, name: &str, derived: bool) {
     if value.len() < MIN_SCRUB_LEN {
         return;
     }
-    let Ok(mut entries) = REDACTOR.write() else { return };
-    // Already known (a worker's every run, a test suite's every pass registers the same ones):
-    // once is enough, and the list every line is checked against stays short.
-    if entries.iter().any(|e| e.value == value) {
-        return;
+    let add = |entries: &mut Vec<Entry>| {
+        // Already known (a worker's every run, a test suite's every pass registers the same
+        // ones): once is enough, and the list every line is checked against stays short.
+        if entries.iter().any(|e| e.value == value) {
+            return;
+        }
+        // A concatenation (`"pg://u:" .. pw .. "@h"`) contains a registered value, which is
+        // scrubbed wherever the concatenation appears: registering it too would add nothing but
+        // cost (a loop of concatenations would otherwise register thousands of values).
+        if derived && entries.iter().any(|e| value.contains(e.value.as_str())) {
+            return;
+        }
+        entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
+        GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // Longest first, so a secret that contains another is replaced whole.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.value.len()));
+    };
+    let isolated = LOCAL.with(|l| match l.borrow_mut().as_mut() {
+        Some(entries) => {
+            add(entries);
+            true
+        }
+        None => false,
+    });
+    if !isolated {
+        if let Ok(mut entries) = REDACTOR.write() {
+            add(&mut entries);
+        }
     }
-    // A concatenation (`"pg://u:" .. pw .. "@h"`) contains a registered value, which is scrubbed
-    // wherever the concatenation appears: registering it too would add nothing but cost (a loop
-    // of concatenations would otherwise register thousands of values).
-    if derived && entries.iter().any(|e| value.contains(e.value.as_str())) {
-        return;
-    }
-    entries.push(Entry { value: value.to_string(), label: format!("<secret:{name}>") });
-    GENERATION.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    // Longest first, so a secret that contains another is replaced whole.
-    entries.sort_by_key(|e| std::cmp::Reverse(e.value.len()));
+}
+
+thread_local! {
+    /// `runbook test`: the secrets of the test file this thread runs (test files run in
+    /// parallel, each on a thread: one file's fake secrets never redact another's output).
+    static LOCAL: std::cell::RefCell<Option<Vec<Entry>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// From now on, secrets registered on this thread are this thread's only, and those it had are
+/// forgotten (a new test file).
+pub fn isolate_thread() {
+    LOCAL.with(|l| *l.borrow_mut() = Some(Vec::new()));
 }
 
 /// Scrubs every registered secret value from `text`.
@@ -182,6 +207,13 @@ pub fn redact(text: &str) -> Cow<'_, str> {
             out = Cow::Owned(out.replace(e.value.as_str(), &e.label));
         }
     }
+    LOCAL.with(|l| {
+        for e in l.borrow().iter().flatten() {
+            if out.contains(e.value.as_str()) {
+                out = Cow::Owned(out.replace(e.value.as_str(), &e.label));
+            }
+        }
+    });
     out
 }
 

@@ -79,11 +79,12 @@ impl SqliteJournal {
     /// A journal for `runbook test`: private to one run of a test (and its resumes), removed with
     /// it, in-process only. Nothing in it must outlive a power cut (no fsync), no other process
     /// opens it (no lock, not kept open: a test suite opens thousands), and its schema is a copy
-    /// of one migrated once per process. An existing one (a resume) is opened as it is.
+    /// of one migrated once per folder. An existing one (a resume) is opened as it is.
     pub async fn scratch(path: &Path) -> JResult<SqliteJournal> {
         let fail = |reason: String| JournalError::Open { location: path.display().to_string(), reason };
         if !path.exists() {
-            let template = scratch_template().await.map_err(&fail)?;
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let template = scratch_template(dir).await.map_err(&fail)?;
             std::fs::copy(&template, path).map_err(|e| fail(e.to_string()))?;
             let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         }
@@ -98,26 +99,25 @@ impl SqliteJournal {
     }
 }
 
-/// An empty journal with the current schema, made once per process for `scratch` to copy.
-async fn scratch_template() -> Result<PathBuf, String> {
-    static TEMPLATE: tokio::sync::OnceCell<(tempfile::TempDir, PathBuf)> = tokio::sync::OnceCell::const_new();
-    let (_, path) = TEMPLATE
-        .get_or_try_init(|| async {
-            let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-            let path = dir.path().join("template.db");
-            let options = SqliteConnectOptions::from_str("sqlite://")
-                .map_err(|e| e.to_string())?
-                .filename(&path)
-                .create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Delete)
-                .foreign_keys(true);
-            let mut conn = options.connect().await.map_err(|e| e.to_string())?;
-            MIGRATOR.run(&mut conn).await.map_err(|e| e.to_string())?;
-            conn.close().await.map_err(|e| e.to_string())?;
-            Ok::<_, String>((dir, path))
-        })
-        .await?;
-    Ok(path.clone())
+/// An empty journal with the current schema, made once per folder (a test file's) for
+/// `scratch` to copy: removed with the folder.
+async fn scratch_template(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("template.db");
+    if path.exists() {
+        return Ok(path);
+    }
+    let making = dir.join("template.db.new");
+    let options = SqliteConnectOptions::from_str("sqlite://")
+        .map_err(|e| e.to_string())?
+        .filename(&making)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Delete)
+        .foreign_keys(true);
+    let mut conn = options.connect().await.map_err(|e| e.to_string())?;
+    MIGRATOR.run(&mut conn).await.map_err(|e| e.to_string())?;
+    conn.close().await.map_err(|e| e.to_string())?;
+    std::fs::rename(&making, &path).map_err(|e| e.to_string())?;
+    Ok(path)
 }
 
 static MIGRATING: Mutex<()> = Mutex::const_new(());

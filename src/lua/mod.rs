@@ -108,9 +108,10 @@ pub fn run_internal(lua: &Lua, name: &str) -> mlua::Result<Value> {
 /// loaded from its bytecode (debug information kept), so that the many Lua states of a test
 /// suite or a worker do not parse the stdlib again each time.
 pub fn embedded(lua: &Lua, src: &'static str, chunk_name: &str) -> mlua::Result<Function> {
-    static COMPILED: std::sync::Mutex<Vec<(usize, Vec<u8>)>> = std::sync::Mutex::new(Vec::new());
-    // Keyed by where the source lives: embedded sources are 'static and never move.
-    let key = src.as_ptr() as usize;
+    type Compiled = Vec<((usize, usize), Vec<u8>)>;
+    static COMPILED: std::sync::Mutex<Compiled> = std::sync::Mutex::new(Vec::new());
+    // Keyed by where the source lives and its length: embedded sources are 'static, never move.
+    let key = (src.as_ptr() as usize, src.len());
     let cached =
         COMPILED.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone());
     if let Some(bytes) = cached {

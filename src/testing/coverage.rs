@@ -61,7 +61,8 @@ pub fn seen(runbook: &str, steps: &[StepRecord]) {
             name: s.name.clone(),
             line: s.line,
             skipped: s.status == StepStatus::Skipped,
-            undone: s.undo_status.is_some(),
+            // ("pending" is a completed step's undo waiting to be needed: not run.)
+            undone: matches!(s.undo_status.as_deref(), Some("done" | "running" | "failed")),
         });
     }
 }

@@ -95,6 +95,7 @@ fn placeholders(params: &serde_json::Value) -> serde_json::Value {
         serde_json::Value::Object(m) => {
             serde_json::Value::Object(m.iter().map(|(k, v)| (k.clone(), placeholders(v))).collect())
         }
+        serde_json::Value::Array(a) => serde_json::Value::Array(a.iter().map(placeholders).collect()),
         other => other.clone(),
     }
 }
@@ -121,8 +122,8 @@ fn lua_string(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\{}", c as u32);
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\{:03}", c as u32);
             }
             c => out.push(c),
         }
@@ -186,13 +187,14 @@ mod tests {
     #[test]
     fn json_becomes_lua_that_reads_back_the_same() {
         use mlua::LuaSerdeExt;
-        let v = serde_json::json!({"a": [1, "x\"y\n"], "end": null, "ok": true, "nested": {"k-1": 2.5}});
+        let v = serde_json::json!({"a": [1, "x\"y\n", "\u{1}2"], "end": null, "ok": true, "nested": {"k-1": 2.5}});
         let text = super::lua_value(&v, 0);
         let lua = mlua::Lua::new();
         lua.globals().set("null", lua.null()).unwrap();
         let back: mlua::Value = lua.load(format!("return {text}")).eval().unwrap();
         let json = serde_json::to_value(&back).unwrap();
         assert_eq!(json["a"][1], "x\"y\n");
+        assert_eq!(json["a"][2], "\u{1}2");
         assert_eq!(json["nested"]["k-1"], 2.5);
         assert_eq!(json["ok"], true);
     }

@@ -79,12 +79,24 @@ impl Responders {
         Ok(t)
     }
 
-    /// World `to` starts with a copy of world `from`'s state (plain data: copied as JSON).
+    /// World `to` starts with a copy of world `from`'s state (tables copied deep; functions and
+    /// other values shared).
     fn fork(&self, from: &Path, to: &Path) -> mlua::Result<()> {
+        fn deep(lua: &Lua, t: &Table, depth: usize) -> mlua::Result<Table> {
+            let copy = lua.create_table()?;
+            for pair in t.pairs::<Value, Value>() {
+                let (k, v) = pair?;
+                let v = match v {
+                    Value::Table(inner) if depth < 64 => Value::Table(deep(lua, &inner, depth + 1)?),
+                    other => other,
+                };
+                copy.raw_set(k, v)?;
+            }
+            Ok(copy)
+        }
         let Some(lua) = self.lua.try_upgrade() else { return Ok(()) };
         let Some(t) = self.states.borrow().get(from).cloned() else { return Ok(()) };
-        let json: serde_json::Value = lua.from_value(Value::Table(t))?;
-        let Value::Table(copy) = lua.to_value(&json)? else { return Ok(()) };
+        let copy = deep(&lua, &t, 0)?;
         self.states.borrow_mut().insert(to.to_path_buf(), copy);
         Ok(())
     }
@@ -131,6 +143,92 @@ fn copy_world(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The shape of a test's `fakes`, checked before any run: `Err(".exec[2].match: ...")`.
+fn check_fakes(fakes: &serde_json::Value) -> std::result::Result<(), String> {
+    use serde_json::Value as J;
+    let kind = |v: &J| match v {
+        J::Null => "nil",
+        J::Bool(_) => "boolean",
+        J::Number(_) => "number",
+        J::String(_) => "string",
+        J::Array(_) => "list",
+        J::Object(_) => "table",
+    };
+    let list = |v: &J| -> Option<Vec<J>> {
+        match v {
+            J::Array(a) => Some(a.clone()),
+            J::Object(m) if m.is_empty() => Some(vec![]),
+            _ => None,
+        }
+    };
+    let J::Object(map) = fakes else { return Err(format!(": a table, got a {}", kind(fakes))) };
+    // (The builtins' and log's fakes take no call fakes: secrets, env, steps and faults are theirs.)
+    let primitives: Vec<&str> =
+        crate::primitives::PRIMITIVES.iter().map(|p| p.name).filter(|n| !["builtins", "log"].contains(n)).collect();
+    for (key, v) in map {
+        match key.as_str() {
+            "secrets" | "env" | "steps" => {
+                if !matches!(v, J::Object(_)) && list(v).is_none_or(|l| !l.is_empty()) {
+                    return Err(format!(".{key}: a table of NAME = ..., got a {}", kind(v)));
+                }
+            }
+            "real" | "faults" => {
+                if list(v).is_none() {
+                    return Err(format!(".{key}: a list, got a {}", kind(v)));
+                }
+            }
+            name if primitives.contains(&name) => {
+                let items = list(v).ok_or_else(|| {
+                    format!(".{name}: a list of fakes ({{ {{ match = ..., ... }}, ... }}), got a {}", kind(v))
+                })?;
+                for (i, f) in items.iter().enumerate() {
+                    let at = format!(".{name}[{}]", i + 1);
+                    let J::Object(f) = f else { return Err(format!("{at}: a table, got a {}", kind(f))) };
+                    for field in ["match", "pattern", "host", "url", "group"] {
+                        if let Some(x) = f.get(field).filter(|x| !x.is_string()) {
+                            return Err(format!("{at}.{field}: a string, got a {}", kind(x)));
+                        }
+                    }
+                    if let Some(t) = f.get("times").filter(|t| t.as_u64().is_none_or(|n| n == 0)) {
+                        return Err(format!("{at}.times: a whole number above 0, got {t}"));
+                    }
+                    if let Some(a) = f.get("answers") {
+                        let answers =
+                            list(a).ok_or_else(|| format!("{at}.answers: a list of answers, got a {}", kind(a)))?;
+                        if let Some((j, x)) = answers.iter().enumerate().find(|(_, x)| !x.is_object()) {
+                            return Err(format!("{at}.answers[{}]: an answer table, got a {}", j + 1, kind(x)));
+                        }
+                    }
+                }
+            }
+            other => {
+                let mut known: Vec<&str> = primitives.clone();
+                known.extend(["real", "secrets", "env", "steps", "faults"]);
+                known.sort_unstable();
+                return Err(format!(": unknown key `{other}` (known: {})", known.join(", ")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fakes after `calls`: each fake's count of the calls it answered goes on (`answers`,
+/// `times`, `respond`'s n), as the world does across a crash or between a run and its resume.
+fn advanced(fakes: &serde_json::Value, calls: &[serde_json::Value]) -> serde_json::Value {
+    let mut world = fakes.clone();
+    for c in calls {
+        if let (Some(p), Some(i)) = (c["primitive"].as_str(), c["fake"].as_u64()) {
+            if let Some(f) = world.get_mut(p).and_then(|l| l.get_mut((i as usize).wrapping_sub(1))) {
+                if f.is_object() {
+                    let n = f["calls"].as_u64().unwrap_or(0) + 1;
+                    f["calls"] = n.into();
+                }
+            }
+        }
+    }
+    world
+}
+
 /// The journal of a test's run (`sqlite://PATH` in its folder): a scratch one, made or reopened.
 async fn journal_at(state_url: &str) -> crate::journal::JResult<Arc<dyn crate::journal::Journal>> {
     crate::journal::open_scratch(Path::new(state_url.trim_start_matches("sqlite://"))).await
@@ -164,6 +262,18 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
     // fake about the calls it makes itself (an ssh fan-out's hosts, a store's operations).
     let helpers = lua.create_table()?;
     helpers.set("now", lua.create_function(|_, ()| Ok(crate::clock::now().timestamp()))?)?;
+    // Whether a command line holds a secret (a secret itself, or text with one in it).
+    helpers.set(
+        "holds_secret",
+        lua.create_function(|_, v: Value| match v {
+            Value::UserData(_) => Ok(true),
+            Value::String(s) => {
+                let s = s.to_string_lossy();
+                Ok(crate::secret::redact(&s) != s)
+            }
+            _ => Ok(false),
+        })?,
+    )?;
     helpers.set(
         "hook",
         lua.create_function(|lua, (name, f): (String, mlua::Function)| {
@@ -178,7 +288,8 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
         lua.create_function(move |lua, (id, call, args, n): (usize, String, Value, i64)| {
             let r = responders.as_ref().ok_or_else(|| mlua::Error::runtime("fakes: no answering functions here"))?;
             let args: serde_json::Value = lua.from_value(args)?;
-            to_lua(lua, &r.call(id, (call, args, n), &here)?)
+            // (JSON null stays `null`: a row's NULL column.)
+            lua.to_value(&r.call(id, (call, args, n), &here)?)
         })?,
     )?;
     let rooms = lua.create_table()?;
@@ -503,6 +614,9 @@ const FROM_LUA: [&str; 5] = ["test", "describe", "expect", "expect_calls", "time
 
 /// Loads one test file, collects its tests and runs them.
 async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<Outcome>, String> {
+    // A file is a world of its own: its secrets and its clock are not the last file's.
+    crate::secret::isolate_thread();
+    crate::clock::reset();
     let shown = file.display().to_string();
     let source = std::fs::read_to_string(file).map_err(|e| format!("{shown}: {e}"))?;
     let dir = std::fs::canonicalize(file)
@@ -632,7 +746,9 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
         v => {
             let responders = test_dir(lua, what)?.responders.clone();
             let v = responders.strip(lua, v, 0)?;
-            Some(lua.from_value(v)?)
+            let json: serde_json::Value = lua.from_value(v)?;
+            check_fakes(&json).map_err(|e| mlua::Error::runtime(format!("{what}: fakes{e}")))?;
+            Some(json)
         }
     };
     Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
@@ -808,15 +924,7 @@ async fn crash_pass(
     let mut pass = Pass { status: String::new(), writes, before, after: vec![], done: vec![], running: vec![] };
     // The fakes are the world: after the crash they go on where they were (a service that
     // answered 503 twice has still answered twice), they do not start again with the process.
-    let mut world = fakes_json.clone();
-    for c in &pass.before {
-        if let (Some(p), Some(i)) = (c["primitive"].as_str(), c["fake"].as_u64()) {
-            if let Some(f) = world.get_mut(p).and_then(|l| l.get_mut(i as usize - 1)) {
-                let n = f["calls"].as_u64().unwrap_or(0) + 1;
-                f["calls"] = n.into();
-            }
-        }
-    }
+    let world = advanced(fakes_json, &pass.before);
     let again = Fakes {
         spec: world,
         calls: Arc::new(Mutex::new(Vec::new())),
@@ -1039,6 +1147,9 @@ async fn execute(
     // Where the runbook met its first unfaked call (a step's error carries file:line).
     let mut unfaked_at: Option<String> = None;
     if let Ok(run) = journal.find_run(run_id.unwrap_or("last")).await {
+        // A resume goes on with these fakes where this run left them.
+        let calls = fakes.calls.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let fakes_json = advanced(&fakes_json, &calls);
         dir.journals.lock().unwrap_or_else(|p| p.into_inner()).insert(
             run.id.clone(),
             Journaled { state_url: state_url.to_string(), fakes: fakes_json, world: world.to_path_buf() },

@@ -73,8 +73,14 @@ return function(spec, record, helpers, rooms)
       for k in pairs(WORLD) do if f[k] ~= nil then world = true end end
       if not world then
         local hit
-        if f.pattern then hit = key:find(f.pattern) ~= nil else hit = f.match == nil or key:find(f.match, 1, true) ~= nil end
-        if f.host ~= nil and (target == nil or target.host ~= f.host) then hit = false end
+        if f.pattern then
+          local ok, found = pcall(string.find, key, f.pattern)
+          if not ok then error("fakes." .. primitive .. "[" .. i .. "].pattern: " .. tostring(found), 0) end
+          hit = found ~= nil
+        else
+          hit = f.match == nil or key:find(f.match, 1, true) ~= nil
+        end
+        if f.host ~= nil and (target == nil or (target.host ~= f.host and target.name ~= f.host)) then hit = false end
         if f.url ~= nil and (target == nil or target.url == nil or not target.url:find(f.url, 1, true)) then hit = false end
         tried[#tried + 1] = describe(f)
         local len = (f.pattern and literal_length(f.pattern) or #(f.match or "")) + (f.host and 1000 or 0)
@@ -104,7 +110,7 @@ return function(spec, record, helpers, rooms)
     if not a then
       if o.world then return nil end
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "
-        .. (#tried > 0 and table.concat(tried, ", ") or "none") .. ")", level + 1)
+        .. (#tried > 0 and table.concat(tried, ", ") or "none") .. ")", level > 0 and level + 1 or 0)
     end
     if type(a.respond) == "table" and a.respond["$respond"] then
       -- A function of the test file answers: of the call, its arguments, and how many times
@@ -114,7 +120,8 @@ return function(spec, record, helpers, rooms)
     end
     if a.delay then sleep(a.delay) end
     if a.error then
-      error(primitive .. ": " .. tostring(a.error) .. (a.sqlstate and (" (SQLSTATE " .. a.sqlstate .. ")") or ""), level + 1)
+      error(primitive .. ": " .. tostring(a.error) .. (a.sqlstate and (" (SQLSTATE " .. a.sqlstate .. ")") or ""),
+        level > 0 and level + 1 or 0)
     end
     return a
   end
@@ -124,7 +131,7 @@ return function(spec, record, helpers, rooms)
   function kit.world(primitive, key, target)
     local out = {}
     for _, f in ipairs(spec[primitive] or {}) do
-      if f[key] ~= nil and (f.host == nil or (target and target.host == f.host))
+      if f[key] ~= nil and (f.host == nil or (target and (target.host == f.host or target.name == f.host)))
         and (f.url == nil or (target and target.url and target.url:find(f.url, 1, true))) then
         out[#out + 1] = f
       end

@@ -78,12 +78,14 @@ function M.new(opts)
     return "Unknown command: '" .. line .. "'\n"
   end
 
+  -- The servers of this socket's backend, in the world's state.
+  local key = "haproxy " .. socket .. " " .. b
   local function respond(call, _args, _n, state)
-    state.haproxy = state.haproxy or copy(initial)
+    state[key] = state[key] or copy(initial)
     local input = call:match(" <<< (.*)$") or ""
     local out = {}
     for line in (input:gsub("\n$", "") .. ";"):gmatch("([^;]*);") do
-      if line:match("%S") then out[#out + 1] = command(state.haproxy, line) end
+      if line:match("%S") then out[#out + 1] = command(state[key], line) end
     end
     return { stdout = table.concat(out) }
   end

@@ -38,7 +38,8 @@ function M.on_failure(url, fn)
     local run = current_run() or {}
     local first = tostring(err):match("[^\n]*")
     local duration_ms = (os.time() - started) * 1000
-    step("notify: " .. step_name .. " failed", { description = "The failure posted to the webhook" }, function()
+    -- (A long step name is cut: the notification's step must not fail on its name's length.)
+    step("notify: " .. step_name:sub(1, 120) .. " failed", { description = "The failure posted to the webhook" }, function()
       return M.post(url, string.format("runbook %s: run %s failed at step '%s': %s", run.runbook or "?", run.id or "?",
         step_name, first), {
         status = "failed",

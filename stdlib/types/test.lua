@@ -14,7 +14,7 @@
 ---@field url? string db, storage, metrics, http: only calls to a target whose URL contains this.
 ---@field times? integer Matches this many calls, then lets later fakes answer.
 ---@field answers? table[] Answers given in turn, the last repeating.
----@field respond? fun(call: string, args: string[], n: integer, state: table): table? Answers with a function of the test file: `n` the how-manieth call this fake answers, `state` a table of the fake's world (kept across a crash and its resume, fresh for each crash pass).
+---@field respond? fun(call: string, args: string[], n: integer, state: table): table? Answers with a function of the test file: `n` the how-manieth call this fake answers, `state` a table of the fake's world (kept across a crash and its resume, fresh for each crash pass). Keep what it remembers in `state`: --crash and --coverage call it again (each crash pass, the plan).
 ---@field error? string The call raises this.
 ---@field delay? Duration The answer comes after this long, on the virtual clock.
 ---@field code? integer exec, ssh: the exit code (default 0; not 0 raises unless `check = false`).

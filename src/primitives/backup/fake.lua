@@ -9,7 +9,7 @@
 -- that fails) or `tables`; any call with an `error`. Unmatched calls are answered as above.
 return function(kit, _support)
   kit.hook("backup", function(call, mutating)
-    local a = kit.faked("backup", call, { level = 1, mutating = mutating, target = { url = call:match("^%S+ (%S+)") },
+    local a = kit.faked("backup", call, { level = 0, mutating = mutating, target = { url = call:match("^%S+ (%S+)") },
                                           world = true })
     if a == nil then return nil end
     return { tables = a.tables, content = a.content, problems = a.problems, corrupt = a.corrupt }

@@ -26,6 +26,15 @@ return function(kit, _support)
     return tostring(v)
   end
 
+  -- The process's environment is not the test's: os.getenv reads fakes.env too.
+  if os.getenv then
+    os.getenv = function(name)
+      local v = spec.env and spec.env[name]
+      if v == nil then return nil end
+      return tostring(v)
+    end
+  end
+
   local real_time, real_date = os.time, os.date
   os.time = function(t)
     if t == nil then return kit.now() end

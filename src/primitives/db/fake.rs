@@ -3,20 +3,39 @@
 //! test's world for a test that prefers one to canned rows.
 use mlua::{Lua, Table, Value};
 
-/// A database URL without its password: `postgres://app@db:5432/app`.
+/// A database URL without its password: `postgres://app@db:5432/app`. The userinfo ends at the
+/// last `@` (a password may hold `/`, `?` or `@`); query parameters naming a password and a
+/// `key=value` connection string's password go too.
 pub fn without_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let hidden = |kv: &str| {
+        kv.split_once('=').is_some_and(|(k, _)| {
+            let k = k.trim().to_ascii_lowercase();
+            k.contains("pass") || k.contains("pwd") || k.contains("secret") || k.contains("token")
+        })
     };
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{path}")
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // A key=value connection string.
+        return url.split_whitespace().filter(|kv| !hidden(kv)).collect::<Vec<_>>().join(" ");
+    };
+    let rest = match rest.rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{user}@{}", &rest[at + 1..])
         }
-        None => url.to_string(),
-    }
+        None => rest.to_string(),
+    };
+    let shown = match rest.split_once('?') {
+        Some((base, query)) => {
+            let kept: Vec<&str> = query.split('&').filter(|kv| !hidden(kv)).collect();
+            if kept.is_empty() {
+                base.to_string()
+            } else {
+                format!("{base}?{}", kept.join("&"))
+            }
+        }
+        None => rest,
+    };
+    format!("{scheme}://{shown}")
 }
 
 pub fn support(lua: &Lua, world: &std::path::Path) -> mlua::Result<Table> {
@@ -46,5 +65,11 @@ mod tests {
         assert_eq!(super::without_password("postgres://app:s3cr@t@db:5432/app"), "postgres://app@db:5432/app");
         assert_eq!(super::without_password("postgres://db/app"), "postgres://db/app");
         assert_eq!(super::without_password("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(super::without_password("postgres://app:pa/ss@db/app"), "postgres://app@db/app");
+        assert_eq!(
+            super::without_password("postgres://db/app?user=app&password=hunter2&sslmode=require"),
+            "postgres://db/app?user=app&sslmode=require"
+        );
+        assert_eq!(super::without_password("host=db user=app password=hunter2"), "host=db user=app");
     }
 }

@@ -35,7 +35,12 @@ return function(kit, _support)
       opts = opts or {}
       reachable(host, 2)
       commands[host] = (commands[host] or 0) + 1
+      if kit.helpers.holds_secret(command) then
+        error("ssh: " .. host .. ": a secret is in the command line (ps shows it on the host): pass it in env or stdin", 2)
+      end
       local call = host .. ": " .. kit.text(command)
+      -- What goes in on stdin is part of the call (a socat to HAProxy's socket on the host).
+      if opts.stdin ~= nil then call = call .. " <<< " .. kit.text(opts.stdin) end
       local a = kit.faked("ssh", call, { mutating = not opts.readonly, target = { host = host } })
       local r = { code = a.code or 0, stdout = a.stdout or "", stderr = a.stderr or "", ms = a.ms or 0, host = host }
       if r.code ~= 0 and opts.check ~= false then

@@ -178,11 +178,17 @@ impl UserData for Store {
                     Ok(Value::String(lua.create_string(&bytes)?))
                 }
                 Some(to) => {
-                    let path = ctx.resolve_path(&to);
+                    let mut path = ctx.resolve_path(&to);
                     if let Some(p) = ctx.guard(&lua, "storage", true, || format!("get {key} into {to}"))? {
                         return Ok(p);
                     }
-                    fake(&lua, &this, "get", &key, false).await?;
+                    // Under `runbook test` the file goes into the test's world, never the disk's.
+                    if let Some(hook) = crate::primitives::fake_hook(&lua, "storage") {
+                        let call =
+                            format!("get {}/{} into {to}", this.url.trim_end_matches('/'), key.trim_start_matches('/'));
+                        let into: Option<String> = hook.call_async((call, true, to.clone())).await?;
+                        path = into.map(std::path::PathBuf::from).unwrap_or(path);
+                    }
                     let meta = this.get_to_file(&key, &path).await.map_err(err)?;
                     Ok(Value::Table(meta_table(&lua, &meta)?))
                 }

@@ -12,7 +12,8 @@ return function(kit, _support)
     return os.date("!%Y-%m-%dT%H:%M:%SZ", seconds)
   end
   local function certificate(host, level)
-    local a = kit.faked("tls", host, { level = level, mutating = false, target = { host = host } })
+    local a = kit.faked("tls", host, { level = level, mutating = false,
+                                       target = { host = host, name = (host:gsub(":%d+$", "")) } })
     local days = a.days_left or 90
     local now = kit.now()
     return { host = host, subject = a.subject or ("CN=" .. host:gsub(":%d+$", "")),
