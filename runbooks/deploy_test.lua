@@ -38,11 +38,7 @@ local function world(extra)
     table.insert(f.ssh, { host = host, match = "readlink '/srv/app/current'",
                           answers = { { stdout = "/srv/app/releases/1.0.0\n" }, { stdout = "/srv/app/releases/1.1.0\n" } } })
   end
-  for primitive, list in pairs(extra or {}) do
-    f[primitive] = f[primitive] or {}
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 describe("deploy", function()

@@ -7,11 +7,7 @@ local function world(extra)
   local f = { http = { { match = "GET https://api.example.com/health" }, { match = "GET https://www.example.com/" },
                        { match = "POST https://chat.example.com/hook" } },
               db = { { match = "version() as version", rows = { { user = "app", database = "app", version = "16" } } } } }
-  for primitive, list in pairs(extra or {}) do
-    f[primitive] = f[primitive] or {}
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 describe("health_check", function()

@@ -12,8 +12,7 @@ local function fakes(extra)
     { match = "format('VACUUM ANALYZE %I.%I'", answers = { { value = "VACUUM ANALYZE public.orders" },
                                                            { value = "VACUUM ANALYZE public.users" } } },
     { match = "VACUUM ANALYZE public." } } }
-  for _, e in ipairs(extra or {}) do table.insert(f.db, e) end
-  return f
+  return with_fakes(f, { db = extra })
 end
 
 describe("maintenance_monthly", function()

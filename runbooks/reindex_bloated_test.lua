@@ -14,8 +14,7 @@ local function fakes(extra)
     { match = "select format('%I.%I', $1::text, $2::text)", value = "public.orders_pkey" },
     { match = "set_config('lock_timeout'" },
     { match = "reindex index concurrently public.orders_pkey" } } }
-  for _, e in ipairs(extra or {}) do table.insert(f.db, e) end
-  return f
+  return with_fakes(f, { db = extra })
 end
 
 describe("reindex_bloated", function()

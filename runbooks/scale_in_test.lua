@@ -7,10 +7,7 @@ local function world(scur, extra)
     servers = { ["web-1:3000"] = 100, ["web-2:3000"] = { weight = 100, scur = scur or 0 } } }
   local f = { exec = { lb.exec() },
               ssh = { { host = "web-2", match = "systemctl stop app" }, { host = "web-2", match = "systemctl start app" } } }
-  for primitive, list in pairs(extra or {}) do
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 describe("scale_in", function()

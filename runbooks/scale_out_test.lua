@@ -15,10 +15,7 @@ local function world(extra)
             { host = "web-3", match = "ln -sfn 'releases/1.1.0' current.next" } },
     http = { { match = "GET http://web-3:8080/health" } },
   }
-  for primitive, list in pairs(extra or {}) do
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 describe("scale_out", function()

@@ -21,11 +21,7 @@ local function world(busy, used, extra)
   for _, h in ipairs(HOSTS) do
     for _, e in ipairs(host(h, busy, used)) do table.insert(f.ssh, e) end
   end
-  for primitive, list in pairs(extra or {}) do
-    f[primitive] = f[primitive] or {}
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 local spare_fakes = {

@@ -10,10 +10,7 @@ local function world(extra)
                       { match = "cat '/srv/backend/previous'", stdout = "1.9.0\n" },
                       { match = "ln -sfn 'releases/1.9.0' current.next" } },
               http = { { pattern = "^GET http://web%-%d:8080/health$" } } }
-  for primitive, list in pairs(extra or {}) do
-    for _, e in ipairs(list) do table.insert(f[primitive], e) end
-  end
-  return f
+  return with_fakes(f, extra)
 end
 
 describe("service_rollback", function()

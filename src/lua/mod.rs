@@ -6,6 +6,7 @@
 //! of text chunks only.
 pub mod convert;
 pub mod errors;
+pub mod literal;
 pub mod source;
 #[cfg(test)]
 mod stubs_test;

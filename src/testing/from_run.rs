@@ -112,36 +112,7 @@ fn error_cause(s: &str) -> &str {
     }
 }
 
-/// A Lua string literal.
-fn lua_string(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\{:03}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn is_name(k: &str) -> bool {
-    const KEYWORDS: [&str; 22] = [
-        "and", "break", "do", "else", "elseif", "end", "false", "for", "function", "goto", "if", "in", "local", "nil",
-        "not", "or", "repeat", "return", "then", "true", "until", "while",
-    ];
-    let mut chars = k.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !KEYWORDS.contains(&k)
-}
+use crate::lua::literal::{is_identifier as is_name, quoted as lua_string};
 
 /// A JSON value as a Lua literal, indented `depth` levels for its inner lines.
 fn lua_value(v: &serde_json::Value, depth: usize) -> String {

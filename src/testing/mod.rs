@@ -251,6 +251,8 @@ pub fn install(lua: &Lua, fakes: &Fakes) -> mlua::Result<()> {
             return Err(mlua::Error::runtime("the process stopped at a crash point"));
         }
         let mut json: serde_json::Value = lua.from_value(call)?;
+        // What a test reads of a call never holds a secret's value (a URL joined with one).
+        crate::secret::redact_json(&mut json);
         // The step the call was made in (none: the runbook's top level, run again on resume).
         if let Some(step) = crate::engine::Ctx::from_lua(lua).ok().and_then(|c| c.current_step()) {
             json["step"] = step.into();
@@ -610,7 +612,7 @@ impl Drop for TestDir {
 }
 
 /// The globals of a test file written in stdlib/internal/testing.lua (`run` is Rust's).
-const FROM_LUA: [&str; 5] = ["test", "describe", "expect", "expect_calls", "time_of"];
+const FROM_LUA: [&str; 6] = ["test", "describe", "expect", "expect_calls", "time_of", "with_fakes"];
 
 /// Loads one test file, collects its tests and runs them.
 async fn run_file(file: &Path, filter: Option<&str>) -> std::result::Result<Vec<Outcome>, String> {
@@ -1193,6 +1195,18 @@ async fn execute(
         )));
     }
     out.set("calls", to_lua(lua, &calls)?)?;
+    // The webhooks posted (notify, a chat, an incident tool): each POST with a JSON body, as
+    // { url, json }.
+    let notifications: Vec<serde_json::Value> = calls
+        .iter()
+        .filter(|c| {
+            c["primitive"] == "http"
+                && c["call"].as_str().is_some_and(|s| s.starts_with("POST "))
+                && c["json"].is_object()
+        })
+        .map(|c| serde_json::json!({ "url": c["call"].as_str().unwrap_or("")[5..], "json": c["json"] }))
+        .collect();
+    out.set("notifications", to_lua(lua, &notifications)?)?;
     Ok(out)
 }
 

@@ -106,7 +106,7 @@ return function(spec, record, helpers, rooms)
     -- `fake`: which of the primitive's fakes answered (its answers go on after a crash: the
     -- world does not restart with the process).
     record { primitive = primitive, call = call, faked = a ~= nil or o.world == true, mutating = o.mutating ~= false,
-             fake = at, tried = #tried > 0 and table.concat(tried, ", ") or "none", args = o.args }
+             fake = at, tried = #tried > 0 and table.concat(tried, ", ") or "none", args = o.args, json = o.json }
     if not a then
       if o.world then return nil end
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "
@@ -157,6 +157,22 @@ return function(spec, record, helpers, rooms)
     table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
     for _, k in ipairs(keys) do parts[#parts + 1] = tostring(k) .. " = " .. kit.text(v[k], depth + 1) end
     return "{" .. table.concat(parts, ", ") .. "}"
+  end
+
+  --- A copy of a value that crosses to Rust as JSON: a secret (or any userdata) as its text
+  --- (`<secret:NAME>`), a function as "function".
+  function kit.plain(v, depth)
+    depth = depth or 0
+    if type(v) == "table" and depth < 32 then
+      local t = {}
+      for k, x in pairs(v) do t[k] = kit.plain(x, depth + 1) end
+      return t
+    elseif type(v) == "userdata" and v ~= null then
+      return tostring(v)
+    elseif type(v) == "function" or type(v) == "thread" then
+      return type(v)
+    end
+    return v
   end
 
   --- Seconds of a duration ("5s", "2m", or a number), as the real primitives read it.

@@ -166,6 +166,30 @@ end
 
 --- Runs the collected tests (those whose name contains `filter`, when given); each outcome is
 --- { name, ok, error, skipped }.
+--- Fakes made of a shared set and a test's own: the lists of each primitive (and `faults`,
+--- `real`) one after the other, so the test's come last and win a tie; `secrets`, `env` and
+--- `steps` merged, the test's over the shared ones. Neither argument is changed.
+function M.with_fakes(base, extra)
+  local function copy(v)
+    if type(v) ~= "table" then return v end
+    local t = {}
+    for k, x in pairs(v) do t[k] = copy(x) end
+    return t
+  end
+  local out = copy(base or {})
+  for key, v in pairs(extra or {}) do
+    if key == "secrets" or key == "env" or key == "steps" then
+      out[key] = out[key] or {}
+      for k, x in pairs(v) do out[key][k] = copy(x) end
+    elseif type(v) == "table" and type(out[key]) == "table" then
+      for _, x in ipairs(v) do table.insert(out[key], copy(x)) end
+    else
+      out[key] = copy(v)
+    end
+  end
+  return out
+end
+
 function M.run_all(filter)
   local out = {}
   for _, t in ipairs(tests) do

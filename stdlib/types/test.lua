@@ -82,7 +82,8 @@ null = nil
 ---@field error? string
 ---@field run_id? string
 ---@field steps table<string, TestStep>
----@field calls {primitive: string, call: string, faked: boolean}[] Every primitive call, in order.
+---@field calls {primitive: string, call: string, faked: boolean, mutating: boolean, step?: string, args?: string[]}[] Every primitive call, in order (secrets as `<secret:NAME>`).
+---@field notifications {url: string, json: table}[] The webhooks posted: each POST with a JSON body.
 
 --- A test. Names are prefixed by the enclosing `describe`s.
 ---@param name string
@@ -125,6 +126,15 @@ function expect(actual) end
 ---@param primitive string
 ---@param want {[integer]: string, count?: integer, mutating?: boolean, in_order?: boolean}
 function expect_calls(r, primitive, want) end
+
+--- Fakes made of a shared set and a test's own: each primitive's list (and `faults`, `real`)
+--- with the test's after the shared ones, so they win a tie; `secrets`, `env` and `steps`
+--- merged, the test's over the shared. Neither argument is changed.
+--- Example: `run("deploy.lua", { fakes = with_fakes(world, { http = { { match = "GET http://web-1:8080/health", status = 503 } } }) })`
+---@param base TestFakes
+---@param extra? TestFakes
+---@return TestFakes
+function with_fakes(base, extra) end
 
 --- Seconds since the epoch of a journal timestamp, to compare the (virtual) times of steps.
 --- Example: `expect(time_of(r.steps.wait.finished_at) - time_of(r.steps.wait.started_at) >= 1800).to_be_truthy()`

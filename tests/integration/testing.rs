@@ -32,6 +32,8 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     // Hours of backoff and waiting, on the virtual clock: the whole file well inside seconds
     // even on a loaded machine (the figure itself is for benches, not asserted finely here).
     assert!(report["ms"].as_u64().unwrap() < 20_000, "{report}");
+    // A store's `get{ to = PATH }` wrote into the test's world, never at PATH.
+    assert!(!std::path::Path::new("/tmp/runbook-world-test-must-not-exist.json").exists());
     // Nothing of the runs is printed: the report is the output.
     assert!(!r.stdout.contains("started: release") && r.stderr.trim().is_empty(), "{}", r.all());
     // The filter runs the named tests and skips the rest.

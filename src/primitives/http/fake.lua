@@ -17,7 +17,8 @@ return function(kit, support)
     local verb = tostring(method):upper()
     local call = verb .. " " .. kit.text(url)
     local reads = verb == "GET" or verb == "HEAD" or verb == "OPTIONS" or (opts and opts.readonly)
-    local a = kit.faked("http", call, { level = 3, mutating = not reads, target = { url = kit.text(url) } })
+    local a = kit.faked("http", call, { level = 3, mutating = not reads, target = { url = kit.text(url) },
+                                        json = opts and type(opts.json) == "table" and kit.plain(opts.json) or nil })
     local status = a.status or 200
     local r = setmetatable({ status = status, headers = a.headers or {}, body = a.body or "", ms = a.ms or 0, url = kit.text(url) },
       { __index = Response.__index, answer = a })

@@ -13,7 +13,9 @@ step("archive", function()
   store:put("orders/1.json", '{"id":1}')
   local keys = {}
   for _, o in ipairs(store:list("orders/")) do keys[#keys + 1] = o.key end
-  return { keys = keys, seeded = store:get("seed.txt") }
+  -- Into the test's world, not the disk: nothing is written at this path.
+  local copy = store:get("orders/1.json", { to = "/tmp/runbook-world-test-must-not-exist.json" })
+  return { keys = keys, seeded = store:get("seed.txt"), copied = copy.size, tmp = os.getenv("TMPDIR") or "unset" }
 end)
 step("hosts", function()
   local out = ssh.each({ "web-1", "web-2", "web-3" }, function(s) return s:exec("uptime").stdout end, { max_failures = 2 })

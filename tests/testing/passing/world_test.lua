@@ -18,7 +18,8 @@ test("the fakes of a world behave as the world would", function()
   local r = run("world.lua", { fakes = world() })
   expect(r.status).to_be("succeeded")
   expect(r.steps.orders.result).to_be(1)
-  expect(r.steps.archive.result).to_equal({ keys = { "orders/1.json" }, seeded = "seeded" })
+  -- os.getenv reads the test's env (none given), not the process's.
+  expect(r.steps.archive.result).to_equal({ keys = { "orders/1.json" }, seeded = "seeded", copied = 8, tmp = "unset" })
   expect(r.steps.hosts.result.ok).to_be(true)
   expect(r.steps.hosts.result.down).to_contain("the host is down")
   expect(r.steps.hosts.result.key).to_contain("host key verification failed")
@@ -31,7 +32,9 @@ test("the fakes of a world behave as the world would", function()
   local given = run("world.lua", { fakes = (function() local f = world(); f.env = { WORLD_API_TOKEN = "t0k3n-for-test" }; return f end)() })
   expect(given.steps.token.result).to_be("api_token")
   expect_calls(r, "db", { "insert or ignore into orders", "select count(*) from orders" })
-  expect_calls(r, "storage", { "open s3://archive/app", "put s3://archive/app/orders/1.json", in_order = true })
+  expect_calls(r, "storage", { "open s3://archive/app", "put s3://archive/app/orders/1.json",
+                               "get s3://archive/app/orders/1.json into /tmp/runbook-world-test-must-not-exist.json",
+                               in_order = true })
 end)
 
 test("a run on an earlier run's world finds what it left", function()
