@@ -54,7 +54,7 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
     r.assert_code(1);
     // The same report as JUnit XML for CI: each failure with its first line as the message.
     let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.starts_with("<?xml") && xml.contains("tests=\"4\" failures=\"4\""), "{xml}");
+    assert!(xml.starts_with("<?xml") && xml.contains("tests=\"6\" failures=\"6\""), "{xml}");
     assert!(
         xml.contains(
             "<testcase classname=\"failing/unfaked_test.lua\" name=\"a wrong expectation shows the difference\">"
@@ -63,7 +63,7 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
         ),
         "{xml}"
     );
-    assert!(r.stdout.contains("0 passed, 4 failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("0 passed, 6 failed"), "{}", r.stdout);
     let failure = |name: &str| -> String {
         let at = r.stdout.find(&format!(".lua: {name}\n")).unwrap_or_else(|| panic!("{name}: {}", r.stdout));
         r.stdout[at..].lines().nth(1).unwrap_or("").trim().to_string()
@@ -100,6 +100,22 @@ fn tests_that_must_fail_fail_with_the_call_the_line_and_the_difference() {
         r.stdout.contains(
             "`exec notify deploy started` is outside any step: it ran again on resume (put it in a step): \
              crashing before journal write 2 (step 'deploy' running) (and 5 point(s) in all: 2, 3, 4, 5, 6)"
+        ),
+        "{}",
+        r.stdout
+    );
+    // A step that is not safe to run twice (an insert without a guard) and an undo that is not
+    // (it fails once what it removes is gone): each crash point where a resume ran them again.
+    assert!(
+        r.stdout.contains(
+            "the run ended rolled_back, succeeded without the crash: crashing before journal write 3 (step 'order' succeeded)"
+        ),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains(
+            "the run ended rollback_failed, rolled_back without the crash: crashing before journal write 11 (undo of 'feature flag' done)"
         ),
         "{}",
         r.stdout
@@ -153,7 +169,7 @@ fn coverage_names_what_no_test_reached_in_each_runbook() {
     assert_eq!(world["branches"], serde_json::json!([1, 2]), "{world}");
     assert_eq!(
         world["missed"],
-        serde_json::json!(["line 37: step 'report' never ran", "line 37: the `when` of 'report' was never true"]),
+        serde_json::json!(["line 39: step 'report' never ran", "line 39: the `when` of 'report' was never true"]),
         "{world}"
     );
     // release.lua's migration undo ran in a test; its gate-less plan is covered whole.
