@@ -22,7 +22,7 @@ describe("kill_idle_connections", function()
     expect(r.steps.terminate.result).to_equal({ listed = 2, terminated = 2 })
     expect_calls(r, "db", { "pg_stat_activity", "pg_terminate_backend" })
     -- The pids listed are bound as the statement's first parameter.
-    local terminate
+    local terminate ---@type TestCall
     for _, c in ipairs(r.calls) do if c.call:find("pg_terminate_backend", 1, true) then terminate = c end end
     expect(terminate.args[1]).to_contain("101")
     expect(terminate.args[1]).to_contain("102")

@@ -31,7 +31,7 @@ describe("long_transactions", function()
     local done = run("long_transactions.lua", { params = { database_url = URL, action = "terminate" }, fakes = fakes(true),
                                                  approve = true })
     expect(done.steps.terminate.result).to_equal({ done = { 4242 }, spared = {} })
-    local terminate
+    local terminate ---@type TestCall
     for _, c in ipairs(done.calls) do if c.call:find("pg_terminate_backend", 1, true) then terminate = c end end
     -- Guarded by the pid, its backend_start and its transaction's start.
     expect(terminate.args).to_equal({ "4242", "2026-12-03T08:00:00Z", "2026-12-03T08:10:00Z" })

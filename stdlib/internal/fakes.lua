@@ -106,7 +106,7 @@ return function(spec, record, helpers, rooms)
     -- `fake`: which of the primitive's fakes answered (its answers go on after a crash: the
     -- world does not restart with the process).
     record { primitive = primitive, call = call, faked = a ~= nil or o.world == true, mutating = o.mutating ~= false,
-             fake = at, tried = #tried > 0 and table.concat(tried, ", ") or "none", args = o.args, json = o.json }
+             fake = at, tried = #tried > 0 and table.concat(tried, ", ") or "none", args = o.args or {}, json = o.json }
     if not a then
       if o.world then return nil end
       error("unfaked call: " .. primitive .. " " .. call .. " (fakes tried: "

@@ -76,13 +76,22 @@ null = nil
 ---@field started_at string A journal timestamp (virtual clock): see `time_of`.
 ---@field finished_at? string
 
+---@class TestCall
+---@field primitive string "exec", "db", "http", ...
+---@field call string The call as fakes match it ("GET https://...", the SQL, "web-1: uptime").
+---@field faked boolean Whether a fake (or the fake's world) answered it.
+---@field mutating boolean Whether it changes something.
+---@field step? string The step it was made in ("undo NAME" in an undo; none at the top level).
+---@field args string[] Its parameters as shown (db).
+---@field json? table http: the JSON body sent.
+
 ---@class TestRun
 ---@field status string "succeeded", "failed", "rolled_back", "waiting_approval", ..., or "not_started" (bad params, a runbook that does not load).
 ---@field exit_code integer As `runbook run` would exit.
 ---@field error? string
 ---@field run_id? string
 ---@field steps table<string, TestStep>
----@field calls {primitive: string, call: string, faked: boolean, mutating: boolean, step?: string, args?: string[]}[] Every primitive call, in order (secrets as `<secret:NAME>`).
+---@field calls TestCall[] Every primitive call, in order (secrets as `<secret:NAME>`).
 ---@field notifications {url: string, json: table}[] The webhooks posted: each POST with a JSON body.
 
 --- A test. Names are prefixed by the enclosing `describe`s.
