@@ -10,10 +10,33 @@ use async_trait::async_trait;
 
 use crate::journal::*;
 
+/// Where a test stops the process dead: before a step's end is recorded (its body ran), or
+/// right after it was (`run(..., { kill = { inside = "migrate" } | { after = "migrate" } })`).
+#[derive(Debug, Clone)]
+pub enum Kill {
+    Inside(String),
+    After(String),
+}
+
+impl Kill {
+    /// Whether the process stops before write `what`, the one before it being `before`.
+    fn hits(&self, what: &str, before: Option<&str>) -> bool {
+        let ended = |w: &str, step: &str| {
+            w.strip_prefix(&format!("step '{step}' ")).is_some_and(|s| s != "running" && s != "waiting")
+        };
+        match self {
+            Kill::Inside(step) => ended(what, step),
+            Kill::After(step) => before.is_some_and(|b| b == format!("step '{step}' succeeded")),
+        }
+    }
+}
+
 pub struct CrashJournal {
     inner: Arc<dyn Journal>,
     /// The write before which the process stops (none: it never does; the writes are counted).
     crash_at: Option<u64>,
+    /// Or the write a test's `kill` names.
+    kill: Option<Kill>,
     points: AtomicU64,
     pub dead: Arc<AtomicBool>,
     /// What each write was, in order (for naming crash points).
@@ -22,7 +45,19 @@ pub struct CrashJournal {
 
 impl CrashJournal {
     pub fn new(inner: Arc<dyn Journal>, crash_at: Option<u64>, dead: Arc<AtomicBool>) -> CrashJournal {
-        CrashJournal { inner, crash_at, points: AtomicU64::new(0), dead, seen: Mutex::default() }
+        CrashJournal { inner, crash_at, kill: None, points: AtomicU64::new(0), dead, seen: Mutex::default() }
+    }
+
+    /// A journal that stops the process dead where a test's `kill` says.
+    pub fn killing(inner: Arc<dyn Journal>, kill: Kill, dead: Arc<AtomicBool>) -> CrashJournal {
+        CrashJournal {
+            inner,
+            crash_at: None,
+            kill: Some(kill),
+            points: AtomicU64::new(0),
+            dead,
+            seen: Mutex::default(),
+        }
     }
 
     fn gone() -> JournalError {
@@ -39,8 +74,11 @@ impl CrashJournal {
     fn point(&self, what: String) -> JResult<()> {
         self.alive()?;
         let n = self.points.fetch_add(1, Ordering::SeqCst) + 1;
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).push(what);
-        if Some(n) == self.crash_at {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let killed = self.kill.as_ref().is_some_and(|k| k.hits(&what, seen.last().map(String::as_str)));
+        seen.push(what);
+        drop(seen);
+        if Some(n) == self.crash_at || killed {
             self.dead.store(true, Ordering::SeqCst);
             return Err(Self::gone());
         }

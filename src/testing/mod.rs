@@ -710,16 +710,20 @@ struct Spec {
     supplied: Option<toml::Table>,
     fakes: Option<serde_json::Value>,
     approve: bool,
+    /// `kill = { inside = STEP } | { after = STEP }`: the process stops dead there.
+    kill: Option<crash::Kill>,
 }
 
 fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
-    let Some(spec) = spec else { return Ok(Spec { world: None, supplied: None, fakes: None, approve: false }) };
+    let Some(spec) = spec else {
+        return Ok(Spec { world: None, supplied: None, fakes: None, approve: false, kill: None });
+    };
     for pair in spec.pairs::<Value, Value>() {
         let (k, _) = pair?;
         let key = k.to_string().unwrap_or_default();
-        if !["params", "fakes", "approve", "world"].contains(&key.as_str()) {
+        if !["params", "fakes", "approve", "world", "kill"].contains(&key.as_str()) {
             return Err(mlua::Error::runtime(format!(
-                "{what}: unknown key `{key}` (known: params, fakes, approve, world)"
+                "{what}: unknown key `{key}` (known: params, fakes, approve, world, kill)"
             )));
         }
     }
@@ -753,7 +757,23 @@ fn read_spec(lua: &Lua, spec: Option<Table>, what: &str) -> mlua::Result<Spec> {
             Some(json)
         }
     };
-    Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false) })
+    let kill = match spec.get::<Value>("kill")? {
+        Value::Nil => None,
+        Value::Table(k) => {
+            let (inside, after) = (k.get::<Option<String>>("inside")?, k.get::<Option<String>>("after")?);
+            match (inside, after, k.pairs::<Value, Value>().count()) {
+                (Some(s), None, 1) => Some(crash::Kill::Inside(s)),
+                (None, Some(s), 1) => Some(crash::Kill::After(s)),
+                _ => {
+                    return Err(mlua::Error::runtime(format!(
+                        "{what}: kill: {{ inside = \"STEP\" }} (its body ran, its end not recorded) or {{ after = \"STEP\" }}"
+                    )))
+                }
+            }
+        }
+        other => return Err(mlua::Error::runtime(format!("{what}: kill: a table, got a {}", other.type_name()))),
+    };
+    Ok(Spec { world, supplied, fakes, approve: spec.get::<Option<bool>>("approve")?.unwrap_or(false), kill })
 }
 
 fn test_dir(lua: &Lua, what: &str) -> mlua::Result<std::rc::Rc<TestDir>> {
@@ -798,13 +818,16 @@ async fn run_runbook(lua: Lua, (path, spec): (String, Option<Table>)) -> mlua::R
         Some(run_id) => dir.journaled(run_id, "run")?.world,
         None => world_of(&state_url),
     };
-    let out = execute(&lua, &dir, inv, (&state_url, &world), fakes.clone(), spec.approve, None, &path).await?;
+    let out =
+        execute(&lua, &dir, inv, (&state_url, &world), fakes.clone(), (spec.approve, spec.kill.clone()), None, &path)
+            .await?;
     if coverage::on() {
         plan_for_coverage(&dir, &shown, &spec, fakes).await;
     }
     // `runbook test --crash`: every run of the suite also gets its crash proof.
     // (Not a run that shares an earlier one's world: that one had its proof.)
-    if CRASH.load(std::sync::atomic::Ordering::SeqCst) && spec.world.is_none() {
+    // (Nor one killed on purpose: its test resumes it.)
+    if CRASH.load(std::sync::atomic::Ordering::SeqCst) && spec.world.is_none() && spec.kill.is_none() {
         let report = crash_proof(&lua, &dir, &shown, &spec).await?;
         out.set("crash", report)?;
     }
@@ -858,7 +881,7 @@ async fn resume_run(lua: Lua, (r, spec): (Table, Option<Table>)) -> mlua::Result
     inv.supplied = spec.supplied.unwrap_or_default();
     inv.resume = Some((run, steps));
     let fakes = spec.fakes.unwrap_or(first_fakes);
-    execute(&lua, &dir, inv, (&state_url, &world), fakes, spec.approve, Some(&run_id), &run_id).await
+    execute(&lua, &dir, inv, (&state_url, &world), fakes, (spec.approve, spec.kill), Some(&run_id), &run_id).await
 }
 
 /// One pass of the crash proof: the run, stopped dead before journal write `crash_at` (none:
@@ -1007,6 +1030,9 @@ async fn crash_everywhere(lua: Lua, (path, spec): (String, Option<Table>)) -> ml
 
 /// The crash proof of one scenario (see `crash_everywhere`).
 async fn crash_proof(lua: &Lua, dir: &TestDir, shown: &Path, spec: &Spec) -> mlua::Result<Table> {
+    if spec.kill.is_some() {
+        return Err(mlua::Error::runtime("crash proof: it kills the run at every point itself; `kill` is for run()"));
+    }
     let fakes_json = spec.fakes.clone().unwrap_or_else(|| serde_json::json!({}));
     if fakes_json["real"].as_array().is_some_and(|r| !r.is_empty()) {
         return Err(mlua::Error::runtime(
@@ -1120,16 +1146,19 @@ async fn execute(
     mut inv: crate::engine::Invocation,
     (state_url, world): (&str, &Path),
     fakes_json: serde_json::Value,
-    approve: bool,
+    (approve, kill): (bool, Option<crash::Kill>),
     run_id: Option<&str>,
     shown: &str,
 ) -> mlua::Result<Table> {
     let journal = journal_at(state_url).await.map_err(|e| mlua::Error::runtime(format!("the test's journal: {e}")))?;
     let cover_key = shown_path(&inv.path).display().to_string();
+    // `kill`: the engine writes through a journal that stops the process dead at that point.
+    let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killing = kill.map(|k| Arc::new(crash::CrashJournal::killing(Arc::clone(&journal), k, Arc::clone(&dead))));
     let fakes = Fakes {
         spec: fakes_json.clone(),
         calls: Arc::new(Mutex::new(Vec::new())),
-        dead: None,
+        dead: killing.as_ref().map(|_| Arc::clone(&dead)),
         world: Some(world.to_path_buf()),
         responders: Some(dir.responders.clone()),
     };
@@ -1139,13 +1168,22 @@ async fn execute(
     // Each run of a test is a process of its own, gone once it returns: a `resume` takes over
     // its run and its lock as after `runbook resume` in another process.
     inv.owner = Some(crate::journal::Owner { pid_start: Some(-1), ..crate::journal::Owner::current() });
-    let outcome = crate::engine::execute(inv, Some(Arc::clone(&journal)), crate::output::Reporter::silent()).await;
+    let through: Arc<dyn crate::journal::Journal> = match &killing {
+        Some(k) => k.clone(),
+        None => Arc::clone(&journal),
+    };
+    let outcome = crate::engine::execute(inv, Some(through), crate::output::Reporter::silent()).await;
     let (exit_code, error) = match &outcome {
         Ok(o) => (o.exit_code(), None),
         Err(e) => (e.exit_code(), Some(e.to_string())),
     };
     let out = lua.create_table()?;
     out.set("exit_code", exit_code)?;
+    if dead.load(std::sync::atomic::Ordering::SeqCst) {
+        // Where the process stopped: before this journal write.
+        let seen = killing.as_ref().map(|k| k.seen.lock().unwrap_or_else(|p| p.into_inner()).last().cloned());
+        out.set("killed", seen.flatten())?;
+    }
     // Where the runbook met its first unfaked call (a step's error carries file:line).
     let mut unfaked_at: Option<String> = None;
     if let Ok(run) = journal.find_run(run_id.unwrap_or("last")).await {

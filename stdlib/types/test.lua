@@ -66,6 +66,7 @@ null = nil
 ---@field fakes? TestFakes
 ---@field approve? boolean Every gate approved (default: gates wait, and the run's status is "waiting_approval").
 ---@field world? TestRun An earlier run whose world (stores, SQLite files, `state` tables) this run shares.
+---@field kill? {inside?: string, after?: string} The process stops dead inside a step (its body ran, its end was not recorded) or right after it; `resume` goes on as after a real crash.
 
 ---@class TestStep
 ---@field status string
@@ -93,6 +94,7 @@ null = nil
 ---@field steps table<string, TestStep>
 ---@field calls TestCall[] Every primitive call, in order (secrets as `<secret:NAME>`).
 ---@field notifications {url: string, json: table}[] The webhooks posted: each POST with a JSON body.
+---@field killed? string With `kill`: the journal write the process stopped before.
 
 --- A test. Names are prefixed by the enclosing `describe`s.
 ---@param name string

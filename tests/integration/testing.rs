@@ -20,7 +20,7 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     r.assert_code(0);
     let report: serde_json::Value =
         serde_json::from_str(r.stdout.trim()).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
-    assert_eq!(report["passed"], 18, "{report}");
+    assert_eq!(report["passed"], 20, "{report}");
     assert_eq!(report["failed"], 0, "{report}");
     let names: Vec<&str> = report["tests"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
     assert!(names.contains(&"release retries back off and waits on the virtual clock"), "{names:?}");
@@ -39,11 +39,11 @@ fn a_passing_suite_runs_runbooks_through_the_engine_with_fakes_on_a_virtual_cloc
     // The filter runs the named tests and skips the rest.
     let r = runbook_test(&env, &["passing", "-k", "virtual clock"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("2 passed, 0 failed, 16 skipped"), "{}", r.stdout);
+    assert!(r.stdout.contains("2 passed, 0 failed, 18 skipped"), "{}", r.stdout);
     // A filter that matches nothing ran nothing: not a green run.
     let r = runbook_test(&env, &["passing", "-k", "no such test"]);
     r.assert_code(2);
-    assert!(r.stderr.contains("no test's name contains \"no such test\" (18 test(s) skipped)"), "{}", r.all());
+    assert!(r.stderr.contains("no test's name contains \"no such test\" (20 test(s) skipped)"), "{}", r.all());
 }
 
 #[test]
@@ -133,7 +133,7 @@ fn with_crash_every_run_of_the_suite_gets_its_crash_proof() {
     // answers go on after a crash, as the world does).
     let r = runbook_test(&env, &["passing", "--crash"]);
     r.assert_code(0);
-    assert!(r.stdout.contains("18 passed, 0 failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("20 passed, 0 failed"), "{}", r.stdout);
     // A test that passes plainly fails under --crash: its runbook calls exec outside its steps.
     runbook_test(&env, &["crash"]).assert_code(0);
     let r = runbook_test(&env, &["crash", "--crash"]);
