@@ -117,39 +117,32 @@ use crate::lua::literal::{is_identifier as is_name, quoted as lua_string};
 /// A JSON value as a Lua literal, indented `depth` levels for its inner lines.
 fn lua_value(v: &serde_json::Value, depth: usize) -> String {
     use serde_json::Value as J;
-    let pad = "  ".repeat(depth + 1);
-    let close = "  ".repeat(depth);
+    // A table on one line when it is short, else one item per line.
+    let table = |items: Vec<String>| {
+        if items.is_empty() {
+            return "{}".to_string();
+        }
+        let one = format!("{{ {} }}", items.join(", "));
+        if one.len() <= 80 && !one.contains('\n') {
+            return one;
+        }
+        let pad = "  ".repeat(depth + 1);
+        format!("{{\n{pad}{},\n{}}}", items.join(&format!(",\n{pad}")), "  ".repeat(depth))
+    };
     match v {
         J::Null => "null".into(),
         J::Bool(b) => b.to_string(),
         J::Number(n) => n.to_string(),
         J::String(s) => lua_string(s),
-        J::Array(a) if a.is_empty() => "{}".into(),
-        J::Array(a) => {
-            let items: Vec<String> = a.iter().map(|x| lua_value(x, depth + 1)).collect();
-            let one = format!("{{ {} }}", items.join(", "));
-            if one.len() <= 80 && !one.contains('\n') {
-                one
-            } else {
-                format!("{{\n{pad}{},\n{close}}}", items.join(&format!(",\n{pad}")))
-            }
-        }
-        J::Object(m) if m.is_empty() => "{}".into(),
-        J::Object(m) => {
-            let items: Vec<String> = m
-                .iter()
+        J::Array(a) => table(a.iter().map(|x| lua_value(x, depth + 1)).collect()),
+        J::Object(m) => table(
+            m.iter()
                 .map(|(k, x)| {
                     let key = if is_name(k) { k.clone() } else { format!("[{}]", lua_string(k)) };
                     format!("{key} = {}", lua_value(x, depth + 1))
                 })
-                .collect();
-            let one = format!("{{ {} }}", items.join(", "));
-            if one.len() <= 80 && !one.contains('\n') {
-                one
-            } else {
-                format!("{{\n{pad}{},\n{close}}}", items.join(&format!(",\n{pad}")))
-            }
-        }
+                .collect(),
+        ),
     }
 }
 

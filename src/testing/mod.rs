@@ -172,9 +172,19 @@ fn check_fakes(fakes: &serde_json::Value) -> std::result::Result<(), String> {
                     return Err(format!(".{key}: a table of NAME = ..., got a {}", kind(v)));
                 }
             }
-            "real" | "faults" => {
+            "faults" => {
                 if list(v).is_none() {
                     return Err(format!(".{key}: a list, got a {}", kind(v)));
+                }
+            }
+            "real" => {
+                let names = list(v).ok_or_else(|| format!(".real: a list of primitives, got a {}", kind(v)))?;
+                if let Some(bad) = names.iter().find(|n| !n.as_str().is_some_and(|n| primitives.contains(&n))) {
+                    return Err(format!(
+                        ".real: `{}` is not a primitive (known: {})",
+                        bad.as_str().unwrap_or("?"),
+                        primitives.join(", ")
+                    ));
                 }
             }
             name if primitives.contains(&name) => {
@@ -595,6 +605,22 @@ struct TestDir {
 }
 
 impl TestDir {
+    /// The fakes of one process of a run: its spec, its world, and whether it can be stopped dead.
+    fn fakes(
+        &self,
+        spec: serde_json::Value,
+        world: PathBuf,
+        dead: Option<Arc<std::sync::atomic::AtomicBool>>,
+    ) -> Fakes {
+        Fakes {
+            spec,
+            calls: Arc::new(Mutex::new(Vec::new())),
+            dead,
+            world: Some(world),
+            responders: Some(self.responders.clone()),
+        }
+    }
+
     fn journaled(&self, run_id: &str, what: &str) -> mlua::Result<Journaled> {
         self.journals
             .lock()
@@ -839,13 +865,7 @@ async fn plan_for_coverage(dir: &TestDir, shown: &Path, spec: &Spec, fakes: serd
     let clock = crate::clock::offset();
     let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Plan);
     inv.supplied = spec.supplied.clone().unwrap_or_default();
-    inv.fakes = Some(Fakes {
-        spec: fakes,
-        calls: Arc::new(Mutex::new(Vec::new())),
-        dead: None,
-        world: Some(dir.tmp.path().join("plan.world")),
-        responders: Some(dir.responders.clone()),
-    });
+    inv.fakes = Some(dir.fakes(fakes, dir.tmp.path().join("plan.world"), None));
     if let Ok(o) = crate::engine::execute(inv, None, crate::output::Reporter::silent()).await {
         coverage::planned(&shown.display().to_string(), &o.plan);
     }
@@ -922,13 +942,7 @@ async fn crash_pass(
     let inner = journal_at(&state_url).await.map_err(io)?;
     let dead = Arc::new(AtomicBool::new(false));
     let cj = Arc::new(crash::CrashJournal::new(Arc::clone(&inner), crash_at, Arc::clone(&dead)));
-    let fakes = Fakes {
-        spec: fakes_json.clone(),
-        calls: Arc::new(Mutex::new(Vec::new())),
-        dead: Some(Arc::clone(&dead)),
-        world: Some(world_of(&state_url)),
-        responders: Some(dir.responders.clone()),
-    };
+    let fakes = dir.fakes(fakes_json.clone(), world_of(&state_url), Some(Arc::clone(&dead)));
     let invocation = |fakes: &Fakes| {
         let mut inv = crate::engine::Invocation::new(shown.to_path_buf(), crate::engine::Mode::Run);
         inv.supplied = spec.supplied.clone().unwrap_or_default();
@@ -950,13 +964,7 @@ async fn crash_pass(
     // The fakes are the world: after the crash they go on where they were (a service that
     // answered 503 twice has still answered twice), they do not start again with the process.
     let world = advanced(fakes_json, &pass.before);
-    let again = Fakes {
-        spec: world,
-        calls: Arc::new(Mutex::new(Vec::new())),
-        dead: None,
-        world: Some(world_of(&state_url)),
-        responders: Some(dir.responders.clone()),
-    };
+    let again = dir.fakes(world, world_of(&state_url), None);
     match inner.find_run("last").await {
         Ok(run) => {
             for s in inner.steps(&run.id).await.map_err(io)? {
@@ -1155,13 +1163,7 @@ async fn execute(
     // `kill`: the engine writes through a journal that stops the process dead at that point.
     let dead = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let killing = kill.map(|k| Arc::new(crash::CrashJournal::killing(Arc::clone(&journal), k, Arc::clone(&dead))));
-    let fakes = Fakes {
-        spec: fakes_json.clone(),
-        calls: Arc::new(Mutex::new(Vec::new())),
-        dead: killing.as_ref().map(|_| Arc::clone(&dead)),
-        world: Some(world.to_path_buf()),
-        responders: Some(dir.responders.clone()),
-    };
+    let fakes = dir.fakes(fakes_json.clone(), world.to_path_buf(), killing.as_ref().map(|_| Arc::clone(&dead)));
     inv.yes = approve;
     inv.trigger = "test".into();
     inv.fakes = Some(fakes.clone());

@@ -76,21 +76,16 @@ return function(kit, support)
       local a = kit.faked("db", "set_password " .. kit.text(role), { target = { url = url }, world = real ~= nil })
       if a == nil then real:set_password(role, _password) end
     end
-    function c.transaction(self, fn)
-      if real then
-        local r = real:transaction(function(tx) return fn(connection(url, tx)) end)
+    -- A transaction or a pinned session: on SQLite the real one, the fake connection otherwise.
+    for _, method in ipairs({ "transaction", "session" }) do
+      c[method] = function(self, fn)
+        if real then
+          local r = real[method](real, function(inner) return fn(connection(url, inner)) end)
+          return r
+        end
+        local r = fn(self)
         return r
       end
-      local r = fn(self)
-      return r
-    end
-    function c.session(self, fn)
-      if real then
-        local r = real:session(function(s) return fn(connection(url, s)) end)
-        return r
-      end
-      local r = fn(self)
-      return r
     end
     function c.close()
       if real then real:close() end
