@@ -14,6 +14,7 @@ Exit codes:
   2    usage or bad input: command line, runbook, params, config
   3    the run stopped at an approval gate: `runbook approve RUN`, then `runbook resume RUN`
   4    the runbook's lock is held by another live run
+  5    not allowed: an approval policy or a console role refused you
   130  interrupted by SIGINT/SIGTERM; resumable with `runbook resume`";
 
 #[derive(Debug, Parser)]
@@ -60,7 +61,7 @@ pub enum Command {
   runbook run deploy.lua --output json | jq .
 
 Exit codes: 0 succeeded, 1 failed/rolled back/cancelled, 2 bad input, 3 waiting for approval,
-4 lock held, 130 interrupted.")]
+4 lock held, 5 not allowed, 130 interrupted.")]
     Run(RunArgs),
     /// Resume a failed, interrupted or waiting run from where it stopped
     #[command(after_help = "Examples:
@@ -189,12 +190,27 @@ Nothing is written over: a file that exists already stops it (exit 2).")]
         #[arg(long)]
         events: bool,
     },
-    /// Approve the approval gate a run is waiting at
+    /// Approve (or reject) the approval gate a run is waiting at, under the gate's policy
     #[command(after_help = "Examples:
-  runbook approve last && runbook resume last")]
+  runbook approve last
+  runbook approve 20261122-031502-7f3a --comment \"checked the plan\"
+  runbook approve last --reject --comment \"not during the sale\"
+
+You decide as your OS user, taken as the console user of the same name in runbook.toml's
+[serve.users] (for its groups). A gate declared with a policy (approve(msg, { approvers, quorum,
+self_approval, timeout })) refuses the person who started the run unless self_approval = true,
+and waits for `quorum` distinct approvals. Once approved, a worker (`runbook worker`, or
+`runbook serve --workers N`) resumes the run by itself; without one, `runbook resume RUN`.
+A rejection cancels the run (rolled back with rollback = \"auto\").")]
     Approve {
         /// Run id, unique prefix, or `last`
         run: String,
+        /// Reject instead: the run is cancelled (a gate with a policy needs --comment)
+        #[arg(long)]
+        reject: bool,
+        /// Why, journaled with the decision
+        #[arg(long, value_name = "TEXT")]
+        comment: Option<String>,
     },
     /// Cancel a run: a live one stops within one heartbeat (10 s by default; its running step is abandoned), a stopped one is closed; with rollback = "auto", the undos of its completed steps run
     #[command(after_help = "Examples:

@@ -23,6 +23,8 @@ pub struct Config {
     /// `[[schedule]]`: runbooks the built-in scheduler runs (`runbook schedule`).
     #[serde(default, rename = "schedule")]
     pub schedules: Vec<crate::scheduler::ScheduleEntry>,
+    /// `[serve]`: the web console's listener, users, groups and catalogue.
+    pub serve: Option<crate::serve::config::ServeConfig>,
     /// The schedules, checked (filled by `load`).
     #[serde(skip)]
     pub checked_schedules: Vec<crate::scheduler::Schedule>,

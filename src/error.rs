@@ -13,6 +13,8 @@ pub mod exit {
     pub const WAITING_APPROVAL: u8 = 3;
     /// The runbook's lock is held by another live run.
     pub const LOCK_HELD: u8 = 4;
+    /// Not allowed: an approval policy or a console role refused this person.
+    pub const DENIED: u8 = 5;
     /// The run was interrupted by SIGINT or SIGTERM; it can be resumed.
     pub const INTERRUPTED: u8 = 130;
 }
@@ -33,6 +35,8 @@ pub enum Error {
     LockHeld { name: String, run_id: String, status: String, host: String, pid: i64 },
     #[error(transparent)]
     Journal(#[from] JournalError),
+    #[error(transparent)]
+    Approval(#[from] crate::approval::ApprovalError),
     #[error("{0}")]
     Io(String),
 }
@@ -54,6 +58,9 @@ impl Error {
             {
                 exit::USAGE
             }
+            Error::Approval(crate::approval::ApprovalError::NotAllowed(_)) => exit::DENIED,
+            Error::Approval(crate::approval::ApprovalError::Journal(_)) => exit::FAILED,
+            Error::Approval(_) => exit::USAGE,
             Error::Journal(_) | Error::Io(_) => exit::FAILED,
         }
     }

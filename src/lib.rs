@@ -1,5 +1,6 @@
 //! `runbook`: operational procedures written in Lua, run step by step and checkpointed in a
 //! journal. See `docs/design.md` for the layers.
+pub mod approval;
 pub mod cli;
 pub mod clock;
 pub mod commands;
@@ -16,4 +17,5 @@ pub mod process;
 pub mod repl;
 pub mod scheduler;
 pub mod secret;
+pub mod serve;
 pub mod testing;

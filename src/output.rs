@@ -474,11 +474,15 @@ fn describe(event: &str, step: Option<&str>, f: &Map<String, Json>, tty: bool) -
         ),
         "approval" => match s(f, "status") {
             "waiting" => format!(
-                "? approval needed: {}\n  approve with: runbook approve {} && runbook resume {}",
+                "? approval needed: {}{}\n  approve with: runbook approve {} (a worker then resumes it; without one: runbook resume {})",
                 s(f, "message"),
+                f.get("policy").and_then(|p| p.as_str()).map(|p| format!(" ({p})")).unwrap_or_default(),
                 s(f, "run_id"),
                 s(f, "run_id")
             ),
+            "vote" => format!("· {} {} ({})", s(f, "actor"), s(f, "decision"), s(f, "via")),
+            "rejected" => format!("✗ rejected by {}: {}", s(f, "actor"), s(f, "comment")),
+            "timed_out" => format!("✗ {}", s(f, "message")),
             "approved" => format!("✓ approved: {} (by {})", s(f, "message"), s(f, "actor")),
             "declined" => format!("✗ declined: {} (by {})", s(f, "message"), s(f, "actor")),
             "dry_run" => format!("? [dry run] would ask: {}", s(f, "message")),

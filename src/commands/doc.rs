@@ -94,13 +94,26 @@ pub fn render(file: &Path, outcome: &Outcome) -> Result<String> {
     for (i, s) in outcome.plan.iter().enumerate() {
         if s.kind == "approval" {
             gates += 1;
-            let _ = writeln!(
-                out,
-                "{}. **Approval gate:** \"{}\" (line {}). The run stops here, `waiting_approval`, until `runbook approve RUN` (or `--yes`, or a person at the terminal answers).",
-                i + 1,
-                s.name,
-                s.line
-            );
+            match s.options.iter().find_map(|o| o.strip_prefix("approvers: ")) {
+                Some(policy) => {
+                    let _ = writeln!(
+                        out,
+                        "{}. **Approval gate:** \"{}\" (line {}). The run stops here, `waiting_approval`, until approved under its policy: {policy}. Approve with `runbook approve RUN` or in the console; a worker then resumes the run.",
+                        i + 1,
+                        s.name,
+                        s.line
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{}. **Approval gate:** \"{}\" (line {}). The run stops here, `waiting_approval`, until `runbook approve RUN` (or `--yes`, or a person at the terminal answers).",
+                        i + 1,
+                        s.name,
+                        s.line
+                    );
+                }
+            }
             continue;
         }
         if s.options.iter().any(|o| o == "undo") {

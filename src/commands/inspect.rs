@@ -161,8 +161,10 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
     let run = journal.find_run(reference).await?;
     let steps = journal.steps(&run.id).await?;
     let items = journal.items(&run.id, None).await?;
+    let votes = journal.votes(&run.id).await?;
     let events = if with_events { journal.events(&run.id).await? } else { vec![] };
     journal.close().await;
+    let votes_of = |gate: &str| votes.iter().filter(|v| v.gate == gate).collect::<Vec<_>>();
     let status = run.effective_status();
     // A step's items, and those of its undo.
     let items_of =
@@ -179,6 +181,9 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
                 if !its.is_empty() {
                     j["items"] = its.iter().map(|i| json!({"item": i.item, "status": i.status, "result": i.result,
                         "error": i.error, "updated_at": i.updated_at})).collect();
+                }
+                if s.kind == journal::StepKind::Approval {
+                    j["votes"] = json!(votes_of(&s.name));
                 }
                 j
             }).collect::<Vec<_>>(),
@@ -218,9 +223,13 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
             .duration_ms
             .map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64)))
             .unwrap_or_else(|| "-".into());
+        let gate = crate::approval::GateState::of(s).filter(|_| s.kind == journal::StepKind::Approval);
         let detail = match (&s.error, &s.result, &s.actor) {
             (Some(e), _, _) if s.status != journal::StepStatus::Succeeded => e.clone(),
             (_, _, Some(a)) => format!("by {a}"),
+            _ if gate.is_some() => {
+                gate.as_ref().and_then(|g| g.policy.as_ref()).map(|p| p.describe()).unwrap_or_default()
+            }
             (_, Some(r), _) => truncate(&r.to_string(), 60),
             _ => String::new(),
         };
@@ -251,6 +260,16 @@ pub async fn show(state: Option<&str>, reference: &str, output: Format, with_eve
                 _ => String::new(),
             };
             println!("        - {:<34} {:<8} {detail}", truncate(&item.item, 34), item.status);
+        }
+        if let Some(g) = gate.as_ref().filter(|_| s.status == journal::StepStatus::Waiting) {
+            if let Some(p) = &g.policy {
+                let deadline = g.deadline.as_deref().map(|d| format!(", until {d}")).unwrap_or_default();
+                println!("        policy: {} (requested by {}{deadline})", p.describe(), g.requested_by);
+            }
+        }
+        for v in votes_of(&s.name) {
+            let why = v.comment.as_deref().map(|c| format!(": {c}")).unwrap_or_default();
+            println!("        - {} {} ({}, {}){why}", v.decision, v.actor, v.via, v.at);
         }
     }
     if !events.is_empty() {

@@ -43,7 +43,7 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         },
         Command::History { runbook, limit, output } => inspect::history(state, runbook, limit, output).await,
         Command::Show { run, output, events } => inspect::show(state, &run, output, events).await,
-        Command::Approve { run } => approve(state, &run).await,
+        Command::Approve { run, reject, comment } => approve(state, &run, !reject, comment).await,
         Command::Cancel { run, no_rollback } => cancel(state, &run, !no_rollback).await,
         Command::Rollback { run, params, allow_changed, exec } => {
             let why = format!("rolled back on demand by {}", crate::process::username());
@@ -234,39 +234,38 @@ pub fn what_changed(old: &str, new: &str) -> String {
     }
 }
 
-async fn approve(state: Option<&str>, reference: &str) -> Result<u8> {
+async fn approve(state: Option<&str>, reference: &str, yes: bool, comment: Option<String>) -> Result<u8> {
+    use crate::approval::{self, Decision, Voter};
+    use crate::journal::VoteOutcome;
     let journal = journal::open(state).await?;
     let run = journal.find_run(reference).await?;
-    if run.effective_status() != RunStatus::WaitingApproval {
-        return Err(Error::Usage(format!(
-            "run {} is not waiting for approval (it is {})",
-            run.id,
-            run.effective_status()
-        )));
-    }
-    let steps = journal.steps(&run.id).await?;
-    let Some(gate) = steps.into_iter().find(|s| s.status == journal::StepStatus::Waiting) else {
-        return Err(Error::Usage(format!("run {} has no gate waiting for approval", run.id)));
-    };
-    let user = crate::process::username();
-    if !journal.approve_gate(&run.id, &gate.name, &user).await? {
-        return Err(Error::Usage(format!(
-            "run {} changed while approving (resumed or cancelled meanwhile); see `runbook show {}`",
-            run.id, run.id
-        )));
-    }
-    journal
-        .append_events(&[journal::EventRecord {
-            run_id: run.id.clone(),
-            ts: journal::now_ts(),
-            event: "approval".into(),
-            step: Some(gate.name.clone()),
-            data: serde_json::json!({"status": "approved", "actor": user, "via": "runbook approve"}),
-        }])
-        .await?;
-    println!("approved: {} (run {})", gate.name.trim_start_matches("approve: "), run.id);
-    println!("continue with: runbook resume {}", run.id);
+    let voter = Voter::os_user();
+    let decision = Decision { approve: yes, comment, via: "cli" };
+    let result = approval::decide(journal.as_ref(), &run, &voter, &decision).await;
     journal.close().await;
+    let (gate, outcome) = result?;
+    let message = gate.name.trim_start_matches(crate::engine::GATE_PREFIX);
+    match outcome {
+        VoteOutcome::Pending { approvals } => {
+            let need = approval::GateState::of(&gate).and_then(|g| g.policy).map_or(1, |p| p.quorum);
+            println!("approval recorded: {message} (run {}): {approvals} of {need}; waiting for more", run.id);
+        }
+        VoteOutcome::Approved { approvers } => {
+            println!("approved: {message} (run {}) by {}", run.id, approvers.join(", "));
+            println!(
+                "a worker resumes it (runbook worker, or runbook serve --workers N); without one: runbook resume {}",
+                run.id
+            );
+        }
+        VoteOutcome::Rejected if run.rollback == "auto" => {
+            println!(
+                "rejected: {message} (run {}); a worker rolls it back (rollback = \"auto\"), or: runbook resume {}",
+                run.id, run.id
+            );
+        }
+        VoteOutcome::Rejected => println!("rejected: {message} (run {}); the run is cancelled", run.id),
+        VoteOutcome::Stale | VoteOutcome::AlreadyVoted => unreachable!("decide turns these into errors"),
+    }
     Ok(exit::OK)
 }
 

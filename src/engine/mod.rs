@@ -29,7 +29,7 @@ use crate::output::Reporter;
 
 pub use declare::{new_run_id, Declaration};
 pub use params::{ParamSpec, ParamType};
-pub use step::{disable_prompts, PlanEntry};
+pub use step::{disable_prompts, PlanEntry, GATE_PREFIX};
 
 /// What the engine does with the runbook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use crate::lua::errors::{self, Location};
 use crate::secret::{redact, redact_json};
 
 /// Approval gates are journaled as rows named `approve: MESSAGE`; steps may not use the prefix.
-const GATE_PREFIX: &str = "approve: ";
+pub const GATE_PREFIX: &str = "approve: ";
 
 /// A step or gate as `plan` lists it.
 #[derive(Debug, Clone, Serialize)]
@@ -548,10 +548,19 @@ fn step_error(ctx: &Ctx, name: &str, loc: &Location, e: &mlua::Error, what: &str
     ctx.raise(Halt::Declaration(format!("{loc}: step '{name}': `{what}` failed: {msg}")))
 }
 
-pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
+pub(crate) async fn approve(lua: Lua, (message, opts): (Value, Option<Value>)) -> mlua::Result<bool> {
     let ctx = Ctx::from_lua(&lua)?;
     ctx.refuse_in_repl("approve()")?;
     let loc = location(&lua, &ctx);
+    let policy: Option<crate::approval::Policy> = match opts {
+        None | Some(Value::Nil) => None,
+        Some(v) => {
+            let p: crate::approval::Policy = crate::primitives::options(&lua, "approve", "options", Some(v))
+                .map_err(|e| ctx.raise(Halt::Declaration(format!("{loc}: {}", errors::describe(&e).0))))?;
+            p.check().map_err(|e| ctx.raise(Halt::Declaration(format!("{loc}: approve: {e}"))))?;
+            Some(p)
+        }
+    };
     let message = match message {
         Value::String(s) => s.to_string_lossy(),
         other => {
@@ -595,7 +604,7 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
                 name: message,
                 line: loc.line,
                 description: None,
-                options: vec![],
+                options: policy.iter().map(|p| format!("approvers: {}", p.describe())).collect(),
             });
             return Ok(true);
         }
@@ -624,12 +633,42 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
         );
         return Ok(true);
     }
+    // Rejected (or timed out) while no process held the run: the run ends here, cancelled.
+    if let Some(p) = prior.as_ref().filter(|p| p.status == StepStatus::Declined) {
+        ctx.st.borrow_mut().counts.recorded += 1;
+        let why =
+            p.error.clone().unwrap_or_else(|| format!("approval declined by {}", p.actor.as_deref().unwrap_or("?")));
+        ctx.out.emit(
+            "approval",
+            Some(&name),
+            json!({"status": "declined", "message": message, "actor": p.actor, "run_id": run_id}),
+        );
+        return Err(ctx.raise(Halt::Cancelled(format!("{loc}: {why}"))));
+    }
     let mut rec = prior
         .unwrap_or_else(|| StepRecord::new(&name, seq, StepKind::Approval, StepStatus::Waiting, Some(loc.line as i64)));
     rec.seq = seq;
     rec.started_at.get_or_insert_with(now_ts);
+    // The gate's rules travel with it: whoever decides later reads them from the journal.
+    let requested_by = ctx.resume.as_ref().map(|r| r.user.clone()).unwrap_or_else(crate::process::username);
+    let deadline = policy
+        .as_ref()
+        .and_then(|p| p.timeout.as_deref())
+        .and_then(|t| crate::duration::parse(t).ok())
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .map(|d| (crate::clock::now() + d).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    rec.result = Some(json!(crate::approval::GateState {
+        message: message.clone(),
+        policy: policy.clone(),
+        requested_by: requested_by.clone(),
+        deadline,
+    }));
+    rec.error = None;
     let user = crate::process::username();
-    let decision = if ctx.yes {
+    let alone = crate::approval::passes_alone(policy.as_ref(), &crate::approval::Voter::os_user());
+    let decision = if !alone {
+        None
+    } else if ctx.yes {
         Some((true, format!("{user} (--yes)")))
     } else if interactive() {
         let prompt = format!("{message} [y/N] ");
@@ -661,7 +700,12 @@ pub(crate) async fn approve(lua: Lua, message: Value) -> mlua::Result<bool> {
             rec.status = StepStatus::Waiting;
             journal.put_step(&run_id, &ctx.me, &rec).await.map_err(|e| ctx.raise(e.into()))?;
             ctx.st.borrow_mut().records.insert(name.clone(), rec);
-            ctx.out.emit("approval", Some(&name), json!({"status": "waiting", "message": message, "run_id": run_id}));
+            let policy = policy.as_ref().map(|p| p.describe());
+            ctx.out.emit(
+                "approval",
+                Some(&name),
+                json!({"status": "waiting", "message": message, "run_id": run_id, "policy": policy}),
+            );
             Err(ctx.raise(Halt::WaitingApproval(message)))
         }
     }

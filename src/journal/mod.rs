@@ -358,7 +358,56 @@ pub enum LockOutcome {
 pub struct RunFilter {
     pub runbook: Option<String>,
     pub queue_key: Option<String>,
+    /// The stored status (the console's filter; `interrupted` also finds nothing active).
+    pub status: Option<RunStatus>,
+    /// Who started (or enqueued) the run.
+    pub user: Option<String>,
+    /// Runs created at or after this time (RFC 3339).
+    pub since: Option<String>,
+    /// Keyset paging: runs strictly older than this (created_at, id), newest first.
+    pub before: Option<(String, String)>,
     pub limit: i64,
+}
+
+/// One person's decision at an approval gate, as journaled.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct VoteRecord {
+    pub run_id: String,
+    pub gate: String,
+    pub actor: String,
+    /// "approve" or "reject".
+    pub decision: String,
+    /// How it was given: "cli", "repl", "web", "link", "api".
+    pub via: String,
+    pub comment: Option<String>,
+    pub at: String,
+}
+
+/// What a vote did to its gate.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VoteOutcome {
+    /// The run is not waiting at that gate any more (decided, cancelled or resumed meanwhile).
+    Stale,
+    /// This person already decided at this gate.
+    AlreadyVoted,
+    /// Recorded; the gate waits for more approvals.
+    Pending { approvals: i64 },
+    /// The quorum is met: the gate is approved and the run is left for a worker to resume.
+    Approved { approvers: Vec<String> },
+    /// A rejection ended the gate: the run is cancelled (or, with rollback = "auto", left for a
+    /// worker to roll back).
+    Rejected,
+}
+
+/// How a gate whose time ran out ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnTimeout {
+    /// The gate is declined and the run cancelled (rolled back with rollback = "auto").
+    #[default]
+    Cancel,
+    /// The run fails, resumable: a resume meets the gate again, with a fresh timeout.
+    Fail,
 }
 
 /// One fire time of a schedule, claimed by exactly one scheduler: the row's key is
@@ -467,8 +516,21 @@ pub trait Journal: Send + Sync {
     async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>>;
     /// Records an item's outcome; only while `me` owns the run.
     async fn put_item(&self, run_id: &str, me: &Owner, item: &ItemRecord) -> JResult<()>;
-    /// Approves the gate a waiting run stopped at (compare-and-swap on both).
-    async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool>;
+    /// Records a person's decision at the gate a waiting run stopped at, and decides the gate in
+    /// the same transaction: a rejection ends it, `quorum` distinct approvals pass it. The run
+    /// row is locked first, so two approvers voting at once both count.
+    async fn vote(&self, vote: &VoteRecord, quorum: i64, rollback_auto: bool) -> JResult<VoteOutcome>;
+    /// Every decision taken at a run's gates, oldest first.
+    async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>>;
+    /// Ends a gate whose time ran out (compare-and-swap on the waiting run and gate).
+    async fn expire_gate(
+        &self,
+        run_id: &str,
+        gate: &str,
+        end: OnTimeout,
+        rollback_auto: bool,
+        why: &str,
+    ) -> JResult<bool>;
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;
     async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>>;
     /// Takes the oldest queued run that may start now (its `not_before` passed, no earlier run

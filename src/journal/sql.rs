@@ -62,6 +62,61 @@ macro_rules! sql_journal {
             }
         }
 
+        /// Ends a waiting gate (`status`: approved or declined) and moves its waiting run on:
+        /// `resume` (approved) or a rollback = "auto" run leaves it interrupted for a worker to
+        /// resume; else it is cancelled with `why` and its lock released. False when the run or
+        /// gate no longer waits.
+        #[allow(clippy::too_many_arguments)]
+        async fn end_gate(
+            tx: &mut sqlx::Transaction<'_, $db>,
+            run_id: &str,
+            gate: &str,
+            status: &str,
+            actor: &str,
+            why: &str,
+            rollback_auto: bool,
+            resume: bool,
+        ) -> JResult<bool> {
+            let now = now_ts();
+            let step = sqlx::query(
+                "UPDATE steps SET status = $1, actor = $2, error = $3, finished_at = $4
+                 WHERE run_id = $5 AND name = $6 AND kind = 'approval' AND status = 'waiting'",
+            )
+            .bind(status)
+            .bind(actor)
+            .bind(if why.is_empty() { None } else { Some(why) })
+            .bind(&now)
+            .bind(run_id)
+            .bind(gate)
+            .execute(&mut **tx)
+            .await?;
+            if step.rows_affected() != 1 {
+                return Ok(false);
+            }
+            let run = if resume || rollback_auto {
+                sqlx::query("UPDATE runs SET status = 'interrupted', auto_resume = TRUE WHERE id = $1 AND status = 'waiting_approval'")
+                    .bind(run_id)
+                    .execute(&mut **tx)
+                    .await?
+            } else {
+                sqlx::query(
+                    "UPDATE runs SET status = 'cancelled', error = $1, finished_at = $2 WHERE id = $3 AND status = 'waiting_approval'",
+                )
+                .bind(why)
+                .bind(&now)
+                .bind(run_id)
+                .execute(&mut **tx)
+                .await?
+            };
+            if run.rows_affected() != 1 {
+                return Ok(false);
+            }
+            if !(resume || rollback_auto) {
+                sqlx::query("DELETE FROM locks WHERE run_id = $1").bind(run_id).execute(&mut **tx).await?;
+            }
+            Ok(true)
+        }
+
         fn run_from_row(row: &DbRow) -> JResult<RunRecord> {
             let params: String = row.try_get("params")?;
             Ok(RunRecord {
@@ -245,13 +300,24 @@ macro_rules! sql_journal {
                 let limit = if filter.limit <= 0 { 20 } else { filter.limit };
                 let sql = format!(
                     "SELECT {} FROM runs WHERE ($1 IS NULL OR runbook = $1) AND ($2 IS NULL OR queue_key = $2)
+                       AND ($4 IS NULL OR status = $4) AND ($5 IS NULL OR \"user\" = $5) AND ($6 IS NULL OR created_at >= $6)
+                       AND ($7 IS NULL OR created_at < $7 OR (created_at = $7 AND id < $8))
                      ORDER BY created_at DESC, id DESC LIMIT $3",
                     sql::RUN_COLUMNS
                 );
+                let (before_at, before_id) = match &filter.before {
+                    Some((at, id)) => (Some(at.clone()), Some(id.clone())),
+                    None => (None, None),
+                };
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&filter.runbook)
                     .bind(&filter.queue_key)
                     .bind(limit)
+                    .bind(filter.status.map(|s| s.as_str()))
+                    .bind(&filter.user)
+                    .bind(&filter.since)
+                    .bind(before_at)
+                    .bind(before_id)
                     .fetch_all(&mut *self.db().await?)
                     .await?;
                 rows.iter().map(run_from_row).collect()
@@ -259,7 +325,7 @@ macro_rules! sql_journal {
 
             async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>> {
                 let sql = format!(
-                    "SELECT {} FROM runs WHERE status IN ('running', 'rolling_back', 'interrupted') AND {}
+                    "SELECT {} FROM runs WHERE status IN ('running', 'rolling_back', 'interrupted') AND ({} OR auto_resume)
                      ORDER BY created_at LIMIT 100",
                     sql::RUN_COLUMNS,
                     sql::WORKER_TRIGGERS
@@ -272,7 +338,7 @@ macro_rules! sql_journal {
                 let now = now_ts();
                 let done = sqlx::query(
                     "UPDATE runs SET status = $1, host = $2, pid = $3, pid_start = $4, heartbeat_at = $5, lease_secs = $6,
-                            finished_at = NULL, cancel_requested = FALSE, cancel_no_rollback = FALSE, params = COALESCE($7, params),
+                            finished_at = NULL, cancel_requested = FALSE, cancel_no_rollback = FALSE, auto_resume = FALSE, params = COALESCE($7, params),
                             started_at = COALESCE($8, started_at),
                             content_hash = COALESCE($13, content_hash), source = COALESCE($14, source)
                      WHERE id = $9 AND status = $10 AND host = $11 AND pid = $12",
@@ -493,19 +559,116 @@ macro_rules! sql_journal {
                 owned(done.rows_affected(), run_id)
             }
 
-            async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool> {
-                let done = sqlx::query(
-                    "UPDATE steps SET status = 'approved', actor = $1, finished_at = $2
-                     WHERE run_id = $3 AND name = $4 AND kind = 'approval' AND status = 'waiting'
-                       AND EXISTS (SELECT 1 FROM runs WHERE id = $3 AND status = 'waiting_approval')",
+            async fn vote(&self, v: &VoteRecord, quorum: i64, rollback_auto: bool) -> JResult<VoteOutcome> {
+                let mut db = self.db().await?;
+                let mut tx = db.begin().await?;
+                // Locks the run's row (a no-op write): a second voter waits here until this
+                // vote committed, then counts it.
+                let waiting = sqlx::query("UPDATE runs SET status = status WHERE id = $1 AND status = 'waiting_approval'")
+                    .bind(&v.run_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                let gate_waiting = waiting
+                    && sqlx::query("SELECT 1 FROM steps WHERE run_id = $1 AND name = $2 AND kind = 'approval' AND status = 'waiting'")
+                        .bind(&v.run_id)
+                        .bind(&v.gate)
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .is_some();
+                if !gate_waiting {
+                    return Ok(VoteOutcome::Stale);
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO votes (run_id, gate, actor, decision, via, comment, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run_id, gate, actor) DO NOTHING",
                 )
-                .bind(actor)
-                .bind(now_ts())
+                .bind(&v.run_id)
+                .bind(&v.gate)
+                .bind(&v.actor)
+                .bind(&v.decision)
+                .bind(&v.via)
+                .bind(&v.comment)
+                .bind(&v.at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if inserted == 0 {
+                    return Ok(VoteOutcome::AlreadyVoted);
+                }
+                let outcome = if v.decision == "reject" {
+                    let why = match &v.comment {
+                        Some(c) => format!("approval rejected by {}: {c}", v.actor),
+                        None => format!("approval rejected by {}", v.actor),
+                    };
+                    end_gate(&mut tx, &v.run_id, &v.gate, "declined", &v.actor, &why, rollback_auto, false).await?;
+                    VoteOutcome::Rejected
+                } else {
+                    let rows = sqlx::query(
+                        "SELECT actor FROM votes WHERE run_id = $1 AND gate = $2 AND decision = 'approve' ORDER BY at, actor",
+                    )
+                    .bind(&v.run_id)
+                    .bind(&v.gate)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let approvers: Vec<String> = rows.iter().map(|r| r.try_get::<String, _>(0)).collect::<Result<_, _>>()?;
+                    if (approvers.len() as i64) < quorum.max(1) {
+                        VoteOutcome::Pending { approvals: approvers.len() as i64 }
+                    } else {
+                        let actor = approvers.join(", ");
+                        end_gate(&mut tx, &v.run_id, &v.gate, "approved", &actor, "", false, true).await?;
+                        VoteOutcome::Approved { approvers }
+                    }
+                };
+                tx.commit().await?;
+                Ok(outcome)
+            }
+
+            async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
+                let rows = sqlx::query(
+                    "SELECT run_id, gate, actor, decision, via, comment, at FROM votes WHERE run_id = $1 ORDER BY at, actor",
+                )
                 .bind(run_id)
-                .bind(gate)
-                .execute(&mut *self.db().await?)
+                .fetch_all(&mut *self.db().await?)
                 .await?;
-                Ok(done.rows_affected() == 1)
+                rows.iter()
+                    .map(|r| {
+                        Ok(VoteRecord {
+                            run_id: r.try_get("run_id")?,
+                            gate: r.try_get("gate")?,
+                            actor: r.try_get("actor")?,
+                            decision: r.try_get("decision")?,
+                            via: r.try_get("via")?,
+                            comment: r.try_get("comment")?,
+                            at: r.try_get("at")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn expire_gate(&self, run_id: &str, gate: &str, end: OnTimeout, rollback_auto: bool, why: &str) -> JResult<bool> {
+                let mut db = self.db().await?;
+                let mut tx = db.begin().await?;
+                let done = match end {
+                    OnTimeout::Cancel => end_gate(&mut tx, run_id, gate, "declined", "timeout", why, rollback_auto, false).await?,
+                    OnTimeout::Fail => {
+                        // The gate stays waiting: a resume meets it again, with a fresh timeout.
+                        let run = sqlx::query(
+                            "UPDATE runs SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'waiting_approval'
+                               AND EXISTS (SELECT 1 FROM steps WHERE run_id = $3 AND name = $4 AND kind = 'approval' AND status = 'waiting')",
+                        )
+                        .bind(why)
+                        .bind(now_ts())
+                        .bind(run_id)
+                        .bind(gate)
+                        .execute(&mut *tx)
+                        .await?;
+                        run.rows_affected() == 1
+                    }
+                };
+                tx.commit().await?;
+                Ok(done)
             }
 
             async fn append_events(&self, events: &[EventRecord]) -> JResult<()> {

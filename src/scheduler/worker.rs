@@ -204,6 +204,11 @@ where
                         let scan = last_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
                         if scan {
                             last_scan = Some(Instant::now());
+                            // Gates whose time ran out end as their policy says (a rollback
+                            // one is then resumed below, like an approved one).
+                            if let Err(e) = crate::approval::expire_due(journal.as_ref()).await {
+                                tracing::warn!("worker: cannot end timed-out gates: {e}");
+                            }
                         }
                         match next_job(&journal, &me, &mut summary, &busy, scan).await {
                             Ok(Some(job)) => {

@@ -162,9 +162,23 @@ impl Journal for CrashJournal {
         self.point("put_item".to_string())?;
         self.inner.put_item(run_id, me, item).await
     }
-    async fn approve_gate(&self, run_id: &str, gate: &str, actor: &str) -> JResult<bool> {
-        self.point("approve_gate".to_string())?;
-        self.inner.approve_gate(run_id, gate, actor).await
+    async fn vote(&self, vote: &VoteRecord, quorum: i64, rollback_auto: bool) -> JResult<VoteOutcome> {
+        self.point("vote".to_string())?;
+        self.inner.vote(vote, quorum, rollback_auto).await
+    }
+    async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
+        self.inner.votes(run_id).await
+    }
+    async fn expire_gate(
+        &self,
+        run_id: &str,
+        gate: &str,
+        end: OnTimeout,
+        rollback_auto: bool,
+        why: &str,
+    ) -> JResult<bool> {
+        self.point("expire_gate".to_string())?;
+        self.inner.expire_gate(run_id, gate, end, rollback_auto, why).await
     }
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()> {
         self.alive()?;

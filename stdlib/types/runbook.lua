@@ -59,12 +59,22 @@ null = nil
 ---@return T
 function step(name, opts_or_fn, fn) end
 
---- An approval gate: asks y/N on a terminal, passes with --yes, and otherwise stops the run in
---- `waiting_approval` until `runbook approve RUN` and `runbook resume RUN`. A "no" cancels.
---- Example: `approve("drop the old tables on production?")`
+---@class ApprovalPolicy
+---@field approvers? string[] Who may decide: user names and "group:NAME" (runbook.toml [serve.users]). Default: anyone but the requester.
+---@field quorum? integer Distinct people who must approve (default 1).
+---@field self_approval? boolean Whether the person who started or enqueued the run may approve it (default false).
+---@field timeout? string How long the gate waits ("30m", "4h"); default forever.
+---@field on_timeout? "cancel"|"fail" What a timeout does: cancel (rolled back with rollback = "auto"; the default) or fail (resumable).
+
+--- An approval gate. Without a policy: asks y/N on a terminal, passes with --yes, and otherwise
+--- stops the run in `waiting_approval` until `runbook approve RUN`. With a policy, only the people
+--- it names decide (never the requester unless `self_approval = true`), `quorum` of them, from
+--- `runbook approve`, the REPL or the console; a worker then resumes the run. A rejection cancels.
+--- Example: `approve("drop the old tables on production?", { approvers = { "group:dba" }, quorum = 2, timeout = "4h" })`
 ---@param message string
+---@param policy? ApprovalPolicy
 ---@return boolean approved
-function approve(message) end
+function approve(message, policy) end
 
 ---@class Secret
 --- A value that prints as `<secret:NAME>` everywhere; primitives receive the real value.

@@ -80,3 +80,130 @@ fn at_a_terminal_the_gate_asks_and_a_no_cancels() {
     assert_eq!(env.read("ledger"), "before\n");
     assert_eq!(Env::step(&env.show("last"), "approve: Drop the old tables?")["status"], "declined");
 }
+
+const POLICY_CONFIG: &str = r#"
+[serve.users.bob]
+groups = ["dba"]
+[serve.users.carol]
+groups = ["dba"]
+[serve.users.dave]
+groups = ["web"]
+"#;
+
+fn policy_runbook(policy: &str) -> String {
+    format!(
+        r#"runbook {{ name = "gated" }}
+step("before", function() exec{{shell = "echo before >> ledger"}} end)
+approve("Drop the old tables?", {policy})
+step("after", function() exec{{shell = "echo after >> ledger"}} end)
+"#
+    )
+}
+
+fn as_user(env: &Env, who: &str, args: &[&str]) -> crate::harness::Run {
+    env.run_env(args, &[("USER", who), ("LOGNAME", who)])
+}
+
+#[test]
+fn a_policy_refuses_the_requester_and_outsiders_and_waits_for_a_quorum_then_a_worker_resumes_the_run() {
+    let env = Env::new();
+    env.write("runbook.toml", POLICY_CONFIG);
+    env.write("rb.lua", &policy_runbook(r#"{ approvers = { "group:dba" }, quorum = 2 }"#));
+    // --yes is the requester's own approval: not enough for this gate.
+    let r = as_user(&env, "alice", &["run", "rb.lua", "--yes"]);
+    r.assert_code(3);
+    assert!(r.stdout.contains("(group:dba; 2 approvals; not the requester)"), "{}", r.stdout);
+    let refused = as_user(&env, "alice", &["approve", "last"]);
+    refused.assert_code(5);
+    assert!(refused.stderr.contains("alice started this run and cannot approve it"), "{}", refused.stderr);
+    let outsider = as_user(&env, "dave", &["approve", "last"]);
+    outsider.assert_code(5);
+    assert!(outsider.stderr.contains("not among the gate's approvers (group:dba)"), "{}", outsider.stderr);
+
+    let first = as_user(&env, "bob", &["approve", "last", "--comment", "plan looks right"]);
+    first.assert_code(0);
+    assert!(first.stdout.contains("1 of 2; waiting for more"), "{}", first.stdout);
+    assert_eq!(env.status("last"), "waiting_approval");
+    let twice = as_user(&env, "bob", &["approve", "last"]);
+    twice.assert_code(2);
+    assert!(twice.stderr.contains("bob already decided at this gate"), "{}", twice.stderr);
+
+    let second = as_user(&env, "carol", &["approve", "last"]);
+    second.assert_code(0);
+    assert!(second.stdout.contains("approved: Drop the old tables? (run"), "{}", second.stdout);
+    assert!(second.stdout.contains("by bob, carol"), "{}", second.stdout);
+    assert_eq!(env.read("ledger"), "before\n");
+
+    // Nobody types `runbook resume`: a worker takes the approved run and finishes it.
+    env.run(&["worker", "--until-empty"]).assert_code(0);
+    assert_eq!(env.status("last"), "succeeded");
+    assert_eq!(env.read("ledger"), "before\nafter\n");
+    let show = env.show("last");
+    let gate = Env::step(&show, "approve: Drop the old tables?");
+    assert_eq!(gate["status"], "approved");
+    assert_eq!(gate["actor"], "bob, carol");
+    let votes = gate["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 2, "{gate}");
+    assert_eq!(votes[0]["actor"], "bob");
+    assert_eq!(votes[0]["via"], "cli");
+    assert_eq!(votes[0]["comment"], "plan looks right");
+    let text = env.run(&["show", "last"]);
+    assert!(text.stdout.contains("- approve bob (cli,"), "{}", text.stdout);
+}
+
+#[test]
+fn a_rejection_needs_a_reason_and_cancels_the_run() {
+    let env = Env::new();
+    env.write("runbook.toml", POLICY_CONFIG);
+    env.write("rb.lua", &policy_runbook(r#"{ approvers = { "bob" } }"#));
+    as_user(&env, "alice", &["run", "rb.lua"]).assert_code(3);
+    as_user(&env, "bob", &["approve", "last", "--reject"]).assert_code(2);
+    let r = as_user(&env, "bob", &["approve", "last", "--reject", "--comment", "not during the sale"]);
+    r.assert_code(0);
+    assert!(r.stdout.contains("the run is cancelled"), "{}", r.stdout);
+    let show = env.show("last");
+    assert_eq!(show["status"], "cancelled");
+    assert!(show["error"].as_str().unwrap().contains("approval rejected by bob: not during the sale"), "{show}");
+    assert_eq!(Env::step(&show, "approve: Drop the old tables?")["status"], "declined");
+    // Nothing after the gate ran, and nothing can approve it any more.
+    assert_eq!(env.read("ledger"), "before\n");
+    as_user(&env, "carol", &["approve", "last"]).assert_code(2);
+}
+
+#[test]
+fn a_gate_whose_time_ran_out_is_ended_by_a_worker_as_its_policy_says() {
+    for (on_timeout, status) in [("cancel", "cancelled"), ("fail", "failed")] {
+        let env = Env::new();
+        env.write(
+            "rb.lua",
+            &policy_runbook(&format!(r#"{{ timeout = "1s", on_timeout = "{on_timeout}", self_approval = true }}"#)),
+        );
+        env.run(&["run", "rb.lua"]).assert_code(3);
+        std::thread::sleep(std::time::Duration::from_millis(1300));
+        let late = env.run(&["approve", "last"]);
+        late.assert_code(2);
+        assert!(late.stderr.contains("time ran out"), "{}", late.stderr);
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        let show = env.show("last");
+        assert_eq!(show["status"], status, "{show}");
+        assert!(show["error"].as_str().unwrap().contains("approval timed out after 1s"), "{show}");
+        assert_eq!(env.read("ledger"), "before\n");
+    }
+}
+
+#[test]
+fn a_policy_with_a_mistake_is_refused_before_anything_runs_with_its_line() {
+    let env = Env::new();
+    for (policy, says) in [
+        (r#"{ quorum = 0 }"#, "quorum must be at least 1"),
+        (r#"{ approvers = { "bob" }, quorum = 2 }"#, "cannot be met by the 1 approver(s) named"),
+        (r#"{ aprovers = { "bob" } }"#, "unknown key `aprovers`"),
+        (r#"{ timeout = "soon" }"#, "timeout"),
+        (r#"{ on_timeout = "explode" }"#, "on_timeout"),
+    ] {
+        env.write("rb.lua", &policy_runbook(policy));
+        let r = env.run(&["check", "rb.lua"]);
+        r.assert_code(2);
+        assert!(r.stderr.contains("rb.lua:3:") && r.stderr.contains(says), "{policy}: {}", r.stderr);
+    }
+}

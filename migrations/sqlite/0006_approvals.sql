@@ -1,0 +1,18 @@
+-- Approval policies: every decision taken at a gate (who, how, when, why), one per person and
+-- gate. A gate's policy (approvers, quorum, self_approval, timeout) is kept in its step row's
+-- result; the votes decide it.
+CREATE TABLE votes (
+    run_id   TEXT NOT NULL,
+    gate     TEXT NOT NULL,
+    actor    TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    via      TEXT NOT NULL,
+    comment  TEXT,
+    at       TEXT NOT NULL,
+    PRIMARY KEY (run_id, gate, actor)
+);
+-- A run whose gate was decided while no process held it: a worker (or `runbook serve
+-- --workers N`) resumes it, whoever started it. Cleared when a process claims the run.
+ALTER TABLE runs ADD COLUMN auto_resume BOOLEAN NOT NULL DEFAULT FALSE;
+-- Runs waiting at a gate, looked at by the workers for gates whose time ran out.
+CREATE INDEX runs_waiting ON runs (status) WHERE status = 'waiting_approval';

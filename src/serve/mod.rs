@@ -1,0 +1,2 @@
+//! `runbook serve`: the web console and HTTP API over the journal.
+pub mod config;
