@@ -278,6 +278,18 @@ SIGTERM (or Ctrl-C) lets each running step finish, checkpoints, and exits; a sec
 at once. Runs a worker held when it died are resumed by another worker after their lease
 (RUNBOOK_LEASE_SECS, 30 s), at once on the same host.")]
     Worker(WorkerArgs),
+    /// The web console and HTTP API: runs live, approvals by the right people, the catalogue, the audit log
+    #[command(after_help = "Examples:
+  runbook serve                                   # http://127.0.0.1:8080, users from runbook.toml [serve]
+  runbook serve --workers 2                       # and run the queued runs in this process
+  runbook serve --listen 0.0.0.0:8443 --tls-cert cert.pem --tls-key key.pem
+  runbook serve --hash-password                   # a password hash for [serve.users.NAME]
+  runbook serve --new-token                       # an API token, and its hash for runbook.toml
+
+Everything needs a login (or an API token: Authorization: Bearer ...), unless [serve] says
+auth = \"none\" on a loopback address. A non-loopback address needs TLS (or allow_plain_http
+behind a TLS proxy). The JSON API is under /api/v1; see the README.")]
+    Serve(ServeArgs),
     /// The built-in scheduler: fires the [[schedule]] entries of runbook.toml and runs them
     #[command(after_help = "Examples:
   runbook schedule                       # in the foreground (systemd, a container)
@@ -404,6 +416,31 @@ pub struct ResumeArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on (default: [serve] listen, else 127.0.0.1:8080)
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// TLS certificate chain (PEM); with --tls-key the console serves HTTPS
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Also run queued and approved runs in this process, like `runbook worker --concurrency N`
+    #[arg(long, default_value_t = 0, value_name = "N", value_parser = clap::value_parser!(u16).range(0..=256))]
+    pub workers: u16,
+    /// Serve plain HTTP on a non-loopback address (behind a proxy that terminates TLS)
+    #[arg(long)]
+    pub allow_plain_http: bool,
+    /// Print an argon2id hash of a password read from the terminal, for [serve.users.NAME], and exit
+    #[arg(long, conflicts_with = "new_token")]
+    pub hash_password: bool,
+    /// Print a new API token and the hash to put in runbook.toml, and exit
+    #[arg(long)]
+    pub new_token: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct WorkerArgs {
     /// Runs at once in this process
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -508,6 +545,7 @@ pub fn main() -> ExitCode {
     // Unattended: `run --cron`, and the scheduler and workers (which also log JSON lines).
     let cron = matches!(&cli.command, Command::Run(r) if r.cron)
         || matches!(&cli.command, Command::Worker(_))
+        || matches!(&cli.command, Command::Serve(a) if !a.hash_password && !a.new_token)
         || matches!(&cli.command, Command::Schedule(a) if !a.list && a.unpause.is_none());
     if cron {
         // Set before any thread starts: gates never ask under --cron.

@@ -91,6 +91,34 @@ pub fn peak_rss_kib() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Reads one line from the terminal with echo off (as `psql`'s `\\password` does); `None` at
+/// end of input. Off a terminal the line is read as it comes.
+pub fn read_hidden(prompt: &str) -> std::io::Result<Option<String>> {
+    use std::io::{BufRead, Write};
+    let fd = libc::STDIN_FILENO;
+    // SAFETY: termios is plain data; tcgetattr fills it or fails on a non-terminal.
+    let mut saved: libc::termios = unsafe { std::mem::zeroed() };
+    let tty = unsafe { libc::tcgetattr(fd, &mut saved) } == 0;
+    // Echo goes off before the prompt shows: what is typed after it is never echoed.
+    if tty {
+        let mut quiet = saved;
+        quiet.c_lflag &= !(libc::ECHO | libc::ECHONL);
+        quiet.c_lflag |= libc::ICANON;
+        // SAFETY: a termios derived from the terminal's own.
+        unsafe { libc::tcsetattr(fd, libc::TCSANOW, &quiet) };
+    }
+    eprint!("{prompt}");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    let read = std::io::stdin().lock().read_line(&mut line);
+    if tty {
+        // SAFETY: restores what tcgetattr returned.
+        unsafe { libc::tcsetattr(fd, libc::TCSAFLUSH, &saved) };
+        eprintln!();
+    }
+    Ok((read? > 0).then(|| line.trim_end_matches(['\n', '\r']).to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,3 +16,20 @@ CREATE TABLE votes (
 ALTER TABLE runs ADD COLUMN auto_resume BOOLEAN NOT NULL DEFAULT FALSE;
 -- Runs waiting at a gate, looked at by the workers for gates whose time ran out.
 CREATE INDEX runs_waiting ON runs (status) WHERE status = 'waiting_approval';
+-- `runbook serve`: every action taken through the console or its API (who, what, on what,
+-- from where), for the team's audit.
+CREATE TABLE audit (
+    at     TEXT NOT NULL,
+    actor  TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    remote TEXT NOT NULL
+);
+CREATE INDEX audit_by_time ON audit (at);
+-- Approval links opened: a link works once.
+CREATE TABLE used_links (
+    nonce   TEXT PRIMARY KEY,
+    used_at TEXT NOT NULL,
+    used_by TEXT NOT NULL
+);

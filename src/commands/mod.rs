@@ -1,5 +1,5 @@
 //! What each command does. The engine does the evaluating; these gather inputs and print.
-mod doc;
+pub mod doc;
 mod init;
 pub(crate) mod inspect;
 mod metrics;
@@ -52,6 +52,18 @@ pub async fn dispatch(cli: Cli) -> Result<u8> {
         Command::Unlock { name } => unlock(state, &name).await,
         Command::Enqueue { file, params } => queue::enqueue(state, &file, params).await,
         Command::Worker(args) => queue::worker(state, args).await,
+        Command::Serve(args) if args.hash_password => crate::serve::hash_password_command(),
+        Command::Serve(args) if args.new_token => crate::serve::new_token_command(),
+        Command::Serve(args) => {
+            let tls = args.tls_cert.zip(args.tls_key);
+            let opts = crate::serve::Options {
+                listen: args.listen,
+                tls,
+                workers: args.workers,
+                allow_plain_http: args.allow_plain_http,
+            };
+            crate::serve::serve(state, opts).await
+        }
         Command::Schedule(args) => queue::schedule(state, args).await,
         Command::Repl { run, last } => {
             let attach = if last { Some("last".to_string()) } else { run };
@@ -72,6 +84,11 @@ fn invocation(path: PathBuf, mode: Mode, params: ParamArgs, exec: &ExecArgs) -> 
         lock_wait: exec.lock_wait,
         ..Invocation::new(path, mode)
     }
+}
+
+/// A runbook evaluated in plan mode (nothing acts): its declaration and steps.
+pub async fn evaluate_plan(path: &std::path::Path) -> Result<crate::engine::Outcome> {
+    inspect::evaluate(path, Mode::Plan, vec![], None).await
 }
 
 /// How the run was started, as recorded in the journal.

@@ -39,6 +39,17 @@ pub async fn after_run(journal: &dyn Journal, run_id: &str) -> Result<(), String
         "resume": format!("runbook resume {}", run.id),
     });
     let mut payload = payload;
+    // A run waiting at a gate: a link to the gate in the console (signed, expiring, single-use;
+    // opening it still needs a login as an approver).
+    if status == crate::journal::RunStatus::WaitingApproval {
+        if let Some(gate) = steps.iter().find(|s| s.status == StepStatus::Waiting) {
+            payload["gate"] = gate.name.trim_start_matches(crate::engine::GATE_PREFIX).into();
+            if let Some(link) = crate::serve::links::for_webhook(&run.id, &gate.name) {
+                payload["text"] = format!("{text}: {link}").into();
+                payload["approve_url"] = link.into();
+            }
+        }
+    }
     crate::secret::redact_json(&mut payload);
     let req = Request {
         method: reqwest::Method::POST,

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::cli::{ParamArgs, ScheduleArgs, WorkerArgs};
 use crate::error::{exit, Error, Result};
-use crate::journal::{self, Journal, RunFilter};
+use crate::journal::{self, Journal};
 use crate::output::Format;
 use crate::scheduler::{self, worker, Schedule};
 
@@ -98,29 +98,9 @@ async fn unpause(journal: &dyn Journal, schedules: &[Schedule], name: &str) -> R
 }
 
 async fn list(journal: &dyn Journal, schedules: &[Schedule], output: Format) -> Result<u8> {
-    let now = Utc::now();
     let mut rows = Vec::new();
     for s in schedules {
-        let last_fire = journal.fires(&s.name, 1).await?.into_iter().next();
-        let last_run = journal
-            .runs(&RunFilter { queue_key: Some(s.queue_key()), limit: 1, ..RunFilter::default() })
-            .await?
-            .into_iter()
-            .next();
-        let paused = scheduler::paused(journal, s).await?;
-        let next: Vec<String> = s.next_fires(now, 3).into_iter().map(scheduler::ts).collect();
-        rows.push(json!({
-            "name": s.name,
-            "runbook": s.runbook.display().to_string(),
-            "cron": s.cron_text,
-            "timezone": s.tz.name(),
-            "enabled": s.enabled,
-            "paused": paused,
-            "overlap": format!("{:?}", s.overlap).to_lowercase(),
-            "next": next,
-            "last_fire": last_fire.as_ref().map(|f| json!({"fire_at": f.fire_at, "outcome": f.outcome, "run_id": f.run_id})),
-            "last_run": last_run.as_ref().map(|r| json!({"id": r.id, "status": r.effective_status().as_str(), "finished_at": r.finished_at})),
-        }));
+        rows.push(scheduler::describe(journal, s, Utc::now()).await?);
     }
     if output == Format::Json {
         println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());

@@ -245,6 +245,9 @@ pub struct RunRecord {
     pub queued_params: Option<serde_json::Value>,
     /// `--max-memory` in bytes, kept for the run's resumes.
     pub max_memory: Option<i64>,
+    /// Left for a worker to resume (a gate decided, a resume asked for in the console),
+    /// whoever started it.
+    pub auto_resume: bool,
 }
 
 impl RunRecord {
@@ -383,6 +386,20 @@ pub struct VoteRecord {
     pub at: String,
 }
 
+/// One action taken through the console or its API.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub at: String,
+    pub actor: String,
+    /// "login", "login_failed", "enqueue", "approve", "reject", "cancel", "resume", "unpause" ...
+    pub action: String,
+    /// The run, runbook or schedule acted on.
+    pub target: String,
+    pub detail: String,
+    /// The client's address (and the way in: session or token).
+    pub remote: String,
+}
+
 /// What a vote did to its gate.
 #[derive(Debug, Clone, PartialEq)]
 pub enum VoteOutcome {
@@ -516,6 +533,9 @@ pub trait Journal: Send + Sync {
     async fn items(&self, run_id: &str, step: Option<&str>) -> JResult<Vec<ItemRecord>>;
     /// Records an item's outcome; only while `me` owns the run.
     async fn put_item(&self, run_id: &str, me: &Owner, item: &ItemRecord) -> JResult<()>;
+    /// Leaves a stopped run (failed, or interrupted: its process gone) for a worker to resume,
+    /// if it is still in `expected` status and owned by `previous` (compare-and-swap).
+    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool>;
     /// Records a person's decision at the gate a waiting run stopped at, and decides the gate in
     /// the same transaction: a rejection ends it, `quorum` distinct approvals pass it. The run
     /// row is locked first, so two approvers voting at once both count.
@@ -533,6 +553,14 @@ pub trait Journal: Send + Sync {
     ) -> JResult<bool>;
     async fn append_events(&self, events: &[EventRecord]) -> JResult<()>;
     async fn events(&self, run_id: &str) -> JResult<Vec<EventRecord>>;
+    /// A run's events after the one numbered `after` (0: from the start), with their numbers,
+    /// at most `limit`: what a live view tails.
+    async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>>;
+    async fn audit(&self, record: &AuditRecord) -> JResult<()>;
+    /// The audit log, newest first.
+    async fn audit_log(&self, limit: i64) -> JResult<Vec<AuditRecord>>;
+    /// Marks an approval link's nonce used; false when it was used before.
+    async fn use_link(&self, nonce: &str, by: &str) -> JResult<bool>;
     /// Takes the oldest queued run that may start now (its `not_before` passed, no earlier run
     /// with its queue key still queued or active) for this process, as `running`.
     async fn claim_queued(&self, me: &Owner, lease_secs: i64) -> JResult<Option<RunRecord>>;

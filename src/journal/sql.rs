@@ -7,7 +7,7 @@
 //! claiming a queued run (PostgreSQL skips locked rows) and firing a schedule differ.
 
 /// Columns of `runs`, in the order `run_from_row` reads them.
-pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory";
+pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory, auto_resume";
 
 /// Insert of a whole run record; `$1..$24` bound by `bind_run`.
 pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory)
@@ -151,6 +151,7 @@ macro_rules! sql_journal {
                     .try_get::<Option<String>, _>("queued_params")?
                     .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::Null)),
                 max_memory: row.try_get("max_memory")?,
+                auto_resume: row.try_get("auto_resume")?,
             })
         }
 
@@ -625,6 +626,20 @@ macro_rules! sql_journal {
                 Ok(outcome)
             }
 
+            async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, cancel_requested = FALSE
+                     WHERE id = $1 AND status = $2 AND host = $3 AND pid = $4",
+                )
+                .bind(id)
+                .bind(expected.as_str())
+                .bind(&previous.host)
+                .bind(previous.pid)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
                 let rows = sqlx::query(
                     "SELECT run_id, gate, actor, decision, via, comment, at FROM votes WHERE run_id = $1 ORDER BY at, actor",
@@ -706,6 +721,77 @@ macro_rules! sql_journal {
                         })
                     })
                     .collect()
+            }
+
+            async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>> {
+                let rows = sqlx::query(
+                    "SELECT id, run_id, ts, event, step, data FROM events WHERE run_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(run_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&mut *self.db().await?)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let data: String = row.try_get("data")?;
+                        Ok((
+                            row.try_get::<i64, _>("id")?,
+                            EventRecord {
+                                run_id: row.try_get("run_id")?,
+                                ts: row.try_get("ts")?,
+                                event: row.try_get("event")?,
+                                step: row.try_get("step")?,
+                                data: serde_json::from_str(&data)
+                                    .map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
+                            },
+                        ))
+                    })
+                    .collect()
+            }
+
+            async fn audit(&self, a: &AuditRecord) -> JResult<()> {
+                sqlx::query("INSERT INTO audit (at, actor, action, target, detail, remote) VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(&a.at)
+                    .bind(&a.actor)
+                    .bind(&a.action)
+                    .bind(&a.target)
+                    .bind(&a.detail)
+                    .bind(&a.remote)
+                    .execute(&mut *self.db().await?)
+                    .await?;
+                Ok(())
+            }
+
+            async fn audit_log(&self, limit: i64) -> JResult<Vec<AuditRecord>> {
+                let rows = sqlx::query("SELECT at, actor, action, target, detail, remote FROM audit ORDER BY at DESC LIMIT $1")
+                    .bind(limit)
+                    .fetch_all(&mut *self.db().await?)
+                    .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditRecord {
+                            at: r.try_get("at")?,
+                            actor: r.try_get("actor")?,
+                            action: r.try_get("action")?,
+                            target: r.try_get("target")?,
+                            detail: r.try_get("detail")?,
+                            remote: r.try_get("remote")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn use_link(&self, nonce: &str, by: &str) -> JResult<bool> {
+                let done = sqlx::query(
+                    "INSERT INTO used_links (nonce, used_at, used_by) VALUES ($1, $2, $3) ON CONFLICT (nonce) DO NOTHING",
+                )
+                .bind(nonce)
+                .bind(now_ts())
+                .bind(by)
+                .execute(&mut *self.db().await?)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn put_session(&self, s: &SessionRecord) -> JResult<()> {

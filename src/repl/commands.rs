@@ -746,7 +746,7 @@ impl Repl {
                 ));
             }
         }
-        let value = match super::read_hidden(&format!("{name} (not echoed): ")) {
+        let value = match crate::process::read_hidden(&format!("{name} (not echoed): ")) {
             Ok(Some(v)) if !v.is_empty() => v,
             Ok(_) => return fail(format!("no value typed for '{name}': nothing changed")),
             Err(e) => return fail(format!("cannot read the value: {e}")),

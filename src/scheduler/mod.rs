@@ -252,6 +252,7 @@ pub async fn queued_run(
             params.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect(),
         )),
         max_memory: None,
+        auto_resume: false,
     })
 }
 
@@ -379,6 +380,31 @@ pub fn catch_up_fire(
         (CatchUp::Within(d), Some(m)) if now - m <= chrono::Duration::from_std(d).unwrap_or_default() => Some(m),
         _ => None,
     }
+}
+
+/// A schedule as `schedule --list` and the console show it: its next fires, whether failures
+/// paused it, and its last fire and run.
+pub async fn describe(journal: &dyn Journal, s: &Schedule, now: DateTime<Utc>) -> Result<serde_json::Value> {
+    let last_fire = journal.fires(&s.name, 1).await?.into_iter().next();
+    let last_run = journal
+        .runs(&RunFilter { queue_key: Some(s.queue_key()), limit: 1, ..RunFilter::default() })
+        .await?
+        .into_iter()
+        .next();
+    let paused = paused(journal, s).await?;
+    let next: Vec<String> = s.next_fires(now, 3).into_iter().map(ts).collect();
+    Ok(serde_json::json!({
+        "name": s.name,
+        "runbook": s.runbook.display().to_string(),
+        "cron": s.cron_text,
+        "timezone": s.tz.name(),
+        "enabled": s.enabled,
+        "paused": paused,
+        "overlap": format!("{:?}", s.overlap).to_lowercase(),
+        "next": next,
+        "last_fire": last_fire.as_ref().map(|f| serde_json::json!({"fire_at": f.fire_at, "outcome": f.outcome, "run_id": f.run_id})),
+        "last_run": last_run.as_ref().map(|r| serde_json::json!({"id": r.id, "status": r.effective_status().as_str(), "finished_at": r.finished_at})),
+    }))
 }
 
 #[cfg(test)]

@@ -53,7 +53,10 @@ async fn next_job(
         if busy.contains(&run.id) {
             continue;
         }
-        let stopped = run.status == RunStatus::Interrupted && !(run.owner.host == me.host && run.owner.pid == me.pid);
+        // A run this worker set back itself is not taken again at once, unless someone asked
+        // for it (an approved gate, a resume from the console).
+        let mine = run.owner.host == me.host && run.owner.pid == me.pid;
+        let stopped = run.status == RunStatus::Interrupted && (run.auto_resume || !mine);
         if !(stopped || run.is_orphaned()) {
             continue;
         }

@@ -166,6 +166,21 @@ impl Journal for CrashJournal {
         self.point("vote".to_string())?;
         self.inner.vote(vote, quorum, rollback_auto).await
     }
+    async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>> {
+        self.inner.events_since(run_id, after, limit).await
+    }
+    async fn audit(&self, record: &AuditRecord) -> JResult<()> {
+        self.inner.audit(record).await
+    }
+    async fn audit_log(&self, limit: i64) -> JResult<Vec<AuditRecord>> {
+        self.inner.audit_log(limit).await
+    }
+    async fn use_link(&self, nonce: &str, by: &str) -> JResult<bool> {
+        self.inner.use_link(nonce, by).await
+    }
+    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool> {
+        self.inner.request_resume(id, expected, previous).await
+    }
     async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
         self.inner.votes(run_id).await
     }
