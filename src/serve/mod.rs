@@ -87,6 +87,7 @@ pub fn router(app: Shared) -> Router {
     r = both(r, "/sessions/{id}", get(team::session));
     r = both(r, "/audit", get(team::audit));
     r.fallback(|| async { pages::error_page(axum::http::StatusCode::NOT_FOUND, "no such page") })
+        .layer(axum::middleware::from_fn(same_origin))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }
@@ -110,6 +111,26 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
         set(h, "cache-control", "no-store");
     }
     res
+}
+
+/// A state change must come from this console's own pages (or a client that sends no Origin,
+/// such as curl with a token): a cross-site form post is refused before any handler runs. With
+/// SameSite=Strict cookies and CSRF tokens, this also stops login CSRF.
+async fn same_origin(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::http::Method;
+    if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        let h = req.headers();
+        let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let cross_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site");
+        let foreign = h
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|o| o.split_once("://").map(|(_, rest)| rest) != Some(host));
+        if cross_site || foreign {
+            return pages::fail(req.uri(), axum::http::StatusCode::FORBIDDEN, "cross-site request refused");
+        }
+    }
+    next.run(req).await
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {

@@ -5,6 +5,7 @@ mod backup;
 mod cancel;
 mod checks;
 mod cli;
+mod console;
 mod corpus;
 mod crash;
 mod cron;
