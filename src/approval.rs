@@ -245,6 +245,7 @@ pub async fn decide(
     }
     let data = serde_json::json!({
         "status": match outcome { VoteOutcome::Approved { .. } => "approved", VoteOutcome::Rejected => "rejected", _ => "vote" },
+        "message": state.message,
         "actor": voter.name,
         "decision": vote.decision,
         "via": vote.via,

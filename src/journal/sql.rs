@@ -94,7 +94,10 @@ macro_rules! sql_journal {
                 return Ok(false);
             }
             let run = if resume || rollback_auto {
-                sqlx::query("UPDATE runs SET status = 'interrupted', auto_resume = TRUE WHERE id = $1 AND status = 'waiting_approval'")
+                sqlx::query(
+                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, error = NULL, finished_at = NULL
+                     WHERE id = $1 AND status = 'waiting_approval'",
+                )
                     .bind(run_id)
                     .execute(&mut **tx)
                     .await?
@@ -628,7 +631,7 @@ macro_rules! sql_journal {
 
             async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool> {
                 let done = sqlx::query(
-                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, cancel_requested = FALSE
+                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, cancel_requested = FALSE, finished_at = NULL
                      WHERE id = $1 AND status = $2 AND host = $3 AND pid = $4",
                 )
                 .bind(id)

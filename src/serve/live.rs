@@ -79,10 +79,11 @@ async fn tail(journal: Arc<dyn Journal>, run_id: &str, tx: broadcast::Sender<Arc
             }));
         }
         if fresh.is_empty() {
-            // A run that ended (or stopped at a gate) sends "end" once its last events are out.
+            // A run that ended (or failed) sends "end" once its last events are out. One at a
+            // gate, queued or interrupted goes on being watched: a decision moves it.
             let stopped = journal.run(run_id).await.ok().flatten().is_none_or(|r| {
                 let s = r.effective_status();
-                !s.is_active() && s != crate::journal::RunStatus::Queued
+                s.is_final() || s == crate::journal::RunStatus::Failed
             });
             ended_for = if stopped { ended_for + 1 } else { 0 };
             if ended_for >= 3 {

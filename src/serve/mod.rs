@@ -106,7 +106,9 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
     );
     set(h, "x-frame-options", "DENY");
     set(h, "x-content-type-options", "nosniff");
-    set(h, "referrer-policy", "no-referrer");
+    // Not no-referrer: with it, browsers send `Origin: null` on form posts, which the
+    // same-origin check must refuse.
+    set(h, "referrer-policy", "same-origin");
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, "cache-control", "no-store");
     }

@@ -119,7 +119,7 @@ async fn run_view(app: &Shared, me: &Identity, run: &RunRecord) -> Result<Value,
             json!({
                 "name": s.name, "kind": s.kind, "status": status, "attempts": s.attempts, "line": s.line,
                 "took": s.duration_ms.map(|m| crate::duration::human(std::time::Duration::from_millis(m.max(0) as u64))),
-                "result": s.result.as_ref().filter(|_| s.kind == StepKind::Step).map(|r| short(&r.to_string(), 200)),
+                "result": s.result.as_ref().filter(|r| s.kind == StepKind::Step && !r.is_null()).map(|r| short(&r.to_string(), 200)),
                 "error": s.error, "actor": s.actor, "undo": s.undo_status.as_deref().filter(|u| *u != "pending"),
                 "undo_error": s.undo_error, "items": its,
                 "policy": gate.as_ref().and_then(|g| g.policy.as_ref()).map(|p| p.describe()),

@@ -2,6 +2,7 @@
 //! directory, as a user would.
 mod approval;
 mod backup;
+mod browser;
 mod cancel;
 mod checks;
 mod cli;

@@ -6,21 +6,37 @@
   const box = document.getElementById("timeline");
   if (!box || !box.dataset.live) return;
   const log = document.getElementById("log");
+  const shown = document.getElementById("run-status");
+  // The status the page was rendered with. The badge follows the run; the page is rendered
+  // again when a gate appears or goes (its form), and when the run ends (its actions).
+  const rendered = shown ? shown.textContent : "";
   let pending = false;
+  let again = false;
   async function refresh() {
-    if (pending) return;
+    if (pending) {
+      again = true;
+      return;
+    }
     pending = true;
     try {
       const res = await fetch(box.dataset.timeline, { credentials: "same-origin" });
       if (res.ok) box.innerHTML = await res.text();
       const table = box.querySelector("table");
-      const status = document.getElementById("run-status");
-      if (table && status) {
-        status.textContent = table.dataset.status;
-        status.className = "status " + table.dataset.status;
+      if (table && shown) {
+        const now = table.dataset.status;
+        shown.textContent = now;
+        shown.className = "status " + now;
+        if (now !== rendered && (now === "waiting_approval" || rendered === "waiting_approval")) {
+          source.close();
+          window.location.reload();
+        }
       }
     } finally {
       pending = false;
+    }
+    if (again) {
+      again = false;
+      refresh();
     }
   }
   const source = new EventSource(box.dataset.live);
@@ -39,7 +55,6 @@
   });
   source.addEventListener("end", () => {
     source.close();
-    // The run stopped: the whole page again (its gate, its actions).
     window.location.reload();
   });
 })();
