@@ -173,7 +173,7 @@ def pages(total):
         failed_q = [(f"SELECT {cols} FROM runs WHERE status = 'failed' ORDER BY created_at DESC, id DESC LIMIT 51", ())]
         page_q = [(f"SELECT {cols} FROM runs WHERE id = ?", (seed,)),
                   ("SELECT * FROM steps WHERE run_id = ? ORDER BY seq", (seed,)),
-                  ("SELECT * FROM items WHERE run_id = ?", (seed,)),
+                  ("SELECT * FROM step_items WHERE run_id = ?", (seed,)),
                   ("SELECT * FROM votes WHERE run_id = ?", (seed,)),
                   ("SELECT * FROM events WHERE run_id = ? ORDER BY id", (seed,))]
         out = {"runs": count}

@@ -28,11 +28,23 @@ pub struct Policy {
     pub timeout: Option<String>,
     #[serde(default)]
     pub on_timeout: OnTimeout,
+    /// Where decisions may come from: "cli", "repl", "web", "api", "link" (default: all). From
+    /// the command line a person is who their OS account says, and anyone who can write the
+    /// journal can write anything; `via = { "web", "api" }` takes only logged-in decisions.
+    #[serde(default)]
+    pub via: Vec<String>,
 }
 
 impl Default for Policy {
     fn default() -> Self {
-        Policy { approvers: vec![], quorum: 1, self_approval: false, timeout: None, on_timeout: OnTimeout::Cancel }
+        Policy {
+            approvers: vec![],
+            quorum: 1,
+            self_approval: false,
+            timeout: None,
+            on_timeout: OnTimeout::Cancel,
+            via: vec![],
+        }
     }
 }
 
@@ -48,6 +60,11 @@ impl Policy {
         }
         if let Some(t) = &self.timeout {
             crate::duration::parse(t).map_err(|e| format!("timeout: {e}"))?;
+        }
+        for v in &self.via {
+            if !VIAS.contains(&v.as_str()) {
+                return Err(format!("via: '{v}' is not one of {}", VIAS.join(", ")));
+            }
         }
         for a in &self.approvers {
             let name = a.strip_prefix("group:").unwrap_or(a);
@@ -93,6 +110,9 @@ impl Policy {
     }
 }
 
+/// The ways a decision arrives.
+pub const VIAS: [&str; 5] = ["cli", "repl", "web", "api", "link"];
+
 /// What a waiting gate keeps in its step row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GateState {
@@ -102,11 +122,32 @@ pub struct GateState {
     pub requested_by: String,
     /// When the gate gives up (RFC 3339), from `timeout`.
     pub deadline: Option<String>,
+    /// Who asked the console to resume the run: they count as requesters too.
+    #[serde(default)]
+    pub resumed_by: Vec<String>,
 }
 
 impl GateState {
     pub fn of(step: &StepRecord) -> Option<GateState> {
         step.result.as_ref().and_then(|r| serde_json::from_value(r.clone()).ok())
+    }
+
+    /// Everyone who asked for this run to go on: none of them decides it alone.
+    pub fn requesters(&self) -> Vec<String> {
+        let mut all = vec![self.requested_by.clone()];
+        all.extend(self.resumed_by.iter().cloned());
+        all
+    }
+
+    /// The rules a decision arriving `via` is held to. A gate without a policy is open to
+    /// anyone at the command line (as it always was); in the console and the API it still
+    /// refuses the requester: a login is a person, and the console promises four eyes.
+    pub fn effective_policy(&self, via: &str) -> Option<Policy> {
+        match (&self.policy, via) {
+            (Some(p), _) => Some(p.clone()),
+            (None, "web" | "api" | "link") => Some(Policy::default()),
+            (None, _) => None,
+        }
     }
 }
 
@@ -136,15 +177,18 @@ impl Voter {
     }
 }
 
-/// Whether `voter` may decide a gate with `policy` on a run requested by `requested_by`. A
-/// gate without a policy is open to anyone who can reach the journal, its requester included.
-pub fn may_decide(policy: Option<&Policy>, voter: &Voter, requested_by: &str) -> Result<(), String> {
+/// Whether `voter` may decide a gate with `policy` on a run its `requesters` asked for (who
+/// started or enqueued it, then who resumed it). Without a policy: anyone.
+pub fn may_decide(policy: Option<&Policy>, voter: &Voter, requesters: &[String]) -> Result<(), String> {
     let Some(p) = policy else { return Ok(()) };
-    if !p.self_approval && voter.name == requested_by {
+    if !p.self_approval && requesters.first().is_some_and(|r| *r == voter.name) {
         return Err(format!(
             "{} started this run and cannot approve it (the gate says self_approval = false)",
             voter.name
         ));
+    }
+    if !p.self_approval && requesters.iter().skip(1).any(|r| *r == voter.name) {
+        return Err(format!("{} resumed this run and cannot approve it (self_approval = false)", voter.name));
     }
     if !p.approvers.is_empty() && !p.approvers.iter().any(|a| voter.matches(a)) {
         return Err(format!("{} is not among the gate's approvers ({})", voter.name, p.approvers.join(", ")));
@@ -157,7 +201,7 @@ pub fn may_decide(policy: Option<&Policy>, voter: &Voter, requested_by: &str) ->
 pub fn passes_alone(policy: Option<&Policy>, voter: &Voter) -> bool {
     match policy {
         None => true,
-        Some(p) => p.quorum <= 1 && may_decide(Some(p), voter, "").is_ok() && p.self_approval,
+        Some(p) => p.quorum <= 1 && may_decide(Some(p), voter, &[]).is_ok() && p.self_approval,
     }
 }
 
@@ -205,6 +249,7 @@ pub async fn waiting_gate(journal: &dyn Journal, run: &RunRecord) -> Result<(Ste
         policy: None,
         requested_by: run.user.clone(),
         deadline: None,
+        resumed_by: vec![],
     });
     Ok((gate, state))
 }
@@ -222,9 +267,17 @@ pub async fn decide(
             return Err(ApprovalError::TimedOut(deadline.clone()));
         }
     }
-    may_decide(state.policy.as_ref(), voter, &state.requested_by).map_err(ApprovalError::NotAllowed)?;
+    let policy = state.effective_policy(d.via);
+    if let Some(p) = policy.as_ref().filter(|p| !p.via.is_empty() && !p.via.iter().any(|v| v == d.via)) {
+        return Err(ApprovalError::NotAllowed(format!(
+            "this gate takes decisions only from {} (not {})",
+            p.via.join(", "),
+            d.via
+        )));
+    }
+    may_decide(policy.as_ref(), voter, &state.requesters()).map_err(ApprovalError::NotAllowed)?;
     let comment = d.comment.as_ref().map(|c| crate::secret::redact(c.trim()).into_owned()).filter(|c| !c.is_empty());
-    if !d.approve && comment.is_none() && state.policy.is_some() {
+    if !d.approve && comment.is_none() && policy.is_some() {
         return Err(ApprovalError::ReasonRequired);
     }
     let vote = VoteRecord {
@@ -236,7 +289,7 @@ pub async fn decide(
         comment,
         at: journal::now_ts(),
     };
-    let quorum = state.policy.as_ref().map_or(1, |p| p.quorum) as i64;
+    let quorum = policy.as_ref().map_or(1, |p| p.quorum) as i64;
     let outcome = journal.vote(&vote, quorum, run.rollback == "auto").await?;
     match &outcome {
         VoteOutcome::Stale => return Err(ApprovalError::Stale(run.id.clone())),
@@ -266,10 +319,9 @@ pub async fn decide(
 /// Ends the gates whose time ran out, as their policies say. Called by every worker and by
 /// `runbook serve` about once a second; the journal's compare-and-swap lets one of them win.
 pub async fn expire_due(journal: &dyn Journal) -> journal::JResult<Vec<String>> {
-    let filter = journal::RunFilter { status: Some(RunStatus::WaitingApproval), limit: 500, ..Default::default() };
     let now = journal::now_ts();
     let mut ended = vec![];
-    for run in journal.runs(&filter).await? {
+    for run in journal.waiting_runs(1000).await? {
         let Ok((gate, state)) = waiting_gate(journal, &run).await else { continue };
         let (Some(deadline), Some(policy)) = (&state.deadline, &state.policy) else { continue };
         if deadline.as_str() > now.as_str() {
@@ -303,20 +355,25 @@ mod tests {
     #[test]
     fn the_requester_cannot_approve_unless_the_policy_allows_it() {
         let p = Policy::default();
-        assert!(may_decide(Some(&p), &voter("alice", &[]), "alice").unwrap_err().contains("started this run"));
-        assert!(may_decide(Some(&p), &voter("bob", &[]), "alice").is_ok());
+        assert!(may_decide(Some(&p), &voter("alice", &[]), &["alice".to_string()])
+            .unwrap_err()
+            .contains("started this run"));
+        assert!(may_decide(Some(&p), &voter("bob", &[]), &["alice".to_string()]).is_ok());
         let p = Policy { self_approval: true, ..Policy::default() };
-        assert!(may_decide(Some(&p), &voter("alice", &[]), "alice").is_ok());
+        assert!(may_decide(Some(&p), &voter("alice", &[]), &["alice".to_string()]).is_ok());
+        // Whoever resumed the run counts as a requester.
+        let both = ["alice".to_string(), "bob".to_string()];
+        assert!(may_decide(Some(&p), &voter("bob", &[]), &both).unwrap_err().contains("resumed this run"));
         // Without a policy the gate stays as it always was: anyone, the requester included.
-        assert!(may_decide(None, &voter("alice", &[]), "alice").is_ok());
+        assert!(may_decide(None, &voter("alice", &[]), &["alice".to_string()]).is_ok());
     }
 
     #[test]
     fn approvers_name_people_and_groups() {
         let p = Policy { approvers: vec!["group:dba".into(), "carol".into()], ..Policy::default() };
-        assert!(may_decide(Some(&p), &voter("bob", &["dba"]), "alice").is_ok());
-        assert!(may_decide(Some(&p), &voter("carol", &[]), "alice").is_ok());
-        let e = may_decide(Some(&p), &voter("dave", &["web"]), "alice").unwrap_err();
+        assert!(may_decide(Some(&p), &voter("bob", &["dba"]), &["alice".to_string()]).is_ok());
+        assert!(may_decide(Some(&p), &voter("carol", &[]), &["alice".to_string()]).is_ok());
+        let e = may_decide(Some(&p), &voter("dave", &["web"]), &["alice".to_string()]).unwrap_err();
         assert!(e.contains("not among the gate's approvers (group:dba, carol)"), "{e}");
     }
 

@@ -14,6 +14,9 @@ CREATE TABLE votes (
 -- A run whose gate was decided while no process held it: a worker (or `runbook serve
 -- --workers N`) resumes it, whoever started it. Cleared when a process claims the run.
 ALTER TABLE runs ADD COLUMN auto_resume BOOLEAN NOT NULL DEFAULT FALSE;
+-- Who asked the console to resume the run (comma-separated): like its requester, none of them
+-- may approve its gates unless self_approval = true.
+ALTER TABLE runs ADD COLUMN resumed_by TEXT;
 -- Runs waiting at a gate, looked at by the workers for gates whose time ran out.
 CREATE INDEX runs_waiting ON runs (status) WHERE status = 'waiting_approval';
 -- `runbook serve`: every action taken through the console or its API (who, what, on what,

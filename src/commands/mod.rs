@@ -269,19 +269,19 @@ async fn approve(state: Option<&str>, reference: &str, yes: bool, comment: Optio
         }
         VoteOutcome::Approved { approvers } => {
             println!("approved: {message} (run {}) by {}", run.id, approvers.join(", "));
-            println!(
-                "a worker resumes it (runbook worker, or runbook serve --workers N); without one: runbook resume {}",
-                run.id
-            );
+            if crate::scheduler::worker_run(&run) {
+                println!("a worker resumes it (runbook worker, or runbook serve --workers N)");
+            } else {
+                println!("continue with: runbook resume {}", run.id);
+            }
         }
         VoteOutcome::Rejected if run.rollback == "auto" => {
-            println!(
-                "rejected: {message} (run {}); a worker rolls it back (rollback = \"auto\"), or: runbook resume {}",
-                run.id, run.id
-            );
+            let who = if crate::scheduler::worker_run(&run) { "a worker rolls it back" } else { "roll it back with" };
+            println!("rejected: {message} (run {}); {who} (rollback = \"auto\"): runbook resume {}", run.id, run.id);
         }
         VoteOutcome::Rejected => println!("rejected: {message} (run {}); the run is cancelled", run.id),
-        VoteOutcome::Stale | VoteOutcome::AlreadyVoted => unreachable!("decide turns these into errors"),
+        // `decide` turns these into errors.
+        VoteOutcome::Stale | VoteOutcome::AlreadyVoted => {}
     }
     Ok(exit::OK)
 }

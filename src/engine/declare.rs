@@ -260,6 +260,7 @@ pub(crate) async fn runbook(lua: Lua, v: Value) -> mlua::Result<()> {
                 queued_params: None,
                 max_memory: ctx.max_memory.map(|m| m as i64),
                 auto_resume: false,
+                resumed_by: None,
             };
             journal.create_run(&record).await.map_err(Halt::from)
         }

@@ -662,6 +662,12 @@ pub(crate) async fn approve(lua: Lua, (message, opts): (Value, Option<Value>)) -
         policy: policy.clone(),
         requested_by: requested_by.clone(),
         deadline,
+        resumed_by: ctx
+            .resume
+            .as_ref()
+            .and_then(|r| r.resumed_by.as_deref())
+            .map(|b| b.split(',').map(str::to_string).collect())
+            .unwrap_or_default(),
     }));
     rec.error = None;
     let user = crate::process::username();

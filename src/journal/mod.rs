@@ -248,6 +248,8 @@ pub struct RunRecord {
     /// Left for a worker to resume (a gate decided, a resume asked for in the console),
     /// whoever started it.
     pub auto_resume: bool,
+    /// Who asked the console to resume it (comma-separated).
+    pub resumed_by: Option<String>,
 }
 
 impl RunRecord {
@@ -535,7 +537,9 @@ pub trait Journal: Send + Sync {
     async fn put_item(&self, run_id: &str, me: &Owner, item: &ItemRecord) -> JResult<()>;
     /// Leaves a stopped run (failed, or interrupted: its process gone) for a worker to resume,
     /// if it is still in `expected` status and owned by `previous` (compare-and-swap).
-    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool>;
+    /// Only runs a worker may take (queued or scheduled ones): a person's own `runbook run`
+    /// is theirs to resume. `by` is recorded: it may not approve the run's gates.
+    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner, by: &str) -> JResult<bool>;
     /// Records a person's decision at the gate a waiting run stopped at, and decides the gate in
     /// the same transaction: a rejection ends it, `quorum` distinct approvals pass it. The run
     /// row is locked first, so two approvers voting at once both count.
@@ -556,6 +560,8 @@ pub trait Journal: Send + Sync {
     /// A run's events after the one numbered `after` (0: from the start), with their numbers,
     /// at most `limit`: what a live view tails.
     async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>>;
+    /// The number of a run's newest event (0: none yet).
+    async fn last_event_id(&self, run_id: &str) -> JResult<i64>;
     async fn audit(&self, record: &AuditRecord) -> JResult<()>;
     /// The audit log, newest first.
     async fn audit_log(&self, limit: i64) -> JResult<Vec<AuditRecord>>;
@@ -567,6 +573,8 @@ pub trait Journal: Send + Sync {
     /// Active or interrupted runs started by a schedule or a queue: a worker resumes those
     /// whose process is gone.
     async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>>;
+    /// Runs waiting at a gate, oldest first (whose deadlines come first).
+    async fn waiting_runs(&self, limit: i64) -> JResult<Vec<RunRecord>>;
     /// Claims a schedule's fire time and queues its run, in one transaction; false when
     /// another scheduler claimed that fire time first.
     async fn fire(&self, fire: &FireRecord, run: Option<&RunRecord>) -> JResult<bool>;

@@ -7,7 +7,7 @@
 //! claiming a queued run (PostgreSQL skips locked rows) and firing a schedule differ.
 
 /// Columns of `runs`, in the order `run_from_row` reads them.
-pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory, auto_resume";
+pub(super) const RUN_COLUMNS: &str = "id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory, auto_resume, resumed_by";
 
 /// Insert of a whole run record; `$1..$24` bound by `bind_run`.
 pub(super) const INSERT_RUN: &str = "INSERT INTO runs (id, runbook, path, content_hash, source, params, \"user\", host, pid, pid_start, trigger, dry_run, rollback, lock_name, status, error, created_at, started_at, finished_at, heartbeat_at, lease_secs, cancel_requested, queue_key, not_before, queued_params, max_memory)
@@ -95,7 +95,8 @@ macro_rules! sql_journal {
             }
             let run = if resume || rollback_auto {
                 sqlx::query(
-                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, error = NULL, finished_at = NULL
+                    "UPDATE runs SET status = 'interrupted', error = NULL, finished_at = NULL,
+                            auto_resume = (trigger = 'enqueue' OR substr(trigger, 1, 9) = 'schedule:')
                      WHERE id = $1 AND status = 'waiting_approval'",
                 )
                     .bind(run_id)
@@ -155,6 +156,7 @@ macro_rules! sql_journal {
                     .map(|t| serde_json::from_str(&t).unwrap_or(serde_json::Value::Null)),
                 max_memory: row.try_get("max_memory")?,
                 auto_resume: row.try_get("auto_resume")?,
+                resumed_by: row.try_get("resumed_by")?,
             })
         }
 
@@ -330,11 +332,20 @@ macro_rules! sql_journal {
             async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>> {
                 let sql = format!(
                     "SELECT {} FROM runs WHERE status IN ('running', 'rolling_back', 'interrupted') AND ({} OR auto_resume)
-                     ORDER BY created_at LIMIT 100",
+                     ORDER BY (status = 'interrupted') DESC, created_at LIMIT 100",
                     sql::RUN_COLUMNS,
                     sql::WORKER_TRIGGERS
                 );
                 let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&mut *self.db().await?).await?;
+                rows.iter().map(run_from_row).collect()
+            }
+
+            async fn waiting_runs(&self, limit: i64) -> JResult<Vec<RunRecord>> {
+                let sql = format!(
+                    "SELECT {} FROM runs WHERE status = 'waiting_approval' ORDER BY created_at LIMIT $1",
+                    sql::RUN_COLUMNS
+                );
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(&mut *self.db().await?).await?;
                 rows.iter().map(run_from_row).collect()
             }
 
@@ -606,7 +617,10 @@ macro_rules! sql_journal {
                         Some(c) => format!("approval rejected by {}: {c}", v.actor),
                         None => format!("approval rejected by {}", v.actor),
                     };
-                    end_gate(&mut tx, &v.run_id, &v.gate, "declined", &v.actor, &why, rollback_auto, false).await?;
+                    if !end_gate(&mut tx, &v.run_id, &v.gate, "declined", &v.actor, &why, rollback_auto, false).await? {
+                        // Dropped without a commit: nothing of this vote stays.
+                        return Ok(VoteOutcome::Stale);
+                    }
                     VoteOutcome::Rejected
                 } else {
                     let rows = sqlx::query(
@@ -621,7 +635,9 @@ macro_rules! sql_journal {
                         VoteOutcome::Pending { approvals: approvers.len() as i64 }
                     } else {
                         let actor = approvers.join(", ");
-                        end_gate(&mut tx, &v.run_id, &v.gate, "approved", &actor, "", false, true).await?;
+                        if !end_gate(&mut tx, &v.run_id, &v.gate, "approved", &actor, "", false, true).await? {
+                            return Ok(VoteOutcome::Stale);
+                        }
                         VoteOutcome::Approved { approvers }
                     }
                 };
@@ -629,15 +645,18 @@ macro_rules! sql_journal {
                 Ok(outcome)
             }
 
-            async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool> {
+            async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner, by: &str) -> JResult<bool> {
                 let done = sqlx::query(
-                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, cancel_requested = FALSE, finished_at = NULL
-                     WHERE id = $1 AND status = $2 AND host = $3 AND pid = $4",
+                    "UPDATE runs SET status = 'interrupted', auto_resume = TRUE, finished_at = NULL,
+                            resumed_by = CASE WHEN resumed_by IS NULL THEN $5 ELSE resumed_by || ',' || $5 END
+                     WHERE id = $1 AND status = $2 AND host = $3 AND pid = $4 AND NOT cancel_requested
+                       AND (trigger = 'enqueue' OR substr(trigger, 1, 9) = 'schedule:')",
                 )
                 .bind(id)
                 .bind(expected.as_str())
                 .bind(&previous.host)
                 .bind(previous.pid)
+                .bind(by)
                 .execute(&mut *self.db().await?)
                 .await?;
                 Ok(done.rows_affected() == 1)
@@ -668,6 +687,17 @@ macro_rules! sql_journal {
             async fn expire_gate(&self, run_id: &str, gate: &str, end: OnTimeout, rollback_auto: bool, why: &str) -> JResult<bool> {
                 let mut db = self.db().await?;
                 let mut tx = db.begin().await?;
+                // The run's row first, as a vote locks it: the two never wait on each other in
+                // opposite orders.
+                let waiting = sqlx::query("UPDATE runs SET status = status WHERE id = $1 AND status = 'waiting_approval'")
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !waiting {
+                    return Ok(false);
+                }
                 let done = match end {
                     OnTimeout::Cancel => end_gate(&mut tx, run_id, gate, "declined", "timeout", why, rollback_auto, false).await?,
                     OnTimeout::Fail => {
@@ -685,7 +715,9 @@ macro_rules! sql_journal {
                         run.rows_affected() == 1
                     }
                 };
-                tx.commit().await?;
+                if done {
+                    tx.commit().await?;
+                }
                 Ok(done)
             }
 
@@ -751,6 +783,14 @@ macro_rules! sql_journal {
                         ))
                     })
                     .collect()
+            }
+
+            async fn last_event_id(&self, run_id: &str) -> JResult<i64> {
+                let id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM events WHERE run_id = $1")
+                    .bind(run_id)
+                    .fetch_one(&mut *self.db().await?)
+                    .await?;
+                Ok(id.unwrap_or(0))
             }
 
             async fn audit(&self, a: &AuditRecord) -> JResult<()> {

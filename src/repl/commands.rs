@@ -46,6 +46,8 @@ impl Repl {
             ":result" => self.result(rest),
             ":retry" => self.retry(rest).await,
             ":skip" => self.skip(rest).await,
+            ":approve" => self.decide(rest, true).await,
+            ":reject" => self.decide(rest, false).await,
             ":param" => self.param(rest).await,
             ":x" => match rest {
                 "" | "on" | "off" => {
@@ -480,7 +482,10 @@ impl Repl {
         }
         let existing = a.steps.iter().find(|s| s.name == name).cloned();
         if existing.as_ref().is_some_and(|s| s.kind == StepKind::Approval) {
-            return Err(format!("'{name}' is an approval gate: `runbook approve {}`, then :resume", a.run.id));
+            return Err(format!(
+                "'{name}' is an approval gate: :approve (or `runbook approve {}`), then :resume",
+                a.run.id
+            ));
         }
         if let Some(s) = existing.as_ref().filter(|s| s.status.is_done()) {
             return Err(format!("step '{name}' is already {}; a resume does not run it again", s.status));
@@ -664,6 +669,37 @@ impl Repl {
             return fail(e);
         }
         ok(format!("step '{name}' recorded as skipped by {who}: {reason}\nnext: :resume"))
+    }
+
+    /// `:approve [COMMENT]` / `:reject REASON`: the attached run's gate, decided by the session's
+    /// user under the gate's policy, as `runbook approve` does.
+    async fn decide(&mut self, args: &str, approve: bool) -> Done {
+        if let Err(e) = self.refresh().await {
+            return fail(e);
+        }
+        let Some(a) = &self.attached else { return fail("no run attached: :attach RUN first") };
+        let run = a.run.clone();
+        let mut voter = crate::approval::Voter::os_user();
+        voter.name = self.session.who.clone();
+        let comment = Some(args.trim().to_string()).filter(|c| !c.is_empty());
+        let decision = crate::approval::Decision { approve, comment, via: "repl" };
+        let result = crate::approval::decide(self.journal.as_ref(), &run, &voter, &decision).await;
+        if let Err(e) = self.refresh().await {
+            return fail(e);
+        }
+        match result {
+            Ok((gate, journal::VoteOutcome::Pending { approvals })) => ok(format!(
+                "your approval of '{}' is recorded ({approvals} so far); the gate waits for more",
+                gate.name
+            )),
+            Ok((gate, journal::VoteOutcome::Approved { approvers })) => ok(format!(
+                "'{}' approved by {}: a worker resumes the run, or :resume here",
+                gate.name,
+                approvers.join(", ")
+            )),
+            Ok((gate, _)) => ok(format!("'{}' rejected: the run is cancelled", gate.name)),
+            Err(e) => fail(e.to_string()),
+        }
     }
 
     async fn run_event(&self, run_id: &str, event: &str, step: &str, data: serde_json::Value) {

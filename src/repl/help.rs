@@ -141,6 +141,8 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     (":result", "STEP [VAR]", "print a step's recorded result and bind it to VAR (default `result`)"),
     (":retry", "STEP", "run the attached run's step again now, recorded in its journal"),
     (":skip", "STEP REASON", "record the step as skipped by you, with the reason; a resume passes over it"),
+    (":approve", "[COMMENT]", "approve the attached run's gate as you, under its policy (as `runbook approve`)"),
+    (":reject", "REASON", "reject the attached run's gate: the run is cancelled"),
     (":param", "NAME", "type a param the attached run is missing (a secret: not echoed, kept off history and journal)"),
     (":resume", "[--allow-changed]", "continue the attached run from its next step, with live progress"),
     (":x", "[on|off]", "expanded display: each row as `column | value` lines, values whole (psql's \\x)"),

@@ -253,6 +253,7 @@ pub async fn queued_run(
         )),
         max_memory: None,
         auto_resume: false,
+        resumed_by: None,
     })
 }
 
@@ -380,6 +381,12 @@ pub fn catch_up_fire(
         (CatchUp::Within(d), Some(m)) if now - m <= chrono::Duration::from_std(d).unwrap_or_default() => Some(m),
         _ => None,
     }
+}
+
+/// Whether workers may run this run: it was queued or scheduled, not a person's own
+/// `runbook run` (the same rule as the journal's `WORKER_TRIGGERS`).
+pub fn worker_run(run: &RunRecord) -> bool {
+    run.trigger == "enqueue" || run.trigger.starts_with("schedule:")
 }
 
 /// A schedule as `schedule --list` and the console show it: its next fires, whether failures

@@ -91,17 +91,17 @@ impl Identity {
     }
     /// A state change through a session must carry the session's CSRF token (a token or proxy
     /// caller sends no cookie a third-party page could ride on).
-    pub fn check_csrf(&self, given: Option<&str>) -> Result<(), Response> {
+    pub fn check_csrf(&self, given: Option<&str>) -> Result<(), Box<Response>> {
         match &self.via {
             Via::Session { csrf, .. } => {
                 let ok = given.is_some_and(|g| constant_time_eq(g.as_bytes(), csrf.as_bytes()));
                 if ok {
                     Ok(())
                 } else {
-                    Err(super::pages::error_page(
+                    Err(Box::new(super::pages::error_page(
                         StatusCode::FORBIDDEN,
                         "the form's CSRF token is missing or wrong; reload the page",
-                    ))
+                    )))
                 }
             }
             _ => Ok(()),
@@ -132,6 +132,51 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     go(&pattern.chars().collect::<Vec<_>>(), &text.chars().collect::<Vec<_>>())
 }
 
+/// Whether a proxy-mode connection comes from a trusted proxy: one of `trusted_proxies`, or,
+/// when none is named, loopback (the console listens on loopback behind a local proxy).
+pub fn trusted_proxy(config: &ServeConfig, ip: std::net::IpAddr) -> bool {
+    if config.trusted_proxies.is_empty() {
+        return ip.is_loopback();
+    }
+    config.trusted_proxies.iter().any(|c| cidr_contains(c, ip).unwrap_or(false))
+}
+
+/// `trusted_proxies` entries must parse.
+pub fn check_proxies(config: &ServeConfig) -> Result<(), String> {
+    for c in &config.trusted_proxies {
+        cidr_contains(c, std::net::IpAddr::from([0, 0, 0, 0]))
+            .ok_or_else(|| format!("[serve] trusted_proxies: '{c}' is not an address or CIDR"))?;
+    }
+    Ok(())
+}
+
+fn cidr_contains(cidr: &str, ip: std::net::IpAddr) -> Option<bool> {
+    use std::net::IpAddr;
+    let (addr, bits) = match cidr.split_once('/') {
+        Some((a, b)) => (a.parse::<IpAddr>().ok()?, Some(b.parse::<u32>().ok()?)),
+        None => (cidr.parse::<IpAddr>().ok()?, None),
+    };
+    Some(match (addr, ip) {
+        (IpAddr::V4(net), IpAddr::V4(ip)) => {
+            let bits = bits.unwrap_or(32);
+            if bits > 32 {
+                return None;
+            }
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(net) & mask == u32::from(ip) & mask
+        }
+        (IpAddr::V6(net), IpAddr::V6(ip)) => {
+            let bits = bits.unwrap_or(128);
+            if bits > 128 {
+                return None;
+            }
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(net) & mask == u128::from(ip) & mask
+        }
+        _ => false,
+    })
+}
+
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -141,6 +186,8 @@ pub struct People {
     users: BTreeMap<String, super::config::User>,
     groups: BTreeMap<String, super::config::Group>,
     tokens: HashMap<String, String>,
+    /// argon2 takes 19 MiB and tens of milliseconds per check: two at a time, the rest wait.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl People {
@@ -174,7 +221,12 @@ impl People {
                 Role::parse(r).map_err(|e| format!("[serve.groups.{name}] roles: {e}"))?;
             }
         }
-        Ok(People { users: config.users.clone(), groups: config.groups.clone(), tokens })
+        Ok(People {
+            users: config.users.clone(),
+            groups: config.groups.clone(),
+            tokens,
+            hashing: tokio::sync::Semaphore::new(2),
+        })
     }
 
     pub fn exists(&self, name: &str) -> bool {
@@ -201,6 +253,7 @@ impl People {
         let known = hash.is_some();
         let hash = hash.unwrap_or_else(|| DUMMY.to_string());
         let password = password.to_string();
+        let Ok(_permit) = self.hashing.acquire().await else { return false };
         let ok = tokio::task::spawn_blocking(move || {
             use argon2::PasswordVerifier;
             argon2::PasswordHash::new(&hash)
@@ -290,10 +343,25 @@ impl Limiter {
     const WINDOW: Duration = Duration::from_secs(300);
     const MAX: usize = 5;
 
+    /// One attempt: refused (with the seconds to wait) when a key is over the limit, else
+    /// counted as a failure at once, and forgiven by `succeeded`.
+    pub fn attempt(&self, keys: &[String]) -> Result<(), u64> {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(wait) = Self::over(&mut map, keys) {
+            return Err(wait);
+        }
+        Self::charge(&mut map, keys);
+        Ok(())
+    }
+
     /// Seconds to wait before trying again, if any key is over the limit.
     pub fn blocked(&self, keys: &[String]) -> Option<u64> {
-        let now = Instant::now();
         let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        Self::over(&mut map, keys)
+    }
+
+    fn over(map: &mut HashMap<String, VecDeque<Instant>>, keys: &[String]) -> Option<u64> {
+        let now = Instant::now();
         let mut wait = None;
         for k in keys {
             if let Some(q) = map.get_mut(k) {
@@ -308,10 +376,11 @@ impl Limiter {
         }
         wait
     }
-    pub fn failed(&self, keys: &[String]) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+    fn charge(map: &mut HashMap<String, VecDeque<Instant>>, keys: &[String]) {
         if map.len() > 100_000 {
-            map.clear();
+            // Forget only what aged out, not everyone's count.
+            let now = Instant::now();
+            map.retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) <= Self::WINDOW));
         }
         for k in keys {
             map.entry(k.clone()).or_default().push_back(Instant::now());
@@ -444,6 +513,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_named_proxies_are_trusted() {
+        let mut c = ServeConfig::default();
+        assert!(trusted_proxy(&c, "127.0.0.1".parse().unwrap()));
+        assert!(!trusted_proxy(&c, "10.0.0.5".parse().unwrap()));
+        c.trusted_proxies = vec!["10.0.0.0/24".into(), "fd00::1".into()];
+        assert!(trusted_proxy(&c, "10.0.0.5".parse().unwrap()));
+        assert!(!trusted_proxy(&c, "10.0.1.5".parse().unwrap()));
+        assert!(!trusted_proxy(&c, "127.0.0.1".parse().unwrap()));
+        assert!(trusted_proxy(&c, "fd00::1".parse().unwrap()));
+        c.trusted_proxies = vec!["10.0.0.0/33".into()];
+        assert!(check_proxies(&c).is_err());
+    }
+
+    #[test]
     fn globs_match_runbook_names() {
         assert!(glob("*", "anything"));
         assert!(glob("db-*", "db-vacuum"));
@@ -467,10 +550,9 @@ mod tests {
         let l = Limiter::default();
         let keys = vec!["ip:1".to_string(), "user:bob".to_string()];
         for _ in 0..5 {
-            assert!(l.blocked(&keys).is_none());
-            l.failed(&keys);
+            assert!(l.attempt(&keys).is_ok());
         }
-        assert!(l.blocked(&keys).is_some());
+        assert!(l.attempt(&keys).is_err());
         assert!(l.blocked(&["user:bob".to_string()]).is_some());
         assert!(l.blocked(&["ip:2".to_string()]).is_none());
     }

@@ -14,6 +14,14 @@ pub struct ServeConfig {
     /// `auth = "proxy"`: the request header carrying the user name set by the proxy in front
     /// (oauth2-proxy's X-Forwarded-User, for example).
     pub proxy_header: Option<String>,
+    /// `auth = "proxy"` off loopback: the proxies' addresses or CIDRs (`10.0.0.5`,
+    /// `10.0.0.0/24`); a connection from anywhere else is refused, as it could name any user.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// More names the console answers to (`Host`), besides its listener, loopback and
+    /// `public_url`.
+    #[serde(default)]
+    pub hosts: Vec<String>,
     /// Serve plain HTTP on an address that is not loopback (behind a TLS-terminating proxy).
     #[serde(default)]
     pub allow_plain_http: bool,

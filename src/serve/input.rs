@@ -17,6 +17,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Input<T> {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/json"));
         let bad = |e: String| super::pages::fail(&uri, StatusCode::BAD_REQUEST, &e);
+        let typed = req.headers().contains_key(header::CONTENT_TYPE);
+        if !typed {
+            // A bare `curl -X POST` (a cancel, a resume): no body, no fields.
+            let body = axum::body::to_bytes(req.into_body(), 64 * 1024).await.map_err(|e| bad(e.to_string()))?;
+            if !body.is_empty() {
+                return Err(bad("give the body a Content-Type: application/json or a form".into()));
+            }
+            return serde_json::from_str::<T>("{}").map(Input).map_err(|e| bad(e.to_string()));
+        }
         if json {
             axum::Json::<T>::from_request(req, state).await.map(|j| Input(j.0)).map_err(|e| bad(e.body_text()))
         } else {

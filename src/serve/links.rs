@@ -37,9 +37,10 @@ pub struct Claims {
 }
 
 impl Signer {
-    /// The key from `link_secret_env`, else `.runbook/link.key` beside runbook.toml, created
-    /// (mode 0600) on first use.
-    pub fn load(config: &ServeConfig, base: &Path) -> Result<Option<Signer>, String> {
+    /// The key from `link_secret_env`, else `.runbook/link.key` beside runbook.toml, which
+    /// `runbook serve` creates (mode 0600) on first start; others (`create` false) only read
+    /// it, and make no links when they cannot.
+    pub fn load(config: &ServeConfig, base: &Path, create: bool) -> Result<Option<Signer>, String> {
         if let Some(var) = &config.link_secret_env {
             let v =
                 std::env::var(var).map_err(|_| format!("[serve] link_secret_env: the variable {var} is not set"))?;
@@ -50,25 +51,40 @@ impl Signer {
             return Ok(Some(Signer { key: v.into_bytes() }));
         }
         let path = base.join(".runbook/link.key");
-        if let Ok(k) = std::fs::read(&path) {
-            return Ok(Some(Signer { key: k }));
+        let read = |p: &Path| -> Result<Option<Signer>, String> {
+            let key = std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            if key.len() < 32 {
+                return Err(format!(
+                    "{}: the approval link key is too short (remove it to make a new one)",
+                    p.display()
+                ));
+            }
+            Ok(Some(Signer { key }))
+        };
+        if path.exists() || !create {
+            return if path.exists() { read(&path) } else { Ok(None) };
         }
-        let key = super::auth::random_token(32).into_bytes();
+        // Written whole under another name, then linked into place (never replacing one another
+        // process made meanwhile): nobody reads a half-written key.
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::create_dir_all(base.join(".runbook"));
-        let written = std::fs::OpenOptions::new()
+        let dir = base.join(".runbook");
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let tmp = dir.join(format!(".link.key.{}", std::process::id()));
+        let key = super::auth::random_token(32).into_bytes();
+        std::fs::OpenOptions::new()
             .write(true)
-            .create_new(true)
+            .create(true)
+            .truncate(true)
             .mode(0o600)
-            .open(&path)
-            .and_then(|mut f| f.write_all(&key));
-        match written {
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(&key).and_then(|_| f.sync_all()))
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
             Ok(()) => Ok(Some(Signer { key })),
-            // Another process created it first: use that one.
-            Err(_) => {
-                std::fs::read(&path).map(|k| Some(Signer { key: k })).map_err(|e| format!("{}: {e}", path.display()))
-            }
+            Err(_) => read(&path),
         }
     }
 
@@ -117,7 +133,7 @@ pub fn for_webhook(run_id: &str, gate: &str) -> Option<String> {
     let serve = cfg.serve.as_ref()?;
     let public = serve.public_url.as_deref()?;
     let base = cfg.path.as_ref().and_then(|p| p.parent().map(|d| d.to_path_buf())).unwrap_or_else(|| ".".into());
-    let signer = Signer::load(serve, &base).ok()??;
+    let signer = Signer::load(serve, &base, false).ok()??;
     Some(signer.link(public, run_id, gate))
 }
 
@@ -143,6 +159,12 @@ pub async fn open(State(app): State<Shared>, me: Identity, uri: Uri, UrlPath(tok
             StatusCode::FORBIDDEN,
             &format!("your roles do not let you approve runbook {}", run.runbook),
         );
+    }
+    // A gate already decided spends nothing: the link just shows the run.
+    let waiting =
+        crate::approval::waiting_gate(app.journal.as_ref(), &run).await.is_ok_and(|(g, _)| g.name == claims.g);
+    if !waiting {
+        return Redirect::to(&format!("/runs/{}", run.id)).into_response();
     }
     match app.journal.use_link(&claims.n, &me.name).await {
         Ok(true) => {}

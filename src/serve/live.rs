@@ -31,6 +31,20 @@ pub struct Live {
 #[derive(Default)]
 pub struct Tails {
     map: Arc<Mutex<HashMap<String, broadcast::Sender<Arc<Live>>>>>,
+    /// Open streams, bounded: each holds a connection, and each watched run a tailer.
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// At most this many live streams at once (a console serves a team, not the internet).
+const MAX_STREAMS: usize = 1000;
+
+/// One open stream, counted until it is dropped.
+struct Slot(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 const POLL: Duration = Duration::from_millis(100);
@@ -57,10 +71,7 @@ impl Tails {
 
 async fn tail(journal: Arc<dyn Journal>, run_id: &str, tx: broadcast::Sender<Arc<Live>>) {
     // From the newest event on: what came before is on the page already.
-    let mut last = match journal.events_since(run_id, 0, i64::MAX).await {
-        Ok(all) => all.last().map_or(0, |(id, _)| *id),
-        Err(_) => 0,
-    };
+    let mut last = journal.last_event_id(run_id).await.unwrap_or(0);
     let mut ended_for = 0;
     loop {
         tokio::time::sleep(POLL).await;
@@ -70,12 +81,16 @@ async fn tail(journal: Arc<dyn Journal>, run_id: &str, tx: broadcast::Sender<Arc
         let fresh = journal.events_since(run_id, last, 500).await.unwrap_or_default();
         for (id, e) in &fresh {
             last = *id;
+            // Redacted again, as the page's log is: the console may know a secret the runner
+            // learnt late (its own `--workers`).
+            let mut data = e.data.clone();
+            crate::secret::redact_json(&mut data);
             let _ = tx.send(Arc::new(Live {
                 id: *id,
                 event: e.event.clone(),
-                step: e.step.clone(),
+                step: e.step.as_deref().map(|s| crate::secret::redact(s).into_owned()),
                 ts: e.ts.clone(),
-                data: e.data.clone(),
+                data,
             }));
         }
         if fresh.is_empty() {
@@ -104,17 +119,23 @@ pub async fn stream(State(app): State<Shared>, me: Identity, uri: Uri, Path(id):
     if !me.can_view() {
         return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
     }
-    let run = match app.journal.find_run(&id).await {
+    let run = match super::runs::find(&app, &uri, &id).await {
         Ok(r) => r,
-        Err(e) => return fail(&uri, StatusCode::NOT_FOUND, &e.to_string()),
+        Err(resp) => return resp,
     };
+    let open = Arc::clone(&app.live.open);
+    if open.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= MAX_STREAMS {
+        open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        return fail(&uri, StatusCode::SERVICE_UNAVAILABLE, "too many live views open; reload later");
+    }
+    let slot = Slot(open);
     let rx = app.live.subscribe(app.journal.clone(), &run.id).await;
-    Sse::new(events(rx)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+    Sse::new(events(rx, slot)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }
 
-fn events(rx: broadcast::Receiver<Arc<Live>>) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(Some(rx), |rx| async move {
-        let mut rx = rx?;
+fn events(rx: broadcast::Receiver<Arc<Live>>, slot: Slot) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(Some((rx, slot)), |state| async move {
+        let (mut rx, slot) = state?;
         loop {
             match rx.recv().await {
                 Ok(live) => {
@@ -122,7 +143,7 @@ fn events(rx: broadcast::Receiver<Arc<Live>>) -> impl Stream<Item = Result<Event
                     let data = serde_json::to_string(&*live).unwrap_or_default();
                     let event =
                         Event::default().event(if end { "end" } else { "journal" }).id(live.id.to_string()).data(data);
-                    return Some((Ok(event), if end { None } else { Some(rx) }));
+                    return Some((Ok(event), if end { None } else { Some((rx, slot)) }));
                 }
                 // A slow viewer missed some: it refetches the timeline anyway.
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,

@@ -19,7 +19,13 @@ pub struct Next {
 /// Only a path of this console: never another site (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.contains("://") => {
+        // Browsers drop tabs and newlines in URLs: "/\t/evil" would become "//evil".
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains("://")
+                && !n.chars().any(|c| c.is_control() || c.is_whitespace() || c == '\\') =>
+        {
             n.to_string()
         }
         _ => "/runs".into(),
@@ -72,17 +78,18 @@ pub async fn submit(
         return fail(&Uri::from_static("/login"), StatusCode::NOT_FOUND, "this console does not use passwords");
     }
     let remote = connect.0.ip().to_string();
-    let keys = vec![format!("ip:{remote}"), format!("user:{}", f.user)];
-    if let Some(wait) = app.limiter.blocked(&keys) {
-        audit(&app, &f.user, "login_limited", &remote, "too many failed logins").await;
+    let user: String = f.user.chars().take(64).collect();
+    let keys = vec![format!("ip:{remote}"), format!("user:{user}")];
+    // Charged before the check runs: a thousand attempts at once still get five tries.
+    if let Err(wait) = app.limiter.attempt(&keys) {
         let mut res = page(&app, &next, Some(&format!("Too many failed logins: try again in {wait} s.")));
         *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         res.headers_mut().insert(header::RETRY_AFTER, wait.into());
         return res;
     }
-    if !app.people.verify(&f.user, &f.password).await {
-        app.limiter.failed(&keys);
-        audit(&app, &f.user, "login_failed", &remote, "").await;
+    let plausible = f.user.len() <= 64 && f.password.len() <= 1024;
+    if !plausible || !app.people.verify(&f.user, &f.password).await {
+        audit(&app, &user, "login_failed", &remote, "").await;
         let mut res = page(&app, &next, Some("Wrong user name or password."));
         *res.status_mut() = StatusCode::UNAUTHORIZED;
         return res;
@@ -111,7 +118,7 @@ pub async fn logout(
     axum::Form(f): axum::Form<LogoutForm>,
 ) -> Response {
     if let Err(r) = me.check_csrf(super::runs::csrf(&headers, f.csrf.as_deref())) {
-        return r;
+        return *r;
     }
     if let auth::Via::Session { id, .. } = &me.via {
         app.sessions.end(id);

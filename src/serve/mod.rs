@@ -52,6 +52,9 @@ pub struct App {
     pub state: Option<String>,
     /// The folder runbook.toml is in: catalogue paths are relative to it.
     pub base: PathBuf,
+    /// The names this console answers to (`Host`): its listener, loopback names on its port,
+    /// and `public_url`'s. Anything else is refused (DNS rebinding).
+    pub hosts: Vec<String>,
 }
 
 pub type Shared = Arc<App>;
@@ -87,7 +90,7 @@ pub fn router(app: Shared) -> Router {
     r = both(r, "/sessions/{id}", get(team::session));
     r = both(r, "/audit", get(team::audit));
     r.fallback(|| async { pages::error_page(axum::http::StatusCode::NOT_FOUND, "no such page") })
-        .layer(axum::middleware::from_fn(same_origin))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(app)
 }
@@ -115,24 +118,73 @@ async fn security_headers(mut res: axum::response::Response) -> axum::response::
     res
 }
 
-/// A state change must come from this console's own pages (or a client that sends no Origin,
-/// such as curl with a token): a cross-site form post is refused before any handler runs. With
-/// SameSite=Strict cookies and CSRF tokens, this also stops login CSRF.
-async fn same_origin(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::http::Method;
+/// The host a request names: its `Host` header, or its URI's authority (HTTP/2).
+fn host_of(req: &axum::extract::Request) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+}
+
+/// Before any handler: the request must name this console (a page on another site that a DNS
+/// name rebinds to 127.0.0.1 names its own), a proxy-mode request must come from a trusted
+/// proxy, and a state change must come from this console's own pages (an `Origin` of another
+/// site, or a cross-site fetch, is refused; clients that send no Origin, such as curl with a
+/// token, pass). With SameSite=Strict cookies and CSRF tokens this also stops login CSRF.
+async fn guard(
+    axum::extract::State(app): axum::extract::State<Shared>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode};
+    let host = host_of(&req);
+    if !app.hosts.contains(&host) {
+        return pages::fail(
+            req.uri(),
+            StatusCode::MISDIRECTED_REQUEST,
+            &format!("this console does not answer to '{host}'"),
+        );
+    }
+    if app.config.auth == config::AuthMode::Proxy {
+        let peer = req.extensions().get::<axum::extract::ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if !peer.is_some_and(|ip| auth::trusted_proxy(&app.config, ip)) {
+            return pages::fail(req.uri(), StatusCode::FORBIDDEN, "in proxy mode only the trusted proxy may connect");
+        }
+    }
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let h = req.headers();
-        let host = h.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
         let cross_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site");
-        let foreign = h
-            .get(header::ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|o| o.split_once("://").map(|(_, rest)| rest) != Some(host));
+        let foreign = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| {
+            !app.hosts.iter().any(|h| o.split_once("://").map(|(_, rest)| rest.to_ascii_lowercase()) == Some(h.clone()))
+        });
         if cross_site || foreign {
-            return pages::fail(req.uri(), axum::http::StatusCode::FORBIDDEN, "cross-site request refused");
+            return pages::fail(req.uri(), StatusCode::FORBIDDEN, "cross-site request refused");
         }
     }
     next.run(req).await
+}
+
+/// The `Host` values the console answers to.
+fn hosts(addr: &SocketAddr, config: &config::ServeConfig) -> Vec<String> {
+    let port = addr.port();
+    let mut out =
+        vec![addr.to_string(), format!("localhost:{port}"), format!("127.0.0.1:{port}"), format!("[::1]:{port}")];
+    if let Some(url) = &config.public_url {
+        if let Some(rest) = url.split_once("://").map(|(_, r)| r) {
+            let authority = rest.split('/').next().unwrap_or("").to_ascii_lowercase();
+            out.push(authority.clone());
+            // The default port may be left out of Host.
+            if !authority.contains(':') || authority.ends_with(']') {
+                let default = if url.starts_with("https") { 443 } else { 80 };
+                out.push(format!("{authority}:{default}"));
+            }
+        }
+    }
+    out.extend(config.hosts.iter().map(|h| h.to_ascii_lowercase()));
+    out
 }
 
 fn is_loopback(addr: &SocketAddr) -> bool {
@@ -180,6 +232,13 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
              allow_plain_http = true in [serve]"
         )));
     }
+    if config.auth == config::AuthMode::Proxy && !loopback && config.trusted_proxies.is_empty() {
+        return Err(Error::Usage(format!(
+            "[serve] auth = \"proxy\" on {addr}: name the proxy in trusted_proxies = [\"10.0.0.5\"] (addresses or CIDRs), \
+             or listen on loopback; else anyone who reaches the port could name any user"
+        )));
+    }
+    auth::check_proxies(&config).map_err(Error::Usage)?;
     let people = auth::People::new(&config).map_err(Error::Usage)?;
     if config.auth == config::AuthMode::Password
         && config.users.values().all(|u| u.password_hash.is_none() && u.tokens.is_empty())
@@ -191,7 +250,7 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
         ));
     }
     let journal = journal::open(state).await?;
-    let links = links::Signer::load(&config, &base).map_err(Error::Usage)?;
+    let links = links::Signer::load(&config, &base, true).map_err(Error::Usage)?;
     let hours = config.session_hours.unwrap_or(12).clamp(1, 24 * 30);
     let app = Arc::new(App {
         journal: journal.clone(),
@@ -205,6 +264,7 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
         catalogue: runbooks::Catalogue::default(),
         state: state.map(str::to_string),
         base,
+        hosts: hosts(&addr, &config),
         config,
     });
     let router = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();

@@ -55,7 +55,13 @@ pub fn reply(app: &App, me: &Identity, uri: &Uri, template: &str, data: serde_js
 
 /// A refusal or failure, as a page or JSON.
 pub fn fail(uri: &Uri, status: StatusCode, message: &str) -> Response {
-    let message = crate::secret::redact(message).into_owned();
+    // What went wrong inside (a database error, its tables and constraints) is for the log.
+    let message = if status.is_server_error() {
+        tracing::warn!("console: {} {}: {}", status.as_u16(), uri.path(), crate::secret::redact(message));
+        "something went wrong in the console; its log says what".to_string()
+    } else {
+        crate::secret::redact(message).into_owned()
+    };
     if is_api(uri) {
         return (status, axum::Json(serde_json::json!({"error": message}))).into_response();
     }

@@ -191,7 +191,7 @@ pub async fn enqueue(
 ) -> Response {
     let token = form.get("csrf").and_then(|v| v.as_str());
     if let Err(r) = me.check_csrf(super::runs::csrf(&headers, token)) {
-        return r;
+        return *r;
     }
     if !me.can_operate() {
         return fail(&uri, StatusCode::FORBIDDEN, "starting a run needs the operator role");

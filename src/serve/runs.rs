@@ -86,22 +86,26 @@ pub async fn list(State(app): State<Shared>, me: Identity, uri: Uri, Query(q): Q
     reply(&app, &me, &uri, "runs.html", data)
 }
 
-async fn find(app: &Shared, uri: &Uri, id: &str) -> Result<RunRecord, Response> {
-    match app.journal.find_run(id).await {
-        Ok(r) => Ok(r),
-        Err(e @ (journal::JournalError::NoSuchRun(_) | journal::JournalError::Ambiguous(..))) => {
-            Err(fail(uri, StatusCode::NOT_FOUND, &e.to_string()))
-        }
+/// A run by its exact id (links carry whole ids; a prefix search would scan the journal).
+pub async fn find(app: &Shared, uri: &Uri, id: &str) -> Result<RunRecord, Response> {
+    match app.journal.run(id).await {
+        Ok(Some(r)) => Ok(r),
+        Ok(None) => Err(fail(uri, StatusCode::NOT_FOUND, &format!("no run {id}"))),
         Err(e) => Err(fail(uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())),
     }
 }
 
 /// What the page (and the API) show of a run.
-async fn run_view(app: &Shared, me: &Identity, run: &RunRecord) -> Result<Value, journal::JournalError> {
+async fn run_view(
+    app: &Shared,
+    me: &Identity,
+    run: &RunRecord,
+    with_log: bool,
+) -> Result<Value, journal::JournalError> {
     let steps = app.journal.steps(&run.id).await?;
     let items = app.journal.items(&run.id, None).await?;
     let votes = app.journal.votes(&run.id).await?;
-    let events = app.journal.events(&run.id).await?;
+    let events = if with_log { app.journal.events(&run.id).await? } else { vec![] };
     let status = run.effective_status();
     let steps_json: Vec<Value> = steps
         .iter()
@@ -132,7 +136,11 @@ async fn run_view(app: &Shared, me: &Identity, run: &RunRecord) -> Result<Value,
             let allowed = if !me.can_approve(&run.runbook) {
                 Err(format!("your roles do not let you approve runbook {}", run.runbook))
             } else {
-                approval::may_decide(state.policy.as_ref(), &me.voter(), &state.requested_by)
+                let policy = state.effective_policy(me.via_name());
+                match policy.as_ref().filter(|p| !p.via.is_empty() && !p.via.iter().any(|v| v == me.via_name())) {
+                    Some(p) => Err(format!("this gate takes decisions only from {}", p.via.join(", "))),
+                    None => approval::may_decide(policy.as_ref(), &me.voter(), &state.requesters()),
+                }
             };
             let voted = votes.iter().any(|v| v.gate == g.name && v.actor == me.name);
             Some(json!({
@@ -198,7 +206,7 @@ pub async fn show(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): P
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match run_view(&app, &me, &run).await {
+    match run_view(&app, &me, &run, true).await {
         Ok(data) => reply(&app, &me, &uri, "run.html", data),
         Err(e) => fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -213,7 +221,7 @@ pub async fn timeline(State(app): State<Shared>, me: Identity, uri: Uri, Path(id
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    match run_view(&app, &me, &run).await {
+    match run_view(&app, &me, &run, false).await {
         Ok(data) => reply(&app, &me, &uri, "timeline.html", data),
         Err(e) => fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
@@ -272,7 +280,7 @@ pub async fn approve(
     Input(form): Input<ApproveForm>,
 ) -> Response {
     if let Err(r) = me.check_csrf(csrf(&headers, form.csrf.as_deref())) {
-        return r;
+        return *r;
     }
     let run = match find(&app, &uri, &id).await {
         Ok(r) => r,
@@ -338,7 +346,7 @@ pub async fn cancel(
     Input(form): Input<ActionForm>,
 ) -> Response {
     if let Err(r) = me.check_csrf(csrf(&headers, form.csrf.as_deref())) {
-        return r;
+        return *r;
     }
     if !me.can_operate() {
         return fail(&uri, StatusCode::FORBIDDEN, "cancelling needs the operator role");
@@ -394,7 +402,7 @@ pub async fn resume(
     Input(form): Input<ActionForm>,
 ) -> Response {
     if let Err(r) = me.check_csrf(csrf(&headers, form.csrf.as_deref())) {
-        return r;
+        return *r;
     }
     if !me.can_operate() {
         return fail(&uri, StatusCode::FORBIDDEN, "resuming needs the operator role");
@@ -411,12 +419,20 @@ pub async fn resume(
             &format!("run {} is {status}: only a failed or interrupted run is resumed", run.id),
         );
     }
-    match app.journal.request_resume(&run.id, run.status, &run.owner).await {
+    match app.journal.request_resume(&run.id, run.status, &run.owner, &me.name).await {
         Ok(true) => {
             audit(&app, &me, "resume", &run.id, "left for a worker to resume").await;
             done(&uri, &run.id, json!({"run_id": run.id, "outcome": "a worker resumes it"}))
         }
-        Ok(false) => fail(&uri, StatusCode::CONFLICT, &format!("run {} changed meanwhile; reload", run.id)),
+        Ok(false) if !crate::scheduler::worker_run(&run) => fail(
+            &uri,
+            StatusCode::CONFLICT,
+            &format!(
+                "run {} was started by {} with `runbook run` ({}): it is theirs to resume (`runbook resume {}`), not a worker's",
+                run.id, run.user, run.trigger, run.id
+            ),
+        ),
+        Ok(false) => fail(&uri, StatusCode::CONFLICT, &format!("run {} changed meanwhile (or a cancel is pending); reload", run.id)),
         Err(e) => fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

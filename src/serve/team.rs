@@ -156,7 +156,7 @@ pub async fn unpause(
     Input(form): Input<ActionForm>,
 ) -> Response {
     if let Err(r) = me.check_csrf(super::runs::csrf(&headers, form.csrf.as_deref())) {
-        return r;
+        return *r;
     }
     if !me.can_operate() {
         return fail(&uri, StatusCode::FORBIDDEN, "unpausing a schedule needs the operator role");

@@ -169,6 +169,9 @@ impl Journal for CrashJournal {
     async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>> {
         self.inner.events_since(run_id, after, limit).await
     }
+    async fn last_event_id(&self, run_id: &str) -> JResult<i64> {
+        self.inner.last_event_id(run_id).await
+    }
     async fn audit(&self, record: &AuditRecord) -> JResult<()> {
         self.inner.audit(record).await
     }
@@ -178,8 +181,8 @@ impl Journal for CrashJournal {
     async fn use_link(&self, nonce: &str, by: &str) -> JResult<bool> {
         self.inner.use_link(nonce, by).await
     }
-    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner) -> JResult<bool> {
-        self.inner.request_resume(id, expected, previous).await
+    async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner, by: &str) -> JResult<bool> {
+        self.inner.request_resume(id, expected, previous, by).await
     }
     async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
         self.inner.votes(run_id).await
@@ -210,6 +213,9 @@ impl Journal for CrashJournal {
     async fn takeover_candidates(&self) -> JResult<Vec<RunRecord>> {
         self.alive()?;
         self.inner.takeover_candidates().await
+    }
+    async fn waiting_runs(&self, limit: i64) -> JResult<Vec<RunRecord>> {
+        self.inner.waiting_runs(limit).await
     }
     async fn fire(&self, fire: &FireRecord, run: Option<&RunRecord>) -> JResult<bool> {
         self.alive()?;

@@ -113,6 +113,13 @@ fn a_policy_refuses_the_requester_and_outsiders_and_waits_for_a_quorum_then_a_wo
     let r = as_user(&env, "alice", &["run", "rb.lua", "--yes"]);
     r.assert_code(3);
     assert!(r.stdout.contains("(group:dba; 2 approvals; not the requester)"), "{}", r.stdout);
+    // A run alice started herself is hers to resume once approved; one she enqueued, a
+    // worker's. This one goes through the queue.
+    as_user(&env, "alice", &["cancel", "last"]).assert_code(0);
+    std::fs::remove_file(env.path("ledger")).unwrap();
+    as_user(&env, "alice", &["enqueue", "rb.lua"]).assert_code(0);
+    env.run(&["worker", "--until-empty"]).assert_code(0);
+    assert_eq!(env.status("last"), "waiting_approval");
     let refused = as_user(&env, "alice", &["approve", "last"]);
     refused.assert_code(5);
     assert!(refused.stderr.contains("alice started this run and cannot approve it"), "{}", refused.stderr);
@@ -134,6 +141,7 @@ fn a_policy_refuses_the_requester_and_outsiders_and_waits_for_a_quorum_then_a_wo
     assert!(second.stdout.contains("by bob, carol"), "{}", second.stdout);
     assert_eq!(env.read("ledger"), "before\n");
 
+    assert!(second.stdout.contains("a worker resumes it"), "{}", second.stdout);
     // Nobody types `runbook resume`: a worker takes the approved run and finishes it.
     env.run(&["worker", "--until-empty"]).assert_code(0);
     assert_eq!(env.status("last"), "succeeded");

@@ -29,7 +29,10 @@ impl Resp {
 pub fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&str>) -> Resp {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the console");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -733,5 +736,150 @@ mod journals {
         let live = c.get(&format!("/runs/{id}/live"), Some(&alice));
         assert_eq!(live.status, 200);
         assert!(live.body.contains("event: end"), "{}", live.body);
+    }
+}
+
+mod operations {
+    use super::*;
+
+    #[test]
+    fn an_operator_cancels_a_queued_run_and_has_a_failed_one_resumed_by_a_worker_through_the_api() {
+        let env = team_env("");
+        env.write(
+            "runbooks/flaky.lua",
+            r#"runbook { name = "flaky" }
+step("once broken", function()
+  local r = exec{shell = "test -f fixed || { touch fixed; exit 1; }", check = false}
+  if r.code ~= 0 then error("broken the first time") end
+end)
+"#,
+        );
+        let c = Console::start(&env, &[], &[]);
+        // A bare POST (no body, no Content-Type), as `curl -X POST` sends it.
+        let queued =
+            c.api("POST", "/api/v1/runbooks/flaky/runs", Some("{}")).json()["run_id"].as_str().unwrap().to_string();
+        let auth = format!("Bearer {BOT_TOKEN}");
+        let r = http(c.port, "POST", &format!("/api/v1/runs/{queued}/cancel"), &[("Authorization", &auth)], None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(status_of(&c, &queued), "cancelled");
+        let r = http(c.port, "POST", &format!("/api/v1/runs/{queued}/cancel"), &[("Authorization", &auth)], None);
+        assert_eq!(r.status, 409, "an ended run: {}", r.body);
+
+        let id =
+            c.api("POST", "/api/v1/runbooks/flaky/runs", Some("{}")).json()["run_id"].as_str().unwrap().to_string();
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "failed");
+        let r = http(c.port, "POST", &format!("/api/v1/runs/{id}/resume"), &[("Authorization", &auth)], None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "succeeded");
+        // Both actions are in the audit log, with who and how.
+        let db = env.journal_path();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let log: Vec<String> = rt.block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display())).await.unwrap();
+            sqlx::query_scalar("SELECT action || ' ' || actor || ' ' || remote FROM audit ORDER BY at")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+        });
+        let log = log.join("\n");
+        assert!(log.contains("cancel bot 127.0.0.1 (token)") && log.contains("resume bot 127.0.0.1 (token)"), "{log}");
+    }
+}
+
+mod hardening {
+    use super::*;
+
+    #[test]
+    fn a_request_naming_another_host_or_a_login_sending_people_elsewhere_goes_nowhere() {
+        let env = team_env("");
+        let c = Console::start(&env, &[], &[]);
+        // A page on evil.example rebound to 127.0.0.1 names its own host: refused.
+        let auth = format!("Bearer {BOT_TOKEN}");
+        let r = http(c.port, "GET", "/api/v1/runs", &[("Host", "evil.example:8080"), ("Authorization", &auth)], None);
+        assert_eq!(r.status, 421, "{}", r.body);
+        // `next` that a browser would turn into another site is dropped.
+        for next in ["//evil.example", "/\t/evil.example", "https://evil.example", "/\\evil.example"] {
+            let r = c.post_form("/login", None, &[("user", "alice"), ("password", "alice-password"), ("next", next)]);
+            assert_eq!(r.status, 303);
+            assert_eq!(r.header("location"), Some("/runs"), "{next:?}");
+        }
+    }
+
+    #[test]
+    fn in_proxy_mode_only_the_trusted_proxy_may_name_the_user() {
+        let env = team_env("auth = \"proxy\"\nproxy_header = \"X-Forwarded-User\"");
+        let c = Console::start(&env, &[], &[]);
+        // From loopback (the proxy beside it): the header is the user.
+        let r = http(c.port, "GET", "/api/v1/me", &[("X-Forwarded-User", "bob")], None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.json()["name"], "bob");
+        // A user the console does not know is refused, not made up.
+        let r = http(c.port, "GET", "/api/v1/me", &[("X-Forwarded-User", "mallory")], None);
+        assert_eq!(r.status, 403);
+        drop(c);
+        // With a named proxy elsewhere, a loopback client is not it.
+        env.write("runbook.toml", &team_config("auth = \"proxy\"\ntrusted_proxies = [\"10.9.9.9\"]"));
+        let c = Console::start(&env, &[], &[]);
+        let r = http(c.port, "GET", "/api/v1/me", &[("X-Forwarded-User", "bob")], None);
+        assert_eq!(r.status, 403, "{}", r.body);
+        drop(c);
+        // Off loopback without trusted_proxies the console does not start.
+        env.write("runbook.toml", &team_config("auth = \"proxy\"\nallow_plain_http = true"));
+        let r = env.run(&["serve", "--listen", "0.0.0.0:0"]);
+        r.assert_code(2);
+        assert!(r.stderr.contains("trusted_proxies"), "{}", r.stderr);
+    }
+
+    #[test]
+    fn whoever_resumes_or_starts_a_run_in_the_console_cannot_approve_its_gate_policy_or_not() {
+        let env = team_env("");
+        env.write(
+            "runbooks/gated-flaky.lua",
+            r#"runbook { name = "gated-flaky" }
+step("once broken", function()
+  local r = exec{shell = "test -f fixed || { touch fixed; exit 1; }", check = false}
+  if r.code ~= 0 then error("broken the first time") end
+end)
+approve("Go on?")
+step("after", function() exec{shell = "echo after >> ledger"} end)
+"#,
+        );
+        let c = Console::start(&env, &[], &[]);
+        // The bot starts it; it fails; dora (operator and approver) has a worker resume it.
+        let id = c.api("POST", "/api/v1/runbooks/gated-flaky/runs", Some("{}")).json()["run_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "failed");
+        let dora = c.login("dora", "approver-password");
+        let r = c.post_form(&format!("/runs/{id}/resume"), Some(&dora), &[("csrf", &dora.csrf)]);
+        assert_eq!(r.status, 303, "{}", r.body);
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "waiting_approval");
+        // A gate without a policy, in the console: still not by who asked for the run to go on.
+        let r =
+            c.post_form(&format!("/runs/{id}/approve"), Some(&dora), &[("csrf", &dora.csrf), ("decision", "approve")]);
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.body.contains("dora resumed this run and cannot approve it"), "{}", r.body);
+        let carol = c.login("carol", "approver-password");
+        let r = c.post_form(
+            &format!("/runs/{id}/approve"),
+            Some(&carol),
+            &[("csrf", &carol.csrf), ("decision", "approve")],
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "succeeded");
+        // A person's own `runbook run` is not the console's to hand to a worker.
+        env.write("mine.lua", "runbook { name = \"mine\" }\nstep(\"x\", function() error(\"no\") end)\n");
+        env.run(&["run", "mine.lua"]).assert_code(1);
+        let mine = env.show("last")["run_id"].as_str().unwrap().to_string();
+        let r = c.post_form(&format!("/runs/{mine}/resume"), Some(&dora), &[("csrf", &dora.csrf)]);
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert!(r.body.contains("it is theirs to resume"), "{}", r.body);
     }
 }

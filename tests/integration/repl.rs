@@ -469,10 +469,18 @@ step("after", function() exec{ shell = "echo after >> ledger" } end)
     p.expect("step 'after' was not loaded: loading run");
     p.expect("stopped at 'approve: drop the old tables?'");
     p.line(":skip \"approve: drop the old tables?\" nobody asked");
-    p.expect("is an approval gate: `runbook approve");
+    p.expect("is an approval gate: :approve");
+    // The gate is decided from the REPL, journaled as such; the run then resumes here.
+    p.line(":approve checked the table list");
+    p.expect("approved by");
+    p.line(":resume");
+    p.expect("succeeded");
     p.quit();
-    assert_eq!(env.read("ledger"), "");
-    assert_eq!(env.status("last"), "waiting_approval");
+    assert_eq!(env.read("ledger"), "after\n");
+    let show = env.show("last");
+    let gate = Env::step(&show, "approve: drop the old tables?");
+    assert_eq!(gate["votes"][0]["via"], "repl");
+    assert_eq!(gate["votes"][0]["comment"], "checked the table list");
 
     // A dry run is never continued or retried for real.
     env.write("flaky.lua", FLAKY);
