@@ -363,7 +363,8 @@ mod tests {
         assert!(may_decide(Some(&p), &voter("alice", &[]), &["alice".to_string()]).is_ok());
         // Whoever resumed the run counts as a requester.
         let both = ["alice".to_string(), "bob".to_string()];
-        assert!(may_decide(Some(&p), &voter("bob", &[]), &both).unwrap_err().contains("resumed this run"));
+        let strict = Policy::default();
+        assert!(may_decide(Some(&strict), &voter("bob", &[]), &both).unwrap_err().contains("resumed this run"));
         // Without a policy the gate stays as it always was: anyone, the requester included.
         assert!(may_decide(None, &voter("alice", &[]), &["alice".to_string()]).is_ok());
     }

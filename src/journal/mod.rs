@@ -540,6 +540,18 @@ pub trait Journal: Send + Sync {
     /// Only runs a worker may take (queued or scheduled ones): a person's own `runbook run`
     /// is theirs to resume. `by` is recorded: it may not approve the run's gates.
     async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner, by: &str) -> JResult<bool>;
+    /// Records a journaled step of a stopped run (failed, or interrupted) as skipped by `actor`,
+    /// with the reason (compare-and-swap on the run, which no process may hold): a resume then
+    /// passes over it, as after the REPL's `:skip`.
+    async fn skip_step(
+        &self,
+        run_id: &str,
+        expected: RunStatus,
+        previous: &Owner,
+        step: &str,
+        actor: &str,
+        reason: &str,
+    ) -> JResult<bool>;
     /// Records a person's decision at the gate a waiting run stopped at, and decides the gate in
     /// the same transaction: a rejection ends it, `quorum` distinct approvals pass it. The run
     /// row is locked first, so two approvers voting at once both count.

@@ -121,6 +121,17 @@ macro_rules! sql_journal {
             Ok(true)
         }
 
+        fn event_from_row(row: &DbRow) -> JResult<EventRecord> {
+            let data: String = row.try_get("data")?;
+            Ok(EventRecord {
+                run_id: row.try_get("run_id")?,
+                ts: row.try_get("ts")?,
+                event: row.try_get("event")?,
+                step: row.try_get("step")?,
+                data: serde_json::from_str(&data).map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
+            })
+        }
+
         fn run_from_row(row: &DbRow) -> JResult<RunRecord> {
             let params: String = row.try_get("params")?;
             Ok(RunRecord {
@@ -662,6 +673,48 @@ macro_rules! sql_journal {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn skip_step(
+                &self,
+                run_id: &str,
+                expected: RunStatus,
+                previous: &Owner,
+                step: &str,
+                actor: &str,
+                reason: &str,
+            ) -> JResult<bool> {
+                let mut db = self.db().await?;
+                let mut tx = db.begin().await?;
+                let held = sqlx::query("UPDATE runs SET status = status WHERE id = $1 AND status = $2 AND host = $3 AND pid = $4")
+                    .bind(run_id)
+                    .bind(expected.as_str())
+                    .bind(&previous.host)
+                    .bind(previous.pid)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected()
+                    == 1;
+                if !held {
+                    return Ok(false);
+                }
+                let skipped = sqlx::query(
+                    "UPDATE steps SET status = 'skipped', actor = $1, error = $2, finished_at = $3
+                     WHERE run_id = $4 AND name = $5 AND kind = 'step' AND status IN ('failed', 'running', 'retrying')",
+                )
+                .bind(actor)
+                .bind(format!("skipped by {actor}: {reason}"))
+                .bind(now_ts())
+                .bind(run_id)
+                .bind(step)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if skipped {
+                    tx.commit().await?;
+                }
+                Ok(skipped)
+            }
+
             async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
                 let rows = sqlx::query(
                     "SELECT run_id, gate, actor, decision, via, comment, at FROM votes WHERE run_id = $1 ORDER BY at, actor",
@@ -743,19 +796,7 @@ macro_rules! sql_journal {
                     .bind(run_id)
                     .fetch_all(&mut *self.db().await?)
                     .await?;
-                rows.iter()
-                    .map(|row| {
-                        let data: String = row.try_get("data")?;
-                        Ok(EventRecord {
-                            run_id: row.try_get("run_id")?,
-                            ts: row.try_get("ts")?,
-                            event: row.try_get("event")?,
-                            step: row.try_get("step")?,
-                            data: serde_json::from_str(&data)
-                                .map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
-                        })
-                    })
-                    .collect()
+                rows.iter().map(event_from_row).collect()
             }
 
             async fn events_since(&self, run_id: &str, after: i64, limit: i64) -> JResult<Vec<(i64, EventRecord)>> {
@@ -767,22 +808,7 @@ macro_rules! sql_journal {
                 .bind(limit)
                 .fetch_all(&mut *self.db().await?)
                 .await?;
-                rows.iter()
-                    .map(|row| {
-                        let data: String = row.try_get("data")?;
-                        Ok((
-                            row.try_get::<i64, _>("id")?,
-                            EventRecord {
-                                run_id: row.try_get("run_id")?,
-                                ts: row.try_get("ts")?,
-                                event: row.try_get("event")?,
-                                step: row.try_get("step")?,
-                                data: serde_json::from_str(&data)
-                                    .map_err(|e| JournalError::Corrupt(format!("event data: {e}")))?,
-                            },
-                        ))
-                    })
-                    .collect()
+                rows.iter().map(|row| Ok((row.try_get::<i64, _>("id")?, event_from_row(row)?))).collect()
             }
 
             async fn last_event_id(&self, run_id: &str) -> JResult<i64> {

@@ -79,6 +79,7 @@ pub fn router(app: Shared) -> Router {
     r = both(r, "/runs/{id}/approve", post(runs::approve));
     r = both(r, "/runs/{id}/cancel", post(runs::cancel));
     r = both(r, "/runs/{id}/resume", post(runs::resume));
+    r = both(r, "/runs/{id}/skip", post(runs::skip));
     r = both(r, "/runbooks", get(runbooks::list));
     r = both(r, "/runbooks/{name}", get(runbooks::show));
     r = both(r, "/runbooks/{name}/runs", post(runbooks::enqueue));

@@ -185,7 +185,8 @@ async fn run_view(
         "live": !status.is_final() && status != RunStatus::Failed,
         "actions": {
             "cancel": me.can_operate() && !status.is_final(),
-            "resume": me.can_operate() && stopped,
+            "resume": me.can_operate() && stopped && crate::scheduler::worker_run(run),
+            "skip": me.can_operate() && stopped,
         },
     }))
 }
@@ -337,6 +338,24 @@ pub struct ActionForm {
     csrf: Option<String>,
 }
 
+/// The start of every operator's action on a run: the session's CSRF token, the operator
+/// role, and the run itself.
+async fn operated(
+    app: &Shared,
+    me: &Identity,
+    uri: &Uri,
+    headers: &HeaderMap,
+    token: Option<&str>,
+    id: &str,
+    what: &str,
+) -> Result<RunRecord, Response> {
+    me.check_csrf(csrf(headers, token)).map_err(|r| *r)?;
+    if !me.can_operate() {
+        return Err(fail(uri, StatusCode::FORBIDDEN, &format!("{what} needs the operator role")));
+    }
+    find(app, uri, id).await
+}
+
 pub async fn cancel(
     State(app): State<Shared>,
     me: Identity,
@@ -345,13 +364,7 @@ pub async fn cancel(
     Path(id): Path<String>,
     Input(form): Input<ActionForm>,
 ) -> Response {
-    if let Err(r) = me.check_csrf(csrf(&headers, form.csrf.as_deref())) {
-        return *r;
-    }
-    if !me.can_operate() {
-        return fail(&uri, StatusCode::FORBIDDEN, "cancelling needs the operator role");
-    }
-    let run = match find(&app, &uri, &id).await {
+    let run = match operated(&app, &me, &uri, &headers, form.csrf.as_deref(), &id, "cancelling").await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -401,13 +414,7 @@ pub async fn resume(
     Path(id): Path<String>,
     Input(form): Input<ActionForm>,
 ) -> Response {
-    if let Err(r) = me.check_csrf(csrf(&headers, form.csrf.as_deref())) {
-        return *r;
-    }
-    if !me.can_operate() {
-        return fail(&uri, StatusCode::FORBIDDEN, "resuming needs the operator role");
-    }
-    let run = match find(&app, &uri, &id).await {
+    let run = match operated(&app, &me, &uri, &headers, form.csrf.as_deref(), &id, "resuming").await {
         Ok(r) => r,
         Err(resp) => return resp,
     };
@@ -433,6 +440,67 @@ pub async fn resume(
             ),
         ),
         Ok(false) => fail(&uri, StatusCode::CONFLICT, &format!("run {} changed meanwhile (or a cancel is pending); reload", run.id)),
+        Err(e) => fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkipForm {
+    step: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    csrf: Option<String>,
+}
+
+/// Records a failed step of a stopped run as skipped, with the reason, as the REPL's `:skip`
+/// does; a resume then passes over it.
+pub async fn skip(
+    State(app): State<Shared>,
+    me: Identity,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Input(form): Input<SkipForm>,
+) -> Response {
+    let run = match operated(&app, &me, &uri, &headers, form.csrf.as_deref(), &id, "skipping a step").await {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let reason = crate::secret::redact(form.reason.trim()).into_owned();
+    if reason.is_empty() {
+        return fail(&uri, StatusCode::BAD_REQUEST, "a skip needs a reason: it is recorded in the run's journal");
+    }
+    let status = run.effective_status();
+    if !matches!(status, RunStatus::Failed | RunStatus::Interrupted) {
+        return fail(
+            &uri,
+            StatusCode::CONFLICT,
+            &format!("run {} is {status}: only a stopped run's step is skipped", run.id),
+        );
+    }
+    match app.journal.skip_step(&run.id, run.status, &run.owner, &form.step, &me.name, &reason).await {
+        Ok(true) => {
+            let event = journal::EventRecord {
+                run_id: run.id.clone(),
+                ts: journal::now_ts(),
+                event: "step_skipped".into(),
+                step: Some(form.step.clone()),
+                data: json!({"actor": me.name, "reason": reason, "via": me.via_name()}),
+            };
+            let _ = app.journal.append_events(&[event]).await;
+            audit(&app, &me, "skip", &run.id, &format!("{}: {reason}", form.step)).await;
+            done(&uri, &run.id, json!({"run_id": run.id, "step": form.step, "outcome": "skipped"}))
+        }
+        Ok(false) => fail(
+            &uri,
+            StatusCode::CONFLICT,
+            &format!(
+                "step '{}' of run {} is not a failed or interrupted step of a stopped run (reload)",
+                form.step, run.id
+            ),
+        ),
         Err(e) => fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }

@@ -184,6 +184,17 @@ impl Journal for CrashJournal {
     async fn request_resume(&self, id: &str, expected: RunStatus, previous: &Owner, by: &str) -> JResult<bool> {
         self.inner.request_resume(id, expected, previous, by).await
     }
+    async fn skip_step(
+        &self,
+        run_id: &str,
+        expected: RunStatus,
+        previous: &Owner,
+        step: &str,
+        actor: &str,
+        reason: &str,
+    ) -> JResult<bool> {
+        self.inner.skip_step(run_id, expected, previous, step, actor, reason).await
+    }
     async fn votes(&self, run_id: &str) -> JResult<Vec<VoteRecord>> {
         self.inner.votes(run_id).await
     }

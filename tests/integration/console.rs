@@ -789,6 +789,53 @@ end)
     }
 }
 
+mod skipping {
+    use super::*;
+
+    #[test]
+    fn an_operator_skips_a_failed_step_with_a_reason_and_a_worker_goes_on_past_it() {
+        let env = team_env("");
+        env.write(
+            "runbooks/broken.lua",
+            r#"runbook { name = "broken" }
+step("warm cache", function() error("the cache host is gone") end)
+step("serve", function() exec{shell = "echo served >> ledger"} end)
+"#,
+        );
+        let c = Console::start(&env, &[], &[]);
+        let id =
+            c.api("POST", "/api/v1/runbooks/broken/runs", Some("{}")).json()["run_id"].as_str().unwrap().to_string();
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "failed");
+        let alice = c.login("alice", "alice-password");
+        let page = c.get(&format!("/runs/{id}"), Some(&alice));
+        assert!(
+            page.body.contains("action=\"/runs/") && page.body.contains("/skip\""),
+            "a skip form on the failed step"
+        );
+        // Without a reason, or a step that did not fail: refused.
+        let none = c.api("POST", &format!("/api/v1/runs/{id}/skip"), Some(r#"{"step": "warm cache"}"#));
+        assert_eq!(none.status, 400, "{}", none.body);
+        let wrong = c.api("POST", &format!("/api/v1/runs/{id}/skip"), Some(r#"{"step": "serve", "reason": "x"}"#));
+        assert_eq!(wrong.status, 409, "{}", wrong.body);
+        let r = c.api(
+            "POST",
+            &format!("/api/v1/runs/{id}/skip"),
+            Some(r#"{"step": "warm cache", "reason": "cache is optional tonight"}"#),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = c.api("POST", &format!("/api/v1/runs/{id}/resume"), Some("{}"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        env.run(&["worker", "--until-empty"]).assert_code(0);
+        assert_eq!(status_of(&c, &id), "succeeded");
+        assert_eq!(env.read("ledger"), "served\n");
+        let step = Env::step(&env.show(&id), "warm cache").clone();
+        assert_eq!(step["status"], "skipped");
+        assert_eq!(step["actor"], "bot");
+        assert!(step["error"].as_str().unwrap().contains("cache is optional tonight"), "{step}");
+    }
+}
+
 mod hardening {
     use super::*;
 
