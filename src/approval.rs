@@ -28,7 +28,7 @@ pub struct Policy {
     pub timeout: Option<String>,
     #[serde(default)]
     pub on_timeout: OnTimeout,
-    /// Where decisions may come from: "cli", "repl", "web", "api", "link" (default: all). From
+    /// Where decisions may come from: "cli", "repl", "web", "api", "local" (default: all). From
     /// the command line a person is who their OS account says, and anyone who can write the
     /// journal can write anything; `via = { "web", "api" }` takes only logged-in decisions.
     #[serde(default)]
@@ -111,7 +111,8 @@ impl Policy {
 }
 
 /// The ways a decision arrives.
-pub const VIAS: [&str; 5] = ["cli", "repl", "web", "api", "link"];
+/// ("local": a console with `auth = "none"`, where nobody logged in.)
+pub const VIAS: [&str; 5] = ["cli", "repl", "web", "api", "local"];
 
 /// What a waiting gate keeps in its step row.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -145,7 +146,7 @@ impl GateState {
     pub fn effective_policy(&self, via: &str) -> Option<Policy> {
         match (&self.policy, via) {
             (Some(p), _) => Some(p.clone()),
-            (None, "web" | "api" | "link") => Some(Policy::default()),
+            (None, "web" | "api") => Some(Policy::default()),
             (None, _) => None,
         }
     }
@@ -230,7 +231,7 @@ pub enum ApprovalError {
 pub struct Decision {
     pub approve: bool,
     pub comment: Option<String>,
-    /// "cli", "repl", "web", "link" or "api".
+    /// "cli", "repl", "web", "api" or "local".
     pub via: &'static str,
 }
 

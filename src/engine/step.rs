@@ -662,12 +662,7 @@ pub(crate) async fn approve(lua: Lua, (message, opts): (Value, Option<Value>)) -
         policy: policy.clone(),
         requested_by: requested_by.clone(),
         deadline,
-        resumed_by: ctx
-            .resume
-            .as_ref()
-            .and_then(|r| r.resumed_by.as_deref())
-            .map(|b| b.split(',').map(str::to_string).collect())
-            .unwrap_or_default(),
+        resumed_by: resumers(&ctx),
     }));
     rec.error = None;
     let user = crate::process::username();
@@ -715,6 +710,19 @@ pub(crate) async fn approve(lua: Lua, (message, opts): (Value, Option<Value>)) -
             Err(ctx.raise(Halt::WaitingApproval(message)))
         }
     }
+}
+
+/// Who asked for this run to go on besides its requester: those who had the console resume
+/// it, and the person resuming it now from the command line or the REPL (a worker is nobody).
+fn resumers(ctx: &Ctx) -> Vec<String> {
+    let Some(run) = ctx.resume.as_ref() else { return vec![] };
+    let mut all: Vec<String> =
+        run.resumed_by.as_deref().map(|b| b.split(',').map(str::to_string).collect()).unwrap_or_default();
+    let me = crate::process::username();
+    if !ctx.drain && !ctx.queued && me != run.user && !all.contains(&me) {
+        all.push(me);
+    }
+    all
 }
 
 static NO_PROMPTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);

@@ -382,7 +382,7 @@ pub struct VoteRecord {
     pub actor: String,
     /// "approve" or "reject".
     pub decision: String,
-    /// How it was given: "cli", "repl", "web", "link", "api".
+    /// How it was given: "cli", "repl", "web", "api" or "local" (a console without logins).
     pub via: String,
     pub comment: Option<String>,
     pub at: String,

@@ -608,7 +608,9 @@ macro_rules! sql_journal {
                 }
                 let inserted = sqlx::query(
                     "INSERT INTO votes (run_id, gate, actor, decision, via, comment, at) VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (run_id, gate, actor) DO NOTHING",
+                     ON CONFLICT (run_id, gate, actor) DO UPDATE SET decision = excluded.decision, via = excluded.via,
+                       comment = excluded.comment, at = excluded.at
+                     WHERE votes.decision LIKE 'expired:%'",
                 )
                 .bind(&v.run_id)
                 .bind(&v.gate)
@@ -754,6 +756,13 @@ macro_rules! sql_journal {
                 let done = match end {
                     OnTimeout::Cancel => end_gate(&mut tx, run_id, gate, "declined", "timeout", why, rollback_auto, false).await?,
                     OnTimeout::Fail => {
+                        // The votes of this round no longer count (kept, marked): a resume
+                        // meets the gate again, with a fresh timeout, and a fresh quorum.
+                        sqlx::query("UPDATE votes SET decision = 'expired:' || decision WHERE run_id = $1 AND gate = $2 AND decision NOT LIKE 'expired:%'")
+                            .bind(run_id)
+                            .bind(gate)
+                            .execute(&mut *tx)
+                            .await?;
                         // The gate stays waiting: a resume meets it again, with a fresh timeout.
                         let run = sqlx::query(
                             "UPDATE runs SET status = 'failed', error = $1, finished_at = $2 WHERE id = $3 AND status = 'waiting_approval'

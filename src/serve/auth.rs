@@ -113,6 +113,8 @@ impl Identity {
     pub fn via_name(&self) -> &'static str {
         match self.via {
             Via::Token => "api",
+            // `auth = "none"`: whoever reaches the loopback port, as unverified as the CLI.
+            Via::Local => "local",
             _ => "web",
         }
     }
@@ -135,6 +137,8 @@ pub fn glob(pattern: &str, text: &str) -> bool {
 /// Whether a proxy-mode connection comes from a trusted proxy: one of `trusted_proxies`, or,
 /// when none is named, loopback (the console listens on loopback behind a local proxy).
 pub fn trusted_proxy(config: &ServeConfig, ip: std::net::IpAddr) -> bool {
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    let ip = ip.to_canonical();
     if config.trusted_proxies.is_empty() {
         return ip.is_loopback();
     }
@@ -313,6 +317,8 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    const PER_USER: usize = 20;
+
     pub fn new(lifetime: Duration) -> Sessions {
         Sessions { map: Mutex::new(HashMap::new()), lifetime }
     }
@@ -321,6 +327,15 @@ impl Sessions {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         map.retain(|_, s| s.expires > now);
+        // At most 20 sessions per person: logging in again and again ends the oldest.
+        let mut mine: Vec<(String, Instant)> =
+            map.iter().filter(|(_, s)| s.user == user).map(|(k, s)| (k.clone(), s.expires)).collect();
+        if mine.len() >= Self::PER_USER {
+            mine.sort_by_key(|(_, e)| *e);
+            for (k, _) in mine.iter().take(mine.len() + 1 - Self::PER_USER) {
+                map.remove(k);
+            }
+        }
         map.insert(id.clone(), Session { user: user.into(), csrf: random_token(24), expires: now + self.lifetime });
         id
     }
@@ -333,7 +348,10 @@ impl Sessions {
     }
 }
 
-/// Failed logins per client address and per user name: after 5 in 5 minutes, wait.
+/// Failed logins in 5 minutes, per key: 5 for a user from one address (`pair:`), 20 for a user
+/// from anywhere (`user:`), 50 from one address (`ip:`). Behind a proxy every client may share
+/// an address, so one person's typos never lock out the rest, and a guesser spread over many
+/// addresses still gets 20 tries per user.
 #[derive(Default)]
 pub struct Limiter {
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
@@ -341,7 +359,19 @@ pub struct Limiter {
 
 impl Limiter {
     const WINDOW: Duration = Duration::from_secs(300);
-    const MAX: usize = 5;
+
+    fn max(key: &str) -> usize {
+        match key.split(':').next() {
+            Some("pair") => 5,
+            Some("user") => 20,
+            _ => 50,
+        }
+    }
+
+    /// The keys of one login attempt.
+    pub fn keys(user: &str, ip: &str) -> Vec<String> {
+        vec![format!("pair:{user}@{ip}"), format!("user:{user}"), format!("ip:{ip}")]
+    }
 
     /// One attempt: refused (with the seconds to wait) when a key is over the limit, else
     /// counted as a failure at once, and forgiven by `succeeded`.
@@ -368,8 +398,9 @@ impl Limiter {
                 while q.front().is_some_and(|t| now.duration_since(*t) > Self::WINDOW) {
                     q.pop_front();
                 }
-                if q.len() >= Self::MAX {
-                    let left = Self::WINDOW.saturating_sub(now.duration_since(q[0])).as_secs().max(1);
+                let max = Self::max(k);
+                if q.len() >= max {
+                    let left = Self::WINDOW.saturating_sub(now.duration_since(q[q.len() - max])).as_secs().max(1);
                     wait = Some(wait.map_or(left, |w: u64| w.max(left)));
                 }
             }
@@ -418,7 +449,7 @@ pub fn remote(parts: &Parts) -> String {
     parts
         .extensions
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip().to_canonical().to_string())
         .unwrap_or_else(|| "?".into())
 }
 
@@ -527,6 +558,20 @@ mod tests {
     }
 
     #[test]
+    fn a_person_keeps_at_most_twenty_sessions_the_oldest_end_first() {
+        let s = Sessions::new(Duration::from_secs(3600));
+        let first = s.create("alice");
+        let other = s.create("bob");
+        for _ in 0..20 {
+            s.create("alice");
+        }
+        assert!(s.get(&first).is_none());
+        assert!(s.get(&other).is_some());
+        let alive = s.map.lock().unwrap().values().filter(|v| v.user == "alice").count();
+        assert_eq!(alive, 20);
+    }
+
+    #[test]
     fn globs_match_runbook_names() {
         assert!(glob("*", "anything"));
         assert!(glob("db-*", "db-vacuum"));
@@ -546,14 +591,18 @@ mod tests {
     }
 
     #[test]
-    fn the_login_limiter_blocks_after_five_failures_per_key() {
+    fn the_login_limiter_blocks_a_user_at_one_address_after_five_and_anywhere_after_twenty() {
         let l = Limiter::default();
-        let keys = vec!["ip:1".to_string(), "user:bob".to_string()];
         for _ in 0..5 {
-            assert!(l.attempt(&keys).is_ok());
+            assert!(l.attempt(&Limiter::keys("bob", "1")).is_ok());
         }
-        assert!(l.attempt(&keys).is_err());
-        assert!(l.blocked(&["user:bob".to_string()]).is_some());
-        assert!(l.blocked(&["ip:2".to_string()]).is_none());
+        assert!(l.attempt(&Limiter::keys("bob", "1")).is_err());
+        // Others behind the same address, and bob elsewhere, still try.
+        assert!(l.attempt(&Limiter::keys("carol", "1")).is_ok());
+        for ip in 2..17 {
+            assert!(l.attempt(&Limiter::keys("bob", &ip.to_string())).is_ok(), "{ip}");
+        }
+        // 20 for bob from anywhere.
+        assert!(l.attempt(&Limiter::keys("bob", "99")).is_err());
     }
 }

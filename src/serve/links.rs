@@ -161,9 +161,16 @@ pub async fn open(State(app): State<Shared>, me: Identity, uri: Uri, UrlPath(tok
         );
     }
     // A gate already decided spends nothing: the link just shows the run.
-    let waiting =
-        crate::approval::waiting_gate(app.journal.as_ref(), &run).await.is_ok_and(|(g, _)| g.name == claims.g);
-    if !waiting {
+    // A gate already decided, or one this person may not decide (they asked for the run),
+    // spends nothing: the link just shows the run, and the page says why.
+    let decidable = match crate::approval::waiting_gate(app.journal.as_ref(), &run).await {
+        Ok((g, state)) if g.name == claims.g => {
+            let policy = state.effective_policy(me.via_name());
+            crate::approval::may_decide(policy.as_ref(), &me.voter(), &state.requesters()).is_ok()
+        }
+        _ => false,
+    };
+    if !decidable {
         return Redirect::to(&format!("/runs/{}", run.id)).into_response();
     }
     match app.journal.use_link(&claims.n, &me.name).await {

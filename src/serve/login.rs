@@ -47,6 +47,23 @@ pub async fn form(State(app): State<Shared>, Query(q): Query<Next>) -> Response 
     page(&app, &safe_next(q.next.as_deref()), None)
 }
 
+/// The client's address: the peer's, or, when the peer is a trusted proxy (one of
+/// `trusted_proxies`, or loopback), the last address it appended to X-Forwarded-For.
+fn client_ip(app: &Shared, peer: std::net::IpAddr, headers: &HeaderMap) -> String {
+    let peer = peer.to_canonical();
+    if auth::trusted_proxy(&app.config, peer) {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|ip| ip.trim().parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = forwarded {
+            return ip.to_canonical().to_string();
+        }
+    }
+    peer.to_string()
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoginForm {
@@ -71,15 +88,16 @@ async fn audit(app: &Shared, user: &str, action: &str, remote: &str, detail: &st
 pub async fn submit(
     State(app): State<Shared>,
     connect: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
     axum::Form(f): axum::Form<LoginForm>,
 ) -> Response {
     let next = safe_next(f.next.as_deref());
     if app.config.auth != AuthMode::Password {
         return fail(&Uri::from_static("/login"), StatusCode::NOT_FOUND, "this console does not use passwords");
     }
-    let remote = connect.0.ip().to_string();
+    let remote = client_ip(&app, connect.0.ip(), &headers);
     let user: String = f.user.chars().take(64).collect();
-    let keys = vec![format!("ip:{remote}"), format!("user:{user}")];
+    let keys = auth::Limiter::keys(&user, &remote);
     // Charged before the check runs: a thousand attempts at once still get five tries.
     if let Err(wait) = app.limiter.attempt(&keys) {
         let mut res = page(&app, &next, Some(&format!("Too many failed logins: try again in {wait} s.")));

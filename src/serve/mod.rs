@@ -54,7 +54,8 @@ pub struct App {
     pub base: PathBuf,
     /// The names this console answers to (`Host`): its listener, loopback names on its port,
     /// and `public_url`'s. Anything else is refused (DNS rebinding).
-    pub hosts: Vec<String>,
+    /// (Completed with the bound port once listening: `--listen 127.0.0.1:0`.)
+    pub hosts: std::sync::RwLock<Vec<String>>,
 }
 
 pub type Shared = Arc<App>;
@@ -142,7 +143,9 @@ async fn guard(
 ) -> axum::response::Response {
     use axum::http::{Method, StatusCode};
     let host = host_of(&req);
-    if !app.hosts.contains(&host) {
+    let known =
+        app.hosts.read().map(|hs| hs.iter().any(|h| *h == host || same_default_port(h, &host))).unwrap_or(false);
+    if !known {
         return pages::fail(
             req.uri(),
             StatusCode::MISDIRECTED_REQUEST,
@@ -158,14 +161,22 @@ async fn guard(
     if !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         let h = req.headers();
         let cross_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "cross-site");
+        // The Origin must be this very request's host (which is one of the console's names).
         let foreign = h.get(header::ORIGIN).and_then(|v| v.to_str().ok()).is_some_and(|o| {
-            !app.hosts.iter().any(|h| o.split_once("://").map(|(_, rest)| rest.to_ascii_lowercase()) == Some(h.clone()))
+            let authority = o.split_once("://").map(|(_, rest)| rest.to_ascii_lowercase());
+            authority.is_none_or(|a| a != host && !same_default_port(&a, &host))
         });
         if cross_site || foreign {
             return pages::fail(req.uri(), StatusCode::FORBIDDEN, "cross-site request refused");
         }
     }
     next.run(req).await
+}
+
+/// `host` and `host:443` (or `:80`) name the same place.
+fn same_default_port(a: &str, b: &str) -> bool {
+    let strip = |s: &str| s.strip_suffix(":443").or_else(|| s.strip_suffix(":80")).unwrap_or(s).to_string();
+    strip(a) == strip(b)
 }
 
 /// The `Host` values the console answers to.
@@ -259,13 +270,17 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
         sessions: auth::Sessions::new(Duration::from_secs(hours * 3600)),
         limiter: auth::Limiter::default(),
         templates: pages::templates(),
-        secure_cookies: opts.tls.is_some() || !loopback,
+        // Behind a TLS proxy (public_url https://...) too: the browser must never send the
+        // cookie over plain HTTP, even to a port-80 redirect.
+        secure_cookies: opts.tls.is_some()
+            || !loopback
+            || config.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
         links,
         live: live::Tails::default(),
         catalogue: runbooks::Catalogue::default(),
         state: state.map(str::to_string),
         base,
-        hosts: hosts(&addr, &config),
+        hosts: std::sync::RwLock::new(hosts(&addr, &config)),
         config,
     });
     let router = router(app.clone()).into_make_service_with_connect_info::<SocketAddr>();
@@ -318,12 +333,12 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
                 .await
                 .map_err(|e| Error::Usage(format!("--tls-cert/--tls-key: {e}")))?;
             let server = axum_server::bind_rustls(addr, tls).handle(handle.clone());
-            announce(&handle, scheme, workers.is_some()).await;
+            announce(&handle, scheme, workers.is_some(), app.clone()).await;
             server.serve(router).await
         }
         None => {
             let server = axum_server::bind(addr).handle(handle.clone());
-            announce(&handle, scheme, workers.is_some()).await;
+            announce(&handle, scheme, workers.is_some(), app.clone()).await;
             server.serve(router).await
         }
     };
@@ -336,11 +351,15 @@ pub async fn serve(state: Option<&str>, opts: Options) -> Result<u8> {
     Ok(exit::OK)
 }
 
-async fn announce(handle: &axum_server::Handle<SocketAddr>, scheme: &str, workers: bool) {
+async fn announce(handle: &axum_server::Handle<SocketAddr>, scheme: &str, workers: bool, app: Shared) {
     let h = handle.clone();
     let scheme = scheme.to_string();
     tokio::spawn(async move {
         if let Some(addr) = h.listening().await {
+            if let Ok(mut hs) = app.hosts.write() {
+                let more = hosts(&addr, &app.config);
+                hs.extend(more);
+            }
             let with = if workers { " (with workers)" } else { "" };
             println!("runbook console on {scheme}://{addr}/{with}");
             use std::io::Write;

@@ -171,7 +171,8 @@ async fn run_view(
         .as_object()
         .map(|o| o.iter().map(|(k, v)| json!({"name": k, "value": v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())})).collect())
         .unwrap_or_default();
-    let stopped = matches!(status, RunStatus::Failed | RunStatus::Interrupted);
+    let stopped = matches!(status, RunStatus::Failed | RunStatus::Interrupted)
+        && !matches!(run.status, RunStatus::RollingBack | RunStatus::RollbackFailed);
     Ok(json!({
         "run": {
             "id": run.id, "runbook": run.runbook, "path": run.path, "status": status, "user": run.user,
@@ -339,7 +340,8 @@ pub struct ActionForm {
 }
 
 /// The start of every operator's action on a run: the session's CSRF token, the operator
-/// role, and the run itself.
+/// role, and the run itself. A run whose rollback stopped half-way is not the console's to
+/// move: only `runbook resume` (which finishes the rollback) or `runbook cancel` may.
 async fn operated(
     app: &Shared,
     me: &Identity,
@@ -353,7 +355,18 @@ async fn operated(
     if !me.can_operate() {
         return Err(fail(uri, StatusCode::FORBIDDEN, &format!("{what} needs the operator role")));
     }
-    find(app, uri, id).await
+    let run = find(app, uri, id).await?;
+    if matches!(run.status, RunStatus::RollingBack | RunStatus::RollbackFailed) {
+        return Err(fail(
+            uri,
+            StatusCode::CONFLICT,
+            &format!(
+                "run {} stopped while rolling back: `runbook resume {}` finishes the rollback where its hosts are reachable",
+                run.id, run.id
+            ),
+        ));
+    }
+    Ok(run)
 }
 
 pub async fn cancel(

@@ -65,7 +65,7 @@ function step(name, opts_or_fn, fn) end
 ---@field self_approval? boolean Whether the person who started or enqueued the run may approve it (default false).
 ---@field timeout? string How long the gate waits ("30m", "4h"); default forever.
 ---@field on_timeout? "cancel"|"fail" What a timeout does: cancel (rolled back with rollback = "auto"; the default) or fail (resumable).
----@field via? ("cli"|"repl"|"web"|"api"|"link")[] Where decisions may come from (default: all). `{ "web", "api" }` takes only logged-in decisions: at the command line a person is whoever their OS account says.
+---@field via? ("cli"|"repl"|"web"|"api"|"local")[] Where decisions may come from (default: all). `{ "web", "api" }` takes only logged-in decisions: at the command line a person is whoever their OS account says.
 
 --- An approval gate. Without a policy: asks y/N on a terminal, passes with --yes, and otherwise
 --- stops the run in `waiting_approval` until `runbook approve RUN`. With a policy, only the people

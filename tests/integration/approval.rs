@@ -215,3 +215,34 @@ fn a_policy_with_a_mistake_is_refused_before_anything_runs_with_its_line() {
         assert!(r.stderr.contains("rb.lua:3:") && r.stderr.contains(says), "{policy}: {}", r.stderr);
     }
 }
+
+#[test]
+fn votes_of_a_round_that_timed_out_no_longer_count_when_the_gate_meets_again() {
+    let env = Env::new();
+    env.write("runbook.toml", POLICY_CONFIG);
+    env.write(
+        "rb.lua",
+        &policy_runbook(r#"{ approvers = { "group:dba" }, quorum = 2, timeout = "2s", on_timeout = "fail" }"#),
+    );
+    as_user(&env, "alice", &["run", "rb.lua"]).assert_code(3);
+    as_user(&env, "bob", &["approve", "last"]).assert_code(0);
+    std::thread::sleep(std::time::Duration::from_millis(2300));
+    env.run(&["worker", "--until-empty"]).assert_code(0);
+    assert_eq!(env.status("last"), "failed");
+    // Resumed, the gate waits again: bob's vote of the first round is kept, marked, not counted.
+    as_user(&env, "alice", &["resume", "last"]).assert_code(3);
+    let carol = as_user(&env, "carol", &["approve", "last"]);
+    carol.assert_code(0);
+    assert!(carol.stdout.contains("1 of 2"), "{}", carol.stdout);
+    let gate = Env::step(&env.show("last"), "approve: Drop the old tables?").clone();
+    assert!(
+        gate["votes"].as_array().unwrap().iter().any(|v| v["actor"] == "bob" && v["decision"] == "expired:approve"),
+        "{gate}"
+    );
+    // bob decides again in this round, and the quorum is met by this round's votes.
+    let bob = as_user(&env, "bob", &["approve", "last"]);
+    bob.assert_code(0);
+    assert!(bob.stdout.contains("approved"), "{}", bob.stdout);
+    as_user(&env, "alice", &["resume", "last"]).assert_code(0);
+    assert_eq!(env.read("ledger"), "before\nafter\n");
+}
