@@ -305,16 +305,20 @@ pub async fn decide(
         "via": vote.via,
         "comment": vote.comment,
     });
-    journal
-        .append_events(&[journal::EventRecord {
-            run_id: run.id.clone(),
-            ts: journal::now_ts(),
-            event: "approval".into(),
-            step: Some(gate.name.clone()),
-            data,
-        }])
-        .await?;
+    gate_event(journal, &run.id, &gate.name, data).await?;
     Ok((gate, outcome))
+}
+
+/// An `approval` event in the run's log (a vote, a decision, a timeout).
+async fn gate_event(journal: &dyn Journal, run_id: &str, gate: &str, data: serde_json::Value) -> journal::JResult<()> {
+    let event = journal::EventRecord {
+        run_id: run_id.to_string(),
+        ts: journal::now_ts(),
+        event: "approval".into(),
+        step: Some(gate.to_string()),
+        data,
+    };
+    journal.append_events(&[event]).await
 }
 
 /// Ends the gates whose time ran out, as their policies say. Called by every worker and by
@@ -330,14 +334,7 @@ pub async fn expire_due(journal: &dyn Journal) -> journal::JResult<Vec<String>> 
         }
         let why = format!("approval timed out after {} ({})", policy.timeout.as_deref().unwrap_or("?"), state.message);
         if journal.expire_gate(&run.id, &gate.name, policy.on_timeout, run.rollback == "auto", &why).await? {
-            journal
-                .append_events(&[journal::EventRecord {
-                    run_id: run.id.clone(),
-                    ts: journal::now_ts(),
-                    event: "approval".into(),
-                    step: Some(gate.name.clone()),
-                    data: serde_json::json!({"status": "timed_out", "message": why}),
-                }])
+            gate_event(journal, &run.id, &gate.name, serde_json::json!({"status": "timed_out", "message": why}))
                 .await?;
             ended.push(run.id.clone());
         }

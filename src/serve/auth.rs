@@ -384,12 +384,6 @@ impl Limiter {
         Ok(())
     }
 
-    /// Seconds to wait before trying again, if any key is over the limit.
-    pub fn blocked(&self, keys: &[String]) -> Option<u64> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        Self::over(&mut map, keys)
-    }
-
     fn over(map: &mut HashMap<String, VecDeque<Instant>>, keys: &[String]) -> Option<u64> {
         let now = Instant::now();
         let mut wait = None;
@@ -536,6 +530,22 @@ impl FromRequestParts<std::sync::Arc<App>> for Identity {
             }
         }
         Err(unauthenticated(parts))
+    }
+}
+
+/// An identity with a role that reads (every role does): what a page or a list asks for. A
+/// handler that takes it cannot forget the check.
+pub struct Viewer(pub Identity);
+
+impl FromRequestParts<std::sync::Arc<App>> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &std::sync::Arc<App>) -> Result<Viewer, Response> {
+        let me = Identity::from_request_parts(parts, app).await?;
+        if !me.can_view() {
+            return Err(super::pages::fail(&parts.uri, StatusCode::FORBIDDEN, "your roles do not include viewer"));
+        }
+        Ok(Viewer(me))
     }
 }
 

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use tokio::sync::broadcast;
 
-use super::auth::Identity;
+use super::auth::Viewer;
 use super::pages::fail;
 use super::Shared;
 use crate::journal::Journal;
@@ -115,10 +115,7 @@ async fn tail(journal: Arc<dyn Journal>, run_id: &str, tx: broadcast::Sender<Arc
     }
 }
 
-pub async fn stream(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): Path<String>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn stream(State(app): State<Shared>, _: Viewer, uri: Uri, Path(id): Path<String>) -> Response {
     let run = match super::runs::find(&app, &uri, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,

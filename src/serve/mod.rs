@@ -357,8 +357,11 @@ async fn announce(handle: &axum_server::Handle<SocketAddr>, scheme: &str, worker
     tokio::spawn(async move {
         if let Some(addr) = h.listening().await {
             if let Ok(mut hs) = app.hosts.write() {
-                let more = hosts(&addr, &app.config);
-                hs.extend(more);
+                for h in hosts(&addr, &app.config) {
+                    if !hs.contains(&h) {
+                        hs.push(h);
+                    }
+                }
             }
             let with = if workers { " (with workers)" } else { "" };
             println!("runbook console on {scheme}://{addr}/{with}");

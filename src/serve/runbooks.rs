@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{json, Value};
 
-use super::auth::Identity;
+use super::auth::{Identity, Viewer};
 use super::input::Input;
 use super::pages::{fail, is_api, reply};
 use super::Shared;
@@ -149,10 +149,7 @@ async fn all(app: &Shared) -> Vec<(PathBuf, Entry)> {
     out
 }
 
-pub async fn list(State(app): State<Shared>, me: Identity, uri: Uri) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn list(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri) -> Response {
     let entries: Vec<Entry> = all(&app).await.into_iter().map(|(_, e)| e).collect();
     reply(&app, &me, &uri, "runbooks.html", json!({ "runbooks": entries }))
 }
@@ -161,10 +158,7 @@ async fn find(app: &Shared, name: &str) -> Option<(PathBuf, Entry)> {
     all(app).await.into_iter().find(|(_, e)| e.name == name && e.problem.is_none())
 }
 
-pub async fn show(State(app): State<Shared>, me: Identity, uri: Uri, UrlPath(name): UrlPath<String>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn show(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri, UrlPath(name): UrlPath<String>) -> Response {
     let Some((_, e)) = find(&app, &name).await else {
         return fail(&uri, StatusCode::NOT_FOUND, &format!("no runbook named {name} in the catalogue"));
     };

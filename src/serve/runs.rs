@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Identity;
+use super::auth::{Identity, Viewer};
 use super::input::Input;
 use super::pages::{fail, is_api, reply};
 use super::Shared;
@@ -48,10 +48,7 @@ pub fn row(run: &RunRecord) -> Value {
     })
 }
 
-pub async fn list(State(app): State<Shared>, me: Identity, uri: Uri, Query(q): Query<ListQuery>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn list(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri, Query(q): Query<ListQuery>) -> Response {
     let status = match some(&q.status) {
         Some(s) => match RunStatus::parse(&s) {
             Ok(st) => Some(st),
@@ -200,10 +197,7 @@ fn short(s: &str, n: usize) -> String {
     }
 }
 
-pub async fn show(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): Path<String>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn show(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri, Path(id): Path<String>) -> Response {
     let run = match find(&app, &uri, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,
@@ -215,10 +209,7 @@ pub async fn show(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): P
 }
 
 /// The timeline alone: what the live view swaps in when the run moves.
-pub async fn timeline(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): Path<String>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn timeline(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri, Path(id): Path<String>) -> Response {
     let run = match find(&app, &uri, &id).await {
         Ok(r) => r,
         Err(resp) => return resp,

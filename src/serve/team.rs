@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde_json::{json, Value};
 
-use super::auth::Identity;
+use super::auth::{Identity, Viewer};
 use super::input::Input;
 use super::pages::{fail, is_api, reply};
 use super::Shared;
@@ -32,10 +32,7 @@ fn answer(app: &Shared, me: &Identity, uri: &Uri, data: Value) -> Response {
     reply(app, me, uri, "table.html", data)
 }
 
-pub async fn queue(State(app): State<Shared>, me: Identity, uri: Uri) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn queue(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri) -> Response {
     let filter = RunFilter { status: Some(RunStatus::Queued), limit: 500, ..Default::default() };
     let runs = match app.journal.runs(&filter).await {
         Ok(r) => r,
@@ -61,10 +58,7 @@ pub async fn queue(State(app): State<Shared>, me: Identity, uri: Uri) -> Respons
 }
 
 /// Workers are seen through the runs they hold: owner, lease and heartbeat.
-pub async fn workers(State(app): State<Shared>, me: Identity, uri: Uri) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn workers(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri) -> Response {
     let mut active = vec![];
     for status in [RunStatus::Running, RunStatus::RollingBack] {
         let filter = RunFilter { status: Some(status), limit: 500, ..Default::default() };
@@ -103,10 +97,7 @@ pub async fn workers(State(app): State<Shared>, me: Identity, uri: Uri) -> Respo
     answer(&app, &me, &uri, data)
 }
 
-pub async fn schedules(State(app): State<Shared>, me: Identity, uri: Uri) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn schedules(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri) -> Response {
     let cfg = match crate::config::get() {
         Ok(c) => c,
         Err(e) => return fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e),
@@ -175,10 +166,7 @@ pub async fn unpause(
     Redirect::to("/schedules").into_response()
 }
 
-pub async fn sessions(State(app): State<Shared>, me: Identity, uri: Uri) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn sessions(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri) -> Response {
     let list = match app.journal.sessions(200).await {
         Ok(s) => s,
         Err(e) => return fail(&uri, StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -203,10 +191,7 @@ pub async fn sessions(State(app): State<Shared>, me: Identity, uri: Uri) -> Resp
     answer(&app, &me, &uri, data)
 }
 
-pub async fn session(State(app): State<Shared>, me: Identity, uri: Uri, Path(id): Path<String>) -> Response {
-    if !me.can_view() {
-        return fail(&uri, StatusCode::FORBIDDEN, "your roles do not include viewer");
-    }
+pub async fn session(State(app): State<Shared>, Viewer(me): Viewer, uri: Uri, Path(id): Path<String>) -> Response {
     let s = match app.journal.find_session(&id).await {
         Ok(s) => s,
         Err(e) => return fail(&uri, StatusCode::NOT_FOUND, &e.to_string()),
